@@ -1,0 +1,3 @@
+"""voice-console: an operator console for voice-AI agents (Vapi, Retell AI, Twilio)."""
+
+__version__ = "0.1.0"

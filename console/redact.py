@@ -1,0 +1,60 @@
+"""Keep secrets out of everything we write: the database, logs, stdout, exports.
+
+The receiver knows every configured secret value; anything that could carry one
+(raw bodies, headers, replies) passes through a `Redactor` before it is stored
+or printed. Authentication headers are masked by name as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MASK = "[redacted]"
+
+# Headers that carry credentials or signatures, masked whatever their value.
+SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-vapi-secret",
+        "x-retell-signature",
+        "x-twilio-signature",
+        "x-signature",
+        "x-api-key",
+    }
+)
+
+_MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary text
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str | None] = (), extra_headers: Iterable[str] = ()) -> None:
+        values = {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}
+        # Longest first so a secret containing another is masked whole.
+        self._secrets = sorted(values, key=len, reverse=True)
+        self._secret_bytes = [s.encode() for s in self._secrets]
+        self._headers = SENSITIVE_HEADERS | {h.lower() for h in extra_headers}
+
+    @property
+    def has_secrets(self) -> bool:
+        return bool(self._secrets)
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+
+    def bytes(self, value: bytes) -> bytes:
+        for secret in self._secret_bytes:
+            if secret in value:
+                value = value.replace(secret, MASK.encode())
+        return value
+
+    def headers(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [
+            (name, MASK if name.lower() in self._headers else self.text(value))
+            for name, value in headers
+        ]
