@@ -79,6 +79,7 @@ class BargeIn(_EventBase):
     cut_text: str | None = None
     # How it was seen: "user-interrupted", "speech-overlap", "turntaking", ...
     source: str | None = None
+    turn_id: str | None = None  # the interrupted LLM turn, when the platform names it
 
 
 class ToolRequested(_EventBase):

@@ -1,0 +1,163 @@
+"""Twilio provider (sans-I/O): verify, parse and answer Twilio voice webhooks.
+
+Routes:
+- "twilio.voice" (POST /webhook/twilio/voice): a call needs TwiML -> settings.voice_twiml.
+- "twilio.status" (POST /webhook/twilio/status): status callbacks.
+Media Streams (GET /stream/twilio, WebSocket) are handled by `MediaStreamSession`.
+
+Acknowledgement: 200 with an empty `<Response/>` (text/xml) rather than 204, so
+even a URL that was wired as a voice URL by mistake gets valid TwiML (the call
+ends cleanly instead of Twilio's "application error").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from console.config import TwilioSettings
+from console.core.events import to_utc
+from console.core.tools import ToolBatch, ToolOutcome
+from console.providers.base import BadPayload, Inbound, Verdict
+from console.providers.twilio.auth import (
+    HEADER,
+    NO_TOKEN_REASON,
+    SCHEME,
+    body_hash_matches,
+    body_hash_param,
+    compute_signature,
+    sign_twilio,
+    signature_matches,
+    url_variants,
+    url_with_body_hash,
+)
+from console.providers.twilio.normalize import PROVIDER, call_extra, callback_time, sequence_number, status_events
+from console.providers.twilio.stream import MediaStreamSession, VadSettings, ulaw_decode, ulaw_encode
+from console.providers.twilio.wire import CallParams, FormPairs, first_values, parse_form, parse_json_params
+from console.receiver.types import Request, Response
+
+__all__ = [
+    "TwilioProvider",
+    "MediaStreamSession",
+    "VadSettings",
+    "sign_twilio",
+    "compute_signature",
+    "url_with_body_hash",
+    "url_variants",
+    "ulaw_decode",
+    "ulaw_encode",
+    "EMPTY_TWIML",
+]
+
+ROUTE_VOICE = "twilio.voice"
+ROUTE_STATUS = "twilio.status"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_XML = "text/xml; charset=utf-8"
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _is_form(request: Request) -> bool:
+    return request.content_type == _FORM or (request.content_type == "" and bool(request.body))
+
+
+class TwilioProvider:
+    name = PROVIDER
+    routes = (ROUTE_VOICE, ROUTE_STATUS)
+
+    def __init__(self, settings: TwilioSettings, auth_token: str | None, public_url: str | None) -> None:
+        self._settings = settings
+        self._token = auth_token or None
+        self._public_url = public_url.rstrip("/") if public_url else None
+
+    # -- authentication -------------------------------------------------------
+
+    def request_url(self, request: Request) -> tuple[str | None, str]:
+        """The URL Twilio requested, and a note on how it was obtained (for failure reasons)."""
+        if self._public_url:
+            return self._public_url + request.target, ""
+        proto = (request.header("x-forwarded-proto") or "http").split(",")[0].strip().lower() or "http"
+        host = (request.header("x-forwarded-host") or request.header("host") or "").split(",")[0].strip()
+        note = (
+            " No public URL is configured (--public-url or receiver.public_url), so the URL was rebuilt "
+            "from X-Forwarded-Proto and Host; set the public URL Twilio actually calls."
+        )
+        if not host:
+            return None, note
+        return f"{proto}://{host}{request.target}", note
+
+    def verify(self, route: str, request: Request) -> Verdict:
+        if not self._settings.validate_signature:
+            return Verdict.passed("none")
+        if not self._token:
+            return Verdict.failed(SCHEME, NO_TOKEN_REASON)
+        header = request.header(HEADER)
+        if header is None:
+            return Verdict.failed(SCHEME, "The X-Twilio-Signature header is missing.")
+        url, note = self.request_url(request)
+        if url is None:
+            return Verdict.failed(SCHEME, "The request has no Host header, so the signed URL cannot be rebuilt." + note)
+        params: FormPairs = []
+        if body_hash_param(url) is not None:
+            # JSON body: the URL carries the body's hash and only the URL is signed.
+            if not body_hash_matches(url, request.body):
+                return Verdict.failed(SCHEME, "The bodySHA256 query parameter does not match the SHA-256 of the body.")
+        elif request.method == "POST" and _is_form(request):
+            try:
+                params = parse_form(request.body)
+            except BadPayload as exc:
+                return Verdict.failed(SCHEME, f"Cannot check the signature: {exc}")
+        if signature_matches(url, params, header, self._token):
+            return Verdict.passed(SCHEME)
+        tried = " and ".join(url_variants(url))
+        return Verdict.failed(
+            SCHEME,
+            f"X-Twilio-Signature does not match the request URL (tried {tried}) and its parameters: "
+            "the public URL differs from the one configured in Twilio, or the auth token is not the "
+            "account's primary Auth Token." + note,
+        )
+
+    # -- parsing --------------------------------------------------------------
+
+    def _params(self, request: Request) -> FormPairs:
+        if request.method == "GET":
+            return parse_form(request.query.encode())  # Twilio may be set to GET: all in the query
+        if request.content_type == "application/json":
+            return parse_json_params(request.body)
+        return parse_form(request.body)
+
+    def parse(self, route: str, request: Request, received_at: datetime) -> Inbound:
+        received_at = to_utc(received_at)
+        if route not in (ROUTE_VOICE, ROUTE_STATUS):
+            raise BadPayload(f"The Twilio provider has no route {route!r}.")
+        pairs = self._params(request)
+        try:
+            params = CallParams.model_validate(first_values(pairs))
+        except ValidationError:
+            raise BadPayload("No CallSid parameter, so this is not a Twilio voice webhook.") from None
+        at = callback_time(params, received_at)
+        if route == ROUTE_VOICE:
+            if not params.call_status:
+                params = params.model_copy(update={"call_status": "ringing"})
+            reply = Response(status=200, body=self._settings.voice_twiml.encode(), content_type=_XML)
+            events = status_events("voice", params, pairs, at)
+            return Inbound(PROVIDER, "voice", params.call_sid, at, events, reply=reply, extra=call_extra(params))
+        seq = sequence_number(params)
+        return Inbound(
+            PROVIDER,
+            "status",
+            params.call_sid,
+            at,
+            status_events("status", params, pairs, at),
+            dedupe_key=f"twilio:{params.call_sid}:status:{seq}" if seq is not None else None,
+            extra=call_extra(params),
+        )
+
+    # -- replies --------------------------------------------------------------
+
+    def tool_reply(self, batch: ToolBatch, outcomes: list[ToolOutcome]) -> Response:
+        # Twilio has no tool calls; answer something Twilio accepts all the same.
+        return Response(status=200, body=EMPTY_TWIML.encode(), content_type=_XML)
+
+    def ack(self, inbound: Inbound) -> Response:
+        return Response(status=200, body=EMPTY_TWIML.encode(), content_type=_XML)

@@ -1,0 +1,138 @@
+"""Durable ingestion benchmark: voice-console vs a minimal uvicorn app, same run.
+
+Both servers get the same load from `wrk` (64 keep-alive connections on
+loopback, unique realistic Vapi messages). uvicorn only acknowledges;
+voice-console verifies, normalizes and commits every event to SQLite before
+its 200. Afterwards the database is opened and every acknowledged event is
+counted, so "durable" is checked, not assumed.
+
+    apt-get install -y wrk; pip install -e '.[bench]'
+    python bench/ingest.py [--duration 10] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"server on port {port} did not come up")
+
+
+def run_wrk(port: int, duration: float, connections: int, threads: int) -> dict:
+    cmd = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+        "-s", str(ROOT / "bench" / "vapi_events.lua"), f"http://127.0.0.1:{port}/webhook/vapi",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BENCH_SECRET": SECRET}, check=True).stdout
+    requests = int(re.search(r"REQUESTS (\d+)", out).group(1))
+    errors = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", out.split("ERRORS", 1)[1].splitlines()[0])}
+    p50, p99 = (int(x) for x in re.search(r"LATENCY_US p50=(\d+) p99=(\d+)", out).groups())
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    acked = requests - errors["status"] - errors["timeout"]
+    return {"requests_per_s": rps, "requests": requests, "acked": acked, "errors": errors,
+            "p50_ms": p50 / 1000, "p99_ms": p99 / 1000}
+
+
+def bench_uvicorn(args) -> dict:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.minimal_app:app", "--host", "127.0.0.1", "--port", str(port),
+         "--http", "h11", "--loop", "asyncio", "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT,
+    )
+    try:
+        wait_for_port(port)
+        run_wrk(port, 2, args.connections, args.threads)  # warm-up
+        return run_wrk(port, args.duration, args.connections, args.threads)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def bench_console(args, workdir: Path) -> dict:
+    port = free_port()
+    db = workdir / "bench.db"
+    env = {**os.environ, "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": SECRET, "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+           "VOICE_CONSOLE_CONFIG": str(workdir / "config.toml")}
+    (workdir / "config.toml").write_text(f'[storage]\nsynchronous = "{args.synchronous}"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console", "serve", "--port", str(port), "--db", str(db)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_port(port)
+        warm = run_wrk(port, 2, args.connections, args.threads)
+        result = run_wrk(port, args.duration, args.connections, args.threads)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT count(*) FROM deliveries WHERE duplicate_of IS NULL").fetchone()[0]
+        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    acked_total = warm["acked"] + result["acked"]
+    result.update({"exit_code": code, "acked_total": acked_total, "deliveries_stored": stored, "events_stored": events,
+                   "lost": max(0, acked_total - stored), "synchronous": args.synchronous,
+                   "db_bytes": db.stat().st_size})
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("this benchmark needs wrk: apt-get install -y wrk", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = bench_uvicorn(args)
+        ours = bench_console(args, Path(tmp))
+    summary = {"connections": args.connections, "duration_s": args.duration, "uvicorn_ack_only": baseline, "voice_console_durable": ours,
+               "ratio": round(ours["requests_per_s"] / baseline["requests_per_s"], 2)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{'':28}{'uvicorn (ack only)':>22}{'voice-console (durable)':>26}")
+    print(f"{'events/s':28}{baseline['requests_per_s']:>22,.0f}{ours['requests_per_s']:>26,.0f}")
+    print(f"{'ack latency p50 (ms)':28}{baseline['p50_ms']:>22.2f}{ours['p50_ms']:>26.2f}")
+    print(f"{'ack latency p99 (ms)':28}{baseline['p99_ms']:>22.2f}{ours['p99_ms']:>26.2f}")
+    print(f"{'non-2xx / timeouts':28}{baseline['errors']['status']:>15} / {baseline['errors']['timeout']:<4}{ours['errors']['status']:>19} / {ours['errors']['timeout']:<4}")
+    print(f"voice-console: {ours['acked_total']} acknowledged, {ours['deliveries_stored']} committed, lost {ours['lost']}; "
+          f"synchronous={ours['synchronous']}; serve exit {ours['exit_code']}; ratio {summary['ratio']}x")
+    return 0 if ours["lost"] == 0 and ours["exit_code"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The `voice-console` command line.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration (one
+readable paragraph, never a traceback). Secrets are never taken from argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from console import __version__
+from console.config import ConfigError, Settings, load_settings, themes_dir
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--config", metavar="F", default=default, help="settings file (TOML); default: `voice-console locate config`")
+    parser.add_argument("--db", metavar="F", default=default, help="history database (SQLite); default: `voice-console locate db`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voice-console",
+        description="An operator console for voice-AI agents on Vapi, Retell AI and Twilio.",
+    )
+    parser.add_argument("--version", action="version", version=f"voice-console {__version__}")
+    _add_config_flags(parser)
+    parser.add_argument("--demo", action="store_true", help="try everything against the built-in simulated platform")
+    parser.add_argument("--host", help="receiver address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="receiver port (default 8765)")
+    parser.add_argument("--theme", metavar="NAME", help="colour theme")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the webhook receiver headless, NDJSON events on stdout")
+    _add_config_flags(serve, suppress=True)
+    serve.add_argument("--host", default=argparse.SUPPRESS, help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=argparse.SUPPRESS, help="port to bind (default 8765)")
+    serve.add_argument("--forward-to", metavar="URL", help="pass tool calls on to your own webhook server and relay its answers")
+    serve.add_argument("--public-url", metavar="URL", help="the public base URL the platforms call (needed for Twilio signatures)")
+
+    from console.history import add_history_parser
+
+    history = add_history_parser(commands)
+    _add_config_flags(history, suppress=True)
+
+    locate = commands.add_parser("locate", help="print where a file lives")
+    _add_config_flags(locate, suppress=True)
+    locate.add_argument("what", choices=["config", "db", "themes"])
+    return parser
+
+
+def _settings_from_args(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        getattr(args, "config", None),
+        overrides={
+            "receiver": {
+                "host": getattr(args, "host", None),
+                "port": getattr(args, "port", None),
+                "public_url": getattr(args, "public_url", None),
+            },
+            "storage": {"db": getattr(args, "db", None)},
+            "forward": {"to": getattr(args, "forward_to", None)},
+        },
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = _settings_from_args(args)
+    except ConfigError as exc:
+        print(f"voice-console: bad configuration: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "serve":
+        from console.serve import run_serve
+
+        try:
+            return asyncio.run(run_serve(settings))
+        except KeyboardInterrupt:
+            return 0
+    if args.command == "history":
+        from console.history import run_history
+
+        return asyncio.run(run_history(args, settings.db_path))
+    if args.command == "locate":
+        if args.what == "config":
+            from console.config import default_config_path
+
+            print(settings.source or getattr(args, "config", None) or default_config_path())
+        elif args.what == "db":
+            print(settings.db_path)
+        else:
+            print(themes_dir())
+        return 0
+
+    # The interactive console is the next milestone; say so instead of failing obscurely.
+    print(
+        "voice-console: the interactive console is not part of this build yet. "
+        "Run `voice-console serve` for the headless receiver and `voice-console history calls` to read the history.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Live call state derived from normalized events, across deliveries.
+
+Providers normalize one message at a time; some facts only appear across
+messages. The tracker sits between the providers and the store and:
+- derives a `barge_in` when the user starts speaking while the assistant speaks,
+  and keeps exactly one `barge_in` per interruption whether it was seen as
+  Vapi's `user-interrupted`, as overlapping speech, or both;
+- fills `cut_text` (what the assistant did not get to say) when it is known:
+  the model's output for the turn minus what was already spoken;
+- drops transcript finals already seen (platforms resend whole transcripts);
+- keeps per-call status by the events' own timestamps, because deliveries can
+  arrive late and out of order, and per-turn latency (user stops -> assistant starts).
+
+State is bounded: at most `max_calls` calls, least recently active evicted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from console.core.events import (
+    BargeIn,
+    CallEnded,
+    CallStatus,
+    Event,
+    Raw,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+)
+
+# Two sightings of one interruption (user-interrupted and overlapping speech)
+# arrive within a second or two of each other.
+BARGE_IN_WINDOW = timedelta(seconds=2.0)
+_MAX_INTERVALS = 64
+_MAX_FINALS = 4096
+
+
+@dataclass
+class CallState:
+    call_id: str
+    provider: str
+    status: str | None = None
+    status_at: datetime | None = None
+    ended_reason: str | None = None
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    barge_ins: int = 0
+    speaking: set[str] = field(default_factory=set)  # roles speaking now
+    last_turn_latency_ms: float | None = None
+    # internals
+    _assistant_spans: deque[list[datetime | None]] = field(default_factory=lambda: deque(maxlen=_MAX_INTERVALS))
+    _user_stopped_at: datetime | None = None
+    _barge_in_times: deque[datetime] = field(default_factory=lambda: deque(maxlen=_MAX_INTERVALS))
+    _finals: set[tuple[str, str, str]] = field(default_factory=set)
+    _finals_order: deque[tuple[str, str, str]] = field(default_factory=deque)
+    _model_output: dict[str, str] = field(default_factory=dict)  # turnId -> text produced
+    _last_turn_id: str | None = None
+    _spoken_text: str = ""  # what the assistant has said in its current turn
+
+    def assistant_speaking_at(self, at: datetime) -> bool:
+        for start, stop in reversed(self._assistant_spans):
+            if start is not None and start <= at and (stop is None or stop > at):
+                return True
+        return False
+
+
+class CallTracker:
+    def __init__(self, max_calls: int = 2000) -> None:
+        self._calls: OrderedDict[str, CallState] = OrderedDict()
+        self._max_calls = max_calls
+
+    def get(self, call_id: str) -> CallState | None:
+        return self._calls.get(call_id)
+
+    def calls(self) -> list[CallState]:
+        return list(self._calls.values())
+
+    def _state(self, event: Event) -> CallState | None:
+        if event.call_id is None:
+            return None
+        state = self._calls.get(event.call_id)
+        if state is None:
+            state = CallState(event.call_id, event.provider)
+            self._calls[event.call_id] = state
+            if len(self._calls) > self._max_calls:
+                self._calls.popitem(last=False)
+        else:
+            self._calls.move_to_end(event.call_id)
+        return state
+
+    def process(self, events: list[Event]) -> list[Event]:
+        """Return the events to keep for one delivery, with derived ones added."""
+        out: list[Event] = []
+        for event in events:
+            state = self._state(event)
+            if state is None:
+                out.append(event)
+                continue
+            if state.first_at is None or event.at < state.first_at:
+                state.first_at = event.at
+            if state.last_at is None or event.at > state.last_at:
+                state.last_at = event.at
+            out.extend(self._apply(state, event))
+        return out
+
+    def _apply(self, state: CallState, event: Event) -> list[Event]:
+        if isinstance(event, CallStatus):
+            if state.status_at is None or event.at >= state.status_at:
+                state.status, state.status_at = event.status, event.at
+                if event.ended_reason:
+                    state.ended_reason = event.ended_reason
+            return [event]
+        if isinstance(event, CallEnded):
+            if event.reason:
+                state.ended_reason = event.reason
+            state.speaking.clear()
+            return [event]
+        if isinstance(event, SpeechStarted):
+            return self._speech_started(state, event)
+        if isinstance(event, SpeechStopped):
+            state.speaking.discard(event.role)
+            if event.role == "assistant":
+                for span in reversed(state._assistant_spans):
+                    if span[1] is None and span[0] is not None and span[0] <= event.at:
+                        span[1] = event.at
+                        break
+            else:
+                state._user_stopped_at = event.at
+            return [event]
+        if isinstance(event, BargeIn):
+            return self._barge_in(state, event)
+        if isinstance(event, TranscriptFinal):
+            key = (event.role, event.text, event.at.isoformat())
+            if key in state._finals:
+                return []
+            state._finals.add(key)
+            state._finals_order.append(key)
+            if len(state._finals_order) > _MAX_FINALS:
+                state._finals.discard(state._finals_order.popleft())
+            if event.role == "assistant":
+                state._spoken_text = event.text
+            return [event]
+        if isinstance(event, TranscriptPartial):
+            if event.role == "assistant":
+                state._spoken_text = event.text
+            return [event]
+        if isinstance(event, Raw):
+            self._observe_raw(state, event)
+            return [event]
+        return [event]
+
+    def _speech_started(self, state: CallState, event: SpeechStarted) -> list[Event]:
+        out: list[Event] = [event]
+        if event.role == "assistant":
+            state._assistant_spans.append([event.at, None])
+            state._spoken_text = ""
+            if state._user_stopped_at is not None and event.at >= state._user_stopped_at:
+                state.last_turn_latency_ms = (event.at - state._user_stopped_at).total_seconds() * 1000
+                state._user_stopped_at = None
+        elif state.assistant_speaking_at(event.at):
+            derived = BargeIn(
+                at=event.at,
+                provider=event.provider,
+                call_id=event.call_id,
+                source="speech-overlap",
+            )
+            out.extend(self._barge_in(state, derived))
+        state.speaking.add(event.role)
+        return out
+
+    def _barge_in(self, state: CallState, event: BargeIn) -> list[Event]:
+        for seen in state._barge_in_times:
+            if abs(seen - event.at) <= BARGE_IN_WINDOW:
+                return []  # the same interruption, already recorded
+        state._barge_in_times.append(event.at)
+        state.barge_ins += 1
+        if event.cut_text is None:
+            cut = self._cut_text(state, event.turn_id)
+            if cut:
+                event = event.model_copy(update={"cut_text": cut})
+        return [event]
+
+    def _observe_raw(self, state: CallState, event: Raw) -> None:
+        data: dict[str, Any] = event.data
+        if event.type == "model-output":
+            turn = str(data.get("turnId") or data.get("turn_id") or "")
+            output = data.get("output")
+            if isinstance(output, str):
+                state._model_output[turn] = state._model_output.get(turn, "") + output
+                state._last_turn_id = turn
+                if len(state._model_output) > _MAX_INTERVALS:
+                    state._model_output.pop(next(iter(state._model_output)))
+        elif event.type == "assistant.speechStarted":
+            text = data.get("text")
+            if isinstance(text, str):
+                state._spoken_text = text  # the whole turn so far, not a delta
+
+    @staticmethod
+    def _cut_text(state: CallState, turn_id: str | None = None) -> str | None:
+        turn_id = turn_id if turn_id in state._model_output else state._last_turn_id
+        if turn_id is None:
+            return None
+        intended = state._model_output.get(turn_id, "").strip()
+        spoken = state._spoken_text.strip()
+        if not intended:
+            return None
+        if not spoken:
+            return intended
+        if intended.startswith(spoken):
+            return intended[len(spoken):].strip() or None
+        return None

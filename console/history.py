@@ -1,0 +1,288 @@
+"""`voice-console history calls | show CALL_ID | search TEXT | export`.
+
+Plain aligned tables for people, the DESIGN.md JSON shapes with --json for
+scripts. Reading never creates a database: a missing file is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from console.store import queries
+from console.store.db import Store, StoreError
+from console.store.export import ExportFormat, export
+
+COMMANDS = ("calls", "show", "search", "export")
+
+
+def add_history_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `history` and its sub-commands on the top-level subparsers; returns the `history` parser."""
+    history = subparsers.add_parser(
+        "history",
+        help="read, search and export the call history",
+        description="Read, search and export the call history (the SQLite file from --db).",
+    )
+    commands = history.add_subparsers(dest="history_command", metavar="COMMAND", required=True)
+    # Also accepted after the sub-command (`history calls --db F`); SUPPRESS keeps
+    # a value given before it from being overwritten with None.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="F", default=argparse.SUPPRESS, help="settings file (TOML)")
+    common.add_argument("--db", metavar="F", default=argparse.SUPPRESS, help="history database (SQLite)")
+
+    calls = commands.add_parser("calls", parents=[common], help="list calls, most recent first")
+    calls.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="how many calls (default 50)")
+    calls.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+
+    show = commands.add_parser("show", parents=[common], help="one call: its details, event timeline and tool calls")
+    show.add_argument("call_id", metavar="CALL_ID")
+    show.add_argument("--json", action="store_true", help="the {call, events, tool_calls} JSON object")
+
+    search = commands.add_parser("search", parents=[common], help="search final transcripts (every word must match)")
+    search.add_argument("text", metavar="TEXT")
+    search.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="how many lines (default 50)")
+    search.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+
+    exp = commands.add_parser("export", parents=[common], help="write every normalized event as JSON lines or CSV")
+    exp.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="jsonl (default) or csv")
+    exp.add_argument("--out", type=Path, metavar="F", help="write to this file (default: stdout)")
+    exp.add_argument("--call", dest="call_id", metavar="CALL_ID", help="only this call's events")
+    exp.add_argument("--json", action="store_true", help="print the summary on stderr as JSON")
+    return history
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+async def run_history(
+    args: argparse.Namespace, db_path: Path, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
+    command = getattr(args, "history_command", None)
+    if command not in COMMANDS:
+        print(f"voice-console history: choose one of {', '.join(COMMANDS)}", file=err)
+        return 2
+    db_path = Path(db_path).expanduser()
+    if not db_path.is_file():
+        print(
+            f"voice-console history: no history database at {db_path} "
+            "(nothing recorded yet, or pass --db / set VOICE_CONSOLE_DB)",
+            file=err,
+        )
+        return 1
+    try:
+        store = await Store.open(db_path)
+    except (StoreError, OSError) as exc:
+        print(f"voice-console history: {exc}", file=err)
+        return 1
+    try:
+        if command == "calls":
+            return await _calls(store, args, out)
+        if command == "show":
+            return await _show(store, args, db_path, out, err)
+        if command == "search":
+            return await _search(store, args, out)
+        return await _export(store, args, out, err)
+    except BrokenPipeError:
+        # `history export | head`: the reader left; that is not a failure.
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        await store.close()
+
+
+async def _calls(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    calls = await queries.list_calls(store, limit=getattr(args, "limit", None) or 50)
+    if getattr(args, "json", False):
+        _print_json(calls, out)
+        return 0
+    if not calls:
+        print("No calls recorded yet.", file=out)
+        return 0
+    rows = [
+        [
+            c["call_id"], c["provider"], c["status"] or "", _clock(c["started_at"], date=True),
+            _clock(c["ended_at"], date=True), c["ended_reason"] or "", str(c["barge_ins"]), str(c["tool_calls"]),
+        ]
+        for c in calls
+    ]
+    _table(["CALL ID", "PROVIDER", "STATUS", "STARTED (UTC)", "ENDED (UTC)", "REASON", "BARGE-INS", "TOOLS"],
+           rows, out, right={6, 7})
+    return 0
+
+
+async def _show(store: Store, args: argparse.Namespace, db_path: Path, out: TextIO, err: TextIO) -> int:
+    detail = await queries.get_call(store, args.call_id)
+    if detail is None:
+        print(f"no call with id {args.call_id} in {db_path}", file=err)
+        return 1
+    if getattr(args, "json", False):
+        _print_json(detail, out)
+        return 0
+    call = detail["call"]
+    facts = [
+        ("call", f"{call['call_id']} ({call['provider']})"),
+        ("status", call["status"] or "unknown"),
+        ("started", _clock(call["started_at"], date=True) or "-"),
+        ("ended", _clock(call["ended_at"], date=True) or "-"),
+        ("reason", call["ended_reason"] or "-"),
+        ("duration", "-" if call["duration_s"] is None else f"{call['duration_s']:.1f} s"),
+        ("cost", "-" if call["cost"] is None else f"{call['cost']:.4f}"),
+        ("barge-ins", str(call["barge_ins"])),
+        ("tool calls", str(call["tool_calls"])),
+    ]
+    if call["summary"]:
+        facts.append(("summary", call["summary"]))
+    width = max(len(name) for name, _ in facts)
+    for name, value in facts:
+        print(f"{name:<{width}}  {value}", file=out)
+
+    # Partial transcripts repeat what the final lines say; the JSON form keeps them.
+    shown = [e for e in detail["events"] if e["kind"] != "transcript.partial"]
+    hidden = len(detail["events"]) - len(shown)
+    print(file=out)
+    _table(["TIME (UTC)", "EVENT", "DETAIL"], [[_clock(e["at"]), e["kind"], _describe(e)] for e in shown], out)
+    if hidden:
+        print(f"({hidden} partial transcript events not shown; use --json)", file=out)
+
+    if detail["tool_calls"]:
+        print(file=out)
+        rows = [
+            [
+                t["tool_call_id"], t["name"], t["decision"] or "pending", t["by"] or "",
+                "" if t["latency_ms"] is None else f"{t['latency_ms']:.0f} ms",
+                _compact(t["arguments"]), t["error"] if t["error"] is not None else (t["result"] or ""),
+            ]
+            for t in detail["tool_calls"]
+        ]
+        _table(["TOOL CALL", "NAME", "DECISION", "BY", "LATENCY", "ARGUMENTS", "RESULT / ERROR"], rows, out, right={4})
+    return 0
+
+
+async def _search(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    hits = await queries.search(store, args.text, limit=getattr(args, "limit", None) or 50)
+    if getattr(args, "json", False):
+        _print_json(hits, out)
+        return 0
+    if not hits:
+        print(f"No transcript lines match {args.text!r}.", file=out)
+        return 0
+    _table(["AT (UTC)", "CALL ID", "ROLE", "TEXT"],
+           [[_clock(h["at"], date=True), h["call_id"] or "", h["role"], _one_line(h["text"])] for h in hits], out)
+    return 0
+
+
+async def _export(store: Store, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    fmt: ExportFormat = "csv" if getattr(args, "format", None) == "csv" else "jsonl"
+    target: Path | None = getattr(args, "out", None)
+    call_id = getattr(args, "call_id", None)
+    if target is None:
+        rows = await export(store, out, fmt, call_id=call_id)
+        out.flush()
+    else:
+        try:
+            with open(target, "w", encoding="utf-8", newline="") as handle:
+                rows = await export(store, handle, fmt, call_id=call_id)
+        except OSError as exc:
+            print(f"voice-console history: cannot write {target}: {exc.strerror or exc}", file=err)
+            return 1
+    where = str(target) if target is not None else "stdout"
+    if getattr(args, "json", False):
+        print(json.dumps({"rows": rows, "format": fmt, "path": where}), file=err)
+    else:
+        print(f"exported {rows} events as {fmt} to {where}", file=err)
+    return 0
+
+
+# --- formatting ---------------------------------------------------------------
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    json.dump(value, out, ensure_ascii=False, indent=2)
+    out.write("\n")
+
+
+def _clock(iso: str | None, *, date: bool = False) -> str:
+    """'2024-05-01T12:00:01.250000Z' -> '12:00:01.250' (or with the date)."""
+    if not iso:
+        return ""
+    day, _, time = iso.rstrip("Z").partition("T")
+    whole, _, fraction = time.partition(".")
+    if date:
+        return f"{day} {whole}"
+    return f"{whole}.{(fraction + '000')[:3]}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _compact(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _describe(event: dict[str, Any]) -> str:
+    """One readable line for an event in the `show` timeline."""
+    kind = event["kind"]
+    if kind == "call.status":
+        reason = event.get("ended_reason")
+        return event["status"] + (f" ({reason})" if reason else "")
+    if kind in ("transcript.final", "transcript.partial"):
+        return f"{event['role']}: {_one_line(event['text'])}"
+    if kind in ("speech.started", "speech.stopped"):
+        return event["role"]
+    if kind == "barge_in":
+        cut = event.get("cut_text")
+        return f"agent cut off: {_one_line(cut)!r}" if cut else "agent cut off"
+    if kind == "tool.requested":
+        return f"{event['name']} {_compact(event.get('arguments', {}))} [{event['tool_call_id']}]"
+    if kind == "tool.decided":
+        outcome = event.get("error") or event.get("result") or ""
+        latency = event.get("latency_ms")
+        parts = [f"{event['name']} {event['decision']} by {event['by']}"]
+        if latency is not None:
+            parts.append(f"in {latency:.0f} ms")
+        if outcome:
+            parts.append(f"-> {_one_line(outcome)}")
+        return " ".join(parts) + f" [{event['tool_call_id']}]"
+    if kind == "call.ended":
+        bits = [event.get("reason") or ""]
+        if event.get("duration_s") is not None:
+            bits.append(f"{event['duration_s']:.1f} s")
+        return " ".join(b for b in bits if b)
+    if kind == "raw":
+        return event.get("type", "")
+    return ""
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO, right: Collection[int] = ()) -> None:
+    """Aligned columns; the last column is not padded so long text just runs on."""
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    last = len(headers) - 1
+
+    def line(cells: Sequence[str]) -> str:
+        parts = []
+        for i, cell in enumerate(cells):
+            if i == last:
+                parts.append(cell.rjust(widths[i]) if i in right else cell)
+            else:
+                parts.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+        return "  ".join(parts).rstrip()
+
+    print(line(headers), file=out)
+    for row in rows:
+        print(line(row), file=out)

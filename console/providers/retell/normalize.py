@@ -1,0 +1,190 @@
+"""Retell wire models -> normalized events.
+
+Pure functions plus one small bounded memory (`SeenOnce`): transcript_updated
+repeats the whole transcript at every turn, so non-speech transcript items (tool
+invocations and results, DTMF, transfer-target speech, ...) are emitted as `raw`
+once per call instead of once per delivery. Repeated speech finals are left to
+the call tracker, which de-duplicates them by (call, role, at, text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from console.core.events import CallEnded, CallStatus, Event, Raw, TranscriptFinal
+from console.providers.retell.wire import SPEECH_ROLES, UTTERANCE_ROLES, RetellCall, Utterance
+
+PROVIDER: Final = "retell"
+# Above this an epoch number is taken as milliseconds (year 5138 in seconds).
+_MS_THRESHOLD = 100_000_000_000
+
+
+def epoch_to_dt(value: float | None) -> datetime | None:
+    """Retell times are epoch ms; tolerate seconds and reject nonsense."""
+    if value is None or value <= 0:
+        return None
+    seconds = value / 1000 if value >= _MS_THRESHOLD else value
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+class SeenOnce:
+    """A bounded set answering "is this the first time?" (oldest keys forgotten first)."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def first(self, key: str) -> bool:
+        if key in self._keys:
+            self._keys.move_to_end(key)
+            return False
+        self._keys[key] = None
+        if len(self._keys) > self._limit:
+            self._keys.popitem(last=False)
+        return True
+
+
+def _item_key(call_id: str, item: dict[str, Any]) -> str:
+    canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return call_id + ":" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _speech(call: RetellCall) -> list[Utterance]:
+    if call.transcript_object is not None:
+        return call.transcript_object
+    utterances = []
+    for item in call.transcript_with_tool_calls or []:
+        if item.get("role") in UTTERANCE_ROLES:
+            try:
+                utterances.append(Utterance.model_validate(item))
+            except ValidationError:
+                continue  # one odd item must not cost the rest; the delivery itself is stored
+    return utterances
+
+
+def utterance_count(call: RetellCall | None) -> int:
+    return len(_speech(call)) if call is not None else 0
+
+
+def transcript_events(call: RetellCall, fallback_at: datetime, seen: SeenOnce) -> list[Event]:
+    """Finals for agent/user speech, `raw` (once per call) for every other transcript item.
+
+    An utterance is dated call start + its first word's start. Without word
+    times it takes the previous utterance's end (or the call start), which only
+    depends on the transcript so far, so repeated deliveries give the same `at`.
+    """
+    start = epoch_to_dt(call.start_timestamp)
+    events: list[Event] = []
+    cursor = start or fallback_at
+    for utt in _speech(call):
+        first = utt.first_word_start
+        at = start + timedelta(seconds=first) if start is not None and first is not None else cursor
+        last = utt.last_word_end
+        cursor = start + timedelta(seconds=last) if start is not None and last is not None else at
+        role = SPEECH_ROLES.get(utt.role)
+        if role is not None:
+            if utt.content and utt.content.strip():
+                events.append(
+                    TranscriptFinal(at=at, provider=PROVIDER, call_id=call.call_id, role=role, text=utt.content)
+                )
+        else:
+            item = utt.model_dump(mode="json", exclude_none=True)
+            if seen.first(_item_key(call.call_id, item)):
+                events.append(Raw(at=at, provider=PROVIDER, call_id=call.call_id, type=utt.role, data=item))
+    for item in call.transcript_with_tool_calls or []:
+        role = item.get("role")
+        if not isinstance(role, str) or role in UTTERANCE_ROLES:
+            continue  # speech was handled above
+        if seen.first(_item_key(call.call_id, item)):
+            events.append(Raw(at=fallback_at, provider=PROVIDER, call_id=call.call_id, type=role, data=item))
+    return events
+
+
+def _duration_s(call: RetellCall) -> float | None:
+    if call.duration_ms is not None:
+        return call.duration_ms / 1000
+    if call.start_timestamp and call.end_timestamp:
+        return max(0.0, (call.end_timestamp - call.start_timestamp) / 1000)
+    return None
+
+
+def _cost_usd(call: RetellCall) -> float | None:
+    # Retell reports cents; the normalized `cost` is in US dollars like Vapi's.
+    if call.call_cost is None or call.call_cost.combined_cost is None:
+        return None
+    return round(call.call_cost.combined_cost / 100, 6)
+
+
+def call_ended(call: RetellCall, at: datetime, *, summary: bool) -> CallEnded:
+    return CallEnded(
+        at=at,
+        provider=PROVIDER,
+        call_id=call.call_id,
+        reason=call.disconnection_reason,
+        summary=call.call_analysis.call_summary if summary and call.call_analysis else None,
+        cost=_cost_usd(call),
+        duration_s=_duration_s(call),
+    )
+
+
+def call_events(event: str, call: RetellCall, body: dict[str, Any], at: datetime, seen: SeenOnce) -> list[Event]:
+    """Events for one Retell call webhook; `at` is the delivery's own time."""
+    cid = call.call_id
+    started = epoch_to_dt(call.start_timestamp)
+    ended = epoch_to_dt(call.end_timestamp) or at
+    if event == "call_started":
+        return [CallStatus(at=started or at, provider=PROVIDER, call_id=cid, status="in-progress")]
+    if event == "call_ended":
+        return [
+            CallStatus(
+                at=ended, provider=PROVIDER, call_id=cid, status="ended", ended_reason=call.disconnection_reason
+            ),
+            call_ended(call, ended, summary=False),
+            *transcript_events(call, at, seen),
+        ]
+    if event == "call_analyzed":
+        return [call_ended(call, ended, summary=True)]
+    if event == "transcript_updated":
+        return transcript_events(call, at, seen)
+    raw: list[Event] = [Raw(at=at, provider=PROVIDER, call_id=cid, type=event, data=body)]
+    # A transfer moves the call out of the agent's hands and, if cancelled, back.
+    if event == "transfer_started":
+        return [CallStatus(at=at, provider=PROVIDER, call_id=cid, status="forwarding"), *raw]
+    if event == "transfer_cancelled":
+        return [CallStatus(at=at, provider=PROVIDER, call_id=cid, status="in-progress"), *raw]
+    return raw
+
+
+def delivery_time(event: str, body: dict[str, Any], call: RetellCall | None, received_at: datetime) -> datetime:
+    """event_timestamp, else the call time the event is about, else the receipt time."""
+    stamp = body.get("event_timestamp")
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+        when = epoch_to_dt(stamp)
+        if when is not None:
+            return when
+    if call is not None:
+        if event == "call_started":
+            when = epoch_to_dt(call.start_timestamp)
+        elif event in ("call_ended", "call_analyzed"):
+            when = epoch_to_dt(call.end_timestamp) or epoch_to_dt(call.start_timestamp)
+        else:
+            when = None
+        if when is not None:
+            return when
+    return received_at
+
+
+def function_call_id(call_id: str | None, name: str, args: dict[str, Any], utterances: int) -> str:
+    """Stable across Retell's retries of the same request, new for a later call with the same args."""
+    canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    material = "\x1f".join((call_id or "", name, canonical, str(utterances)))
+    return "rt_" + hashlib.sha256(material.encode()).hexdigest()[:24]

@@ -1,0 +1,91 @@
+"""`voice-console serve`: the receiver and the history without the TUI.
+
+Prints one JSON line per normalized event on stdout (secrets masked) and
+human-facing notes on stderr. SIGINT/SIGTERM stop it cleanly with exit 0 once
+every in-flight request is answered and every acknowledged event is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from typing import TextIO
+
+from console.config import Settings
+from console.core.events import Event, event_to_dict
+from console.redact import Redactor
+from console.secrets import SecretStore
+from console.service import ReceiverService
+
+
+class NdjsonPrinter:
+    """Writes events as NDJSON; a closed or broken stdout never stops ingestion."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self.redactor = Redactor()
+        self.broken = False
+
+    def __call__(self, events: list[Event]) -> None:
+        if self.broken:
+            return
+        lines = "".join(
+            self.redactor.text(json.dumps(event_to_dict(event), ensure_ascii=False, separators=(",", ":"))) + "\n"
+            for event in events
+        )
+        try:
+            self._out.write(lines)
+            self._out.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self.broken = True
+
+
+async def run_serve(
+    settings: Settings,
+    *,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    secret_store: SecretStore | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    secrets = await (secret_store or SecretStore()).aget_all()
+    printer = NdjsonPrinter(out)
+    try:
+        service = await ReceiverService.start(settings, secrets, on_events=printer)
+    except OSError as exc:
+        print(f"voice-console serve: cannot listen on {settings.receiver.host}:{settings.receiver.port}: {exc.strerror or exc}", file=err)
+        return 1
+    printer.redactor = service.redactor
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+
+    print(f"voice-console serve: listening on {service.server.url} · history in {settings.db_path}", file=err)
+    if settings.forward.to:
+        print(f"voice-console serve: tool calls are forwarded to {settings.forward.to}", file=err)
+    for warning in service.warnings:
+        print(f"voice-console serve: warning: {warning}", file=err)
+    err.flush()
+    try:
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        print("voice-console serve: shutting down", file=err)
+        await service.close()
+        stats = service.pipeline.stats
+        print(
+            f"voice-console serve: stopped · {stats.accepted} accepted "
+            f"({stats.duplicates} duplicates), {stats.rejected} rejected",
+            file=err,
+        )
+    return 0

@@ -1,0 +1,139 @@
+"""Read-only views of the history, in the JSON shapes of the `history` contract."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from console.store.db import Store, iso_from_epoch
+
+CALL_LIST_FIELDS = (
+    "call_id", "provider", "status", "started_at", "ended_at", "ended_reason", "barge_ins", "tool_calls",
+)
+_TIME_FIELDS = frozenset({"started_at", "ended_at", "status_at", "first_seen_at", "last_event_at", "at"})
+
+
+def _row_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {key: iso_from_epoch(row[key]) if key in _TIME_FIELDS else row[key] for key in row.keys()}
+
+
+async def list_calls(
+    store: Store, limit: int = 50, offset: int = 0, provider: str | None = None
+) -> list[dict[str, Any]]:
+    """Most recent first (by when the call was first seen)."""
+    where, params = ("WHERE provider = ?", [provider]) if provider else ("", [])
+    rows = await store.fetchall(
+        f"SELECT {', '.join(CALL_LIST_FIELDS)} FROM calls {where}"
+        " ORDER BY first_seen_at DESC, call_id DESC LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    return [_row_dict(row) for row in rows]
+
+
+async def get_call(store: Store, call_id: str) -> dict[str, Any] | None:
+    """`{call, events, tool_calls}` for one call, or None when it is unknown."""
+    row = await store.fetchone(
+        "SELECT call_id, provider, status, started_at, ended_at, ended_reason, summary, cost, duration_s,"
+        " barge_ins, tool_calls, first_seen_at, last_event_at FROM calls WHERE call_id = ?",
+        (call_id,),
+    )
+    if row is None:
+        return None
+    events = await store.fetchall("SELECT data FROM events WHERE call_id = ? ORDER BY at, id", (call_id,))
+    tools = await store.fetchall(
+        "SELECT tool_call_id, name, arguments, decision, decided_by, result, error, latency_ms FROM tool_calls"
+        " WHERE call_id = ? ORDER BY coalesce(requested_at, decided_at), tool_call_id",
+        (call_id,),
+    )
+    return {
+        "call": _row_dict(row),
+        "events": [json.loads(event["data"]) for event in events],
+        "tool_calls": [
+            {
+                "tool_call_id": t["tool_call_id"],
+                "name": t["name"],
+                "arguments": None if t["arguments"] is None else json.loads(t["arguments"]),
+                "decision": t["decision"],
+                "by": t["decided_by"],
+                "result": t["result"],
+                "error": t["error"],
+                "latency_ms": t["latency_ms"],
+            }
+            for t in tools
+        ],
+    }
+
+
+def fts_query(text: str) -> str | None:
+    """Every word as a quoted prefix term, ANDed: user punctuation can never be FTS syntax.
+
+    Tokens without a letter or digit index nothing, so they are left out; None
+    when nothing searchable is left.
+    """
+    terms = ['"' + token.replace('"', '""') + '"*' for token in text.split() if any(ch.isalnum() for ch in token)]
+    return " AND ".join(terms) or None
+
+
+def _like_pattern(token: str) -> str:
+    escaped = token.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def search(store: Store, text: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Final transcript lines containing every word of `text`, most recent first.
+
+    FTS5 when available (words match at word starts); otherwise, or when the
+    query has no words at all, a case-insensitive LIKE on every token.
+    """
+    tokens = text.split()
+    if not tokens or limit <= 0:
+        return []
+    match = fts_query(text) if store.fts_enabled else None
+    if match is not None:
+        # The id subquery lets FTS5 walk its index newest first and stop at the limit.
+        rows = await store.fetchall(
+            "SELECT call_id, at, role, text FROM transcripts WHERE id IN ("
+            " SELECT rowid FROM transcripts_fts WHERE transcripts_fts MATCH ? ORDER BY rowid DESC LIMIT ?"
+            ") ORDER BY id DESC",
+            (match, limit),
+        )
+    else:
+        where = " AND ".join("text LIKE ? ESCAPE '\\'" for _ in tokens)
+        rows = await store.fetchall(
+            f"SELECT call_id, at, role, text FROM transcripts WHERE {where} ORDER BY id DESC LIMIT ?",
+            [*(_like_pattern(token) for token in tokens), limit],
+        )
+    return [_row_dict(row) for row in rows]
+
+
+async def rejected(store: Store, limit: int = 50) -> list[dict[str, Any]]:
+    """Requests the receiver refused (bad signature, bad payload), newest first."""
+    rows = await store.fetchall(
+        "SELECT id, at, provider, route, method, path, client, reason, headers, body_size, body_excerpt"
+        " FROM rejected_requests ORDER BY id DESC LIMIT ?",
+        (limit,),
+    )
+    out = []
+    for row in rows:
+        item = _row_dict(row)
+        item["headers"] = json.loads(row["headers"])
+        out.append(item)
+    return out
+
+
+async def counts(store: Store) -> dict[str, int]:
+    """Row counts keyed by table name, plus `duplicates` (deliveries seen before)."""
+    row = await store.fetchone(
+        "SELECT (SELECT count(*) FROM calls) AS calls,"
+        " (SELECT count(*) FROM events) AS events,"
+        " (SELECT count(*) FROM deliveries) AS deliveries,"
+        # Counting originals walks the small partial dedupe index, not the bodies.
+        " (SELECT count(*) FROM deliveries) - (SELECT count(*) FROM deliveries WHERE duplicate_of IS NULL)"
+        " AS duplicates,"
+        " (SELECT count(*) FROM rejected_requests) AS rejected_requests,"
+        " (SELECT count(*) FROM tool_calls) AS tool_calls,"
+        " (SELECT count(*) FROM transcripts) AS transcripts"
+    )
+    assert row is not None
+    return {key: row[key] for key in row.keys()}

@@ -1,0 +1,96 @@
+"""Cross-message facts: barge-in (one per interruption), cut text, status order, repeats."""
+
+from datetime import datetime, timedelta, timezone
+
+from console.core.calls import CallTracker
+from console.core.events import (
+    BargeIn,
+    CallStatus,
+    Raw,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+)
+
+T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def kinds(events):
+    return [e.kind for e in events]
+
+
+def common(**kw):
+    return {"provider": "vapi", "call_id": "call-1", **kw}
+
+
+def test_user_speech_over_assistant_is_one_barge_in_even_with_user_interrupted():
+    tracker = CallTracker()
+    tracker.process([SpeechStarted(at=at(0), role="assistant", **common())])
+    out = tracker.process([SpeechStarted(at=at(1.0), role="user", **common())])
+    assert kinds(out) == ["speech.started", "barge_in"]
+    assert out[1].source == "speech-overlap"
+    # Vapi's own user-interrupted for the same moment arrives just after: not a second barge-in.
+    assert tracker.process([BargeIn(at=at(1.3), source="user-interrupted", **common())]) == []
+    assert tracker.get("call-1").barge_ins == 1
+
+
+def test_user_interrupted_first_then_overlap_is_still_one():
+    tracker = CallTracker()
+    tracker.process([SpeechStarted(at=at(0), role="assistant", **common())])
+    assert kinds(tracker.process([BargeIn(at=at(1.0), source="user-interrupted", **common())])) == ["barge_in"]
+    assert kinds(tracker.process([SpeechStarted(at=at(1.1), role="user", **common())])) == ["speech.started"]
+    # A later, separate interruption counts again.
+    tracker.process([SpeechStopped(at=at(2), role="user", **common()), SpeechStarted(at=at(5), role="assistant", **common())])
+    assert kinds(tracker.process([SpeechStarted(at=at(8), role="user", **common())])) == ["speech.started", "barge_in"]
+    assert tracker.get("call-1").barge_ins == 2
+
+
+def test_user_speech_after_assistant_stopped_is_not_a_barge_in():
+    tracker = CallTracker()
+    tracker.process([SpeechStarted(at=at(0), role="assistant", **common()), SpeechStopped(at=at(2), role="assistant", **common())])
+    assert kinds(tracker.process([SpeechStarted(at=at(3), role="user", **common())])) == ["speech.started"]
+
+
+def test_cut_text_is_model_output_minus_what_was_spoken():
+    tracker = CallTracker()
+    tracker.process([
+        SpeechStarted(at=at(0), role="assistant", **common()),
+        Raw(at=at(0), type="model-output", data={"turnId": "t1", "output": "Your appointment is on Tuesday "}, **common()),
+        Raw(at=at(0.1), type="model-output", data={"turnId": "t1", "output": "at 3 pm with Dr. Lee."}, **common()),
+        Raw(at=at(0.5), type="assistant.speechStarted", data={"text": "Your appointment is on Tuesday", "turn": 1}, **common()),
+    ])
+    out = tracker.process([BargeIn(at=at(1), source="user-interrupted", **common())])
+    assert out[0].cut_text == "at 3 pm with Dr. Lee."
+
+
+def test_status_follows_event_time_not_arrival_order():
+    tracker = CallTracker()
+    tracker.process([CallStatus(at=at(10), status="ended", ended_reason="customer-ended-call", **common())])
+    tracker.process([CallStatus(at=at(1), status="in-progress", **common())])  # late delivery
+    state = tracker.get("call-1")
+    assert state.status == "ended" and state.ended_reason == "customer-ended-call"
+
+
+def test_repeated_transcript_finals_are_dropped():
+    tracker = CallTracker()
+    line = TranscriptFinal(at=at(1), role="user", text="hello", provider="retell", call_id="c")
+    assert len(tracker.process([line])) == 1
+    assert tracker.process([line]) == []
+
+
+def test_turn_latency_from_user_stop_to_assistant_start():
+    tracker = CallTracker()
+    tracker.process([SpeechStopped(at=at(1), role="user", **common()), SpeechStarted(at=at(1.8), role="assistant", **common())])
+    assert round(tracker.get("call-1").last_turn_latency_ms) == 800
+
+
+def test_state_is_bounded():
+    tracker = CallTracker(max_calls=10)
+    for i in range(50):
+        tracker.process([CallStatus(at=at(i), status="ringing", provider="vapi", call_id=f"c{i}")])
+    assert len(tracker.calls()) == 10
+    assert tracker.get("c49") is not None and tracker.get("c0") is None
