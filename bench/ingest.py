@@ -47,12 +47,15 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise SystemExit(f"server on port {port} did not come up")
 
 
+_runs = iter(range(1, 1_000_000))
+
+
 def run_wrk(port: int, duration: float, connections: int, threads: int) -> dict:
     cmd = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
         "-s", str(ROOT / "bench" / "vapi_events.lua"), f"http://127.0.0.1:{port}/webhook/vapi",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BENCH_SECRET": SECRET}, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BENCH_SECRET": SECRET, "BENCH_RUN": str(next(_runs))}, check=True).stdout
     requests = int(re.search(r"REQUESTS (\d+)", out).group(1))
     errors = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", out.split("ERRORS", 1)[1].splitlines()[0])}
     p50, p99 = (int(x) for x in re.search(r"LATENCY_US p50=(\d+) p99=(\d+)", out).groups())
@@ -96,7 +99,7 @@ def bench_console(args, workdir: Path) -> dict:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
     with sqlite3.connect(db) as conn:
-        stored = conn.execute("SELECT count(*) FROM deliveries WHERE duplicate_of IS NULL").fetchone()[0]
+        stored = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     acked_total = warm["acked"] + result["acked"]
     result.update({"exit_code": code, "acked_total": acked_total, "deliveries_stored": stored, "events_stored": events,
@@ -107,7 +110,7 @@ def bench_console(args, workdir: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")

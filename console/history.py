@@ -52,7 +52,7 @@ def add_history_parser(subparsers: Any) -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="jsonl (default) or csv")
     exp.add_argument("--out", type=Path, metavar="F", help="write to this file (default: stdout)")
     exp.add_argument("--call", dest="call_id", metavar="CALL_ID", help="only this call's events")
-    exp.add_argument("--json", action="store_true", help="print the summary on stderr as JSON")
+    exp.add_argument("--json", action="store_true", help="with --out: the summary on stderr as JSON")
     return history
 
 
@@ -189,20 +189,20 @@ async def _export(store: Store, args: argparse.Namespace, out: TextIO, err: Text
     target: Path | None = getattr(args, "out", None)
     call_id = getattr(args, "call_id", None)
     if target is None:
-        rows = await export(store, out, fmt, call_id=call_id)
+        # stdout carries the data alone, so it can be piped.
+        await export(store, out, fmt, call_id=call_id)
         out.flush()
-    else:
-        try:
-            with open(target, "w", encoding="utf-8", newline="") as handle:
-                rows = await export(store, handle, fmt, call_id=call_id)
-        except OSError as exc:
-            print(f"voice-console history: cannot write {target}: {exc.strerror or exc}", file=err)
-            return 1
-    where = str(target) if target is not None else "stdout"
+        return 0
+    try:
+        with open(target, "w", encoding="utf-8", newline="") as handle:
+            rows = await export(store, handle, fmt, call_id=call_id)
+    except OSError as exc:
+        print(f"voice-console history: cannot write {target}: {exc.strerror or exc}", file=err)
+        return 1
     if getattr(args, "json", False):
-        print(json.dumps({"rows": rows, "format": fmt, "path": where}), file=err)
+        print(json.dumps({"rows": rows, "format": fmt, "path": str(target)}), file=err)
     else:
-        print(f"exported {rows} events as {fmt} to {where}", file=err)
+        print(f"exported {rows} events as {fmt} to {target}", file=err)
     return 0
 
 

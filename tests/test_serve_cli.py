@@ -1,0 +1,161 @@
+"""End to end through the real command: `voice-console serve` in a subprocess,
+real webhooks over loopback, then `voice-console history` reading them back."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from console.config import VapiSettings
+from console.providers.retell import sign_retell
+from console.providers.vapi import sign_vapi_request
+
+PAYLOADS = Path(__file__).parent / "payloads"
+VAPI_SECRET = "serve-test-vapi-secret-91d2"
+RETELL_KEY = "serve-test-retell-key-4e7f"
+
+
+def cli_env(db: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICE_CONSOLE_")}
+    env.update({
+        "VOICE_CONSOLE_DB": str(db),
+        "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": VAPI_SECRET,
+        "VOICE_CONSOLE_RETELL_API_KEY": RETELL_KEY,
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def history(db: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "console", "history", *args], capture_output=True, text=True,
+                          env=cli_env(db), timeout=60)
+
+
+class Serve:
+    def __init__(self, db: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "console", "serve", "--port", "0", *extra],
+            env=cli_env(db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        line = self.proc.stderr.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, f"unexpected first line: {line!r}"
+        self.url = match.group(1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out, err
+
+
+def post_vapi(client: httpx.Client, name: str, **overrides) -> httpx.Response:
+    body = (PAYLOADS / "vapi" / name).read_bytes()
+    if overrides:
+        message = json.loads(body)
+        message["message"].update(overrides)
+        body = json.dumps(message).encode()
+    headers = {"content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)}
+    return client.post("/webhook/vapi", content=body, headers=headers)
+
+
+CALL_SEQUENCE = [
+    "status-update.ringing.json",
+    "status-update.in-progress.json",
+    "speech-update.assistant-started.json",
+    "model-output.json",
+    "transcript.assistant-final.json",
+    "speech-update.user-started.json",
+    # Vapi's own report of the same interruption, 300 ms after the user started talking.
+    ("user-interrupted.json", {"timestamp": 1771148404400}),
+    "transcript.user-final.json",
+    "tool-calls.parallel.json",
+    "hang.json",
+    "end-of-call-report.json",
+    "status-update.ended.json",
+]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stores_prints_and_stops_cleanly(tmp_path, sig):
+    db = tmp_path / "history.db"
+    serve = Serve(db)
+    try:
+        with httpx.Client(base_url=serve.url, timeout=10) as client:
+            for item in CALL_SEQUENCE:
+                name, overrides = item if isinstance(item, tuple) else (item, {})
+                response = post_vapi(client, name, **overrides)
+                assert response.status_code == 200, (name, response.text)
+            body = (PAYLOADS / "retell" / "call_started.json").read_bytes()
+            response = client.post("/webhook/retell", content=body, headers={
+                "x-retell-signature": sign_retell(body, RETELL_KEY, int(time.time() * 1000))})
+            assert response.status_code in (200, 204)
+    finally:
+        code, out, err = serve.stop(sig)
+    assert code == 0, err
+    assert "Traceback" not in err
+    lines = [json.loads(line) for line in out.splitlines()]
+    kinds = [line["kind"] for line in lines]
+    for kind in ("call.status", "speech.started", "transcript.final", "barge_in", "tool.requested", "tool.decided", "call.ended"):
+        assert kind in kinds
+    assert all({"kind", "at", "provider", "call_id"} <= set(line) for line in lines)
+    assert kinds.count("barge_in") == 1, "speech overlap and user-interrupted are one barge-in"
+    for text in (out, err, *(p.read_bytes().decode("latin-1") for p in tmp_path.glob("history.db*"))):
+        assert VAPI_SECRET not in text and RETELL_KEY not in text
+
+    calls = history(db, "calls", "--json")
+    assert calls.returncode == 0, calls.stderr
+    listed = json.loads(calls.stdout)
+    vapi_call = next(c for c in listed if c["provider"] == "vapi")
+    assert set(vapi_call) == {"call_id", "provider", "status", "started_at", "ended_at", "ended_reason", "barge_ins", "tool_calls"}
+    assert vapi_call["status"] == "ended" and vapi_call["barge_ins"] == 1 and vapi_call["tool_calls"] >= 2
+
+    shown = history(db, "show", vapi_call["call_id"], "--json")
+    assert shown.returncode == 0
+    detail = json.loads(shown.stdout)
+    assert set(detail) == {"call", "events", "tool_calls"}
+    assert [t["decision"] for t in detail["tool_calls"]] == ["rejected"] * len(detail["tool_calls"])
+    assert len(detail["events"]) == sum(1 for line in lines if line["call_id"] == vapi_call["call_id"])
+
+    table = history(db, "calls")
+    assert table.returncode == 0 and vapi_call["call_id"] in table.stdout
+
+    final_text = json.loads((PAYLOADS / "vapi" / "transcript.user-final.json").read_text())["message"]["transcript"]
+    word = max(final_text.split(), key=len).strip(".,?!")
+    found = history(db, "search", word, "--json")
+    assert found.returncode == 0 and any(word.lower() in hit["text"].lower() for hit in json.loads(found.stdout))
+
+    out_file = tmp_path / "export.csv"
+    exported = history(db, "export", "--format", "csv", "--out", str(out_file))
+    assert exported.returncode == 0 and out_file.read_text().startswith("at,provider,call_id,kind")
+
+    missing = history(db, "show", "no-such-call")
+    assert missing.returncode == 1 and "no-such-call" in missing.stderr
+
+
+def test_serve_refuses_a_busy_port(tmp_path):
+    first = Serve(tmp_path / "a.db")
+    try:
+        port = first.url.rsplit(":", 1)[1]
+        second = subprocess.run([sys.executable, "-m", "console", "serve", "--port", port],
+                                env=cli_env(tmp_path / "b.db"), capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1
+        assert "cannot listen" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        assert first.stop()[0] == 0
+
+
+def test_history_on_a_missing_database_is_a_clear_error(tmp_path):
+    result = history(tmp_path / "never.db", "calls")
+    assert result.returncode == 1
+    assert "never.db" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "never.db").exists()
