@@ -21,20 +21,35 @@ from console.service import ReceiverService
 
 
 class NdjsonPrinter:
-    """Writes events as NDJSON; a closed or broken stdout never stops ingestion."""
+    """Writes events as NDJSON; a closed or broken stdout never stops ingestion.
+
+    Lines are gathered and written once per event-loop turn, so a burst of
+    deliveries costs one write, not one per event.
+    """
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
         self.redactor = Redactor()
         self.broken = False
+        self._buffer: list[str] = []
+        self._scheduled = False
 
     def __call__(self, events: list[Event]) -> None:
         if self.broken:
             return
-        lines = "".join(
-            self.redactor.text(json.dumps(event_to_dict(event), ensure_ascii=False, separators=(",", ":"))) + "\n"
-            for event in events
-        )
+        for event in events:
+            self._buffer.append(
+                self.redactor.text(json.dumps(event_to_dict(event), ensure_ascii=False, separators=(",", ":"))) + "\n"
+            )
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        lines, self._buffer = "".join(self._buffer), []
+        if not lines or self.broken:
+            return
         try:
             self._out.write(lines)
             self._out.flush()
@@ -82,6 +97,7 @@ async def run_serve(
             loop.remove_signal_handler(sig)
         print("voice-console serve: shutting down", file=err)
         await service.close()
+        printer.flush()
         stats = service.pipeline.stats
         print(
             f"voice-console serve: stopped · {stats.accepted} accepted "

@@ -155,14 +155,14 @@ async def server(make_server: ServerFactory) -> HttpServer:
 class Raw:
     """A raw TCP client that reads responses framed by Content-Length."""
 
-    opened: list["Raw"] = []
+    opened: list[Raw] = []
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
 
     @classmethod
-    async def open(cls, server: HttpServer) -> "Raw":
+    async def open(cls, server: HttpServer) -> Raw:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         raw = cls(reader, writer)
         cls.opened.append(raw)
@@ -309,7 +309,8 @@ async def test_pipelined_request_split_across_writes(server: HttpServer) -> None
 async def test_expect_100_continue(server: HttpServer) -> None:
     raw = await Raw.open(server)
     body = b'{"hello": "world"}'
-    await raw.send(request_bytes("POST", "/echo", headers=(("Expect", "100-continue"), ("Content-Length", str(len(body)))), content_length=False))
+    expect = (("Expect", "100-continue"), ("Content-Length", str(len(body))))
+    await raw.send(request_bytes("POST", "/echo", headers=expect, content_length=False))
     interim = await asyncio.wait_for(raw.reader.readuntil(b"\r\n\r\n"), 3)
     assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
     await raw.send(body)
@@ -450,7 +451,8 @@ async def test_router_rejects_duplicates() -> None:
 async def test_content_length_over_limit_is_refused_before_the_body(server: HttpServer) -> None:
     raw = await Raw.open(server)
     # Only the head is sent; the server must answer without waiting for 10 MB.
-    await raw.send(request_bytes("POST", "/echo", headers=(("Content-Length", str(10 * 1024 * 1024)),), content_length=False))
+    ten_mb = (("Content-Length", str(10 * 1024 * 1024)),)
+    await raw.send(request_bytes("POST", "/echo", headers=ten_mb, content_length=False))
     status, headers, body = await raw.response()
     assert status == 413
     assert headers["connection"] == "close"
@@ -533,7 +535,8 @@ async def test_garbage_request_line_gets_400(server: HttpServer) -> None:
     "raw_request",
     [
         pytest.param(
-            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n",
             id="cl-and-te",
         ),
         pytest.param(
@@ -895,6 +898,52 @@ async def test_websocket_bad_handshake_gets_json_400(server: HttpServer) -> None
     assert headers["content-type"] == "application/json"
     assert "Sec-WebSocket-Key" in error_message(body)
     assert await raw.closed_by_server()
+
+
+async def test_websocket_handshake_with_odd_header_bytes_gets_400(server: HttpServer) -> None:
+    """h11 accepts obs-text in header values; websockets' Headers refuses them."""
+    raw = await Raw.open(server)
+    await raw.send(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\xc3\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    status, _, body = await raw.response()
+    assert status == 400
+    assert "WebSocket" in error_message(body)
+    assert await raw.closed_by_server()
+    await assert_still_serving(server)
+
+
+WS_HANDSHAKE = (
+    b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def test_websocket_keepalive_pings(make_server: ServerFactory) -> None:
+    ended = asyncio.Event()
+
+    async def handler(request: Request, ws: WebSocket) -> None:
+        while (message := await ws.recv()) is not None:
+            await ws.send(message)
+        ended.set()
+
+    router = Router()
+    router.add_websocket("/ws", handler)
+    server = await make_server(router, ws_ping_interval_s=0.2)
+    # A live client answers pings (websockets does it by itself) and stays connected.
+    async with ws_connect(server.url.replace("http://", "ws://") + "/ws", ping_interval=None) as ws:
+        await asyncio.sleep(0.7)
+        await ws.send("still there")
+        assert await ws.recv() == "still there"
+    await asyncio.wait_for(ended.wait(), 3)
+    ended.clear()
+    # A silent peer (no pong, no FIN: a dropped network) is cut off after about two intervals.
+    raw = await Raw.open(server)
+    await raw.send(WS_HANDSHAKE)
+    started = time.monotonic()
+    await asyncio.wait_for(ended.wait(), 3)
+    assert time.monotonic() - started < 1.5
 
 
 async def test_upgrade_header_on_plain_route_is_ignored(server: HttpServer) -> None:

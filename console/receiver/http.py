@@ -40,7 +40,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import h11
 
@@ -85,9 +85,12 @@ class Limits:
     linger_bytes: int = MiB
     # WebSocket messages (text or binary), assembled from fragments.
     max_ws_message_bytes: int = MiB
+    # WebSocket keepalive: a ping every interval; a peer that sent nothing
+    # since the previous ping is dropped. None disables it.
+    ws_ping_interval_s: float | None = 20.0
 
     @classmethod
-    def from_settings(cls, settings: "ReceiverSettings", **overrides: Any) -> "Limits":
+    def from_settings(cls, settings: ReceiverSettings, **overrides: Any) -> Limits:
         values: dict[str, Any] = dict(
             max_head_bytes=settings.max_head_bytes,
             max_body_bytes=settings.max_body_bytes,
@@ -218,7 +221,9 @@ def _upgrade_required() -> Response:
 # state machine exact without it (see `_HttpConnection._start_next`).
 
 _STATUS_LINES: dict[int, bytes] = {
-    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in http.HTTPStatus if 200 <= s.value <= 599
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii"))
+    for s in http.HTTPStatus
+    if 200 <= s.value <= 599
 }
 _CONTINUE_BYTES = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SKIPPED_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding", "connection"})
@@ -339,7 +344,7 @@ class _HttpConnection(asyncio.Protocol):
         "_linger_left",
     )
 
-    def __init__(self, server: "HttpServer") -> None:
+    def __init__(self, server: HttpServer) -> None:
         self._server = server
         self._loop = server._loop
         self._limits = server.limits
@@ -769,7 +774,12 @@ class _HttpConnection(asyncio.Protocol):
     def _upgrade(self, request: Request, ws_handler: WebSocketHandler) -> None:
         from .ws import WebSocket
 
-        ws = WebSocket(request, max_message_bytes=self._limits.max_ws_message_bytes, logger=self._logger)
+        ws = WebSocket(
+            request,
+            max_message_bytes=self._limits.max_ws_message_bytes,
+            ping_interval_s=self._limits.ws_ping_interval_s,
+            logger=self._logger,
+        )
         ws_response = ws.handshake()
         if ws_response.status_code != 101:
             lines = ws_response.body.decode("utf-8", "replace").strip().splitlines()
@@ -837,7 +847,7 @@ class HttpServer:
         self.stats = ServerStats()
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._server: asyncio.Server | None = None
-        self._connections: set[Union[_HttpConnection, "WebSocket"]] = set()
+        self._connections: set[_HttpConnection | WebSocket] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._idle: asyncio.Event | None = None
@@ -870,7 +880,7 @@ class HttpServer:
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def __aenter__(self) -> "HttpServer":
+    async def __aenter__(self) -> HttpServer:
         await self.start()
         return self
 
@@ -892,7 +902,7 @@ class HttpServer:
         if not self._connections and self._idle is not None:
             self._idle.set()
 
-    def _hand_over(self, conn: _HttpConnection, ws: "WebSocket") -> None:
+    def _hand_over(self, conn: _HttpConnection, ws: WebSocket) -> None:
         self._connections.discard(conn)
         self._connections.add(ws)
         self.stats.websockets_open += 1
@@ -903,12 +913,12 @@ class HttpServer:
 
         ws.on_connection_lost = closed
 
-    def _start_ws_handler(self, ws_handler: WebSocketHandler, request: Request, ws: "WebSocket") -> None:
+    def _start_ws_handler(self, ws_handler: WebSocketHandler, request: Request, ws: WebSocket) -> None:
         task = self._loop.create_task(self._run_ws(ws_handler, request, ws))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_ws(self, ws_handler: WebSocketHandler, request: Request, ws: "WebSocket") -> None:
+    async def _run_ws(self, ws_handler: WebSocketHandler, request: Request, ws: WebSocket) -> None:
         from .ws import WebSocketClosed
 
         code, reason = 1000, ""
@@ -951,7 +961,7 @@ class HttpServer:
         if self._connections and grace_s > 0:
             try:
                 await asyncio.wait_for(self._idle.wait(), grace_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         for conn in list(self._connections):
             conn.abort()
@@ -962,6 +972,6 @@ class HttpServer:
             await asyncio.wait(tasks, timeout=1.0)
         try:
             await asyncio.wait_for(server.wait_closed(), 1.0)
-        except asyncio.TimeoutError:  # pragma: no cover - defensive, see module docstring
+        except TimeoutError:  # pragma: no cover - defensive, see module docstring
             self.logger.warning("listener did not report closed within 1 s")
         self._idle = None

@@ -117,7 +117,7 @@ class WebhookPipeline:
             response = provider.ack(inbound)
 
         elapsed_ms = (time.perf_counter() - started) * 1000
-        self._spawn(self.store.record_reply(receipt.delivery_id, response.status, response.body, elapsed_ms))
+        self.store.note_reply(receipt.delivery_id, response.status, response.body, elapsed_ms)
         return response
 
     async def ingest_events(self, events: list[Event]) -> None:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidState
+from websockets.exceptions import InvalidHeaderValue, InvalidState
 from websockets.frames import Opcode
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
@@ -52,6 +52,7 @@ class WebSocket(asyncio.Protocol):
         max_message_bytes: int = 1024 * 1024,
         max_queue: int = 32,
         close_timeout_s: float = 5.0,
+        ping_interval_s: float | None = 20.0,
         logger: logging.Logger | None = None,
     ) -> None:
         self.request = request
@@ -75,6 +76,12 @@ class WebSocket(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._close_timer: asyncio.TimerHandle | None = None
+        # Keepalive: every ping_interval_s, if the peer sent nothing since our
+        # last ping, it is gone (no FIN after a network drop): abort.
+        self._ping_interval_s = ping_interval_s
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._ping_sent_at: float | None = None
+        self._last_rx = 0.0
         # Set by the server to learn when the connection is gone.
         self.on_connection_lost: Callable[[], None] | None = None
 
@@ -154,7 +161,7 @@ class WebSocket(asyncio.Protocol):
         if not self._lost:
             try:
                 await asyncio.wait_for(asyncio.shield(self._lost_future), self._close_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.abort()
 
     def abort(self) -> None:
@@ -172,19 +179,27 @@ class WebSocket(asyncio.Protocol):
     def handshake(self) -> WsResponse:
         """Validate the upgrade request; a 101 response means accepted."""
         request = self.request
+        handshake = ServerProtocol(logger=_ws_logger)
+        try:
+            headers = Headers(list(request.headers))
+        except InvalidHeaderValue as exc:  # websockets is stricter than h11 (e.g. non-ASCII values)
+            return handshake.reject(400, f"Failed to open a WebSocket connection: {exc}.\n")
         ws_request = WsRequest(
             path=request.target,
-            headers=Headers(list(request.headers)),
+            headers=headers,
             method=request.method,
             protocol=f"HTTP/{request.http_version}",
         )
-        return ServerProtocol(logger=_ws_logger).accept(ws_request)
+        return handshake.accept(ws_request)
 
     def attach(self, transport: asyncio.Transport, response: WsResponse, trailing: bytes, eof: bool) -> None:
         """Take over the transport: send the 101 response, then process early bytes."""
         self._transport = transport
         transport.set_protocol(self)
         transport.write(response.serialize())
+        self._last_rx = self._loop.time()
+        if self._ping_interval_s:
+            self._ping_timer = self._loop.call_later(self._ping_interval_s, self._keepalive)
         if trailing:
             self.data_received(trailing)
         if eof:
@@ -194,6 +209,7 @@ class WebSocket(asyncio.Protocol):
     # ----------------------------------------------------- asyncio.Protocol
 
     def data_received(self, data: bytes) -> None:
+        self._last_rx = self._loop.time()
         protocol = self._protocol
         protocol.receive_data(data)
         events = protocol.events_received()
@@ -232,6 +248,9 @@ class WebSocket(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
         if not self._lost_future.done():
             self._lost_future.set_result(None)
         self._end_input()
@@ -278,6 +297,22 @@ class WebSocket(asyncio.Protocol):
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _keepalive(self) -> None:
+        self._ping_timer = None
+        if self._lost or self._protocol.state is not OPEN or not self._ping_interval_s:
+            return
+        sent = self._ping_sent_at
+        if sent is not None and self._last_rx < sent:
+            self._logger.info(
+                "websocket %s: no answer to a ping in %g s; dropping it", self.path, self._ping_interval_s
+            )
+            self.abort()
+            return
+        self._ping_sent_at = self._loop.time()
+        self._protocol.send_ping(b"keepalive")
+        self._flush()
+        self._ping_timer = self._loop.call_later(self._ping_interval_s, self._keepalive)
 
     def _start_close(self, code: int, reason: str) -> None:
         if self._lost:

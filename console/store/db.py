@@ -288,7 +288,7 @@ _Payload = _DeliveryOp | _EventsOp | _ToolRequestsOp | _RowOp
 @dataclass(slots=True)
 class _Op:
     payload: _Payload
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any] | None  # None: nobody waits (metadata written in passing)
 
 
 @dataclass(slots=True)
@@ -592,6 +592,18 @@ class Store:
     async def record_reply(self, delivery_id: int, status: int, body: bytes, elapsed_ms: float) -> None:
         await self._submit(_RowOp("reply", (status, self._redactor.bytes(body), elapsed_ms, delivery_id)))
 
+    def note_reply(self, delivery_id: int, status: int, body: bytes, elapsed_ms: float) -> None:
+        """Queue the reply's record with the next transaction without waiting for it.
+
+        The event itself is already committed; the reply is metadata, so the
+        hot path does not pay a second commit round-trip for it.
+        """
+        if self._closing:
+            return
+        self._pending.append(_Op(_RowOp("reply", (status, self._redactor.bytes(body), elapsed_ms, delivery_id)), None))
+        if len(self._pending) >= self._want:
+            self._wakeup.set()
+
     async def record_rejected(
         self,
         provider: str | None,
@@ -673,9 +685,12 @@ class Store:
         rows = []
         for e in events:
             d = event_to_dict(e)
-            if redact:
+            data = _dumps(d)
+            # Scan the serialized form first (fast, C-level); walk the dict only when a secret is in it.
+            if redact and self._redactor.text(data) != data:
                 d = _redact_json(d, self._redactor)
-            rows.append(_EventRow(e.call_id, e.provider, e.kind, e.at.timestamp(), _dumps(d), d))
+                data = _dumps(d)
+            rows.append(_EventRow(e.call_id, e.provider, e.kind, e.at.timestamp(), data, d))
         return rows
 
     async def _submit(self, payload: _Payload) -> Any:
@@ -720,7 +735,7 @@ class Store:
             self._closing = True
             gone = StoreClosed(f"{self.path}: the history writer stopped")
             for op in [*batch, *self._pending]:
-                if not op.future.done():
+                if op.future is not None and not op.future.done():
                     op.future.set_exception(gone)
             self._pending.clear()
 
@@ -826,6 +841,10 @@ class Store:
 
 
 def _settle(op: _Op, result: Any = None, *, exc: BaseException | None = None) -> None:
+    if op.future is None:
+        if exc is not None:
+            log.warning("a background history write failed: %s", exc)
+        return
     if op.future.done():  # the caller gave up waiting; the write stands regardless
         return
     if exc is not None:
