@@ -8,13 +8,12 @@ every in-flight request is answered and every acknowledged event is committed.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from typing import TextIO
 
 from console.config import Settings
-from console.core.events import Event, event_to_dict
+from console.core.events import Event, event_json
 from console.redact import Redactor
 from console.secrets import SecretStore
 from console.service import ReceiverService
@@ -38,9 +37,7 @@ class NdjsonPrinter:
         if self.broken:
             return
         for event in events:
-            self._buffer.append(
-                self.redactor.text(json.dumps(event_to_dict(event), ensure_ascii=False, separators=(",", ":"))) + "\n"
-            )
+            self._buffer.append(self.redactor.text(event_json(event)) + "\n")
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)

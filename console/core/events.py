@@ -11,7 +11,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+import json
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
 
 Provider = Literal["vapi", "retell", "twilio"]
 CallStatusValue = Literal["queued", "ringing", "in-progress", "forwarding", "ended"]
@@ -37,6 +39,12 @@ class _EventBase(BaseModel):
     at: datetime
     provider: Provider
     call_id: str | None = None
+    # The contract JSON, computed once: the store and every live consumer share it.
+    _json: str | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # Field values only: the cached JSON is not part of an event's identity.
+        return type(self) is type(other) and self.__dict__ == other.__dict__
 
     @field_validator("at")
     @classmethod
@@ -169,3 +177,12 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     data = event.model_dump(mode="json", exclude_none=True)
     data.setdefault("call_id", None)
     return {"kind": data.pop("kind"), **data}
+
+
+def event_json(event: Event) -> str:
+    """`event_to_dict` as compact JSON text, cached on the (immutable) event."""
+    cached = event._json
+    if cached is None:
+        cached = json.dumps(event_to_dict(event), ensure_ascii=False, separators=(",", ":"))
+        event._json = cached
+    return cached

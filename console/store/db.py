@@ -29,7 +29,7 @@ from typing import Any
 
 import aiosqlite
 
-from console.core.events import Event, ToolDecided, event_to_dict, to_utc
+from console.core.events import Event, ToolDecided, event_json, event_to_dict, to_utc
 from console.core.tools import ToolCall, ToolOutcome
 from console.redact import Redactor
 
@@ -576,11 +576,12 @@ class Store:
 
     async def record_delivery(self, rec: DeliveryRecord, events: Sequence[Event]) -> DeliveryReceipt:
         r = self._redactor
-        key = rec.dedupe_key or "sha256:" + hashlib.sha256(rec.route.encode() + b"\n" + rec.body).hexdigest()
+        body_hash = hashlib.sha256(rec.body).hexdigest()
+        key = rec.dedupe_key or f"sha256:{rec.route}:{body_hash}"
         row = (
             epoch(rec.received_at), rec.provider, rec.route, rec.method, r.text(rec.path), rec.message_type,
             rec.call_id, rec.auth_scheme, _dumps(r.headers(rec.headers)), r.bytes(rec.body),
-            hashlib.sha256(rec.body).hexdigest(), key,
+            body_hash, key,
         )
         receipt: DeliveryReceipt = await self._submit(_DeliveryOp(row, key, self._event_rows(events)))
         return receipt
@@ -684,11 +685,11 @@ class Store:
         redact = self._redactor.has_secrets
         rows = []
         for e in events:
-            d = event_to_dict(e)
-            data = _dumps(d)
+            data = event_json(e)
+            d: dict[str, Any] = e.__dict__  # the field values, read-only here
             # Scan the serialized form first (fast, C-level); walk the dict only when a secret is in it.
             if redact and self._redactor.text(data) != data:
-                d = _redact_json(d, self._redactor)
+                d = _redact_json(event_to_dict(e), self._redactor)
                 data = _dumps(d)
             rows.append(_EventRow(e.call_id, e.provider, e.kind, e.at.timestamp(), data, d))
         return rows
@@ -760,84 +761,96 @@ class Store:
             _settle(op, result)
 
     async def _transaction(self, payloads: list[_Payload]) -> list[Any]:
+        # The whole transaction is ONE call on the connection's thread. Issuing
+        # BEGIN, the reads, each executemany and COMMIT as separate awaits costs
+        # a thread round-trip each, and each round-trip waits for the GIL while
+        # the event loop is busy: that, not SQLite, was the ingestion bottleneck.
+        # aiosqlite has no public "run this function on the connection" call, so
+        # this uses its `_execute`/`_conn` (stable across 0.17-0.22; pinned <1).
         db = self._db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            results = await self._apply(payloads)
-            await db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                try:
-                    await db.execute("ROLLBACK")
-                except Exception:
-                    log.exception("history rollback failed")
-            raise
-        return results
+        return await db._execute(_write_transaction, db._conn, payloads)
 
-    async def _apply(self, payloads: list[_Payload]) -> list[Any]:
-        db = self._db
-        # Ids are assigned here (we hold the write lock) so one executemany per
-        # table suffices and events can point at their delivery.
-        max_delivery, max_event = await _fetchone(
-            db, "SELECT coalesce((SELECT max(id) FROM deliveries), 0), coalesce((SELECT max(id) FROM events), 0)"
+
+def _write_transaction(conn: sqlite3.Connection, payloads: list[_Payload]) -> list[Any]:
+    """Runs on the writer thread: BEGIN IMMEDIATE, apply everything, COMMIT (or ROLLBACK)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results = _apply(conn, payloads)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                log.exception("history rollback failed")
+        raise
+    return results
+
+
+def _apply(conn: sqlite3.Connection, payloads: list[_Payload]) -> list[Any]:
+    # Ids are assigned here (we hold the write lock) so one executemany per
+    # table suffices and events can point at their delivery.
+    max_delivery, max_event = conn.execute(
+        "SELECT coalesce((SELECT max(id) FROM deliveries), 0), coalesce((SELECT max(id) FROM events), 0)"
+    ).fetchone()
+    plan = _Plan(next_delivery=max_delivery + 1, next_event=max_event + 1)
+    originals = _originals(conn, {p.dedupe_key for p in payloads if isinstance(p, _DeliveryOp)})
+
+    results: list[Any] = []
+    for p in payloads:
+        result: Any = None
+        if isinstance(p, _DeliveryOp):
+            delivery_id = plan.next_delivery
+            plan.next_delivery += 1
+            original = originals.setdefault(p.dedupe_key, delivery_id)
+            duplicate = original != delivery_id
+            plan.deliveries.append((delivery_id, *p.row, original if duplicate else None))
+            if not duplicate:
+                plan.add_events(p.events, delivery_id)
+            result = DeliveryReceipt(delivery_id, duplicate)
+        elif isinstance(p, _EventsOp):
+            plan.add_events(p.events, p.delivery_id)
+        elif isinstance(p, _ToolRequestsOp):
+            plan.tool_requests.extend(p.rows)
+            if p.call_id:
+                plan.call(p.call_id, p.provider, p.at).touch(p.at)
+                plan.tool_call_counts.add(p.call_id)
+        elif p.table == "reply":
+            plan.replies.append(p.row)
+        else:
+            plan.rejected.append(p.row)
+        results.append(result)
+
+    statements: list[tuple[str, list[tuple[Any, ...]]]] = [
+        (_INSERT_DELIVERY, plan.deliveries),
+        (_INSERT_EVENT, plan.events),
+        (_INSERT_TRANSCRIPT, plan.transcripts),
+        (_UPSERT_TOOL_REQUEST, plan.tool_requests),
+        (_UPSERT_TOOL_DECISION, plan.tool_decisions),
+        (_UPSERT_CALL, [agg.row(call_id) for call_id, agg in plan.calls.items()]),
+        (_COUNT_TOOL_CALLS, [(call_id,) for call_id in plan.tool_call_counts]),
+        (_UPDATE_REPLY, plan.replies),
+        (_INSERT_REJECTED, plan.rejected),
+    ]
+    for sql, rows in statements:
+        if rows:
+            conn.executemany(sql, rows)
+    return results
+
+
+def _originals(conn: sqlite3.Connection, keys: set[str]) -> dict[str, int]:
+    """dedupe_key -> id of the first delivery with it, for keys already stored."""
+    found: dict[str, int] = {}
+    wanted = list(keys)
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT dedupe_key, id FROM deliveries WHERE duplicate_of IS NULL AND dedupe_key IN ({marks})",
+            chunk,
         )
-        plan = _Plan(next_delivery=max_delivery + 1, next_event=max_event + 1)
-        originals = await self._originals({p.dedupe_key for p in payloads if isinstance(p, _DeliveryOp)})
-
-        results: list[Any] = []
-        for p in payloads:
-            result: Any = None
-            if isinstance(p, _DeliveryOp):
-                delivery_id = plan.next_delivery
-                plan.next_delivery += 1
-                original = originals.setdefault(p.dedupe_key, delivery_id)
-                duplicate = original != delivery_id
-                plan.deliveries.append((delivery_id, *p.row, original if duplicate else None))
-                if not duplicate:
-                    plan.add_events(p.events, delivery_id)
-                result = DeliveryReceipt(delivery_id, duplicate)
-            elif isinstance(p, _EventsOp):
-                plan.add_events(p.events, p.delivery_id)
-            elif isinstance(p, _ToolRequestsOp):
-                plan.tool_requests.extend(p.rows)
-                if p.call_id:
-                    plan.call(p.call_id, p.provider, p.at).touch(p.at)
-                    plan.tool_call_counts.add(p.call_id)
-            elif p.table == "reply":
-                plan.replies.append(p.row)
-            else:
-                plan.rejected.append(p.row)
-            results.append(result)
-
-        statements: list[tuple[str, list[tuple[Any, ...]]]] = [
-            (_INSERT_DELIVERY, plan.deliveries),
-            (_INSERT_EVENT, plan.events),
-            (_INSERT_TRANSCRIPT, plan.transcripts),
-            (_UPSERT_TOOL_REQUEST, plan.tool_requests),
-            (_UPSERT_TOOL_DECISION, plan.tool_decisions),
-            (_UPSERT_CALL, [agg.row(call_id) for call_id, agg in plan.calls.items()]),
-            (_COUNT_TOOL_CALLS, [(call_id,) for call_id in plan.tool_call_counts]),
-            (_UPDATE_REPLY, plan.replies),
-            (_INSERT_REJECTED, plan.rejected),
-        ]
-        for sql, rows in statements:
-            if rows:
-                await db.executemany(sql, rows)
-        return results
-
-    async def _originals(self, keys: set[str]) -> dict[str, int]:
-        """dedupe_key -> id of the first delivery with it, for keys already stored."""
-        found: dict[str, int] = {}
-        wanted = list(keys)
-        for start in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = await self._db.execute_fetchall(
-                f"SELECT dedupe_key, id FROM deliveries WHERE duplicate_of IS NULL AND dedupe_key IN ({marks})",
-                chunk,
-            )
-            found.update((key, delivery_id) for key, delivery_id in rows)
-        return found
+        found.update((key, delivery_id) for key, delivery_id in rows)
+    return found
 
 
 def _settle(op: _Op, result: Any = None, *, exc: BaseException | None = None) -> None:

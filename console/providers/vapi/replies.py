@@ -88,8 +88,11 @@ def tool_reply(batch: ToolBatch, outcomes: list[ToolOutcome]) -> Response:
     return Response.json(200, {"results": results})
 
 
+_ACK = Response.json(200, {})  # immutable, so one instance serves every acknowledgement
+
+
 def ack() -> Response:
-    return Response.json(200, {})
+    return _ACK
 
 
 def assistant_request_reply(settings: VapiSettings) -> Response:
