@@ -62,6 +62,9 @@ async def run_serve(
     secret_store: SecretStore | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
+    # The history writer thread needs the GIL briefly per transaction; with the
+    # default 5 ms switch interval a busy event loop makes it wait that long each time.
+    sys.setswitchinterval(0.0005)
     secrets = await (secret_store or SecretStore()).aget_all()
     printer = NdjsonPrinter(out)
     try:

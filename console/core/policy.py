@@ -1,0 +1,97 @@
+"""The tool-call policy file: what happens to each tool call before a human sees it.
+
+```toml
+[tools.default]            # applies to every tool without its own table
+action = "hold"            # hold | approve | reject | override
+timeout_seconds = 15       # how long a human has; capped below the platform's deadline
+on_timeout = "reject"      # approve | reject | override
+reason = "The operator did not answer in time."
+
+[tools.book_appointment]
+action = "override"
+result = '{"booked": true}'
+```
+A bad file raises `ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from console.config import ConfigError, config_dir
+
+Action = Literal["hold", "approve", "reject", "override"]
+TimeoutAction = Literal["approve", "reject", "override"]
+
+DEFAULT_REASON = "The operator did not answer in time."
+
+
+class ToolRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Action = "hold"
+    timeout_seconds: float = Field(15.0, gt=0, le=300)
+    on_timeout: TimeoutAction = "reject"
+    reason: str = DEFAULT_REASON
+    # The result sent for `override` (and for `approve` with no forward target).
+    result: str | None = None
+
+    @model_validator(mode="after")
+    def _override_needs_a_result(self) -> "ToolRule":
+        if self.action == "override" and self.result is None:
+            raise ValueError('action "override" needs a `result`')
+        if self.on_timeout == "override" and self.result is None:
+            raise ValueError('on_timeout "override" needs a `result`')
+        return self
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tools: dict[str, ToolRule] = Field(default_factory=dict)
+
+    def rule_for(self, tool_name: str) -> ToolRule:
+        return self.tools.get(tool_name) or self.tools.get("default") or ToolRule()
+
+    @classmethod
+    def default(cls, action: Action = "hold") -> "Policy":
+        return cls(tools={"default": ToolRule(action=action)})
+
+
+def default_policy_path() -> Path:
+    return config_dir() / "policy.toml"
+
+
+def load_policy(path: Path | str | None = None, *, default_action: Action = "hold") -> Policy:
+    """Read the policy; no file at the default location means the default action for all."""
+    explicit = path is not None
+    file = Path(path).expanduser() if path is not None else default_policy_path()
+    if not file.exists():
+        if explicit:
+            raise ConfigError(f"{file}: the policy file does not exist.")
+        return Policy.default(default_action)
+    try:
+        with file.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: this is not valid TOML ({exc}).") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot be read ({exc.strerror}).") from None
+    data.setdefault("tools", {}).setdefault("default", {"action": default_action})
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for item in exc.errors():
+            key = ".".join(str(part) for part in item["loc"] if part not in ("function-after[_override_needs_a_result()]",))
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = "is not a known policy key (action, timeout_seconds, on_timeout, reason, result)"
+            elif item["type"] != "missing" and "input" in item and not isinstance(item["input"], dict):
+                message = f"{message} (got {item['input']!r})"
+            problems.append(f"key '{key}' {message}")
+        raise ConfigError(f"{file}: " + "; ".join(problems) + ".") from None
