@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=argparse.SUPPRESS, help="port to bind (default 8765)")
     serve.add_argument("--forward-to", metavar="URL", help="pass tool calls on to your own webhook server and relay its answers")
     serve.add_argument("--public-url", metavar="URL", help="the public base URL the platforms call (needed for Twilio signatures)")
+    serve.add_argument("--policy", metavar="F", help="tool-call policy (TOML); default: policy.toml in the config dir")
+
+    from console.decide import add_decide_parser
+
+    add_decide_parser(commands)
 
     from console.history import add_history_parser
 
@@ -84,12 +89,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.command == "serve":
+        from console.core.policy import load_policy
         from console.serve import run_serve
 
         try:
-            return asyncio.run(run_serve(settings))
+            policy = load_policy(args.policy, default_action="approve" if settings.forward.to else "hold")
+        except ConfigError as exc:
+            print(f"voice-console: bad tool-call policy: {exc}", file=sys.stderr)
+            return 2
+        try:
+            return asyncio.run(run_serve(settings, policy=policy))
         except KeyboardInterrupt:
             return 0
+    if args.command == "decide":
+        from console.decide import run_decide
+
+        return run_decide(args)
     if args.command == "history":
         from console.history import run_history
 

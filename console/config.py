@@ -124,6 +124,15 @@ class ForwardSettings(_Section):
     timeout_seconds: float = Field(10.0, gt=0)
 
 
+class GateSettings(_Section):
+    # Seconds a tool call may wait before the assistant says `filler_text` through
+    # Vapi's control URL (0 = never; off by default because it speaks on the call).
+    filler_after_seconds: float = Field(0.0, ge=0)
+    filler_text: str = "One moment, please."
+    # Answer the platform this long before its own deadline, whatever happens.
+    safety_margin_seconds: float = Field(1.5, ge=0.2, le=10)
+
+
 class Settings(_Section):
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -131,6 +140,7 @@ class Settings(_Section):
     retell: RetellSettings = Field(default_factory=RetellSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     forward: ForwardSettings = Field(default_factory=ForwardSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
     # Where this settings object was read from (for messages), not a user key.
     _source: Path | None = PrivateAttr(default=None)
 

@@ -8,12 +8,17 @@ every in-flight request is answered and every acknowledged event is committed.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import sys
 from typing import TextIO
 
 from console.config import Settings
+from console.control import ServeState, remove_state, write_state
 from console.core.events import Event, event_json
+from console.core.gate import GateEvent
+from console.core.policy import Policy
 from console.redact import Redactor
 from console.secrets import SecretStore
 from console.service import ReceiverService
@@ -54,6 +59,24 @@ class NdjsonPrinter:
             self.broken = True
 
 
+def _announce(event: GateEvent, err: TextIO) -> None:
+    """Tell the operator which tool calls wait, and how to decide them."""
+    kind, payload = event
+    try:
+        if kind == "pending":
+            arguments = json.dumps(payload.arguments, ensure_ascii=False)[:200]
+            print(f"voice-console serve: tool call pending: {payload.tool_call_id} {payload.name}({arguments}) · "
+                  f"{payload.remaining_s():.0f}s to decide: voice-console decide {payload.tool_call_id} "
+                  f"--approve | --edit JSON | --override JSON | --reject REASON", file=err)
+        elif kind == "stalling":
+            print(f"voice-console serve: the platform reports the call stalling while {payload.tool_call_id} waits", file=err)
+        elif kind == "resolved":
+            print(f"voice-console serve: tool call {payload.tool_call_id}: {payload.decision} by {payload.by}", file=err)
+        err.flush()
+    except (ValueError, OSError):
+        pass
+
+
 async def run_serve(
     settings: Settings,
     *,
@@ -61,6 +84,7 @@ async def run_serve(
     err: TextIO = sys.stderr,
     secret_store: SecretStore | None = None,
     stop: asyncio.Event | None = None,
+    policy: Policy | None = None,
 ) -> int:
     # The history writer thread needs the GIL briefly per transaction; with the
     # default 5 ms switch interval a busy event loop makes it wait that long each time.
@@ -68,11 +92,15 @@ async def run_serve(
     secrets = await (secret_store or SecretStore()).aget_all()
     printer = NdjsonPrinter(out)
     try:
-        service = await ReceiverService.start(settings, secrets, on_events=printer)
+        service = await ReceiverService.start(settings, secrets, on_events=printer, policy=policy)
     except OSError as exc:
         print(f"voice-console serve: cannot listen on {settings.receiver.host}:{settings.receiver.port}: {exc.strerror or exc}", file=err)
         return 1
     printer.redactor = service.redactor
+    state = ServeState(url=service.server.url, token=service.control_token, pid=os.getpid())
+    state_path = write_state(state)
+    if service.gate is not None:
+        service.gate.subscribe(lambda event: _announce(event, err))
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,6 +124,7 @@ async def run_serve(
         for sig in installed:
             loop.remove_signal_handler(sig)
         print("voice-console serve: shutting down", file=err)
+        remove_state(state, state_path)
         await service.close()
         printer.flush()
         stats = service.pipeline.stats

@@ -7,19 +7,27 @@ uses is passed in or built from settings here, never taken from globals.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 
 from console.config import Settings
+from console.control import add_control_routes, new_token
 from console.core.calls import CallTracker
+from console.core.events import CallHang, Event
 from console.core.forward import ForwardingToolHandler
-from console.core.tools import NoToolHandler, ToolCallHandler
+from console.core.gate import PendingCall, ToolGate
+from console.core.policy import Policy
+from console.core.tools import ToolBatch, ToolCallHandler, ToolOutcome
 from console.providers.base import WebhookProvider
-from console.providers.retell import RetellProvider
+from console.providers.retell import RetellProvider, sign_retell
 from console.providers.twilio import TwilioProvider
-from console.providers.vapi import VapiProvider
+from console.providers.vapi import VapiProvider, sign_vapi_request
 from console.receiver.http import HttpServer, Limits, Router
 from console.receiver.routes import EventSink, WebhookPipeline, build_router
 from console.receiver.stream import add_twilio_stream_route
@@ -83,6 +91,55 @@ def build_providers(settings: Settings, secrets: dict[str, SecretLookup]) -> dic
     }
 
 
+def forward_signer(settings: Settings, secrets: dict[str, SecretLookup]) -> Callable[[ToolBatch, bytes], dict[str, str]]:
+    """Re-authenticate a rebuilt tool-call body the way the platform would have."""
+    vapi_secret = secret_value(secrets, "vapi_webhook_secret")
+    retell_key = secret_value(secrets, "retell_api_key")
+
+    def sign(batch: ToolBatch, body: bytes) -> dict[str, str]:
+        if batch.provider == "vapi" and vapi_secret and settings.vapi.webhook.auth != "none":
+            return sign_vapi_request(settings.vapi, vapi_secret, body, method=batch.method, url=settings.forward.to or "")
+        if batch.provider == "retell" and retell_key:
+            return {"x-retell-signature": sign_retell(body, retell_key, int(time.time() * 1000))}
+        return {}
+
+    return sign
+
+
+class ControlUrls:
+    """Remembers each Vapi call's control URL from its tool-call deliveries (for filler speech)."""
+
+    def __init__(self, inner: ToolCallHandler, limit: int = 1000) -> None:
+        self._inner = inner
+        self._urls: OrderedDict[str, str] = OrderedDict()
+        self._limit = limit
+
+    def get(self, call_id: str | None) -> str | None:
+        return self._urls.get(call_id) if call_id else None
+
+    async def decide(self, batch: ToolBatch) -> list[ToolOutcome]:
+        if batch.provider == "vapi" and batch.call_id:
+            try:
+                url = json.loads(batch.raw_body)["message"]["call"]["monitor"]["controlUrl"]
+            except (ValueError, KeyError, TypeError):
+                url = None
+            if isinstance(url, str) and url.startswith(("http://", "https://")):
+                self._urls[batch.call_id] = url
+                if len(self._urls) > self._limit:
+                    self._urls.popitem(last=False)
+        return await self._inner.decide(batch)
+
+
+def compose_sinks(*sinks: Callable[[list[Event]], None] | None) -> Callable[[list[Event]], None]:
+    active = [sink for sink in sinks if sink is not None]
+
+    def emit(events: list[Event]) -> None:
+        for sink in active:
+            sink(events)
+
+    return emit
+
+
 @dataclass
 class ReceiverService:
     settings: Settings
@@ -91,6 +148,8 @@ class ReceiverService:
     server: HttpServer
     redactor: Redactor
     http_client: httpx.AsyncClient
+    gate: ToolGate | None = None
+    control_token: str = ""
     warnings: list[str] = field(default_factory=list)
 
     @classmethod
@@ -101,9 +160,14 @@ class ReceiverService:
         *,
         on_events: EventSink | None = None,
         tool_handler: ToolCallHandler | None = None,
+        policy: Policy | None = None,
     ) -> "ReceiverService":
+        """Start the receiver. Tool calls go to `tool_handler` if given, else through a
+        `ToolGate` with `policy` (default: approve through --forward-to when it is
+        set, otherwise hold for an operator)."""
+        control_token = new_token()
         redactor = Redactor(
-            [lookup.value for lookup in secrets.values() if lookup.value],
+            [control_token, *(lookup.value for lookup in secrets.values() if lookup.value)],
             extra_headers=[
                 settings.vapi.webhook.secret_header,
                 settings.vapi.webhook.bearer_header,
@@ -117,20 +181,48 @@ class ReceiverService:
             commit_interval_ms=settings.storage.commit_interval_ms,
         )
         http_client = httpx.AsyncClient(follow_redirects=False)
+        gate: ToolGate | None = None
         try:
             if tool_handler is None:
-                tool_handler = (
-                    ForwardingToolHandler(settings.forward.to, http_client, timeout_s=settings.forward.timeout_seconds)
+                forward = (
+                    ForwardingToolHandler(settings.forward.to, http_client, timeout_s=settings.forward.timeout_seconds,
+                                          signer=forward_signer(settings, secrets))
                     if settings.forward.to
-                    else NoToolHandler()
+                    else None
                 )
+                if policy is None:
+                    policy = Policy.default("approve" if forward is not None else "hold")
+                control_urls: ControlUrls | None = None
+
+                async def filler(pending: PendingCall) -> None:
+                    url = control_urls.get(pending.call_id) if control_urls else None
+                    if url:  # Vapi's live control: make the assistant say something while we wait
+                        await http_client.post(url, json={"type": "say", "content": settings.gate.filler_text}, timeout=5)
+
+                gate = ToolGate(
+                    policy, forward=forward, safety_margin_s=settings.gate.safety_margin_seconds,
+                    filler=filler if settings.gate.filler_after_seconds > 0 else None,
+                    filler_after_s=settings.gate.filler_after_seconds or None,
+                )
+                control_urls = ControlUrls(gate)
+                tool_handler = control_urls
+
+            def watch_hangs(events: list[Event]) -> None:
+                # Vapi sends `hang` while it waits on us: mark that call's pending tool calls as stalling.
+                if gate is not None:
+                    for event in events:
+                        if isinstance(event, CallHang) and event.call_id:
+                            gate.mark_stalling(event.call_id)
+
             pipeline = WebhookPipeline(
                 build_providers(settings, secrets), store, tool_handler,
-                tracker=CallTracker(), on_events=on_events,
+                tracker=CallTracker(), on_events=compose_sinks(watch_hangs, on_events),
             )
 
             def extra_routes(router: Router) -> None:
                 add_twilio_stream_route(router, pipeline)
+                if gate is not None:
+                    add_control_routes(router, gate, control_token)
 
             server = HttpServer(
                 build_router(pipeline, extra=extra_routes),
@@ -143,7 +235,8 @@ class ReceiverService:
             await http_client.aclose()
             await store.close()
             raise
-        return cls(settings, store, pipeline, server, redactor, http_client, startup_warnings(settings, secrets))
+        return cls(settings, store, pipeline, server, redactor, http_client, gate, control_token,
+                   startup_warnings(settings, secrets))
 
     async def close(self) -> None:
         """Stop taking requests, finish in-flight ones, then flush and close the store."""

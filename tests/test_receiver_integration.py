@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from console.config import load_settings
-from console.core.tools import NO_HANDLER_MESSAGE
+from console.core.tools import NO_HANDLER_MESSAGE, NoToolHandler
 from console.providers.retell import sign_retell
 from console.providers.twilio.auth import sign_twilio
 from console.providers.vapi import sign_vapi_request
@@ -43,7 +43,9 @@ def secrets() -> dict[str, SecretLookup]:
     return {name: SecretLookup(name, value, "env") for name, value in values.items()}
 
 
-async def start_service(tmp_path: Path, **overrides) -> tuple[ReceiverService, list]:
+async def start_service(tmp_path: Path, *, tool_handler=None, policy=None, **overrides) -> tuple[ReceiverService, list]:
+    """A running service on a free port. Without a forward target or a policy, tool
+    calls get the explicit "no tool handler" answer, as `serve` gave before the gate."""
     settings = load_settings(
         env={},
         overrides={
@@ -53,7 +55,9 @@ async def start_service(tmp_path: Path, **overrides) -> tuple[ReceiverService, l
         },
     )
     seen: list = []
-    service = await ReceiverService.start(settings, secrets(), on_events=seen.extend)
+    if tool_handler is None and policy is None and "forward" not in overrides:
+        tool_handler = NoToolHandler()
+    service = await ReceiverService.start(settings, secrets(), on_events=seen.extend, tool_handler=tool_handler, policy=policy)
     return service, seen
 
 

@@ -41,8 +41,15 @@ def history(db: Path, *args: str) -> subprocess.CompletedProcess:
                           env=cli_env(db), timeout=60)
 
 
+REJECT_POLICY = '[tools.default]\naction = "reject"\nreason = "Tool calls are refused in this test."\n'
+
+
 class Serve:
     def __init__(self, db: Path, *extra: str) -> None:
+        if "--policy" not in extra:
+            policy = db.parent / "reject-policy.toml"
+            policy.write_text(REJECT_POLICY)
+            extra = (*extra, "--policy", str(policy))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "console", "serve", "--port", "0", *extra],
             env=cli_env(db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -217,7 +224,10 @@ def test_every_payload_read_back_through_the_history_cli(tmp_path):
     env = cli_env(db)
     env["VOICE_CONSOLE_TWILIO_AUTH_TOKEN"] = env_token
     public = "https://voice.example.test"
-    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", "--port", "0", "--public-url", public],
+    policy = tmp_path / "reject-policy.toml"
+    policy.write_text(REJECT_POLICY)
+    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", "--port", "0", "--public-url", public,
+                             "--policy", str(policy)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = re.search(r"listening on (\S+)", proc.stderr.readline()).group(1)
     expected_types: dict[str, set[str]] = {}

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 import json
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 Provider = Literal["vapi", "retell", "twilio"]
 CallStatusValue = Literal["queued", "ringing", "in-progress", "forwarding", "ended"]
@@ -28,19 +28,27 @@ def utc_now() -> datetime:
 
 def to_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
-    if value.tzinfo is None:
+    tzinfo = value.tzinfo
+    if tzinfo is timezone.utc:
+        return value
+    if tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
 
 
 class _EventBase(BaseModel):
+    # The contract JSON, computed once: the store and every live consumer share it.
+    # A plain slot rather than a PrivateAttr: pydantic initialises private
+    # attributes in Python on every construction, which the hot path pays per event;
+    # an unset slot costs nothing until `event_json` fills it. (Not copied by
+    # model_copy/pickle, so a copy never carries a stale cached JSON.)
+    __slots__ = ("_json_cache",)
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     at: datetime
     provider: Provider
     call_id: str | None = None
-    # The contract JSON, computed once: the store and every live consumer share it.
-    _json: str | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # Field values only: the cached JSON is not part of an event's identity.
@@ -179,10 +187,41 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     return {"kind": data.pop("kind"), **data}
 
 
+# What json.dumps(value, ensure_ascii=False, separators=(",", ":")) does for a
+# dict, minus building a JSONEncoder and its C encoder on every call. The C
+# encoder is built once without circular-reference markers (a stale marker left
+# by a failed call could break later ones): event dicts come from JSON-shaped data.
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+try:
+    from json.encoder import c_make_encoder as _c_make_encoder, encode_basestring as _encode_basestring
+except ImportError:  # pragma: no cover - no C accelerator
+    _c_make_encoder = None
+if _c_make_encoder is not None:
+    _c_encode_dict = _c_make_encoder(
+        None, _json_encoder.default, _encode_basestring, None, ":", ",", False, False, True
+    )
+
+    def _encode(value: dict[str, Any]) -> str:
+        return "".join(_c_encode_dict(value, 0))
+
+else:  # pragma: no cover
+    _encode = _json_encoder.encode
+
+
+def compact_json(value: Any) -> str:
+    """`json.dumps(value, ensure_ascii=False, separators=(",", ":"))`, cheaper for
+    the dicts and lists of the ingest hot path (same output)."""
+    if type(value) is dict or type(value) is list:
+        return _encode(value)
+    return _json_encoder.encode(value)
+_json_cache_slot = _EventBase._json_cache  # the slot's descriptor: no BaseModel.__getattr__ detour
+
+
 def event_json(event: Event) -> str:
     """`event_to_dict` as compact JSON text, cached on the (immutable) event."""
-    cached = event._json
-    if cached is None:
-        cached = json.dumps(event_to_dict(event), ensure_ascii=False, separators=(",", ":"))
-        event._json = cached
-    return cached
+    try:
+        return _json_cache_slot.__get__(event)
+    except AttributeError:
+        cached = _encode(event_to_dict(event))
+        _json_cache_slot.__set__(event, cached)
+        return cached

@@ -27,7 +27,8 @@ from console.config import ConfigError, config_dir
 Action = Literal["hold", "approve", "reject", "override"]
 TimeoutAction = Literal["approve", "reject", "override"]
 
-DEFAULT_REASON = "The operator did not answer in time."
+TIMEOUT_REASON = "The operator did not answer in time."
+POLICY_REASON = "This action is not allowed right now."
 
 
 class ToolRule(BaseModel):
@@ -36,9 +37,14 @@ class ToolRule(BaseModel):
     action: Action = "hold"
     timeout_seconds: float = Field(15.0, gt=0, le=300)
     on_timeout: TimeoutAction = "reject"
-    reason: str = DEFAULT_REASON
+    reason: str | None = None  # spoken-safe text for a refusal; a default fits the cause when unset
     # The result sent for `override` (and for `approve` with no forward target).
     result: str | None = None
+
+    def refusal(self, *, timed_out: bool) -> str:
+        if self.reason:
+            return self.reason
+        return TIMEOUT_REASON if timed_out else POLICY_REASON
 
     @model_validator(mode="after")
     def _override_needs_a_result(self) -> "ToolRule":

@@ -29,7 +29,7 @@ from typing import Any
 
 import aiosqlite
 
-from console.core.events import Event, ToolDecided, event_json, event_to_dict, to_utc
+from console.core.events import Event, ToolDecided, compact_json, event_json, event_to_dict, to_utc
 from console.core.tools import ToolCall, ToolOutcome
 from console.redact import Redactor
 
@@ -580,7 +580,7 @@ class Store:
         key = rec.dedupe_key or f"sha256:{rec.route}:{body_hash}"
         row = (
             epoch(rec.received_at), rec.provider, rec.route, rec.method, r.text(rec.path), rec.message_type,
-            rec.call_id, rec.auth_scheme, _dumps(r.headers(rec.headers)), r.bytes(rec.body),
+            rec.call_id, rec.auth_scheme, compact_json(r.headers(rec.headers)), r.bytes(rec.body),
             body_hash, key,
         )
         receipt: DeliveryReceipt = await self._submit(_DeliveryOp(row, key, self._event_rows(events)))

@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +53,8 @@ from console.providers.vapi.wire import (
     UserInterruptedMessage,
     VoiceRequestMessage,
     coerce_arguments,
+    parse_vapi_time,
+    role_value,
 )
 from console.receiver.types import Response
 
@@ -84,17 +85,35 @@ def describe_validation_error(err: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-@dataclass(frozen=True)
 class _Context:
-    message: dict[str, Any]
-    envelope: ServerMessage
-    settings: VapiSettings
-    call_id: str | None
-    at: datetime
+    """One message being normalized. The envelope model is built only when a
+    handler needs more than `call.id` and `timestamp` (tool calls, replies)."""
+
+    __slots__ = ("message", "settings", "call_id", "at", "_envelope")
+
+    def __init__(
+        self,
+        message: dict[str, Any],
+        settings: VapiSettings,
+        call_id: str | None,
+        at: datetime,
+        envelope: ServerMessage | None = None,
+    ) -> None:
+        self.message = message
+        self.settings = settings
+        self.call_id = call_id
+        self.at = at
+        self._envelope = envelope
+
+    @property
+    def envelope(self) -> ServerMessage:
+        if self._envelope is None:
+            self._envelope = ServerMessage.model_validate(self.message)  # every envelope field is lenient
+        return self._envelope
 
     @property
     def type(self) -> str:
-        return self.envelope.type
+        return self.message["type"]
 
     def base(self) -> dict[str, Any]:
         return {"at": self.at, "provider": PROVIDER, "call_id": self.call_id}
@@ -114,21 +133,36 @@ class _Context:
         return self.raw_inbound(extra={"malformed": describe_validation_error(err)})
 
 
+def _fast_call_id(message: dict[str, Any]) -> tuple[bool, str | None]:
+    """(ok, call id) read straight from the dict, exactly as `ServerMessage` would
+    read it; ok is False for a shape the fast read does not cover."""
+    call = message.get("call")
+    if call is None:
+        return True, None
+    if type(call) is not dict:
+        return False, None
+    call_id = call.get("id")
+    if type(call_id) is str:
+        return True, call_id or None
+    return True, None  # Lenient: a malformed id is None, the rest of `call` still parses
+
+
 def normalize_message(message: dict[str, Any], *, received_at: datetime, settings: VapiSettings) -> Inbound:
     """Normalize one `message` object (already checked to have a string `type`).
 
     The returned tool batch has no request bits (raw body, headers); the
     provider adds them.
     """
-    envelope = ServerMessage.model_validate(message)  # every envelope field is lenient
-    ctx = _Context(
-        message=message,
-        envelope=envelope,
-        settings=settings,
-        call_id=envelope.call_id,
-        at=envelope.timestamp or received_at,
-    )
-    handler = _HANDLERS.get(envelope.type, _raw)
+    ok, call_id = _fast_call_id(message)
+    if ok and type(message.get("type")) is str:
+        # The same values ServerMessage yields (every envelope field is lenient
+        # and `timestamp` is parse_vapi_time), without building the model.
+        timestamp = parse_vapi_time(message.get("timestamp"))
+        ctx = _Context(message, settings, call_id, timestamp or received_at)
+    else:
+        envelope = ServerMessage.model_validate(message)  # every envelope field is lenient
+        ctx = _Context(message, settings, envelope.call_id, envelope.timestamp or received_at, envelope)
+    handler = _HANDLERS.get(ctx.type, _raw)
     return handler(ctx)
 
 
@@ -139,51 +173,105 @@ def _raw(ctx: _Context) -> Inbound:
     return ctx.raw_inbound()
 
 
+# The fast paths below read the dict directly when every field the message model
+# declares has the plain type it expects; anything else goes through the model,
+# which keeps its coercions and turns a failure into a `raw` event.
+
+
 def _status_update(ctx: _Context) -> Inbound:
+    message = ctx.message
+    status = message.get("status")
+    if type(status) is str:
+        ended_reason = message.get("endedReason")
+        call = message.get("call")
+        call_reason = call.get("endedReason") if type(call) is dict else None
+        return _status_inbound(
+            ctx,
+            status,
+            ended_reason if type(ended_reason) is str else None,  # Lenient[str]
+            call_reason if type(call_reason) is str else None,
+        )
     try:
-        msg = StatusUpdateMessage.model_validate(ctx.message)
+        msg = StatusUpdateMessage.model_validate(message)
     except ValidationError as err:
         return ctx.malformed(err)
-    status = _STATUS_MAP.get(msg.status)
+    return _status_inbound(ctx, msg.status, msg.endedReason, msg.call.endedReason if msg.call else None)
+
+
+def _status_inbound(ctx: _Context, wire_status: str, ended_reason: str | None, call_reason: str | None) -> Inbound:
+    status = _STATUS_MAP.get(wire_status)
     if status is None:  # not-found, deletion-failed, anything new
         return ctx.raw_inbound()
     reason = None
     if status == "ended":
-        reason = msg.endedReason or (msg.call.endedReason if msg.call else None)
+        reason = ended_reason or call_reason
     return ctx.inbound([CallStatus(**ctx.base(), status=status, ended_reason=reason)])
 
 
 def _speech_update(ctx: _Context) -> Inbound:
+    message = ctx.message
+    status = message.get("status")
+    role = role_value(message.get("role"))
+    turn = message.get("turn")
+    if (status == "started" or status == "stopped") and type(status) is str and role and (
+        turn is None or type(turn) is int
+    ):
+        event_type = SpeechStarted if status == "started" else SpeechStopped
+        return ctx.inbound([event_type(**ctx.base(), role=role, turn=turn)])
     try:
-        msg = SpeechUpdateMessage.model_validate(ctx.message)
+        msg = SpeechUpdateMessage.model_validate(message)
     except ValidationError as err:
         return ctx.malformed(err)
     event_type = SpeechStarted if msg.status == "started" else SpeechStopped
     return ctx.inbound([event_type(**ctx.base(), role=msg.role, turn=msg.turn)])
 
 
+_TRANSCRIPT_TYPES = (None, "partial", "final")
+
+
 def _transcript(ctx: _Context) -> Inbound:
+    message = ctx.message
+    role = role_value(message.get("role"))
+    text = message.get("transcript")
+    transcript_type = message.get("transcriptType")
+    is_filtered = message.get("isFiltered")
+    original = message.get("originalTranscript")
+    if (
+        role
+        and type(text) is str
+        and transcript_type in _TRANSCRIPT_TYPES
+        and (transcript_type is None or type(transcript_type) is str)
+        and (is_filtered is None or type(is_filtered) is bool)
+        and (original is None or type(original) is str)
+    ):
+        return _transcript_inbound(ctx, role, text, transcript_type)
     try:
-        msg = TranscriptMessage.model_validate(ctx.message)
+        msg = TranscriptMessage.model_validate(message)
     except ValidationError as err:
         return ctx.malformed(err)
+    return _transcript_inbound(ctx, msg.role, msg.transcript, msg.transcriptType)
+
+
+def _transcript_inbound(ctx: _Context, role: str, text: str, transcript_type: str | None) -> Inbound:
     # The bracketed type is the finals-only subscription.
-    kind = msg.transcriptType or ("final" if msg.type == TRANSCRIPT_FINAL_ONLY else None)
+    kind = transcript_type or ("final" if ctx.type == TRANSCRIPT_FINAL_ONLY else None)
     if kind is None:
         return ctx.raw_inbound(extra={"malformed": "transcriptType is missing"})
     event_type = TranscriptFinal if kind == "final" else TranscriptPartial
-    return ctx.inbound([event_type(**ctx.base(), role=msg.role, text=msg.transcript)])
+    return ctx.inbound([event_type(**ctx.base(), role=role, text=text)])
 
 
 def _user_interrupted(ctx: _Context) -> Inbound:
-    try:
-        msg = UserInterruptedMessage.model_validate(ctx.message)
-    except ValidationError as err:
-        return ctx.malformed(err)
+    turn_id = ctx.message.get("turnId")
+    if turn_id is not None and type(turn_id) is not str:
+        try:
+            turn_id = UserInterruptedMessage.model_validate(ctx.message).turnId
+        except ValidationError as err:
+            return ctx.malformed(err)
     # cut_text is not in the message: the call tracker derives it from the
     # model-output / assistant.speechStarted raw events of the same turnId.
-    extra = {"turn_id": msg.turnId} if msg.turnId else {}
-    return ctx.inbound([BargeIn(**ctx.base(), source="user-interrupted", turn_id=msg.turnId)], extra=extra)
+    extra = {"turn_id": turn_id} if turn_id else {}
+    return ctx.inbound([BargeIn(**ctx.base(), source="user-interrupted", turn_id=turn_id)], extra=extra)
 
 
 def _hang(ctx: _Context) -> Inbound:

@@ -107,6 +107,16 @@ def _role(value: Any) -> Any:
 
 
 Role = Annotated[Literal["user", "assistant"], BeforeValidator(_role)]
+_ROLES = frozenset({"user", "assistant"})
+
+
+def role_value(value: Any) -> str | None:
+    """What `Role` validates `value` to, or None where `Role` would fail."""
+    if type(value) is str:
+        role = _role(value)
+        if role in _ROLES:
+            return role
+    return None
 
 
 class _Wire(BaseModel):
