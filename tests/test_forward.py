@@ -369,3 +369,33 @@ async def test_a_broken_signer_fails_every_call_without_sending(
     outcomes = await handler.decide(only(batch, batch.calls[0].tool_call_id))
     assert [o.error for o in outcomes] == ["the forwarded request could not be signed (ValueError)"]
     assert tool_server.received == []
+
+
+async def test_retell_get_function_keeps_its_query_string():
+    import httpx as _httpx
+
+    from console.core.forward import ForwardingToolHandler as _Forward
+    from console.core.tools import ToolBatch as _Batch, ToolCall as _Call
+    from console.receiver.http import HttpServer, Router
+    from console.receiver.types import Response as _Response
+
+    targets = []
+
+    async def tool(request):
+        targets.append((request.method, request.target))
+        return _Response.json(200, {"result": "open"})
+
+    router = Router()
+    router.add("GET", "/fn", tool)
+    server = HttpServer(router, port=0)
+    await server.start()
+    try:
+        batch = _Batch(provider="retell", dialect="retell-function", call_id="c1",
+                       calls=(_Call("rt_1", "check_hours", {"day": "monday"}),), platform_timeout_s=10,
+                       raw_body=b"", method="GET", path="/webhook/retell/function?name=check_hours&day=monday")
+        async with _httpx.AsyncClient() as client:
+            [outcome] = await _Forward(f"{server.url}/fn", client).decide(batch)
+        assert outcome.result == "open"
+        assert targets == [("GET", "/fn?name=check_hours&day=monday")]
+    finally:
+        await server.close()

@@ -270,10 +270,14 @@ class ForwardingToolHandler:
             body, headers = self.prepare(batch)
         except Exception as exc:  # a broken signer must still yield an answer per call
             return self._all_failed(batch, started, f"the forwarded request could not be signed ({type(exc).__name__})")
+        url = self.url
+        if not body and "?" in batch.path:
+            # Retell GET/DELETE functions carry their arguments in the query string.
+            url += ("&" if "?" in url else "?") + batch.path.split("?", 1)[1]
         try:
             response = await self._client.request(
                 batch.method,
-                self.url,
+                url,
                 content=body,
                 headers=headers,
                 timeout=min(self._timeout_s, batch.platform_timeout_s),
