@@ -271,7 +271,7 @@ class ForwardingToolHandler:
         except Exception as exc:  # a broken signer must still yield an answer per call
             return self._all_failed(batch, started, f"the forwarded request could not be signed ({type(exc).__name__})")
         url = self.url
-        if not body and "?" in batch.path:
+        if not batch.raw_body and "?" in batch.path:
             # Retell GET/DELETE functions carry their arguments in the query string.
             url += ("&" if "?" in url else "?") + batch.path.split("?", 1)[1]
         try:
