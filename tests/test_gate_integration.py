@@ -219,3 +219,37 @@ def test_bad_policy_file_exits_2_naming_file_and_key(tmp_path):
     assert result.returncode == 2
     assert str(policy) in result.stderr and "tools.refund.action" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_retell_function_and_legacy_function_call_pass_the_gate(tmp_path):
+    from console.providers.retell import sign_retell
+    from tests.test_receiver_integration import RETELL_KEY
+
+    async def answer(request: Request) -> Response:
+        data = json.loads(request.body)
+        if "message" in data:  # Vapi legacy function-call
+            return Response.json(200, {"result": {"sent": data["message"]["functionCall"]["name"]}})
+        return Response.json(200, {"result": f"ran {data.get('name')} with {json.dumps(data.get('args'))}"})
+
+    tools, seen = await tool_server(answer)
+    service, _ = await start_service(tmp_path, policy=Policy.default("hold"), forward={"to": f"{tools.url}/tools"})
+    try:
+        retell = (PAYLOADS / "retell" / "function_call.json").read_bytes()
+        legacy = (PAYLOADS / "vapi" / "function-call.json").read_bytes()
+        async with httpx.AsyncClient(base_url=service.server.url, timeout=30) as client:
+            retell_reply = asyncio.create_task(client.post("/webhook/retell/function", content=retell, headers={
+                "content-type": "application/json",
+                "x-retell-signature": sign_retell(retell, RETELL_KEY, int(time.time() * 1000))}))
+            legacy_reply = asyncio.create_task(client.post("/webhook/vapi", content=legacy, headers=vapi_headers(service, legacy)))
+            pending = await wait_pending(service, 2)
+            by_provider = {call["provider"]: call["tool_call_id"] for call in pending}
+            assert (await control(service, client, {"tool_call_id": by_provider["retell"], "decision": "edit",
+                                                    "arguments": {"edited": True}})).status_code == 200
+            assert (await control(service, client, {"tool_call_id": by_provider["vapi"], "decision": "approve"})).status_code == 200
+            retell_response, legacy_response = await retell_reply, await legacy_reply
+        assert retell_response.status_code == 200 and '{"edited": true}' in retell_response.json()["result"]
+        assert json.loads(legacy_response.json()["result"]) == {"sent": json.loads(legacy)["message"]["functionCall"]["name"]}
+        assert len(seen) == 2
+    finally:
+        await service.close()
+        await tools.close()
