@@ -74,6 +74,10 @@ def verify_vapi_request(
     return _verify_hmac(settings.hmac, secret, request, url=url, now=time.time() if now is None else now)
 
 
+# Verdicts are immutable: the header-token schemes share one passed verdict each.
+_PASSED = {"secret": Verdict.passed("secret"), "bearer": Verdict.passed("bearer")}
+
+
 def _header_token_secret(secret: str) -> str:
     # A header value can never carry surrounding whitespace (h11 strips it), so a
     # secret pasted with a trailing newline would otherwise never match.
@@ -94,7 +98,7 @@ def _verify_header_token(scheme: str, request: Request, header: str, secret: str
             )
         token = rest.strip()
     if hmac.compare_digest(token.encode(), secret.encode()):
-        return Verdict.passed(scheme)
+        return _PASSED[scheme]
     what = "bearer token" if scheme == "bearer" else "value"
     return Verdict.failed(scheme, f"{header} {what} does not match the configured secret")
 

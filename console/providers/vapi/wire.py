@@ -58,6 +58,9 @@ def _from_epoch(value: float) -> datetime | None:
 
 def parse_vapi_time(value: Any) -> datetime | None:
     """Epoch number (ms or s), numeric string or ISO 8601 string -> aware UTC; else None."""
+    kind = type(value)
+    if kind is int or kind is float:  # the common case first (Vapi sends epoch ms)
+        return _from_epoch(float(value))
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
