@@ -86,7 +86,7 @@ def bench_console(args, workdir: Path) -> dict:
     db = workdir / "bench.db"
     env = {**os.environ, "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": SECRET, "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
            "VOICE_CONSOLE_CONFIG": str(workdir / "config.toml")}
-    (workdir / "config.toml").write_text(f'[storage]\nsynchronous = "{args.synchronous}"\n')
+    (workdir / "config.toml").write_text(f"[storage]\nsynchronous = \"{args.synchronous}\"\ncommit_interval_ms = {args.commit_interval_ms}\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "console", "serve", "--port", str(port), "--db", str(db)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -114,6 +114,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    parser.add_argument("--commit-interval-ms", type=float, default=2.0)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
