@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_decide_parser(commands)
 
+    from console.keys import add_keys_parser
+
+    add_keys_parser(commands)
+
+    from console.simulator.cli import add_platform_parser, add_simulate_parser
+
+    add_platform_parser(commands)
+    add_simulate_parser(commands)
+
     from console.history import add_history_parser
 
     history = add_history_parser(commands)
@@ -101,6 +110,19 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_serve(settings, policy=policy))
         except KeyboardInterrupt:
             return 0
+    if args.command in ("platform", "simulate"):
+        from console.simulator.cli import run_platform, run_simulate
+
+        runner = run_platform if args.command == "platform" else run_simulate
+        try:
+            return asyncio.run(runner(args))
+        except KeyboardInterrupt:
+            return 0
+    if args.command == "keys":
+        from console.keys import run_keys
+
+        return run_keys(args, vapi_base_url=settings.vapi.base_url, retell_base_url=settings.retell.base_url,
+                        twilio_base_url=settings.twilio.base_url)
     if args.command == "decide":
         from console.decide import run_decide
 

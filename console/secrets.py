@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import keyring
+import keyring.backends.fail
+import keyring.backends.null
 import keyring.errors
 
 SERVICE = "voice-console"
+
+_T = TypeVar("_T")
 
 # name -> environment variable that overrides the keyring (DESIGN.md contract).
 SECRET_ENV = {
@@ -32,6 +37,65 @@ NO_KEYRING_HELP = (
     "VOICE_CONSOLE_* environment variables instead, or install and select a "
     "keyring backend (see `python -m keyring diagnose`)."
 )
+
+
+NULL_KEYRING_HELP = (
+    "The selected keyring backend (keyring.backends.null.Keyring, e.g. from "
+    "PYTHON_KEYRING_BACKEND) stores nothing. Set the VOICE_CONSOLE_* environment "
+    "variables instead, or select a real keyring backend."
+)
+
+
+def in_daemon_thread(func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+    """Run a blocking call in a daemon thread.
+
+    Unlike `asyncio.to_thread`, a call stuck on an unlock prompt neither blocks
+    `asyncio.run()` from returning nor the process from exiting after a timeout.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result = func(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            error: BaseException | None = exc
+            result = None
+        else:
+            error = None
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:
+            pass  # the loop is gone: nobody is waiting any more
+
+    threading.Thread(target=work, name="keyring-call", daemon=True).start()
+    return future
+
+
+class SecretStoreError(Exception):
+    """A keyring write or delete failed; the message is one readable sentence."""
+
+
+class KeyringUnavailable(SecretStoreError):
+    """There is no keyring that can store anything (headless Linux, null backend)."""
+
+
+def keyring_problem() -> str | None:
+    """Why the current keyring cannot store secrets, or None when it can (as far as we can tell)."""
+    backend = keyring.get_keyring()
+    if isinstance(backend, keyring.backends.fail.Keyring):
+        return NO_KEYRING_HELP
+    if isinstance(backend, keyring.backends.null.Keyring):
+        return NULL_KEYRING_HELP
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,11 +114,26 @@ class SecretStore:
         self._env = os.environ if env is None else env
         self._timeout_s = timeout_s
 
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
     def get(self, name: str) -> SecretLookup:
         """Blocking lookup; call from a thread (or use `aget`)."""
         env_name = SECRET_ENV[name]
         if self._env.get(env_name):
             return SecretLookup(name, self._env[env_name], "env")
+        return self.get_from_keyring(name)
+
+    def env_name(self, name: str) -> str:
+        return SECRET_ENV[name]
+
+    def env_has(self, name: str) -> bool:
+        return bool(self._env.get(SECRET_ENV[name]))
+
+    def get_from_keyring(self, name: str) -> SecretLookup:
+        """Blocking keyring-only lookup (ignores the environment override)."""
+        env_name = SECRET_ENV[name]
         try:
             value = keyring.get_password(SERVICE, name)
         except keyring.errors.NoKeyringError:
@@ -67,10 +146,67 @@ class SecretStore:
 
     async def aget(self, name: str) -> SecretLookup:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self.get, name), self._timeout_s)
+            return await asyncio.wait_for(in_daemon_thread(self.get, name), self._timeout_s)
         except TimeoutError:
             return SecretLookup(name, None, "none", f"the keyring did not answer within {self._timeout_s:g} s.")
 
     async def aget_all(self) -> dict[str, SecretLookup]:
         lookups = await asyncio.gather(*(self.aget(name) for name in SECRET_ENV))
         return {lookup.name: lookup for lookup in lookups}
+
+    def set(self, name: str, value: str) -> None:
+        """Blocking keyring write; raises SecretStoreError (never writes anywhere else)."""
+        SECRET_ENV[name]  # unknown names are a programming error
+        if not value:
+            raise SecretStoreError("refusing to store an empty value.")
+        problem = keyring_problem()
+        if problem:
+            raise KeyringUnavailable(problem)
+        try:
+            keyring.set_password(SERVICE, name, value)
+        except keyring.errors.NoKeyringError:
+            raise KeyringUnavailable(NO_KEYRING_HELP) from None
+        except keyring.errors.KeyringLocked:
+            raise SecretStoreError("the keyring is locked (unlock it and try again).") from None
+        except keyring.errors.KeyringError as exc:
+            raise SecretStoreError(f"the keyring refused to store {name} ({type(exc).__name__}).") from None
+
+    def delete(self, name: str) -> bool:
+        """Blocking keyring delete; False when there was nothing stored."""
+        SECRET_ENV[name]
+        problem = keyring_problem()
+        if problem:
+            raise KeyringUnavailable(problem)
+        try:
+            if keyring.get_password(SERVICE, name) is None:
+                return False
+            keyring.delete_password(SERVICE, name)
+        except keyring.errors.NoKeyringError:
+            raise KeyringUnavailable(NO_KEYRING_HELP) from None
+        except keyring.errors.PasswordDeleteError:
+            return False
+        except keyring.errors.KeyringLocked:
+            raise SecretStoreError("the keyring is locked (unlock it and try again).") from None
+        except keyring.errors.KeyringError as exc:
+            raise SecretStoreError(f"the keyring refused to delete {name} ({type(exc).__name__}).") from None
+        return True
+
+    async def run_off_loop(self, func: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await asyncio.wait_for(in_daemon_thread(func, *args), self._timeout_s)
+        except TimeoutError:
+            raise SecretStoreError(
+                f"the keyring did not answer within {self._timeout_s:g} s (is an unlock prompt waiting?)."
+            ) from None
+
+    async def aset(self, name: str, value: str) -> None:
+        await self.run_off_loop(self.set, name, value)
+
+    async def adelete(self, name: str) -> bool:
+        return await self.run_off_loop(self.delete, name)
+
+    async def aget_from_keyring(self, name: str) -> SecretLookup:
+        try:
+            return await self.run_off_loop(self.get_from_keyring, name)
+        except SecretStoreError as exc:
+            return SecretLookup(name, None, "none", str(exc))

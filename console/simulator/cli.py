@@ -1,0 +1,204 @@
+"""`voice-console platform` and `voice-console simulate`.
+
+    voice-console platform [--port P] [--speed X] [--webhook URL] [--scenario NAME|FILE]
+    voice-console simulate --target URL [--scenario NAME|FILE] [--calls N] [--concurrency C] [--speed X]
+
+The webhook secret comes from VOICE_CONSOLE_VAPI_WEBHOOK_SECRET or the keyring
+(never argv); the auth mode from the settings file (`vapi.webhook.auth`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import httpx
+
+from console.config import ConfigError, Settings, load_settings
+from console.secrets import SecretStore
+from console.simulator.platform import (
+    PHONE_NUMBER_ID,
+    RECEPTIONIST_ID,
+    CallEngine,
+    DeliveryRecord,
+    SimulatedPlatform,
+    Webhook,
+    new_call,
+)
+from console.simulator.scenarios import Scenario, bundled_scenarios, load_scenario
+
+DEFAULT_WEBHOOK = "http://127.0.0.1:8765/webhook/vapi"  # `voice-console serve` on its default port
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _scenario_help() -> str:
+    return f"a bundled scenario ({', '.join(bundled_scenarios())}) or a TOML file; default booking"
+
+
+def add_platform_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "platform", help="run the simulated Vapi platform (REST, webhooks, control and listen URLs)",
+        description="A local stand-in for Vapi: its REST API, signed server messages to --webhook, "
+                    "and per-call control and listen URLs, playing a call scenario for every call created.",
+    )
+    parser.add_argument("--port", dest="platform_port", type=int, default=0, metavar="P",
+                        help="port to listen on (default: any free port)")
+    parser.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",
+                        help="play scenarios X times faster (default 1)")
+    parser.add_argument("--webhook", metavar="URL", default=DEFAULT_WEBHOOK,
+                        help=f"the server URL messages are posted to (default {DEFAULT_WEBHOOK})")
+    parser.add_argument("--scenario", metavar="NAME|FILE", default=None, help=_scenario_help())
+    return parser
+
+
+def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "simulate", help="drive a webhook receiver with realistic signed Vapi traffic and report what it answered",
+    )
+    parser.add_argument("--target", required=True, metavar="URL", help="the receiver's Vapi webhook URL")
+    parser.add_argument("--provider", default="vapi", choices=["vapi", "retell", "twilio"],
+                        help="which platform's messages to send (only vapi in this build)")
+    parser.add_argument("--scenario", metavar="NAME|FILE", default=None, help=_scenario_help())
+    parser.add_argument("--calls", type=_positive_int, default=1, metavar="N", help="how many calls (default 1)")
+    parser.add_argument("--concurrency", type=_positive_int, default=1, metavar="C",
+                        help="calls at the same time (default 1)")
+    parser.add_argument("--speed", type=_positive_float, default=10.0, metavar="X",
+                        help="play scenarios X times faster (default 10)")
+    return parser
+
+
+async def _webhook_auth(args: argparse.Namespace) -> tuple[Settings, str | None]:
+    settings = load_settings(getattr(args, "config", None))
+    lookup = await SecretStore().aget("vapi_webhook_secret")
+    if lookup.value is None and settings.vapi.webhook.auth != "none":
+        print(f"voice-console: warning: no Vapi webhook secret ({lookup.note}); messages are sent unsigned "
+              "and a receiver will refuse them.", file=sys.stderr)
+    return settings, lookup.value
+
+
+async def run_platform(args: argparse.Namespace) -> int:
+    try:
+        settings, secret = await _webhook_auth(args)
+        scenario = load_scenario(args.scenario)
+    except ConfigError as exc:
+        print(f"voice-console: {exc}", file=sys.stderr)
+        return 2
+    platform = SimulatedPlatform(args.webhook, webhook_settings=settings.vapi, webhook_secret=secret,
+                                 speed=args.speed, scenario=scenario, port=args.platform_port)
+    try:
+        await platform.start()
+    except OSError as exc:
+        print(f"voice-console: cannot listen on port {args.platform_port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"Simulated Vapi platform on {platform.url}", flush=True)
+    print(f"  API key (demo):  {platform.api_key}")
+    print(f"  server URL:      {args.webhook} ({settings.vapi.webhook.auth} auth)")
+    print(f"  scenario:        {scenario.name} at speed {args.speed:g}")
+    print(f"  assistant:       {RECEPTIONIST_ID}\n  phone number:    {PHONE_NUMBER_ID}")
+    print(f"Point the console at it: VOICE_CONSOLE_VAPI_BASE_URL={platform.url} "
+          f"VOICE_CONSOLE_VAPI_API_KEY={platform.api_key}", flush=True)
+    try:
+        await asyncio.Event().wait()  # until Ctrl-C
+    finally:
+        await platform.close()
+    return 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else 0.0
+
+
+def simulate_report(records: list[DeliveryRecord], calls: int, elapsed_s: float) -> tuple[str, bool]:
+    """The end-of-run report and whether everything went well."""
+    by_type: dict[str, Counter[str]] = defaultdict(Counter)
+    for record in records:
+        by_type[record.type][str(record.status) if record.status is not None else "no answer"] += 1
+    latencies = [r.latency_ms for r in records if r.status is not None]
+    tool_latencies = [r.latency_ms for r in records if r.status is not None and r.type == "tool-calls"]
+    failures = [r for r in records if r.error]
+    bad = [r for r in records if r.bad_reply]
+    lines = [f"{calls} calls, {len(records)} messages in {elapsed_s:.1f} s"]
+    lines += [f"  {kind:<26} " + ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
+              for kind, counts in sorted(by_type.items())]
+    if latencies:
+        lines.append(f"latency ms: p50 {_percentile(latencies, 0.5):.1f}, p99 {_percentile(latencies, 0.99):.1f}"
+                     + (f"; tool-calls p50 {_percentile(tool_latencies, 0.5):.1f}, "
+                        f"p99 {_percentile(tool_latencies, 0.99):.1f}" if tool_latencies else ""))
+    else:
+        lines.append("latency: the target never answered")
+    lines.append(f"failed deliveries: {len(failures)}" + "".join(
+        f"\n  {r.type} ({r.call_id}): {r.error}" for r in failures[:5]))
+    lines.append(f"tool-call replies of the wrong shape: {len(bad)}" + "".join(
+        f"\n  {r.call_id}: {r.bad_reply}" for r in bad[:5]))
+    return "\n".join(lines), not failures and not bad
+
+
+async def simulate(target: str, scenario: Scenario, *, calls: int, concurrency: int, speed: float,
+                   settings: Settings | None = None, secret: str | None = None,
+                   progress: Any = None) -> tuple[list[DeliveryRecord], float]:
+    """Play `calls` calls straight at `target` (no REST); the delivery records and the run time."""
+    records: list[DeliveryRecord] = []
+    seed = SimulatedPlatform(target, scenario=scenario)  # not started: only its demo assistant and number
+    assistant, number = seed.assistants[RECEPTIONIST_ID], seed.phone_numbers[PHONE_NUMBER_ID]
+    limit = asyncio.Semaphore(concurrency)
+    done = 0
+    started = time.perf_counter()
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency * 2 + 4)) as client:
+        webhook = Webhook(client, settings.vapi if settings else None, secret, on_record=records.append)
+
+        async def one() -> None:
+            nonlocal done
+            async with limit:
+                call = new_call(assistant=assistant, scenario=scenario, phone_number=number, webhook_url=target)
+                await CallEngine(call, webhook, speed=speed).run()
+            done += 1
+            if progress is not None:
+                progress(done, calls, len(records), sum(1 for r in records if r.error))
+
+        await asyncio.gather(*(one() for _ in range(calls)))
+    return records, time.perf_counter() - started
+
+
+async def run_simulate(args: argparse.Namespace) -> int:
+    if args.provider != "vapi":
+        print(f"voice-console: simulate --provider {args.provider} is not in this build yet; use vapi.",
+              file=sys.stderr)
+        return 2
+    if not args.target.startswith(("http://", "https://")):
+        print("voice-console: --target must be an http:// or https:// URL", file=sys.stderr)
+        return 2
+    try:
+        settings, secret = await _webhook_auth(args)
+        scenario = load_scenario(args.scenario)
+    except ConfigError as exc:
+        print(f"voice-console: {exc}", file=sys.stderr)
+        return 2
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int, messages: int, failed: int) -> None:
+        text = f"calls {done}/{total}, messages {messages}, failed {failed}"
+        print(("\r" + text) if tty else text, end="" if tty and done < total else "\n", file=sys.stderr, flush=True)
+
+    records, elapsed = await simulate(args.target, scenario, calls=args.calls, concurrency=args.concurrency,
+                                      speed=args.speed, settings=settings, secret=secret, progress=progress)
+    report, ok = simulate_report(records, args.calls, elapsed)
+    print(report)
+    return 0 if ok else 1
