@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_platform_parser(commands)
     add_simulate_parser(commands)
 
+    from console.dial import add_dial_parser
+
+    add_dial_parser(commands)
+
     from console.history import add_history_parser
 
     history = add_history_parser(commands)
@@ -118,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(runner(args))
         except KeyboardInterrupt:
             return 0
+    if args.command == "dial":
+        from console.dial import run_dial
+
+        return asyncio.run(run_dial(args, settings))
     if args.command == "keys":
         from console.keys import run_keys
 
