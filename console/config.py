@@ -173,6 +173,17 @@ def themes_dir() -> Path:
     return config_dir() / "themes"
 
 
+def read_toml(file: Path, *, hint: str = "") -> dict[str, Any]:
+    """Parse a TOML file; any problem is a ConfigError naming the file."""
+    try:
+        with file.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: this is not valid TOML ({exc}).{hint}") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot be read ({exc.strerror}).") from None
+
+
 def _describe_location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
@@ -207,13 +218,7 @@ def load_settings(
 
     data: dict[str, Any] = {}
     if file.exists():
-        try:
-            with file.open("rb") as handle:
-                data = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: this is not valid TOML ({exc}). Fix the file or point --config elsewhere.") from None
-        except OSError as exc:
-            raise ConfigError(f"{file}: cannot be read ({exc.strerror}).") from None
+        data = read_toml(file, hint=" Fix the file or point --config elsewhere.")
     elif explicit:
         raise ConfigError(
             f"{file}: the configuration file does not exist. Create it, or leave out "

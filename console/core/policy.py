@@ -16,13 +16,12 @@ A bad file raises `ConfigError` naming the file and the key.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from console.config import ConfigError, config_dir
+from console.config import ConfigError, config_dir, read_toml
 
 Action = Literal["hold", "approve", "reject", "override"]
 TimeoutAction = Literal["approve", "reject", "override"]
@@ -80,13 +79,7 @@ def load_policy(path: Path | str | None = None, *, default_action: Action = "hol
         if explicit:
             raise ConfigError(f"{file}: the policy file does not exist.")
         return Policy.default(default_action)
-    try:
-        with file.open("rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: this is not valid TOML ({exc}).") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot be read ({exc.strerror}).") from None
+    data = read_toml(file)
     data.setdefault("tools", {}).setdefault("default", {"action": default_action})
     try:
         return Policy.model_validate(data)
