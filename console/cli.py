@@ -150,13 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             print(themes_dir())
         return 0
 
-    # The interactive console is the next milestone; say so instead of failing obscurely.
-    print(
-        "voice-console: the interactive console is not part of this build yet. "
-        "Run `voice-console serve` for the headless receiver and `voice-console history calls` to read the history.",
-        file=sys.stderr,
-    )
-    return 2
+    # No subcommand: the interactive console (Textual is imported only here).
+    from console.tui.demo import run_tui
+
+    return run_tui(settings, demo=args.demo)
 
 
 if __name__ == "__main__":

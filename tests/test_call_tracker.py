@@ -94,3 +94,11 @@ def test_state_is_bounded():
         tracker.process([CallStatus(at=at(i), status="ringing", provider="vapi", call_id=f"c{i}")])
     assert len(tracker.calls()) == 10
     assert tracker.get("c49") is not None and tracker.get("c0") is None
+
+
+def test_ended_is_terminal_even_with_a_coarser_clock():
+    tracker = CallTracker()
+    # Twilio's completed callback is dated to the second, before the voice webhook's arrival time.
+    tracker.process([CallStatus(at=at(10.0), status="ended", ended_reason="completed", **common())])
+    tracker.process([CallStatus(at=at(10.4), status="ringing", **common())])
+    assert tracker.get("call-1").status == "ended"

@@ -455,3 +455,14 @@ def test_epoch_round_trip_is_exact_to_the_microsecond() -> None:
     for value in (T0, datetime(2031, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc), at(0.000001)):
         iso = store_db.iso_from_epoch(store_db.epoch(value))
         assert iso == event_to_dict(CallStatus(at=value, provider="vapi", status="queued"))["at"]
+
+
+async def test_ended_status_is_terminal(tmp_path):
+    store = await Store.open(tmp_path / "h.db")
+    try:
+        await store.record_events([CallStatus(at=at(10), provider="twilio", call_id="CA1", status="ended", ended_reason="completed")])
+        await store.record_events([CallStatus(at=at(10.5), provider="twilio", call_id="CA1", status="ringing")])
+        [call] = await queries.list_calls(store)
+        assert call["status"] == "ended" and call["ended_reason"] == "completed"
+    finally:
+        await store.close()

@@ -110,7 +110,10 @@ class CallTracker:
 
     def _apply(self, state: CallState, event: Event) -> list[Event]:
         if isinstance(event, CallStatus):
-            if state.status_at is None or event.at >= state.status_at:
+            # "ended" is terminal whatever the clocks say (Twilio dates callbacks to the second).
+            if state.status == "ended" and event.status != "ended":
+                return [event]
+            if state.status_at is None or event.at >= state.status_at or event.status == "ended":
                 state.status, state.status_at = event.status, event.at
                 if event.ended_reason:
                     state.ended_reason = event.ended_reason

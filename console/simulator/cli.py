@@ -1,10 +1,19 @@
 """`voice-console platform` and `voice-console simulate`.
 
     voice-console platform [--port P] [--speed X] [--webhook URL] [--scenario NAME|FILE]
-    voice-console simulate --target URL [--scenario NAME|FILE] [--calls N] [--concurrency C] [--speed X]
+    voice-console simulate --target URL [--provider vapi|retell|twilio] [--scenario NAME|FILE]
+                           [--calls N] [--concurrency C] [--speed X] [--public-url URL] [--media-stream]
 
-The webhook secret comes from VOICE_CONSOLE_VAPI_WEBHOOK_SECRET or the keyring
-(never argv); the auth mode from the settings file (`vapi.webhook.auth`).
+`--target` is, for vapi, the Vapi webhook URL itself; for retell and twilio, the
+receiver's base URL (`http://127.0.0.1:8765`), under which the console's routes
+are used (`/webhook/retell`, `/webhook/retell/function`; `/webhook/twilio/voice`,
+`/webhook/twilio/status`, `/stream/twilio`). One of those route URLs is accepted
+too: the route is stripped to find the base.
+
+Secrets never come from argv: the Vapi webhook secret from
+VOICE_CONSOLE_VAPI_WEBHOOK_SECRET or the keyring (auth mode from the settings file,
+`vapi.webhook.auth`), the Retell API key from VOICE_CONSOLE_RETELL_API_KEY, the
+Twilio auth token from VOICE_CONSOLE_TWILIO_AUTH_TOKEN, or the keyring.
 """
 
 from __future__ import annotations
@@ -15,11 +24,20 @@ import sys
 import time
 from collections import Counter, defaultdict
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from console.config import ConfigError, Settings, load_settings
 from console.secrets import SecretStore
+from console.simulator.dialects import (
+    FUNCTION_TYPE,
+    DialectWebhook,
+    RetellCallPlayer,
+    TwilioCallPlayer,
+    retell_endpoints,
+    twilio_endpoints,
+)
 from console.simulator.platform import (
     PHONE_NUMBER_ID,
     RECEPTIONIST_ID,
@@ -32,6 +50,10 @@ from console.simulator.platform import (
 from console.simulator.scenarios import Scenario, bundled_scenarios, load_scenario
 
 DEFAULT_WEBHOOK = "http://127.0.0.1:8765/webhook/vapi"  # `voice-console serve` on its default port
+PROVIDERS = ("vapi", "retell", "twilio")
+# Where each provider's signing secret lives (console.secrets names).
+PROVIDER_SECRET = {"vapi": "vapi_webhook_secret", "retell": "retell_api_key", "twilio": "twilio_auth_token"}
+TOOL_TYPES = frozenset({"tool-calls", FUNCTION_TYPE})  # deliveries whose answer the call waits on
 
 
 def _positive_float(text: str) -> float:
@@ -70,17 +92,29 @@ def add_platform_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "simulate", help="drive a webhook receiver with realistic signed Vapi traffic and report what it answered",
+        "simulate", help="drive a webhook receiver with realistic signed Vapi, Retell or Twilio traffic "
+                         "and report what it answered",
+        description="Play scenario calls at a receiver as the chosen platform would send them, signed as it "
+                    "signs them, and report the answers: statuses, latency, tool-call replies of the wrong shape.",
     )
-    parser.add_argument("--target", required=True, metavar="URL", help="the receiver's Vapi webhook URL")
-    parser.add_argument("--provider", default="vapi", choices=["vapi", "retell", "twilio"],
-                        help="which platform's messages to send (only vapi in this build)")
+    parser.add_argument("--target", required=True, metavar="URL",
+                        help="vapi: the Vapi webhook URL (e.g. http://127.0.0.1:8765/webhook/vapi); "
+                             "retell/twilio: the receiver's base URL (e.g. http://127.0.0.1:8765), the "
+                             "console's routes are appended; a URL ending in one of those routes also works")
+    parser.add_argument("--provider", default="vapi", choices=list(PROVIDERS),
+                        help="which platform's webhooks to send (default vapi)")
     parser.add_argument("--scenario", metavar="NAME|FILE", default=None, help=_scenario_help())
     parser.add_argument("--calls", type=_positive_int, default=1, metavar="N", help="how many calls (default 1)")
     parser.add_argument("--concurrency", type=_positive_int, default=1, metavar="C",
                         help="calls at the same time (default 1)")
     parser.add_argument("--speed", type=_positive_float, default=10.0, metavar="X",
                         help="play scenarios X times faster (default 10)")
+    parser.add_argument("--public-url", dest="sim_public_url", metavar="URL", default=None,
+                        help="twilio: the receiver's public base URL (as given to `serve --public-url`); "
+                             "X-Twilio-Signature is computed over it + the route path (default: the target's "
+                             "scheme://host:port)")
+    parser.add_argument("--media-stream", action="store_true",
+                        help="twilio: also play each call's audio as a Media Stream on /stream/twilio")
     return parser
 
 
@@ -132,7 +166,7 @@ def simulate_report(records: list[DeliveryRecord], calls: int, elapsed_s: float)
     for record in records:
         by_type[record.type][str(record.status) if record.status is not None else "no answer"] += 1
     latencies = [r.latency_ms for r in records if r.status is not None]
-    tool_latencies = [r.latency_ms for r in records if r.status is not None and r.type == "tool-calls"]
+    tool_latencies = [r.latency_ms for r in records if r.status is not None and r.type in TOOL_TYPES]
     failures = [r for r in records if r.error]
     bad = [r for r in records if r.bad_reply]
     lines = [f"{calls} calls, {len(records)} messages in {elapsed_s:.1f} s"]
@@ -140,7 +174,7 @@ def simulate_report(records: list[DeliveryRecord], calls: int, elapsed_s: float)
               for kind, counts in sorted(by_type.items())]
     if latencies:
         lines.append(f"latency ms: p50 {_percentile(latencies, 0.5):.1f}, p99 {_percentile(latencies, 0.99):.1f}"
-                     + (f"; tool-calls p50 {_percentile(tool_latencies, 0.5):.1f}, "
+                     + (f"; tool calls p50 {_percentile(tool_latencies, 0.5):.1f}, "
                         f"p99 {_percentile(tool_latencies, 0.99):.1f}" if tool_latencies else ""))
     else:
         lines.append("latency: the target never answered")
@@ -153,8 +187,19 @@ def simulate_report(records: list[DeliveryRecord], calls: int, elapsed_s: float)
 
 async def simulate(target: str, scenario: Scenario, *, calls: int, concurrency: int, speed: float,
                    settings: Settings | None = None, secret: str | None = None,
-                   progress: Any = None) -> tuple[list[DeliveryRecord], float]:
-    """Play `calls` calls straight at `target` (no REST); the delivery records and the run time."""
+                   progress: Any = None, provider: str = "vapi", public_url: str | None = None,
+                   media_stream: bool = False) -> tuple[list[DeliveryRecord], float]:
+    """Play `calls` calls straight at `target` (no REST); the delivery records and the run time.
+
+    `secret` is the provider's signing secret: the Vapi webhook secret, the Retell
+    API key or the Twilio auth token. For retell/twilio `target` is the receiver's
+    base URL (or one of its routes); `public_url` and `media_stream` are Twilio's.
+    A bad `target` raises ValueError.
+    """
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
+    retell = retell_endpoints(target) if provider == "retell" else None
+    twilio = twilio_endpoints(target, public_url) if provider == "twilio" else None
     records: list[DeliveryRecord] = []
     seed = SimulatedPlatform(target, scenario=scenario)  # not started: only its demo assistant and number
     assistant, number = seed.assistants[RECEPTIONIST_ID], seed.phone_numbers[PHONE_NUMBER_ID]
@@ -163,12 +208,22 @@ async def simulate(target: str, scenario: Scenario, *, calls: int, concurrency: 
     started = time.perf_counter()
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency * 2 + 4)) as client:
         webhook = Webhook(client, settings.vapi if settings else None, secret, on_record=records.append)
+        dialect = DialectWebhook(client, on_record=records.append)
+
+        async def play() -> None:
+            if retell is not None:
+                await RetellCallPlayer(scenario, retell, dialect, api_key=secret, speed=speed).run()
+            elif twilio is not None:
+                await TwilioCallPlayer(scenario, twilio, dialect, auth_token=secret, speed=speed,
+                                       media_stream=media_stream).run()
+            else:
+                call = new_call(assistant=assistant, scenario=scenario, phone_number=number, webhook_url=target)
+                await CallEngine(call, webhook, speed=speed).run()
 
         async def one() -> None:
             nonlocal done
             async with limit:
-                call = new_call(assistant=assistant, scenario=scenario, phone_number=number, webhook_url=target)
-                await CallEngine(call, webhook, speed=speed).run()
+                await play()
             done += 1
             if progress is not None:
                 progress(done, calls, len(records), sum(1 for r in records if r.error))
@@ -177,16 +232,31 @@ async def simulate(target: str, scenario: Scenario, *, calls: int, concurrency: 
     return records, time.perf_counter() - started
 
 
+async def _signing_secret(args: argparse.Namespace) -> tuple[Settings, str | None]:
+    if args.provider == "vapi":
+        return await _webhook_auth(args)
+    settings = load_settings(getattr(args, "config", None))
+    name = PROVIDER_SECRET[args.provider]
+    lookup = await SecretStore().aget(name)
+    if lookup.value is None:
+        what = "Retell API key" if args.provider == "retell" else "Twilio auth token"
+        header = "X-Retell-Signature" if args.provider == "retell" else "X-Twilio-Signature"
+        print(f"voice-console: warning: no {what} ({lookup.note}); requests are sent without {header} "
+              "and a receiver will refuse them.", file=sys.stderr)
+    return settings, lookup.value
+
+
 async def run_simulate(args: argparse.Namespace) -> int:
-    if args.provider != "vapi":
-        print(f"voice-console: simulate --provider {args.provider} is not in this build yet; use vapi.",
-              file=sys.stderr)
-        return 2
-    if not args.target.startswith(("http://", "https://")):
-        print("voice-console: --target must be an http:// or https:// URL", file=sys.stderr)
+    public_url: str | None = getattr(args, "sim_public_url", None)
+    for flag, url in (("--target", args.target), ("--public-url", public_url)):
+        if url is not None and not (url.startswith(("http://", "https://")) and urlsplit(url).netloc):
+            print(f"voice-console: {flag} must be an http:// or https:// URL", file=sys.stderr)
+            return 2
+    if args.provider != "twilio" and (public_url or getattr(args, "media_stream", False)):
+        print("voice-console: --public-url and --media-stream are for --provider twilio", file=sys.stderr)
         return 2
     try:
-        settings, secret = await _webhook_auth(args)
+        settings, secret = await _signing_secret(args)
         scenario = load_scenario(args.scenario)
     except ConfigError as exc:
         print(f"voice-console: {exc}", file=sys.stderr)
@@ -198,7 +268,9 @@ async def run_simulate(args: argparse.Namespace) -> int:
         print(("\r" + text) if tty else text, end="" if tty and done < total else "\n", file=sys.stderr, flush=True)
 
     records, elapsed = await simulate(args.target, scenario, calls=args.calls, concurrency=args.concurrency,
-                                      speed=args.speed, settings=settings, secret=secret, progress=progress)
+                                      speed=args.speed, settings=settings, secret=secret, progress=progress,
+                                      provider=args.provider, public_url=public_url,
+                                      media_stream=getattr(args, "media_stream", False))
     report, ok = simulate_report(records, args.calls, elapsed)
     print(report)
     return 0 if ok else 1

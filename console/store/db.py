@@ -313,8 +313,11 @@ class _CallAgg:
         self.last = max(self.last, at)
 
     def set_status(self, status: str, at: float) -> None:
-        # Ties go to the later arrival; older events never overwrite newer ones.
-        if self.status_at is None or at >= self.status_at:
+        # Ties go to the later arrival; older events never overwrite newer ones,
+        # and "ended" is terminal (platform clocks differ: Twilio dates to the second).
+        if self.status == "ended" and status != "ended":
+            return
+        if self.status_at is None or at >= self.status_at or status == "ended":
             self.status, self.status_at = status, at
 
     def mark_ended(self, at: float, reason: str | None) -> None:
@@ -433,7 +436,9 @@ INSERT INTO calls (call_id, provider, status, status_at, started_at, ended_at, e
                    summary, cost, duration_s, barge_ins, first_seen_at, last_event_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (call_id) DO UPDATE SET
-    status = CASE WHEN excluded.status_at >= coalesce(calls.status_at, excluded.status_at)
+    status = CASE WHEN calls.status = 'ended' THEN 'ended'
+                  WHEN excluded.status = 'ended' THEN 'ended'
+                  WHEN excluded.status_at >= coalesce(calls.status_at, excluded.status_at)
                   THEN excluded.status ELSE calls.status END,
     status_at = max(coalesce(calls.status_at, excluded.status_at), coalesce(excluded.status_at, calls.status_at)),
     started_at = min(coalesce(calls.started_at, excluded.started_at), coalesce(excluded.started_at, calls.started_at)),
