@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dial_parser(commands)
 
+    from console.assistants import add_assistants_parser
+
+    add_assistants_parser(commands)
+
     from console.history import add_history_parser
 
     history = add_history_parser(commands)
@@ -122,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(runner(args))
         except KeyboardInterrupt:
             return 0
+    if args.command == "assistants":
+        from console.assistants import run_assistants
+
+        return asyncio.run(run_assistants(args, settings))
     if args.command == "dial":
         from console.dial import run_dial
 

@@ -1,0 +1,42 @@
+"""`voice-console assistants [--fix]` against the simulated platform's REST API."""
+
+import argparse
+import io
+
+import httpx
+
+from console.config import load_settings
+from console.assistants import run_assistants
+from console.secrets import SecretStore
+from console.simulator.platform import SimulatedPlatform
+
+
+async def test_checks_and_fixes_missing_server_messages(tmp_path):
+    platform = SimulatedPlatform("https://elsewhere.example/webhook/vapi")
+    await platform.start()
+    try:
+        settings = load_settings(env={}, overrides={"vapi": {"base_url": platform.url}})
+        secrets = SecretStore(env={"VOICE_CONSOLE_VAPI_API_KEY": platform.api_key})
+        out = io.StringIO()
+        args = argparse.Namespace(fix=False, public_url="https://console.example")
+        assert await run_assistants(args, settings, secret_store=secrets, out=out) == 0
+        report = out.getvalue()
+        assert "transcript" in report and "elsewhere.example" in report
+        assert platform.api_key not in report
+
+        fixed = io.StringIO()
+        args.fix = True
+        assert await run_assistants(args, settings, secret_store=secrets, out=fixed) == 0
+        assert "fixed" in fixed.getvalue()
+        async with httpx.AsyncClient(base_url=platform.url, headers={"authorization": f"Bearer {platform.api_key}"}) as client:
+            assistants = (await client.get("/assistant")).json()
+        assert all("transcript" in a.get("serverMessages", []) for a in assistants)
+    finally:
+        await platform.close()
+
+
+async def test_without_a_key_it_says_so():
+    err = io.StringIO()
+    args = argparse.Namespace(fix=False, public_url=None)
+    assert await run_assistants(args, load_settings(env={}), secret_store=SecretStore(env={}), err=err) == 1
+    assert "no Vapi API key" in err.getvalue()
