@@ -159,9 +159,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # No subcommand: the interactive console (Textual is imported only here).
+    from console.core.policy import load_policy
     from console.tui.demo import run_tui
 
-    return run_tui(settings, demo=args.demo)
+    try:
+        # The demo uses its own policy unless the user has a policy file.
+        from console.core.policy import default_policy_path
+
+        policy = load_policy() if (not args.demo or default_policy_path().exists()) else None
+    except ConfigError as exc:
+        print(f"voice-console: bad tool-call policy: {exc}", file=sys.stderr)
+        return 2
+    return run_tui(settings, demo=args.demo, policy=policy)
 
 
 if __name__ == "__main__":

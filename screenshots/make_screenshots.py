@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE.parent))
 from console.config import ReceiverSettings, Settings, StorageSettings  # noqa: E402
 from console.secrets import SecretStore  # noqa: E402
 from console.tui.app import Services, VoiceConsoleApp  # noqa: E402
+from console.tui.demo import DEMO_POLICY  # noqa: E402
 from console.tui.widgets.prompt import PromptScreen  # noqa: E402
 
 SIZE = (160, 48)
@@ -43,7 +44,7 @@ async def main() -> None:
     keyring.set_keyring(keyring.backends.null.Keyring())  # never the developer's keyring
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=Path(tmp) / "history.db"))
-        app = VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={}), demo=True))
+        app = VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={}), demo=True, policy=DEMO_POLICY))
         async with app.run_test(size=SIZE) as pilot:
             def ready() -> bool:
                 service = app.service

@@ -5,9 +5,19 @@ from __future__ import annotations
 import sys
 
 from console.config import Settings
+from console.core.policy import Policy, ToolRule
+
+# In the demo there is no tool server: an approved call answers these made-up
+# results, so the simulated assistant has something real to say.
+DEMO_POLICY = Policy(tools={
+    "default": ToolRule(action="hold", result='{"ok": true}'),
+    "check_availability": ToolRule(action="hold", result='{"slots": ["09:30", "14:15"]}'),
+    "lookup_patient": ToolRule(action="hold", result='{"found": true, "name": "Dana Whitfield"}'),
+    "book_appointment": ToolRule(action="hold", result='{"booked": true, "confirmation": "SD-4821"}'),
+})
 
 
-def run_tui(settings: Settings, *, demo: bool) -> int:
+def run_tui(settings: Settings, *, demo: bool, policy: Policy | None = None) -> int:
     """Run the console until the operator quits; the process exit code.
 
     With `demo`, the simulated Vapi platform runs in-process and dials a call
@@ -17,6 +27,7 @@ def run_tui(settings: Settings, *, demo: bool) -> int:
 
     # The history writer thread needs the GIL briefly per transaction (see `serve`).
     sys.setswitchinterval(0.0005)
-    app = VoiceConsoleApp(Services(settings, demo=demo))
+    policy = policy or (DEMO_POLICY if demo else Policy.default("hold"))
+    app = VoiceConsoleApp(Services(settings, demo=demo, policy=policy))
     app.run()
     return app.return_code or 0
