@@ -1,0 +1,67 @@
+"""End to end in a real terminal: `voice-console --demo` in tmux, wait for a barge-in
+and held tool calls on screen, approve them with `a`, quit, and find the
+operator's decisions in the history."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+def test_demo_in_tmux_approve_and_find_it_in_history(tmp_path: Path):
+    socket = f"vc-test-{uuid.uuid4().hex[:8]}"
+    db = tmp_path / "history.db"
+    exit_file = tmp_path / "exit"
+    env = {
+        "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_STATE_HOME": str(tmp_path / "state"), "VOICE_CONSOLE_DB": str(db),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring", "TERM": "xterm-256color",
+    }
+    command = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    command = f"env {command} {shlex.quote(sys.executable)} -m console --demo --port 0; echo $? > {shlex.quote(str(exit_file))}"
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=10).stdout
+
+    def wait_for(text: str, timeout: float = 40) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = tmux("capture-pane", "-p", "-t", "demo")
+            if text in screen:
+                return screen
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} never appeared:\n{tmux('capture-pane', '-p', '-t', 'demo')}")
+
+    tmux("new-session", "-d", "-s", "demo", "-x", "160", "-y", "48", command)
+    try:
+        wait_for("barge-in")
+        wait_for("waiting for a decision")
+        tmux("send-keys", "-t", "demo", "a")
+        time.sleep(0.5)
+        tmux("send-keys", "-t", "demo", "a")
+        wait_for("approved by operator")
+        tmux("send-keys", "-t", "demo", "C-q")
+        deadline = time.monotonic() + 20
+        while not exit_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert exit_file.read_text().strip() == "0"
+    finally:
+        tmux("kill-server")
+
+    result = subprocess.run([sys.executable, "-m", "console", "history", "calls", "--json"], capture_output=True,
+                            text=True, timeout=30, env={**env, "PATH": "/usr/bin:/bin"})
+    call_id = json.loads(result.stdout)[0]["call_id"]
+    shown = subprocess.run([sys.executable, "-m", "console", "history", "show", call_id, "--json"],
+                           capture_output=True, text=True, timeout=30, env={**env, "PATH": "/usr/bin:/bin"})
+    decided = [(t["decision"], t["by"]) for t in json.loads(shown.stdout)["tool_calls"] if t["decision"]]
+    assert ("approved", "operator") in decided
