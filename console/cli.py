@@ -159,13 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # No subcommand: the interactive console (Textual is imported only here).
-    from console.core.policy import load_policy
+    from console.core.policy import default_policy_path, load_policy
     from console.tui.demo import run_tui
 
     try:
         # The demo uses its own policy unless the user has a policy file.
-        from console.core.policy import default_policy_path
-
         policy = load_policy() if (not args.demo or default_policy_path().exists()) else None
     except ConfigError as exc:
         print(f"voice-console: bad tool-call policy: {exc}", file=sys.stderr)

@@ -32,7 +32,7 @@ from console.receiver.http import HttpServer, Limits, Router
 from console.receiver.routes import EventSink, WebhookPipeline, build_router
 from console.receiver.stream import add_twilio_stream_route
 from console.redact import Redactor
-from console.secrets import SecretLookup
+from console.secrets import NO_KEYRING_HELP, SecretLookup
 from console.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,8 @@ def startup_warnings(settings: Settings, secrets: dict[str, SecretLookup]) -> li
         warnings.append("Twilio webhooks will be refused: no Twilio auth token. Set VOICE_CONSOLE_TWILIO_AUTH_TOKEN.")
     if settings.twilio.validate_signature and not settings.receiver.public_url:
         warnings.append("No --public-url: Twilio signatures are checked against the Host header, which fails behind a tunnel.")
-    notes = {lookup.note for lookup in secrets.values() if lookup.source == "none" and "keyring" in lookup.note.lower() and "No usable" in lookup.note}
-    warnings.extend(sorted(notes))
+    if any(lookup.note == NO_KEYRING_HELP for lookup in secrets.values()):
+        warnings.append(NO_KEYRING_HELP)
     return warnings
 
 
@@ -242,7 +242,6 @@ class ReceiverService:
         """Stop taking requests, finish in-flight ones, then flush and close the store."""
         try:
             await self.server.close()
-            await self.pipeline.drain()
         finally:
             await self.http_client.aclose()
             await self.store.close()

@@ -50,10 +50,6 @@ class _EventBase(BaseModel):
     provider: Provider
     call_id: str | None = None
 
-    def __eq__(self, other: object) -> bool:
-        # Field values only: the cached JSON is not part of an event's identity.
-        return type(self) is type(other) and self.__dict__ == other.__dict__
-
     @field_validator("at")
     @classmethod
     def _at_is_utc(cls, value: datetime) -> datetime:

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from console.core.tools import ToolBatch, ToolCall, ToolOutcome
+from console.core.tools import ToolBatch, ToolCall, ToolOutcome, decode_arguments
 
 # Headers that describe the hop, not the message; httpx sets its own.
 _HOP_HEADERS = frozenset(
@@ -185,23 +185,7 @@ def _substitute(container: dict[str, Any], key: str, arguments: dict[str, Any]) 
 
 def _same_arguments(raw: Any, arguments: dict[str, Any]) -> bool:
     """Whether `arguments` is what the provider parsed out of `raw` (nothing edited)."""
-    if isinstance(raw, dict):
-        return raw == arguments
-    if isinstance(raw, str):
-        if not raw.strip():
-            return arguments == {}
-        decoded: Any = raw
-        for _ in range(2):  # the parser also undoes double encoding
-            if not isinstance(decoded, str):
-                break
-            try:
-                decoded = json.loads(decoded)
-            except ValueError:
-                break
-        if isinstance(decoded, dict):
-            return decoded == arguments
-    # The parser keeps arguments that are not a JSON object as-is under one key.
-    return len(arguments) == 1 and next(iter(arguments.values())) == raw
+    return decode_arguments(raw) == arguments
 
 
 def _synthesize(batch: ToolBatch) -> dict[str, Any]:

@@ -9,10 +9,41 @@ renders the platform's reply from the outcomes. The gate (hold / approve / edit
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from console.core.events import DecidedBy, Decision
+
+RAW_ARGUMENTS_KEY = "_raw_arguments"
+
+
+def decode_arguments(value: Any) -> dict[str, Any]:
+    """Tool arguments as an object: objects as-is, JSON strings decoded.
+
+    A model can emit broken JSON (e.g. cut off by the tool-arg token cap); the
+    call must still be shown and answered, so the text is kept under
+    RAW_ARGUMENTS_KEY instead of dropping the call.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        decoded: Any = text
+        for _ in range(2):  # a second level for double-encoded strings
+            if not isinstance(decoded, str):
+                break
+            try:
+                decoded = json.loads(decoded)
+            except ValueError:
+                break
+        if isinstance(decoded, dict):
+            return decoded
+    return {RAW_ARGUMENTS_KEY: value}
 
 ToolDialect = Literal["vapi-tool-calls", "vapi-function-call", "retell-function"]
 

@@ -69,7 +69,6 @@ class WebhookPipeline:
         self.stats = PipelineStats()
         # tool_call_id -> the in-flight decision, so a redelivery joins it.
         self._inflight: dict[str, asyncio.Future[ToolOutcome]] = {}
-        self._background: set[asyncio.Task[None]] = set()
 
     async def handle(self, route: str, request: Request) -> Response:
         started = time.perf_counter()
@@ -216,16 +215,6 @@ class WebhookPipeline:
                 self.on_events(events)
             except Exception:  # a consumer must never break ingestion
                 log.exception("event consumer failed")
-
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def drain(self) -> None:
-        """Wait for background writes (reply records) before closing the store."""
-        if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
 
 
 def build_router(pipeline: WebhookPipeline, *, extra: Callable[[Router], None] | None = None) -> Router:

@@ -595,8 +595,11 @@ class Store:
         if events:
             await self._submit(_EventsOp(self._event_rows(events), delivery_id))
 
+    def _reply_op(self, delivery_id: int, status: int, body: bytes, elapsed_ms: float) -> _RowOp:
+        return _RowOp("reply", (status, self._redactor.bytes(body), elapsed_ms, delivery_id))
+
     async def record_reply(self, delivery_id: int, status: int, body: bytes, elapsed_ms: float) -> None:
-        await self._submit(_RowOp("reply", (status, self._redactor.bytes(body), elapsed_ms, delivery_id)))
+        await self._submit(self._reply_op(delivery_id, status, body, elapsed_ms))
 
     def note_reply(self, delivery_id: int, status: int, body: bytes, elapsed_ms: float) -> None:
         """Queue the reply's record with the next transaction without waiting for it.
@@ -606,7 +609,7 @@ class Store:
         """
         if self._closing:
             return
-        self._pending.append(_Op(_RowOp("reply", (status, self._redactor.bytes(body), elapsed_ms, delivery_id)), None))
+        self._pending.append(_Op(self._reply_op(delivery_id, status, body, elapsed_ms), None))
         if len(self._pending) >= self._want:
             self._wakeup.set()
 

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from console.core.events import to_utc
+from console.core.tools import RAW_ARGUMENTS_KEY, decode_arguments
 
 # --- time -------------------------------------------------------------------
 
@@ -485,32 +486,6 @@ def parse_message(message: dict[str, Any]) -> ServerMessage:
 # --- tool-call arguments -------------------------------------------------------------
 
 # Where arguments that are not a JSON object end up, so the operator still sees them.
-RAW_ARGUMENTS_KEY = "_raw_arguments"
-
-
-def coerce_arguments(value: Any) -> dict[str, Any]:
-    """Tool arguments as an object: objects as-is, JSON strings decoded.
-
-    A model can emit broken JSON (e.g. cut off by the tool-arg token cap); the
-    call must still be shown and answered, so the text is kept under
-    RAW_ARGUMENTS_KEY instead of dropping the call.
-    """
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return {}
-        decoded: Any = text
-        for _ in range(2):  # a second level for double-encoded strings
-            if not isinstance(decoded, str):
-                break
-            try:
-                decoded = json.loads(decoded)
-            except ValueError:
-                break
-        if isinstance(decoded, dict):
-            return decoded
-    return {RAW_ARGUMENTS_KEY: value}
+# One decoder for tool arguments, shared with the forwarder (which must tell an
+# edit from the platform's own encoding).
+coerce_arguments = decode_arguments
