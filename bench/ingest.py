@@ -65,12 +65,12 @@ def run_wrk(port: int, duration: float, connections: int, threads: int) -> dict:
             "p50_ms": p50 / 1000, "p99_ms": p99 / 1000}
 
 
-def bench_uvicorn(args) -> dict:
+def bench_uvicorn(args, app: str = "bench.minimal_app:app", env: dict[str, str] | None = None) -> dict:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.minimal_app:app", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
          "--http", "h11", "--loop", "asyncio", "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT,
+        cwd=ROOT, env={**os.environ, **(env or {})},
     )
     try:
         wait_for_port(port)
@@ -79,6 +79,15 @@ def bench_uvicorn(args) -> dict:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def bench_uvicorn_durable(args, workdir: Path) -> dict:
+    """uvicorn committing each body on its own (bench/minimal_durable_app.py): context, not the target."""
+    db = workdir / "uvicorn-durable.db"
+    result = bench_uvicorn(args, "bench.minimal_durable_app:app", {"BENCH_DURABLE_DB": str(db)})
+    with sqlite3.connect(db) as conn:
+        result["events_stored"] = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    return result
 
 
 def bench_console(args, workdir: Path) -> dict:
@@ -122,17 +131,20 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         baseline = bench_uvicorn(args)
+        naive = bench_uvicorn_durable(args, Path(tmp))
         ours = bench_console(args, Path(tmp))
-    summary = {"connections": args.connections, "duration_s": args.duration, "uvicorn_ack_only": baseline, "voice_console_durable": ours,
+    summary = {"connections": args.connections, "duration_s": args.duration, "uvicorn_ack_only": baseline,
+               "uvicorn_commit_per_event": naive, "voice_console_durable": ours,
                "ratio": round(ours["requests_per_s"] / baseline["requests_per_s"], 2)}
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"{'':28}{'uvicorn (ack only)':>22}{'voice-console (durable)':>26}")
-    print(f"{'events/s':28}{baseline['requests_per_s']:>22,.0f}{ours['requests_per_s']:>26,.0f}")
-    print(f"{'ack latency p50 (ms)':28}{baseline['p50_ms']:>22.2f}{ours['p50_ms']:>26.2f}")
-    print(f"{'ack latency p99 (ms)':28}{baseline['p99_ms']:>22.2f}{ours['p99_ms']:>26.2f}")
-    print(f"{'non-2xx / timeouts':28}{baseline['errors']['status']:>15} / {baseline['errors']['timeout']:<4}{ours['errors']['status']:>19} / {ours['errors']['timeout']:<4}")
+    columns = [("uvicorn (ack only)", baseline), ("uvicorn (commit each)", naive), ("voice-console (durable)", ours)]
+    print(f"{'':24}" + "".join(f"{name:>25}" for name, _ in columns))
+    print(f"{'events/s':24}" + "".join(f"{r['requests_per_s']:>25,.0f}" for _, r in columns))
+    print(f"{'ack latency p50 (ms)':24}" + "".join(f"{r['p50_ms']:>25.2f}" for _, r in columns))
+    print(f"{'ack latency p99 (ms)':24}" + "".join(f"{r['p99_ms']:>25.2f}" for _, r in columns))
+    print(f"{'non-2xx / timeouts':24}" + "".join(f"{str(r['errors']['status']) + ' / ' + str(r['errors']['timeout']):>25}" for _, r in columns))
     print(f"voice-console: {ours['acked_total']} acknowledged, {ours['deliveries_stored']} committed, lost {ours['lost']}; "
           f"synchronous={ours['synchronous']}; serve exit {ours['exit_code']}; ratio {summary['ratio']}x")
     return 0 if ours["lost"] == 0 and ours["exit_code"] == 0 else 1
