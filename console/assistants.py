@@ -24,6 +24,16 @@ def add_assistants_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
+async def fix_server_messages(client: VapiClient, assistant: dict[str, Any]) -> list[str]:
+    """Add the server messages the console needs with one PATCH (the CLI's --fix and the
+    TUI's `F`); the assistant's list afterwards, or [] when nothing was missing."""
+    patch = patch_server_messages(assistant)
+    if not patch:
+        return []
+    await client.update_assistant(assistant["id"], patch)
+    return list(patch["serverMessages"])
+
+
 async def run_assistants(args: argparse.Namespace, settings: Settings, *, secret_store: SecretStore | None = None,
                          out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     key = await (secret_store or SecretStore()).aget("vapi_api_key")
@@ -41,10 +51,8 @@ async def run_assistants(args: argparse.Namespace, settings: Settings, *, secret
                     print(f"  {check.level:<7} {check.message}", file=out)
                     if check.fix:
                         print(f"          fix: {check.fix}", file=out)
-                patch = patch_server_messages(assistant)
-                if args.fix and patch:
-                    await client.update_assistant(assistant["id"], patch)
-                    print(f"  fixed   serverMessages now include {', '.join(patch['serverMessages'])}", file=out)
+                if args.fix and (now := await fix_server_messages(client, assistant)):
+                    print(f"  fixed   serverMessages now include {', '.join(now)}", file=out)
     except VapiError as exc:
         print(f"voice-console assistants: {exc}", file=err)
         return 1

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="try everything against the built-in simulated platform")
     parser.add_argument("--host", help="receiver address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="receiver port (default 8765)")
-    parser.add_argument("--theme", metavar="NAME", help="colour theme")
+    parser.add_argument("--theme", metavar="NAME", help="colour theme for this run (default: the one picked last time "
+                        "with ctrl+p; your own go in `voice-console locate themes`)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = add_history_parser(commands)
     _add_config_flags(history, suppress=True)
+
+    from console.replay import add_replay_parser
+
+    _add_config_flags(add_replay_parser(commands), suppress=True)
 
     locate = commands.add_parser("locate", help="print where a file lives")
     _add_config_flags(locate, suppress=True)
@@ -147,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         from console.history import run_history
 
         return asyncio.run(run_history(args, settings.db_path))
+    if args.command == "replay":
+        from console.replay import run_replay
+
+        try:
+            return asyncio.run(run_replay(args, settings))
+        except KeyboardInterrupt:
+            return 1
     if args.command == "locate":
         if args.what == "config":
             from console.config import default_config_path
@@ -168,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"voice-console: bad tool-call policy: {exc}", file=sys.stderr)
         return 2
-    return run_tui(settings, demo=args.demo, policy=policy)
+    return run_tui(settings, demo=args.demo, policy=policy, theme=args.theme)
 
 
 if __name__ == "__main__":

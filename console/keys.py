@@ -126,17 +126,34 @@ def _no_keyring(err: TextIO, problem: str) -> int:
     return EXIT_FAIL
 
 
-async def _keyring_problem(store: SecretStore) -> str | None:
+async def check_keyring(store: SecretStore) -> str | None:
+    """Why the keyring cannot keep secrets (one paragraph), or None; never blocks the loop."""
     try:
         return await store.run_off_loop(keyring_problem)
     except SecretStoreError as exc:
         return str(exc)
 
 
+def source_label(store: SecretStore, lookup: SecretLookup) -> str:
+    """Where a key comes from, never its value: `env (VOICE_CONSOLE_…)`, `keyring` or `none`."""
+    if lookup.source == "env":
+        return f"env ({store.env_name(lookup.name)})"
+    return "keyring" if lookup.source == "keyring" else "none"
+
+
+def env_override_note(store: SecretStore, name: str, *, deleted: bool = False) -> str | None:
+    """The environment variable wins over the keyring: say so after a set or delete."""
+    if not store.env_has(name):
+        return None
+    if deleted:
+        return f"Note: {store.env_name(name)} is still set in this environment and still provides {name}."
+    return f"Note: {store.env_name(name)} is set in this environment and takes precedence over the keyring."
+
+
 async def _set(args: argparse.Namespace, store: SecretStore, stdin: TextIO, out: TextIO, err: TextIO) -> int:
     name = _resolve_name(args.provider, args.name) or _choose_name(args.provider, stdin, err)
     # Check before asking: nobody should type a secret only to be told it cannot be kept.
-    problem = await _keyring_problem(store)
+    problem = await check_keyring(store)
     if problem:
         return _no_keyring(err, problem)
     try:
@@ -155,15 +172,15 @@ async def _set(args: argparse.Namespace, store: SecretStore, stdin: TextIO, out:
         err.write(f"voice-console keys: {name} was not stored: {exc}\n")
         return EXIT_FAIL
     out.write(f"Stored {name} in the OS keyring (service {SERVICE}).\n")
-    if store.env_has(name):
-        out.write(f"Note: {store.env_name(name)} is set in this environment and takes precedence over the keyring.\n")
+    if note := env_override_note(store, name):
+        out.write(note + "\n")
     return EXIT_OK
 
 
 async def _delete(args: argparse.Namespace, store: SecretStore, out: TextIO, err: TextIO) -> int:
     name = _resolve_name(args.provider, args.name)
     names = (name,) if name else PROVIDER_KEYS[args.provider]
-    problem = await _keyring_problem(store)
+    problem = await check_keyring(store)
     if problem:
         return _no_keyring(err, problem)
     for each in names:
@@ -175,25 +192,19 @@ async def _delete(args: argparse.Namespace, store: SecretStore, out: TextIO, err
             err.write(f"voice-console keys: {each} was not deleted: {exc}\n")
             return EXIT_FAIL
         out.write(f"Deleted {each} from the OS keyring.\n" if deleted else f"{each} was not in the keyring.\n")
-        if store.env_has(each):
-            out.write(f"Note: {store.env_name(each)} is still set in this environment and still provides {each}.\n")
+        if note := env_override_note(store, each, deleted=True):
+            out.write(note + "\n")
     return EXIT_OK
 
 
 async def _list(args: argparse.Namespace, store: SecretStore, out: TextIO, err: TextIO) -> int:
     providers = [args.provider] if args.provider else list(PROVIDER_KEYS)
     names = [name for provider in providers for name in PROVIDER_KEYS[provider]]
-    problem = await _keyring_problem(store)
+    problem = await check_keyring(store)
     lookups = await asyncio.gather(*(store.aget(name) for name in names))
     width = max(len(name) for name in names)
     for lookup in lookups:
-        if lookup.source == "env":
-            where = f"env ({store.env_name(lookup.name)})"
-        elif lookup.source == "keyring":
-            where = "keyring"
-        else:
-            where = "none"
-        out.write(f"{lookup.name:<{width}}  {where}\n")
+        out.write(f"{lookup.name:<{width}}  {source_label(store, lookup)}\n")
     if problem:
         return _no_keyring(err, problem)
     return EXIT_OK
@@ -233,7 +244,7 @@ async def _missing(store: SecretStore, lookups: list[SecretLookup], err: TextIO)
     absent = [lookup for lookup in lookups if lookup.value is None]
     if not absent:
         return None
-    problem = await _keyring_problem(store)
+    problem = await check_keyring(store)
     if problem:
         return _no_keyring(err, problem)
     for lookup in absent:
@@ -284,6 +295,33 @@ async def _test_twilio(store: SecretStore, base_url: str, out: TextIO, err: Text
     return await _probe("twilio_auth_token", request, f"{sid.source}/{token.source}", out, err)
 
 
+async def probe_provider_keys(
+    provider: str,
+    store: SecretStore,
+    out: TextIO,
+    err: TextIO,
+    *,
+    vapi_base_url: str | None = None,
+    retell_base_url: str | None = None,
+    twilio_base_url: str | None = None,
+) -> int:
+    """`keys test PROVIDER`: one read-only request with the provider's keys; the exit code.
+    Also used by the TUI's keys screen. Nothing written to `out`/`err` contains a key."""
+    try:
+        if provider == "vapi":
+            base_url = vapi_base_url or os.environ.get("VOICE_CONSOLE_VAPI_BASE_URL") or DEFAULT_BASE_URL
+            return await _test_vapi(store, base_url.rstrip("/"), out, err)
+        if provider == "retell":
+            return await _test_retell(store, (retell_base_url or RETELL_BASE_URL).rstrip("/"), out, err)
+        if provider == "twilio":
+            return await _test_twilio(store, (twilio_base_url or TWILIO_BASE_URL).rstrip("/"), out, err)
+    except _Usage as exc:
+        err.write(f"voice-console keys: {exc}\n")
+        return EXIT_USAGE
+    err.write(f"voice-console keys: unknown provider {provider!r}; choose one of {', '.join(sorted(PROVIDER_KEYS))}.\n")
+    return EXIT_USAGE
+
+
 async def run_keys_async(
     args: argparse.Namespace,
     *,
@@ -307,12 +345,8 @@ async def run_keys_async(
         if args.keys_command == "list":
             return await _list(args, store, out, err)
         if args.keys_command == "test":
-            if args.provider == "vapi":
-                base_url = vapi_base_url or os.environ.get("VOICE_CONSOLE_VAPI_BASE_URL") or DEFAULT_BASE_URL
-                return await _test_vapi(store, base_url.rstrip("/"), out, err)
-            if args.provider == "retell":
-                return await _test_retell(store, (retell_base_url or RETELL_BASE_URL).rstrip("/"), out, err)
-            return await _test_twilio(store, (twilio_base_url or TWILIO_BASE_URL).rstrip("/"), out, err)
+            return await probe_provider_keys(args.provider, store, out, err, vapi_base_url=vapi_base_url,
+                                             retell_base_url=retell_base_url, twilio_base_url=twilio_base_url)
     except _Usage as exc:
         err.write(f"voice-console keys: {exc}\n")
         return EXIT_USAGE

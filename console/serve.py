@@ -22,6 +22,7 @@ from console.core.policy import Policy
 from console.redact import Redactor
 from console.secrets import SecretStore
 from console.service import ReceiverService
+from console.store.db import mask_monitor_urls
 
 
 class NdjsonPrinter:
@@ -42,7 +43,7 @@ class NdjsonPrinter:
         if self.broken:
             return
         for event in events:
-            self._buffer.append(self.redactor.text(event_json(event)) + "\n")
+            self._buffer.append(mask_monitor_urls(self.redactor.text(event_json(event))) + "\n")
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
@@ -59,19 +60,23 @@ class NdjsonPrinter:
             self.broken = True
 
 
-def _announce(event: GateEvent, err: TextIO) -> None:
-    """Tell the operator which tool calls wait, and how to decide them."""
+def _announce(event: GateEvent, err: TextIO, redactor: Redactor) -> None:
+    """Tell the operator which tool calls wait, and how to decide them (secrets masked)."""
     kind, payload = event
+    if kind == "pending":
+        # Redact before cutting, so a secret straddling the cut cannot leave a prefix behind.
+        arguments = redactor.text(json.dumps(payload.arguments, ensure_ascii=False))[:200]
+        line = (f"tool call pending: {payload.tool_call_id} {payload.name}({arguments}) · "
+                f"{payload.remaining_s():.0f}s to decide: voice-console decide {payload.tool_call_id} "
+                f"--approve | --edit JSON | --override JSON | --reject REASON")
+    elif kind == "stalling":
+        line = f"the platform reports the call stalling while {payload.tool_call_id} waits"
+    elif kind == "resolved":
+        line = f"tool call {payload.tool_call_id}: {payload.decision} by {payload.by}"
+    else:
+        return
     try:
-        if kind == "pending":
-            arguments = json.dumps(payload.arguments, ensure_ascii=False)[:200]
-            print(f"voice-console serve: tool call pending: {payload.tool_call_id} {payload.name}({arguments}) · "
-                  f"{payload.remaining_s():.0f}s to decide: voice-console decide {payload.tool_call_id} "
-                  f"--approve | --edit JSON | --override JSON | --reject REASON", file=err)
-        elif kind == "stalling":
-            print(f"voice-console serve: the platform reports the call stalling while {payload.tool_call_id} waits", file=err)
-        elif kind == "resolved":
-            print(f"voice-console serve: tool call {payload.tool_call_id}: {payload.decision} by {payload.by}", file=err)
+        print(f"voice-console serve: {redactor.text(line)}", file=err)
         err.flush()
     except (ValueError, OSError):
         pass
@@ -100,7 +105,7 @@ async def run_serve(
     state = ServeState(url=service.server.url, token=service.control_token, pid=os.getpid())
     state_path = write_state(state)
     if service.gate is not None:
-        service.gate.subscribe(lambda event: _announce(event, err))
+        service.gate.subscribe(lambda event: _announce(event, err, service.redactor))
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,16 +12,17 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import httpx
 
 from console.config import Settings
 from console.control import add_control_routes, new_token
 from console.core.calls import CallTracker
-from console.core.events import CallHang, Event
+from console.core.events import CallHang, Event, event_from_dict, event_json, event_to_dict
 from console.core.forward import ForwardingToolHandler
-from console.core.gate import PendingCall, ToolGate
+from console.core.gate import GateEvent, PendingCall, ToolGate
 from console.core.policy import Policy
 from console.core.tools import ToolBatch, ToolCallHandler, ToolOutcome
 from console.providers.base import WebhookProvider
@@ -29,7 +30,7 @@ from console.providers.retell import RetellProvider, sign_retell
 from console.providers.twilio import TwilioProvider
 from console.providers.vapi import VapiProvider, sign_vapi_request
 from console.receiver.http import HttpServer, Limits, Router
-from console.receiver.routes import EventSink, WebhookPipeline, build_router
+from console.receiver.routes import DeliverySeen, DeliverySink, EventSink, WebhookPipeline, build_router
 from console.receiver.stream import add_twilio_stream_route
 from console.redact import Redactor
 from console.secrets import NO_KEYRING_HELP, SecretLookup
@@ -130,6 +131,65 @@ class ControlUrls:
         return await self._inner.decide(batch)
 
 
+def _mask(value: Any, redactor: Redactor) -> Any:
+    if isinstance(value, str):
+        return redactor.text(value)
+    if isinstance(value, dict):
+        return {redactor.text(k): _mask(v, redactor) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, redactor) for v in value]
+    return value
+
+
+def redact_event(event: Event, redactor: Redactor) -> Event:
+    """The event as live consumers (the TUI, NDJSON) may see it: configured secrets masked.
+
+    The same event object when it holds no secret (the common case: one scan of its JSON).
+    """
+    data = event_json(event)
+    if redactor.text(data) == data:
+        return event
+    return event_from_dict(_mask(event_to_dict(event), redactor))
+
+
+def redact_gate_event(event: GateEvent, redactor: Redactor) -> GateEvent:
+    """A gate event for subscribers (the TUI, serve's log) with secrets masked; the gate keeps the originals."""
+    kind, payload = event
+    if isinstance(payload, PendingCall):
+        arguments = _mask(payload.arguments, redactor)
+        return event if arguments == payload.arguments else (kind, replace(payload, arguments=arguments))
+    if isinstance(payload, ToolOutcome):
+        masked = replace(
+            payload,
+            result=None if payload.result is None else redactor.text(payload.result),
+            error=None if payload.error is None else redactor.text(payload.error),
+            arguments_sent=None if payload.arguments_sent is None else _mask(payload.arguments_sent, redactor),
+        )
+        return event if masked == payload else (kind, masked)
+    return event
+
+
+def redacting_sink(sink: EventSink | None, redactor: Redactor) -> EventSink | None:
+    if sink is None:
+        return None
+
+    def emit(events: list[Event]) -> None:
+        sink([redact_event(event, redactor) for event in events])
+
+    return emit
+
+
+def redacting_delivery_sink(sink: DeliverySink | None, redactor: Redactor) -> DeliverySink | None:
+    if sink is None:
+        return None
+
+    def seen(delivery: DeliverySeen) -> None:
+        reason = None if delivery.reason is None else redactor.text(delivery.reason)
+        sink(replace(delivery, path=redactor.text(delivery.path), reason=reason))
+
+    return seen
+
+
 def compose_sinks(*sinks: Callable[[list[Event]], None] | None) -> Callable[[list[Event]], None]:
     active = [sink for sink in sinks if sink is not None]
 
@@ -159,6 +219,7 @@ class ReceiverService:
         secrets: dict[str, SecretLookup],
         *,
         on_events: EventSink | None = None,
+        on_delivery: DeliverySink | None = None,
         tool_handler: ToolCallHandler | None = None,
         policy: Policy | None = None,
     ) -> "ReceiverService":
@@ -179,6 +240,7 @@ class ReceiverService:
             redactor=redactor,
             synchronous=settings.storage.synchronous,
             commit_interval_ms=settings.storage.commit_interval_ms,
+            session=True,  # this process receives: recover tool calls a crashed one left pending
         )
         http_client = httpx.AsyncClient(follow_redirects=False)
         gate: ToolGate | None = None
@@ -201,6 +263,7 @@ class ReceiverService:
 
                 gate = ToolGate(
                     policy, forward=forward, safety_margin_s=settings.gate.safety_margin_seconds,
+                    present=lambda event: redact_gate_event(event, redactor),
                     filler=filler if settings.gate.filler_after_seconds > 0 else None,
                     filler_after_s=settings.gate.filler_after_seconds or None,
                 )
@@ -216,7 +279,10 @@ class ReceiverService:
 
             pipeline = WebhookPipeline(
                 build_providers(settings, secrets), store, tool_handler,
-                tracker=CallTracker(), on_events=compose_sinks(watch_hangs, on_events),
+                tracker=CallTracker(),
+                # Live consumers see what the history stores: configured secrets masked.
+                on_events=compose_sinks(watch_hangs, redacting_sink(on_events, redactor)),
+                on_delivery=redacting_delivery_sink(on_delivery, redactor),
             )
 
             def extra_routes(router: Router) -> None:

@@ -52,6 +52,9 @@ class CallState:
     barge_ins: int = 0
     speaking: set[str] = field(default_factory=set)  # roles speaking now
     last_turn_latency_ms: float | None = None
+    # Vapi's `call.monitor.controlUrl`: a capability (whoever has it steers the call),
+    # so it stays out of repr and is shown only masked.
+    control_url: str | None = field(default=None, repr=False)
     # internals
     _assistant_spans: deque[list[datetime | None]] = field(default_factory=lambda: deque(maxlen=_MAX_INTERVALS))
     _user_stopped_at: datetime | None = None
@@ -73,9 +76,21 @@ class CallTracker:
     def __init__(self, max_calls: int = 2000) -> None:
         self._calls: OrderedDict[str, CallState] = OrderedDict()
         self._max_calls = max_calls
+        # Control URLs learnt before the call's first event (e.g. from the dial answer).
+        self._early_control_urls: OrderedDict[str, str] = OrderedDict()
 
     def get(self, call_id: str) -> CallState | None:
         return self._calls.get(call_id)
+
+    def note_control_url(self, call_id: str, url: str) -> None:
+        """Remember a call's live-control URL (from a webhook or the dial answer)."""
+        state = self._calls.get(call_id)
+        if state is not None:
+            state.control_url = url
+            return
+        self._early_control_urls[call_id] = url
+        if len(self._early_control_urls) > 64:
+            self._early_control_urls.popitem(last=False)
 
     def calls(self) -> list[CallState]:
         return list(self._calls.values())
@@ -85,7 +100,8 @@ class CallTracker:
             return None
         state = self._calls.get(event.call_id)
         if state is None:
-            state = CallState(event.call_id, event.provider)
+            state = CallState(event.call_id, event.provider,
+                              control_url=self._early_control_urls.pop(event.call_id, None))
             self._calls[event.call_id] = state
             if len(self._calls) > self._max_calls:
                 self._calls.popitem(last=False)

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 Provider = Literal["vapi", "retell", "twilio"]
 CallStatusValue = Literal["queued", "ringing", "in-progress", "forwarding", "ended"]
 Role = Literal["user", "assistant"]
-Decision = Literal["approved", "edited", "overridden", "rejected"]
-DecidedBy = Literal["operator", "rule", "timeout"]
+# "interrupted" (by "crash" or "shutdown"): voice-console stopped while the call was
+# still undecided; written by the history at the next start (or at a clean close).
+Decision = Literal["approved", "edited", "overridden", "rejected", "interrupted"]
+DecidedBy = Literal["operator", "rule", "timeout", "crash", "shutdown"]
 
 
 def utc_now() -> datetime:

@@ -144,8 +144,11 @@ class ToolGate:
         filler: Callable[[PendingCall], Awaitable[None]] | None = None,
         filler_after_s: float | None = None,
         clock: Callable[[], datetime] = utc_now,
+        present: Callable[[GateEvent], GateEvent] | None = None,
     ) -> None:
+        """`present` turns each event into what subscribers see (the service masks secrets in it)."""
         self.policy = policy
+        self._present = present
         self.forward = forward
         self.safety_margin_s = safety_margin_s
         self._filler = filler
@@ -451,6 +454,8 @@ class ToolGate:
             self._decided.popitem(last=False)
 
     def _emit(self, event: GateEvent) -> None:
+        if self._present is not None and self._subscribers:
+            event = self._present(event)
         for callback in list(self._subscribers):
             try:
                 callback(event)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from console.core import strictjson
 from console.core.events import DecidedBy, Decision
 
 RAW_ARGUMENTS_KEY = "_raw_arguments"
@@ -38,7 +39,8 @@ def decode_arguments(value: Any) -> dict[str, Any]:
             if not isinstance(decoded, str):
                 break
             try:
-                decoded = json.loads(decoded)
+                # strict: a string nested too deeply or holding a lone surrogate stays text
+                decoded = strictjson.loads(decoded)
             except ValueError:
                 break
         if isinstance(decoded, dict):

@@ -27,6 +27,33 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[list[Event]], None]
 
+
+@dataclass(frozen=True, slots=True)
+class DeliverySeen:
+    """One webhook request and what we answered, for live views (the TUI's Events pane).
+
+    Accepted requests carry their `deliveries` row id; refused ones (bad
+    signature, bad payload) their `reason` and no id: they are in `rejected_requests`.
+    """
+
+    at: datetime
+    provider: str
+    route: str
+    method: str
+    path: str
+    message_type: str | None
+    call_id: str | None
+    verdict: str  # "ok" | "rejected"
+    reason: str | None
+    auth_scheme: str | None
+    status: int
+    elapsed_ms: float
+    delivery_id: int | None = None
+    duplicate: bool = False
+
+
+DeliverySink = Callable[[DeliverySeen], None]
+
 # Backstop: answer the platform this long before its own deadline whatever the
 # handler does. The gate keeps its own, larger margin; this catches anything else.
 DEADLINE_MARGIN_S = 0.75
@@ -60,12 +87,14 @@ class WebhookPipeline:
         *,
         tracker: CallTracker | None = None,
         on_events: EventSink | None = None,
+        on_delivery: DeliverySink | None = None,
     ) -> None:
         self.providers = providers
         self.store = store
         self.tool_handler = tool_handler
         self.tracker = tracker or CallTracker()
         self.on_events = on_events
+        self.on_delivery = on_delivery
         self.stats = PipelineStats()
         # tool_call_id -> the in-flight decision, so a redelivery joins it.
         self._inflight: dict[str, asyncio.Future[ToolOutcome]] = {}
@@ -79,13 +108,16 @@ class WebhookPipeline:
         if not verdict.ok:
             return await self._reject(provider.name, route, request, received_at,
                                       f"authentication failed ({verdict.scheme}): {verdict.reason}",
-                                      403 if provider.name == "twilio" else 401)
+                                      403 if provider.name == "twilio" else 401, started, verdict.scheme)
         try:
             inbound = provider.parse(route, request, received_at)
         except BadPayload as exc:
-            return await self._reject(provider.name, route, request, received_at, f"bad payload: {exc}", 400)
+            return await self._reject(provider.name, route, request, received_at, f"bad payload: {exc}", 400,
+                                      started, verdict.scheme)
 
         events = self.tracker.process(inbound.events)
+        if inbound.call_id and (control_url := inbound.extra.get("control_url")):
+            self.tracker.note_control_url(inbound.call_id, control_url)
         receipt = await self.store.record_delivery(
             DeliveryRecord(
                 provider=provider.name,
@@ -118,6 +150,11 @@ class WebhookPipeline:
 
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.store.note_reply(receipt.delivery_id, response.status, response.body, elapsed_ms)
+        self._seen(DeliverySeen(
+            received_at, provider.name, route, request.method, request.target, inbound.message_type,
+            inbound.call_id, "ok", None, verdict.scheme, response.status, elapsed_ms,
+            receipt.delivery_id, receipt.duplicate,
+        ))
         return response
 
     async def ingest_events(self, events: list[Event]) -> None:
@@ -201,13 +238,23 @@ class WebhookPipeline:
             latency_ms=outcome.latency_ms, arguments=outcome.arguments_sent,
         )
 
-    async def _reject(self, provider: str, route: str, request: Request, at: datetime, reason: str, status: int) -> Response:
+    async def _reject(self, provider: str, route: str, request: Request, at: datetime, reason: str, status: int,
+                      started: float, auth_scheme: str | None = None) -> Response:
         self.stats.rejected += 1
         await self.store.record_rejected(
             provider, route, request.method, request.target, f"{request.client[0]}:{request.client[1]}",
             reason, list(request.headers), request.body, at,
         )
+        self._seen(DeliverySeen(at, provider, route, request.method, request.target, None, None, "rejected",
+                                reason, auth_scheme, status, (time.perf_counter() - started) * 1000))
         return Response.error(status, reason)
+
+    def _seen(self, delivery: DeliverySeen) -> None:
+        if self.on_delivery is not None:
+            try:
+                self.on_delivery(delivery)
+            except Exception:  # a consumer must never break ingestion
+                log.exception("delivery consumer failed")
 
     def _emit(self, events: list[Event]) -> None:
         if self.on_events is not None and events:

@@ -18,7 +18,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import re
+import socket
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +35,7 @@ import aiosqlite
 
 from console.core.events import Event, ToolDecided, compact_json, event_json, event_to_dict, to_utc
 from console.core.tools import ToolCall, ToolOutcome
+from console.providers.vapi.live import mask_url
 from console.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -38,12 +43,15 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DeliveryReceipt",
     "DeliveryRecord",
+    "INTERRUPTED",
     "MIGRATIONS",
+    "Session",
     "Store",
     "StoreClosed",
     "StoreError",
     "epoch",
     "iso_from_epoch",
+    "mask_monitor_urls",
 ]
 
 # Ordered schema steps; step N brings the database to PRAGMA user_version N.
@@ -150,6 +158,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX rejected_at ON rejected_requests(at)",
     ),
+    (
+        # One row per receiving process (serve, the TUI) while it runs: a tool call
+        # still undecided when its process died is marked interrupted at the next start.
+        """
+        CREATE TABLE sessions (
+            id          INTEGER PRIMARY KEY,
+            pid         INTEGER NOT NULL,
+            host        TEXT    NOT NULL,
+            proc_start  TEXT,                -- /proc/<pid>/stat start time: a reused pid is not us
+            started_at  REAL    NOT NULL,
+            ended_at    REAL,
+            end_reason  TEXT                 -- closed | crashed
+        )
+        """,
+        "ALTER TABLE tool_calls ADD COLUMN session_id INTEGER REFERENCES sessions(id)",
+        "CREATE INDEX tool_calls_undecided ON tool_calls(session_id) WHERE decision IS NULL",
+    ),
 )
 
 # The full-text index is not a migration step: whether FTS5 exists depends on
@@ -199,6 +224,38 @@ def iso_from_epoch(value: float | None) -> str | None:
         return None
     text = datetime.fromtimestamp(value, tz=timezone.utc).isoformat()
     return text.removesuffix("+00:00") + "Z"
+
+
+# A Vapi call's listen and control URLs (call.monitor) are capabilities: whoever
+# has one can hear or steer the live call. They are only needed while the call
+# runs (the receiver takes them from the request in memory), so what is written
+# keeps scheme://host/… only: the history, its raw view, exports and replays.
+_MONITOR_KEYS = r'"(?:listenUrl|controlUrl|listen_url|control_url)"\s*:\s*'
+_MONITOR_URL = re.compile(f'({_MONITOR_KEYS})"((?:[^"\\\\]|\\\\.)*)"')
+_MONITOR_URL_BYTES = re.compile(_MONITOR_URL.pattern.encode())
+
+
+def _masked_value(raw: str) -> str:
+    try:
+        url = json.loads(f'"{raw}"')
+    except ValueError:
+        return "<url hidden>"
+    return json.dumps(mask_url(url), ensure_ascii=False)[1:-1] if isinstance(url, str) else raw
+
+
+def mask_monitor_urls(text: str) -> str:
+    """JSON text with every listenUrl/controlUrl value masked (a cheap no-op when there is none)."""
+    if 'Url"' not in text and '_url"' not in text:
+        return text
+    return _MONITOR_URL.sub(lambda m: f'{m.group(1)}"{_masked_value(m.group(2))}"', text)
+
+
+def _mask_monitor_bytes(body: bytes) -> bytes:
+    if b'Url"' not in body and b'_url"' not in body:
+        return body
+    return _MONITOR_URL_BYTES.sub(
+        lambda m: m.group(1) + b'"' + _masked_value(m.group(2).decode("utf-8", "replace")).encode() + b'"', body
+    )
 
 
 def _dumps(value: Any) -> str:
@@ -358,6 +415,7 @@ class _Plan:
 
     next_delivery: int
     next_event: int
+    session_id: int | None = None  # the receiving process that owns new tool requests
     deliveries: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     transcripts: list[tuple[Any, ...]] = field(default_factory=list)
@@ -384,7 +442,8 @@ class _Plan:
                 self.transcripts.append((event_id, r.call_id, r.at, d["role"], d["text"]))
             elif r.kind == "tool.requested":
                 self.tool_requests.append(
-                    (d["tool_call_id"], r.call_id, r.provider, d["name"], _dumps(d.get("arguments", {})), r.at)
+                    (d["tool_call_id"], r.call_id, r.provider, d["name"], _dumps(d.get("arguments", {})), r.at,
+                     self.session_id)
                 )
                 if r.call_id:
                     self.tool_call_counts.add(r.call_id)
@@ -407,13 +466,22 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 _INSERT_EVENT = "INSERT INTO events (id, delivery_id, call_id, provider, kind, at, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_TRANSCRIPT = "INSERT INTO transcripts (event_id, call_id, at, role, text) VALUES (?, ?, ?, ?, ?)"
 # The first request wins; a row made earlier by an out-of-order decision gets its gaps filled.
+# A call interrupted by a crash and requested again (the platform retried) is
+# pending again, owned by the session deciding it now; its tool.decided
+# "interrupted" event stays in the timeline.
 _UPSERT_TOOL_REQUEST = """
-INSERT INTO tool_calls (tool_call_id, call_id, provider, name, arguments, requested_at)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO tool_calls (tool_call_id, call_id, provider, name, arguments, requested_at, session_id)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tool_call_id) DO UPDATE SET
     call_id = coalesce(tool_calls.call_id, excluded.call_id),
     arguments = coalesce(tool_calls.arguments, excluded.arguments),
-    requested_at = coalesce(tool_calls.requested_at, excluded.requested_at)
+    requested_at = coalesce(tool_calls.requested_at, excluded.requested_at),
+    session_id = CASE WHEN tool_calls.decision IS NULL OR tool_calls.decision = 'interrupted'
+                      THEN excluded.session_id ELSE tool_calls.session_id END,
+    decided_by = CASE WHEN tool_calls.decision = 'interrupted' THEN NULL ELSE tool_calls.decided_by END,
+    error = CASE WHEN tool_calls.decision = 'interrupted' THEN NULL ELSE tool_calls.error END,
+    decided_at = CASE WHEN tool_calls.decision = 'interrupted' THEN NULL ELSE tool_calls.decided_at END,
+    decision = CASE WHEN tool_calls.decision = 'interrupted' THEN NULL ELSE tool_calls.decision END
 """
 _UPSERT_TOOL_DECISION = """
 INSERT INTO tool_calls (tool_call_id, call_id, provider, name, decision, decided_by, result, error,
@@ -476,11 +544,14 @@ class Store:
         redactor: Redactor,
         commit_interval_ms: float,
         fts_enabled: bool,
+        session: Session | None = None,
     ) -> None:
         self.path = path
         self._db = writer
         self._reader = reader
         self._redactor = redactor
+        self.session = session
+        self._session_id = session.id if session is not None else None
         self._interval = max(0.0, commit_interval_ms) / 1000
         self._fts_enabled = fts_enabled
         self._pending: deque[_Op] = deque()
@@ -501,11 +572,17 @@ class Store:
         synchronous: str = "NORMAL",
         commit_interval_ms: float = 2.0,
         fts: bool = True,
+        session: bool = False,
     ) -> "Store":
         """Open (creating if needed) and migrate the database.
 
         `fts=False` uses the LIKE search even when FTS5 is available (tests,
         and a way out should the index ever be suspect).
+
+        `session=True` is for the receiving process (serve, the TUI): it registers
+        itself in `sessions`, owns the tool calls it records, and first marks every
+        tool call that a dead process left undecided as interrupted (`_open_session`).
+        Readers (`history`) leave it off: they must not touch a running receiver's calls.
         """
         sync = synchronous.upper()
         if sync not in _SYNCHRONOUS:
@@ -530,17 +607,24 @@ class Store:
             reader.row_factory = aiosqlite.Row
             await reader.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
             await reader.execute("PRAGMA query_only=ON")
+            recovered = None
+            if session:
+                recovered = await writer._execute(_open_session, writer._conn, redactor or Redactor())
         except BaseException as exc:
             for conn in reversed(opened):
                 await conn.close()
             if isinstance(exc, sqlite3.DatabaseError):
                 raise StoreError(f"{path}: cannot open the history database ({exc})") from exc
             raise
+        if recovered is not None and recovered.interrupted:
+            log.warning("%s: %d tool call(s) left undecided by a stopped voice-console marked interrupted",
+                        path, len(recovered.interrupted))
         return cls(
             path, writer, reader,
             redactor=redactor or Redactor(),
             commit_interval_ms=commit_interval_ms,
             fts_enabled=fts and available,
+            session=recovered,
         )
 
     async def close(self) -> None:
@@ -553,6 +637,12 @@ class Store:
             await self._writer_task
         except Exception:
             log.exception("history writer failed")
+        try:
+            if self._session_id is not None:
+                # Anything still undecided will never be: say so now rather than at the next start.
+                await self._db._execute(_close_session, self._db._conn, self._session_id, self._redactor)
+        except Exception:
+            log.exception("could not close the history session (the next start recovers it)")
         finally:
             self._closed = True
             try:
@@ -585,7 +675,7 @@ class Store:
         key = rec.dedupe_key or f"sha256:{rec.route}:{body_hash}"
         row = (
             epoch(rec.received_at), rec.provider, rec.route, rec.method, r.text(rec.path), rec.message_type,
-            rec.call_id, rec.auth_scheme, compact_json(r.headers(rec.headers)), r.bytes(rec.body),
+            rec.call_id, rec.auth_scheme, compact_json(r.headers(rec.headers)), _mask_monitor_bytes(r.bytes(rec.body)),
             body_hash, key,
         )
         receipt: DeliveryReceipt = await self._submit(_DeliveryOp(row, key, self._event_rows(events)))
@@ -627,7 +717,7 @@ class Store:
     ) -> None:
         r = self._redactor
         # Redact before cutting, so a secret straddling the cut cannot leave a prefix behind.
-        excerpt = r.bytes(body)[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+        excerpt = _mask_monitor_bytes(r.bytes(body))[:EXCERPT_BYTES].decode("utf-8", errors="replace")
         row = (
             epoch(at), provider, route, method, r.text(path), client, r.text(reason),
             _dumps(r.headers(headers)), len(body), excerpt,
@@ -641,7 +731,8 @@ class Store:
             return
         ts = epoch(at)
         rows = [
-            (c.tool_call_id, call_id, provider, c.name, _dumps(_redact_json(c.arguments, self._redactor)), ts)
+            (c.tool_call_id, call_id, provider, c.name, _dumps(_redact_json(c.arguments, self._redactor)), ts,
+             self._session_id)
             for c in calls
         ]
         await self._submit(_ToolRequestsOp(rows, call_id, provider, ts))
@@ -676,7 +767,7 @@ class Store:
         """The recorded decision for a tool call, to answer a redelivery the same way."""
         row = await self.fetchone(
             "SELECT tool_call_id, name, decision, decided_by, result, error, latency_ms, arguments_sent"
-            " FROM tool_calls WHERE tool_call_id = ? AND decision IS NOT NULL",
+            " FROM tool_calls WHERE tool_call_id = ? AND decision IS NOT NULL AND decision != 'interrupted'",
             (tool_call_id,),
         )
         if row is None:
@@ -699,6 +790,9 @@ class Store:
             if redact and self._redactor.text(data) != data:
                 d = _redact_json(event_to_dict(e), self._redactor)
                 data = _dumps(d)
+            masked = mask_monitor_urls(data)
+            if masked != data:
+                data, d = masked, json.loads(masked)
             rows.append(_EventRow(e.call_id, e.provider, e.kind, e.at.timestamp(), data, d))
         return rows
 
@@ -776,14 +870,14 @@ class Store:
         # aiosqlite has no public "run this function on the connection" call, so
         # this uses its `_execute`/`_conn` (stable across 0.17-0.22; pinned <1).
         db = self._db
-        return await db._execute(_write_transaction, db._conn, payloads)
+        return await db._execute(_write_transaction, db._conn, payloads, self._session_id)
 
 
-def _write_transaction(conn: sqlite3.Connection, payloads: list[_Payload]) -> list[Any]:
+def _write_transaction(conn: sqlite3.Connection, payloads: list[_Payload], session_id: int | None = None) -> list[Any]:
     """Runs on the writer thread: BEGIN IMMEDIATE, apply everything, COMMIT (or ROLLBACK)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        results = _apply(conn, payloads)
+        results = _apply(conn, payloads, session_id)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -795,13 +889,13 @@ def _write_transaction(conn: sqlite3.Connection, payloads: list[_Payload]) -> li
     return results
 
 
-def _apply(conn: sqlite3.Connection, payloads: list[_Payload]) -> list[Any]:
+def _apply(conn: sqlite3.Connection, payloads: list[_Payload], session_id: int | None = None) -> list[Any]:
     # Ids are assigned here (we hold the write lock) so one executemany per
     # table suffices and events can point at their delivery.
     max_delivery, max_event = conn.execute(
         "SELECT coalesce((SELECT max(id) FROM deliveries), 0), coalesce((SELECT max(id) FROM events), 0)"
     ).fetchone()
-    plan = _Plan(next_delivery=max_delivery + 1, next_event=max_event + 1)
+    plan = _Plan(next_delivery=max_delivery + 1, next_event=max_event + 1, session_id=session_id)
     originals = _originals(conn, {p.dedupe_key for p in payloads if isinstance(p, _DeliveryOp)})
 
     results: list[Any] = []
@@ -872,6 +966,124 @@ def _settle(op: _Op, result: Any = None, *, exc: BaseException | None = None) ->
         op.future.set_exception(exc)
     else:
         op.future.set_result(result)
+
+
+# --- sessions and crash recovery ---------------------------------------------------
+
+INTERRUPTED = "interrupted"
+INTERRUPTED_ERRORS = {
+    "crash": "voice-console stopped (crashed or was killed) before this tool call was decided; "
+             "the platform got no answer from it.",
+    "shutdown": "voice-console shut down before this tool call was decided; the platform got no answer from it.",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    """This process's row in `sessions`, and what its start recovered."""
+
+    id: int
+    interrupted: tuple[str, ...] = ()  # tool_call_ids marked interrupted at start
+    crashed_sessions: tuple[int, ...] = ()
+
+
+def _proc_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (Linux), so a reused pid is not mistaken for ours; None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+    if fields and fields[0] in ("Z", "X"):
+        return "exited"  # a zombie: it is not running any more
+    return fields[19] if len(fields) > 19 else None
+
+
+def _process_alive(pid: int, host: str, proc_start: str | None) -> bool:
+    if host != socket.gethostname():
+        return True  # another machine's process: not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    now = _proc_start(pid)
+    if now == "exited":
+        return False
+    return proc_start is None or now is None or now == proc_start
+
+
+def _interrupt(conn: sqlite3.Connection, where: str, params: Sequence[Any], by: str, redactor: Redactor) -> list[str]:
+    """Mark the undecided tool calls matching `where` interrupted: tool_calls and a tool.decided event each.
+
+    Runs inside the caller's write transaction, through the same plan as every
+    other write, so the call's timeline and counters stay consistent.
+    """
+    rows = conn.execute(
+        f"SELECT tool_call_id, call_id, provider, name FROM tool_calls WHERE decision IS NULL AND ({where})", params
+    ).fetchall()
+    if not rows:
+        return []
+    now = datetime.now(timezone.utc)
+    events = [
+        ToolDecided(
+            at=now, provider=provider, call_id=call_id, tool_call_id=tool_call_id, name=name,
+            decision=INTERRUPTED, by=by, error=INTERRUPTED_ERRORS[by],  # type: ignore[arg-type]
+        )
+        for tool_call_id, call_id, provider, name in rows
+    ]
+    data = []
+    for e in events:
+        fields = _redact_json(event_to_dict(e), redactor)
+        data.append(_EventRow(e.call_id, e.provider, e.kind, e.at.timestamp(), _dumps(fields), fields))
+    _apply(conn, [_EventsOp(data, None)])
+    return [row[0] for row in rows]
+
+
+def _open_session(conn: sqlite3.Connection, redactor: Redactor) -> Session:
+    """Register this process; end the sessions of dead processes and interrupt their undecided tool calls."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        crashed = [
+            session_id
+            for session_id, pid, host, proc_start in conn.execute(
+                "SELECT id, pid, host, proc_start FROM sessions WHERE ended_at IS NULL"
+            ).fetchall()
+            if not _process_alive(pid, host, proc_start)
+        ]
+        now = time.time()
+        conn.executemany("UPDATE sessions SET ended_at = ?, end_reason = 'crashed' WHERE id = ?",
+                         [(now, session_id) for session_id in crashed])
+        # Undecided and owned by no running session (rows from before sessions existed included).
+        interrupted = _interrupt(
+            conn, "session_id IS NULL OR session_id NOT IN (SELECT id FROM sessions WHERE ended_at IS NULL)",
+            (), "crash", redactor,
+        )
+        cursor = conn.execute(
+            "INSERT INTO sessions (pid, host, proc_start, started_at) VALUES (?, ?, ?, ?)",
+            (os.getpid(), socket.gethostname(), _proc_start(os.getpid()), now),
+        )
+        session = Session(int(cursor.lastrowid or 0), tuple(interrupted), tuple(crashed))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return session
+
+
+def _close_session(conn: sqlite3.Connection, session_id: int, redactor: Redactor) -> list[str]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        interrupted = _interrupt(conn, "session_id = ?", (session_id,), "shutdown", redactor)
+        conn.execute("UPDATE sessions SET ended_at = ?, end_reason = 'closed' WHERE id = ?", (time.time(), session_id))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return interrupted
 
 
 async def _fetchone(db: aiosqlite.Connection, sql: str) -> Any:

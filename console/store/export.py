@@ -11,12 +11,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal, TextIO
 
-from console.store.db import Store
+# Histories written before monitor URLs were masked at write time still get them masked here.
+from console.store.db import Store, mask_monitor_urls
 
 ExportFormat = Literal["jsonl", "csv"]
 CSV_COLUMNS = ("at", "provider", "call_id", "kind", "role", "text", "detail")
 _PAGE = 2000
-
 
 def csv_row(event: dict[str, Any]) -> list[str]:
     """The CSV columns of one event; `detail` holds every other field as JSON ('' when none)."""
@@ -41,7 +41,7 @@ async def _pages(store: Store, call_id: str | None) -> AsyncIterator[list[str]]:
             )
             if not rows:
                 return
-            yield [row["data"] for row in rows]
+            yield [mask_monitor_urls(row["data"]) for row in rows]
             last_id = rows[-1]["id"]
     else:
         # One call reads in time order, like `history show`, walking the (call_id, at) index.
@@ -53,7 +53,7 @@ async def _pages(store: Store, call_id: str | None) -> AsyncIterator[list[str]]:
             )
             if not rows:
                 return
-            yield [row["data"] for row in rows]
+            yield [mask_monitor_urls(row["data"]) for row in rows]
             last_at, last_id = rows[-1]["at"], rows[-1]["id"]
 
 
@@ -67,7 +67,7 @@ async def export(store: Store, out: TextIO, fmt: ExportFormat = "jsonl", call_id
     count = 0
     async for page in _pages(store, call_id):
         if writer is None:
-            # Stored data is already the compact event JSON: write it as is.
+            # Stored data is already the compact event JSON: written as is, monitor URLs masked.
             out.write("\n".join(page) + "\n")
         else:
             writer.writerows(csv_row(json.loads(data)) for data in page)

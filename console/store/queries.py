@@ -31,38 +31,82 @@ async def list_calls(
     return [_row_dict(row) for row in rows]
 
 
+async def count_calls(store: Store, provider: str | None = None) -> int:
+    where, params = ("WHERE provider = ?", [provider]) if provider else ("", [])
+    row = await store.fetchone(f"SELECT count(*) AS n FROM calls {where}", params)
+    return row["n"] if row is not None else 0
+
+
 async def get_call(store: Store, call_id: str) -> dict[str, Any] | None:
     """`{call, events, tool_calls}` for one call, or None when it is unknown."""
+    call = await _call_row(store, call_id)
+    if call is None:
+        return None
+    events = await store.fetchall("SELECT data FROM events WHERE call_id = ? ORDER BY at, id", (call_id,))
+    return {
+        "call": call,
+        "events": [json.loads(event["data"]) for event in events],
+        "tool_calls": await _tool_calls(store, call_id),
+    }
+
+
+async def call_timeline(
+    store: Store, call_id: str, limit: int = 1000, *, partials: bool = False
+) -> dict[str, Any] | None:
+    """Like `get_call`, bounded for a screen: at most `limit` events in time order
+    (partial transcripts left out unless `partials`), plus `hidden_partials` and
+    `more` (events past the limit). None when the call is unknown."""
+    call = await _call_row(store, call_id)
+    if call is None:
+        return None
+    skip = "" if partials else " AND kind != 'transcript.partial'"
+    events = await store.fetchall(
+        f"SELECT data FROM events WHERE call_id = ?{skip} ORDER BY at, id LIMIT ?", (call_id, limit + 1)
+    )
+    counts = await store.fetchone(
+        "SELECT count(*) AS total, coalesce(sum(kind = 'transcript.partial'), 0) AS partial"
+        " FROM events WHERE call_id = ?",
+        (call_id,),
+    )
+    assert counts is not None
+    shown = counts["total"] - (0 if partials else counts["partial"])
+    return {
+        "call": call,
+        "events": [json.loads(event["data"]) for event in events[:limit]],
+        "tool_calls": await _tool_calls(store, call_id),
+        "hidden_partials": 0 if partials else counts["partial"],
+        "more": max(0, shown - limit),
+    }
+
+
+async def _call_row(store: Store, call_id: str) -> dict[str, Any] | None:
     row = await store.fetchone(
         "SELECT call_id, provider, status, started_at, ended_at, ended_reason, summary, cost, duration_s,"
         " barge_ins, tool_calls, first_seen_at, last_event_at FROM calls WHERE call_id = ?",
         (call_id,),
     )
-    if row is None:
-        return None
-    events = await store.fetchall("SELECT data FROM events WHERE call_id = ? ORDER BY at, id", (call_id,))
+    return None if row is None else _row_dict(row)
+
+
+async def _tool_calls(store: Store, call_id: str) -> list[dict[str, Any]]:
     tools = await store.fetchall(
         "SELECT tool_call_id, name, arguments, decision, decided_by, result, error, latency_ms FROM tool_calls"
         " WHERE call_id = ? ORDER BY coalesce(requested_at, decided_at), tool_call_id",
         (call_id,),
     )
-    return {
-        "call": _row_dict(row),
-        "events": [json.loads(event["data"]) for event in events],
-        "tool_calls": [
-            {
-                "tool_call_id": t["tool_call_id"],
-                "name": t["name"],
-                "arguments": None if t["arguments"] is None else json.loads(t["arguments"]),
-                "decision": t["decision"],
-                "by": t["decided_by"],
-                "result": t["result"],
-                "error": t["error"],
-                "latency_ms": t["latency_ms"],
-            }
-            for t in tools
-        ],
-    }
+    return [
+        {
+            "tool_call_id": t["tool_call_id"],
+            "name": t["name"],
+            "arguments": None if t["arguments"] is None else json.loads(t["arguments"]),
+            "decision": t["decision"],
+            "by": t["decided_by"],
+            "result": t["result"],
+            "error": t["error"],
+            "latency_ms": t["latency_ms"],
+        }
+        for t in tools
+    ]
 
 
 def fts_query(text: str) -> str | None:
@@ -86,25 +130,56 @@ async def search(store: Store, text: str, limit: int = 50) -> list[dict[str, Any
     FTS5 when available (words match at word starts); otherwise, or when the
     query has no words at all, a case-insensitive LIKE on every token.
     """
+    return [
+        {key: hit[key] for key in ("call_id", "at", "role", "text")}
+        for hit in await search_page(store, text, limit=limit)
+    ]
+
+
+def _like_filter(text: str) -> tuple[str, list[Any]] | None:
+    """The LIKE fallback's WHERE clause on `transcripts` and its parameters; None for no words."""
     tokens = text.split()
-    if not tokens or limit <= 0:
+    if not tokens:
+        return None
+    return " AND ".join("text LIKE ? ESCAPE '\\'" for _ in tokens), [_like_pattern(token) for token in tokens]
+
+
+async def search_page(store: Store, text: str, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """One page of `search`, each hit with its transcript `id` (a stable key for a screen)."""
+    if limit <= 0:
         return []
-    match = fts_query(text) if store.fts_enabled else None
-    if match is not None:
-        # The id subquery lets FTS5 walk its index newest first and stop at the limit.
+    if store.fts_enabled and (match := fts_query(text)) is not None:
+        # The id subquery lets FTS5 walk its index newest first and stop at the page.
         rows = await store.fetchall(
-            "SELECT call_id, at, role, text FROM transcripts WHERE id IN ("
-            " SELECT rowid FROM transcripts_fts WHERE transcripts_fts MATCH ? ORDER BY rowid DESC LIMIT ?"
+            "SELECT id, call_id, at, role, text FROM transcripts WHERE id IN ("
+            " SELECT rowid FROM transcripts_fts WHERE transcripts_fts MATCH ? ORDER BY rowid DESC LIMIT ? OFFSET ?"
             ") ORDER BY id DESC",
-            (match, limit),
+            (match, limit, max(0, offset)),
         )
     else:
-        where = " AND ".join("text LIKE ? ESCAPE '\\'" for _ in tokens)
+        found = _like_filter(text)
+        if found is None:
+            return []
+        where, params = found
         rows = await store.fetchall(
-            f"SELECT call_id, at, role, text FROM transcripts WHERE {where} ORDER BY id DESC LIMIT ?",
-            [*(_like_pattern(token) for token in tokens), limit],
+            f"SELECT id, call_id, at, role, text FROM transcripts WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            [*params, limit, max(0, offset)],
         )
     return [_row_dict(row) for row in rows]
+
+
+async def count_search(store: Store, text: str) -> int:
+    """How many final transcript lines `search` would find with no limit."""
+    if store.fts_enabled and (match := fts_query(text)) is not None:
+        # Counted in the index alone: no join back to the transcripts table.
+        row = await store.fetchone("SELECT count(*) AS n FROM transcripts_fts WHERE transcripts_fts MATCH ?", (match,))
+        return row["n"] if row is not None else 0
+    found = _like_filter(text)
+    if found is None:
+        return 0
+    where, params = found
+    row = await store.fetchone(f"SELECT count(*) AS n FROM transcripts WHERE {where}", params)
+    return row["n"] if row is not None else 0
 
 
 async def rejected(store: Store, limit: int = 50) -> list[dict[str, Any]]:

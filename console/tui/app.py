@@ -1,9 +1,10 @@
 """The operator console: `VoiceConsoleApp` runs the receiver (and, with --demo, the
 simulated platform) in its own event loop; `MainScreen` shows live calls, the
-selected call's transcript, tool calls waiting for a decision, and every event.
+selected call's transcript and barge-in timeline, tool calls waiting for a decision,
+every webhook delivery with its verdict, and the platform's assistants.
 
-Data flow: the receiver calls `Feed.events_in` / the gate calls `Feed.gate_in`
-(cheap appends, in the loop); `MainScreen` drains the feed every 100 ms and
+Data flow: the receiver calls `Feed.events_in` and `Feed.deliveries_in` / the gate
+calls `Feed.gate_in` (cheap appends, in the loop); `MainScreen` drains the feed every 100 ms and
 updates its models and widgets in one batch; tables are rebuilt from core state
 (tracker, gate) on a timer, as bounded windows.
 """
@@ -16,6 +17,7 @@ import secrets as token_source
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +26,42 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Log
+from textual.events import Resize
+from textual.widgets import DataTable, Footer, Header, Tab, Tabs
 
 from console.config import Settings
 from console.core.events import Event, ToolDecided, ToolRequested, utc_now
 from console.core.gate import DEFAULT_REJECT_REASON, GateEvent, OperatorDecision, PendingCall
 from console.core.policy import Policy
+from console.core.timeline import TimelineBook
 from console.providers.vapi.client import VapiClient, VapiError
 from console.secrets import SecretLookup, SecretStore
+from console.receiver.routes import DeliverySeen
 from console.service import ReceiverService
 from console.simulator.platform import SimulatedPlatform
 from console.tui.widgets.panes import FunctionCallsTable, LiveCallsTable, short_id
+from console.tui.screens.control import CallControls
+from console.tui.screens.dial import open_dial
+from console.tui.screens.keys import open_keys
+from console.tui.commands import ConsoleCommands
+from console.tui.screens.help import HelpScreen
+from console.tui.screens.history import ReplayController, open_history
+from console.tui.themes import AppThemes
+from console.tui.widgets.assistants import AssistantAccess, AssistantsPane
+from console.tui.widgets.events import DELIVERY_CAP, EventsPane
 from console.tui.widgets.prompt import PromptScreen
-from console.tui.widgets.transcript import CallTranscript, TranscriptPane, short_json
+from console.tui.widgets.timeline import BargeTimeline
+from console.tui.widgets.transcript import CallTranscript, TranscriptPane
 
 log = logging.getLogger(__name__)
 
 DEMO_CUSTOMER = "+14155550142"
 MAX_TRANSCRIPTS = 200
 MAX_DECIDED_ROWS = 60
-EVENT_LOG_LINES = 2000
+EVENT_LOG_LINES = DELIVERY_CAP
+# At least this many columns and rows: the bottom panes side by side instead of tabs.
+WIDE_COLUMNS, WIDE_ROWS = 160, 44
+BOTTOM_TABS = {"tab-timeline": "timeline-pane", "tab-events": "events-pane", "tab-assistants": "assistants-pane"}
 
 
 # --- services ---------------------------------------------------------------------------------
@@ -59,6 +77,7 @@ class Services:
     demo_interval_s: float = 20.0  # a new demo call this often (the first one at once)
     demo_speed: float = 3.0  # scenario time compression: a tool call waits ~8 s after the dial
     policy: Policy = field(default_factory=lambda: Policy.default("hold"))
+    theme: str | None = None  # --theme: this run only; else the one chosen last time
 
     async def secrets(self) -> dict[str, SecretLookup]:
         found = await (self.secret_store or SecretStore()).aget_all()
@@ -67,8 +86,10 @@ class Services:
         return found
 
     async def start_receiver(self, secrets: dict[str, SecretLookup],
-                             on_events: Callable[[list[Event]], None]) -> ReceiverService:
-        return await ReceiverService.start(self.settings, secrets, on_events=on_events, policy=self.policy)
+                             on_events: Callable[[list[Event]], None],
+                             on_delivery: Callable[[DeliverySeen], None] | None = None) -> ReceiverService:
+        return await ReceiverService.start(self.settings, secrets, on_events=on_events, on_delivery=on_delivery,
+                                           policy=self.policy)
 
     async def start_platform(self, receiver: ReceiverService, secrets: dict[str, SecretLookup]) -> SimulatedPlatform:
         platform = SimulatedPlatform(
@@ -89,6 +110,16 @@ class Feed:
         self.events: deque[Event] = deque()
         self.gate: deque[GateEvent] = deque()
         self.notes: deque[str] = deque(maxlen=500)
+        # Bounded: a burst beyond what the Events pane keeps drops the oldest here already.
+        self.deliveries: deque[DeliverySeen] = deque(maxlen=EVENT_LOG_LINES)
+
+    def deliveries_in(self, delivery: DeliverySeen) -> None:
+        self.deliveries.append(delivery)
+
+    def drain_deliveries(self) -> list[DeliverySeen]:
+        out = list(self.deliveries)
+        self.deliveries.clear()
+        return out
 
     def events_in(self, events: list[Event]) -> None:
         self.events.extend(events)
@@ -107,36 +138,33 @@ class Feed:
         return events, gate, notes
 
 
-def describe(event: Event) -> str:
-    """One Events-pane line for a normalized event."""
-    at = event.at.astimezone().strftime("%H:%M:%S.%f")[:-3]
-    data: dict[str, Any] = event.model_dump(exclude={"at", "provider", "call_id", "kind"}, exclude_none=True)
-    if isinstance(event, ToolRequested):
-        detail = f"{event.name}({short_json(event.arguments, 60)}) {event.tool_call_id}"
-    elif isinstance(event, ToolDecided):
-        latency = f" {event.latency_ms:.0f} ms" if event.latency_ms is not None else ""
-        outcome = event.result if event.result is not None else event.error
-        detail = f"{event.name} {event.decision} by {event.by}{latency}: {short_json(outcome or '', 60)}"
-    elif "text" in data:
-        detail = f"{data.pop('role', '')}: {short_json(data.pop('text'), 70)}"
-    elif event.kind == "raw":
-        detail = str(data.get("type", ""))
-    else:
-        detail = " ".join(f"{key}={short_json(value, 50)}" for key, value in data.items())
-    return f"{at} {event.provider:<6} {short_id(event.call_id)} {event.kind:<18} {detail}"
-
-
 # --- the main screen --------------------------------------------------------------------------
 
 
 class MainScreen(Screen[None]):
-    """Live calls, transcript, function calls and events; coordinates the panes."""
+    """Live calls, transcript, function calls, and below them the barge-in timeline, the
+    webhook deliveries (Events) and the assistants; coordinates the panes."""
 
     BINDINGS = [
-        Binding("a", "approve", "Approve"),
-        Binding("e", "edit", "Edit args"),
-        Binding("o", "override", "Override"),
-        Binding("r", "reject", "Reject"),
+        # The footer fits 120 columns with a focused pane's own keys too (tests/test_tui_palette.py);
+        # keys with show=False are in the help screen (f1) and the palette (ctrl+p).
+        Binding("a", "approve", "Approve", tooltip="run the tool as the agent asked"),
+        Binding("e", "edit", "Edit", tooltip="change the arguments, then run the tool"),
+        Binding("o", "override", "Override", tooltip="answer a result yourself; the tool does not run"),
+        Binding("r", "reject", "Reject", tooltip="refuse, with a reason the agent may say"),
+        Binding("d", "dial", "Dial", tooltip="place a test call (assistant, from-number, E.164 number)"),
+        Binding("s", "say", "Say", show=False, tooltip="the assistant says your words now (selected call)"),
+        Binding("n", "add_message", "Add msg", show=False,
+                tooltip="insert a system or user message into the selected call's conversation"),
+        Binding("m", "mute", "Mute", show=False, tooltip="mute / unmute the assistant on the selected call"),
+        Binding("t", "transfer", "Transfer", show=False, tooltip="transfer the selected call to an E.164 number"),
+        Binding("ctrl+e", "end_call", "End call", show=False, tooltip="hang up the selected call (asks first)"),
+        Binding("k", "keys", "Keys", show=False, tooltip="API keys: where each comes from; set, test, delete"),
+        Binding("h", "history", "History"),
+        Binding("right_square_bracket", "bottom_tab(1)", "Next pane", show=False,
+                tooltip="bottom area: timeline → events → assistants (at 120 columns they share one place)"),
+        Binding("left_square_bracket", "bottom_tab(-1)", "Previous pane", show=False,
+                tooltip="bottom area: the previous of timeline, events, assistants"),
     ]
 
     def __init__(self, feed: Feed) -> None:
@@ -147,6 +175,9 @@ class MainScreen(Screen[None]):
         self.transcripts: OrderedDict[str, CallTranscript] = OrderedDict()
         self.decided: OrderedDict[str, tuple[ToolDecided, dict[str, Any] | None]] = OrderedDict()
         self._requested: OrderedDict[str, ToolRequested] = OrderedDict()
+        self.timelines = TimelineBook()
+        self.clock: Callable[[], datetime] = utc_now  # pinned by tests for countdowns and durations
+        self.call_controls = CallControls(self)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -160,14 +191,56 @@ class MainScreen(Screen[None]):
             with Vertical(id="tools-pane", classes="pane") as pane:
                 pane.border_title = "Function calls"
                 yield FunctionCallsTable(id="tools")
-        with Vertical(id="events-pane", classes="pane") as pane:
-            pane.border_title = "Events"
-            yield Log(max_lines=EVENT_LOG_LINES, id="events")
+        # Narrow: one bottom pane at a time, picked by the tabs; wide (-wide): all side by side.
+        yield Tabs(Tab("Timeline", id="tab-timeline"), Tab("Events", id="tab-events"),
+                   Tab("Assistants", id="tab-assistants"), id="bottom-tabs")
+        with Horizontal(id="bottom"):
+            with Vertical(id="timeline-pane", classes="pane bottom-pane -shown") as pane:
+                pane.border_title = "Barge-in timeline"
+                yield BargeTimeline(id="timeline")
+            with Vertical(id="events-pane", classes="pane bottom-pane") as pane:
+                pane.border_title = "Events"
+                yield EventsPane(lambda: self.service.store if self.service is not None else None,
+                                 cap=EVENT_LOG_LINES, id="events-box")
+            with Vertical(id="assistants-pane", classes="pane bottom-pane") as pane:
+                pane.border_title = "Assistants"
+                yield AssistantsPane(self._assistant_access, id="assistants-box")
         yield Footer()
 
     def on_mount(self) -> None:
         self.set_interval(0.1, self.flush)
         self.set_interval(0.5, self.refresh_tables)
+        self.query_one("#events-filter").display = False
+
+    def on_resize(self, event: Resize) -> None:
+        self.set_class(event.size.width >= WIDE_COLUMNS and event.size.height >= WIDE_ROWS, "-wide")
+
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        if event.tabs.id != "bottom-tabs" or event.tab.id not in BOTTOM_TABS:
+            return
+        for tab_id, pane_id in BOTTOM_TABS.items():
+            self.query_one(f"#{pane_id}").set_class(tab_id == event.tab.id, "-shown")
+
+    def show_bottom(self, name: str) -> None:
+        """Bring a bottom pane (timeline, events, assistants) forward; a no-op when all show."""
+        self.query_one("#bottom-tabs", Tabs).active = f"tab-{name}"
+
+    def action_bottom_tab(self, step: int) -> None:
+        """Move to the next/previous bottom pane and focus it, so its own keys work at once."""
+        tabs = list(BOTTOM_TABS)
+        current = self.query_one("#bottom-tabs", Tabs).active
+        tab = tabs[(tabs.index(current) + step) % len(tabs) if current in tabs else 0]
+        self.query_one("#bottom-tabs", Tabs).active = tab
+        focus = {"tab-timeline": None, "tab-events": "#events", "tab-assistants": "#assistants"}[tab]
+        if focus is not None:
+            self.call_after_refresh(self.query_one(focus).focus)
+
+    async def _assistant_access(self) -> AssistantAccess:
+        access = getattr(self.app, "assistant_access", None)
+        return await access() if access is not None else AssistantAccess(None, "", note="No platform access.")
+
+    def services_started(self) -> None:
+        self.query_one(AssistantsPane).load()
 
     # --- calls down ------------------------------------------------------------------------
 
@@ -177,12 +250,15 @@ class MainScreen(Screen[None]):
     def flush(self) -> None:
         """Apply everything that arrived since the last flush, in one batch."""
         events, gate_events, notes = self.feed.drain()
-        if not (events or gate_events or notes):
+        deliveries = self.feed.drain_deliveries()
+        if not (events or gate_events or notes or deliveries):
+            self._show_timeline()  # a live call's window still slides
             return
+        now = self.clock()
         lines = list(notes)
         tools_changed = bool(gate_events)
+        self.timelines.apply(events)
         for event in events:
-            lines.append(describe(event))
             if event.call_id:
                 transcript = self.transcripts.get(event.call_id)
                 if transcript is None:
@@ -218,13 +294,21 @@ class MainScreen(Screen[None]):
                              f"{payload.remaining_s():.0f} s to decide (a/e/o/r)")
             elif kind == "stalling":
                 lines.append(f"the platform is stalling while {payload.name} waits ({short_id(payload.call_id)})")
-        if lines:
-            self.query_one("#events", Log).write_lines(lines)
+        if lines or deliveries:
+            self.query_one(EventsPane).add(deliveries, [(now, line) for line in lines])
         if self.selected_call is None and self.transcripts:
             self.selected_call = next(reversed(self.transcripts))
         if tools_changed:
             self.refresh_tables()
         self._show_transcript()
+        self._show_timeline()
+
+    def _show_timeline(self) -> None:
+        timeline = self.timelines.get(self.selected_call)
+        pane = self.query_one("#timeline-pane")
+        pane.border_title = (f"Barge-in timeline · {short_id(self.selected_call)}" if self.selected_call
+                             else "Barge-in timeline")
+        self.query_one(BargeTimeline).show(timeline, self.clock())
 
     def _decided_row(self, event: ToolDecided) -> None:
         requested = self._requested.get(event.tool_call_id)
@@ -241,9 +325,11 @@ class MainScreen(Screen[None]):
         for call in pending:
             if call.call_id:
                 per_call[call.call_id] = per_call.get(call.call_id, 0) + 1
-        self.query_one(LiveCallsTable).sync(LiveCallsTable.rows(self.service.pipeline.tracker.calls(), per_call))
+        now = self.clock()
+        calls = [*self.service.pipeline.tracker.calls(), *self.app.replay.calls()]  # type: ignore[attr-defined]
+        self.query_one(LiveCallsTable).sync(LiveCallsTable.rows(calls, per_call, now))
         decided = [self.decided[key] for key in reversed(self.decided)]
-        self.query_one(FunctionCallsTable).sync(FunctionCallsTable.rows(pending, decided))
+        self.query_one(FunctionCallsTable).sync(FunctionCallsTable.rows(pending, decided, now))
         waiting = len(pending)
         self.query_one("#tools-pane").border_subtitle = f"{waiting} waiting" if waiting else ""
 
@@ -259,6 +345,7 @@ class MainScreen(Screen[None]):
         if event.data_table.id == "calls" and event.row_key.value and event.row_key.value != self.selected_call:
             self.selected_call = event.row_key.value
             self._show_transcript()
+            self._show_timeline()
 
     # --- approvals -------------------------------------------------------------------------
 
@@ -332,6 +419,33 @@ class MainScreen(Screen[None]):
                       lambda text: self.decide(call, OperatorDecision("edited", arguments=json.loads(text))))
 
 
+    # --- dial, keys and live call control (console/tui/screens) ------------------------------
+
+    def action_dial(self) -> None:
+        open_dial(self.app)  # type: ignore[arg-type]
+
+    def action_keys(self) -> None:
+        open_keys(self.app)  # type: ignore[arg-type]
+
+    def action_history(self) -> None:
+        open_history(self.app)
+
+    def action_say(self) -> None:
+        self.call_controls.say()
+
+    def action_add_message(self) -> None:
+        self.call_controls.add_message()
+
+    def action_mute(self) -> None:
+        self.call_controls.toggle_mute()
+
+    def action_transfer(self) -> None:
+        self.call_controls.transfer()
+
+    def action_end_call(self) -> None:
+        self.call_controls.end()
+
+
 def json_object_problem(text: str) -> str | None:
     try:
         value = json.loads(text)
@@ -346,13 +460,26 @@ def json_object_problem(text: str) -> str | None:
 class VoiceConsoleApp(App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "voice-console"
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f1", "help", "Help"),
+        Binding("question_mark", "help", "Help", show=False),
+        # While a replay plays (hidden otherwise, see check_action):
+        Binding("space", "replay_pause", "Pause replay"),
+        Binding("plus,equals_sign", "replay_speed(1)", "Faster"),
+        Binding("minus", "replay_speed(-1)", "Slower"),
+        Binding("x", "replay_stop", "Stop replay"),
+    ]
+    COMMANDS = {ConsoleCommands}
 
     def __init__(self, services: Services) -> None:
         super().__init__()
         self.services = services
+        self.themes = AppThemes(services.theme)
+        self.themes.install(self)
         self.feed = Feed()
         self.main = MainScreen(self.feed)
+        self.replay = ReplayController(self, self.feed)
         self.service: ReceiverService | None = None
         self.platform: SimulatedPlatform | None = None
         self._phone_number_id: str | None = None
@@ -360,6 +487,7 @@ class VoiceConsoleApp(App[None]):
 
     def on_mount(self) -> None:
         self.sub_title = "starting…"
+        self.themes.start(self)
         self.push_screen(self.main)
         self.start_services()
 
@@ -368,7 +496,7 @@ class VoiceConsoleApp(App[None]):
         settings = self.services.settings
         secrets = await self.services.secrets()
         try:
-            self.service = await self.services.start_receiver(secrets, self.feed.events_in)
+            self.service = await self.services.start_receiver(secrets, self.feed.events_in, self.feed.deliveries_in)
         except OSError as exc:
             self.exit(return_code=1, message=f"voice-console: cannot listen on {settings.receiver.host}:"
                                              f"{settings.receiver.port}: {exc.strerror or exc}")
@@ -386,6 +514,21 @@ class VoiceConsoleApp(App[None]):
                            f"{self.services.demo_interval_s:g} s")
             self.dial_demo_call()
             self.set_interval(self.services.demo_interval_s, self.dial_demo_call)
+        self.main.services_started()
+
+    async def assistant_access(self) -> AssistantAccess:
+        """Where the Assistants pane lists from: the simulator under --demo, else Vapi with the stored key."""
+        public_url = self.services.settings.receiver.public_url
+        if self.platform is not None:
+            receiver = self.service.server.url if self.service is not None else None
+            return AssistantAccess(self.platform.api_key, self.platform.url, public_url or receiver)
+        if self.services.demo:
+            return AssistantAccess(None, "", note="The simulated platform is starting…")
+        key = await (self.services.secret_store or SecretStore()).aget("vapi_api_key")
+        note = "No Vapi API key: store one with `voice-console keys set vapi` or set VOICE_CONSOLE_VAPI_API_KEY."
+        if key.note and not key.note.startswith("not set"):  # the keyring itself failed: say how
+            note += f" ({key.note.rstrip('.')})"
+        return AssistantAccess(key.value, self.services.settings.vapi.base_url, public_url, note=note)
 
     @work(group="demo-dial", exit_on_error=False)
     async def dial_demo_call(self) -> None:
@@ -403,6 +546,23 @@ class VoiceConsoleApp(App[None]):
             self.feed.note(f"demo: could not dial: {exc}")
             return
         self.feed.note(f"demo: dialed {DEMO_CUSTOMER} → call {short_id(call.get('id'))}")
+
+    def action_help(self) -> None:
+        HelpScreen.toggle(self)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action.startswith("replay_"):
+            return self.replay.running  # the keys stay free (and hidden) when nothing replays
+        return super().check_action(action, parameters)
+
+    def action_replay_pause(self) -> None:
+        self.replay.toggle_pause()
+
+    def action_replay_speed(self, step: int) -> None:
+        self.replay.change_speed(step)
+
+    def action_replay_stop(self) -> None:
+        self.replay.stop()
 
     async def on_unmount(self) -> None:
         for worker in list(self.workers):

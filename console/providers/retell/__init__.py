@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from console.config import RetellSettings
+from console.core import strictjson
 from console.core.events import Event, Raw, ToolRequested, to_utc
 from console.core.tools import ToolBatch, ToolCall, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
@@ -44,7 +45,7 @@ _ONCE_PER_CALL = frozenset({"call_started", "call_ended", "call_analyzed"})
 
 def _json_body(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return strictjson.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadPayload(f"The body is not JSON ({exc}).") from None
 

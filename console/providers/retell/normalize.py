@@ -63,7 +63,8 @@ def _speech(call: RetellCall) -> list[Utterance]:
         return call.transcript_object
     utterances = []
     for item in call.transcript_with_tool_calls or []:
-        if item.get("role") in UTTERANCE_ROLES:
+        role = item.get("role")
+        if isinstance(role, str) and role in UTTERANCE_ROLES:  # a non-str role may be unhashable
             try:
                 utterances.append(Utterance.model_validate(item))
             except ValidationError:

@@ -13,6 +13,7 @@ ends cleanly instead of Twilio's "application error").
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -97,6 +98,10 @@ class TwilioProvider:
         url, note = self.request_url(request)
         if url is None:
             return Verdict.failed(SCHEME, "The request has no Host header, so the signed URL cannot be rebuilt." + note)
+        try:
+            urlsplit(url)
+        except ValueError:  # e.g. "Host: [" (an unclosed IPv6 literal)
+            return Verdict.failed(SCHEME, "The Host header is not a valid host, so the signed URL cannot be rebuilt." + note)
         params: FormPairs = []
         if body_hash_param(url) is not None:
             # JSON body: the URL carries the body's hash and only the URL is signed.

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from console.core import strictjson
 from console.core.events import CallStatusValue
 from console.providers.base import BadPayload
 
@@ -44,7 +45,7 @@ def parse_form(body: bytes) -> FormPairs:
 def parse_json_params(body: bytes) -> FormPairs:
     """A JSON object body (the bodySHA256 variant) as pairs; lists become repeated names."""
     try:
-        data = json.loads(body)
+        data = strictjson.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadPayload(f"The body is not JSON ({exc}).") from None
     if not isinstance(data, dict):

@@ -205,7 +205,18 @@ def _status_inbound(ctx: _Context, wire_status: str, ended_reason: str | None, c
     reason = None
     if status == "ended":
         reason = ended_reason or call_reason
-    return ctx.inbound([CallStatus(**ctx.base(), status=status, ended_reason=reason)])
+    # The live-control capability travels beside the event, never in it (events are stored).
+    control_url = control_url_of(ctx.message)
+    extra = {"control_url": control_url} if control_url else {}
+    return ctx.inbound([CallStatus(**ctx.base(), status=status, ended_reason=reason)], extra=extra)
+
+
+def control_url_of(message: dict[str, Any]) -> str | None:
+    """`call.monitor.controlUrl` when it is an http(s) URL, else None."""
+    call = message.get("call")
+    monitor = call.get("monitor") if type(call) is dict else None
+    url = monitor.get("controlUrl") if type(monitor) is dict else None
+    return url if type(url) is str and url.startswith(("http://", "https://")) else None
 
 
 def _speech_update(ctx: _Context) -> Inbound:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from console.config import VapiSettings
+from console.core import strictjson
 from console.core.events import to_utc
 from console.core.tools import ToolBatch, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
@@ -18,25 +19,21 @@ from console.providers.vapi.auth import verify_vapi_request
 from console.providers.vapi.normalize import normalize_message
 from console.receiver.types import Request, Response
 
-_json_decode = json.JSONDecoder().decode
 _ENVELOPE_HINT = 'Vapi sends {"message": {"type": ..., ...}}'
 
 
 def decode_body(body: bytes) -> dict[str, Any]:
     """The `message` object of a delivery, or BadPayload saying what is wrong."""
     try:
-        if body[:1] == b"{" and body[1:2] != b"\x00":
-            # What json.loads(bytes) does for UTF-8 (its encoding sniffing only
-            # differs when the second byte is NUL), minus the sniffing.
-            data = _json_decode(body.decode("utf-8", "surrogatepass"))
-        else:
-            data = json.loads(body)
+        data = strictjson.loads(body)
     except json.JSONDecodeError as exc:
         if not body.strip():
             raise BadPayload(f"the body is empty; {_ENVELOPE_HINT}") from None
         raise BadPayload(f"the body is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except (UnicodeDecodeError, ValueError):
+    except UnicodeDecodeError:
         raise BadPayload("the body is not JSON (not valid UTF-8 text)") from None
+    except strictjson.JsonRefused as exc:
+        raise BadPayload(f"the body is not acceptable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadPayload(f"the body is JSON but not an object; {_ENVELOPE_HINT}")
     message = data.get("message")

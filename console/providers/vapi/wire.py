@@ -60,12 +60,14 @@ def _from_epoch(value: float) -> datetime | None:
 def parse_vapi_time(value: Any) -> datetime | None:
     """Epoch number (ms or s), numeric string or ISO 8601 string -> aware UTC; else None."""
     kind = type(value)
-    if kind is int or kind is float:  # the common case first (Vapi sends epoch ms)
-        return _from_epoch(float(value))
+    if kind is int or kind is float or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        # The common case first (Vapi sends epoch ms).
+        try:
+            return _from_epoch(float(value))
+        except OverflowError:  # an int too large for a float (JSON allows any length)
+            return None
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return _from_epoch(float(value))
     if isinstance(value, datetime):
         return to_utc(value)
     if isinstance(value, str):

@@ -10,12 +10,15 @@ from typing import Any
 
 from rich.table import Table
 from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widget import Widget
 
 from console.core.events import BargeIn, CallEnded, CallStatus, Event, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
 
 MAX_ENTRIES = 400
+PLACEHOLDER = "Waiting for a call…"
 ROLE_LABEL = {"assistant": "agent", "user": "caller"}
 ROLE_STYLE = {"assistant": "bold cyan", "user": "bold yellow"}
 
@@ -126,16 +129,28 @@ class CallTranscript:
         return "\n".join(f"{entry.kind}:{entry.role}:{entry.text}:{entry.decision}" for entry in self.entries)
 
 
-class TranscriptPane(VerticalScroll):
-    """Shows one `CallTranscript`; follows the end unless the operator scrolled up."""
+class TranscriptPane(ScrollView, can_focus=True):
+    """Shows one `CallTranscript`; follows the end unless the operator scrolled up.
+
+    Line API: the transcript is rendered to lines once per change and only the
+    visible ones are painted, a repaint of this pane alone. Only a scrollbar
+    appearing or going makes Textual lay out the whole screen. (A Static here
+    made every update, and every change of the selected call, a full-screen
+    layout pass: at 100 calls, several a second.)
+    """
+
+    DEFAULT_CSS = """
+    TranscriptPane {
+        overflow-x: hidden;
+    }
+    """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._body = Static("Waiting for a call…", id="transcript-body")
+        self._transcript: CallTranscript | None = None
         self._shown: tuple[str, int] | None = None
-
-    def compose(self):
-        yield self._body
+        self._lines: list[Strip] = []
+        self._width = 0
 
     def show(self, transcript: CallTranscript | None) -> None:
         key = (transcript.call_id, transcript.version) if transcript is not None else None
@@ -143,7 +158,59 @@ class TranscriptPane(VerticalScroll):
             return
         following = self.scroll_y >= self.max_scroll_y - 1 or (self._shown or ("",))[0] != (key or ("",))[0]
         self._shown = key
-        self._body.update(transcript.render() if transcript is not None else "Waiting for a call…")
+        self._transcript = transcript
+        self._render_lines()
         if following:
-            self.call_after_refresh(self.scroll_end, animate=False)
+            self.scroll_end(animate=False, immediate=True, force=True, x_axis=False)
 
+    @property
+    def text(self) -> str:
+        """What the pane shows, as plain text (for tests and screen readers)."""
+        return "\n".join(strip.text.rstrip() for strip in self._lines)
+
+    def _render_lines(self) -> None:
+        width = self.scrollable_content_region.width
+        self._width = width
+        if width <= 0:  # not laid out yet: rendered on the first resize
+            self._lines = []
+            return
+        renderable = self._transcript.render() if self._transcript is not None else Text(PLACEHOLDER)
+        console = self.app.console
+        lines = console.render_lines(renderable, self.app.console_options.update(width=width, height=None),
+                                     style=self.rich_style, pad=True)
+        self._lines = [Strip(line, width) for line in lines]
+        size = Size(width, len(self._lines))
+        if size != self.virtual_size:
+            # Assigning `virtual_size` lays out the whole screen; a Line-API pane only needs
+            # its scrollbar updated, and one appearing or going still asks for that layout.
+            # (Textual's own `_size_updated` updates a scroll view the same way.)
+            self.set_reactive(Widget.virtual_size, size)
+            self._scroll_update(size)
+            # A scroll made before a new scrollbar was laid out leaves its thumb behind.
+            self.call_after_refresh(self._place_scrollbar)
+        self.refresh()
+
+    def _place_scrollbar(self) -> None:
+        if self.show_vertical_scrollbar:
+            self.vertical_scrollbar.position = self.scroll_y
+
+    def on_resize(self) -> None:
+        if self.scrollable_content_region.width != self._width:
+            following = self.scroll_y >= self.max_scroll_y - 1
+            self._render_lines()
+            if following:
+                self.scroll_end(animate=False, immediate=True, force=True, x_axis=False)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        if self.is_mounted:  # a theme change: the colours are baked into the lines
+            self._render_lines()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.size.width
+        if index >= len(self._lines):
+            return Strip.blank(width, self.rich_style)
+        line = self._lines[index].crop_extend(scroll_x, scroll_x + width, self.rich_style)
+        return line.apply_offsets(scroll_x, index)

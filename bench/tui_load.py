@@ -1,0 +1,607 @@
+"""Responsiveness of the operator console under 100 concurrent calls.
+
+The real `VoiceConsoleApp` runs headless at 160x48 in this process (real
+receiver on loopback, a tmp SQLite history, the real compositor; every frame is
+also encoded to the terminal byte stream a real driver would write, so its cost
+is counted). A child process plays the real simulator (`CallEngine`, signed
+Vapi server messages) at the app's receiver, keeping `--calls` calls in flight
+for `--duration` seconds, a new call as soon as one ends: bookings (a barge-in,
+two tool calls in parallel, then a booking held for the operator until it times
+out), barge-in storms, and billing calls whose invoice lookup is held too.
+Measured, only by wrapping methods from here (nothing in the app knows about the
+benchmark):
+
+- event-to-screen: from the receiver handing an event to the app
+  (`Feed.events_in`) -- and from the webhook request reaching the pipeline --
+  to the end of the first frame rendered after the screen drained it;
+- key-press-to-frame: a thread (like a terminal driver's input thread) sends
+  up/down to the live-calls table; from the send to the end of the first frame
+  in which the selected call (and its transcript) changed;
+- memory: RSS over the run and the size of the app's bounded structures;
+- the event loop: CPU share, timer lag, time spent in flush / table refresh /
+  screen updates.
+
+    python bench/tui_load.py [--calls 100] [--duration 60] [--speed 1] [--json]
+    python bench/tui_load.py --duration 600          # memory over a long run
+
+Targets (DESIGN.md): event-to-screen p99 < 250 ms, key-press-to-frame p99 <
+100 ms, memory bounded over a long run; the exit status is 1 when a latency
+target is missed. Two experiments measure changes without making them:
+--gc-freeze and --same-titles-no-repaint (see --help). Wall-clock figures
+depend on the machine being otherwise idle: the report prints the load average
+and the CPU time of each part, which does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import gc
+import json
+import os
+import random
+import secrets as token_source
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# Never touch the user's real keyring: secrets come from the environment only.
+os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+
+SECRET_ENV = "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET"
+TARGET_EVENT_P99_MS = 250.0
+TARGET_KEY_P99_MS = 100.0
+SIZE = (160, 48)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {"n": len(values), "p50": pct(values, 0.5), "p90": pct(values, 0.9), "p99": pct(values, 0.99),
+            "max": max(values) if values else float("nan")}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- the load: a child process playing the simulator -------------------------------------------
+
+
+def load_policy():
+    """Most tools answered by rule at once; the booking and the invoice lookup held for
+    the operator (nobody answers: they time out after 4 and 3 s), so the function-calls
+    pane always has some waiting, with live countdowns."""
+    from console.core.policy import Policy, ToolRule
+
+    return Policy(tools={
+        "default": ToolRule(action="override", result='{"ok": true}'),
+        "check_availability": ToolRule(action="override", result='{"slots": ["09:30", "11:00", "14:15"]}'),
+        "lookup_patient": ToolRule(action="override", result='{"name": "Dana Whitfield", "patient_id": "P-1042"}'),
+        "book_appointment": ToolRule(action="hold", timeout_seconds=4, on_timeout="override",
+                                     result='{"booked": true, "confirmation": "SD-5521"}'),
+        "fetch_invoice": ToolRule(action="hold", timeout_seconds=3, on_timeout="override",
+                                  result='{"invoice": "INV-2291", "total": "$184.00"}'),
+    })
+
+
+async def drive(url: str, *, calls: int, duration: float, speed: float, ramp: float, scenarios: list[str]) -> dict:
+    """Keep `calls` simulated calls in flight until `duration` is over; a delivery report."""
+    import httpx
+
+    from console.config import VapiSettings
+    from console.simulator.platform import (
+        PHONE_NUMBER_ID,
+        RECEPTIONIST_ID,
+        CallEngine,
+        SimulatedPlatform,
+        Webhook,
+        new_call,
+    )
+    from console.simulator.scenarios import load_scenario
+
+    plays = [load_scenario(name) for name in scenarios]
+    seed = SimulatedPlatform(url, scenario=plays[0])  # not started: its demo assistant and number only
+    assistant, number = seed.assistants[RECEPTIONIST_ID], seed.phone_numbers[PHONE_NUMBER_ID]
+    records = []
+    started_calls = finished_calls = 0
+    loop = asyncio.get_running_loop()
+    stop_at = loop.time() + duration
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=calls * 2 + 8)) as client:
+        webhook = Webhook(client, VapiSettings(), os.environ.get(SECRET_ENV), on_record=records.append)
+
+        async def line(index: int) -> None:
+            nonlocal started_calls, finished_calls
+            await asyncio.sleep(ramp * index / calls)  # stagger the first calls
+            n = index
+            while loop.time() < stop_at:
+                scenario = plays[n % len(plays)]
+                n += calls
+                started_calls += 1
+                call = new_call(assistant=assistant, scenario=scenario, phone_number=number, webhook_url=url)
+                await CallEngine(call, webhook, speed=speed).run()
+                finished_calls += 1
+
+        tasks = [asyncio.create_task(line(i)) for i in range(calls)]
+        await asyncio.wait(tasks, timeout=max(0.0, stop_at - loop.time()))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    ok = [r for r in records if r.status is not None]
+    return {
+        "calls_started": started_calls, "calls_finished": finished_calls, "messages": len(records),
+        "errors": Counter(r.error for r in records if r.error).most_common(5),
+        "by_type": Counter(r.type for r in records).most_common(),
+        "latency_ms": summary([r.latency_ms for r in ok if r.type != "tool-calls"]),
+    }
+
+
+# --- instrumentation of the running app -----------------------------------------------------------
+
+ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("arrived", default=None)
+
+
+@dataclass
+class Press:
+    key: str
+    expected: str
+    sent: float = 0.0
+    shown: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Probe:
+    """Wraps the app's hand-off points and its frame output to time what the operator sees."""
+
+    def __init__(self, app, encode_frames: bool = True) -> None:
+        self.app = app
+        self.encode_frames = encode_frames
+        self.inbox: list[tuple[float | None, float]] = []  # per event handed in: (request arrival, hand-off)
+        self.gate_inbox: list[float] = []
+        self.drained: list[tuple[float | None, float]] = []
+        self.gate_drained: list[float] = []
+        self.event_ms: list[float] = []
+        self.arrival_ms: list[float] = []
+        self.gate_ms: list[float] = []
+        self.events_in = 0
+        self.frames = 0
+        self.encode_s = 0.0
+        self.timings: dict[str, list[tuple[float, float]]] = {}  # name -> (wall ms, CPU ms) per call
+        self.gc_ms: list[float] = []
+        self.gc_cpu_ms: list[float] = []
+        self._gc_started = self._gc_cpu = 0.0
+        self.press: Press | None = None
+        self.presses: list[Press] = []
+        self.measuring = False
+        self._lock = threading.Lock()
+        self._install()
+
+    # wrappers are instance attributes: the app resolves them when it binds its callbacks
+    def _install(self) -> None:
+        app, feed = self.app, self.app.feed
+        for name in ("events_in", "gate_in", "drain"):
+            if not callable(getattr(feed, name, None)):
+                raise SystemExit(f"bench: Feed.{name} is gone; update bench/tui_load.py")
+        events_in, gate_in, drain, display = feed.events_in, feed.gate_in, feed.drain, app._display
+
+        def timed_events_in(events):
+            from console.core.events import ToolDecided
+
+            now = time.perf_counter()
+            arrived = ARRIVED.get()
+            if self.measuring:
+                self.events_in += len(events)
+                # A decision is emitted when the tool call is settled, long after its request arrived.
+                self.inbox.extend((None if isinstance(e, ToolDecided) else arrived, now) for e in events)
+            return events_in(events)
+
+        def timed_gate_in(item):
+            if self.measuring:
+                self.gate_inbox.append(time.perf_counter())
+            return gate_in(item)
+
+        def timed_drain():
+            result = drain()
+            self.drained.extend(self.inbox)
+            self.gate_drained.extend(self.gate_inbox)
+            self.inbox, self.gate_inbox = [], []
+            return result
+
+        def timed_display(screen, renderable):
+            display(screen, renderable)
+            if renderable is None:
+                return
+            if self.encode_frames and app.is_headless and hasattr(renderable, "render_segments"):
+                started = time.perf_counter()
+                renderable.render_segments(app.console)  # what a real driver writes to the terminal
+                self.encode_s += time.perf_counter() - started
+            self.frame(screen)
+
+        feed.events_in, feed.gate_in, feed.drain = timed_events_in, timed_gate_in, timed_drain
+        app._display = timed_display
+        main = app.main
+        for name in ("flush", "refresh_tables"):
+            if callable(getattr(main, name, None)):
+                setattr(main, name, self._timed(name, getattr(main, name)))
+        # The screen's paint timer: a layout pass (reflow, then paint) or only a repaint.
+        update = getattr(main, "_on_timer_update", None)
+        if callable(update):
+            with_layout = self._timed("screen update, layout", update)
+            repaint = self._timed("screen update, paint", update)
+            main._on_timer_update = lambda: (with_layout if main._layout_required else repaint)()
+        gc.callbacks.append(self._gc)
+
+    def time_methods(self, targets: list[tuple[type, str]]) -> Callable[[], None]:
+        """Time methods of widget classes (this process only); returns the undo."""
+        undo = []
+        for cls, name in targets:
+            original = cls.__dict__[name]
+            setattr(cls, name, self._timed(f"{cls.__name__}.{name}", original))
+            undo.append((cls, name, original))
+        return lambda: [setattr(cls, name, original) for cls, name, original in undo]
+
+    def _gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started, self._gc_cpu = time.perf_counter(), time.thread_time()
+        elif self.measuring and info.get("generation") == 2:
+            self.gc_ms.append((time.perf_counter() - self._gc_started) * 1000)
+            self.gc_cpu_ms.append((time.thread_time() - self._gc_cpu) * 1000)
+
+    def _timed(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        sink = self.timings.setdefault(name, [])
+
+        def wrapper(*args, **kwargs):
+            started, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                if self.measuring and threading.current_thread() is threading.main_thread():
+                    sink.append(((time.perf_counter() - started) * 1000, (time.thread_time() - cpu) * 1000))
+
+        return wrapper
+
+    def frame(self, screen) -> None:
+        now = time.perf_counter()
+        self.frames += 1
+        if screen is not self.app.main:
+            return
+        if self.drained:
+            for arrived, handed in self.drained:
+                self.event_ms.append((now - handed) * 1000)
+                if arrived is not None:
+                    self.arrival_ms.append((now - arrived) * 1000)
+            self.drained = []
+        if self.gate_drained:
+            self.gate_ms.extend((now - at) * 1000 for at in self.gate_drained)
+            self.gate_drained = []
+        with self._lock:
+            press = self.press
+            if press is not None and press.sent and self.app.main.selected_call == press.expected:
+                press.shown = now
+                self.press = None
+                press.done.set()
+
+    # --- key presses, from a thread as a terminal driver's input thread would send them -----
+
+    def prepare_press(self) -> Press | None:
+        """On the loop: which key moves the selection, and to which call."""
+        from textual.coordinate import Coordinate
+
+        from console.tui.widgets.panes import LiveCallsTable
+
+        table = self.app.main.query_one(LiveCallsTable)
+        if table.row_count < 2:
+            return None
+        if not table.has_focus:
+            table.focus()
+        row = table.cursor_row
+        step = 1 if row < table.row_count - 1 and (row == 0 or random.random() < 0.5) else -1
+        expected = table.coordinate_to_cell_key(Coordinate(row + step, 0)).row_key.value
+        if expected == self.app.main.selected_call:
+            return None
+        return Press("down" if step > 0 else "up", expected)
+
+    def press_keys(self, loop: asyncio.AbstractEventLoop, stop: threading.Event, interval: float) -> None:
+        from textual import events
+        from textual.css.query import NoMatches
+
+        while not stop.wait(interval * random.uniform(0.5, 1.5)):
+            try:
+                press = asyncio.run_coroutine_threadsafe(self._prepare(), loop).result(timeout=10)
+            except (NoMatches, TimeoutError, RuntimeError):  # the screen is changing, or the app stopping
+                continue
+            if press is None:
+                continue
+            with self._lock:
+                press.sent = time.perf_counter()
+                self.press = press
+            self.app._driver.send_message(events.Key(press.key, None))
+            press.done.wait(3.0)
+            with self._lock:
+                self.press = None
+            self.presses.append(press)
+
+    async def _prepare(self) -> Press | None:
+        return self.prepare_press()
+
+
+def skip_unchanged_titles() -> Callable[[], None]:
+    """The experiment behind --same-titles-no-repaint (what the screen could do itself)."""
+    from textual.widget import Widget
+
+    descriptor = type(Widget.__dict__["border_title"])  # border_subtitle's too
+    original = descriptor.__set__
+
+    def setter(self, obj, title):
+        if isinstance(title, str) and self.__get__(obj, type(obj)) == title:
+            return
+        original(self, obj, title)
+
+    descriptor.__set__ = setter
+    return lambda: setattr(descriptor, "__set__", original)
+
+
+async def loop_lag(samples: list[float], stop: asyncio.Event, period: float = 0.05) -> None:
+    """How late a 50 ms timer fires: the loop's responsiveness to anything."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        expected = loop.time() + period
+        await asyncio.sleep(period)
+        samples.append(max(0.0, (loop.time() - expected) * 1000))
+
+
+async def sample_memory(series: list[tuple[float, float]], stop: asyncio.Event, start: float) -> None:
+    while not stop.is_set():
+        series.append((time.perf_counter() - start, rss_mb()))
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            pass
+
+
+def structure_sizes(app) -> dict[str, Any]:
+    main, sizes = app.main, {}
+    transcripts = getattr(main, "transcripts", None)
+    if transcripts is not None:
+        sizes["transcripts"] = len(transcripts)
+        sizes["transcript_entries_max"] = max((len(t.entries) for t in transcripts.values()), default=0)
+    for name in ("decided", "_requested"):
+        if hasattr(main, name):
+            sizes[name.lstrip("_")] = len(getattr(main, name))
+    timelines = getattr(main, "timelines", None)
+    if timelines is not None and hasattr(timelines, "__len__"):
+        sizes["timelines"] = len(timelines)
+    # Widgets looked up by what they have, not by class: the screen is still changing.
+    for name, selector, measure in (("event_rows", "#events-box", lambda w: len(w.model.rows)),
+                                    ("event_log_lines", "#events", lambda w: w.line_count),
+                                    ("live_call_rows", "#calls", lambda w: w.row_count),
+                                    ("function_call_rows", "#tools", lambda w: w.row_count)):
+        widget = next(iter(main.query(selector)), None)
+        try:
+            sizes[name] = measure(widget)
+        except AttributeError:  # absent, or not that kind of widget any more
+            pass
+    if app.service is not None:
+        sizes["tracked_calls"] = len(app.service.pipeline.tracker.calls())
+        if app.service.gate is not None:
+            sizes["tool_calls_waiting"] = len(app.service.gate.pending())
+    sizes["feed_backlog"] = len(app.feed.events)
+    sizes["gc_tracked_objects"] = len(gc.get_objects())
+    return sizes
+
+
+async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from console.config import ReceiverSettings, Settings, StorageSettings
+    from console.receiver.routes import WebhookPipeline
+    from console.secrets import SecretStore
+    from console.tui.app import Services, VoiceConsoleApp
+    from console.tui.widgets.table import WindowTable
+    from console.tui.widgets.transcript import TranscriptPane
+
+    handle = WebhookPipeline.handle
+    undo_titles = skip_unchanged_titles() if args.same_titles_no_repaint else (lambda: None)
+
+    async def timed_handle(self, route, request):  # when the request reached the pipeline
+        ARRIVED.set(time.perf_counter())
+        return await handle(self, route, request)
+
+    WebhookPipeline.handle = timed_handle  # this process only
+
+    secret = token_source.token_urlsafe(24)
+    workdir = Path(tempfile.mkdtemp(prefix="tui-load-"))
+    settings = Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=workdir / "history.db"))
+    services = Services(settings, secret_store=SecretStore(env={SECRET_ENV: secret}), policy=load_policy())
+    app = VoiceConsoleApp(services)
+    probe = Probe(app, encode_frames=not args.no_encode)
+    untime = probe.time_methods([(WindowTable, "sync"), (TranscriptPane, "show")])
+    loop = asyncio.get_running_loop()
+    app_task = asyncio.create_task(app.run_async(headless=True, size=SIZE))
+    deadline = time.monotonic() + 20
+    while app.service is None or not app.main.is_mounted:
+        if app_task.done() or time.monotonic() > deadline:
+            raise SystemExit(f"bench: the app did not start ({app_task.exception() if app_task.done() else 'timeout'})")
+        await asyncio.sleep(0.05)
+    url = app.service.server.url + "/webhook/vapi"
+    await asyncio.sleep(0.5)
+    gc.collect()
+    if args.gc_freeze:  # the experiment: start-up objects out of the collector's full passes
+        gc.freeze()
+
+    stop = asyncio.Event()
+    lag: list[float] = []
+    memory: list[tuple[float, float]] = []
+    rss_start = rss_mb()
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    probe.measuring = True
+    background = [asyncio.create_task(loop_lag(lag, stop)), asyncio.create_task(sample_memory(memory, stop, started))]
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).resolve()), "--drive", url, "--calls", str(args.calls),
+        "--duration", str(args.duration), "--speed", str(args.speed), "--ramp", str(args.ramp),
+        "--scenarios", args.scenarios,
+        env={**os.environ, SECRET_ENV: secret}, stdout=asyncio.subprocess.PIPE)
+    key_stop = threading.Event()
+    keys = threading.Thread(target=probe.press_keys, args=(loop, key_stop, args.key_interval), daemon=True)
+    keys.start()
+    out, _ = await child.communicate()
+    key_stop.set()
+    await asyncio.to_thread(keys.join, 10)
+    await asyncio.sleep(0.3)  # the last batch reaches the screen
+    probe.measuring = False
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    stop.set()
+    await asyncio.gather(*background)
+    sizes = structure_sizes(app)
+    rss_end = rss_mb()
+    app.exit()
+    await asyncio.wait_for(app_task, 30)
+    shutil.rmtree(workdir, ignore_errors=True)
+    WebhookPipeline.handle = handle
+    undo_titles()
+    untime()
+    gc.callbacks.remove(probe._gc)
+    load = json.loads(out.decode() or "{}")
+
+    pressed = [p for p in probe.presses if p.shown is not None]
+    second_half = [mb for at, mb in memory if at >= elapsed / 2]
+    return {
+        "calls": args.calls, "duration_s": round(elapsed, 1), "speed": args.speed, "scenarios": args.scenarios,
+        "size": f"{SIZE[0]}x{SIZE[1]}", "frames_encoded": not args.no_encode, "gc_freeze": args.gc_freeze,
+        "same_titles_no_repaint": args.same_titles_no_repaint,
+        "load": load,
+        "events": probe.events_in, "events_per_s": probe.events_in / elapsed,
+        "event_to_screen_ms": summary(probe.event_ms),
+        "request_to_screen_ms": summary(probe.arrival_ms),
+        "gate_to_screen_ms": summary(probe.gate_ms),
+        "key_to_frame_ms": summary([(p.shown - p.sent) * 1000 for p in pressed]),
+        "keys_pressed": len(probe.presses), "keys_not_shown_in_3s": len(probe.presses) - len(pressed),
+        "frames": probe.frames, "frames_per_s": probe.frames / elapsed,
+        "cpu_share": cpu / elapsed, "cpu_s": cpu, "frame_encode_s": probe.encode_s,
+        "loop_lag_ms": summary(lag),
+        "gc_gen2_ms": {**summary(probe.gc_ms), "cpu_p99": pct(probe.gc_cpu_ms, 0.99),
+                       "cpu_max": max(probe.gc_cpu_ms, default=float("nan")), "total_s": sum(probe.gc_ms) / 1000,
+                       "cpu_total_s": sum(probe.gc_cpu_ms) / 1000},
+        "handler_ms": {name: {**summary([wall for wall, _ in values]), "cpu_p99": pct([c for _, c in values], 0.99),
+                              "cpu_max": max((c for _, c in values), default=float("nan")),
+                              "total_s": sum(wall for wall, _ in values) / 1000,
+                              "cpu_total_s": sum(c for _, c in values) / 1000}
+                       for name, values in probe.timings.items()},
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "rss_mb": {"start": rss_start, "peak": max(mb for _, mb in memory) if memory else rss_end, "end": rss_end,
+                   "second_half_min": min(second_half, default=rss_end),
+                   "second_half_max": max(second_half, default=rss_end)},
+        "rss_series": [(round(at, 1), round(mb, 1)) for at, mb in memory],
+        "structures": sizes,
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    def row(name: str, stats: dict[str, Any], target: float | None = None) -> str:
+        verdict = "" if target is None else f"{target:>8.0f}  {'ok' if stats['p99'] < target else 'MISSED'}"
+        return (f"{name:28}{stats['n']:>8}{stats['p50']:>9.1f}{stats['p99']:>9.1f}{stats['max']:>9.1f}"
+                f"{verdict and '   p99 < ' + verdict}")
+
+    load, rss = result["load"], result["rss_mb"]
+    setup = (f"{result['calls']} concurrent calls for {result['duration_s']} s at speed {result['speed']:g} "
+             f"({result['scenarios']}), {result['size']} headless"
+             + (", frames encoded as for a terminal" if result["frames_encoded"] else "")
+             + (", gc.freeze() after start-up" if result.get("gc_freeze") else "")
+             + (", unchanged border titles not repainted" if result.get("same_titles_no_repaint") else ""))
+    lines = [
+        setup,
+        f"load: {load.get('calls_started', 0)} calls dialed, {load.get('calls_finished', 0)} finished, "
+        f"{load.get('messages', 0)} webhook messages, errors: {load.get('errors') or 'none'}; "
+        f"receiver answered in p50 {load.get('latency_ms', {}).get('p50', float('nan')):.1f} ms, "
+        f"p99 {load.get('latency_ms', {}).get('p99', float('nan')):.1f} ms",
+        f"events handed to the UI: {result['events']} ({result['events_per_s']:.0f}/s); "
+        f"frames: {result['frames']} ({result['frames_per_s']:.1f}/s); CPU {result['cpu_share'] * 100:.0f}% of a core",
+        "",
+        f"{'latency (ms)':28}{'n':>8}{'p50':>9}{'p99':>9}{'max':>9}   target",
+        row("event to screen", result["event_to_screen_ms"], TARGET_EVENT_P99_MS),
+        row("  webhook request to screen", result["request_to_screen_ms"]),
+        row("  gate event to screen", result["gate_to_screen_ms"]),
+        row("key press to frame", result["key_to_frame_ms"], TARGET_KEY_P99_MS),
+        row("event-loop timer lag", result["loop_lag_ms"]),
+    ]
+    if result["keys_not_shown_in_3s"]:
+        lines.append(f"  ({result['keys_not_shown_in_3s']} of {result['keys_pressed']} presses not shown within 3 s)")
+    lines.append(f"{'time on the loop (ms)':28}{'calls':>8}{'p50':>9}{'p99':>9}{'max':>9}"
+                 "   CPU ms p99/max; wall/CPU s in all")
+    for name, stats in [*result["handler_ms"].items(), ("full garbage collections", result["gc_gen2_ms"])]:
+        lines.append(row(f"  {name}", stats) + f"   {stats['cpu_p99']:.1f}/{stats['cpu_max']:.1f}; "
+                                               f"{stats['total_s']:.1f}/{stats.get('cpu_total_s', float('nan')):.1f}")
+    if result["events"]:
+        per_event = result.get("cpu_s", float("nan")) * 1000 / result["events"]
+        lines.append(f"  process CPU per event handed to the UI: {per_event:.2f} ms "
+                     "(receiver, SQLite, screen; the simulator is not counted)")
+    lines += [
+        "",
+        f"RSS MB: start {rss['start']:.0f}, peak {rss['peak']:.0f}, end {rss['end']:.0f}; "
+        f"second half of the run {rss['second_half_min']:.0f}..{rss['second_half_max']:.0f}",
+        "bounded structures at the end: " + ", ".join(f"{k} {v}" for k, v in result["structures"].items()),
+        ("machine load average (1, 5, 15 min) before: "
+         + ", ".join(f"{x:.2f}" for x in result["load_average"]["before"])
+         + "; after: " + ", ".join(f"{x:.2f}" for x in result["load_average"]["after"])
+         + f" ({os.cpu_count()} CPUs; the simulator runs in a second process)"),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=100, help="calls in flight at once (default 100)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="scenario speed: 1 is real time, 2 twice as many events per second (default 1)")
+    parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the first calls start (default 5)")
+    parser.add_argument("--scenarios", default="booking,barge-in-storm,slow-tool",
+                        help="bundled scenarios (or TOML files) the calls cycle through")
+    parser.add_argument("--key-interval", type=float, default=0.3,
+                        help="mean seconds between key presses (default 0.3)")
+    parser.add_argument("--no-encode", action="store_true", help="do not encode frames as a terminal driver would")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="experiment: gc.freeze() once the app has started "
+                             "(start-up objects are never scanned again)")
+    parser.add_argument("--same-titles-no-repaint", action="store_true",
+                        help="experiment: setting a border title or subtitle to the text it already has does not "
+                             "repaint the pane (Textual repaints the whole pane on every set)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # the child process playing the calls
+    args = parser.parse_args()
+    if args.calls < 1 or args.duration <= 0 or args.speed <= 0:
+        parser.error("--calls, --duration and --speed must be positive")
+    if args.drive:
+        result = asyncio.run(drive(args.drive, calls=args.calls, duration=args.duration, speed=args.speed,
+                                   ramp=args.ramp, scenarios=args.scenarios.split(",")))
+        print(json.dumps(result))
+        return 0
+    result = asyncio.run(run_bench(args))
+    print(json.dumps(result, indent=2) if args.json else report(result))
+    met = (result["event_to_screen_ms"]["p99"] < TARGET_EVENT_P99_MS
+           and result["key_to_frame_ms"]["p99"] < TARGET_KEY_P99_MS)
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,521 @@
+"""Replay a stored call: its normalized events (into the console) or its webhook
+deliveries (re-posted to a receiver), on the original timing scaled by a speed.
+
+Textual-free, shared by the TUI's History screen and `voice-console replay`:
+- `ReplayClock` is the virtual time of a replay: it runs `speed` times faster
+  than the wall clock and can change speed, pause, resume and stop mid-run;
+- `paced(items, when, clock)` yields items when the clock reaches their offset
+  from the first item;
+- `stored_events` / `stored_deliveries` read a call back from the history;
+- `DeliverySigner` re-authenticates a stored body the way the platform would
+  (secrets are never stored, so they come from the environment or keyring);
+- `replay_deliveries` re-posts them, and `run_replay` is the command.
+
+Stored bodies and headers are already redacted of the configured secrets; the
+command prints only what it sent and the status it got, passed once more
+through a `Redactor` holding every secret it signs with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import httpx
+
+from console import __version__
+from console.config import Settings
+from console.core.events import Event, event_from_dict
+from console.providers.retell import sign_retell
+from console.providers.twilio.auth import body_hash_param, sign_twilio
+from console.providers.twilio.wire import parse_form
+from console.providers.vapi.auth import sign_vapi_request
+from console.redact import Redactor
+from console.secrets import SECRET_ENV, SecretStore
+from console.store.db import Store, StoreError
+
+T = TypeVar("T")
+
+# Prefixed to the call id (and tool-call ids) of replayed events, so the console
+# shows a replay like a live call without ever mixing it up with one.
+REPLAY_MARK = "↻"
+SPEEDS = (1.0, 2.0, 5.0, 10.0)
+# A delivery waits at most this long for the previous one's reply before it is
+# sent anyway: order is kept for quick replies, a held tool call blocks nothing.
+ORDER_GRACE_S = 0.5
+_PAGE = 500
+
+
+# --- time ---------------------------------------------------------------------------------
+
+
+class ReplayClock:
+    """Virtual seconds since the replay began, advancing at `speed` x the wall clock."""
+
+    def __init__(self, speed: float = 1.0, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._speed = _valid_speed(speed)
+        self._base = 0.0  # virtual seconds at the anchor
+        self._anchor = monotonic()
+        self._paused = False
+        self._stopped = False
+        self._changed = asyncio.Event()
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    @property
+    def position(self) -> float:
+        if self._paused or self._stopped:
+            return self._base
+        return self._base + (self._monotonic() - self._anchor) * self._speed
+
+    def set_speed(self, speed: float) -> None:
+        speed = _valid_speed(speed)
+        self._rebase()
+        self._speed = speed
+        self._wake()
+
+    def pause(self) -> None:
+        if not self._paused:
+            self._rebase()
+            self._paused = True
+            self._wake()
+
+    def resume(self) -> None:
+        if self._paused:
+            self._anchor = self._monotonic()
+            self._paused = False
+            self._wake()
+
+    def toggle_pause(self) -> bool:
+        """Pause or resume; True when now paused."""
+        self.resume() if self._paused else self.pause()
+        return self._paused
+
+    def stop(self) -> None:
+        self._rebase()
+        self._stopped = True
+        self._paused = False
+        self._wake()
+
+    async def wait_until(self, offset: float) -> bool:
+        """Sleep until the virtual time reaches `offset`; False when stopped first."""
+        while not self._stopped:
+            changed = self._changed
+            if self._paused:
+                delay = None
+            else:
+                left = offset - self.position
+                if left <= 0:
+                    return True
+                delay = left / self._speed
+            try:
+                await asyncio.wait_for(changed.wait(), delay)
+            except TimeoutError:
+                pass
+        return False
+
+    def _rebase(self) -> None:
+        self._base = self.position
+        self._anchor = self._monotonic()
+
+    def _wake(self) -> None:
+        # Waiters hold the old event; a fresh one is armed for the next change.
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+
+def _valid_speed(speed: float) -> float:
+    speed = float(speed)
+    if not math.isfinite(speed) or speed <= 0:
+        raise ValueError(f"the replay speed must be a positive number, not {speed!r}")
+    return speed
+
+
+def next_speed(speed: float, step: int) -> float:
+    """The next of SPEEDS up (step 1) or down (step -1) from `speed`, clamped at the ends."""
+    if step > 0:
+        return next((s for s in SPEEDS if s > speed), SPEEDS[-1])
+    return next((s for s in reversed(SPEEDS) if s < speed), SPEEDS[0])
+
+
+async def _aiter(items: AsyncIterable[T] | Iterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+async def paced(
+    items: AsyncIterable[T] | Iterable[T], when: Callable[[T], float], clock: ReplayClock
+) -> AsyncIterator[T]:
+    """Each item once the clock reaches its time (`when`, in seconds) minus the first
+    item's; an item earlier than the first comes at once. Ends when the clock stops."""
+    origin: float | None = None
+    async for item in _aiter(items):
+        at = when(item)
+        if origin is None:
+            origin = at
+        if not await clock.wait_until(max(0.0, at - origin)):
+            return
+        yield item
+
+
+# --- reading a call back --------------------------------------------------------------------
+
+
+async def call_known(store: Store, call_id: str) -> bool:
+    row = await store.fetchone("SELECT 1 FROM calls WHERE call_id = ?", (call_id,))
+    if row is None:
+        row = await store.fetchone("SELECT 1 FROM deliveries WHERE call_id = ? LIMIT 1", (call_id,))
+    return row is not None
+
+
+async def stored_events(store: Store, call_id: str, *, page: int = _PAGE) -> AsyncIterator[Event]:
+    """A call's normalized events in time order, read a page at a time."""
+    last_at, last_id = float("-inf"), 0
+    while True:
+        rows = await store.fetchall(
+            "SELECT id, at, data FROM events WHERE call_id = ? AND (at, id) > (?, ?) ORDER BY at, id LIMIT ?",
+            (call_id, last_at, last_id, page),
+        )
+        if not rows:
+            return
+        for row in rows:
+            try:
+                yield event_from_dict(json.loads(row["data"]))
+            except ValueError:
+                continue  # written by a newer version with a kind this one does not know
+        last_at, last_id = rows[-1]["at"], rows[-1]["id"]
+
+
+def as_replay(event: Event, at: datetime | None = None) -> Event:
+    """The event marked as a replay (call and tool-call ids prefixed), re-dated to `at` if given."""
+    update: dict[str, Any] = {} if at is None else {"at": at}
+    if event.call_id:
+        update["call_id"] = REPLAY_MARK + event.call_id
+    tool_call_id = getattr(event, "tool_call_id", None)
+    if tool_call_id:
+        update["tool_call_id"] = REPLAY_MARK + tool_call_id
+    return event.model_copy(update=update)
+
+
+@dataclass(frozen=True)
+class StoredDelivery:
+    """One accepted webhook request as stored (body and headers redacted)."""
+
+    id: int
+    received_at: float  # Unix seconds
+    provider: str
+    route: str
+    method: str
+    path: str  # the request target: path and query
+    message_type: str | None
+    content_type: str | None
+    body: bytes
+
+
+async def stored_deliveries(store: Store, call_id: str) -> list[StoredDelivery]:
+    """The call's first deliveries (not the platform's retries), in the order received."""
+    rows = await store.fetchall(
+        "SELECT id, received_at, provider, route, method, path, message_type, headers, body FROM deliveries"
+        " WHERE call_id = ? AND duplicate_of IS NULL ORDER BY received_at, id",
+        (call_id,),
+    )
+    out = []
+    for row in rows:
+        headers = json.loads(row["headers"])
+        content_type = next((value for name, value in headers if name.lower() == "content-type"), None)
+        out.append(StoredDelivery(
+            id=row["id"], received_at=row["received_at"], provider=row["provider"], route=row["route"],
+            method=row["method"], path=row["path"], message_type=row["message_type"],
+            content_type=content_type, body=bytes(row["body"]),
+        ))
+    return out
+
+
+# --- signing --------------------------------------------------------------------------------
+
+SIGNING_SECRET = {"vapi": "vapi_webhook_secret", "retell": "retell_api_key", "twilio": "twilio_auth_token"}
+_SECRET_WHAT = {"vapi": "Vapi webhook secret", "retell": "Retell API key", "twilio": "Twilio auth token"}
+
+
+class DeliverySigner:
+    """The auth headers a platform would send with a body, as the receiver expects them.
+
+    `public_url` is the base URL the receiver believes it is called at: Twilio
+    signs the full URL, and so does a Vapi HMAC payload with `{url}`.
+    """
+
+    def __init__(self, settings: Settings, secrets: Mapping[str, str | None], public_url: str) -> None:
+        self._settings = settings
+        self._secrets = dict(secrets)
+        self._public_url = public_url.rstrip("/")
+
+    def needs(self, provider: str) -> bool:
+        if provider == "vapi":
+            return self._settings.vapi.webhook.auth != "none"
+        if provider == "twilio":
+            return self._settings.twilio.validate_signature
+        return provider == "retell"
+
+    def missing(self, provider: str) -> str | None:
+        """Why `provider`'s deliveries will go unsigned, or None when they can be signed."""
+        if not self.needs(provider) or self._secrets.get(SIGNING_SECRET[provider]):
+            return None
+        name = SIGNING_SECRET[provider]
+        return (f"no {_SECRET_WHAT[provider]} (set {SECRET_ENV[name]} or `voice-console keys set {provider}`): "
+                f"{provider} deliveries are sent unsigned and a receiver will refuse them")
+
+    def sign(self, delivery: StoredDelivery, body: bytes) -> tuple[str, dict[str, str]]:
+        """The request target to post to (a Twilio body hash refreshed) and the auth headers."""
+        path = delivery.path
+        secret = self._secrets.get(SIGNING_SECRET.get(delivery.provider, ""))
+        if delivery.provider == "twilio":
+            path = _refresh_body_hash(path, body)
+        if not secret or not self.needs(delivery.provider):
+            return path, {}
+        url = self._public_url + path
+        if delivery.provider == "vapi":
+            return path, sign_vapi_request(self._settings.vapi, secret, body, method=delivery.method, url=url)
+        if delivery.provider == "retell":
+            return path, {"x-retell-signature": sign_retell(body, secret, int(time.time() * 1000))}
+        if delivery.provider == "twilio":
+            form = body_hash_param(url) is None and delivery.method == "POST" and \
+                (delivery.content_type or "").split(";")[0].strip() in ("", "application/x-www-form-urlencoded")
+            params = parse_form(body) if form and body else None
+            return path, {"x-twilio-signature": sign_twilio(url, params, secret)}
+        return path, {}
+
+
+def _refresh_body_hash(path: str, body: bytes) -> str:
+    """Twilio's JSON variant carries the body's SHA-256 in the query: keep it true."""
+    target, _, query = path.partition("?")
+    if "bodySHA256" not in query:
+        return path
+    pairs = [(k, hashlib.sha256(body).hexdigest() if k == "bodySHA256" else v)
+             for k, v in parse_qsl(query, keep_blank_values=True)]
+    return f"{target}?{urlencode(pairs)}"
+
+
+# --- re-posting -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivery: StoredDelivery
+    offset_s: float  # when it was due, in the original call's time
+    status: int | None  # None: no answer
+    elapsed_ms: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+async def replay_deliveries(
+    deliveries: list[StoredDelivery],
+    base_url: str,
+    signer: DeliverySigner,
+    clock: ReplayClock,
+    client: httpx.AsyncClient,
+) -> AsyncIterator[DeliveryResult]:
+    """Post each delivery to `base_url` + its original path at its original offset;
+    results in the order they were sent."""
+    base_url = base_url.rstrip("/")
+    origin = deliveries[0].received_at if deliveries else 0.0
+    sent: list[asyncio.Task[DeliveryResult]] = []
+
+    async def post(delivery: StoredDelivery, before: asyncio.Task[DeliveryResult] | None) -> DeliveryResult:
+        if before is not None:
+            await asyncio.wait({before}, timeout=ORDER_GRACE_S)
+        body = delivery.body
+        offset = delivery.received_at - origin
+        try:
+            path, headers = signer.sign(delivery, body)
+        except Exception as exc:  # noqa: BLE001 - a secret of the wrong form, a body no longer a form
+            return DeliveryResult(delivery, offset, None, 0.0, f"cannot sign it: {exc}")
+        headers["user-agent"] = f"voice-console-replay/{__version__}"
+        if delivery.content_type:
+            headers["content-type"] = delivery.content_type
+        started = time.perf_counter()
+        try:
+            response = await client.request(delivery.method, base_url + path, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return DeliveryResult(delivery, offset, None, (time.perf_counter() - started) * 1000,
+                                  f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return DeliveryResult(delivery, offset, response.status_code, (time.perf_counter() - started) * 1000,
+                              None if response.is_success else _reason(response))
+
+    queue: asyncio.Queue[asyncio.Task[DeliveryResult] | None] = asyncio.Queue()
+
+    async def schedule() -> None:
+        before: asyncio.Task[DeliveryResult] | None = None
+        try:
+            async for delivery in paced(deliveries, lambda d: d.received_at, clock):
+                before = asyncio.create_task(post(delivery, before))
+                sent.append(before)
+                queue.put_nowait(before)
+        finally:
+            queue.put_nowait(None)
+
+    producer = asyncio.create_task(schedule())
+    try:
+        # Results in the order sent, each as soon as it is in (not when the next one is due).
+        while (task := await queue.get()) is not None:
+            yield await task
+        await producer  # re-raises what stopped the schedule, if anything did
+    finally:
+        producer.cancel()
+        for task in sent:
+            task.cancel()
+
+
+def _reason(response: httpx.Response) -> str:
+    """The receiver's one-line reason for a refusal (its error bodies carry no secrets)."""
+    try:
+        data = response.json()
+        message = data.get("error", {}).get("message") if isinstance(data, dict) else None
+    except (ValueError, AttributeError):
+        message = None
+    text = message if isinstance(message, str) else response.text
+    text = " ".join(text.split())
+    return text[:200] + ("…" if len(text) > 200 else "")
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
+    replay = subparsers.add_parser(
+        "replay",
+        help="re-post a stored call's webhook deliveries to a receiver, on their original timing",
+        description=(
+            "Re-post the webhook deliveries stored for CALL_ID to URL (each to its original path under it, "
+            "e.g. /webhook/vapi), spaced as they originally arrived divided by --speed. Secrets are never "
+            "stored: bodies are signed again with the secrets from the environment or the OS keyring. "
+            "Exit 0 when every delivery got a 2xx answer, 1 otherwise, 2 for an unknown call or bad arguments."
+        ),
+    )
+    replay.add_argument("call_id", metavar="CALL_ID")
+    replay.add_argument("--to", required=True, metavar="URL", help="the receiver's base URL, e.g. http://127.0.0.1:8765")
+    replay.add_argument("--speed", type=_speed_arg, default=1.0, metavar="X",
+                        help="time compression: 2 plays twice as fast (default 1, the original timing)")
+    replay.add_argument("--public-url", metavar="URL",
+                        help="the base URL the receiver checks signatures against (default: receiver.public_url "
+                             "from the settings, else --to)")
+    return replay
+
+
+def _speed_arg(text: str) -> float:
+    try:
+        return _valid_speed(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+
+
+def _http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+async def run_replay(args: argparse.Namespace, settings: Settings, *, out: TextIO | None = None,
+                     err: TextIO | None = None, secret_store: Any = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+
+    base_url: str = args.to
+    if not _http_url(base_url):
+        print(f"voice-console replay: --to must be an http:// or https:// URL, not {base_url!r}", file=err)
+        return 2
+    db_path = Path(settings.db_path).expanduser()
+    if not db_path.is_file():
+        print(f"voice-console replay: no history database at {db_path} (pass --db or set VOICE_CONSOLE_DB)",
+              file=err)
+        return 2
+    try:
+        store = await Store.open(db_path)
+    except (StoreError, OSError) as exc:
+        print(f"voice-console replay: {exc}", file=err)
+        return 1
+    try:
+        if not await call_known(store, args.call_id):
+            print(f"voice-console replay: no call with id {args.call_id} in {db_path} "
+                  "(see `voice-console history calls`)", file=err)
+            return 2
+        deliveries = await stored_deliveries(store, args.call_id)
+    finally:
+        await store.close()
+    if not deliveries:
+        print(f"voice-console replay: call {args.call_id} has no stored webhook deliveries to re-post "
+              "(its events came another way, e.g. a media stream)", file=err)
+        return 1
+
+    lookups = await (secret_store or SecretStore()).aget_all()
+    secrets = {name: lookup.value for name, lookup in lookups.items()}
+    redactor = Redactor(secrets.values())
+    signer = DeliverySigner(settings, secrets, settings.receiver.public_url or base_url)
+    for provider in sorted({d.provider for d in deliveries}):
+        if problem := signer.missing(provider):
+            print(f"voice-console replay: warning: {problem}", file=err)
+
+    def say(text: str, stream: TextIO | None = None) -> None:
+        print(redactor.text(text), file=stream or out, flush=True)
+
+    total = len(deliveries)
+    span = deliveries[-1].received_at - deliveries[0].received_at
+    say(f"replaying {total} deliveries of call {args.call_id} to {base_url} at {args.speed:g}x "
+        f"(originally {span:.1f} s, about {span / args.speed:.1f} s now)")
+    clock = ReplayClock(args.speed)
+    accepted = 0
+    started = time.perf_counter()
+    width = len(str(total))
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client, \
+            contextlib.aclosing(replay_deliveries(deliveries, base_url, signer, clock, client)) as results:
+        number = 0
+        async for result in results:
+            number += 1
+            accepted += result.ok
+            d = result.delivery
+            if result.status is None:
+                outcome = f"no answer ({result.error})"
+            else:
+                outcome = f"{result.status}" + (f" {result.error}" if result.error else "")
+            say(f"[{number:>{width}}/{total}] +{result.offset_s:7.2f}s {d.method} {d.path.split('?')[0]} "
+                f"{d.message_type or '-'} -> {outcome} ({result.elapsed_ms:.0f} ms)")
+            if result.status is None and number == 1 and "Connect" in (result.error or ""):
+                clock.stop()
+                say(f"voice-console replay: cannot reach {base_url}; stopped", err)
+                return 1
+    elapsed = time.perf_counter() - started
+    refused = total - accepted
+    say(f"replayed {total} deliveries in {elapsed:.1f} s: {accepted} accepted (2xx), {refused} not")
+    return 0 if refused == 0 else 1

@@ -1,0 +1,194 @@
+"""Live control of the selected call through Vapi's `call.monitor.controlUrl`:
+say (`s`), add a message (`n`), mute/unmute the assistant (`m`), transfer (`t`)
+and end the call (ctrl+e, after a confirmation).
+
+The control URL is learnt by the call tracker (status updates, the dial answer).
+It is a capability, so it is only ever shown masked; `CallControl` already masks
+it in its errors. Requests run in workers on the main screen, never retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Checkbox, Input, Label, Select
+
+from console.providers.vapi.live import CallControl, LiveControlError, mask_url
+from console.tui.screens.dial import number_problem
+from console.tui.widgets.panes import short_id
+from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
+
+if TYPE_CHECKING:
+    from console.tui.app import MainScreen
+
+NO_CONTROL_URL = ("No control URL is known for call {call}: Vapi sends it (call.monitor.controlUrl) with status "
+                  "updates and in the dial answer, when the assistant's monitorPlan.controlEnabled is on.")
+
+
+def _not_empty(text: str) -> str | None:
+    return None if text.strip() else "Type something."
+
+
+class AddMessageScreen(ModalScreen[tuple[str, str, bool] | None]):
+    """A system or user message to insert into the conversation; dismisses with (role, text, respond)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, call_label: str) -> None:
+        super().__init__()
+        self._call_label = call_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="message-box") as box:
+            box.border_title = f"Add a message · call {self._call_label}"
+            yield Label("Role", classes="dial-label")
+            yield Select([("system (an instruction to the assistant)", "system"), ("user (as if the caller said it)", "user")],
+                         value="system", allow_blank=False, id="message-role")
+            yield Label("Message", classes="dial-label")
+            yield Input(placeholder="e.g. The caller is a VIP: offer the earliest slot.", id="message-text")
+            yield Checkbox("The assistant answers it now", value=True, id="message-respond")
+            yield Label("", id="message-error", markup=False)
+            yield Label("enter: send · escape: cancel", id="prompt-help")
+
+    def on_mount(self) -> None:
+        self.query_one("#message-text", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if problem := _not_empty(event.value):
+            self.query_one("#message-error", Label).update(problem)
+            return
+        role = str(self.query_one("#message-role", Select).value)
+        self.dismiss((role, event.value, self.query_one("#message-respond", Checkbox).value))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class CallControls:
+    """The main screen's call-control actions: find the selected call's control URL,
+    ask what to send, send it in a worker, and tell the operator what happened."""
+
+    def __init__(self, screen: MainScreen) -> None:
+        self.screen = screen
+        self._muted: set[str] = set()  # calls whose assistant this console muted
+
+    def target(self) -> tuple[str, str] | None:
+        """(call id, control URL) of the selected call, or None after telling the operator why."""
+        screen = self.screen
+        call_id = screen.selected_call
+        problem = None
+        url = None
+        if screen.service is None:
+            problem = "The receiver is still starting."
+        elif call_id is None:
+            problem = "No call is selected: pick one in Live calls."
+        else:
+            state = screen.service.pipeline.tracker.get(call_id)
+            if state is None:
+                problem = f"Call {short_id(call_id)} is no longer tracked."
+            elif state.status == "ended":
+                problem = f"Call {short_id(call_id)} has ended: there is nothing left to control."
+            elif state.provider != "vapi":
+                problem = (f"Call {short_id(call_id)} came through {state.provider}: live control is a Vapi feature "
+                           "(its control URL).")
+            elif not state.control_url:
+                problem = NO_CONTROL_URL.format(call=short_id(call_id))
+            else:
+                url = state.control_url
+        if problem or url is None or call_id is None:
+            screen.notify(problem or "No call to control.", markup=False, title="Call control", severity="error")
+            return None
+        return call_id, url
+
+    def send(self, call_id: str, url: str, what: str, operation: Callable[[CallControl], Awaitable[Any]],
+             then: Callable[[], None] | None = None) -> None:
+        """POST one control message in a worker; the outcome is notified in one line."""
+        service = self.screen.service
+        assert service is not None
+        label = short_id(call_id)
+
+        async def run() -> None:
+            try:
+                async with CallControl(url, client=service.http_client) as control:
+                    await operation(control)
+            except LiveControlError as exc:  # already masked
+                self.screen.notify(f"{what} on call {label} failed: {exc}", markup=False, title="Call control", severity="error")
+                return
+            except ValueError as exc:
+                self.screen.notify(f"{what} on call {label} refused: {exc}", markup=False, title="Call control", severity="error")
+                return
+            except Exception as exc:  # noqa: BLE001 - shown, never with the URL
+                self.screen.notify(f"{what} on call {label} failed ({type(exc).__name__}) via {mask_url(url)}",
+                                   markup=False, title="Call control", severity="error")
+                return
+            if then is not None:
+                then()
+            self.screen.notify(f"{what}: sent to call {label}.", markup=False, title="Call control")
+
+        self.screen.run_worker(run(), group="call-control", exit_on_error=False)
+
+    def _ask(self, dialog: ModalScreen[Any], answered: Callable[[Any], None]) -> None:
+        def done(value: Any) -> None:
+            if value is not None and value is not False:
+                answered(value)
+
+        self.screen.app.push_screen(dialog, done)
+
+    # --- the actions -----------------------------------------------------------------------
+
+    def say(self) -> None:
+        if (target := self.target()) is None:
+            return
+        call_id, url = target
+        self._ask(PromptScreen(f"Say · call {short_id(call_id)}", "What the assistant says now, word for word:",
+                               check=_not_empty),
+                  lambda text: self.send(call_id, url, "Say", lambda control: control.say(text)))
+
+    def add_message(self) -> None:
+        if (target := self.target()) is None:
+            return
+        call_id, url = target
+
+        def send(answer: tuple[str, str, bool]) -> None:
+            role, text, respond = answer
+            self.send(call_id, url, f"Add {role} message",
+                      lambda control: control.add_message(role, text, trigger_response=respond))  # type: ignore[arg-type]
+
+        self._ask(AddMessageScreen(short_id(call_id)), send)
+
+    def toggle_mute(self) -> None:
+        if (target := self.target()) is None:
+            return
+        call_id, url = target
+        if call_id in self._muted:
+            self.send(call_id, url, "Unmute the assistant", lambda control: control.unmute_assistant(),
+                      then=lambda: self._muted.discard(call_id))
+        else:
+            self.send(call_id, url, "Mute the assistant (m again to unmute)", lambda control: control.mute_assistant(),
+                      then=lambda: self._muted.add(call_id))
+
+    def is_muted(self, call_id: str) -> bool:
+        return call_id in self._muted
+
+    def transfer(self) -> None:
+        if (target := self.target()) is None:
+            return
+        call_id, url = target
+        self._ask(PromptScreen(f"Transfer · call {short_id(call_id)}", "Transfer the caller to (E.164 number):",
+                               check=number_problem, live_check=True, placeholder="+14155550199"),
+                  lambda number: self.send(call_id, url, f"Transfer to {number}",
+                                           lambda control: control.transfer(number=number)))
+
+    def end(self) -> None:
+        if (target := self.target()) is None:
+            return
+        call_id, url = target
+        self._ask(ConfirmScreen(f"End call {short_id(call_id)}",
+                                "Hang up this call for everyone on it? This cannot be undone.", yes="End call"),
+                  lambda _: self.send(call_id, url, "End call", lambda control: control.end_call()))

@@ -1,0 +1,266 @@
+"""The dial dialog (`d`): place a test call without leaving the console.
+
+It talks to Vapi with the operator's key (or, with --demo, to the in-process
+simulated platform) through the same `VapiClient` as `voice-console dial`. The
+number is checked as E.164 while it is typed, with the client's own validator;
+the network work (listing assistants and numbers, placing the call) runs in
+workers, and the platform's answer comes back in one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select
+
+from console.providers.vapi.client import VapiClient, VapiError, validate_e164
+from console.secrets import SecretStore
+
+if TYPE_CHECKING:
+    from console.tui.app import VoiceConsoleApp
+
+PROVIDERS = ("vapi", "retell", "twilio")
+# `voice-console dial` places calls through Vapi only; say so before anyone fills the form.
+NOT_DIALABLE = ("{provider} calls cannot be placed from here (nor with `voice-console dial`): this build dials "
+                "through Vapi only. Their webhooks are still received and shown.")
+NUMBER_HINT = "Type '+', the country code and the number, e.g. +14155550142."
+
+
+@dataclass(frozen=True)
+class VapiAccess:
+    """Where to dial and with which key (never shown)."""
+
+    api_key: str = field(repr=False)
+    base_url: str
+    where: str  # for the operator: "the simulated platform" or the API's URL
+
+
+async def vapi_access(app: VoiceConsoleApp) -> VapiAccess | str:
+    """The Vapi API this console may use, or why there is none (one paragraph)."""
+    if app.platform is not None:
+        return VapiAccess(app.platform.api_key, app.platform.url, "the simulated platform (demo)")
+    if app.services.demo:
+        return "The simulated platform is still starting; try again in a moment."
+    store = app.services.secret_store or SecretStore()
+    key = await store.aget("vapi_api_key")  # the keyring may block: off the loop, with a timeout
+    if not key.value:
+        return (f"No Vapi API key, so nothing can be dialed: {key.note or 'not set.'} Press k for the keys "
+                "screen, or set VOICE_CONSOLE_VAPI_API_KEY.")
+    base_url = app.services.settings.vapi.base_url
+    return VapiAccess(key.value, base_url, base_url)
+
+
+def number_problem(text: str) -> str | None:
+    """Why `text` cannot be dialed, from the client's own E.164 check; None when it can."""
+    if not text:
+        return NUMBER_HINT
+    try:
+        validate_e164(text, what="the number")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class Dialed:
+    """What the dialog hands back: the created call as the platform returned it."""
+
+    call: dict[str, Any] = field(repr=False)  # carries monitor URLs: never printed whole
+    to: str
+    where: str
+
+    @property
+    def call_id(self) -> str:
+        return str(self.call.get("id", "?"))
+
+    @property
+    def control_url(self) -> str | None:
+        url = (self.call.get("monitor") or {}).get("controlUrl")
+        return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+
+
+class DialScreen(ModalScreen[Dialed | None]):
+    """Provider, assistant, from-number and the number to call; dismisses with `Dialed`."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._access: VapiAccess | None = None
+        self._blocked: str | None = "Loading assistants and phone numbers…"  # why dialing is impossible now
+        self._dialing = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dial-box") as box:
+            box.border_title = "Dial a test call"
+            yield Label("Provider", classes="dial-label")
+            yield Select([(name, name) for name in PROVIDERS], value="vapi", allow_blank=False, id="dial-provider")
+            yield Label("Assistant", classes="dial-label")
+            yield Select([], prompt="loading…", id="dial-assistant")
+            yield Label("Call from (phone number)", classes="dial-label")
+            yield Select([], prompt="loading…", id="dial-from")
+            yield Label("Number to call (E.164)", classes="dial-label")
+            yield Input(placeholder="+14155550142", id="dial-to")
+            yield Label(NUMBER_HINT, id="dial-to-error", markup=False)
+            yield Label("", id="dial-status", markup=False)
+            with Horizontal(id="dial-buttons"):
+                yield Button("Dial", id="dial-go", variant="success", disabled=True)
+                yield Button("Cancel", id="dial-cancel")
+            yield Label("enter: dial · escape: cancel", id="dial-help")
+
+    def on_mount(self) -> None:
+        self.query_one("#dial-to", Input).focus()
+        self._refresh()
+        self.load()
+
+    # --- loading ---------------------------------------------------------------------------
+
+    @work(exclusive=True, group="dial-load", exit_on_error=False)
+    async def load(self) -> None:
+        access = await vapi_access(self.app)  # type: ignore[arg-type]
+        if isinstance(access, str):
+            self._unavailable(access)
+            return
+        try:
+            async with VapiClient(access.api_key, base_url=access.base_url, max_retries=1, timeout_s=10) as client:
+                assistants = await client.list_assistants(limit=100)
+                numbers = await client.list_phone_numbers(limit=100)
+        except VapiError as exc:
+            self._unavailable(f"Could not list assistants and phone numbers from {access.where}: {exc}")
+            return
+        self._access = access
+        self._fill("#dial-assistant", [(str(a.get("name") or a["id"]), str(a["id"])) for a in assistants if a.get("id")])
+        self._fill("#dial-from", [(f"{n.get('number') or n.get('sipUri') or n['id']}  {n.get('name') or ''}".rstrip(),
+                                   str(n["id"])) for n in numbers if n.get("id")])
+        if not assistants:
+            self._set_blocked(f"{access.where} has no assistant to dial with; create one first.")
+        elif not numbers:
+            self._set_blocked(f"{access.where} has no phone number to call from; buy or import one first.")
+        else:
+            self._set_blocked(None)
+
+    def _fill(self, selector: str, options: list[tuple[str, str]]) -> None:
+        select: Select[str] = self.query_one(selector, Select)
+        select.set_options([(Text(label), value) for label, value in options])  # names are data, not markup
+        select.prompt = "choose…" if options else "none available"
+        if options:
+            select.value = options[0][1]
+
+    def _unavailable(self, reason: str) -> None:
+        for selector in ("#dial-assistant", "#dial-from"):
+            self.query_one(selector, Select).prompt = "unavailable"
+        self._set_blocked(reason)
+
+    def _set_blocked(self, reason: str | None) -> None:
+        self._blocked = reason
+        self._refresh()
+
+    # --- validation ------------------------------------------------------------------------
+
+    def form_problem(self) -> str | None:
+        """Why nothing can be dialed whatever the number (shown under the form), or None."""
+        provider = self.query_one("#dial-provider", Select).value
+        if provider != "vapi":
+            return NOT_DIALABLE.format(provider=provider)
+        if self._blocked:
+            return self._blocked
+        if self.query_one("#dial-assistant", Select).is_blank():
+            return "Choose an assistant."
+        if self.query_one("#dial-from", Select).is_blank():
+            return "Choose the phone number to call from."
+        return None
+
+    def problem(self) -> str | None:
+        """Why the Dial button is disabled, or None."""
+        return self.form_problem() or number_problem(self.query_one("#dial-to", Input).value)
+
+    def _refresh(self) -> None:
+        number = self.query_one("#dial-to", Input).value
+        number_issue = number_problem(number)
+        error = self.query_one("#dial-to-error", Label)
+        error.update(number_issue or "✓ E.164")
+        error.set_class(bool(number_issue and number), "invalid")
+        error.set_class(not number_issue, "valid")
+        if self._dialing:
+            return
+        blocker = self.form_problem()
+        ready = "" if number_issue else f"Ready to dial {number} through {self._where()}."
+        self.query_one("#dial-status", Label).update(blocker or ready)
+        self.query_one("#dial-status", Label).set_class(bool(blocker), "blocked")
+        self.query_one("#dial-go", Button).disabled = bool(blocker or number_issue)
+
+    def _where(self) -> str:
+        return self._access.where if self._access else "Vapi"
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._refresh()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self._refresh()
+
+    # --- dialing ---------------------------------------------------------------------------
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_dial()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "dial-go":
+            self.action_dial()
+        else:
+            self.action_cancel()
+
+    def action_dial(self) -> None:
+        if self._dialing or self.problem() is not None or self._access is None:
+            self._refresh()
+            return
+        self._dialing = True
+        self.query_one("#dial-go", Button).disabled = True
+        to = self.query_one("#dial-to", Input).value
+        self.query_one("#dial-status", Label).update(f"Dialing {to} through {self._access.where}…")
+        self.place_call(self._access, str(self.query_one("#dial-assistant", Select).value),
+                        str(self.query_one("#dial-from", Select).value), to)
+
+    @work(exclusive=True, group="dial", exit_on_error=False)
+    async def place_call(self, access: VapiAccess, assistant_id: str, number_id: str, to: str) -> None:
+        try:
+            async with VapiClient(access.api_key, base_url=access.base_url) as client:
+                call = await client.create_phone_call(phone_number_id=number_id, customer_number=to,
+                                                      assistant_id=assistant_id)
+        except (VapiError, ValueError) as exc:
+            self._dialing = False
+            self.notify(f"Dial failed: {exc}", markup=False, title="Dial", severity="error")
+            self._refresh()
+            status = self.query_one("#dial-status", Label)
+            status.update(f"Not dialed: {exc}")
+            status.set_class(True, "blocked")
+            return
+        self.dismiss(Dialed(call, to, access.where))
+
+    def action_cancel(self) -> None:
+        if self._dialing:  # the request may already have reached the platform: wait for its answer
+            self.notify("A call is being placed; wait for the platform's answer.", severity="warning", markup=False)
+            return
+        self.dismiss(None)
+
+
+def open_dial(app: VoiceConsoleApp) -> None:
+    """Show the dialog; on success say so, and remember the call's control URL for `s`/`m`/`t`/ctrl+e."""
+
+    def dialed(result: Dialed | None) -> None:
+        if result is None:
+            return
+        if app.service is not None and result.control_url:
+            app.service.pipeline.tracker.note_control_url(result.call_id, result.control_url)
+        app.notify(f"Dialed {result.to}: call {result.call_id} ({result.call.get('status', '?')}). It shows in Live "
+                   "calls as soon as the platform reports it.", markup=False, title="Dial")
+
+    app.push_screen(DialScreen(), dialed)

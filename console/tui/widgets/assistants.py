@@ -1,0 +1,222 @@
+"""The Assistants pane: the platform's assistants, the selected one's config
+(secrets masked) and the operator checks, with `F` applying the server-messages
+fix through the same code as `voice-console assistants --fix`.
+
+The list is read in a worker from the Vapi API (the in-process simulator under
+--demo); with no API key the pane says so in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.events import Resize
+from textual.widgets import DataTable, Static
+
+from console.assistants import fix_server_messages
+from console.providers.vapi.checks import (
+    Check,
+    assistant_server_url,
+    check_assistant,
+    effective_server_messages,
+    missing_server_messages,
+)
+from console.providers.vapi.client import VapiClient, VapiError
+from console.tui.widgets.table import WindowTable
+
+LEVEL_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "cyan"}
+LEVEL_MARK = {"error": "✗", "warning": "⚠", "info": "ℹ"}
+MASK = "•••• (set)"
+STACK_BELOW = 80  # columns
+SECRET_WORDS = ("secret", "token", "password", "apikey", "api_key", "authorization", "credential", "privatekey")
+
+
+@dataclass(frozen=True)
+class AssistantAccess:
+    """How to reach the assistants: a key and base URL, or why not (`note`)."""
+
+    api_key: str | None
+    base_url: str
+    public_url: str | None = None
+    note: str = ""
+
+
+AccessSource = Callable[[], Awaitable[AssistantAccess]]
+
+
+def is_secret_key(name: str) -> bool:
+    flat = name.lower().replace("-", "").replace("_", "")
+    return any(word.replace("_", "") in flat for word in SECRET_WORDS)
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy with every value under a secret-looking key replaced by a mask."""
+    if isinstance(value, dict):
+        return {key: (MASK if is_secret_key(str(key)) and item else mask_secrets(item)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(item) for item in value]
+    return value
+
+
+def config_view(assistant: dict[str, Any], checks: list[Check]) -> Table:
+    """Name, then the checks with their fixes (what the operator must see first in a short
+    pane), then the config that matters to the console."""
+    shown = mask_secrets(assistant)
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(ratio=1)
+    grid.add_row("name", Text.assemble((str(shown.get("name") or "(unnamed)"), "bold"),
+                                       (f"  {shown.get('id') or ''}", "dim")))
+    for check in checks:
+        line = Text(f"{LEVEL_MARK[check.level]} {check.message}", style=LEVEL_STYLE[check.level])
+        fix = Text(f"fix: {check.fix}", style="dim")
+        if check.code == "server-messages-missing":
+            fix.append("  press F to apply", style="bold")
+        grid.add_row(Text(check.level, style=LEVEL_STYLE[check.level]), Text.assemble(line, "\n", fix))
+    if not checks:
+        grid.add_row(Text("ok", style="bold green"), "Nothing to fix: the console sees this assistant's calls.")
+    model = shown.get("model") or {}
+    tools = len(model.get("toolIds") or model.get("tools") or [])
+    grid.add_row("model", " ".join(str(part) for part in (model.get("provider"), model.get("model")) if part)
+                 + (f" · {tools} tools" if tools else "") or "—")
+    voice = shown.get("voice") or {}
+    grid.add_row("voice", " ".join(str(part) for part in (voice.get("provider"), voice.get("voiceId")) if part) or "—")
+    server = shown.get("server") if isinstance(shown.get("server"), dict) else {}
+    url = assistant_server_url(assistant)
+    server_text = Text(url or "none (the phone number's or org's)", style="" if url else "yellow")
+    for key, value in server.items():
+        if key not in ("url", "timeoutSeconds"):
+            server_text.append(f" · {key}: {value if value == MASK else '…'}", style="dim")
+    if server.get("timeoutSeconds"):
+        server_text.append(f" · timeout {server['timeoutSeconds']} s", style="dim")
+    grid.add_row("server", server_text)
+    missing = missing_server_messages(assistant)
+    messages = Text(", ".join(effective_server_messages(assistant)))
+    if assistant.get("serverMessages") is None:
+        messages.append(" (Vapi's defaults)", style="dim")
+    if missing:
+        messages.append(f"  missing: {', '.join(missing)}", style="bold yellow")
+    grid.add_row("messages", messages)
+    return grid
+
+
+class AssistantsPane(Horizontal):
+    """Left: the list; right: the selected assistant's config and checks."""
+
+    BINDINGS = [
+        Binding("F", "fix", "Fix msgs", tooltip="add the server messages the console needs (PATCH, as assistants --fix)"),
+        Binding("R", "reload", "Reload", show=False, tooltip="list the assistants again"),
+    ]
+
+    def __init__(self, access: AccessSource, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._access = access
+        self.assistants: dict[str, dict[str, Any]] = {}
+        self.checks: dict[str, list[Check]] = {}
+        self.status = "Not loaded yet."
+        self._public_url: str | None = None
+        self.loads = 0  # finished loads, for tests
+
+    def on_resize(self, event: Resize) -> None:
+        # A narrow pane (the wide layout's third column) stacks the list over the config.
+        self.set_class(event.size.width < STACK_BELOW, "-stacked")
+
+    def compose(self) -> ComposeResult:
+        yield WindowTable([("name", "assistant"), ("checks", "checks")], id="assistants")
+        with VerticalScroll(id="assistant-config-scroll"):
+            yield Static(self.status, id="assistant-config")
+
+    @property
+    def table(self) -> WindowTable:
+        return self.query_one("#assistants", WindowTable)
+
+    def _say(self, text: str) -> None:
+        self.status = text
+        self.query_one("#assistant-config", Static).update(Text(text, style="dim"))
+
+    def action_reload(self) -> None:
+        self.load()
+
+    @work(exclusive=True, group="assistants", exit_on_error=False)
+    async def load(self, select: str | None = None) -> None:
+        self._say("Loading the assistants…")
+        access = await self._access()
+        if not access.api_key:
+            self.assistants, self.checks = {}, {}
+            self.table.sync([])
+            self.table.display = False  # nothing to list: the explanation gets the room
+            self._say(access.note or "No Vapi API key: run `voice-console keys set vapi` to list assistants here.")
+            self.loads += 1
+            return
+        try:
+            async with VapiClient(access.api_key, base_url=access.base_url, max_retries=1) as client:
+                found = await client.list_assistants()
+        except VapiError as exc:
+            self._say(f"Could not list the assistants: {exc}")
+            self.loads += 1
+            return
+        self._public_url = access.public_url
+        self.table.display = True
+        self.assistants = {str(item.get("id")): item for item in found}
+        self.checks = {key: check_assistant(item, public_url=access.public_url) for key, item in self.assistants.items()}
+        self.table.sync([(key, self._row(key)) for key in self.assistants])
+        if select in self.assistants:
+            self.table.move_cursor(row=list(self.assistants).index(select), animate=False)
+        self._show(self.table.selected_key)
+        self.loads += 1
+
+    def _row(self, key: str) -> tuple[object, ...]:
+        name = str(self.assistants[key].get("name") or key)
+        problems = [check for check in self.checks[key] if check.level != "info"]
+        if problems:
+            summary = Text(f"⚠ {len(problems)}", style="bold yellow")
+        else:
+            summary = Text("✓", style="green")
+        return (name, summary)
+
+    def _show(self, key: str | None) -> None:
+        body = self.query_one("#assistant-config", Static)
+        if key is None or key not in self.assistants:
+            body.update(Text("No assistants on this account." if not self.assistants else "Select an assistant.",
+                             style="dim"))
+            return
+        body.update(config_view(self.assistants[key], self.checks.get(key, [])))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "assistants":
+            event.stop()
+            self._show(event.row_key.value)
+
+    def action_fix(self) -> None:
+        key = self.table.selected_key
+        if key is None or key not in self.assistants:
+            self.notify("Select an assistant first.", severity="warning")
+            return
+        if not missing_server_messages(self.assistants[key]):
+            self.notify("This assistant already sends every message the console needs.")
+            return
+        self.fix(key)
+
+    @work(exclusive=True, group="assistants-fix", exit_on_error=False)
+    async def fix(self, key: str) -> None:
+        access = await self._access()
+        if not access.api_key:
+            self.notify(access.note or "No Vapi API key.", severity="error")
+            return
+        assistant = self.assistants[key]
+        try:
+            async with VapiClient(access.api_key, base_url=access.base_url, max_retries=1) as client:
+                now = await fix_server_messages(client, assistant)
+        except VapiError as exc:
+            self.notify(f"Could not update {assistant.get('name') or key}: {exc}", severity="error")
+            return
+        self.notify(f"{assistant.get('name') or key}: serverMessages now include {', '.join(now)}.")
+        self.load(select=key)

@@ -1,0 +1,146 @@
+"""The barge-in timeline of the selected call: caller and agent speech lanes over
+the last minute, red marks where the caller cut in, per-turn latency under the
+agent's starts, then time-to-stop per barge-in. One widget, one `render()`;
+the screen calls `show()` on its 100 ms flush and it repaints only on change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from rich.text import Text
+from textual.widget import Widget
+
+from console.core.timeline import CallTimeline, column_of, lane_cells
+
+WINDOW = timedelta(seconds=60)
+LABEL = 7  # "caller " / "agent  "
+STYLE_CALLER = "yellow"
+STYLE_AGENT = "cyan"
+STYLE_OVERLAP = "bold red"
+STYLE_MARK = "bold red"
+STYLE_LATENCY = "green"
+STYLE_DIM = "dim"
+MARK = "↯"  # one cell wide (⚡ takes two and would push the row out of line)
+
+
+def ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} ms"
+
+
+class BargeTimeline(Widget):
+    DEFAULT_CSS = """
+    BargeTimeline { height: 1fr; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.timeline: CallTimeline | None = None
+        self.now: datetime | None = None
+        self._shown: tuple[object, ...] | None = None
+
+    def show(self, timeline: CallTimeline | None, now: datetime) -> None:
+        """Repaint if the call, its model or (for a live call) the visible second changed."""
+        end = timeline.window_end(now) if timeline is not None else now
+        key = (id(timeline), timeline.version if timeline else -1, int(end.timestamp() * 4), self.size)
+        self.timeline, self.now = timeline, now
+        if key != self._shown:
+            self._shown = key
+            self.refresh()
+
+    def render(self) -> Text:
+        timeline, now = self.timeline, self.now
+        width = max(0, self.size.width)
+        if timeline is None or now is None:
+            return Text("No call selected: pick one in Live calls.", style=STYLE_DIM)
+        return render_timeline(timeline, now, width, self.size.height)
+
+
+def render_timeline(timeline: CallTimeline, now: datetime, width: int, height: int) -> Text:
+    """The whole pane as text: lanes, marks, axis, summary, then recent turns as room allows."""
+    columns = max(10, width - LABEL)
+    end = timeline.window_end(now)
+    begin = end - WINDOW
+    caller = lane_cells(timeline.intervals("user", begin, end), begin, end, columns, now=end)
+    agent = lane_cells(timeline.intervals("assistant", begin, end), begin, end, columns, now=end)
+
+    out = Text(no_wrap=True, overflow="crop")
+    out.append("caller ".ljust(LABEL), style=f"bold {STYLE_CALLER}")
+    for filled in caller:
+        out.append("█" if filled else "·", style=STYLE_CALLER if filled else STYLE_DIM)
+    out.append("\n")
+    out.append("agent ".ljust(LABEL), style=f"bold {STYLE_AGENT}")
+    for filled, over in zip(agent, caller, strict=True):
+        # where both talk, the agent's lane turns red: the caller is talking over it
+        out.append("█" if filled else "·", style=(STYLE_OVERLAP if over else STYLE_AGENT) if filled else STYLE_DIM)
+    out.append("\n")
+
+    # marks row: ↯ at barge-ins, then latency numbers at the agent's starts where they fit
+    marks = [" "] * columns
+    styles = [""] * columns
+    for mark in timeline.marks(begin, end):
+        column = column_of(mark.at, begin, end, columns)
+        if column is not None:
+            marks[column], styles[column] = MARK, STYLE_MARK
+    for turn in timeline.turns_between(begin, end):
+        column = column_of(turn.agent_started_at, begin, end, columns)
+        label = f"{turn.latency_ms:.0f}"
+        if column is None or len(label) > columns:
+            continue
+        column = min(column, columns - len(label))  # at the right edge, end the label there
+        span = range(max(0, column - 1), min(columns, column + len(label) + 1))
+        if all(marks[i] == " " for i in span):
+            for offset, char in enumerate(label):
+                marks[column + offset], styles[column + offset] = char, STYLE_LATENCY
+    out.append("".ljust(LABEL))
+    for char, style in zip(marks, styles, strict=True):
+        out.append(char, style=style)
+    out.append("\n")
+
+    # axis: -60s ... now (or "end" once the call is over)
+    axis = [" "] * columns
+    for seconds in (60, 45, 30, 15):
+        column = int((WINDOW.total_seconds() - seconds) / WINDOW.total_seconds() * columns)
+        for offset, char in enumerate(f"-{seconds}s"):
+            if column + offset < columns:
+                axis[column + offset] = char
+    edge = "end" if timeline.ended_at is not None else "now"
+    axis[columns - len(edge):] = list(edge)
+    out.append("".ljust(LABEL) + "".join(axis), style=STYLE_DIM)
+
+    lines = 4
+    last_latency, median_latency = timeline.latency_summary()
+    last_stop, median_stop = timeline.time_to_stop_summary()
+    if height > lines:
+        out.append("\n")
+        out.append("latency ", style="bold")
+        out.append(f"last {ms(last_latency)} · median {ms(median_latency)}", style=STYLE_LATENCY)
+        out.append(f" ({len(timeline.turns)} turns)", style=STYLE_DIM)
+        lines += 1
+    if height > lines:
+        out.append("\n")
+        out.append("barge-ins ", style="bold")
+        out.append(str(len(timeline.barge_ins)), style=STYLE_MARK if timeline.barge_ins else "")
+        out.append(" · time-to-stop ", style="bold")
+        out.append(f"last {ms(last_stop)} · median {ms(median_stop)}")
+        lines += 1
+
+    # newest first: each barge-in with its time-to-stop, each turn with its latency
+    recent: list[tuple[datetime, Text]] = []
+    for mark in timeline.barge_ins:
+        line = Text("⚡ barge-in", style=STYLE_MARK)
+        stop = mark.time_to_stop_ms
+        line.append(f"  agent stopped after {ms(stop)}" if stop is not None else "  agent still talking",
+                    style="" if stop is not None else "bold yellow")
+        if mark.cut_text:
+            line.append("  cut: ", style=STYLE_DIM)
+            line.append(mark.cut_text, style="strike red")
+        recent.append((mark.at, line))
+    for turn in timeline.turns:
+        recent.append((turn.agent_started_at, Text(f"turn latency {turn.latency_ms:.0f} ms", style=STYLE_LATENCY)))
+    recent.sort(key=lambda item: item[0], reverse=True)
+    for at, line in recent[: max(0, height - lines)]:
+        out.append("\n")
+        out.append(at.astimezone().strftime("%H:%M:%S") + " ", style=STYLE_DIM)
+        out.append_text(line)
+    return out

@@ -1,0 +1,356 @@
+"""Fuzzing every provider's verify and parse code directly (sans-I/O), with hypothesis.
+
+Bodies start from the real fixture payloads; hypothesis replaces fields at any
+depth with values of the wrong type or shape (huge and non-finite numbers,
+lone surrogates, deep nesting, strings where objects belong...), drops fields,
+or sends bytes that are not JSON at all. Every outcome must be one of:
+
+* `parse` returns an `Inbound` whose events serialize to UTF-8 JSON (what the
+  store writes) and whose tool batch, if any, renders a valid reply;
+* `parse` raises the provider's own `BadPayload` (the receiver's 400);
+* `verify` returns a failed `Verdict` (never raises, never passes a forgery).
+
+CI runs a few hundred examples in seconds; VOICE_CONSOLE_LONG=1 runs thousands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from console.config import load_settings
+from console.core import strictjson
+from console.core.events import event_json
+from console.core.tools import ToolOutcome
+from console.providers.base import BadPayload, Inbound, Verdict
+from console.providers.retell import RetellProvider
+from console.providers.twilio import TwilioProvider
+from console.providers.vapi import VapiProvider
+from console.receiver.types import Request, Response
+
+PAYLOADS = Path(__file__).parent / "payloads"
+LONG = os.environ.get("VOICE_CONSOLE_LONG", "") not in ("", "0")
+EXAMPLES = int(os.environ.get("VOICE_CONSOLE_FUZZ_EXAMPLES", "4000" if LONG else "200"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+                           HealthCheck.function_scoped_fixture],
+)
+RECEIVED = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+PUBLIC_URL = "https://voice.example.test"
+
+# ------------------------------------------------------------------ strategies
+
+# Placeholders serialized as strings, then swapped for raw JSON text that
+# json.dumps cannot produce (or only slowly): the nasty number and nesting cases.
+RAW_TOKENS = {
+    "@@HUGE_INT@@": "9" * 5000,  # past Python's 4300-digit int/str limit
+    "@@BIG_INT@@": "9" * 4000,  # parses, but overflows float()
+    "@@HUGE_FLOAT@@": "1e999999",  # inf
+    "@@TINY_FLOAT@@": "-1e-999999",
+    "@@NEG_ZERO@@": "-0.0",
+    "@@LONE_SURROGATE@@": '"\\ud800x"',
+    "@@LOW_SURROGATE@@": '"\\udfff"',
+    "@@PAIRED_SURROGATE@@": '"\\ud83d\\ude00"',  # a valid emoji, must be accepted
+    "@@DEEP_OK@@": "[" * 60 + "]" * 60,
+    "@@DEEP_64@@": "{\"a\":" * 63 + "1" + "}" * 63,
+    "@@DEEP_65@@": "[" * 65 + "]" * 65,
+    "@@DEEP_2000@@": "[" * 2000 + "]" * 2000,
+    "@@DEEP_100K@@": "[" * 100_000,  # unterminated as well
+}
+_TOKEN_RE = re.compile("|".join(re.escape(json.dumps(t)) for t in RAW_TOKENS))
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(["", " ", "null", "0", "-1", "1e309", "NaN", "2026-13-45T99:99:99Z", "\x00", "é" * 3,
+                     "true", "{}", "[]", '{"a": 1}', "ended", "user", "tool-calls"]),
+    st.sampled_from(sorted(RAW_TOKENS)),
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.text(max_size=8), children, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+def to_body(value: Any) -> bytes:
+    text = json.dumps(value, allow_nan=True, ensure_ascii=False)
+    text = _TOKEN_RE.sub(lambda m: RAW_TOKENS[json.loads(m.group(0))], text)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every path to a value inside a JSON document (keys and list indices)."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            out += paths(child, prefix + (key,))
+    elif isinstance(value, list):
+        for index, child in enumerate(value[:6]):
+            out += paths(child, prefix + (index,))
+    return out
+
+
+def replaced(document: Any, path: tuple, new: Any, delete: bool) -> Any:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(document, dict):
+        copy = dict(document)
+        if delete and not rest:
+            copy.pop(head, None)
+        else:
+            copy[head] = replaced(document[head], rest, new, delete)
+        return copy
+    copy = list(document)
+    if delete and not rest:
+        del copy[head]
+    else:
+        copy[head] = replaced(document[head], rest, new, delete)
+    return copy
+
+
+@st.composite
+def mutated_json(draw: st.DrawFn, documents: list[Any]) -> bytes:
+    """A fixture document with one to three fields replaced (or dropped) by garbage."""
+    document = draw(st.sampled_from(documents))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(paths(document)))
+        document = replaced(document, path, draw(json_values), delete=bool(path) and draw(st.booleans()))
+    return to_body(document)
+
+
+raw_garbage = st.one_of(
+    st.binary(max_size=200),
+    st.sampled_from([b"", b" ", b"null", b"[]", b'""', b"{", b'{"message":', b"\xff\xfe{\x00}\x00", b"\xef\xbb\xbf{}",
+                     b'{"a":1}\x00', b"\xed\xa0\x80", b'{"message":{"type":"\xed\xa0\x80"}}', b"[" * 100_000,
+                     b"9" * 5000, b'{"event":"call_ended","call":' + b"[" * 3000 + b"}"]),
+)
+
+
+def fixture_documents(provider: str) -> list[Any]:
+    return [json.loads(p.read_bytes()) for p in sorted((PAYLOADS / provider).glob("*.json"))]
+
+
+VAPI_DOCS = fixture_documents("vapi")
+RETELL_DOCS = fixture_documents("retell")
+TWILIO_FORMS = [dict(parse_qsl(p.read_text().strip(), keep_blank_values=True))
+                for p in sorted((PAYLOADS / "twilio").glob("*.form"))]
+TWILIO_DOCS = fixture_documents("twilio")
+
+
+def bodies(documents: list[Any]) -> st.SearchStrategy[bytes]:
+    return st.one_of(mutated_json(documents), mutated_json(documents), raw_garbage)
+
+
+# ------------------------------------------------------------------ checks
+
+
+def check_inbound(provider: Any, inbound: Inbound) -> None:
+    assert isinstance(inbound, Inbound)
+    for event in inbound.events:
+        event_json(event).encode("utf-8")  # what the store writes: must be real text
+    if inbound.reply is not None:
+        assert isinstance(inbound.reply, Response)
+    batch = inbound.tool_batch
+    if batch is not None:
+        for call in batch.calls:
+            json.dumps(call.arguments).encode("utf-8")
+        outcomes = [ToolOutcome(tool_call_id=c.tool_call_id, name=c.name, decision="rejected", by="rule",
+                                error="fuzz says no") for c in batch.calls]
+        reply = provider.tool_reply(batch, outcomes)
+        assert isinstance(reply, Response) and 200 <= reply.status < 300
+    else:
+        assert isinstance(provider.ack(inbound), Response)
+
+
+def parse_cleanly(provider: Any, route: str, request: Request) -> None:
+    """The contract: an Inbound that can be stored and answered, or BadPayload."""
+    try:
+        inbound = provider.parse(route, request, RECEIVED)
+    except BadPayload as exc:
+        assert str(exc)  # a reason for the 400 and the rejected-requests table
+        return
+    check_inbound(provider, inbound)
+
+
+def make_settings():
+    return load_settings(env={}, overrides={})
+
+
+# ------------------------------------------------------------------ parse fuzzing
+
+
+@FUZZ
+@given(body=bodies(VAPI_DOCS))
+def test_vapi_parse_never_fails_unexpectedly(body: bytes) -> None:
+    provider = VapiProvider(make_settings().vapi, "s3cret")
+    parse_cleanly(provider, "vapi", Request("POST", "/webhook/vapi", (("content-type", "application/json"),), body))
+
+
+@FUZZ
+@given(body=bodies(RETELL_DOCS), route=st.sampled_from(["retell", "retell.function"]),
+       query=st.sampled_from(["", "?name=book", "?name=&call_id=x", "?call_id=%ff%fe", "?" + "a=1&" * 50]),
+       method=st.sampled_from(["POST", "GET", "DELETE"]))
+def test_retell_parse_never_fails_unexpectedly(body: bytes, route: str, query: str, method: str) -> None:
+    provider = RetellProvider(make_settings().retell, "key_retell")
+    path = "/webhook/retell/function" if route == "retell.function" else "/webhook/retell"
+    parse_cleanly(provider, route, Request(method, path + query, (("content-type", "application/json"),), body))
+
+
+@st.composite
+def twilio_requests(draw: st.DrawFn) -> Request:
+    kind = draw(st.sampled_from(["form", "json", "get", "garbage"]))
+    route_path = draw(st.sampled_from(["/webhook/twilio/voice", "/webhook/twilio/status"]))
+    if kind == "json":
+        body = draw(bodies(TWILIO_DOCS))
+        return Request("POST", route_path, (("content-type", "application/json"),), body)
+    if kind == "garbage":
+        body = draw(raw_garbage)
+        ctype = draw(st.sampled_from(["application/x-www-form-urlencoded", "", "text/plain"]))
+        return Request("POST", route_path, (("content-type", ctype),) if ctype else (), body)
+    form = dict(draw(st.sampled_from(TWILIO_FORMS)))
+    for _ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(sorted(form) + ["CallSid", "Timestamp", "SequenceNumber", "CallDuration"]))
+        value = draw(st.one_of(st.text(max_size=40), st.sampled_from(
+            ["", "-1", "9" * 5000, "1e999", "NaN", "Mon, 99 Foo 2026 99:99:99 +9999", "%ff", "\x00"])))
+        if draw(st.booleans()) and name in form:
+            del form[name]
+        else:
+            form[name] = value
+    encoded = urlencode(form)
+    if draw(st.booleans()):
+        encoded += draw(st.sampled_from(["&%ff=%fe", "&=&&", "&CallSid=second", "&%zz", "&a=%ED%A0%80"]))
+    if kind == "get":
+        return Request("GET", route_path + "?" + encoded, (), b"")
+    return Request("POST", route_path, (("content-type", "application/x-www-form-urlencoded"),), encoded.encode())
+
+
+@FUZZ
+@given(request=twilio_requests())
+def test_twilio_parse_never_fails_unexpectedly(request: Request) -> None:
+    provider = TwilioProvider(make_settings().twilio, "twilio-token", PUBLIC_URL)
+    route = "twilio.voice" if request.path.endswith("/voice") else "twilio.status"
+    parse_cleanly(provider, route, request)
+
+
+# ------------------------------------------------------------------ verify fuzzing
+
+header_names = st.sampled_from([
+    "x-vapi-secret", "authorization", "x-signature", "x-timestamp", "svix-id",
+    "x-retell-signature", "x-twilio-signature", "host", "x-forwarded-proto", "x-forwarded-host", "content-type",
+])
+header_values = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=80),
+    st.sampled_from(["[", "[::1", "a]:80", "h:99999", "h:-1", "Bearer ", "Bearer", "v=,d=", "v=1,d=" + "0" * 64, "v=" + "9" * 5000 + ",d=" + "a" * 64,
+                     "1e999", "NaN", "-1", "9" * 5000, "sha256=", "=" * 10, "v1,abc", "\xff\xfe"]),
+)
+
+
+@FUZZ
+@given(headers=st.lists(st.tuples(header_names, header_values), max_size=6), body=st.binary(max_size=64),
+       auth=st.sampled_from(["secret", "bearer", "hmac", "none"]), target=st.sampled_from(
+           ["/webhook/vapi", "/webhook/twilio/voice?bodySHA256=%ff", "/webhook/retell?x=\xff"]))
+def test_verify_never_raises_and_never_passes_a_forgery(
+    headers: list[tuple[str, str]], body: bytes, auth: str, target: str
+) -> None:
+    config = load_settings(env={}, overrides={"vapi": {"webhook": {"auth": auth}}})
+    request = Request("POST", target, tuple(headers), body)
+    providers = [
+        ("vapi", VapiProvider(config.vapi, "s3cret-value", loopback=False)),
+        ("retell", RetellProvider(config.retell, "key_retell")),
+        ("retell.function", RetellProvider(config.retell, "key_retell")),
+        ("twilio.voice", TwilioProvider(config.twilio, "twilio-token", None)),
+        ("twilio.status", TwilioProvider(config.twilio, "twilio-token", PUBLIC_URL)),
+    ]
+    for route, provider in providers:
+        verdict = provider.verify(route, request)
+        assert isinstance(verdict, Verdict)
+        assert not verdict.ok, (route, headers)
+        assert verdict.reason and "s3cret-value" not in verdict.reason and "twilio-token" not in verdict.reason
+
+
+# ------------------------------------------------------------------ the strict JSON decoder (regressions)
+
+
+@pytest.mark.parametrize(
+    "document, problem",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"a":' + b"[" * 65 + b"]" * 65 + b"}", "nested too deeply"),
+        (b'{"a":' + b"9" * 5000 + b"}", "number in the JSON is too long"),
+        (b'{"a":"\\ud800"}', "unpaired UTF-16 surrogate"),
+        (b'{"\\udc00":1}', "unpaired UTF-16 surrogate"),
+        (b'["\xed\xa0\x80"]', "unpaired UTF-16 surrogate"),
+        ('{"a":"\\ud800"}', "unpaired UTF-16 surrogate"),
+    ],
+)
+def test_strict_json_refuses_what_would_break_the_store(document: bytes | str, problem: str) -> None:
+    with pytest.raises(strictjson.JsonRefused, match=problem):
+        strictjson.loads(document)
+
+
+def test_strict_json_accepts_what_json_accepts_otherwise() -> None:
+    assert strictjson.loads(b'{"e":"\\ud83d\\ude00"}') == {"e": "\U0001F600"}
+    assert strictjson.loads(b"[" * 64 + b"]" * 64) is not None
+    assert strictjson.loads(b'{"a":' + b"9" * 4000 + b"}")["a"] > 10**3999
+    assert strictjson.loads('{"a": [1, 2.5, NaN]}')["a"][:2] == [1, 2.5]
+    assert strictjson.loads(b"\xef\xbb\xbf{}") == {}  # json.loads' own BOM handling
+    assert strictjson.loads(b"1e999999") == float("inf")
+
+
+@pytest.mark.parametrize("arguments", ['{"a":"\\ud800"}', "[" * 5000 + "]" * 5000, '{"a":' + "[" * 100 + "]" * 100 + "}"])
+def test_undecodable_tool_arguments_are_kept_as_text(arguments: str) -> None:
+    """A tool call whose argument string is hostile JSON is still shown and answered."""
+    provider = VapiProvider(make_settings().vapi, "s3cret")
+    body = json.dumps({"message": {"type": "tool-calls", "call": {"id": "c1"}, "toolCallList": [
+        {"id": "t1", "type": "function", "function": {"name": "book", "arguments": arguments}}]}}).encode()
+    inbound = provider.parse("vapi", Request("POST", "/webhook/vapi", (), body), RECEIVED)
+    [call] = inbound.tool_batch.calls
+    assert list(call.arguments.values()) == [arguments]
+    check_inbound(provider, inbound)
+
+
+def test_vapi_timestamp_too_large_for_a_float_is_ignored() -> None:
+    provider = VapiProvider(make_settings().vapi, "s3cret")
+    body = b'{"message":{"type":"status-update","status":"ringing","timestamp":' + b"9" * 4000 + b',"call":{"id":"c"}}}'
+    inbound = provider.parse("vapi", Request("POST", "/webhook/vapi", (), body), RECEIVED)
+    assert inbound.at == RECEIVED
+    check_inbound(provider, inbound)
+
+
+def test_twilio_unparsable_host_is_a_failed_verdict() -> None:
+    """Found by fuzzing: "Host: [" made urlsplit raise inside verify (a 500)."""
+    provider = TwilioProvider(make_settings().twilio, "twilio-token", None)
+    request = Request("POST", "/webhook/twilio/voice", (("host", "["), ("x-twilio-signature", "AAAA")), b"CallSid=CA1")
+    verdict = provider.verify("twilio.voice", request)
+    assert not verdict.ok and "Host header is not a valid host" in verdict.reason
+
+
+def test_retell_transcript_item_with_a_list_role_is_skipped() -> None:
+    """Found by fuzzing: an unhashable role ([]) in transcript_with_tool_calls raised TypeError."""
+    provider = RetellProvider(make_settings().retell, "key_retell")
+    body = json.dumps({"event": "transcript_updated", "call": {
+        "call_id": "call-odd-role", "start_timestamp": 1785772800000,
+        "transcript_with_tool_calls": [{"role": [], "content": "x"}, {"role": "user", "content": "hello"}]}}).encode()
+    inbound = provider.parse("retell", Request("POST", "/webhook/retell", (), body), RECEIVED)
+    assert [getattr(e, "text", None) for e in inbound.events if e.kind == "transcript.final"] == ["hello"]
+    check_inbound(provider, inbound)

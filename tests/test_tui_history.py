@@ -1,0 +1,357 @@
+"""The History screen under Pilot: a real history file written by the real Store,
+the console's real receiver reading it, paging, search, timeline, export, replay."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from textual.widgets import Input, Static
+
+from console.config import ReceiverSettings, Settings, StorageSettings
+from console.core.events import (
+    BargeIn,
+    CallEnded,
+    CallStatus,
+    Event,
+    SpeechStarted,
+    ToolRequested,
+    TranscriptFinal,
+    TranscriptPartial,
+    event_from_dict,
+)
+from console.core.tools import ToolCall, ToolOutcome
+from console.replay import REPLAY_MARK
+from console.secrets import SecretStore
+from console.store import queries
+from console.store.db import DeliveryRecord, Store
+from console.store.export import CSV_COLUMNS
+from console.tui.app import Services, VoiceConsoleApp
+from console.tui.screens.history import (
+    PAGE_SIZE,
+    HistoryScreen,
+    export_path_problem,
+    snippet,
+)
+from console.tui.widgets.panes import LiveCallsTable
+from console.tui.widgets.prompt import PromptScreen
+from console.tui.widgets.table import WindowTable
+from tests.test_tui import SIZE, wait_for
+
+T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
+CALLS = 45
+
+
+def call_id(n: int) -> str:
+    return f"call-{n:03d}"
+
+
+def call_events(n: int, length_s: float = 60.0) -> list[Event]:
+    """A booking call as the providers normalize one: statuses, partial and final lines,
+    a barge-in with the cut text, a tool call, the end-of-call report."""
+    cid, start = call_id(n), T0 + timedelta(seconds=n * 100)
+
+    def at(s: float) -> datetime:
+        return start + timedelta(seconds=s * length_s / 60)
+
+    common: dict[str, Any] = {"provider": "vapi", "call_id": cid}
+    return [
+        CallStatus(at=at(0), status="ringing", **common),
+        CallStatus(at=at(1), status="in-progress", **common),
+        SpeechStarted(at=at(1.5), role="assistant", **common),
+        TranscriptFinal(at=at(2), role="assistant", text="Sunrise Dental, this is Ava. How can I help?", **common),
+        TranscriptPartial(at=at(3), role="user", text="I'd like to", **common),
+        TranscriptFinal(at=at(4), role="user", text=f"I'd like to book a cleaning, reference ref{n:03d}x.",
+                        **common),
+        BargeIn(at=at(5), cut_text="Before I look, could you tell me", **common),
+        ToolRequested(at=at(6), tool_call_id=f"{cid}-t1", name="book_appointment",
+                      arguments={"date": "2026-03-10", "time": "09:30"}, **common),
+        TranscriptFinal(at=at(8), role="assistant", text="You're booked for Tuesday at 9:30.", **common),
+        CallStatus(at=at(59.5), status="ended", ended_reason="customer-ended-call", **common),
+        CallEnded(at=at(60), reason="customer-ended-call", summary=f"Booked a cleaning ({cid}).", cost=0.0425,
+                  duration_s=length_s, **common),
+    ]
+
+
+async def write_history(path: Path, calls: int = CALLS, length_s: float = 60.0) -> None:
+    """Calls recorded the way the receiver records them: a delivery with its events, then
+    the tool call's request and the operator's decision."""
+    async with await Store.open(path) as store:
+        for n in range(calls):
+            events = call_events(n, length_s)
+            body = json.dumps({"message": {"type": "end-of-call-report", "call": {"id": call_id(n)}}}).encode()
+            await store.record_delivery(
+                DeliveryRecord("vapi", "vapi", "POST", "/webhook/vapi", "end-of-call-report", call_id(n),
+                               events[0].at, body, [("content-type", "application/json")], "secret"),
+                events,
+            )
+            tool_id = f"{call_id(n)}-t1"
+            await store.record_tool_requests("vapi", call_id(n), [ToolCall(tool_id, "book_appointment", {})],
+                                             events[7].at)
+            await store.record_tool_outcomes(
+                "vapi", call_id(n),
+                [ToolOutcome(tool_id, "book_appointment", "approved", "operator", result='{"booked": true}',
+                             latency_ms=1840.0)],
+                events[7].at + timedelta(seconds=2),
+            )
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))
+
+
+def console_app(settings: Settings) -> VoiceConsoleApp:
+    return VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={})))
+
+
+async def open_history(pilot, app: VoiceConsoleApp) -> HistoryScreen:
+    await wait_for(pilot, lambda: app.service is not None, what="the receiver")
+    await pilot.press("h")
+    screen = await wait_for(pilot, lambda: app.screen if isinstance(app.screen, HistoryScreen) else None,
+                            what="the history screen")
+    await wait_for(pilot, lambda: screen.query_one("#history-calls", WindowTable).row_count > 0, what="calls")
+    return screen
+
+
+def rows(screen: HistoryScreen, table: str = "#history-calls") -> list[str]:
+    t = screen.query_one(table, WindowTable)
+    return [t.coordinate_to_cell_key((i, 0)).row_key.value for i in range(t.row_count)]  # type: ignore[misc]
+
+
+def subtitle(screen: HistoryScreen) -> str:
+    return str(screen.query_one("#history-list-pane").border_subtitle)
+
+
+def timeline_text(screen: HistoryScreen) -> str:
+    console = Console(width=110, record=True, file=io.StringIO())
+    console.print(screen.query_one("#history-timeline", Static).content)
+    return console.export_text()
+
+
+async def test_pages_through_the_calls_newest_first(settings):
+    await write_history(settings.db_path)
+    app = console_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(pilot, app)
+        assert rows(screen) == [call_id(n) for n in range(CALLS - 1, CALLS - 1 - PAGE_SIZE, -1)]
+        assert subtitle(screen) == f"page 1 · calls 1–{PAGE_SIZE} of {CALLS}"
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: subtitle(screen).startswith("page 2"), what="page 2")
+        assert subtitle(screen) == f"page 2 · calls 21–40 of {CALLS}"
+        assert rows(screen) == [call_id(n) for n in range(24, 4, -1)]
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: subtitle(screen).startswith("page 3"), what="page 3")
+        assert subtitle(screen) == f"page 3 · calls 41–45 of {CALLS}"
+        assert rows(screen) == [call_id(n) for n in range(4, -1, -1)]
+        await pilot.press("right_square_bracket")  # the last page: stays
+        await pilot.pause(0.2)
+        assert subtitle(screen).startswith("page 3")
+        await pilot.press("left_square_bracket")
+        await wait_for(pilot, lambda: subtitle(screen).startswith("page 2"), what="back to page 2")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is app.main, what="the main screen again")
+
+
+async def test_the_timeline_of_the_selected_call(settings):
+    await write_history(settings.db_path, calls=3)
+    app = console_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(pilot, app)
+        await wait_for(pilot, lambda: "call-002" in timeline_text(screen), what="the first call's timeline")
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "call-001 · vapi · ended" in timeline_text(screen), what="call-001")
+        text = timeline_text(screen)
+        for expected in (
+            "+0:00.000", "ringing", "in-progress",
+            "Sunrise Dental, this is Ava. How can I help?",  # transcript lines, in order, with who spoke
+            "caller      I'd like to book a cleaning, reference ref001x.",
+            "⚡ barge-in cut: Before I look, could you tell me",
+            "book_appointment(date=2026-03-10, time=09:30)",
+            "book_appointment approved by operator in 1840 ms",
+            "customer-ended-call · 60.0 s · cost 0.0425",
+            "Booked a cleaning (call-001).",
+            "(1 partial transcripts not shown; a: show them)",
+        ):
+            assert expected in text, (expected, text)
+        assert text.index("Sunrise Dental") < text.index("ref001x") < text.index("You're booked")
+        assert "+1:00.000" in text  # relative to the call's first event
+        assert "+0:03.000" not in text  # the partial line is hidden by default
+        await pilot.press("a")  # every event, the partial transcripts too
+        await wait_for(pilot, lambda: "not shown" not in timeline_text(screen), what="the partials")
+        partial = [line for line in timeline_text(screen).splitlines() if "+0:03.000" in line]
+        assert partial and partial[0].split()[1:] == ["caller", "I'd", "like", "to"]
+
+
+async def test_search_finds_a_transcript_phrase_and_opens_its_call(settings):
+    await write_history(settings.db_path)
+    app = console_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(pilot, app)
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"ref017x", "enter")
+        await wait_for(pilot, lambda: subtitle(screen) == "page 1 · lines 1–1 of 1", what="one hit")
+        hits = screen.query_one("#history-hits", WindowTable)
+        assert hits.display and not screen.query_one("#history-calls").display
+        assert "ref017x" in str(hits.get_row_at(0)[3])
+        await wait_for(pilot, lambda: "call-017 · vapi" in timeline_text(screen), what="the hit's call")
+        # Every call says "book": pages of hits, newest first.
+        screen.query_one("#history-search", Input).value = ""
+        await pilot.press("slash", *"book cleaning", "enter")
+        await wait_for(pilot, lambda: subtitle(screen) == f"page 1 · lines 1–{PAGE_SIZE} of {CALLS}", what="hits")
+        await pilot.press("escape")  # back to the call list
+        await wait_for(pilot, lambda: screen.query_one("#history-calls").display, what="the call list")
+        assert subtitle(screen) == f"page 1 · calls 1–{PAGE_SIZE} of {CALLS}"
+
+
+async def test_export_the_selected_call_and_everything(settings, tmp_path):
+    await write_history(settings.db_path, calls=3)
+    app = console_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(pilot, app)
+        status = screen.query_one("#history-status", Static)
+
+        # The selected call, as JSON lines.
+        await pilot.press("e")
+        prompt = await wait_for(pilot, lambda: app.screen if isinstance(app.screen, PromptScreen) else None,
+                                what="the path prompt")
+        assert prompt.query_one(Input).value.endswith("voice-console-call-call-002.jsonl")  # a sensible default
+        target = tmp_path / "call.jsonl"
+        prompt.query_one(Input).value = str(target)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "Exported" in str(status.content), what="the export")
+        events = [event_from_dict(json.loads(line)) for line in target.read_text().splitlines()]
+        assert [e.call_id for e in events] == ["call-002"] * len(events)
+        assert len(events) == len(call_events(2)) + 1  # + the operator's decision
+        assert str(status.content) == f"Exported {len(events)} events as jsonl to {target}"
+
+        # Everything, as CSV (the extension picks the format).
+        await pilot.press("E")
+        prompt = await wait_for(pilot, lambda: app.screen if isinstance(app.screen, PromptScreen) else None,
+                                what="the path prompt")
+        everything = tmp_path / "all.csv"
+        prompt.query_one(Input).value = str(everything)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "as csv" in str(status.content), what="the csv export")
+        table = list(csv.DictReader(io.StringIO(everything.read_text())))
+        assert tuple(table[0]) == CSV_COLUMNS and len(table) == 3 * (len(call_events(0)) + 1)
+        assert {row["call_id"] for row in table} == {"call-000", "call-001", "call-002"}
+
+        # A path that cannot be written: a clear error, nothing left behind.
+        await pilot.press("e")
+        prompt = await wait_for(pilot, lambda: app.screen if isinstance(app.screen, PromptScreen) else None,
+                                what="the path prompt")
+        prompt.query_one(Input).value = str(tmp_path / "no" / "such" / "dir" / "x.jsonl")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "Cannot write" in str(status.content), what="the error")
+        assert "No such file or directory" in str(status.content)
+        assert not (tmp_path / "no").exists()
+
+
+def test_the_export_path_is_checked_before_anything_runs(tmp_path):
+    assert export_path_problem("") == "Type a file path."
+    assert "ending in .jsonl or .csv" in export_path_problem(str(tmp_path))
+    assert "picks the format" in export_path_problem(str(tmp_path / "x.txt"))
+    assert export_path_problem(str(tmp_path / "x.CSV")) is None
+
+
+async def test_replay_shows_the_call_on_the_main_screen_without_touching_the_history(settings):
+    await write_history(settings.db_path, calls=2, length_s=6.0)
+    app = console_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(pilot, app)
+        counts = await queries.counts(app.service.store)
+        await pilot.press("plus", "plus", "plus")  # 1x -> 2x -> 5x -> 10x
+        assert app.replay.speed == 10
+        await pilot.press("p")
+        replayed = REPLAY_MARK + "call-001"
+        await wait_for(pilot, lambda: app.screen is app.main, what="the main screen")
+        assert app.main.selected_call == replayed  # the operator watches the replay
+        await wait_for(pilot, lambda: replayed in app.main.transcripts
+                       and "You're booked for Tuesday" in app.main.transcripts[replayed].plain(),
+                       timeout=10, what="the replayed transcript")
+        transcript = app.main.transcripts[replayed].plain()
+        assert "reference ref001x" in transcript and "barge::Before I look" in transcript
+        await wait_for(pilot, lambda: not app.replay.running, what="the end of the replay")
+        app.main.refresh_tables()
+        calls = app.main.query_one(LiveCallsTable)
+        assert str(calls.get_row(replayed)[1]) == "ended"
+        assert "tool::book_appointment(date=2026-03-10, time=09:30):approved by operator" in \
+            app.main.transcripts[replayed].plain()
+        assert REPLAY_MARK + "call-001-t1" in app.main.decided  # the function-calls pane has it too
+        assert await queries.counts(app.service.store) == counts  # a replay is only shown, never recorded
+        del screen
+
+
+async def test_replay_pauses_changes_speed_and_stops_from_the_main_screen(settings):
+    await write_history(settings.db_path, calls=1, length_s=60.0)
+    app = console_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_history(pilot, app)
+        await pilot.press("p")  # 1x: a minute-long call
+        await wait_for(pilot, lambda: app.screen is app.main and app.replay.shown >= 2, what="the first events")
+        await pilot.press("space")
+        assert app.replay.clock.paused
+        shown = app.replay.shown
+        await pilot.pause(0.6)
+        assert app.replay.shown == shown  # nothing moves while paused
+        await pilot.press("plus")
+        assert app.replay.clock.speed == 2
+        await pilot.press("space", "x")
+        assert not app.replay.running and app.replay.clock.stopped
+        assert not app.replay.clock.paused
+        await pilot.press("x")  # nothing to stop: the key is free again
+        assert not app.replay.running
+        # Quitting in the middle of a replay is clean.
+        await open_history(pilot, app)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.replay.running and app.replay.shown >= 1, what="a second replay")
+        await pilot.press("ctrl+q")
+    assert app.return_code == 0 and not app.replay.running
+
+
+def test_search_snippet_keeps_the_match_in_view():
+    text = "word " * 30 + "the booking reference is here " + "tail " * 20
+    shown = snippet(text, ["booking"], 30)
+    assert "booking" in shown.plain and shown.plain.startswith("…") and shown.plain.endswith("…")
+    assert len(shown.plain) <= 32
+    assert any("reverse" in str(span.style) for span in shown.spans)
+
+
+@pytest.mark.parametrize("fts", [True, False])
+async def test_search_pages_and_counts_agree_with_and_without_fts(settings, fts):
+    await write_history(settings.db_path, calls=7)
+    async with await Store.open(settings.db_path, fts=fts) as store:
+        assert store.fts_enabled is fts
+        assert await queries.count_calls(store) == 7
+        assert await queries.count_calls(store, provider="retell") == 0
+        assert await queries.count_search(store, "booked tuesday") == 7
+        first = await queries.search_page(store, "booked tuesday", limit=3)
+        rest = await queries.search_page(store, "booked tuesday", limit=10, offset=3)
+        assert [h["call_id"] for h in first + rest] == [call_id(n) for n in range(6, -1, -1)]
+        assert len({h["id"] for h in first + rest}) == 7
+        assert await queries.search(store, "booked tuesday", limit=3) == [
+            {k: h[k] for k in ("call_id", "at", "role", "text")} for h in first]
+        assert await queries.count_search(store, "ref003x") == 1
+        assert await queries.count_search(store, "   ") == 0 and await queries.search_page(store, "") == []
+
+
+async def test_call_timeline_is_bounded(settings):
+    await write_history(settings.db_path, calls=1)
+    async with await Store.open(settings.db_path) as store:
+        full = await queries.call_timeline(store, call_id(0), limit=1000)
+        assert full is not None and full["more"] == 0 and full["hidden_partials"] == 1
+        kinds = [e["kind"] for e in full["events"]]
+        assert "transcript.partial" not in kinds and kinds[0] == "call.status" and "tool.decided" in kinds
+        cut = await queries.call_timeline(store, call_id(0), limit=4)
+        assert cut["events"] == full["events"][:4] and cut["more"] == len(full["events"]) - 4
+        every = await queries.call_timeline(store, call_id(0), limit=1000, partials=True)
+        assert len(every["events"]) == len(full["events"]) + 1 and every["hidden_partials"] == 0
+        assert await queries.call_timeline(store, "nope") is None

@@ -1,0 +1,199 @@
+"""The two widgets the screen feeds on every flush, under Pilot: `WindowTable`
+(a DataTable kept in step with a window of rows) and `TranscriptPane` (Line API).
+Their cost at 100 calls is measured by bench/tui_load.py; these pin the behaviour."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+
+from console.core.events import BargeIn, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
+from console.tui.widgets.table import WindowTable, same_cell
+from console.tui.widgets.transcript import CallTranscript, TranscriptPane
+
+AT = datetime(2026, 2, 17, 9, 30, tzinfo=UTC)
+COMMON = {"at": AT, "provider": "vapi", "call_id": "c1"}
+
+
+class TableApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield WindowTable([("call", "call"), ("state", "state")], id="table")
+
+
+class PaneApp(App[None]):
+    CSS = "TranscriptPane { width: 60; height: 6; }"
+
+    def compose(self) -> ComposeResult:
+        yield TranscriptPane(id="pane")
+
+
+def count_layouts(app: App) -> list[int]:
+    """Every full-screen layout pass from now on (the cost the pane avoids)."""
+    passes: list[int] = []
+    screen = app.screen
+    original = screen._refresh_layout
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return original(*args, **kwargs)
+
+    screen._refresh_layout = counted
+    return passes
+
+
+def width_of(table: WindowTable, column: str) -> int:
+    return next(c.content_width for c in table.columns.values() if c.key.value == column)
+
+
+def test_same_cell_sees_a_change_of_style_that_text_equality_ignores():
+    assert Text("ended", style="dim") == Text("ended", style="bold green")  # why same_cell exists
+    assert not same_cell(Text("ended", style="dim"), Text("ended", style="bold green"))
+    assert same_cell(Text("ended", style="dim"), Text("ended", style="dim"))
+    assert not same_cell("1", 1) and same_cell("—", "—")
+
+
+async def test_window_table_updates_cells_in_place_and_keeps_the_cursor():
+    app = TableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(WindowTable)
+        table.sync([("a", ("a", Text("ringing", style="yellow"))), ("b", ("b", Text("queued")))])
+        await pilot.press("down")
+        assert table.selected_key == "b"
+        table.sync([("a", ("a", Text("in-progress", style="bold green"))), ("b", ("b", Text("queued", style="dim")))])
+        await pilot.pause()
+        assert str(table.get_row("a")[1]) == "in-progress"
+        assert table.get_row("b")[1].style == "dim"  # restyled, same text: still updated
+        assert table.selected_key == "b"
+        # New keys: rebuilt, the selected row found again by key.
+        table.sync([("c", ("c", "new")), ("b", ("b", "queued"))])
+        await pilot.pause()
+        assert [row.key.value for row in table.ordered_rows] == ["c", "b"] and table.selected_key == "b"
+
+
+async def test_window_table_widens_at_once_and_shrinks_only_at_a_rebuild():
+    app = TableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(WindowTable)
+        table.sync([("a", ("a", "x" * 20)), ("b", ("b", "y"))])
+        await pilot.pause()
+        assert width_of(table, "state") == 20
+        table.sync([("a", ("a", "x" * 30)), ("b", ("b", "y"))])  # wider: the column follows
+        await pilot.pause()
+        assert width_of(table, "state") == 30
+        table.sync([("a", ("a", "x")), ("b", ("b", "y"))])  # narrower: no whole-column re-measure
+        await pilot.pause()
+        assert width_of(table, "state") == 30 and str(table.get_row("a")[1]) == "x"
+        table.sync([("b", ("b", "y")), ("d", ("d", "zzz"))])  # rebuilt: fits the rows it has
+        await pilot.pause()
+        assert width_of(table, "state") == len("state")
+
+
+def booking_transcript(turns: int) -> CallTranscript:
+    model = CallTranscript("c1")
+    for n in range(turns):
+        model.apply(TranscriptFinal(role="assistant" if n % 2 else "user", text=f"turn {n}", **COMMON))
+    return model
+
+
+async def test_transcript_pane_shows_the_model_and_follows_the_end():
+    app = PaneApp()
+    async with app.run_test() as pilot:
+        pane = app.query_one(TranscriptPane)
+        await pilot.pause()
+        assert "Waiting for a call" in pane.text
+        model = booking_transcript(10)
+        pane.show(model)
+        await pilot.pause()
+        assert pane.text.splitlines()[0].split() == ["caller", "turn", "0"]
+        assert len(pane.text.splitlines()) == 10 and pane.max_scroll_y == 10 - pane.size.height
+        assert pane.scroll_y == pane.max_scroll_y  # the newest line is in view
+        assert pane.vertical_scrollbar.position == pane.scroll_y  # and the thumb is where the view is
+        model.apply(BargeIn(cut_text="Before I look", **COMMON))
+        pane.show(model)
+        await pilot.pause()
+        assert "barge-in cut: Before I look" in pane.text and pane.scroll_y == pane.max_scroll_y == 11 - pane.size.height
+
+
+async def test_transcript_pane_leaves_an_operator_who_scrolled_up_where_they_are():
+    app = PaneApp()
+    async with app.run_test() as pilot:
+        pane = app.query_one(TranscriptPane)
+        model = booking_transcript(12)
+        await pilot.pause()
+        pane.show(model)
+        await pilot.pause()
+        pane.scroll_to(y=0, animate=False)
+        await pilot.pause()
+        model.apply(TranscriptFinal(role="user", text="one more", **COMMON))
+        pane.show(model)
+        await pilot.pause()
+        assert pane.scroll_y == 0 and "one more" in pane.text
+        # Another call is always shown from its end.
+        other = CallTranscript("c2")
+        for n in range(12):
+            other.apply(TranscriptFinal(role="user", text=f"other {n}", **{**COMMON, "call_id": "c2"}))
+        pane.show(other)
+        await pilot.pause()
+        assert pane.scroll_y == pane.max_scroll_y > 0
+
+
+async def test_a_change_within_a_line_repaints_without_a_layout():
+    app = PaneApp()
+    async with app.run_test() as pilot:
+        pane = app.query_one(TranscriptPane)
+        model = CallTranscript("c1")
+        model.apply(ToolRequested(tool_call_id="t1", name="book", arguments={}, **COMMON))
+        model.apply(TranscriptPartial(role="user", text="Nine", **COMMON))
+        await pilot.pause()
+        pane.show(model)
+        await pilot.pause()
+        size = pane.virtual_size
+        model.apply(TranscriptPartial(role="user", text="Nine thirty", **COMMON))
+        model.apply(ToolDecided(tool_call_id="t1", name="book", decision="approved", by="rule", **COMMON))
+        layouts = count_layouts(app)
+        pane.show(model)
+        await pilot.pause()
+        assert "Nine thirty" in pane.text and "approved by rule" in pane.text
+        assert pane.virtual_size == size and layouts == []
+
+
+async def test_switching_calls_repaints_without_a_layout_unless_the_scrollbar_comes_or_goes():
+    app = PaneApp()
+    async with app.run_test() as pilot:
+        pane = app.query_one(TranscriptPane)
+        long_call, longer_call = booking_transcript(12), CallTranscript("c2")
+        for n in range(20):
+            longer_call.apply(TranscriptFinal(role="user", text=f"other {n}", **{**COMMON, "call_id": "c2"}))
+        await pilot.pause()
+        pane.show(long_call)
+        await pilot.pause()
+        layouts = count_layouts(app)
+        pane.show(longer_call)
+        await pilot.pause()
+        assert "other 19" in pane.text and pane.scroll_y == pane.max_scroll_y == 20 - pane.size.height
+        assert pane.vertical_scrollbar.window_virtual_size == 20 and pane.vertical_scrollbar.position == pane.scroll_y
+        assert layouts == []
+        pane.show(booking_transcript(2))  # fits: the scrollbar goes, the pane is laid out again
+        await pilot.pause()
+        assert layouts and not pane.show_vertical_scrollbar and pane.scroll_y == 0
+        assert [line.split() for line in pane.text.splitlines()] == [["caller", "turn", "0"], ["agent", "turn", "1"]]
+
+
+async def test_transcript_pane_rewraps_when_it_gets_narrower():
+    app = PaneApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = app.query_one(TranscriptPane)
+        model = CallTranscript("c1")
+        model.apply(TranscriptFinal(role="assistant", text="Thanks for calling Sunrise Dental, this is Ava.", **COMMON))
+        await pilot.pause()
+        pane.show(model)
+        await pilot.pause()
+        wide = len(pane.text.splitlines())
+        pane.styles.width = 24
+        await pilot.pause()
+        await pilot.pause()
+        lines = pane.text.splitlines()
+        assert len(lines) > wide and all(len(line) <= pane.size.width for line in lines)
+        assert " ".join(" ".join(lines).split()) == "agent Thanks for calling Sunrise Dental, this is Ava."
