@@ -5,8 +5,12 @@
 Runs the console headless at 160×48 with the in-process simulated platform, a
 throw-away history and no keyring, waits until a call has been barged in on and
 a tool call is waiting for the operator, and saves:
-- main.svg      the main screen (live call, barge-in in the transcript, pending approvals)
+- main.svg      the main screen (live call, barge-in in the transcript and the timeline, pending approvals)
 - approval.svg  the reject dialog on the pending tool call, countdown running
+- events.svg    the main screen with the Events pane (every webhook, verdict, reply, timing) in front
+- dial.svg      the dial dialog with assistants and numbers from the platform, the number checked
+- history.svg   the history screen on the first demo call once it has ended (timeline of the call)
+- help.svg      the help screen (every key, by screen)
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from console.config import ReceiverSettings, Settings, StorageSettings  # noqa: 
 from console.secrets import SecretStore  # noqa: E402
 from console.tui.app import Services, VoiceConsoleApp  # noqa: E402
 from console.tui.demo import DEMO_POLICY  # noqa: E402
+from console.tui.screens.dial import DialScreen  # noqa: E402
+from console.tui.screens.help import HelpScreen  # noqa: E402
+from console.tui.screens.history import HistoryScreen  # noqa: E402
 from console.tui.widgets.prompt import PromptScreen  # noqa: E402
 
 SIZE = (160, 48)
@@ -45,6 +52,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=Path(tmp) / "history.db"))
         app = VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={}), demo=True, policy=DEMO_POLICY))
+        started = time.monotonic()
         async with app.run_test(size=SIZE) as pilot:
             def ready() -> bool:
                 service = app.service
@@ -59,6 +67,44 @@ async def main() -> None:
             await pilot.pause(0.3)
             print(app.save_screenshot("approval.svg", path=str(HERE)))
             await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is app.main, "the main screen")
+            await pilot.press("a")  # approve it, as the operator would
+            await pilot.press("right_square_bracket")  # Events pane in front (side by side from 160 columns)
+            await pilot.pause(0.5)
+            print(app.save_screenshot("events.svg", path=str(HERE)))
+
+            await pilot.press("d")
+            await wait_for(pilot, lambda: isinstance(app.screen, DialScreen), "the dial dialog")
+            await pilot.pause(1.0)  # assistants and numbers load from the simulated platform
+            await pilot.press(*"+14155550142")  # checked as it is typed
+            await pilot.pause(0.3)
+            print(app.save_screenshot("dial.svg", path=str(HERE)))
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is app.main, "the main screen")
+
+            # The first demo call ends after its scenario; its whole timeline is then in the history.
+            def ended() -> bool:
+                return bool(app.service and any(c.status == "ended" for c in app.service.pipeline.tracker.calls()))
+
+            while not ended():
+                if app.service and app.service.gate:
+                    for call in app.service.gate.pending():  # keep approving so the calls can finish
+                        await pilot.press("a")
+                await wait_for(pilot, lambda: True, "")
+                await pilot.pause(0.5)
+                if time.monotonic() - started > 240:
+                    raise SystemExit("make_screenshots: no demo call ended in time")
+            await pilot.press("h")
+            await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen), "the history screen")
+            await pilot.pause(1.0)
+            await pilot.press("end")  # the oldest call: the one that ended
+            await pilot.pause(1.0)
+            print(app.save_screenshot("history.svg", path=str(HERE)))
+            await pilot.press("escape")
+            await pilot.press("f1")
+            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+            await pilot.pause(0.3)
+            print(app.save_screenshot("help.svg", path=str(HERE)))
 
 
 if __name__ == "__main__":

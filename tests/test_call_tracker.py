@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 from console.core.calls import CallTracker
 from console.core.events import (
     BargeIn,
+    CallEnded,
     CallStatus,
     Raw,
     SpeechStarted,
@@ -101,4 +102,17 @@ def test_ended_is_terminal_even_with_a_coarser_clock():
     # Twilio's completed callback is dated to the second, before the voice webhook's arrival time.
     tracker.process([CallStatus(at=at(10.0), status="ended", ended_reason="completed", **common())])
     tracker.process([CallStatus(at=at(10.4), status="ringing", **common())])
+    assert tracker.get("call-1").status == "ended"
+
+
+def test_an_end_of_call_report_alone_ends_the_call():
+    tracker = CallTracker()
+    tracker.process([CallStatus(at=at(0), status="in-progress", **common()),
+                     SpeechStarted(at=at(1), role="assistant", **common())])
+    tracker.process([CallEnded(at=at(30), reason="customer-ended-call", duration_s=30, **common())])
+    state = tracker.get("call-1")
+    assert state.status == "ended" and state.ended_reason == "customer-ended-call"
+    assert not state.speaking
+    # A late in-progress status cannot revive it.
+    tracker.process([CallStatus(at=at(31), status="in-progress", **common())])
     assert tracker.get("call-1").status == "ended"

@@ -135,6 +135,9 @@ class CallTracker:
                     state.ended_reason = event.ended_reason
             return [event]
         if isinstance(event, CallEnded):
+            # An end-of-call report ends the call even when no "ended" status came first.
+            if state.status != "ended":
+                state.status, state.status_at = "ended", event.at
             if event.reason:
                 state.ended_reason = event.reason
             state.speaking.clear()

@@ -33,6 +33,7 @@ from textual.strip import Strip
 from textual.widgets import Input, Static
 
 from console.receiver.routes import DeliverySeen
+from console.tui.widgets.scrolling import resize_virtual
 
 DELIVERY_CAP = 2000
 RAW_BODY_LIMIT = 64 * 1024  # characters shown in the raw view; the rest is cut (it stays in the history)
@@ -191,7 +192,7 @@ class DeliveryView(ScrollView, can_focus=True):
         """After the model changed: resize, keep the cursor on its row, follow the end."""
         if self.cursor >= 0:
             self.cursor = max(0, self.cursor - dropped)
-        self.virtual_size = Size(self.size.width, len(self.model.visible))
+        resize_virtual(self, Size(self.size.width, len(self.model.visible)))
         if self.cursor < 0:
             self._follow()
         self.refresh()

@@ -13,9 +13,9 @@ from rich.text import Text
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widget import Widget
 
 from console.core.events import BargeIn, CallEnded, CallStatus, Event, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
+from console.tui.widgets.scrolling import resize_virtual
 
 MAX_ENTRIES = 400
 PLACEHOLDER = "Waiting for a call…"
@@ -180,12 +180,7 @@ class TranscriptPane(ScrollView, can_focus=True):
                                      style=self.rich_style, pad=True)
         self._lines = [Strip(line, width) for line in lines]
         size = Size(width, len(self._lines))
-        if size != self.virtual_size:
-            # Assigning `virtual_size` lays out the whole screen; a Line-API pane only needs
-            # its scrollbar updated, and one appearing or going still asks for that layout.
-            # (Textual's own `_size_updated` updates a scroll view the same way.)
-            self.set_reactive(Widget.virtual_size, size)
-            self._scroll_update(size)
+        if resize_virtual(self, size):
             # A scroll made before a new scrollbar was laid out leaves its thumb behind.
             self.call_after_refresh(self._place_scrollbar)
         self.refresh()
