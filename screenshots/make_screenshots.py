@@ -97,7 +97,7 @@ async def main() -> None:
             await pilot.press("h")
             await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen), "the history screen")
             await pilot.pause(1.0)
-            await pilot.press("end")  # the oldest call: the one that ended
+            await pilot.press("down")  # the older call: the one that ended
             await pilot.pause(1.0)
             print(app.save_screenshot("history.svg", path=str(HERE)))
             await pilot.press("escape")
