@@ -45,6 +45,7 @@ from console.providers.vapi.auth import sign_vapi_request
 from console.redact import Redactor
 from console.secrets import SECRET_ENV, SecretStore
 from console.store.db import Store, StoreError
+from console.store.queries import call_event_pages
 
 T = TypeVar("T")
 
@@ -197,20 +198,12 @@ async def call_known(store: Store, call_id: str) -> bool:
 
 async def stored_events(store: Store, call_id: str, *, page: int = _PAGE) -> AsyncIterator[Event]:
     """A call's normalized events in time order, read a page at a time."""
-    last_at, last_id = float("-inf"), 0
-    while True:
-        rows = await store.fetchall(
-            "SELECT id, at, data FROM events WHERE call_id = ? AND (at, id) > (?, ?) ORDER BY at, id LIMIT ?",
-            (call_id, last_at, last_id, page),
-        )
-        if not rows:
-            return
+    async for rows in call_event_pages(store, call_id, page):
         for row in rows:
             try:
                 yield event_from_dict(json.loads(row["data"]))
             except ValueError:
                 continue  # written by a newer version with a kind this one does not know
-        last_at, last_id = rows[-1]["at"], rows[-1]["id"]
 
 
 def as_replay(event: Event, at: datetime | None = None) -> Event:

@@ -13,6 +13,7 @@ from typing import Any, Literal, TextIO
 
 # Histories written before monitor URLs were masked at write time still get them masked here.
 from console.store.db import Store, mask_monitor_urls
+from console.store.queries import call_event_pages
 
 ExportFormat = Literal["jsonl", "csv"]
 CSV_COLUMNS = ("at", "provider", "call_id", "kind", "role", "text", "detail")
@@ -44,17 +45,9 @@ async def _pages(store: Store, call_id: str | None) -> AsyncIterator[list[str]]:
             yield [mask_monitor_urls(row["data"]) for row in rows]
             last_id = rows[-1]["id"]
     else:
-        # One call reads in time order, like `history show`, walking the (call_id, at) index.
-        last_at, last_id = float("-inf"), 0
-        while True:
-            rows = await store.fetchall(
-                "SELECT id, at, data FROM events WHERE call_id = ? AND (at, id) > (?, ?) ORDER BY at, id LIMIT ?",
-                (call_id, last_at, last_id, _PAGE),
-            )
-            if not rows:
-                return
+        # One call reads in time order, like `history show`.
+        async for rows in call_event_pages(store, call_id, _PAGE):
             yield [mask_monitor_urls(row["data"]) for row in rows]
-            last_at, last_id = rows[-1]["at"], rows[-1]["id"]
 
 
 async def export(store: Store, out: TextIO, fmt: ExportFormat = "jsonl", call_id: str | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from typing import Any
 
 from console.store.db import Store, iso_from_epoch
@@ -212,3 +213,17 @@ async def counts(store: Store) -> dict[str, int]:
     )
     assert row is not None
     return {key: row[key] for key in row.keys()}
+
+
+async def call_event_pages(store: Store, call_id: str, page: int = 500) -> AsyncIterator[list[sqlite3.Row]]:
+    """A call's event rows (`id`, `at`, `data`) in time order, a page at a time (the (call_id, at) index)."""
+    last_at, last_id = float("-inf"), 0
+    while True:
+        rows = await store.fetchall(
+            "SELECT id, at, data FROM events WHERE call_id = ? AND (at, id) > (?, ?) ORDER BY at, id LIMIT ?",
+            (call_id, last_at, last_id, page),
+        )
+        if not rows:
+            return
+        yield rows
+        last_at, last_id = rows[-1]["at"], rows[-1]["id"]

@@ -46,6 +46,7 @@ from console.replay import (
 from console.store import queries
 from console.store.db import Store, StoreError
 from console.store.export import ExportFormat, export
+from console.tui.widgets.panes import short_id
 from console.tui.widgets.prompt import PromptScreen
 from console.tui.widgets.table import WindowTable
 from console.tui.widgets.transcript import ROLE_LABEL, ROLE_STYLE, short_json
@@ -248,7 +249,7 @@ def describe_event(event: dict[str, Any]) -> tuple[Text, Text]:
     if kind == "tool.requested":
         args = ", ".join(f"{key}={short_json(value, 40)}" for key, value in (event.get("arguments") or {}).items())
         detail = Text(f"{event.get('name', '')}({args})", style="magenta")
-        detail.append(f"  {_short(event.get('tool_call_id'), 12)}", style="dim")
+        detail.append(f"  {short_id(event.get('tool_call_id'), 12)}", style="dim")
         return Text("tool call", style="bold magenta"), detail
     if kind == "tool.decided":
         decision = event.get("decision", "")
@@ -460,7 +461,7 @@ class HistoryScreen(Screen[None]):
             for hit in hits:
                 text = snippet(hit["text"], words, HIT_TEXT_WIDTH)
                 role = hit["role"]
-                rows.append((str(hit["id"]), (local_time(hit["at"], LIST_TIME), _short(hit["call_id"], 8),
+                rows.append((str(hit["id"]), (local_time(hit["at"], LIST_TIME), short_id(hit["call_id"], 8),
                                               Text(ROLE_LABEL.get(role, role), style=ROLE_STYLE.get(role, "")),
                                               text)))
             self.query_one("#history-hits", WindowTable).sync(rows)
@@ -472,7 +473,7 @@ class HistoryScreen(Screen[None]):
             calls = await queries.list_calls(store, limit=PAGE_SIZE, offset=self.page * PAGE_SIZE)
             rows = [(c["call_id"], (
                 local_time(c["started_at"], LIST_TIME) if c["started_at"] else Text("—", style="dim"),
-                _short(c["call_id"], 9),
+                short_id(c["call_id"], 9),
                 c["provider"],
                 Text(c["status"] or "?", style=STATUS_STYLE.get(c["status"] or "", "")),
                 span(call_duration(c)),
@@ -531,7 +532,7 @@ class HistoryScreen(Screen[None]):
         if detail is None:
             body.update(f"No call {call_id} in the history.")
             return
-        pane.border_title = f"Timeline · {_short(call_id, 12)}"
+        pane.border_title = f"Timeline · {short_id(call_id, 12)}"
         body.update(timeline_view(detail))
         self.query_one("#history-detail", VerticalScroll).scroll_home(animate=False)
 
@@ -672,13 +673,6 @@ class HistoryScreen(Screen[None]):
         keys = "/ search · [ ] page · p replay · +/- speed · e export call · E all · a partials · esc back"
         replay = self.replay.describe() if self.replay is not None else ""
         status.update(f"{replay}  ·  {keys}" if replay else keys)
-
-
-def _short(call_id: str | None, size: int = 10) -> str:
-    if not call_id:
-        return "—"
-    call_id = call_id.removeprefix("call_")
-    return call_id[:size]
 
 
 def _markup_safe(text: str) -> str:
