@@ -295,3 +295,20 @@ async def test_the_theme_picker_offers_only_the_console_themes(settings):
         await pilot.pause(0.3)
         offered = {option.hit.text for option in options.options}
         assert offered == set(load_themes().names) and "harbour-night" in offered
+
+
+def test_a_wheel_carries_the_bundled_themes_where_the_loader_looks(monkeypatch, tmp_path):
+    """`themes/` is outside the package: pyproject ships it as data files under the prefix,
+    and an installed console (no checkout beside it) loads them from there."""
+    import sys
+    import tomllib
+
+    import console
+
+    root = Path(console.__file__).parent.parent
+    data_files = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    assert data_files == {"share/voice-console/themes": ["themes/*.toml"]}
+    installed = tmp_path / "site-packages" / "console" / "__init__.py"
+    monkeypatch.setattr(console, "__file__", str(installed))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    assert bundled_themes_dir() == tmp_path / "prefix" / "share" / "voice-console" / "themes"

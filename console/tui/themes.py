@@ -23,6 +23,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from functools import partial
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +53,12 @@ ERROR_TOAST_SECONDS = 20
 
 
 def bundled_themes_dir() -> Path:
-    """`console/_themes` in an installed wheel, else the checkout's top-level `themes/`."""
-    packaged = Path(console.__file__).parent / "_themes"
-    return packaged if packaged.is_dir() else Path(console.__file__).parent.parent / "themes"
+    """The checkout's top-level `themes/` (source and editable installs), else where a
+    wheel puts them (`[tool.setuptools.data-files]`): `<prefix>/share/voice-console/themes`."""
+    checkout = Path(console.__file__).parent.parent / "themes"
+    if (checkout / f"{DEFAULT_THEME}.toml").is_file():
+        return checkout
+    return Path(sys.prefix) / "share" / APP_NAME / "themes"
 
 
 def theme_state_path() -> Path:
