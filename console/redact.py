@@ -8,6 +8,7 @@ or printed. Authentication headers are masked by name as well.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 MASK = "[redacted]"
 
@@ -51,6 +52,16 @@ class Redactor:
         for secret in self._secret_bytes:
             if secret in value:
                 value = value.replace(secret, MASK.encode())
+        return value
+
+    def json(self, value: Any) -> Any:
+        """A JSON-shaped value (dicts, lists, strings, …) with every string, keys too, masked."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(k): self.json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.json(v) for v in value]
         return value
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -13,7 +13,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import httpx
 
@@ -131,16 +130,6 @@ class ControlUrls:
         return await self._inner.decide(batch)
 
 
-def _mask(value: Any, redactor: Redactor) -> Any:
-    if isinstance(value, str):
-        return redactor.text(value)
-    if isinstance(value, dict):
-        return {redactor.text(k): _mask(v, redactor) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask(v, redactor) for v in value]
-    return value
-
-
 def redact_event(event: Event, redactor: Redactor) -> Event:
     """The event as live consumers (the TUI, NDJSON) may see it: configured secrets masked.
 
@@ -149,21 +138,21 @@ def redact_event(event: Event, redactor: Redactor) -> Event:
     data = event_json(event)
     if redactor.text(data) == data:
         return event
-    return event_from_dict(_mask(event_to_dict(event), redactor))
+    return event_from_dict(redactor.json(event_to_dict(event)))
 
 
 def redact_gate_event(event: GateEvent, redactor: Redactor) -> GateEvent:
     """A gate event for subscribers (the TUI, serve's log) with secrets masked; the gate keeps the originals."""
     kind, payload = event
     if isinstance(payload, PendingCall):
-        arguments = _mask(payload.arguments, redactor)
+        arguments = redactor.json(payload.arguments)
         return event if arguments == payload.arguments else (kind, replace(payload, arguments=arguments))
     if isinstance(payload, ToolOutcome):
         masked = replace(
             payload,
             result=None if payload.result is None else redactor.text(payload.result),
             error=None if payload.error is None else redactor.text(payload.error),
-            arguments_sent=None if payload.arguments_sent is None else _mask(payload.arguments_sent, redactor),
+            arguments_sent=None if payload.arguments_sent is None else redactor.json(payload.arguments_sent),
         )
         return event if masked == payload else (kind, masked)
     return event

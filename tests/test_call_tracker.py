@@ -116,3 +116,21 @@ def test_an_end_of_call_report_alone_ends_the_call():
     # A late in-progress status cannot revive it.
     tracker.process([CallStatus(at=at(31), status="in-progress", **common())])
     assert tracker.get("call-1").status == "ended"
+
+
+def test_an_ended_call_keeps_only_its_summary_after_a_while():
+    tracker = CallTracker()
+    tracker.process([CallStatus(at=at(0), status="in-progress", **common()),
+                     TranscriptFinal(at=at(5), role="user", text="hello there", **common()),
+                     BargeIn(at=at(6), **common())])
+    tracker.process([CallStatus(at=at(30), status="ended", ended_reason="customer-ended-call", **common())])
+    state = tracker.get("call-1")
+    # Within the grace period a late duplicate final is still recognised.
+    assert tracker.process([TranscriptFinal(at=at(5), role="user", text="hello there", **common())]) == []
+    other = {"provider": "vapi", "call_id": "call-2"}
+    tracker.process([CallStatus(at=at(30 + 119), status="in-progress", **other)])
+    assert state._finals, "forgotten too early"
+    tracker.process([CallStatus(at=at(30 + 121), status="in-progress", **other)])
+    assert not state._finals and not state._finals_order and not state._model_output
+    assert (state.status, state.ended_reason, state.barge_ins) == ("ended", "customer-ended-call", 1)
+    assert tracker.get("call-2") is not None and tracker.get("call-2")._finals is not None

@@ -38,6 +38,9 @@ from console.core.events import (
 BARGE_IN_WINDOW = timedelta(seconds=2.0)
 _MAX_INTERVALS = 64
 _MAX_FINALS = 4096
+# How long after its end a call keeps what dedupes late deliveries (finals, model
+# output, speech spans); then only its summary stays, so 2000 ended calls stay small.
+ENDED_KEEP_DETAIL = timedelta(minutes=2)
 
 
 @dataclass
@@ -65,6 +68,15 @@ class CallState:
     _last_turn_id: str | None = None
     _spoken_text: str = ""  # what the assistant has said in its current turn
 
+    def forget_details(self) -> None:
+        """Drop what only matters while deliveries can still arrive; the summary fields stay."""
+        self._assistant_spans.clear()
+        self._barge_in_times.clear()
+        self._finals.clear()
+        self._finals_order.clear()
+        self._model_output.clear()
+        self._spoken_text = ""
+
     def assistant_speaking_at(self, at: datetime) -> bool:
         for start, stop in reversed(self._assistant_spans):
             if start is not None and start <= at and (stop is None or stop > at):
@@ -78,6 +90,7 @@ class CallTracker:
         self._max_calls = max_calls
         # Control URLs learnt before the call's first event (e.g. from the dial answer).
         self._early_control_urls: OrderedDict[str, str] = OrderedDict()
+        self._ended: deque[tuple[datetime, str]] = deque()  # (ended at, call id), oldest first
 
     def get(self, call_id: str) -> CallState | None:
         return self._calls.get(call_id)
@@ -112,6 +125,8 @@ class CallTracker:
     def process(self, events: list[Event]) -> list[Event]:
         """Return the events to keep for one delivery, with derived ones added."""
         out: list[Event] = []
+        if events and self._ended:
+            self._forget_ended_before(events[-1].at - ENDED_KEEP_DETAIL)
         for event in events:
             state = self._state(event)
             if state is None:
@@ -124,12 +139,26 @@ class CallTracker:
             out.extend(self._apply(state, event))
         return out
 
+    def _forget_ended_before(self, cutoff: datetime) -> None:
+        while self._ended and self._ended[0][0] < cutoff:
+            _, call_id = self._ended.popleft()
+            state = self._calls.get(call_id)
+            if state is not None and state.status == "ended":
+                state.forget_details()
+
+    def _mark_ended(self, state: CallState, at: datetime) -> None:
+        self._ended.append((at, state.call_id))
+        if len(self._ended) > self._max_calls:
+            self._ended.popleft()
+
     def _apply(self, state: CallState, event: Event) -> list[Event]:
         if isinstance(event, CallStatus):
             # "ended" is terminal whatever the clocks say (Twilio dates callbacks to the second).
             if state.status == "ended" and event.status != "ended":
                 return [event]
             if state.status_at is None or event.at >= state.status_at or event.status == "ended":
+                if event.status == "ended" and state.status != "ended":
+                    self._mark_ended(state, event.at)
                 state.status, state.status_at = event.status, event.at
                 if event.ended_reason:
                     state.ended_reason = event.ended_reason
@@ -137,6 +166,7 @@ class CallTracker:
         if isinstance(event, CallEnded):
             # An end-of-call report ends the call even when no "ended" status came first.
             if state.status != "ended":
+                self._mark_ended(state, event.at)
                 state.status, state.status_at = "ended", event.at
             if event.reason:
                 state.ended_reason = event.reason

@@ -262,16 +262,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _redact_json(value: Any, redactor: Redactor) -> Any:
-    if isinstance(value, str):
-        return redactor.text(value)
-    if isinstance(value, dict):
-        return {redactor.text(k): _redact_json(v, redactor) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_json(v, redactor) for v in value]
-    return value
-
-
 @dataclass(frozen=True)
 class DeliveryRecord:
     """One accepted webhook request, as received."""
@@ -731,7 +721,7 @@ class Store:
             return
         ts = epoch(at)
         rows = [
-            (c.tool_call_id, call_id, provider, c.name, _dumps(_redact_json(c.arguments, self._redactor)), ts,
+            (c.tool_call_id, call_id, provider, c.name, _dumps(self._redactor.json(c.arguments)), ts,
              self._session_id)
             for c in calls
         ]
@@ -788,7 +778,7 @@ class Store:
             d: dict[str, Any] = e.__dict__  # the field values, read-only here
             # Scan the serialized form first (fast, C-level); walk the dict only when a secret is in it.
             if redact and self._redactor.text(data) != data:
-                d = _redact_json(event_to_dict(e), self._redactor)
+                d = self._redactor.json(event_to_dict(e))
                 data = _dumps(d)
             masked = mask_monitor_urls(data)
             if masked != data:
@@ -1035,7 +1025,7 @@ def _interrupt(conn: sqlite3.Connection, where: str, params: Sequence[Any], by: 
     ]
     data = []
     for e in events:
-        fields = _redact_json(event_to_dict(e), redactor)
+        fields = redactor.json(event_to_dict(e))
         data.append(_EventRow(e.call_id, e.provider, e.kind, e.at.timestamp(), _dumps(fields), fields))
     _apply(conn, [_EventsOp(data, None)])
     return [row[0] for row in rows]
