@@ -5,7 +5,6 @@ another module binds is checked without editing this file."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from textual.binding import Binding
@@ -20,6 +19,7 @@ from console.tui.screens.help import APPROVALS_TEXT, HelpScreen
 from console.tui.themes import load_themes
 from console.tui.widgets.prompt import PromptScreen
 from tests.test_tui import ONE_HELD, decision_in_history, demo_app, wait_for_pending
+from tests.tui_fixtures import until
 
 SIZE = (120, 36)
 
@@ -31,15 +31,6 @@ def settings(tmp_path) -> Settings:
 
 def console_app(settings: Settings) -> VoiceConsoleApp:
     return VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={})))
-
-
-async def until(pilot, condition, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def described(*classes) -> list[Binding]:

@@ -7,7 +7,6 @@ config and state dirs into tmp."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from console.tui.themes import (
     read_remembered_theme,
     theme_state_path,
 )
+from tests.tui_fixtures import until
 
 SIZE = (120, 36)
 GOOD_USER_THEME = """
@@ -52,15 +52,6 @@ def settings(tmp_path) -> Settings:
 
 def console_app(settings: Settings, theme: str | None = None) -> VoiceConsoleApp:
     return VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={}), theme=theme))
-
-
-async def until(pilot, condition, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def user_theme(file_name: str, text: str) -> Path:

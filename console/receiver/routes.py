@@ -150,11 +150,12 @@ class WebhookPipeline:
 
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.store.note_reply(receipt.delivery_id, response.status, response.body, elapsed_ms)
-        self._seen(DeliverySeen(
-            received_at, provider.name, route, request.method, request.target, inbound.message_type,
-            inbound.call_id, "ok", None, verdict.scheme, response.status, elapsed_ms,
-            receipt.delivery_id, receipt.duplicate,
-        ))
+        if self.on_delivery is not None:  # headless serve has no consumer: build nothing on the hot path
+            self._seen(DeliverySeen(
+                received_at, provider.name, route, request.method, request.target, inbound.message_type,
+                inbound.call_id, "ok", None, verdict.scheme, response.status, elapsed_ms,
+                receipt.delivery_id, receipt.duplicate,
+            ))
         return response
 
     async def ingest_events(self, events: list[Event]) -> None:
