@@ -39,6 +39,7 @@ import asyncio
 import contextvars
 import gc
 import json
+import math
 import os
 import random
 import secrets as token_source
@@ -48,7 +49,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,16 +65,47 @@ TARGET_KEY_P99_MS = 100.0
 SIZE = (160, 48)
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+class Samples:
+    """Timings kept as counts in log-spaced buckets 1 % wide: a long run's own
+    measurements must not grow the RSS it reports (a float per event was 1 MB/min)."""
+
+    FLOOR_MS = 0.001
+    _LOG_RATIO = math.log(1.01)
+
+    def __init__(self, values: Iterable[float] = ()) -> None:
+        self.counts: Counter[int] = Counter()
+        self.n, self.total, self.max = 0, 0.0, float("nan")
+        for value in values:
+            self.add(value)
+
+    def add(self, value: float) -> None:
+        bucket = 0 if value <= self.FLOOR_MS else int(math.log(value / self.FLOOR_MS) / self._LOG_RATIO) + 1
+        self.counts[bucket] += 1
+        self.n += 1
+        self.total += value
+        self.max = value if not value <= self.max else self.max  # nan-safe
+
+    def pct(self, q: float) -> float:
+        """The upper edge of the bucket holding the q-th value (at most 1 % high)."""
+        if not self.n:
+            return float("nan")
+        rank, seen = min(self.n - 1, int(q * self.n)), 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen > rank:
+                return min(self.max, self.FLOOR_MS * math.exp(bucket * self._LOG_RATIO))
+        return self.max
 
 
-def summary(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50": pct(values, 0.5), "p90": pct(values, 0.9), "p99": pct(values, 0.99),
-            "max": max(values) if values else float("nan")}
+def summary(values: Samples | Iterable[float]) -> dict[str, Any]:
+    samples = values if isinstance(values, Samples) else Samples(values)
+    return {"n": samples.n, "p50": samples.pct(0.5), "p90": samples.pct(0.9), "p99": samples.pct(0.99),
+            "max": samples.max}
+
+
+def loop_time(wall_ms: Samples, cpu_ms: Samples) -> dict[str, Any]:
+    return {**summary(wall_ms), "cpu_p99": cpu_ms.pct(0.99), "cpu_max": cpu_ms.max,
+            "total_s": wall_ms.total / 1000, "cpu_total_s": cpu_ms.total / 1000}
 
 
 def rss_mb() -> float:
@@ -179,18 +211,16 @@ class Probe:
         self.gate_inbox: list[float] = []
         self.drained: list[tuple[float | None, float]] = []
         self.gate_drained: list[float] = []
-        self.event_ms: list[float] = []
-        self.arrival_ms: list[float] = []
-        self.gate_ms: list[float] = []
+        self.event_ms, self.arrival_ms, self.gate_ms = Samples(), Samples(), Samples()
         self.events_in = 0
         self.frames = 0
         self.encode_s = 0.0
-        self.timings: dict[str, list[tuple[float, float]]] = {}  # name -> (wall ms, CPU ms) per call
-        self.gc_ms: list[float] = []
-        self.gc_cpu_ms: list[float] = []
+        self.timings: dict[str, tuple[Samples, Samples]] = {}  # name -> (wall ms, CPU ms) per call
+        self.gc_ms, self.gc_cpu_ms = Samples(), Samples()
         self._gc_started = self._gc_cpu = 0.0
         self.press: Press | None = None
-        self.presses: list[Press] = []
+        self.keys_pressed = 0
+        self.key_ms = Samples()
         self.measuring = False
         self._lock = threading.Lock()
         self._install()
@@ -263,11 +293,11 @@ class Probe:
         if phase == "start":
             self._gc_started, self._gc_cpu = time.perf_counter(), time.thread_time()
         elif self.measuring and info.get("generation") == 2:
-            self.gc_ms.append((time.perf_counter() - self._gc_started) * 1000)
-            self.gc_cpu_ms.append((time.thread_time() - self._gc_cpu) * 1000)
+            self.gc_ms.add((time.perf_counter() - self._gc_started) * 1000)
+            self.gc_cpu_ms.add((time.thread_time() - self._gc_cpu) * 1000)
 
     def _timed(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-        sink = self.timings.setdefault(name, [])
+        wall_ms, cpu_ms = self.timings.setdefault(name, (Samples(), Samples()))
 
         def wrapper(*args, **kwargs):
             started, cpu = time.perf_counter(), time.thread_time()
@@ -275,7 +305,8 @@ class Probe:
                 return func(*args, **kwargs)
             finally:
                 if self.measuring and threading.current_thread() is threading.main_thread():
-                    sink.append(((time.perf_counter() - started) * 1000, (time.thread_time() - cpu) * 1000))
+                    wall_ms.add((time.perf_counter() - started) * 1000)
+                    cpu_ms.add((time.thread_time() - cpu) * 1000)
 
         return wrapper
 
@@ -286,12 +317,13 @@ class Probe:
             return
         if self.drained:
             for arrived, handed in self.drained:
-                self.event_ms.append((now - handed) * 1000)
+                self.event_ms.add((now - handed) * 1000)
                 if arrived is not None:
-                    self.arrival_ms.append((now - arrived) * 1000)
+                    self.arrival_ms.add((now - arrived) * 1000)
             self.drained = []
         if self.gate_drained:
-            self.gate_ms.extend((now - at) * 1000 for at in self.gate_drained)
+            for at in self.gate_drained:
+                self.gate_ms.add((now - at) * 1000)
             self.gate_drained = []
         with self._lock:
             press = self.press
@@ -338,7 +370,9 @@ class Probe:
             press.done.wait(3.0)
             with self._lock:
                 self.press = None
-            self.presses.append(press)
+            self.keys_pressed += 1
+            if press.shown is not None:
+                self.key_ms.add((press.shown - press.sent) * 1000)
 
     async def _prepare(self) -> Press | None:
         return self.prepare_press()
@@ -360,13 +394,13 @@ def skip_unchanged_titles() -> Callable[[], None]:
     return lambda: setattr(descriptor, "__set__", original)
 
 
-async def loop_lag(samples: list[float], stop: asyncio.Event, period: float = 0.05) -> None:
+async def loop_lag(samples: Samples, stop: asyncio.Event, period: float = 0.05) -> None:
     """How late a 50 ms timer fires: the loop's responsiveness to anything."""
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         expected = loop.time() + period
         await asyncio.sleep(period)
-        samples.append(max(0.0, (loop.time() - expected) * 1000))
+        samples.add(max(0.0, (loop.time() - expected) * 1000))
 
 
 async def sample_memory(series: list[tuple[float, float]], stop: asyncio.Event, start: float) -> None:
@@ -376,6 +410,41 @@ async def sample_memory(series: list[tuple[float, float]], stop: asyncio.Event, 
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
             pass
+
+
+async def trace_memory(every: float, stop: asyncio.Event, start: float, db: Path, by_line: bool) -> None:
+    """--trace-memory: what grew since the last look -- RSS, Python's allocated blocks, the
+    WAL file, objects by type and, with --by-line, the heap by source line (tracemalloc: slow)
+    -- printed to stderr as the run goes."""
+    import tracemalloc
+
+    def look():
+        return (tracemalloc.take_snapshot() if by_line else None,
+                Counter(type(o).__name__ for o in gc.get_objects()), sys.getallocatedblocks())
+
+    if by_line:
+        tracemalloc.start(1)
+    lines_before, types_before, blocks_before = look()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except TimeoutError:
+            pass
+        lines_now, types_now, blocks_now = look()
+        wal = db.with_name(db.name + "-wal")
+        print(f"\n--- {time.perf_counter() - start:.0f} s: RSS {rss_mb():.1f} MB, allocated blocks {blocks_now} "
+              f"({blocks_now - blocks_before:+d}), WAL {wal.stat().st_size / 2**20 if wal.exists() else 0:.1f} MB",
+              file=sys.stderr)
+        if by_line:
+            for stat in lines_now.compare_to(lines_before, "lineno")[:12]:
+                print(f"  {stat.size_diff / 1024:+9.0f} KiB {stat.count_diff:+8d}  {stat.traceback[0]}",
+                      file=sys.stderr)
+        grew = sorted(((name, types_now[name] - types_before[name]) for name in types_now | types_before),
+                      key=lambda item: -abs(item[1]))[:10]
+        print("  objects: " + ", ".join(f"{name} {delta:+d}" for name, delta in grew), file=sys.stderr, flush=True)
+        lines_before, types_before, blocks_before = lines_now, types_now, blocks_now
+    if by_line:
+        tracemalloc.stop()
 
 
 def structure_sizes(app) -> dict[str, Any]:
@@ -447,7 +516,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         gc.freeze()
 
     stop = asyncio.Event()
-    lag: list[float] = []
+    lag = Samples()
     memory: list[tuple[float, float]] = []
     rss_start = rss_mb()
     load_before = os.getloadavg()
@@ -455,6 +524,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     cpu_started = time.process_time()
     probe.measuring = True
     background = [asyncio.create_task(loop_lag(lag, stop)), asyncio.create_task(sample_memory(memory, stop, started))]
+    if args.trace_memory:
+        background.append(asyncio.create_task(trace_memory(args.trace_memory, stop, started, settings.storage.db,
+                                                             args.by_line)))
     child = await asyncio.create_subprocess_exec(
         sys.executable, str(Path(__file__).resolve()), "--drive", url, "--calls", str(args.calls),
         "--duration", str(args.duration), "--speed", str(args.speed), "--ramp", str(args.ramp),
@@ -483,7 +555,6 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     gc.callbacks.remove(probe._gc)
     load = json.loads(out.decode() or "{}")
 
-    pressed = [p for p in probe.presses if p.shown is not None]
     second_half = [mb for at, mb in memory if at >= elapsed / 2]
     return {
         "calls": args.calls, "duration_s": round(elapsed, 1), "speed": args.speed, "scenarios": args.scenarios,
@@ -494,19 +565,13 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "event_to_screen_ms": summary(probe.event_ms),
         "request_to_screen_ms": summary(probe.arrival_ms),
         "gate_to_screen_ms": summary(probe.gate_ms),
-        "key_to_frame_ms": summary([(p.shown - p.sent) * 1000 for p in pressed]),
-        "keys_pressed": len(probe.presses), "keys_not_shown_in_3s": len(probe.presses) - len(pressed),
+        "key_to_frame_ms": summary(probe.key_ms),
+        "keys_pressed": probe.keys_pressed, "keys_not_shown_in_3s": probe.keys_pressed - probe.key_ms.n,
         "frames": probe.frames, "frames_per_s": probe.frames / elapsed,
         "cpu_share": cpu / elapsed, "cpu_s": cpu, "frame_encode_s": probe.encode_s,
         "loop_lag_ms": summary(lag),
-        "gc_gen2_ms": {**summary(probe.gc_ms), "cpu_p99": pct(probe.gc_cpu_ms, 0.99),
-                       "cpu_max": max(probe.gc_cpu_ms, default=float("nan")), "total_s": sum(probe.gc_ms) / 1000,
-                       "cpu_total_s": sum(probe.gc_cpu_ms) / 1000},
-        "handler_ms": {name: {**summary([wall for wall, _ in values]), "cpu_p99": pct([c for _, c in values], 0.99),
-                              "cpu_max": max((c for _, c in values), default=float("nan")),
-                              "total_s": sum(wall for wall, _ in values) / 1000,
-                              "cpu_total_s": sum(c for _, c in values) / 1000}
-                       for name, values in probe.timings.items()},
+        "gc_gen2_ms": loop_time(probe.gc_ms, probe.gc_cpu_ms),
+        "handler_ms": {name: loop_time(wall, cpu) for name, (wall, cpu) in probe.timings.items()},
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "rss_mb": {"start": rss_start, "peak": max(mb for _, mb in memory) if memory else rss_end, "end": rss_end,
                    "second_half_min": min(second_half, default=rss_end),
@@ -586,6 +651,12 @@ def main() -> int:
     parser.add_argument("--same-titles-no-repaint", action="store_true",
                         help="experiment: setting a border title or subtitle to the text it already has does not "
                              "repaint the pane (Textual repaints the whole pane on every set)")
+    parser.add_argument("--trace-memory", type=float, metavar="SECONDS",
+                        help="diagnosis: every SECONDS print what grew (RSS, Python's allocated blocks, the WAL "
+                             "file, objects by type) to stderr")
+    parser.add_argument("--by-line", action="store_true",
+                        help="with --trace-memory: also the heap's growth by source line (tracemalloc; slows the "
+                             "app, so its latencies are not comparable)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # the child process playing the calls
     args = parser.parse_args()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from console.core import gate as gate_module
 from console.core.policy import Policy, ToolRule
 from console.receiver.http import HttpServer, Router
 from console.receiver.types import Request, Response
@@ -131,7 +132,9 @@ async def test_deadline_follows_the_platform_timeout_not_the_policy(tmp_path):
         await service.close()
 
 
-async def test_duplicate_delivery_while_pending_joins_and_the_handler_runs_once(tmp_path):
+async def test_duplicate_delivery_while_pending_joins_and_the_handler_runs_once(tmp_path, monkeypatch):
+    # The gate remembers no outcome: a later redelivery is answered from SQLite alone.
+    monkeypatch.setattr(gate_module, "DECIDED_MEMORY", 0)
     tools, seen = await tool_server(echo_results)
     service, _ = await start_service(tmp_path, policy=Policy.default("hold"), forward={"to": f"{tools.url}/tools"})
     try:
@@ -146,6 +149,7 @@ async def test_duplicate_delivery_while_pending_joins_and_the_handler_runs_once(
                 assert (await control(service, client, {"tool_call_id": tool_call_id, "decision": "approve"})).status_code == 200
             one, two = await first, await second
             third = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
+        assert not service.gate._decided
         assert one.json() == two.json() == third.json()
         assert len(seen) == 1
     finally:

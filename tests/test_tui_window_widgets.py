@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 
 from console.core.events import BargeIn, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
-from console.tui.widgets.table import WindowTable, same_cell
+from console.tui.widgets.table import CACHE_SCREENS, MIN_CACHED_LINES, WindowTable, same_cell
 from console.tui.widgets.transcript import CallTranscript, TranscriptPane
 
 AT = datetime(2026, 2, 17, 9, 30, tzinfo=UTC)
@@ -88,6 +88,28 @@ async def test_window_table_widens_at_once_and_shrinks_only_at_a_rebuild():
         table.sync([("b", ("b", "y")), ("d", ("d", "zzz"))])  # rebuilt: fits the rows it has
         await pilot.pause()
         assert width_of(table, "state") == len("state")
+
+
+async def test_window_table_render_caches_stay_within_a_few_screens_while_it_ticks():
+    """A live table changes a cell every tick; DataTable keys its caches by update count,
+    so with its stock sizes (10,000 cells) they only ever fill. Ours hold a few screens."""
+    app = TableApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(WindowTable)
+        rows = [(f"c{n}", (f"c{n}", "0 s")) for n in range(60)]
+        for tick in range(150):
+            table.sync([(key, (call, f"{tick} s")) for key, (call, _) in rows])
+            await pilot.pause()
+            if tick % 10 == 0:
+                await pilot.press("down" if tick % 20 else "up")
+        lines = CACHE_SCREENS * MIN_CACHED_LINES  # the table is shorter than the floor
+        assert table._line_cache.maxsize == lines and len(table._line_cache) <= lines
+        assert len(table._row_render_cache) <= lines and len(table._row_renderable_cache) <= lines
+        assert 0 < len(table._cell_render_cache) <= lines * 2
+        assert str(table.get_row("c59")[1]) == "149 s"  # and it still shows the latest values
+        await pilot.resize_terminal(80, 120)  # taller than the floor: room for three screens of it
+        await pilot.pause()
+        assert table._line_cache.maxsize == CACHE_SCREENS * table.size.height > lines
 
 
 def booking_transcript(turns: int) -> CallTranscript:

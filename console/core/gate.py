@@ -43,7 +43,9 @@ NO_ANSWER_ERROR = "The tool server gave no answer for this call."
 JOIN_TIMEOUT_ERROR = "No decision was made before the platform's deadline."
 
 # How many decided outcomes are remembered, so a platform retry never runs a tool twice.
-DECIDED_MEMORY = 10_000
+# The receiver answers older retries from SQLite; this covers the gate on its own and
+# the moments before an outcome is on disk (10,000 held ~8 MB the collector kept walking).
+DECIDED_MEMORY = 1_000
 # Time kept for forwarding an approved call: at most this, at most a third of the budget.
 FORWARD_RESERVE_S = 2.0
 # decide() finishes this much before its budget: the caller measured the same

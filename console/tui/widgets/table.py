@@ -6,8 +6,14 @@ from collections.abc import Sequence
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual.cache import LRUCache
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
+
+
+# Render caches hold this many screens' worth of rows (the cursor row and hover variants).
+CACHE_SCREENS = 3
+MIN_CACHED_LINES = 50
 
 
 def same_cell(value: object, before: object) -> bool:
@@ -43,6 +49,24 @@ class WindowTable(DataTable):
     def on_mount(self) -> None:
         for key, label in self._columns:
             self.add_column(label, key=key)
+        self._fit_caches()
+
+    def on_resize(self) -> None:
+        self._fit_caches()
+
+    def _fit_caches(self) -> None:
+        """Render caches sized to what can be on screen. DataTable's own hold 10,000 cells
+        and 1,000 rows and lines; their keys carry the table's update count, so a table
+        updated every tick never hits the old entries, only fills them up -- tens of MB
+        of segments that every full garbage collection then has to walk."""
+        lines = CACHE_SCREENS * max(self.size.height, MIN_CACHED_LINES)
+        if self._line_cache.maxsize == lines:
+            return
+        # New caches, not a smaller maxsize: a full LRUCache never shrinks (it evicts one per insert).
+        self._row_render_cache = LRUCache(lines)
+        self._row_renderable_cache = LRUCache(lines)
+        self._line_cache = LRUCache(lines)
+        self._cell_render_cache = LRUCache(lines * max(1, len(self._columns)))
 
     @property
     def selected_key(self) -> str | None:
