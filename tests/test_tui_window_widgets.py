@@ -4,13 +4,16 @@ Their cost at 100 calls is measured by bench/tui_load.py; these pin the behaviou
 
 from __future__ import annotations
 
+import gc
+import weakref
 from datetime import UTC, datetime
 
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.cache import LRUCache
 
 from console.core.events import BargeIn, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
-from console.tui.widgets.table import CACHE_SCREENS, MIN_CACHED_LINES, WindowTable, same_cell
+from console.tui.widgets.table import CACHE_SCREENS, MIN_CACHED_LINES, RingFreeCache, WindowTable, same_cell
 from console.tui.widgets.transcript import CallTranscript, TranscriptPane
 
 AT = datetime(2026, 2, 17, 9, 30, tzinfo=UTC)
@@ -90,6 +93,34 @@ async def test_window_table_widens_at_once_and_shrinks_only_at_a_rebuild():
         assert width_of(table, "state") == len("state")
 
 
+class Rendered:
+    """Stands in for a cached row: something a weak reference can watch."""
+
+
+def test_a_cleared_cache_frees_its_entries_at_once_without_a_garbage_collection():
+    stock, ring_free = LRUCache(10), RingFreeCache(10)
+    watched = {}
+    for cache in (stock, ring_free):
+        entries = [Rendered() for _ in range(5)]
+        for n, entry in enumerate(entries):
+            cache[n] = entry
+        watched[cache.__class__.__name__] = [weakref.ref(entry) for entry in entries]
+        del entries, entry
+    gc.disable()
+    try:
+        stock.clear()
+        ring_free.clear()
+        # Textual's LRUCache drops its ring of links whole: a cycle, alive until a full collection.
+        assert all(ref() is not None for ref in watched["LRUCache"])
+        assert all(ref() is None for ref in watched["RingFreeCache"])
+        ring_free[1] = Rendered()  # still a working cache afterwards
+        assert ring_free.get(1) is not None and len(ring_free) == 1
+    finally:
+        gc.enable()
+        gc.collect()
+    assert all(ref() is None for ref in watched["LRUCache"])
+
+
 async def test_window_table_render_caches_stay_within_a_few_screens_while_it_ticks():
     """A live table changes a cell every tick; DataTable keys its caches by update count,
     so with its stock sizes (10,000 cells) they only ever fill. Ours hold a few screens."""
@@ -103,6 +134,7 @@ async def test_window_table_render_caches_stay_within_a_few_screens_while_it_tic
             if tick % 10 == 0:
                 await pilot.press("down" if tick % 20 else "up")
         lines = CACHE_SCREENS * MIN_CACHED_LINES  # the table is shorter than the floor
+        assert isinstance(table._line_cache, RingFreeCache) and isinstance(table._ordered_row_cache, RingFreeCache)
         assert table._line_cache.maxsize == lines and len(table._line_cache) <= lines
         assert len(table._row_render_cache) <= lines and len(table._row_renderable_cache) <= lines
         assert 0 < len(table._cell_render_cache) <= lines * 2
