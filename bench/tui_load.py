@@ -26,8 +26,8 @@ benchmark):
 
 Targets (DESIGN.md): event-to-screen p99 < 250 ms, key-press-to-frame p99 <
 100 ms, memory bounded over a long run; the exit status is 1 when a latency
-target is missed. Two experiments measure changes without making them:
---gc-freeze and --same-titles-no-repaint (see --help). Wall-clock figures
+target is missed. Experiments measure changes without making them:
+--gc-freeze, --full-collection-every and --same-titles-no-repaint (see --help). Wall-clock figures
 depend on the machine being otherwise idle: the report prints the load average
 and the CPU time of each part, which does not.
 """
@@ -512,6 +512,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     url = app.service.server.url + "/webhook/vapi"
     await asyncio.sleep(0.5)
     gc.collect()
+    if args.full_collection_every:  # the experiment: another spacing of full collections
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, args.full_collection_every)
     if args.gc_freeze:  # the experiment: start-up objects out of the collector's full passes
         gc.freeze()
 
@@ -559,6 +562,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "calls": args.calls, "duration_s": round(elapsed, 1), "speed": args.speed, "scenarios": args.scenarios,
         "size": f"{SIZE[0]}x{SIZE[1]}", "frames_encoded": not args.no_encode, "gc_freeze": args.gc_freeze,
+        "full_collection_every": args.full_collection_every,
         "same_titles_no_repaint": args.same_titles_no_repaint,
         "load": load,
         "events": probe.events_in, "events_per_s": probe.events_in / elapsed,
@@ -592,6 +596,8 @@ def report(result: dict[str, Any]) -> str:
              f"({result['scenarios']}), {result['size']} headless"
              + (", frames encoded as for a terminal" if result["frames_encoded"] else "")
              + (", gc.freeze() after start-up" if result.get("gc_freeze") else "")
+             + (f", a full collection every {result['full_collection_every']} middle ones"
+                if result.get("full_collection_every") else "")
              + (", unchanged border titles not repainted" if result.get("same_titles_no_repaint") else ""))
     lines = [
         setup,
@@ -648,6 +654,9 @@ def main() -> int:
     parser.add_argument("--gc-freeze", action="store_true",
                         help="experiment: gc.freeze() once the app has started "
                              "(start-up objects are never scanned again)")
+    parser.add_argument("--full-collection-every", type=int, metavar="N",
+                        help="experiment: a full garbage collection every N middle-generation ones instead of the "
+                             "app's setting")
     parser.add_argument("--same-titles-no-repaint", action="store_true",
                         help="experiment: setting a border title or subtitle to the text it already has does not "
                              "repaint the pane (Textual repaints the whole pane on every set)")

@@ -93,6 +93,9 @@ async def test_the_number_is_checked_while_typing_and_a_valid_one_dials(settings
         # The call shows in Live calls once the platform reports it, with its control URL known.
         table = app.main.query_one(LiveCallsTable)
         await wait_for(pilot, lambda: call_id in [key for key, _ in table._shown], what="the dialed call on screen")
+        # ... and selected: its transcript and timeline are the ones on screen.
+        await wait_for(pilot, lambda: app.main.selected_call == call_id, what="the dialed call selected")
+        assert table.selected_key == call_id
         state = app.service.pipeline.tracker.get(call_id)
         assert state is not None and state.control_url == placed["monitor"]["controlUrl"]
         # The URL is a capability: never in what the operator was told.

@@ -75,6 +75,32 @@ async def test_window_table_updates_cells_in_place_and_keeps_the_cursor():
         assert [row.key.value for row in table.ordered_rows] == ["c", "b"] and table.selected_key == "b"
 
 
+async def test_window_table_follows_a_row_that_has_not_arrived_yet():
+    app = TableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(WindowTable)
+        table.sync([("a", ("a", "live")), ("b", ("b", "live"))])
+        await pilot.press("down")
+        table.follow("dialed")  # not there yet: the cursor stays where the operator put it
+        await pilot.pause()
+        assert table.selected_key == "b"
+        table.sync([("a", ("a", "live")), ("b", ("b", "live")), ("dialed", ("dialed", "ringing"))])
+        await pilot.pause()
+        assert table.selected_key == "dialed"
+        await pilot.press("up")  # followed once: later syncs keep the operator's choice
+        table.sync([("a", ("a", "live")), ("b", ("b", "ended")), ("dialed", ("dialed", "live")), ("c", ("c", "new"))])
+        await pilot.pause()
+        assert table.selected_key == "b"
+        table.follow("a")  # already shown: selected at once
+        await pilot.pause()
+        assert table.selected_key == "a"
+        table.follow("never", within_s=0)  # a call that never came: forgotten, nothing moves
+        await pilot.pause(0.01)
+        table.sync([("a", ("a", "live")), ("never", ("never", "late"))])
+        await pilot.pause()
+        assert table.selected_key == "a"
+
+
 async def test_window_table_widens_at_once_and_shrinks_only_at_a_rebuild():
     app = TableApp()
     async with app.run_test() as pilot:

@@ -22,6 +22,7 @@ from textual.widgets import Button, Input, Label, Select
 
 from console.providers.vapi.client import VapiClient, VapiError, validate_e164
 from console.secrets import SecretStore
+from console.tui.widgets.panes import LiveCallsTable
 
 if TYPE_CHECKING:
     from console.tui.app import VoiceConsoleApp
@@ -260,7 +261,8 @@ def open_dial(app: VoiceConsoleApp) -> None:
             return
         if app.service is not None and result.control_url:
             app.service.pipeline.tracker.note_control_url(result.call_id, result.control_url)
+        app.main.query_one(LiveCallsTable).follow(result.call_id)  # the operator dialed it to watch it
         app.notify(f"Dialed {result.to}: call {result.call_id} ({result.call.get('status', '?')}). It shows in Live "
-                   "calls as soon as the platform reports it.", markup=False, title="Dial")
+                   "calls as soon as the platform reports it, selected.", markup=False, title="Dial")
 
     app.push_screen(DialScreen(), dialed)

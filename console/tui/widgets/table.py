@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from rich.cells import cell_len
@@ -14,6 +15,8 @@ from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotEx
 # Render caches hold this many screens' worth of rows (the cursor row and hover variants).
 CACHE_SCREENS = 3
 MIN_CACHED_LINES = 50
+# How long a table waits for a row it was asked to follow (a dialed call) to arrive.
+FOLLOW_FOR_S = 30.0
 
 
 class RingFreeCache(LRUCache):
@@ -69,6 +72,7 @@ class WindowTable(DataTable):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._columns = list(columns)
         self._shown: list[tuple[str, tuple[object, ...]]] = []
+        self._follow: tuple[str, float] | None = None  # (key, until): select it when it arrives
 
     def on_mount(self) -> None:
         for key, label in self._columns:
@@ -107,6 +111,16 @@ class WindowTable(DataTable):
         except (CellDoesNotExist, RowDoesNotExist):
             return None
 
+    def follow(self, key: str, within_s: float = FOLLOW_FOR_S) -> None:
+        """Select `key` now if it is shown, else when a sync brings it within `within_s`
+        (a call just dialed shows once the platform reports it)."""
+        keys = [shown for shown, _ in self._shown]
+        if key in keys:
+            self._follow = None
+            self.move_cursor(row=keys.index(key), animate=False)
+        else:
+            self._follow = (key, time.monotonic() + within_s)
+
     def _widens(self, column: str, value: object) -> bool:
         shown = self.columns.get(ColumnKey(column))
         return shown is None or cell_width(value) > shown.content_width
@@ -129,5 +143,11 @@ class WindowTable(DataTable):
         for key, cells in rows:  # a bounded window, rebuilt only when its rows change
             self.add_row(*cells, key=key)
         keys = [key for key, _ in rows]
+        if self._follow is not None:
+            key, until = self._follow
+            if time.monotonic() > until:  # it never came in time: the operator has moved on
+                self._follow = None
+            elif key in keys:
+                selected, self._follow = key, None
         if selected in keys:
             self.move_cursor(row=keys.index(selected), animate=False)
