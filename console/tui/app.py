@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 DEMO_CUSTOMER = "+14155550142"
 MAX_TRANSCRIPTS = 200
 MAX_DECIDED_ROWS = 60
-FULL_COLLECTION_EVERY = 30  # gen-1 collections per full one (CPython default: 10)
+FULL_COLLECTION_EVERY = 100  # gen-1 collections per full one (CPython default: 10)
 EVENT_LOG_LINES = DELIVERY_CAP
 # At least this many columns and rows: the bottom panes side by side instead of tabs.
 WIDE_COLUMNS, WIDE_ROWS = 160, 44
@@ -540,9 +540,10 @@ class VoiceConsoleApp(App[None]):
         gc.collect()
         gc.freeze()
         # Fewer full collections: each walks every tracked object, and a key pressed meanwhile
-        # waits for it. Not too few: Textual's strips cache themselves (reference cycles), so
-        # a pause also grows with the garbage it frees -- at 100 calls every 100 middle
-        # collections gave ~75 ms pauses, every 30 ~40 ms (bench/tui_load.py --full-collection-every).
+        # waits for it. Textual's strips cache themselves (reference cycles), so a pause also
+        # grows with the garbage it frees: over 30 min at 100 calls, every 100 middle
+        # collections gave ~75 ms pauses, 0.7 % of the time; every 30, ~50 ms but 1.6 % and a
+        # worse key-press p99 (bench/tui_load.py --full-collection-every).
         young, middle, _ = gc.get_threshold()
         gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
