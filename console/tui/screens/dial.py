@@ -262,7 +262,7 @@ def open_dial(app: VoiceConsoleApp) -> None:
         if app.service is not None and result.control_url:
             app.service.pipeline.tracker.note_control_url(result.call_id, result.control_url)
         app.main.query_one(LiveCallsTable).follow(result.call_id)  # the operator dialed it to watch it
-        app.notify(f"Dialed {result.to}: call {result.call_id} ({result.call.get('status', '?')}). It shows in Live "
-                   "calls as soon as the platform reports it, selected.", markup=False, title="Dial")
+        app.notify(f"Dialed {result.to}: call {result.call_id} ({result.call.get('status', '?')}). It is selected in "
+                   "Live calls as soon as the platform reports it.", markup=False, title="Dial")
 
     app.push_screen(DialScreen(), dialed)

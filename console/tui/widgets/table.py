@@ -90,7 +90,8 @@ class WindowTable(DataTable):
         lines = CACHE_SCREENS * max(self.size.height, MIN_CACHED_LINES)
         if isinstance(self._line_cache, RingFreeCache) and self._line_cache.maxsize == lines:
             return
-        # New caches, not a smaller maxsize: a full LRUCache never shrinks (it evicts one per insert).
+        # DataTable's private cache attributes (textual is pinned below 9; the widget tests
+        # check them). New caches, not a smaller maxsize: a full LRUCache never shrinks.
         for cache in (self._row_render_cache, self._row_renderable_cache, self._line_cache,
                       self._cell_render_cache, self._offset_cache, self._ordered_row_cache):
             unlink(cache)
