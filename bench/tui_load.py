@@ -48,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,9 +204,15 @@ class Press:
 class Probe:
     """Wraps the app's hand-off points and its frame output to time what the operator sees."""
 
-    def __init__(self, app, encode_frames: bool = True) -> None:
+    def __init__(self, app, encode_frames: bool = True, explain_keys_over_ms: float | None = None) -> None:
         self.app = app
         self.encode_frames = encode_frames
+        # --explain-slow-keys: what the loop did while a slow press waited for its frame.
+        self.explain_keys_over_ms = explain_keys_over_ms
+        self.recent: deque[tuple[float, float, str]] = deque(maxlen=2000)  # (start, end, what) on the loop
+        self.slow_presses: list[tuple[float, list[tuple[float, float, str]]]] = []
+        self.slow_time_ms: Counter[str] = Counter()  # what, summed over the slow presses
+        self.slow_count = 0
         self.inbox: list[tuple[float | None, float]] = []  # per event handed in: (request arrival, hand-off)
         self.gate_inbox: list[float] = []
         self.drained: list[tuple[float | None, float]] = []
@@ -279,6 +285,47 @@ class Probe:
             repaint = self._timed("screen update, paint", update)
             main._on_timer_update = lambda: (with_layout if main._layout_required else repaint)()
         gc.callbacks.append(self._gc)
+        if self.explain_keys_over_ms is not None:
+            self._time_loop_callbacks()
+
+    def _time_loop_callbacks(self, over_ms: float = 2.0) -> None:
+        """Record every event-loop callback longer than `over_ms` (the task or function it ran)."""
+        handle_run = asyncio.events.Handle._run
+        recent = self.recent
+
+        def run(handle):
+            started = time.perf_counter()
+            handle_run(handle)
+            ended = time.perf_counter()
+            if ended - started > over_ms / 1000:
+                callback = handle._callback
+                task = getattr(callback, "__self__", None)
+                if isinstance(task, asyncio.Task):
+                    coro = task.get_coro()
+                    what = getattr(coro, "__qualname__", None) or repr(coro)
+                else:
+                    what = getattr(callback, "__qualname__", None) or repr(callback)
+                recent.append((started, ended, f"loop callback {what}"))
+
+        asyncio.events.Handle._run = run
+        self._undo_loop_timing = lambda: setattr(asyncio.events.Handle, "_run", handle_run)
+
+    def explain(self, sent: float, shown: float) -> None:
+        """On the loop, once the frame is out: keep what overlapped a slow press."""
+        self.slow_count += 1
+        overlapping = [(max(start, sent), min(end, shown), what) for start, end, what in self.recent
+                       if end > sent and start < shown]
+        for start, end, what in overlapping:
+            self.slow_time_ms[what] += (end - start) * 1000
+        if len(self.slow_presses) < 20:
+            self.slow_presses.append(((shown - sent) * 1000,
+                                      [((start - sent) * 1000, (end - start) * 1000, what)
+                                       for start, end, what in overlapping]))
+
+    def stop_explaining(self) -> None:
+        undo = getattr(self, "_undo_loop_timing", None)
+        if undo is not None:
+            undo()
 
     def time_methods(self, targets: list[tuple[type, str]]) -> Callable[[], None]:
         """Time methods of widget classes (this process only); returns the undo."""
@@ -292,7 +339,10 @@ class Probe:
     def _gc(self, phase: str, info: dict) -> None:
         if phase == "start":
             self._gc_started, self._gc_cpu = time.perf_counter(), time.thread_time()
-        elif self.measuring and info.get("generation") == 2:
+            return
+        if self.explain_keys_over_ms is not None and threading.current_thread() is threading.main_thread():
+            self.recent.append((self._gc_started, time.perf_counter(), f"garbage collection, generation {info.get('generation')}"))
+        if self.measuring and info.get("generation") == 2:
             self.gc_ms.add((time.perf_counter() - self._gc_started) * 1000)
             self.gc_cpu_ms.add((time.thread_time() - self._gc_cpu) * 1000)
 
@@ -305,8 +355,11 @@ class Probe:
                 return func(*args, **kwargs)
             finally:
                 if self.measuring and threading.current_thread() is threading.main_thread():
-                    wall_ms.add((time.perf_counter() - started) * 1000)
+                    ended = time.perf_counter()
+                    wall_ms.add((ended - started) * 1000)
                     cpu_ms.add((time.thread_time() - cpu) * 1000)
+                    if self.explain_keys_over_ms is not None:
+                        self.recent.append((started, ended, name))
 
         return wrapper
 
@@ -329,6 +382,9 @@ class Probe:
             press = self.press
             if press is not None and press.sent and self.app.main.selected_call == press.expected:
                 press.shown = now
+                if self.explain_keys_over_ms is not None and (now - press.sent) * 1000 > self.explain_keys_over_ms:
+                    # after this frame's own paint is recorded
+                    asyncio.get_running_loop().call_soon(self.explain, press.sent, now)
                 self.press = None
                 press.done.set()
 
@@ -500,7 +556,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=workdir / "history.db"))
     services = Services(settings, secret_store=SecretStore(env={SECRET_ENV: secret}), policy=load_policy())
     app = VoiceConsoleApp(services)
-    probe = Probe(app, encode_frames=not args.no_encode)
+    probe = Probe(app, encode_frames=not args.no_encode, explain_keys_over_ms=args.explain_slow_keys)
     untime = probe.time_methods([(WindowTable, "sync"), (TranscriptPane, "show")])
     loop = asyncio.get_running_loop()
     app_task = asyncio.create_task(app.run_async(headless=True, size=SIZE))
@@ -512,9 +568,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     url = app.service.server.url + "/webhook/vapi"
     await asyncio.sleep(0.5)
     gc.collect()
-    if args.full_collection_every:  # the experiment: another spacing of full collections
-        young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, args.full_collection_every)
+    if args.full_collection_every or args.young_collection_after:  # the experiments: other GC thresholds
+        young, middle, full = gc.get_threshold()
+        gc.set_threshold(args.young_collection_after or young, middle, args.full_collection_every or full)
     if args.gc_freeze:  # the experiment: start-up objects out of the collector's full passes
         gc.freeze()
 
@@ -556,13 +612,15 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     undo_titles()
     untime()
     gc.callbacks.remove(probe._gc)
+    probe.stop_explaining()
     load = json.loads(out.decode() or "{}")
 
     second_half = [mb for at, mb in memory if at >= elapsed / 2]
     return {
         "calls": args.calls, "duration_s": round(elapsed, 1), "speed": args.speed, "scenarios": args.scenarios,
         "size": f"{SIZE[0]}x{SIZE[1]}", "frames_encoded": not args.no_encode, "gc_freeze": args.gc_freeze,
-        "full_collection_every": args.full_collection_every,
+        "full_collection_every": args.full_collection_every, "young_collection_after": args.young_collection_after,
+        "gc_threshold": gc.get_threshold(),
         "same_titles_no_repaint": args.same_titles_no_repaint,
         "load": load,
         "events": probe.events_in, "events_per_s": probe.events_in / elapsed,
@@ -582,6 +640,11 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                    "second_half_max": max(second_half, default=rss_end)},
         "rss_series": [(round(at, 1), round(mb, 1)) for at, mb in memory],
         "structures": sizes,
+        **({"slow_keys": {
+            "over_ms": args.explain_slow_keys, "presses": probe.slow_count,
+            "time_ms_by_what": dict(probe.slow_time_ms.most_common(15)),
+            "examples": probe.slow_presses,
+        }} if args.explain_slow_keys is not None else {}),
     }
 
 
@@ -598,6 +661,8 @@ def report(result: dict[str, Any]) -> str:
              + (", gc.freeze() after start-up" if result.get("gc_freeze") else "")
              + (f", a full collection every {result['full_collection_every']} middle ones"
                 if result.get("full_collection_every") else "")
+             + (f", a young collection after {result['young_collection_after']} allocations"
+                if result.get("young_collection_after") else "")
              + (", unchanged border titles not repainted" if result.get("same_titles_no_repaint") else ""))
     lines = [
         setup,
@@ -626,6 +691,14 @@ def report(result: dict[str, Any]) -> str:
         per_event = result.get("cpu_s", float("nan")) * 1000 / result["events"]
         lines.append(f"  process CPU per event handed to the UI: {per_event:.2f} ms "
                      "(receiver, SQLite, screen; the simulator is not counted)")
+    slow = result.get("slow_keys")
+    if slow is not None:
+        lines += ["", f"{slow['presses']} presses slower than {slow['over_ms']:g} ms; what the loop did meanwhile "
+                      "(ms summed over them; timed sections also count inside their loop callback):"]
+        lines += [f"  {ms:9.1f}  {what}" for what, ms in slow["time_ms_by_what"].items()]
+        for total, parts in slow["examples"][:5]:
+            lines.append(f"  a press shown after {total:.0f} ms: "
+                         + "; ".join(f"+{at:.0f} {what} {ms:.0f}" for at, ms, what in parts))
     lines += [
         "",
         f"RSS MB: start {rss['start']:.0f}, peak {rss['peak']:.0f}, end {rss['end']:.0f}; "
@@ -657,6 +730,9 @@ def main() -> int:
     parser.add_argument("--full-collection-every", type=int, metavar="N",
                         help="experiment: a full garbage collection every N middle-generation ones instead of the "
                              "app's setting")
+    parser.add_argument("--young-collection-after", type=int, metavar="N",
+                        help="experiment: a young-generation garbage collection after N allocations instead of "
+                             "the app's setting (objects that live longer reach the older generations)")
     parser.add_argument("--same-titles-no-repaint", action="store_true",
                         help="experiment: setting a border title or subtitle to the text it already has does not "
                              "repaint the pane (Textual repaints the whole pane on every set)")
@@ -666,6 +742,9 @@ def main() -> int:
     parser.add_argument("--by-line", action="store_true",
                         help="with --trace-memory: also the heap's growth by source line (tracemalloc; slows the "
                              "app, so its latencies are not comparable)")
+    parser.add_argument("--explain-slow-keys", type=float, metavar="MS",
+                        help="diagnosis: for key presses slower than MS, what the event loop did meanwhile "
+                             "(timed sections, garbage collections, loop callbacks over 2 ms)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # the child process playing the calls
     args = parser.parse_args()

@@ -1,5 +1,5 @@
-"""The two widgets the screen feeds on every flush, under Pilot: `WindowTable`
-(a DataTable kept in step with a window of rows) and `TranscriptPane` (Line API).
+"""The widgets the screen feeds on every flush, under Pilot: `WindowTable` (a
+DataTable kept in step with a window of rows), `TranscriptPane` and `DeliveryView` (Line API).
 Their cost at 100 calls is measured by bench/tui_load.py; these pin the behaviour."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from textual.app import App, ComposeResult
 from textual.cache import LRUCache
 
 from console.core.events import BargeIn, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
+from console.receiver.routes import DeliverySeen
+from console.tui.widgets.events import DeliveryLog, DeliveryView, LogRow
 from console.tui.widgets.table import CACHE_SCREENS, MIN_CACHED_LINES, RingFreeCache, WindowTable, same_cell
 from console.tui.widgets.transcript import CallTranscript, TranscriptPane
 
@@ -119,6 +121,76 @@ async def test_window_table_widens_at_once_and_shrinks_only_at_a_rebuild():
         assert width_of(table, "state") == len("state")
 
 
+class FixedTableApp(App[None]):
+    CSS = "WindowTable { height: 8; width: 70; }"
+
+    def compose(self) -> ComposeResult:
+        yield WindowTable([("call", "call"), ("state", "state"), ("clock", "clock"), ("note", "note")], id="table")
+
+
+CELLS = [
+    ("plain", "in-progress", "0:12", "ok"),
+    ("markup", "[b]bold[/b] and [red]red[/red]", Text("9:59", justify="right"), Text("⏳ 3.5s", style="bold yellow")),
+    ("styled", Text("ended", style="dim"), Text("1:00:00", justify="center"), Text("—", style="dim")),
+    ("wide", "通話中 ☎", Text("12", justify="left", style="green"), ""),
+    ("long", Text("a very long status that the column cannot hold", overflow="ellipsis"), "x" * 40, None),
+]
+
+
+async def test_window_table_cells_are_drawn_as_datatable_draws_them():
+    """WindowTable draws one-line cells itself (no Rich layout engine, cached by content);
+    every cell -- header, cursor, hover, zebra, cropped, justified, markup, wide -- must come
+    out as the same segments DataTable's own renderer makes."""
+    from rich.segment import Segment
+    from textual.widgets import DataTable
+
+    app = FixedTableApp()
+    async with app.run_test(size=(90, 20)) as pilot:
+        table = app.query_one(WindowTable)
+        table.sync([(cells[0], cells) for cells in CELLS])
+        await pilot.pause()
+        for column in table.columns.values():
+            if column.key.value == "note":  # a fixed, narrow column: long cells are cropped
+                column.width, column.auto_width = 10, False
+        table.refresh()
+        await pilot.pause()
+        compared = 0
+        for row in range(-1, len(CELLS)):
+            base = table.get_component_styles("datatable--header").rich_style if row == -1 else table.rich_style
+            for column, shown in enumerate(table.ordered_columns):
+                width = shown.get_render_width(table)
+                for cursor in (False, True):
+                    for hover in (False, True):
+                        ours = table._render_cell(row, column, base, width, cursor, hover)
+                        stock = DataTable._render_cell(table, row, column, base, width, cursor, hover)
+                        assert [list(Segment.simplify(line)) for line in ours] == \
+                               [list(Segment.simplify(line)) for line in stock], (row, column, cursor, hover)
+                        compared += 1
+        assert compared == (len(CELLS) + 1) * 4 * 4
+        # and the screen shows them
+        assert "in-progress" in "".join(s.text for s in table.render_line(1))
+
+
+async def test_rows_coming_and_going_do_not_lay_out_the_screen():
+    """DataTable assigns its virtual size when rows change, which lays out the whole screen
+    (~30 ms at 160x48); a table whose CSS fixes its size only updates its scrollbars."""
+    app = FixedTableApp()
+    async with app.run_test(size=(90, 20)) as pilot:
+        table = app.query_one(WindowTable)
+        table.sync([(f"c{n}", (f"c{n}", "live", "0:01", "")) for n in range(20)])
+        await pilot.pause()
+        layouts = count_layouts(app)
+        for size in (25, 18, 30):
+            table.sync([(f"c{n}", (f"c{n}", "live", "0:02", "")) for n in range(size)])
+            await pilot.pause()
+            assert table.virtual_size.height == size + 1  # the header too
+            assert table.vertical_scrollbar.window_virtual_size == size + 1
+        assert layouts == []
+        table.move_cursor(row=29, animate=False)  # scrolling knows the new size
+        await pilot.pause()
+        assert table.selected_key == "c29" and table.scroll_y == table.max_scroll_y > 0
+
+
 class Rendered:
     """Stands in for a cached row: something a weak reference can watch."""
 
@@ -163,7 +235,7 @@ async def test_window_table_render_caches_stay_within_a_few_screens_while_it_tic
         assert isinstance(table._line_cache, RingFreeCache) and isinstance(table._ordered_row_cache, RingFreeCache)
         assert table._line_cache.maxsize == lines and len(table._line_cache) <= lines
         assert len(table._row_render_cache) <= lines and len(table._row_renderable_cache) <= lines
-        assert 0 < len(table._cell_render_cache) <= lines * 2
+        assert 0 < len(table._cells_by_content) <= lines * 2  # our cell cache (DataTable's is bypassed)
         assert str(table.get_row("c59")[1]) == "149 s"  # and it still shows the latest values
         await pilot.resize_terminal(80, 120)  # taller than the floor: room for three screens of it
         await pilot.pause()
@@ -239,7 +311,7 @@ async def test_a_change_within_a_line_repaints_without_a_layout():
         assert pane.virtual_size == size and layouts == []
 
 
-async def test_switching_calls_repaints_without_a_layout_unless_the_scrollbar_comes_or_goes():
+async def test_switching_calls_repaints_without_a_layout():
     app = PaneApp()
     async with app.run_test() as pilot:
         pane = app.query_one(TranscriptPane)
@@ -255,9 +327,9 @@ async def test_switching_calls_repaints_without_a_layout_unless_the_scrollbar_co
         assert "other 19" in pane.text and pane.scroll_y == pane.max_scroll_y == 20 - pane.size.height
         assert pane.vertical_scrollbar.window_virtual_size == 20 and pane.vertical_scrollbar.position == pane.scroll_y
         assert layouts == []
-        pane.show(booking_transcript(2))  # fits: the scrollbar goes, the pane is laid out again
+        pane.show(booking_transcript(2))  # fits: the scrollbar stays (no layout either), at the top
         await pilot.pause()
-        assert layouts and not pane.show_vertical_scrollbar and pane.scroll_y == 0
+        assert layouts == [] and pane.show_vertical_scrollbar and pane.scroll_y == 0
         assert [line.split() for line in pane.text.splitlines()] == [["caller", "turn", "0"], ["agent", "turn", "1"]]
 
 
@@ -277,3 +349,41 @@ async def test_transcript_pane_rewraps_when_it_gets_narrower():
         lines = pane.text.splitlines()
         assert len(lines) > wide and all(len(line) <= pane.size.width for line in lines)
         assert " ".join(" ".join(lines).split()) == "agent Thanks for calling Sunrise Dental, this is Ava."
+
+
+class LogApp(App[None]):
+    CSS = "DeliveryView { width: 70; height: 5; }"
+
+    def compose(self) -> ComposeResult:
+        yield DeliveryView(DeliveryLog(100), id="log")
+
+
+def delivery(n: int) -> LogRow:
+    seen = DeliverySeen(AT, "vapi", "vapi", "POST", "/webhook/vapi", "speech-update", f"call_{n:04d}",
+                        "ok", None, "secret", 200, 0.5, delivery_id=n)
+    return LogRow(AT, seen=seen)
+
+
+async def test_delivery_view_draws_a_row_once_while_it_scrolls_by(monkeypatch):
+    """Following the end, every flush shifts every line; each row is drawn once and its
+    finished line reused, until the look changes (here: the width)."""
+    import console.tui.widgets.events as events
+
+    drawn: list[int] = []
+    draw = events.row_segments
+    monkeypatch.setattr(events, "row_segments", lambda row: (drawn.append(row.seen.delivery_id), draw(row))[1])
+    app = LogApp()
+    async with app.run_test() as pilot:
+        view = app.query_one(DeliveryView)
+        app.set_focus(None)  # unfocused and following: no cursor line (that one is drawn fresh)
+        await pilot.pause()
+        for n in range(1, 31):  # 30 flushes of one delivery each, the view following the end
+            view.rows_changed(view.model.add([delivery(n)]))
+            await pilot.pause()
+        assert sorted(set(drawn)) == sorted(drawn)  # never the same row twice
+        assert 30 in drawn and "call_0030"[5:] in "".join(seg.text for seg in view.render_line(4))
+        drawn.clear()
+        view.styles.width = 40  # a narrower pane: the visible rows are drawn again, cropped
+        await pilot.pause()
+        assert sorted(drawn) == [26, 27, 28, 29, 30]
+        assert all(view.render_line(y).cell_length == 40 for y in range(5))

@@ -177,6 +177,10 @@ class DeliveryView(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.model = model
         self.cursor = -1  # -1: follow the newest row
+        # Finished lines by row (id -> (row, strip)): following the end, each flush shifts
+        # every line; a row is drawn once, not again on every flush while it scrolls by.
+        self._lines: dict[int, tuple[LogRow, Strip]] = {}
+        self._lines_look: tuple[object, ...] = ()
 
     @property
     def selected(self) -> LogRow | None:
@@ -248,13 +252,30 @@ class DeliveryView(ScrollView, can_focus=True):
         rows = self.model.visible
         if index >= len(rows):
             return Strip.blank(width, base)
-        strip = Strip(row_segments(rows[index]))
-        if index == self._cursor_index() and (self.has_focus or self.cursor >= 0):
-            strip = strip.apply_style(self.get_component_rich_style("delivery-view--cursor"))
-            strip = strip.crop_extend(scroll_x, scroll_x + width, self.get_component_rich_style("delivery-view--cursor"))
+        row = rows[index]
+        on_cursor = index == self._cursor_index() and (self.has_focus or self.cursor >= 0)
+        cursor_style = self.get_component_rich_style("delivery-view--cursor") if on_cursor else None
+        look = (width, scroll_x, base)
+        if look != self._lines_look:  # resized, scrolled sideways or restyled (a theme)
+            self._lines, self._lines_look = {}, look
+        cached = None if on_cursor else self._lines.get(id(row))
+        if cached is not None and cached[0] is row:
+            return cached[1]
+        strip = Strip(row_segments(row))
+        if cursor_style is not None:
+            strip = strip.apply_style(cursor_style).crop_extend(scroll_x, scroll_x + width, cursor_style)
         else:
             strip = strip.crop_extend(scroll_x, scroll_x + width, base)
-        return strip.apply_style(base)
+        strip = strip.apply_style(base)
+        if cursor_style is None:
+            self._remember_line(row, strip, scroll_y)
+        return strip
+
+    def _remember_line(self, row: LogRow, strip: Strip, scroll_y: int) -> None:
+        if len(self._lines) >= 3 * max(self.size.height, 10):  # keep what is on screen now
+            shown = {id(row) for row in self.model.visible[scroll_y:scroll_y + self.size.height]}
+            self._lines = {key: line for key, line in self._lines.items() if key in shown}
+        self._lines[id(row)] = (row, strip)
 
 
 StoreGetter = Callable[[], Any]  # -> the open history Store, or None

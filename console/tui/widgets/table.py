@@ -6,10 +6,16 @@ import time
 from collections.abc import Sequence
 
 from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.widget import Widget
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
+
+from console.tui.widgets.scrolling import resize_virtual
 
 
 # Render caches hold this many screens' worth of rows (the cursor row and hover variants).
@@ -43,6 +49,15 @@ def unlink(cache: LRUCache) -> None:
     LRUCache.clear(cache)
 
 
+def cell_token(value: object) -> object:
+    """What a cell shows, as a cache key; None for what only DataTable's own renderer draws."""
+    if isinstance(value, str):
+        return None if "\n" in value else value
+    if isinstance(value, Text):
+        return (value.plain, value.style, tuple(value.spans), value.justify, value.overflow)
+    return None
+
+
 def same_cell(value: object, before: object) -> bool:
     """Equal as shown: `Text.__eq__` ignores the text's own style (a status changing colour)."""
     if isinstance(value, Text) and isinstance(before, Text):
@@ -73,6 +88,21 @@ class WindowTable(DataTable):
         self._columns = list(columns)
         self._shown: list[tuple[str, tuple[object, ...]]] = []
         self._follow: tuple[str, float] | None = None  # (key, until): select it when it arrives
+        self._cells_by_content = RingFreeCache(MIN_CACHED_LINES * max(1, len(self._columns)))
+
+    @property
+    def virtual_size(self) -> Size:
+        return Widget.virtual_size.__get__(self, Widget)
+
+    @virtual_size.setter
+    def virtual_size(self, size: Size) -> None:
+        # DataTable assigns this whenever rows come or go, and the reactive lays out the
+        # whole screen: ~30 ms at 160x48, the loop's longest step under load, a key pressed
+        # meanwhile waits. A table whose size its CSS fixes only needs its scrollbars told.
+        if self.styles.auto_dimensions:
+            Widget.virtual_size.__set__(self, size)
+        else:
+            resize_virtual(self, size)
 
     def on_mount(self) -> None:
         for key, label in self._columns:
@@ -93,7 +123,7 @@ class WindowTable(DataTable):
         # DataTable's private cache attributes (textual is pinned below 9; the widget tests
         # check them). New caches, not a smaller maxsize: a full LRUCache never shrinks.
         for cache in (self._row_render_cache, self._row_renderable_cache, self._line_cache,
-                      self._cell_render_cache, self._offset_cache, self._ordered_row_cache):
+                      self._cell_render_cache, self._offset_cache, self._ordered_row_cache, self._cells_by_content):
             unlink(cache)
         self._row_render_cache = RingFreeCache(lines)
         self._row_renderable_cache = RingFreeCache(lines)
@@ -102,6 +132,73 @@ class WindowTable(DataTable):
         # One entry each, but that entry is every row: a ring of one still holds them all.
         self._offset_cache = RingFreeCache(1)
         self._ordered_row_cache = RingFreeCache(1)
+        self._cells_by_content = RingFreeCache(lines * max(1, len(self._columns)))
+
+    def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
+                     cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
+        """DataTable's cell, drawn without Rich's layout engine and cached by what it shows.
+
+        DataTable keys its cell cache by its update count, so one changed cell (a call's
+        clock, every second) redraws every cell on screen, each through Rich's padding
+        and wrapping: 6 ms a repaint for the live-calls table, in the frame a key press
+        waits for. A one-line cell is text cropped or padded to the column: same
+        segments (`tests/test_tui_window_widgets.py` compares them), a fraction of the time.
+        """
+        header = row_index == -1
+        row_key = self._header_row_key if header else self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None or column_index < 0 or self.fixed_rows or self.fixed_columns:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        if header:
+            value: object = self.columns[column_key].label
+            if self.header_height != 1:
+                return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        else:
+            row = self.rows.get(row_key)
+            if row is None or row.height != 1:
+                return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+            value = self._data[row_key].get(column_key)
+            value = "" if value is None else value
+        token = cell_token(value)
+        if token is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        component_style, post_style = self._get_styles_to_render_cell(
+            header, False, False, hover, cursor, self.show_cursor, self._show_hover_cursor,
+            self.cursor_foreground_priority == "css", self.cursor_background_priority == "css")
+        key = (row_index, column_index, token, width, base_style, component_style, post_style)
+        lines = self._cells_by_content.get(key)
+        if lines is None:
+            style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
+            lines = [self._cell_line(value, width, style, post_style)]
+            self._cells_by_content[key] = lines
+        return lines
+
+    def _cell_line(self, value: str | Text, width: int, style: Style, post_style: Style) -> list[Segment]:
+        """One line as Rich would lay it out (`Padding` around no-wrap text, `Lines.justify`)."""
+        padding = self.cell_padding
+        room = max(0, width - 2 * padding)
+        text = Text.from_markup(value, end="") if isinstance(value, str) else value.copy()
+        overflow = text.overflow or "fold"
+        justify = text.justify
+        if justify == "left":
+            text.truncate(room, overflow=overflow, pad=True)
+        elif justify in ("right", "center"):
+            text.rstrip()
+            text.truncate(room, overflow=overflow)
+            gap = room - text.cell_len
+            text.pad_left(gap if justify == "right" else gap // 2)
+            if justify == "center":
+                text.pad_right(room - text.cell_len)
+        else:
+            text.truncate(room, overflow=overflow)
+        line = Text(end="")  # as Rich's join does: the text's own style becomes a span (render skips it)
+        line.append_text(text)
+        segments = list(line.render(self.app.console, end=""))
+        if text.cell_len < room:
+            segments.append(Segment(" " * (room - text.cell_len)))
+        if padding:
+            segments = [Segment(" " * padding), *segments, Segment(" " * padding)]
+        return list(Segment.apply_style(segments, style, post_style))
 
     @property
     def selected_key(self) -> str | None:

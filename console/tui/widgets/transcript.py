@@ -142,6 +142,9 @@ class TranscriptPane(ScrollView, can_focus=True):
     DEFAULT_CSS = """
     TranscriptPane {
         overflow-x: hidden;
+        /* Always there: a scrollbar that comes and goes as the selected call changes
+           lays out the whole screen (~30 ms) each time. */
+        overflow-y: scroll;
     }
     """
 
