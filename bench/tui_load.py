@@ -27,7 +27,9 @@ benchmark):
 Targets (DESIGN.md): event-to-screen p99 < 250 ms, key-press-to-frame p99 <
 100 ms, memory bounded over a long run; the exit status is 1 when a latency
 target is missed. Experiments measure changes without making them:
---gc-freeze, --full-collection-every and --same-titles-no-repaint (see --help). Wall-clock figures
+--gc-freeze, --young-collection-after, --full-collection-every and
+--same-titles-no-repaint; diagnoses: --explain-slow-keys (what the loop did while
+slow presses waited) and --trace-memory (see --help). Wall-clock figures
 depend on the machine being otherwise idle: the report prints the load average
 and the CPU time of each part, which does not.
 """

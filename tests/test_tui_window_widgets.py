@@ -5,9 +5,11 @@ Their cost at 100 calls is measured by bench/tui_load.py; these pin the behaviou
 from __future__ import annotations
 
 import gc
+import math
 import weakref
 from datetime import UTC, datetime
 
+from rich.console import Console
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.cache import LRUCache
@@ -16,6 +18,7 @@ from console.core.events import BargeIn, ToolDecided, ToolRequested, TranscriptF
 from console.receiver.routes import DeliverySeen
 from console.tui.widgets.events import DeliveryLog, DeliveryView, LogRow
 from console.tui.widgets.table import CACHE_SCREENS, MIN_CACHED_LINES, RingFreeCache, WindowTable, same_cell
+from console.tui.widgets.timeline import LABEL, WINDOW, BargeTimeline, append_runs, render_timeline
 from console.tui.widgets.transcript import CallTranscript, TranscriptPane
 
 AT = datetime(2026, 2, 17, 9, 30, tzinfo=UTC)
@@ -387,3 +390,66 @@ async def test_delivery_view_draws_a_row_once_while_it_scrolls_by(monkeypatch):
         await pilot.pause()
         assert sorted(drawn) == [26, 27, 28, 29, 30]
         assert all(view.render_line(y).cell_length == 40 for y in range(5))
+
+
+class TimelineApp(App[None]):
+    CSS = "BargeTimeline { width: 67; height: 8; }"
+
+    def compose(self) -> ComposeResult:
+        yield BargeTimeline(id="timeline")
+
+
+def live_timeline():
+    from console.core.calls import CallTracker
+    from console.core.timeline import TimelineBook
+    from tests.tui_fixtures import CALL_ID, script
+
+    book = TimelineBook()
+    book.apply(CallTracker().process(script()))
+    return book.get(CALL_ID)
+
+
+async def test_timeline_repaints_when_its_lanes_move_a_column_not_every_flush():
+    from tests.tui_fixtures import PINNED_NOW
+
+    app = TimelineApp()
+    async with app.run_test() as pilot:
+        widget = app.query_one(BargeTimeline)
+        timeline = live_timeline()
+        assert timeline.ended_at is None  # live: its window moves with the clock
+        column_s = WINDOW.total_seconds() / (widget.size.width - LABEL)  # columns count from the epoch
+        repaints: list[int] = []
+        refresh = widget.refresh
+        widget.refresh = lambda *args, **kwargs: (repaints.append(1), refresh(*args, **kwargs))[1]
+        edge = math.ceil(PINNED_NOW.timestamp() / column_s) * column_s
+
+        def at(columns: float) -> datetime:  # just past a column edge, plus some columns
+            return datetime.fromtimestamp(edge + column_s * (0.05 + columns), UTC)
+
+        widget.show(timeline, at(0))
+        widget.show(timeline, at(0.4))  # flushes within a column: one repaint
+        widget.show(timeline, at(0.9))
+        assert len(repaints) == 1
+        widget.show(timeline, at(1))  # the lanes moved a column
+        assert len(repaints) == 2
+        timeline.version += 1  # something happened on the call
+        widget.show(timeline, at(1.1))
+        assert len(repaints) == 3
+        await pilot.pause()
+        assert "caller" in widget.render().plain
+
+
+def test_timeline_cells_are_appended_one_span_per_run_with_the_same_styles():
+    from tests.tui_fixtures import PINNED_NOW
+
+    cells = [("█", "yellow")] * 3 + [("·", "dim")] * 2 + [("█", "yellow"), ("↯", "bold red"), (" ", "")]
+    runs, per_cell = Text(), Text()
+    append_runs(runs, cells)
+    for char, style in cells:
+        per_cell.append(char, style=style)
+    assert runs.plain == per_cell.plain == "███··█↯ " and len(runs.spans) == 4
+    console = Console()
+    assert [runs.get_style_at_offset(console, i) for i in range(len(cells))] == \
+           [per_cell.get_style_at_offset(console, i) for i in range(len(cells))]
+    # a whole pane: a few spans per row, not one per column
+    assert len(render_timeline(live_timeline(), PINNED_NOW, 67, 8).spans) < 67
