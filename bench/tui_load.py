@@ -27,8 +27,8 @@ benchmark):
 Targets (DESIGN.md): event-to-screen p99 < 250 ms, key-press-to-frame p99 <
 100 ms, memory bounded over a long run; the exit status is 1 when a latency
 target is missed. Experiments measure changes without making them:
---gc-freeze, --young-collection-after, --full-collection-every and
---same-titles-no-repaint; diagnoses: --explain-slow-keys (what the loop did while
+--young-collection-after, --full-collection-every and
+--same-titles-no-repaint (the app already freezes its start-up objects); diagnoses: --explain-slow-keys (what the loop did while
 slow presses waited) and --trace-memory (see --help). Wall-clock figures
 depend on the machine being otherwise idle: the report prints the load average
 and the CPU time of each part, which does not.
@@ -343,7 +343,8 @@ class Probe:
             self._gc_started, self._gc_cpu = time.perf_counter(), time.thread_time()
             return
         if self.explain_keys_over_ms is not None and threading.current_thread() is threading.main_thread():
-            self.recent.append((self._gc_started, time.perf_counter(), f"garbage collection, generation {info.get('generation')}"))
+            what = f"garbage collection, generation {info.get('generation')}"
+            self.recent.append((self._gc_started, time.perf_counter(), what))
         if self.measuring and info.get("generation") == 2:
             self.gc_ms.add((time.perf_counter() - self._gc_started) * 1000)
             self.gc_cpu_ms.add((time.thread_time() - self._gc_cpu) * 1000)
@@ -573,8 +574,6 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.full_collection_every or args.young_collection_after:  # the experiments: other GC thresholds
         young, middle, full = gc.get_threshold()
         gc.set_threshold(args.young_collection_after or young, middle, args.full_collection_every or full)
-    if args.gc_freeze:  # the experiment: start-up objects out of the collector's full passes
-        gc.freeze()
 
     stop = asyncio.Event()
     lag = Samples()
@@ -620,7 +619,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     second_half = [mb for at, mb in memory if at >= elapsed / 2]
     return {
         "calls": args.calls, "duration_s": round(elapsed, 1), "speed": args.speed, "scenarios": args.scenarios,
-        "size": f"{SIZE[0]}x{SIZE[1]}", "frames_encoded": not args.no_encode, "gc_freeze": args.gc_freeze,
+        "size": f"{SIZE[0]}x{SIZE[1]}", "frames_encoded": not args.no_encode,
         "full_collection_every": args.full_collection_every, "young_collection_after": args.young_collection_after,
         "gc_threshold": gc.get_threshold(),
         "same_titles_no_repaint": args.same_titles_no_repaint,
@@ -660,7 +659,6 @@ def report(result: dict[str, Any]) -> str:
     setup = (f"{result['calls']} concurrent calls for {result['duration_s']} s at speed {result['speed']:g} "
              f"({result['scenarios']}), {result['size']} headless"
              + (", frames encoded as for a terminal" if result["frames_encoded"] else "")
-             + (", gc.freeze() after start-up" if result.get("gc_freeze") else "")
              + (f", a full collection every {result['full_collection_every']} middle ones"
                 if result.get("full_collection_every") else "")
              + (f", a young collection after {result['young_collection_after']} allocations"
@@ -726,9 +724,6 @@ def main() -> int:
     parser.add_argument("--key-interval", type=float, default=0.3,
                         help="mean seconds between key presses (default 0.3)")
     parser.add_argument("--no-encode", action="store_true", help="do not encode frames as a terminal driver would")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="experiment: gc.freeze() once the app has started "
-                             "(start-up objects are never scanned again)")
     parser.add_argument("--full-collection-every", type=int, metavar="N",
                         help="experiment: a full garbage collection every N middle-generation ones instead of the "
                              "app's setting")

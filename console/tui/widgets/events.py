@@ -273,7 +273,7 @@ class DeliveryView(ScrollView, can_focus=True):
 
     def _remember_line(self, row: LogRow, strip: Strip, scroll_y: int) -> None:
         if len(self._lines) >= 3 * max(self.size.height, 10):  # keep what is on screen now
-            shown = {id(row) for row in self.model.visible[scroll_y:scroll_y + self.size.height]}
+            shown = {id(on_screen) for on_screen in self.model.visible[scroll_y:scroll_y + self.size.height]}
             self._lines = {key: line for key, line in self._lines.items() if key in shown}
         self._lines[id(row)] = (row, strip)
 
