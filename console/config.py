@@ -133,6 +133,20 @@ class GateSettings(_Section):
     safety_margin_seconds: float = Field(1.5, ge=0.2, le=10)
 
 
+class DialSettings(_Section):
+    # Region for numbers typed without + and a country code, e.g. "(415) 555-0142" (ISO 3166 code).
+    default_region: str = "US"
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        from console.phone import is_region
+
+        if not is_region(value):
+            raise ValueError("must be a two-letter region code libphonenumber knows, such as US, GB or DE")
+        return value.upper()
+
+
 class Settings(_Section):
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -141,6 +155,7 @@ class Settings(_Section):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     forward: ForwardSettings = Field(default_factory=ForwardSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    dial: DialSettings = Field(default_factory=DialSettings)
     # Where this settings object was read from (for messages), not a user key.
     _source: Path | None = PrivateAttr(default=None)
 
