@@ -2,7 +2,8 @@
 
 Lists the Vapi assistants with the operator checks (server messages the console
 needs, server URL pointing here, unauthenticated monitor URLs); `--fix` adds the
-missing server messages with one PATCH per assistant.
+missing server messages with one PATCH per assistant and exits 0 once none is
+missing (warnings it cannot fix, such as monitor URLs, are reported, not failed).
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import sys
 from typing import Any, TextIO
 
 from console.config import Settings
-from console.providers.vapi.checks import check_assistant, patch_server_messages
+from console.keys import missing_key_message
+from console.providers.vapi.checks import (
+    check_assistant,
+    effective_server_messages,
+    missing_server_messages,
+    patch_server_messages,
+)
 from console.providers.vapi.client import VapiClient, VapiError
 from console.secrets import SecretStore
 
@@ -26,34 +33,52 @@ def add_assistants_parser(commands: Any) -> argparse.ArgumentParser:
 
 async def fix_server_messages(client: VapiClient, assistant: dict[str, Any]) -> list[str]:
     """Add the server messages the console needs with one PATCH (the CLI's --fix and the
-    TUI's `F`); the assistant's list afterwards, or [] when nothing was missing."""
+    TUI's `F`); the assistant's list afterwards as the platform answered it, or [] when
+    nothing was missing."""
     patch = patch_server_messages(assistant)
     if not patch:
         return []
-    await client.update_assistant(assistant["id"], patch)
+    updated = await client.update_assistant(assistant["id"], patch)
+    if isinstance(updated, dict) and isinstance(updated.get("serverMessages"), list):
+        return effective_server_messages(updated)
     return list(patch["serverMessages"])
 
 
 async def run_assistants(args: argparse.Namespace, settings: Settings, *, secret_store: SecretStore | None = None,
                          out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Exit 0 when the assistants were listed (and, with --fix, every missing server message
+    is now sent); 1 when the API failed or, with --fix, an assistant still lacks some."""
     key = await (secret_store or SecretStore()).aget("vapi_api_key")
     if not key.value:
-        print(f"voice-console assistants: no Vapi API key: {key.note}", file=err)
+        print(f"voice-console assistants: {missing_key_message(key)}", file=err)
         return 1
     public_url = getattr(args, "public_url", None) or settings.receiver.public_url
+    unfixed: list[str] = []
     try:
         async with VapiClient(key.value, base_url=settings.vapi.base_url) as client:
             for assistant in await client.list_assistants():
                 name = assistant.get("name") or "(unnamed)"
                 print(f"{assistant.get('id')}  {name}", file=out)
-                checks = check_assistant(assistant, public_url=public_url)
-                for check in checks:
+                now: list[str] = []
+                if args.fix:
+                    try:
+                        now = await fix_server_messages(client, assistant)
+                    except VapiError as exc:  # report it, and go on fixing the others
+                        print(f"  failed  could not add the missing server messages: {exc}", file=out)
+                    if now:  # the checks below describe the assistant as it is after the fix
+                        assistant = {**assistant, "serverMessages": now}
+                    if missing_server_messages(assistant):
+                        unfixed.append(name)
+                for check in check_assistant(assistant, public_url=public_url):
                     print(f"  {check.level:<7} {check.message}", file=out)
                     if check.fix:
                         print(f"          fix: {check.fix}", file=out)
-                if args.fix and (now := await fix_server_messages(client, assistant)):
+                if now:
                     print(f"  fixed   serverMessages now include {', '.join(now)}", file=out)
     except VapiError as exc:
         print(f"voice-console assistants: {exc}", file=err)
+        return 1
+    if unfixed:
+        print(f"voice-console assistants: still missing server messages after --fix: {', '.join(unfixed)}.", file=err)
         return 1
     return 0

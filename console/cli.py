@@ -81,19 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The settings each flag overrides, so a bad value names the flag.
+FLAG_KEYS = {
+    "--host": "receiver.host",
+    "--port": "receiver.port",
+    "--public-url": "receiver.public_url",
+    "--db": "storage.db",
+    "--forward-to": "forward.to",
+}
+
+
 def _settings_from_args(args: argparse.Namespace) -> Settings:
-    return load_settings(
-        getattr(args, "config", None),
-        overrides={
-            "receiver": {
-                "host": getattr(args, "host", None),
-                "port": getattr(args, "port", None),
-                "public_url": getattr(args, "public_url", None),
-            },
-            "storage": {"db": getattr(args, "db", None)},
-            "forward": {"to": getattr(args, "forward_to", None)},
-        },
-    )
+    overrides: dict[str, dict[str, object]] = {}
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"), None)
+        if value is not None:
+            section, name = key.split(".")
+            overrides.setdefault(section, {})[name] = value
+    return load_settings(getattr(args, "config", None), overrides=overrides,
+                         flags={key: flag for flag, key in FLAG_KEYS.items()})
 
 
 def main(argv: list[str] | None = None) -> int:

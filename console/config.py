@@ -7,13 +7,15 @@ one readable paragraph naming the file, the key and what was expected.
 
 from __future__ import annotations
 
+import datetime
+import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 APP_NAME = "voice-console"
 
@@ -23,7 +25,24 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan parse in TOML but no timeout or size means anything with them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def json_value(value: Any) -> Any:
+    """Refuse what TOML parses but a JSON reply to the platform cannot carry (dates, inf/nan)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, (datetime.date, datetime.time)):  # datetime is a date
+            raise ValueError(f"holds the TOML date/time {item.isoformat()}, which JSON cannot carry; quote it as a string")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"holds {item}, which JSON cannot carry")
+    return value
 
 
 class ReceiverSettings(_Section):
@@ -85,12 +104,42 @@ class VapiAssistantRequestSettings(_Section):
     assistant: dict[str, Any] | None = None  # a transient assistant
     error: str = "Sorry, no assistant is configured for this number."
 
+    _json_only = field_validator("assistant")(json_value)
+
+
+class VapiHandoffDestination(_Section):
+    """The assistant `handoff-destination-request` hands the call to (Vapi's HandoffDestinationAssistant).
+
+    In the file: `handoff_destination = "Billing"` (an assistant name, as in a squad) or
+    `handoff_destination = { assistant_id = "..." }` / `{ assistant_name = "..." }`.
+    """
+
+    assistant_name: str | None = None
+    assistant_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_or_table(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"assistant_name": value}
+        if not isinstance(value, dict):
+            raise ValueError("must be an assistant name (a string) or a table with assistant_name or assistant_id")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VapiHandoffDestination:
+        given = [value for value in (self.assistant_name, self.assistant_id) if value and value.strip()]
+        if len(given) != 1:
+            raise ValueError("must name one assistant: a non-empty assistant_name or assistant_id, not both")
+        return self
+
 
 class VapiSettings(_Section):
     base_url: str = "https://api.vapi.ai"
     webhook: VapiWebhookSettings = Field(default_factory=VapiWebhookSettings)
     assistant_request: VapiAssistantRequestSettings = Field(default_factory=VapiAssistantRequestSettings)
     transfer_destination: str | None = None  # E.164 number for transfer-destination-request
+    handoff_destination: VapiHandoffDestination | None = None  # for handoff-destination-request
     default_tool_timeout_seconds: float = Field(20.0, gt=0, le=300)
 
 
@@ -99,6 +148,8 @@ class RetellCallInboundSettings(_Section):
     override_agent_version: int | None = None
     dynamic_variables: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _json_only = field_validator("metadata")(json_value)
 
 
 class RetellSettings(_Section):
@@ -188,71 +239,164 @@ def themes_dir() -> Path:
     return config_dir() / "themes"
 
 
+# Everything reading a TOML file can raise for a bad or unreadable file.
+TOML_READ_ERRORS = (OSError, ValueError, RecursionError)  # ValueError covers TOMLDecodeError and UnicodeDecodeError
+
+
+def toml_problem(exc: BaseException) -> str:
+    """Why a TOML file could not be read (one of TOML_READ_ERRORS), as a clause without the file name."""
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return f"not valid TOML ({exc})"
+    if isinstance(exc, UnicodeDecodeError):
+        before = exc.object[: exc.start]
+        line, column = before.count(b"\n") + 1, exc.start - before.rfind(b"\n")
+        return (f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at line {line}, column {column}); "
+                "TOML files must be UTF-8, so save it as UTF-8")
+    if isinstance(exc, RecursionError):
+        return "not usable TOML (arrays or inline tables nested too deeply)"
+    if isinstance(exc, OSError):
+        return f"cannot be read ({exc.strerror or exc})"
+    return f"not usable TOML ({exc})"  # e.g. an integer of more than 4300 digits
+
+
 def read_toml(file: Path, *, hint: str = "") -> dict[str, Any]:
     """Parse a TOML file; any problem is a ConfigError naming the file."""
     try:
         with file.open("rb") as handle:
             return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: this is not valid TOML ({exc}).{hint}") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot be read ({exc.strerror}).") from None
+    except TOML_READ_ERRORS as exc:
+        where = "" if isinstance(exc, OSError) else "this is "
+        raise ConfigError(f"{file}: {where}{toml_problem(exc)}.{hint}") from None
+
+
+def file_present(file: Path) -> bool:
+    """Whether `file` is there to be read; a path that cannot even be checked counts as there,
+    so reading it reports the reason."""
+    try:
+        return file.exists()
+    except (OSError, ValueError):
+        return True
 
 
 def _describe_location(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    # Skip the labels pydantic gives validators (`function-after[...]`); escape keys that would
+    # break the line (a key may hold any character in TOML).
+    parts = [str(part) for part in loc if not str(part).startswith("function-")]
+    return ".".join(part if part.isprintable() else repr(part)[1:-1] for part in parts) or "(top level)"
 
 
-def _validation_paragraph(source: str, err: ValidationError) -> str:
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def validation_problems(
+    err: ValidationError,
+    *,
+    unknown_key: Callable[[tuple[Any, ...]], str],
+    label: Callable[[tuple[Any, ...]], str] | None = None,
+) -> list[str]:
+    """One short clause per problem: the key, what was expected and what was found.
+
+    `unknown_key(loc)` says what a misspelt key should have been; `label(loc)` may
+    prefix a clause with who set the value (a flag, an environment variable).
+    """
     problems = []
     for item in err.errors():
         key = _describe_location(item["loc"])
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ").replace("Input should", "should", 1)
         if item["type"] == "extra_forbidden":
-            message = "is not a known setting (check the spelling; see the README for every key)"
-        elif "input" in item and item["type"] != "missing":
-            message = f"{message} (got {item['input']!r})"
-        problems.append(f"key '{key}' {message}")
-    return f"{source}: " + "; ".join(problems) + "."
+            message = unknown_key(tuple(item["loc"]))
+        elif item["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            message = f"should be a table (a [{key}] section or {{ … }}), not {_shown(item.get('input'))}"
+        elif "input" in item and item["type"] != "missing" and not isinstance(item["input"], dict):
+            message = f"{message} (got {_shown(item['input'])})"
+        prefix = label(tuple(item["loc"])) if label else ""
+        problems.append(f"{prefix}key '{key}' {message}")
+    return problems
+
+
+def _unknown_setting(loc: tuple[Any, ...]) -> str:
+    return "is not a known setting (check the spelling; see the README for every key)"
+
+
+# Environment variables that set one key each.
+ENV_KEYS = {"VOICE_CONSOLE_DB": ("storage", "db"), "VOICE_CONSOLE_VAPI_BASE_URL": ("vapi", "base_url")}
+
+
+def _leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    found = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            found.extend(_leaves(value, (*prefix, key)))
+        elif value is not None:
+            found.append(((*prefix, key), value))
+    return found
+
+
+def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        if not isinstance(data.get(part), dict):
+            data[part] = {}
+        data = data[part]
+    data[path[-1]] = value
 
 
 def load_settings(
     path: Path | str | None = None,
     *,
     env: dict[str, str] | None = None,
-    overrides: dict[str, dict[str, Any]] | None = None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> Settings:
-    """Read the TOML file, apply env and flag overrides, validate everything.
+    """Read the TOML file, validate it as a whole, then apply env and flag overrides.
 
-    `path` None means `VOICE_CONSOLE_CONFIG` or the default location (which may
-    be absent). An explicitly named file that does not exist is an error.
+    The file is checked even where a flag overrides one of its keys, so a mistake
+    in it never waits for the day the flag is left out. `overrides` is nested like
+    the file; `flags` names the flag behind a dotted key ("receiver.port": "--port")
+    for messages. `path` None means `VOICE_CONSOLE_CONFIG` or the default location
+    (which may be absent). An explicitly named file that does not exist is an error.
     """
     env = os.environ if env is None else env
     explicit = path is not None or bool(env.get("VOICE_CONSOLE_CONFIG"))
     file = Path(path or env.get("VOICE_CONSOLE_CONFIG") or default_config_path()).expanduser()
 
     data: dict[str, Any] = {}
-    if file.exists():
+    present = file_present(file)
+    if present:
         data = read_toml(file, hint=" Fix the file or point --config elsewhere.")
     elif explicit:
         raise ConfigError(
             f"{file}: the configuration file does not exist. Create it, or leave out "
             "--config / VOICE_CONSOLE_CONFIG to use the defaults."
         )
-
-    if env.get("VOICE_CONSOLE_DB"):
-        data.setdefault("storage", {})["db"] = env["VOICE_CONSOLE_DB"]
-    if env.get("VOICE_CONSOLE_VAPI_BASE_URL"):
-        data.setdefault("vapi", {})["base_url"] = env["VOICE_CONSOLE_VAPI_BASE_URL"]
-    for section, values in (overrides or {}).items():
-        for key, value in values.items():
-            if value is not None:
-                data.setdefault(section, {})[key] = value
-
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        where = str(file) if file.exists() else "settings from the environment and flags"
-        raise ConfigError(_validation_paragraph(where, exc)) from None
-    settings._source = file if file.exists() else None
+        raise ConfigError(f"{file}: " + "; ".join(validation_problems(exc, unknown_key=_unknown_setting)) + ".") from None
+
+    # Who set each overridden key, so an error names the flag or variable, not the file.
+    origins: dict[tuple[str, ...], str] = {}
+    for name, key in ENV_KEYS.items():
+        if env.get(name):
+            _put(data, key, env[name])
+            origins[key] = f"{name}: "
+    for key, value in _leaves(overrides or {}):
+        _put(data, key, value)
+        flag = (flags or {}).get(".".join(key))
+        origins[key] = f"{flag}: " if flag else "override: "
+
+    def origin(loc: tuple[Any, ...]) -> str:
+        for key, label in origins.items():
+            if loc[: len(key)] == key or key[: len(loc)] == loc:
+                return label
+        return f"{file} with the flags and environment: " if present else ""
+
+    if origins:
+        try:
+            settings = Settings.model_validate(data)
+        except ValidationError as exc:
+            problems = validation_problems(exc, unknown_key=_unknown_setting, label=origin)
+            raise ConfigError("; ".join(problems) + ".") from None
+    settings._source = file if present else None
     return settings

@@ -1,20 +1,21 @@
 """`voice-console decide TOOL_CALL_ID (--approve | --edit JSON | --override JSON | --reject REASON)`.
 
-Finds the `serve` running on this machine through its 0600 state file and
-posts the decision to its control API.
+Finds the `serve` running on this machine through its 0600 state file (one per
+port) and posts the decision to its control API. With several running it asks
+which (`--port P` or `--url URL`) rather than guess.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import httpx
 
-from console.control import read_state, state_file
+from console.control import ServeState, running_serves, state_dir
 
 
 def add_decide_parser(commands: Any) -> argparse.ArgumentParser:
@@ -26,17 +27,55 @@ def add_decide_parser(commands: Any) -> argparse.ArgumentParser:
     group.add_argument("--override", metavar="JSON", help="answer with this result instead of running the tool")
     group.add_argument("--reject", metavar="REASON", help="refuse, with a reason the assistant can say")
     group.add_argument("--list", action="store_true", help="list the pending tool calls")
+    which = parser.add_mutually_exclusive_group()
+    # SUPPRESS: `voice-console --port P decide` names the same receiver port.
+    which.add_argument("--port", type=int, metavar="P", default=argparse.SUPPRESS,
+                       help="the `serve` listening on this port (when several run)")
+    which.add_argument("--url", metavar="URL", help="the `serve` at this URL, as it printed it (when several run)")
     return parser
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+class NoServe(Exception):
+    """No `serve` to talk to; the message says why. `code` is the exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _same_url(a: str, b: str) -> bool:
+    first, second = urlsplit(a.strip().rstrip("/")), urlsplit(b.strip().rstrip("/"))
+    return (first.scheme, first.hostname, first.port) == (second.scheme, second.hostname, second.port)
+
+
+def _describe(state: ServeState) -> str:
+    return f"  {state.url}  pid {state.pid}  started {state.started or 'at an unknown time'}"
+
+
+def pick_serve(port: int | None = None, url: str | None = None) -> ServeState:
+    """The running `serve` to talk to: the only one, or the one `port`/`url` names."""
+    found = running_serves()
+    wanted = found.live
+    if port is not None:
+        wanted = [state for state in wanted if state.port == port]
+    elif url is not None:
+        wanted = [state for state in wanted if _same_url(state.url, url)]
+    if len(wanted) == 1:
+        return wanted[0]
+    if len(wanted) > 1:
+        listing = "\n".join(_describe(state) for state in wanted)
+        raise NoServe(f"{len(wanted)} `voice-console serve`s are running on this machine:\n{listing}\n"
+                      "Say which with --port P or --url URL.", 2)
+    if found.live:  # --port/--url named none of the running ones
+        listing = "\n".join(_describe(state) for state in found.live)
+        named = f"port {port}" if port is not None else url
+        raise NoServe(f"no running `voice-console serve` on {named}; these run:\n{listing}", 1)
+    message = f"no running `voice-console serve` found on this machine (state files in {state_dir()})."
+    if found.stale:
+        pids = ", ".join(str(state.pid) for state in found.stale)
+        message += (f" {len(found.stale)} state file(s) left by a serve that is no longer running "
+                    f"(pid {pids}) were ignored.")
+    raise NoServe(message, 1)
 
 
 def _body(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,28 +99,33 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_decide(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    state = read_state()
-    if state is None or not _pid_alive(state.pid):
-        print(f"voice-console decide: no running `voice-console serve` found on this machine ({state_file()}).", file=err)
-        return 1
+    body: dict[str, Any] = {}
+    if not args.list:  # bad usage is told before looking for a serve
+        if not args.tool_call_id:
+            print("voice-console decide: give the TOOL_CALL_ID (see `voice-console decide --list`).", file=err)
+            return 2
+        try:
+            body = _body(args)
+        except SystemExit as exc:
+            print(exc, file=err)
+            return 2
+    try:
+        state = pick_serve(getattr(args, "port", None), getattr(args, "url", None))
+    except NoServe as exc:
+        print(f"voice-console decide: {exc}", file=err)
+        return exc.code
     headers = {"authorization": f"Bearer {state.token}"}
     try:
         with httpx.Client(base_url=state.url, timeout=5) as client:
             if args.list:
                 response = client.get("/control/pending", headers=headers)
-                for call in response.json().get("pending", []):
-                    print(f"{call['tool_call_id']}  {call['name']}({json.dumps(call['arguments'])})  "
-                          f"{call['remaining_s']:.0f}s left", file=out)
-                return 0 if response.status_code == 200 else 1
-            if not args.tool_call_id:
-                print("voice-console decide: give the TOOL_CALL_ID (see `voice-console decide --list`).", file=err)
-                return 2
-            try:
-                body = _body(args)
-            except SystemExit as exc:
-                print(exc, file=err)
-                return 2
-            response = client.post("/control/decide", json={"tool_call_id": args.tool_call_id, **body}, headers=headers)
+                if response.status_code == 200:
+                    for call in response.json().get("pending", []):
+                        print(f"{call['tool_call_id']}  {call['name']}({json.dumps(call['arguments'])})  "
+                              f"{call['remaining_s']:.0f}s left", file=out)
+                    return 0
+            else:
+                response = client.post("/control/decide", json={"tool_call_id": args.tool_call_id, **body}, headers=headers)
     except httpx.HTTPError as exc:
         print(f"voice-console decide: cannot reach serve at {state.url} ({type(exc).__name__}).", file=err)
         return 1

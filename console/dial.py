@@ -1,6 +1,9 @@
-"""`voice-console dial --to +E164`: place a test call through the platform's API.
+"""`voice-console dial --to NUMBER [--from NUMBER]`: place a test call through the platform's API.
 
-Works the same against Vapi and against `voice-console platform` (set
+Numbers may be typed as people write them: `+14155550142`, or national, such as
+`(415) 555-0142`, read in `[dial] default_region`. They are checked against
+libphonenumber's data, shown with their country and sent as E.164. Works the
+same against Vapi and against `voice-console platform` (set
 VOICE_CONSOLE_VAPI_BASE_URL to the simulator's URL).
 """
 
@@ -12,14 +15,20 @@ import sys
 from typing import Any, TextIO
 
 from console.config import Settings
-from console.providers.vapi.client import VapiClient, VapiError, validate_e164
+from console.keys import missing_key_message
+from console.phone import PhoneNumber, PhoneNumberError, parse_phone
+from console.providers.vapi.client import VapiClient, VapiError
 from console.providers.vapi.live import mask_url
 from console.secrets import SecretStore
 
 
 def add_dial_parser(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("dial", help="place a test call")
-    parser.add_argument("--to", required=True, metavar="+E164", help="the number to call, e.g. +14155550142")
+    parser.add_argument("--to", required=True, metavar="NUMBER",
+                        help="the number to call: +14155550142, or national such as '(415) 555-0142' "
+                             "(read in [dial] default_region)")
+    parser.add_argument("--from", dest="from_number", metavar="NUMBER",
+                        help="call from the account's phone number with this number (default: its first one)")
     parser.add_argument("--assistant", metavar="ID", help="assistant id (default: the first assistant)")
     parser.add_argument("--phone-number", metavar="ID", help="phone number id to call from (default: the first one)")
     parser.add_argument("--provider", choices=["vapi", "retell", "twilio"], default="vapi")
@@ -27,20 +36,30 @@ def add_dial_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _number_id(numbers: list[dict[str, Any]], wanted: PhoneNumber) -> str | None:
+    """The id of the account's phone number that is `wanted` (the platform keeps them as E.164)."""
+    return next((str(n["id"]) for n in numbers if n.get("number") == wanted.e164 and n.get("id")), None)
+
+
 async def run_dial(args: argparse.Namespace, settings: Settings, *, secret_store: SecretStore | None = None,
                    out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     if args.provider != "vapi":
         print(f"voice-console dial: --provider {args.provider} is not in this build yet; use vapi.", file=err)
         return 2
+    region = settings.dial.default_region
+    from_text = getattr(args, "from_number", None)
     try:
-        validate_e164(args.to, what="--to")
-    except ValueError as exc:
+        to = parse_phone(args.to, default_region=region, what="--to number")
+        from_ = parse_phone(from_text, default_region=region, what="--from number") if from_text else None
+    except PhoneNumberError as exc:
         print(f"voice-console dial: {exc}", file=err)
+        return 2
+    if from_ and args.phone_number:
+        print("voice-console dial: give --from NUMBER or --phone-number ID, not both.", file=err)
         return 2
     key = await (secret_store or SecretStore()).aget("vapi_api_key")
     if not key.value:
-        print(f"voice-console dial: no Vapi API key: {key.note} (`voice-console keys set vapi` or VOICE_CONSOLE_VAPI_API_KEY)",
-              file=err)
+        print(f"voice-console dial: {missing_key_message(key)}", file=err)
         return 1
     try:
         async with VapiClient(key.value, base_url=settings.vapi.base_url) as client:
@@ -57,8 +76,13 @@ async def run_dial(args: argparse.Namespace, settings: Settings, *, secret_store
                 if not numbers:
                     print("voice-console dial: the account has no phone number to call from; pass --phone-number.", file=err)
                     return 1
-                number = numbers[0]["id"]
-            call = await client.create_phone_call(phone_number_id=number, customer_number=args.to, assistant_id=assistant)
+                number = _number_id(numbers, from_) if from_ else numbers[0]["id"]
+                if number is None:
+                    known = ", ".join(str(n.get("number") or n.get("id")) for n in numbers)
+                    print(f"voice-console dial: the account has no phone number {from_.describe()} to call from; "
+                          f"its numbers are {known}.", file=err)
+                    return 1
+            call = await client.create_phone_call(phone_number_id=number, customer_number=to.e164, assistant_id=assistant)
     except VapiError as exc:
         print(f"voice-console dial: {exc}", file=err)
         return 1
@@ -67,7 +91,9 @@ async def run_dial(args: argparse.Namespace, settings: Settings, *, secret_store
         masked = {**call, "monitor": {k: mask_url(v) if isinstance(v, str) else v for k, v in monitor.items()}}
         print(json.dumps(masked, indent=2), file=out)
     else:
-        print(f"{call.get('id')}  {call.get('status')}  to {args.to} from {number} with assistant {assistant}", file=out)
+        from_label = from_.describe() if from_ else number
+        print(f"{call.get('id')}  {call.get('status')}  to {to.describe()} from {from_label} with assistant {assistant}",
+              file=out)
         if monitor:
             print(f"  control {mask_url(monitor.get('controlUrl', ''))} · listen {mask_url(monitor.get('listenUrl', ''))}",
                   file=out)

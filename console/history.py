@@ -2,6 +2,11 @@
 
 Plain aligned tables for people, the DESIGN.md JSON shapes with --json for
 scripts. Reading never creates a database: a missing file is an error.
+
+A CALL_ID is a full id or any unique prefix of one, such as the 8-character
+ids the console shows. Exit codes: 0 ok; 1 when something is not there at run
+time (no database, no such call); 2 for bad usage, including a prefix that
+matches several calls (they are listed).
 """
 
 from __future__ import annotations
@@ -39,9 +44,16 @@ def add_history_parser(subparsers: Any) -> argparse.ArgumentParser:
     calls.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="how many calls (default 50)")
     calls.add_argument("--json", action="store_true", help="a JSON array instead of a table")
 
-    show = commands.add_parser("show", parents=[common], help="one call: its details, event timeline and tool calls")
+    show = commands.add_parser(
+        "show", parents=[common], help="one call: its details, event timeline and tool calls",
+        description="One call: its details, event timeline and tool calls. CALL_ID is a full id or any unique "
+                    "prefix of one (the console's short ids work). Exit 1 when no call matches, 2 when several "
+                    "do (they are listed).",
+    )
     show.add_argument("call_id", metavar="CALL_ID")
     show.add_argument("--json", action="store_true", help="the {call, events, tool_calls} JSON object")
+    show.add_argument("--include-replays", action="store_true",
+                      help="also the events that `voice-console replay` of this call left here (marked ↻)")
 
     search = commands.add_parser("search", parents=[common], help="search final transcripts (every word must match)")
     search.add_argument("text", metavar="TEXT")
@@ -51,8 +63,11 @@ def add_history_parser(subparsers: Any) -> argparse.ArgumentParser:
     exp = commands.add_parser("export", parents=[common], help="write every normalized event as JSON lines or CSV")
     exp.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="jsonl (default) or csv")
     exp.add_argument("--out", type=Path, metavar="F", help="write to this file (default: stdout)")
-    exp.add_argument("--call", dest="call_id", metavar="CALL_ID", help="only this call's events")
+    exp.add_argument("--call", dest="call_id", metavar="CALL_ID",
+                     help="only this call's events (a full id or a unique prefix)")
     exp.add_argument("--json", action="store_true", help="with --out: the summary on stderr as JSON")
+    exp.add_argument("--include-replays", action="store_true",
+                     help="also the events of replays recorded here (call ids marked ↻); left out by default")
     return history
 
 
@@ -67,8 +82,11 @@ def _positive_int(text: str) -> int:
 
 
 async def run_history(
-    args: argparse.Namespace, db_path: Path, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    args: argparse.Namespace, db_path: Path, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
+    # The streams are looked up per call, not bound when the module is imported.
+    out = out or sys.stdout
+    err = err or sys.stderr
     command = getattr(args, "history_command", None)
     if command not in COMMANDS:
         print(f"voice-console history: choose one of {', '.join(COMMANDS)}", file=err)
@@ -93,7 +111,7 @@ async def run_history(
             return await _show(store, args, db_path, out, err)
         if command == "search":
             return await _search(store, args, out)
-        return await _export(store, args, out, err)
+        return await _export(store, args, db_path, out, err)
     except BrokenPipeError:
         # `history export | head`: the reader left; that is not a failure.
         if out is sys.stdout:
@@ -123,10 +141,33 @@ async def _calls(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+async def resolve_call(store: Store, text: str, db_path: Path, err: TextIO, command: str) -> tuple[str | None, int]:
+    """The call id `text` names, or None and the exit code after saying why on `err`:
+    1 when no call matches, 2 when several do (listed, so the next try can be exact)."""
+    call_id, candidates = await queries.find_call(store, text)
+    if call_id is not None:
+        return call_id, 0
+    if not candidates:
+        print(f"voice-console {command}: no call with id {text} in {db_path} "
+              "(see `voice-console history calls`)", file=err)
+        return None, 1
+    shown = candidates[:10]
+    more = " (and more)" if len(candidates) > len(shown) else ""
+    print(f"voice-console {command}: {text!r} matches {len(shown)} calls{more}; give more of the id:", file=err)
+    for candidate in shown:
+        print(f"  {candidate}", file=err)
+    return None, 2
+
+
 async def _show(store: Store, args: argparse.Namespace, db_path: Path, out: TextIO, err: TextIO) -> int:
-    detail = await queries.get_call(store, args.call_id)
-    if detail is None:
-        print(f"no call with id {args.call_id} in {db_path}", file=err)
+    call_id, code = await resolve_call(store, args.call_id, db_path, err, "history show")
+    if call_id is None:
+        return code
+    include_replays = getattr(args, "include_replays", False)
+    detail = await queries.get_call(store, call_id, include_replays=include_replays)
+    if detail is None:  # known from its deliveries only: nothing was normalized for it
+        print(f"voice-console history show: call {call_id} has deliveries but no recorded events in {db_path}",
+              file=err)
         return 1
     if getattr(args, "json", False):
         _print_json(detail, out)
@@ -134,7 +175,7 @@ async def _show(store: Store, args: argparse.Namespace, db_path: Path, out: Text
     call = detail["call"]
     facts = [
         ("call", f"{call['call_id']} ({call['provider']})"),
-        ("status", call["status"] or "unknown"),
+        ("status", call["status"] or "-"),
         ("started", _clock(call["started_at"], date=True) or "-"),
         ("ended", _clock(call["ended_at"], date=True) or "-"),
         ("reason", call["ended_reason"] or "-"),
@@ -153,15 +194,19 @@ async def _show(store: Store, args: argparse.Namespace, db_path: Path, out: Text
     shown = [e for e in detail["events"] if e["kind"] != "transcript.partial"]
     hidden = len(detail["events"]) - len(shown)
     print(file=out)
-    _table(["TIME (UTC)", "EVENT", "DETAIL"], [[_clock(e["at"]), e["kind"], _describe(e)] for e in shown], out)
+    _table(["TIME (UTC)", "EVENT", "DETAIL"],
+           [[_clock(e["at"]), ("↻ " if e.get("replay") else "") + e["kind"], _describe(e)] for e in shown], out)
     if hidden:
         print(f"({hidden} partial transcript events not shown; use --json)", file=out)
+    if not include_replays and (replayed := await queries.count_replayed_events(store, call_id)):
+        print(f"({replayed} events from replays of this call not shown; use --include-replays)", file=out)
 
     if detail["tool_calls"]:
         print(file=out)
         rows = [
             [
-                t["tool_call_id"], t["name"], t["decision"] or "pending", t["by"] or "",
+                ("↻ " if t.get("replay") else "") + t["tool_call_id"], t["name"], t["decision"] or "pending",
+                t["by"] or "",
                 "" if t["latency_ms"] is None else f"{t['latency_ms']:.0f} ms",
                 _compact(t["arguments"]), t["error"] if t["error"] is not None else (t["result"] or ""),
             ]
@@ -184,18 +229,23 @@ async def _search(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-async def _export(store: Store, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _export(store: Store, args: argparse.Namespace, db_path: Path, out: TextIO, err: TextIO) -> int:
     fmt: ExportFormat = "csv" if getattr(args, "format", None) == "csv" else "jsonl"
     target: Path | None = getattr(args, "out", None)
     call_id = getattr(args, "call_id", None)
+    include_replays = getattr(args, "include_replays", False)
+    if call_id is not None:
+        call_id, code = await resolve_call(store, call_id, db_path, err, "history export")
+        if call_id is None:
+            return code
     if target is None:
         # stdout carries the data alone, so it can be piped.
-        await export(store, out, fmt, call_id=call_id)
+        await export(store, out, fmt, call_id=call_id, include_replays=include_replays)
         out.flush()
         return 0
     try:
         with open(target, "w", encoding="utf-8", newline="") as handle:
-            rows = await export(store, handle, fmt, call_id=call_id)
+            rows = await export(store, handle, fmt, call_id=call_id, include_replays=include_replays)
     except OSError as exc:
         print(f"voice-console history: cannot write {target}: {exc.strerror or exc}", file=err)
         return 1

@@ -37,7 +37,7 @@ from console.secrets import (
 PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
     "vapi": ("vapi_api_key", "vapi_webhook_secret"),
     "retell": ("retell_api_key",),
-    "twilio": ("twilio_account_sid", "twilio_auth_token"),
+    "twilio": ("twilio_account_sid", "twilio_auth_token", "twilio_shared_key"),
 }
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -118,12 +118,18 @@ def _read_value(name: str, stdin: TextIO, err: TextIO) -> str:
     return stdin.readline().strip()
 
 
-def _no_keyring(err: TextIO, problem: str) -> int:
+def _no_keyring(err: TextIO, problem: str, *, wrote: bool = True) -> int:
     err.write(f"voice-console keys: {problem}\n")
     env_list = ", ".join(sorted({f"VOICE_CONSOLE_{name.upper()}" for names in PROVIDER_KEYS.values() for name in names}))
     err.write(f"  The environment variables are: {env_list}.\n")
-    err.write("  Nothing was written to a file: voice-console never stores keys in plaintext.\n")
+    if wrote:
+        err.write("  Nothing was written to a file: voice-console never stores keys in plaintext.\n")
     return EXIT_FAIL
+
+
+def missing_key_message(lookup: SecretLookup, label: str = "Vapi API key") -> str:
+    """`no Vapi API key: <why, and what to do>`, the advice said once: the lookup's note carries it."""
+    return f"no {label}: {lookup.note or f'{lookup.name} is not set.'}"
 
 
 async def check_keyring(store: SecretStore) -> str | None:
@@ -206,7 +212,8 @@ async def _list(args: argparse.Namespace, store: SecretStore, out: TextIO, err: 
     for lookup in lookups:
         out.write(f"{lookup.name:<{width}}  {source_label(store, lookup)}\n")
     if problem:
-        return _no_keyring(err, problem)
+        # The listing itself worked (the environment was read): the missing keyring is a note, not a failure.
+        _no_keyring(err, f"the OS keyring is absent, so only the environment was read. {problem}", wrote=False)
     return EXIT_OK
 
 

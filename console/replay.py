@@ -38,20 +38,21 @@ import httpx
 from console import __version__
 from console.config import Settings
 from console.core.events import Event, event_from_dict
+from console.core.replays import REPLAY_HEADER, REPLAY_MARK, is_replay_call, new_run_id, original_call_id
 from console.providers.retell import sign_retell
 from console.providers.twilio.auth import body_hash_param, sign_twilio
 from console.providers.twilio.wire import parse_form
 from console.providers.vapi.auth import sign_vapi_request
 from console.redact import Redactor
 from console.secrets import SECRET_ENV, SecretStore
+from console.history import resolve_call
 from console.store.db import Store, StoreError
 from console.store.queries import call_event_pages
 
 T = TypeVar("T")
 
-# Prefixed to the call id (and tool-call ids) of replayed events, so the console
-# shows a replay like a live call without ever mixing it up with one.
-REPLAY_MARK = "↻"
+# REPLAY_MARK is prefixed to the call id (and here tool-call ids) of replayed events, so
+# the console shows a replay like a live call without ever mixing it up with one.
 SPEEDS = (1.0, 2.0, 5.0, 10.0)
 # A delivery waits at most this long for the previous one's reply before it is
 # sent anyway: order is kept for quick replies, a held tool call blocks nothing.
@@ -189,13 +190,6 @@ async def paced(
 # --- reading a call back --------------------------------------------------------------------
 
 
-async def call_known(store: Store, call_id: str) -> bool:
-    row = await store.fetchone("SELECT 1 FROM calls WHERE call_id = ?", (call_id,))
-    if row is None:
-        row = await store.fetchone("SELECT 1 FROM deliveries WHERE call_id = ? LIMIT 1", (call_id,))
-    return row is not None
-
-
 async def stored_events(store: Store, call_id: str, *, page: int = _PAGE) -> AsyncIterator[Event]:
     """A call's normalized events in time order, read a page at a time."""
     async for rows in call_event_pages(store, call_id, page):
@@ -233,10 +227,10 @@ class StoredDelivery:
 
 
 async def stored_deliveries(store: Store, call_id: str) -> list[StoredDelivery]:
-    """The call's first deliveries (not the platform's retries), in the order received."""
+    """The call's first deliveries (not the platform's retries, nor earlier replays), in the order received."""
     rows = await store.fetchall(
         "SELECT id, received_at, provider, route, method, path, message_type, headers, body FROM deliveries"
-        " WHERE call_id = ? AND duplicate_of IS NULL ORDER BY received_at, id",
+        " WHERE call_id = ? AND duplicate_of IS NULL AND replay_run IS NULL ORDER BY received_at, id",
         (call_id,),
     )
     out = []
@@ -337,10 +331,17 @@ async def replay_deliveries(
     signer: DeliverySigner,
     clock: ReplayClock,
     client: httpx.AsyncClient,
+    *,
+    run_id: str | None = None,
 ) -> AsyncIterator[DeliveryResult]:
     """Post each delivery to `base_url` + its original path at its original offset;
-    results in the order they were sent."""
+    results in the order they were sent.
+
+    Each carries `X-Voice-Console-Replay: <run_id>` so a voice-console receiver
+    records it as a replay, apart from the call it came from (outside the signature:
+    it grants nothing, the receiver still checks the platform's signature)."""
     base_url = base_url.rstrip("/")
+    run_id = run_id or new_run_id()
     origin = deliveries[0].received_at if deliveries else 0.0
     sent: list[asyncio.Task[DeliveryResult]] = []
 
@@ -354,6 +355,7 @@ async def replay_deliveries(
         except Exception as exc:  # noqa: BLE001 - a secret of the wrong form, a body no longer a form
             return DeliveryResult(delivery, offset, None, 0.0, f"cannot sign it: {exc}")
         headers["user-agent"] = f"voice-console-replay/{__version__}"
+        headers[REPLAY_HEADER] = run_id
         if delivery.content_type:
             headers["content-type"] = delivery.content_type
         started = time.perf_counter()
@@ -412,7 +414,11 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
             "Re-post the webhook deliveries stored for CALL_ID to URL (each to its original path under it, "
             "e.g. /webhook/vapi), spaced as they originally arrived divided by --speed. Secrets are never "
             "stored: bodies are signed again with the secrets from the environment or the OS keyring. "
-            "Exit 0 when every delivery got a 2xx answer, 1 otherwise, 2 for an unknown call or bad arguments."
+            "Each carries the header X-Voice-Console-Replay: a voice-console receiver records it as a replay "
+            "(under the call id marked ↻), never as more of the original call, and never replays it again. "
+            "CALL_ID is a full id or any unique prefix of one (the console's short ids work). "
+            "Exit 0 when every delivery got a 2xx answer; 1 when one did not, or when the history or the call "
+            "is not there; 2 for bad arguments or a prefix that matches several calls (they are listed)."
         ),
     )
     replay.add_argument("call_id", metavar="CALL_ID")
@@ -451,24 +457,28 @@ async def run_replay(args: argparse.Namespace, settings: Settings, *, out: TextI
         return 2
     db_path = Path(settings.db_path).expanduser()
     if not db_path.is_file():
+        # Not there at run time: 1, as `history` says it.
         print(f"voice-console replay: no history database at {db_path} (pass --db or set VOICE_CONSOLE_DB)",
               file=err)
-        return 2
+        return 1
     try:
         store = await Store.open(db_path)
     except (StoreError, OSError) as exc:
         print(f"voice-console replay: {exc}", file=err)
         return 1
     try:
-        if not await call_known(store, args.call_id):
-            print(f"voice-console replay: no call with id {args.call_id} in {db_path} "
-                  "(see `voice-console history calls`)", file=err)
-            return 2
-        deliveries = await stored_deliveries(store, args.call_id)
+        call_id, code = await resolve_call(store, args.call_id, db_path, err, "replay")
+        if call_id is None:
+            return code
+        deliveries = await stored_deliveries(store, call_id)
     finally:
         await store.close()
+    if not deliveries and is_replay_call(call_id):
+        print(f"voice-console replay: {call_id} is a replay recorded by this console; replays are not "
+              f"replayed again (replay the original: {original_call_id(call_id)})", file=err)
+        return 1
     if not deliveries:
-        print(f"voice-console replay: call {args.call_id} has no stored webhook deliveries to re-post "
+        print(f"voice-console replay: call {call_id} has no stored webhook deliveries to re-post "
               "(its events came another way, e.g. a media stream)", file=err)
         return 1
 
@@ -485,14 +495,16 @@ async def run_replay(args: argparse.Namespace, settings: Settings, *, out: TextI
 
     total = len(deliveries)
     span = deliveries[-1].received_at - deliveries[0].received_at
-    say(f"replaying {total} deliveries of call {args.call_id} to {base_url} at {args.speed:g}x "
-        f"(originally {span:.1f} s, about {span / args.speed:.1f} s now)")
+    run_id = new_run_id()
+    say(f"replaying {total} deliveries of call {call_id} to {base_url} at {args.speed:g}x "
+        f"(originally {span:.1f} s, about {span / args.speed:.1f} s now; replay run {run_id})")
     clock = ReplayClock(args.speed)
     accepted = 0
     started = time.perf_counter()
     width = len(str(total))
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client, \
-            contextlib.aclosing(replay_deliveries(deliveries, base_url, signer, clock, client)) as results:
+            contextlib.aclosing(replay_deliveries(deliveries, base_url, signer, clock, client,
+                                                  run_id=run_id)) as results:
         number = 0
         async for result in results:
             number += 1

@@ -30,6 +30,8 @@ SECRET_ENV = {
     "retell_api_key": "VOICE_CONSOLE_RETELL_API_KEY",
     "twilio_account_sid": "VOICE_CONSOLE_TWILIO_ACCOUNT_SID",
     "twilio_auth_token": "VOICE_CONSOLE_TWILIO_AUTH_TOKEN",
+    # The secret of a Twilio webhook SharedKey (X-Twilio-Webhooks-Signature-Settings).
+    "twilio_shared_key": "VOICE_CONSOLE_TWILIO_SHARED_KEY",
 }
 
 NO_KEYRING_HELP = (

@@ -8,14 +8,16 @@ every in-flight request is answered and every acknowledged event is committed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
 import sys
+from datetime import datetime, timezone
 from typing import TextIO
 
 from console.config import Settings
-from console.control import ServeState, remove_state, write_state
+from console.control import ServeState, pid_alive, read_state, remove_state, state_file, write_state
 from console.core.events import Event, event_json
 from console.core.gate import GateEvent
 from console.core.policy import Policy
@@ -82,6 +84,18 @@ def _announce(event: GateEvent, err: TextIO, redactor: Redactor) -> None:
         pass
 
 
+def listen_failure(host: str, port: int, exc: OSError) -> str:
+    """Why the receiver cannot listen, and the fix that works whoever holds the port."""
+    where = f"{host}:{port}"
+    if exc.errno != errno.EADDRINUSE:
+        return f"cannot listen on {where}: {exc.strerror or exc}"
+    holder = read_state(state_file(port))
+    by = (f" by another `voice-console serve` (pid {holder.pid})"
+          if holder is not None and pid_alive(holder.pid) else "")
+    return (f"cannot listen on {where}: the port is already in use{by}. "
+            "Choose another with `--port P` (or `[receiver] port` in the config), or `--port 0` for any free port.")
+
+
 async def run_serve(
     settings: Settings,
     *,
@@ -99,10 +113,11 @@ async def run_serve(
     try:
         service = await ReceiverService.start(settings, secrets, on_events=printer, policy=policy)
     except OSError as exc:
-        print(f"voice-console serve: cannot listen on {settings.receiver.host}:{settings.receiver.port}: {exc.strerror or exc}", file=err)
+        print(f"voice-console serve: {listen_failure(settings.receiver.host, settings.receiver.port, exc)}", file=err)
         return 1
     printer.redactor = service.redactor
-    state = ServeState(url=service.server.url, token=service.control_token, pid=os.getpid())
+    state = ServeState(url=service.server.url, token=service.control_token, pid=os.getpid(),
+                       started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     state_path = write_state(state)
     if service.gate is not None:
         service.gate.subscribe(lambda event: _announce(event, err, service.redactor))

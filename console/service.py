@@ -23,6 +23,7 @@ from console.core.events import CallHang, Event, event_from_dict, event_json, ev
 from console.core.forward import ForwardingToolHandler
 from console.core.gate import GateEvent, PendingCall, ToolGate
 from console.core.policy import Policy
+from console.core.replays import is_replay_call
 from console.core.tools import ToolBatch, ToolCallHandler, ToolOutcome
 from console.providers.base import WebhookProvider
 from console.providers.retell import RetellProvider, sign_retell
@@ -87,6 +88,7 @@ def build_providers(settings: Settings, secrets: dict[str, SecretLookup]) -> dic
             settings.twilio,
             secret_value(secrets, "twilio_auth_token"),
             settings.receiver.public_url,
+            shared_key=secret_value(secrets, "twilio_shared_key"),
         ),
     }
 
@@ -118,7 +120,8 @@ class ControlUrls:
         return self._urls.get(call_id) if call_id else None
 
     async def decide(self, batch: ToolBatch) -> list[ToolOutcome]:
-        if batch.provider == "vapi" and batch.call_id:
+        # A replay's monitor URLs were masked when stored: they lead to no live call.
+        if batch.provider == "vapi" and batch.call_id and not is_replay_call(batch.call_id):
             try:
                 url = json.loads(batch.raw_body)["message"]["call"]["monitor"]["controlUrl"]
             except (ValueError, KeyError, TypeError):

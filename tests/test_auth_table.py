@@ -24,13 +24,15 @@ from urllib.parse import urlencode
 
 import pytest
 
+from twilio.request_validator import RequestValidator
+
 from console.providers.retell import sign_retell
 from console.providers.twilio.auth import compute_signature, url_with_body_hash
 from console.providers.vapi import sign_vapi_request
 from console.providers.vapi.auth import signed_payload
 from console.store import queries
 from tests.test_fuzz_http import ServiceThread, exchange, post_bytes, responses
-from tests.test_receiver_integration import PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN, VAPI_SECRET
+from tests.test_receiver_integration import PUBLIC_URL, RETELL_KEY, TWILIO_SHARED_KEY, TWILIO_TOKEN, VAPI_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
 SKEW_S = 300  # the default window of Vapi HMAC and Retell
@@ -177,7 +179,8 @@ TWILIO_PARAMS = {"CallSid": "CA" + "a" * 32, "AccountSid": "AC" + "b" * 32, "Fro
 
 
 def twilio_form(signature: Callable[[str, dict[str, str]], str | None], *, body_params: dict[str, str] | None = None,
-                route: str = "/webhook/twilio/status") -> Builder:
+                route: str = "/webhook/twilio/status", settings: str | None = None) -> Builder:
+    """`settings`: an X-Twilio-Webhooks-Signature-Settings header (a SharedKey signature)."""
     def build(svc: ServiceThread) -> Sent:
         params = dict(TWILIO_PARAMS)
         value = signature(PUBLIC_URL + route, params)
@@ -185,8 +188,25 @@ def twilio_form(signature: Callable[[str, dict[str, str]], str | None], *, body_
         headers = {"content-type": "application/x-www-form-urlencoded"}
         if value is not None:
             headers["x-twilio-signature"] = value
+        if settings is not None:
+            headers["x-twilio-webhooks-signature-settings"] = settings
         return Sent(route, urlencode(sent).encode(), headers)
     return build
+
+
+# Twilio SharedKey: the same signed string, HMAC with the SharedKey's secret and the header's algorithm,
+# signed here by the twilio SDK itself.
+SHARED_KEY_SETTINGS = "key=webhooks_sharedkey_0a1b2c3d4e5f,algorithm=HMAC_SHA256"
+
+
+def shared_key_signature(secret: str = TWILIO_SHARED_KEY,
+                         algorithm: str = "HMAC_SHA256") -> Callable[[str, dict[str, str]], str]:
+    return lambda url, params: RequestValidator(secret).compute_signature(url, params, algorithm)
+
+
+def twilio_shared(signature: Callable[[str, dict[str, str]], str | None], settings: str = SHARED_KEY_SETTINGS,
+                  **kwargs: Any) -> Builder:
+    return twilio_form(signature, settings=settings, **kwargs)
 
 
 def twilio_json(tamper: bool = False, sign_body: bytes | None = None) -> Builder:
@@ -270,6 +290,23 @@ CASES: list[tuple[str, str, Builder, int]] = [
         lambda url, p: compute_signature(url, p, TWILIO_TOKEN), body_params={**TWILIO_PARAMS, "CallStatus": "completed"}), 403),
     ("default", "twilio-json-tampered-body", twilio_json(tamper=True), 403),
     ("default", "twilio-json-hash-of-other-body", twilio_json(sign_body=b"{}"), 403),
+    # --- Twilio SharedKey: X-Twilio-Webhooks-Signature-Settings names the key and the algorithm
+    ("default", "twilio-shared-key-valid", twilio_shared(shared_key_signature()), 200),
+    ("default", "twilio-shared-key-valid-voice-route", twilio_shared(shared_key_signature(),
+                                                                     route="/webhook/twilio/voice"), 200),
+    ("default", "twilio-shared-key-valid-sha1", twilio_shared(
+        shared_key_signature(algorithm="HMAC_SHA1"), settings="key=webhooks_sharedkey_0a1b2c3d4e5f"), 200),
+    ("default", "twilio-shared-key-missing", twilio_shared(lambda url, p: None), 403),
+    ("default", "twilio-shared-key-wrong-key", twilio_shared(shared_key_signature(TWILIO_SHARED_KEY + "x")), 403),
+    ("default", "twilio-shared-key-wrong-auth-token-instead", twilio_shared(shared_key_signature(TWILIO_TOKEN)), 403),
+    ("default", "twilio-shared-key-truncated", twilio_shared(lambda url, p: shared_key_signature()(url, p)[:-6]), 403),
+    ("default", "twilio-shared-key-wrong-algorithm-sha1",
+     twilio_shared(shared_key_signature(algorithm="HMAC_SHA1")), 403),
+    ("default", "twilio-shared-key-wrong-algorithm-unknown", twilio_shared(
+        shared_key_signature(), settings="key=webhooks_sharedkey_0a1b2c3d4e5f,algorithm=HMAC_SHA512"), 403),
+    ("default", "twilio-shared-key-tampered-params", twilio_shared(
+        shared_key_signature(), body_params={**TWILIO_PARAMS, "CallStatus": "completed"}), 403),
+    ("default", "twilio-shared-key-header-dropped", twilio_form(shared_key_signature()), 403),
 ]
 
 
@@ -301,13 +338,16 @@ def test_auth_table(services: Callable[[str], ServiceThread], config: str, case:
         return
     message = json.loads(reply)["error"]["message"]
     assert message.startswith("authentication failed (")
+    if "x-twilio-webhooks-signature-settings" in sent.headers:  # the reason names the header, not just the URL
+        assert message.startswith("authentication failed (twilio-shared-key)")
+        assert "X-Twilio-Webhooks-Signature-Settings" in message, message
     assert after["rejected_requests"] == before["rejected_requests"] + 1
     assert after["deliveries"] == before["deliveries"]
     [row] = svc.run(queries.rejected(store, limit=1))
     assert row["reason"] == message
     assert row["path"] == sent.path and row["body_size"] == len(sent.body)
     stored = json.dumps(row)
-    for secret in (VAPI_SECRET, RETELL_KEY, TWILIO_TOKEN, *credential_values(sent)):
+    for secret in (VAPI_SECRET, RETELL_KEY, TWILIO_TOKEN, TWILIO_SHARED_KEY, *credential_values(sent)):
         assert secret not in stored, f"{case}: a credential reached the rejected-requests table"
         assert secret not in message
 
@@ -316,7 +356,8 @@ def test_the_table_covers_every_provider_mode_and_case() -> None:
     """Every mode has a valid control and the refusals the issue names (time cases where the scheme has time)."""
     by_mode: dict[str, set[str]] = {}
     for config, case, _, _ in CASES:
-        provider = case.split("-")[0] if case.startswith(("retell", "twilio")) else "vapi"
+        provider = "twilio-shared-key" if case.startswith("twilio-shared-key-") else case.split("-")[0]
+        provider = provider if case.startswith(("retell", "twilio")) else "vapi"
         mode = provider if provider != "vapi" else {"default": "vapi-secret"}.get(config, config)
         by_mode.setdefault(mode, set()).add(case.removeprefix(provider + "-") if provider != "vapi" else case)
     required = {"valid", "missing", "wrong", "truncated"}
@@ -326,9 +367,10 @@ def test_the_table_covers_every_provider_mode_and_case() -> None:
         if "hmac" in mode or mode == "retell":
             assert timed <= cases, mode
             assert any(c.startswith("wrong-algorithm") for c in cases), mode
-    assert {"twilio", "retell", "vapi-secret", "vapi-bearer"} <= set(by_mode)
+    assert {"twilio", "twilio-shared-key", "retell", "vapi-secret", "vapi-bearer"} <= set(by_mode)
     assert sum("hmac" in mode for mode in by_mode) == 3
-    assert any(c.startswith("wrong-algorithm") for c in by_mode["twilio"])
+    for mode in ("twilio", "twilio-shared-key"):
+        assert any(c.startswith("wrong-algorithm") for c in by_mode[mode]), mode
 
 
 # ------------------------------------------------------------------ constant-time comparisons

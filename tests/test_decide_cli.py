@@ -10,19 +10,14 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
+import time
 
 import httpx
 
 from console.config import VapiSettings
-from console.control import read_state
+from console.control import ServeState, read_state, state_file, write_state
 from console.providers.vapi import sign_vapi_request
-from tests.test_serve_cli import PAYLOADS, VAPI_SECRET, cli_env, history
-
-
-def decide(db: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console", "decide", *args], capture_output=True, text=True,
-                          env=cli_env(db), timeout=60)
+from tests.helpers.cli import PAYLOADS, VAPI_SECRET, Serve, cli_env, decide, history
 
 
 def test_decide_approves_and_rejects_held_calls(tmp_path):
@@ -65,15 +60,16 @@ def test_decide_approves_and_rejects_held_calls(tmp_path):
         assert bad.returncode == 2
 
         # The control API refuses requests without the token.
-        state = read_state()
-        assert state is not None and state.url == url
-        assert (os.stat(Path(os.environ["HOME"]) / ".local" / "state" / "voice-console" / "serve.json").st_mode & 0o777) == 0o600
+        path = state_file(int(url.rsplit(":", 1)[1]))
+        state = read_state(path)
+        assert state is not None and state.url == url and state.pid == proc.pid
+        assert (os.stat(path).st_mode & 0o777) == 0o600
         assert httpx.get(f"{url}/control/pending").status_code == 401
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
-    assert read_state() is None, "the state file is removed at exit"
+    assert not path.exists(), "the state file is removed at exit"
     assert state.token not in out + err
 
     assert answer["status"] == 200
@@ -92,3 +88,96 @@ def test_decide_without_a_running_serve(tmp_path):
     result = decide(tmp_path / "h.db", "call_x", "--approve")
     assert result.returncode == 1
     assert "no running `voice-console serve`" in result.stderr
+
+
+def with_timeout(value: object, seconds: int) -> object:
+    """The delivery with every server's `timeoutSeconds` set, as an assistant may configure it."""
+    if isinstance(value, dict):
+        return {k: seconds if k == "timeoutSeconds" else with_timeout(v, seconds) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_timeout(item, seconds) for item in value]
+    return value
+
+
+def hold_tool_calls(url: str, answer: dict) -> threading.Thread:
+    """Post a Vapi tool-calls delivery; the request stays open until the calls are decided
+    (for up to 300 s: a loaded machine starts each `decide` slowly)."""
+    delivery = json.loads((PAYLOADS / "vapi" / "tool-calls.parallel.json").read_bytes())
+    body = json.dumps(with_timeout(delivery, 300)).encode()
+
+    def platform() -> None:
+        with httpx.Client(base_url=url, timeout=300) as client:  # a platform waits as long as its deadline
+            response = client.post("/webhook/vapi", content=body, headers={
+                "content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)})
+            answer["status"], answer["json"] = response.status_code, response.json()
+
+    thread = threading.Thread(target=platform, daemon=True)
+    thread.start()
+    return thread
+
+
+def listed_ids(db, *args: str, want: int) -> list[str]:
+    deadline = time.monotonic() + 60
+    while True:
+        listed = decide(db, "--list", *args)
+        assert listed.returncode == 0, listed.stderr
+        ids = [line.split()[0] for line in listed.stdout.splitlines()]
+        if len(ids) >= want:
+            return ids
+        assert time.monotonic() < deadline, f"{want} pending calls never showed up: {ids}"
+        time.sleep(0.1)
+
+
+def test_two_serves_decide_asks_which_and_survives_one_stopping(tmp_path):
+    db = tmp_path / "history.db"
+    first, second = Serve(db, hold=True), Serve(tmp_path / "second.db", hold=True)
+    answer: dict = {}
+    try:
+        caller = hold_tool_calls(first.url, answer)
+        both = decide(db, "--list")
+        assert both.returncode == 2, both.stderr
+        for serve in (first, second):
+            assert f"{serve.url}  pid {serve.proc.pid}  started 20" in both.stderr
+        assert "--port P or --url URL" in both.stderr
+        ambiguous = decide(db, "call_x", "--approve")
+        assert ambiguous.returncode == 2 and "--port P" in ambiguous.stderr
+
+        ids = listed_ids(db, "--port", str(first.port), want=2)
+        assert listed_ids(db, "--url", first.url + "/", want=2) == ids
+        other = decide(db, "--list", "--port", str(second.port))
+        assert other.returncode == 0 and other.stdout == ""  # the other one holds nothing
+        elsewhere = decide(db, "--list", "--port", "1")
+        assert elsewhere.returncode == 1 and "no running `voice-console serve` on port 1" in elsewhere.stderr
+        assert first.url in elsewhere.stderr and second.url in elsewhere.stderr
+
+        # The one started last stops: the first still runs and `decide` finds it with no flags.
+        assert second.stop()[0] == 0
+        assert not state_file(second.port).exists() and state_file(first.port).exists()
+        assert listed_ids(db, want=2) == ids
+        for tool_call_id in ids:
+            decided = decide(db, tool_call_id, "--approve")
+            assert decided.returncode == 0, decided.stderr
+        caller.join(60)
+        assert not caller.is_alive(), "the platform's request was not answered"
+    finally:
+        if second.proc.poll() is None:
+            second.stop()
+        assert first.stop()[0] == 0
+    assert answer["status"] == 200 and [r["toolCallId"] for r in answer["json"]["results"]] == ids
+
+
+def test_state_files_of_dead_serves_are_ignored_and_kept(tmp_path):
+    db = tmp_path / "h.db"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    stale = write_state(ServeState(url="http://127.0.0.1:9", token="t", pid=dead_pid, started="2026-01-01T00:00:00+00:00"))
+    only_stale = decide(db, "--list")
+    assert only_stale.returncode == 1
+    assert f"no longer running (pid {dead_pid}) were ignored" in only_stale.stderr
+    serve = Serve(db, hold=True)
+    try:
+        alive = decide(db, "--list")  # the live one is picked, the dead one does not make it ambiguous
+        assert alive.returncode == 0, alive.stderr
+    finally:
+        assert serve.stop()[0] == 0
+    assert stale.exists(), "a process never removes another process's state file"

@@ -9,13 +9,37 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
-from tests.test_serve_cli import cli_env, history
+import httpx
+import pytest
+
+from tests.helpers.cli import cli_env, history
 
 POLICY = '[tools.default]\naction = "override"\nresult = \'{"available": true}\'\n'
+SIM_KEY = "sim-private-key"
 
 
-def test_dial_through_the_simulated_platform_into_history(tmp_path):
+class Loop:
+    """`serve` and `platform` running, and `dial` pointed at the platform."""
+
+    def __init__(self, db: Path, platform_url: str, env: dict[str, str]) -> None:
+        self.db, self.platform_url = db, platform_url
+        self.env = {**env, "VOICE_CONSOLE_VAPI_BASE_URL": platform_url, "VOICE_CONSOLE_VAPI_API_KEY": SIM_KEY}
+
+    def dial(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+        env = {**self.env, "VOICE_CONSOLE_CONFIG": str(config)} if config else self.env
+        return subprocess.run([sys.executable, "-m", "console", "dial", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    def calls(self) -> list[dict]:
+        """The calls the platform was asked to place, as it stored them."""
+        return httpx.get(f"{self.platform_url}/call", headers={"authorization": f"Bearer {SIM_KEY}"}).json()
+
+
+@pytest.fixture
+def loop(tmp_path: Path) -> Iterator[Loop]:
     db = tmp_path / "history.db"
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
@@ -27,33 +51,7 @@ def test_dial_through_the_simulated_platform_into_history(tmp_path):
                                  "--webhook", receiver + "/webhook/vapi"],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        platform_url = re.search(r"platform on (\S+)", platform.stdout.readline()).group(1)
-        dial_env = {**env, "VOICE_CONSOLE_VAPI_BASE_URL": platform_url, "VOICE_CONSOLE_VAPI_API_KEY": "sim-private-key"}
-
-        def dial(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-m", "console", "dial", *args], env=dial_env,
-                                  capture_output=True, text=True, timeout=60)
-
-        bad = dial("--to", "0415 555 0142")
-        assert bad.returncode == 2 and "E.164" in bad.stderr
-        placed = dial("--to", "+14155550142", "--json")
-        assert placed.returncode == 0, placed.stderr
-        call = json.loads(placed.stdout)
-        assert call["status"] == "queued" and "/control" not in json.dumps(call["monitor"])  # masked
-
-        for _ in range(300):
-            listed = json.loads(history(db, "calls", "--json").stdout or "[]")
-            if any(c["call_id"] == call["id"] and c["status"] == "ended" for c in listed):
-                detail = json.loads(history(db, "show", call["id"], "--json").stdout)
-                if any(e["kind"] == "call.ended" for e in detail["events"]):
-                    break
-            time.sleep(0.1)
-        kinds = {e["kind"] for e in detail["events"]}
-        assert {"transcript.partial", "transcript.final", "barge_in", "tool.requested", "tool.decided", "call.ended"} <= kinds
-        assert all(t["decision"] == "overridden" and t["by"] == "rule" for t in detail["tool_calls"])
-        # The assistant spoke the tool's actual answer.
-        assert any("available" in e.get("text", "").lower() or "true" in e.get("text", "").lower()
-                   for e in detail["events"] if e["kind"] == "transcript.final" and e["role"] == "assistant")
+        yield Loop(db, re.search(r"platform on (\S+)", platform.stdout.readline()).group(1), env)
     finally:
         platform.send_signal(signal.SIGINT)
         serve.send_signal(signal.SIGTERM)
@@ -62,7 +60,61 @@ def test_dial_through_the_simulated_platform_into_history(tmp_path):
     assert serve.returncode == 0
 
 
-def test_dial_without_a_key_says_so(tmp_path):
+def test_dial_through_the_simulated_platform_into_history(loop: Loop):
+    placed = loop.dial("--to", "+14155550142", "--json")
+    assert placed.returncode == 0, placed.stderr
+    call = json.loads(placed.stdout)
+    assert call["status"] == "queued" and "/control" not in json.dumps(call["monitor"])  # masked
+
+    for _ in range(300):
+        listed = json.loads(history(loop.db, "calls", "--json").stdout or "[]")
+        if any(c["call_id"] == call["id"] and c["status"] == "ended" for c in listed):
+            detail = json.loads(history(loop.db, "show", call["id"], "--json").stdout)
+            if any(e["kind"] == "call.ended" for e in detail["events"]):
+                break
+        time.sleep(0.1)
+    kinds = {e["kind"] for e in detail["events"]}
+    assert {"transcript.partial", "transcript.final", "barge_in", "tool.requested", "tool.decided", "call.ended"} <= kinds
+    assert all(t["decision"] == "overridden" and t["by"] == "rule" for t in detail["tool_calls"])
+    # The assistant spoke the tool's actual answer.
+    assert any("available" in e.get("text", "").lower() or "true" in e.get("text", "").lower()
+               for e in detail["events"] if e["kind"] == "transcript.final" and e["role"] == "assistant")
+
+
+def test_dial_takes_numbers_as_people_type_them_and_sends_e164(loop: Loop):
+    # A number no network can route is refused with the reason, and nothing is sent.
+    for typed, reason in (("+10000", "it is too short for its country"),
+                          ("0415 555 0142", "(read as a US number; start with + and the country code otherwise)")):
+        refused = loop.dial("--to", typed)
+        assert refused.returncode == 2, refused.stdout
+        assert f"the --to number {typed!r} is not a valid phone number" in refused.stderr and reason in refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert loop.calls() == []
+
+    # National input, read in [dial] default_region (US unless configured), shown with its country.
+    placed = loop.dial("--to", "(415) 555-0142", "--from", "650-555-0199")
+    assert placed.returncode == 0, placed.stderr
+    assert "to +1 415-555-0142 · United States from +1 650-555-0199 · United States" in placed.stdout
+    (call,) = loop.calls()
+    assert call["customer"]["number"] == "+14155550142"
+    assert call["phoneNumberId"] == httpx.get(f"{loop.platform_url}/phone-number",
+                                              headers={"authorization": f"Bearer {SIM_KEY}"}).json()[0]["id"]
+
+    # In another region, configured: a London number typed the British way.
+    config = loop.db.parent / "config.toml"
+    config.write_text('[dial]\ndefault_region = "GB"\n')
+    london = loop.dial("--to", "020 7183 8750", config=config)
+    assert london.returncode == 0, london.stderr
+    assert "to +44 20 7183 8750 · United Kingdom" in london.stdout
+    assert "+442071838750" in [c["customer"]["number"] for c in loop.calls()]
+
+    unknown = loop.dial("--to", "+14155550142", "--from", "+14155550100")
+    assert unknown.returncode == 1
+    assert "no phone number +1 415-555-0100 · United States to call from; its numbers are +16505550199" in unknown.stderr
+
+
+def test_dial_without_a_key_says_so_once(tmp_path):
     result = subprocess.run([sys.executable, "-m", "console", "dial", "--to", "+14155550142"],
                             env=cli_env(tmp_path / "h.db"), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "no Vapi API key" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("VOICE_CONSOLE_VAPI_API_KEY") == 1, result.stderr  # the advice, once

@@ -31,6 +31,7 @@ PAYLOADS = Path(__file__).parent / "payloads"
 VAPI_SECRET = "vapi-webhook-secret-5b1f0c"
 RETELL_KEY = "key_retell_3c2a99d0e1"
 TWILIO_TOKEN = "twilio-auth-token-77aa01"
+TWILIO_SHARED_KEY = "twilio-shared-key-secret-4c19e2"  # a webhook SharedKey's secret
 PUBLIC_URL = "https://voice.example.test"
 
 
@@ -39,6 +40,7 @@ def secrets() -> dict[str, SecretLookup]:
         "vapi_webhook_secret": VAPI_SECRET,
         "retell_api_key": RETELL_KEY,
         "twilio_auth_token": TWILIO_TOKEN,
+        "twilio_shared_key": TWILIO_SHARED_KEY,
     }
     return {name: SecretLookup(name, value, "env") for name, value in values.items()}
 

@@ -11,14 +11,19 @@ import asyncio
 import io
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from console.cli import _settings_from_args, build_parser, main
+import httpx
+
 from console.core.policy import Policy, ToolRule
+from console.history import run_history
 from console.replay import (
+    REPLAY_MARK,
     ReplayClock,
     next_speed,
     paced,
@@ -30,12 +35,14 @@ from console.simulator import load_scenario
 from console.simulator.cli import simulate
 from console.store import queries
 from console.store.db import Store
+from tests.conftest import PAYLOADS
 from tests.test_receiver_integration import (
     PUBLIC_URL,
     RETELL_KEY,
     TWILIO_TOKEN,
     VAPI_SECRET,
     start_service,
+    vapi_headers,
 )
 
 SECRETS = (VAPI_SECRET, RETELL_KEY, TWILIO_TOKEN)
@@ -90,6 +97,18 @@ async def replay(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+async def history(*argv: str) -> tuple[int, str, str]:
+    """`voice-console history ...` as the command runs it, in this test's loop."""
+    args = build_parser().parse_args(["history", *argv])
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_history(args, _settings_from_args(args).db_path, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def sent_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("[")]
+
+
 def as_platform_sent(detail: dict) -> list[str]:
     """The call's events minus the tool decisions (those are the receiving console's own),
     without their times (a Retell function call is dated when it is received)."""
@@ -116,14 +135,93 @@ async def test_replay_into_a_second_receiver_is_accepted_and_recorded(source, si
         counts = await queries.counts(target.store)
         assert counts["rejected_requests"] == 0  # every re-signed delivery passed the receiver's check
         assert counts["deliveries"] == len(deliveries)
-        after = await queries.get_call(target.store, call_id)
+        # Recorded as a replay: under the call id marked ↻, never as the platform's own call.
+        assert await queries.get_call(target.store, call_id) is None
+        after = await queries.get_call(target.store, REPLAY_MARK + call_id)
         assert after is not None and after["call"]["status"] == "ended"
+        after["events"] = [{**e, "call_id": e["call_id"].removeprefix(REPLAY_MARK)} for e in after["events"]]
         # The same call, event for event, as the second console normalized it.
         assert as_platform_sent(after) == as_platform_sent(before)
         assert {"call.status", "transcript.final"} & {e["kind"] for e in after["events"]}
         assert not any(secret in out + err for secret in SECRETS)
     finally:
         await target.close()
+
+
+# One call as Vapi sends it: every message carries call.monitor, whose URLs the history masks,
+# so a stored body is not the body received and a replay of it is no duplicate of the original.
+VAPI_CALL = ("status-update.ringing", "status-update.in-progress", "transcript.assistant-final",
+             "speech-update.user-started", "transcript.user-final", "model-output", "status-update.ended",
+             "end-of-call-report")
+
+
+async def test_replaying_into_the_same_receiver_twice_never_doubles_the_call(signing_env, tmp_path):
+    """The replayer marks its deliveries (X-Voice-Console-Replay); the receiver records them
+    apart (under ↻ + the call id), they are never replayed again, and `history show/export`
+    leave them out unless --include-replays asks for them."""
+    db = tmp_path / "history.db"
+    receiver, _ = await start_service(tmp_path)  # one console: it records the call, then its replays
+    try:
+        async with httpx.AsyncClient(base_url=receiver.server.url) as client:
+            for name in VAPI_CALL:
+                body = (PAYLOADS / "vapi" / f"{name}.json").read_bytes()
+                response = await client.post("/webhook/vapi", content=body, headers=vapi_headers(receiver, body))
+                assert response.status_code == 200, response.text
+        call_id = json.loads(body)["message"]["call"]["id"]
+        await asyncio.sleep(0.1)  # the receiver's group commit
+        code, before, _ = await history("show", call_id, "--json", "--db", str(db))
+        assert code == 0
+        own = json.loads(before)
+        sent = []
+        for _ in range(2):
+            code, out, err = await replay(call_id, "--to", receiver.server.url, "--speed", "50",
+                                          "--public-url", PUBLIC_URL, "--db", str(db))
+            assert code == 0, out + err
+            sent.append(len(sent_lines(out)))
+            await asyncio.sleep(0.1)
+        assert sent == [len(VAPI_CALL)] * 2  # the second replay sends what the first did
+
+        # The call's own record is as the platform made it.
+        assert (await history("show", call_id, "--json", "--db", str(db)))[1] == before
+        code, table, _ = await history("show", call_id, "--db", str(db))
+        assert code == 0 and "↻" not in table.split("\n\n")[1]
+        assert "events from replays of this call not shown; use --include-replays" in table
+        _, exported, _ = await history("export", "--call", call_id, "--db", str(db))
+        assert len(exported.splitlines()) == len(own["events"])
+
+        # Asked for, both replays show, marked.
+        code, shown, _ = await history("show", call_id, "--json", "--include-replays", "--db", str(db))
+        merged = json.loads(shown)
+        replayed = [e for e in merged["events"] if e.get("replay")]
+        assert code == 0 and Counter(e["kind"] for e in replayed) == Counter(e["kind"] for e in own["events"] * 2)
+        assert {e["call_id"] for e in replayed} == {REPLAY_MARK + call_id}
+        assert [e for e in merged["events"] if not e.get("replay")] == own["events"]
+        _, table, _ = await history("show", call_id, "--include-replays", "--db", str(db))
+        assert "↻ call.status" in table
+        _, exported, _ = await history("export", "--call", call_id, "--include-replays", "--db", str(db))
+        assert len(exported.splitlines()) == len(merged["events"])
+        _, everything, _ = await history("export", "--db", str(db))
+        assert len(everything.splitlines()) == len(own["events"])
+
+        # A replay's record is never replayed again.
+        code, out, err = await replay(REPLAY_MARK + call_id, "--to", receiver.server.url, "--db", str(db))
+        assert code == 1 and "not replayed again" in err and not sent_lines(out)
+    finally:
+        await receiver.close()
+
+
+async def test_the_replay_header_does_not_bypass_the_signature_check(tmp_path):
+    receiver, _ = await start_service(tmp_path)
+    body = json.dumps({"message": {"type": "status-update", "status": "in-progress", "call": {"id": "c-forged"}}})
+    try:
+        async with httpx.AsyncClient(base_url=receiver.server.url) as client:
+            response = await client.post("/webhook/vapi", content=body, headers={
+                "content-type": "application/json", "x-vapi-secret": "wrong", "x-voice-console-replay": "r-1"})
+        counts = await queries.counts(receiver.store)
+    finally:
+        await receiver.close()
+    assert response.status_code == 401
+    assert counts["deliveries"] == 0 and counts["rejected_requests"] == 1
 
 
 async def test_replay_signs_for_a_receiver_that_checks_vapi_hmac_over_the_url(source, signing_env, tmp_path):
@@ -200,20 +298,24 @@ async def test_missing_secret_warns_and_the_refusal_exits_1(source, tmp_path):
     assert all("-> 401" in line for line in out.splitlines() if line.startswith("["))
 
 
-def test_unknown_call_id_exits_2_with_a_clear_message(source, capsys):
+def test_unknown_call_id_exits_1_with_a_clear_message(source, capsys):
+    """Not found at run time: 1, as in `history show` (2 is for bad usage)."""
     code = main(["replay", "no-such-call", "--to", "http://127.0.0.1:9", "--db", str(source.db)])
     captured = capsys.readouterr()
-    assert code == 2 and captured.out == ""
+    assert code == 1 and captured.out == ""
     assert f"no call with id no-such-call in {source.db}" in captured.err
+    assert main(["history", "show", "no-such-call", "--db", str(source.db)]) == 1
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--to", "ftp://example.test"], "--to must be an http:// or https:// URL"),
-    (["--to", "http://127.0.0.1:9", "--db", "/nonexistent/h.db"], "no history database at /nonexistent/h.db"),
-])
-def test_bad_arguments_exit_2(capsys, argv, message):
-    assert main(["replay", "call-x", *argv]) == 2
-    assert message in capsys.readouterr().err
+def test_a_missing_history_exits_1_as_in_history(capsys):
+    assert main(["replay", "call-x", "--to", "http://127.0.0.1:9", "--db", "/nonexistent/h.db"]) == 1
+    assert "no history database at /nonexistent/h.db" in capsys.readouterr().err
+    assert main(["history", "show", "call-x", "--db", "/nonexistent/h.db"]) == 1
+
+
+def test_bad_target_url_exits_2(capsys):
+    assert main(["replay", "call-x", "--to", "ftp://example.test"]) == 2
+    assert "--to must be an http:// or https:// URL" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("speed", ["0", "-1", "fast", "nan"])

@@ -4,13 +4,12 @@ real webhooks over loopback, then `voice-console history` reading them back."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
+import socket
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,51 +17,7 @@ import pytest
 from console.config import VapiSettings
 from console.providers.retell import sign_retell
 from console.providers.vapi import sign_vapi_request
-
-PAYLOADS = Path(__file__).parent / "payloads"
-VAPI_SECRET = "serve-test-vapi-secret-91d2"
-RETELL_KEY = "serve-test-retell-key-4e7f"
-
-
-def cli_env(db: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICE_CONSOLE_")}
-    env.update({
-        "VOICE_CONSOLE_DB": str(db),
-        "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": VAPI_SECRET,
-        "VOICE_CONSOLE_RETELL_API_KEY": RETELL_KEY,
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
-        "PYTHONUNBUFFERED": "1",
-    })
-    return env
-
-
-def history(db: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console", "history", *args], capture_output=True, text=True,
-                          env=cli_env(db), timeout=60)
-
-
-REJECT_POLICY = '[tools.default]\naction = "reject"\nreason = "Tool calls are refused in this test."\n'
-
-
-class Serve:
-    def __init__(self, db: Path, *extra: str) -> None:
-        if "--policy" not in extra:
-            policy = db.parent / "reject-policy.toml"
-            policy.write_text(REJECT_POLICY)
-            extra = (*extra, "--policy", str(policy))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "console", "serve", "--port", "0", *extra],
-            env=cli_env(db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        line = self.proc.stderr.readline()
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        assert match, f"unexpected first line: {line!r}"
-        self.url = match.group(1)
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
-        self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out, err
+from tests.helpers.cli import PAYLOADS, REJECT_POLICY, RETELL_KEY, VAPI_SECRET, Serve, cli, cli_env, history
 
 
 def post_vapi(client: httpx.Client, name: str, **overrides) -> httpx.Response:
@@ -149,14 +104,26 @@ def test_serve_stores_prints_and_stops_cleanly(tmp_path, sig):
     assert missing.returncode == 1 and "no-such-call" in missing.stderr
 
 
-def test_serve_refuses_a_busy_port(tmp_path):
+def test_serve_on_a_busy_port_names_the_fix(tmp_path):
+    """Whoever holds the port, the message says how to start anyway: `--port P` or `--port 0`."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = cli(tmp_path / "a.db", "serve", "--port", port, timeout=30)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: the port is already in use" in result.stderr
+    assert "--port P" in result.stderr and "--port 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_another_serve_holds_says_which(tmp_path):
     first = Serve(tmp_path / "a.db")
     try:
-        port = first.url.rsplit(":", 1)[1]
-        second = subprocess.run([sys.executable, "-m", "console", "serve", "--port", port],
-                                env=cli_env(tmp_path / "b.db"), capture_output=True, text=True, timeout=30)
+        second = cli(tmp_path / "b.db", "serve", "--port", str(first.port), timeout=30)
         assert second.returncode == 1
-        assert "cannot listen" in second.stderr and "Traceback" not in second.stderr
+        assert f"by another `voice-console serve` (pid {first.proc.pid})" in second.stderr
+        assert "--port 0" in second.stderr and "Traceback" not in second.stderr
     finally:
         assert first.stop()[0] == 0
 

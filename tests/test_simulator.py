@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import array
 import asyncio
 import math
@@ -14,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from console.core.policy import Policy, ToolRule
 from console.simulator import SimulatedPlatform, load_scenario
-from console.simulator.cli import simulate, simulate_report
+from console.simulator.cli import TargetNotFound, add_simulate_parser, run_simulate, simulate, simulate_report
 from console.simulator.platform import DEFAULTS_ID, PHONE_NUMBER_ID, RECEPTIONIST_ID
 from console.simulator.scenarios import BargeInStep, ScenarioError, ToolsStep, bundled_scenarios, parse_scenario
 from console.store import queries
@@ -291,5 +292,56 @@ async def test_simulate_drives_a_receiver_and_reports(tmp_path):
         calls = await queries.list_calls(service.store, limit=100)
         assert len(calls) == 50 and all(c["status"] == "ended" for c in calls)
         assert (await queries.counts(service.store))["deliveries"] == len(records)
+    finally:
+        await service.close()
+
+
+async def _simulate_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_simulate_parser(parser.add_subparsers(dest="command"))
+    return await run_simulate(parser.parse_args(["simulate", *argv]))
+
+
+async def test_simulate_appends_the_vapi_path_to_a_bare_base_url(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VOICE_CONSOLE_VAPI_WEBHOOK_SECRET", VAPI_SECRET)
+    service, _ = await start_service(tmp_path, policy=OVERRIDE)
+    try:
+        base = service.server.url
+        assert await _simulate_command(["--target", base, "--scenario", "silent-caller", "--speed", "80"]) == 0
+        captured = capsys.readouterr()
+        assert f"posting to {base}/webhook/vapi" in captured.err
+        assert "failed deliveries: 0" in captured.out
+        [call] = await queries.list_calls(service.store)
+        assert call["provider"] == "vapi" and call["status"] == "ended"
+    finally:
+        await service.close()
+
+
+async def test_simulate_stops_early_when_the_first_deliveries_all_get_404(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VOICE_CONSOLE_VAPI_WEBHOOK_SECRET", VAPI_SECRET)
+    service, _ = await start_service(tmp_path, policy=OVERRIDE)
+    try:
+        wrong = service.server.url + "/hooks/vapi"
+        code = await _simulate_command(["--target", wrong, "--calls", "300", "--concurrency", "2", "--speed", "80"])
+        captured = capsys.readouterr()
+        assert code == 1
+        assert f"deliveries to {wrong} all got 404" in captured.err
+        assert f"--target {service.server.url}/webhook/vapi" in captured.err
+        # Stopped after the first few deliveries, not 300 calls' worth (about 40 each).
+        assert service.server.stats.requests < 40, service.server.stats.requests
+        assert service.server.stats.by_class[4] == service.server.stats.requests
+    finally:
+        await service.close()
+
+
+@pytest.mark.parametrize("provider", ["retell", "twilio"])
+async def test_dialect_simulations_stop_early_on_a_wrong_base_url(tmp_path, provider):
+    service, _ = await start_service(tmp_path, policy=OVERRIDE)
+    try:
+        with pytest.raises(TargetNotFound) as caught:
+            await simulate(service.server.url + "/not-the-receiver", load_scenario("booking"), calls=100,
+                           concurrency=2, speed=80, provider=provider)
+        assert f"--target {service.server.url}" in str(caught.value)
+        assert service.server.stats.requests < 40
     finally:
         await service.close()

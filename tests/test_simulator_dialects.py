@@ -233,8 +233,9 @@ async def test_simulate_command_for_retell_and_twilio(receiver, monkeypatch, cap
     base = receiver.server.url
     assert await _run(["--target", base, "--provider", "retell", "--calls", "2", "--concurrency", "2",
                        "--speed", "80", "--scenario", "transfer"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "2 calls" in out and "failed deliveries: 0" in out and "call_started" in out
+    assert f"posting to the console's retell routes: {base}/webhook/retell, {base}/webhook/retell/function" in err
     assert await _run(["--target", base + "/webhook/twilio/status", "--provider", "twilio", "--public-url",
                        PUBLIC_URL, "--speed", "80"]) == 0
     assert "status:completed" in capsys.readouterr().out

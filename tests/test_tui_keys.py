@@ -10,7 +10,7 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 
 from console.config import ReceiverSettings, Settings, StorageSettings
-from console.secrets import NO_KEYRING_HELP, NULL_KEYRING_HELP, SERVICE, SecretStore
+from console.secrets import NO_KEYRING_HELP, NULL_KEYRING_HELP, SECRET_ENV, SERVICE, SecretStore
 from console.simulator.platform import SimulatedPlatform
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.keys import KeysScreen
@@ -34,7 +34,7 @@ async def open_keys(pilot, app: VoiceConsoleApp) -> KeysScreen:
     await wait_for(pilot, lambda: app.service is not None, what="the receiver")
     await pilot.press("k")
     screen = await wait_for(pilot, lambda: isinstance(app.screen, KeysScreen) and app.screen, what="the keys screen")
-    await wait_for(pilot, lambda: len(screen.sources) == 5, what="the sources")
+    await wait_for(pilot, lambda: len(screen.sources) == len(SECRET_ENV), what="the sources")
     return screen
 
 
@@ -58,9 +58,9 @@ async def test_sources_set_and_delete_without_ever_showing_the_value(settings, i
         screen = await open_keys(pilot, app)
         assert screen.sources == {
             "vapi_api_key": "none", "vapi_webhook_secret": "none", "retell_api_key": "env (VOICE_CONSOLE_RETELL_API_KEY)",
-            "twilio_account_sid": "keyring", "twilio_auth_token": "none",
+            "twilio_account_sid": "keyring", "twilio_auth_token": "none", "twilio_shared_key": "none",
         }
-        assert [source_cell(screen, name) for name in screen.sources] == ["none", "none", "env", "keyring", "none"]
+        assert [source_cell(screen, name) for name in screen.sources] == ["none", "none", "env", "keyring", "none", "none"]
         assert "OS keyring: conftest MemoryKeyring" in str(screen.query_one("#keys-keyring").content)
 
         select(screen, "vapi_api_key")

@@ -9,11 +9,13 @@ import random
 import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
+import httpx
 import pytest
+from twilio.request_validator import RequestValidator, get_signature_algorithm
 
-from console.config import TwilioSettings
+from console.config import TwilioSettings, load_settings
 from console.core.events import CallEnded, CallStatus, Raw, SpeechStarted, SpeechStopped, event_from_dict, event_to_dict
 from console.providers.base import BadPayload, WebhookProvider
 from console.providers.twilio import (
@@ -31,6 +33,10 @@ from console.providers.twilio.auth import url_variants
 from console.providers.twilio.stream import ULAW_TO_LINEAR
 from console.providers.twilio.wire import parse_form
 from console.receiver.types import Request
+from console.service import ReceiverService
+from console.store import queries
+from tests.test_receiver_integration import PUBLIC_URL, TWILIO_SHARED_KEY, TWILIO_TOKEN, start_service
+from tests.test_receiver_integration import secrets as receiver_secrets
 
 PAYLOADS = Path(__file__).parent / "payloads" / "twilio"
 TOKEN = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
@@ -46,9 +52,10 @@ def fixture(name: str) -> bytes:
 
 
 def provider(
-    settings: TwilioSettings | None = None, token: str | None = TOKEN, public_url: str | None = PUBLIC
+    settings: TwilioSettings | None = None, token: str | None = TOKEN, public_url: str | None = PUBLIC,
+    shared_key: str | None = None,
 ) -> TwilioProvider:
-    return TwilioProvider(settings or TwilioSettings(), token, public_url)
+    return TwilioProvider(settings or TwilioSettings(), token, public_url, shared_key=shared_key)
 
 
 def request(
@@ -287,6 +294,140 @@ def test_get_webhooks_sign_the_url_only() -> None:
     assert provider().verify("twilio.voice", req).ok
     inbound = provider().parse("twilio.voice", req, RECEIVED)
     assert inbound.call_id == CALL_IN
+
+
+# -- the twilio SDK as oracle: SharedKey signatures and GET webhooks ----------------------------
+
+SHARED_SECRET = "shared-key-secret-2f6c0d9e"
+SHARED_SETTINGS = "key=webhooks_sharedkey_9a8b7c6d,algorithm=HMAC_SHA256"
+
+
+def shared_request(body: bytes, signature: str | None, settings: str = SHARED_SETTINGS,
+                   target: str = "/webhook/twilio/voice") -> Request:
+    return request(body, target, signature=signature,
+                   extra_headers=(("x-twilio-webhooks-signature-settings", settings),))
+
+
+def sdk_signature(secret: str, url: str, body: bytes, algorithm: str | None = None) -> str:
+    return RequestValidator(secret).compute_signature(url, dict(parse_qsl(body.decode(), keep_blank_values=True)),
+                                                      algorithm)
+
+
+def test_shared_key_signature_made_by_the_sdk_is_accepted() -> None:
+    body = fixture("voice_inbound.form")
+    url = PUBLIC + "/webhook/twilio/voice"
+    signature = sdk_signature(SHARED_SECRET, url, body, "HMAC_SHA256")
+    sdk = RequestValidator(SHARED_SECRET)
+    assert sdk.validate(url, dict(parse_qsl(body.decode())), signature, get_signature_algorithm(SHARED_SETTINGS))
+    verdict = provider(shared_key=SHARED_SECRET).verify("twilio.voice", shared_request(body, signature))
+    assert verdict.ok and verdict.scheme == "twilio-shared-key"
+    # Our signer agrees with the SDK's, so the simulator and tests can sign SharedKey requests too.
+    assert sign_twilio(url, parse_form(body), SHARED_SECRET, "HMAC_SHA256") == signature
+
+
+def test_shared_key_wrong_key_is_refused_naming_the_header() -> None:
+    body = fixture("voice_inbound.form")
+    signature = sdk_signature("some-other-shared-key", PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
+    verdict = provider(shared_key=SHARED_SECRET).verify("twilio.voice", shared_request(body, signature))
+    assert not verdict.ok and verdict.scheme == "twilio-shared-key"
+    assert verdict.reason.startswith("X-Twilio-Signature does not match under X-Twilio-Webhooks-Signature-Settings")
+    assert "key=webhooks_sharedkey_9a8b7c6d" in verdict.reason and "HMAC_SHA256" in verdict.reason
+    assert SHARED_SECRET not in verdict.reason and signature not in verdict.reason
+
+
+def test_shared_key_without_a_configured_secret_says_which_secret_is_missing() -> None:
+    body = fixture("voice_inbound.form")
+    signature = sdk_signature(SHARED_SECRET, PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
+    verdict = provider(shared_key=None).verify("twilio.voice", shared_request(body, signature))
+    assert not verdict.ok
+    assert "X-Twilio-Webhooks-Signature-Settings" in verdict.reason
+    assert "VOICE_CONSOLE_TWILIO_SHARED_KEY" in verdict.reason and "keys set twilio" in verdict.reason
+
+
+def test_shared_key_alone_needs_no_auth_token() -> None:
+    body = fixture("voice_inbound.form")
+    signature = sdk_signature(SHARED_SECRET, PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
+    assert provider(token=None, shared_key=SHARED_SECRET).verify("twilio.voice", shared_request(body, signature)).ok
+    classic = signed("voice_inbound.form", "/webhook/twilio/voice")
+    assert "VOICE_CONSOLE_TWILIO_AUTH_TOKEN" in provider(token=None, shared_key=SHARED_SECRET).verify(
+        "twilio.voice", classic).reason
+
+
+def test_unknown_shared_key_algorithm_is_refused_naming_the_header() -> None:
+    body = fixture("voice_inbound.form")
+    settings = "key=webhooks_sharedkey_9a8b7c6d,algorithm=HMAC_SHA512"
+    signature = sdk_signature(SHARED_SECRET, PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
+    verdict = provider(shared_key=SHARED_SECRET).verify("twilio.voice", shared_request(body, signature, settings))
+    assert not verdict.ok and "HMAC_SHA512" in verdict.reason
+    assert "X-Twilio-Webhooks-Signature-Settings" in verdict.reason
+    assert not RequestValidator(SHARED_SECRET).validate(PUBLIC + "/webhook/twilio/voice", {}, signature, "HMAC_SHA512")
+
+
+@pytest.mark.parametrize("settings", ["", "   "])
+def test_a_blank_settings_header_is_a_classic_signature(settings: str) -> None:
+    body = fixture("voice_inbound.form")
+    signature = sign_twilio(PUBLIC + "/webhook/twilio/voice", parse_form(body), TOKEN)
+    verdict = provider().verify("twilio.voice", shared_request(body, signature, settings))
+    assert verdict.ok and verdict.scheme == "twilio-signature"
+    assert get_signature_algorithm(settings) == "HMAC_SHA1"
+
+
+def test_classic_sha1_matches_the_sdk_on_every_fixture() -> None:
+    for path in sorted(PAYLOADS.glob("*.form")):
+        body = path.read_bytes()
+        url = PUBLIC + "/webhook/twilio/status"
+        assert sign_twilio(url, parse_form(body), TOKEN) == sdk_signature(TOKEN, url, body), path.name
+
+
+# -- over the socket: GET webhooks, SharedKey and its missing secret -------------------------------
+
+
+async def _get(service: ReceiverService, target: str, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=service.server.url, timeout=10) as client:
+        return await client.get(target, headers=headers)
+
+
+@pytest.mark.parametrize("route, name", [("/webhook/twilio/voice", "voice_inbound.form"),
+                                         ("/webhook/twilio/status", "status_3_completed.form")])
+async def test_get_webhooks_are_accepted_over_the_socket(tmp_path: Path, route: str, name: str) -> None:
+    service, _ = await start_service(tmp_path)
+    try:
+        target = route + "?" + fixture(name).decode().strip()
+        # Twilio signs a GET over the full URL with its query and no body parameters.
+        signature = RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC_URL + target, {})
+        assert RequestValidator(TWILIO_TOKEN).validate(PUBLIC_URL + target, {}, signature)
+        response = await _get(service, target, {"x-twilio-signature": signature})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/xml")
+        call_sid = dict(parse_qsl(target.split("?", 1)[1]))["CallSid"]
+        [call] = [c for c in await queries.list_calls(service.store) if c["call_id"] == call_sid]
+        assert call["provider"] == "twilio"
+        forged = await _get(service, target.replace("CallSid=CA", "CallSid=CB"), {"x-twilio-signature": signature})
+        assert forged.status_code == 403
+    finally:
+        await service.close()
+
+
+async def test_shared_key_over_the_socket_and_without_its_secret(tmp_path: Path) -> None:
+    params = dict(parse_qsl(fixture("voice_inbound.form").decode()))
+    signature = RequestValidator(TWILIO_SHARED_KEY).compute_signature(PUBLIC_URL + "/webhook/twilio/voice", params,
+                                                                      "HMAC_SHA256")
+    headers = {"content-type": FORM, "x-twilio-signature": signature,
+               "x-twilio-webhooks-signature-settings": SHARED_SETTINGS}
+    for secrets, expected in ((receiver_secrets(), 200), (
+            {k: v for k, v in receiver_secrets().items() if k != "twilio_shared_key"}, 403)):
+        settings = load_settings(env={}, overrides={"receiver": {"port": 0, "public_url": PUBLIC_URL},
+                                                    "storage": {"db": str(tmp_path / f"{expected}.db")}})
+        service = await ReceiverService.start(settings, secrets)
+        try:
+            async with httpx.AsyncClient(base_url=service.server.url, timeout=10) as client:
+                response = await client.post("/webhook/twilio/voice", content=urlencode(params), headers=headers)
+            assert response.status_code == expected, response.text
+            if expected == 403:
+                reason = response.json()["error"]["message"]
+                assert "X-Twilio-Webhooks-Signature-Settings" in reason and "VOICE_CONSOLE_TWILIO_SHARED_KEY" in reason
+        finally:
+            await service.close()
 
 
 # -- form parsing --------------------------------------------------------------------------------

@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 
 from console.config import (
+    ConfigError,
     VapiAssistantRequestSettings,
     VapiHmacSettings,
     VapiSettings,
     VapiWebhookSettings,
+    load_settings,
 )
+from console.core.calls import CallTracker
 from console.core.events import event_from_dict, event_to_dict
 from console.core.tools import ToolBatch, ToolCall, ToolOutcome
 from console.providers.base import BadPayload, Inbound
@@ -238,7 +241,9 @@ def test_raw_events_drop_the_bulky_envelope(name: str) -> None:
 REPLIES: dict[str, Any] = {
     "assistant-request.json": {"error": "Sorry, no assistant is configured for this number."},
     "transfer-destination-request.json": {"error": "No transfer destination is configured in voice-console."},
-    "handoff-destination-request.json": {"error": "No handoff destination is configured in voice-console."},
+    # `destination` is required by Vapi even when the answer is "do not hand off".
+    "handoff-destination-request.json": {"destination": {"type": "assistant"},
+                                         "error": "No handoff destination is configured in voice-console."},
     "knowledge-base-request.json": {"documents": []},
     "call.endpointing.request.json": {"timeoutSeconds": 1.5},
     "campaign.predial.json": {"eligible": True},
@@ -273,6 +278,29 @@ def test_transfer_destination_from_config() -> None:
     body = json.loads(parse(load("transfer-destination-request.json"), settings).reply.body)
     assert body["destination"] == {"type": "number", "number": "+16505550100"}
     assert body["message"]["type"] == "request-start" and body["message"]["content"]
+
+
+@pytest.mark.parametrize("configured, destination", [
+    ("Billing", {"type": "assistant", "assistantName": "Billing"}),
+    ({"assistant_name": "Billing"}, {"type": "assistant", "assistantName": "Billing"}),
+    ({"assistant_id": "5b0a7c1e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"},
+     {"type": "assistant", "assistantId": "5b0a7c1e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"}),
+])
+def test_handoff_destination_from_config(configured: Any, destination: dict[str, str]) -> None:
+    settings = VapiSettings.model_validate({"handoff_destination": configured})
+    body = json.loads(parse(load("handoff-destination-request.json"), settings).reply.body)
+    assert body == {"destination": destination}
+
+
+@pytest.mark.parametrize("line", ["handoff_destination = 3", 'handoff_destination = ""',
+                                  'handoff_destination = { assistant_name = "A", assistant_id = "b" }',
+                                  'handoff_destination = { assistantId = "b" }'])
+def test_handoff_destination_must_name_one_assistant(tmp_path: Path, line: str) -> None:
+    file = tmp_path / "config.toml"
+    file.write_text(f"[vapi]\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(file, env={})
+    assert str(file) in str(caught.value) and "'vapi.handoff_destination" in str(caught.value)
 
 
 def test_ack_is_an_empty_object() -> None:
@@ -812,3 +840,21 @@ def test_sign_vapi_request_default_hmac_matches_independent_computation() -> Non
     headers = sign_vapi_request(HMAC_DEFAULT.webhook, SECRET, BODY, now=now)
     assert headers["x-timestamp"] == str(int(NOW * 1000))
     assert headers["x-signature"] == independent_signature(headers["x-timestamp"]).hex()
+
+
+# --- model-output: a token string or a tool-call object ------------------------------------
+
+
+def test_model_output_is_accepted_as_a_token_string_and_as_a_tool_call_object() -> None:
+    """Vapi types `output` as an object ("a token or tool call"); tokens arrive as strings too."""
+    tool_call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    tracker = CallTracker()
+    for output in ("Your visit is on Tuesday ", tool_call, "at nine."):
+        inbound = parse(message("model-output", output=output, turnId="turn_1"))
+        [event] = inbound.events
+        assert event.kind == "raw" and event.data["output"] == output
+        tracker.process(inbound.events)
+    cut = parse(message("user-interrupted", turnId="turn_1"))
+    [barge_in] = tracker.process(cut.events)
+    # The tool-call object adds no words to what the assistant meant to say.
+    assert barge_in.cut_text == "Your visit is on Tuesday at nine."

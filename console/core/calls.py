@@ -108,6 +108,10 @@ class CallTracker:
     def calls(self) -> list[CallState]:
         return list(self._calls.values())
 
+    def forget(self, call_id: str) -> None:
+        """Drop a call's state: its next event starts it afresh (a call replayed once more)."""
+        self._calls.pop(call_id, None)
+
     def _state(self, event: Event) -> CallState | None:
         if event.call_id is None:
             return None

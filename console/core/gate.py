@@ -74,6 +74,7 @@ class PendingCall:
     deadline_at: datetime  # UTC
     on_timeout: str  # approve | reject | override (from the policy rule)
     stalling: bool = False  # the platform sent `hang` for this call's call_id
+    arguments_schema: dict[str, Any] | None = None  # the tool's JSON Schema, when the platform sent one
 
     def remaining_s(self, now: datetime | None = None) -> float:
         now = now if now is not None else utc_now()
@@ -325,6 +326,7 @@ class ToolGate:
             requested_at=requested_at,
             deadline_at=requested_at + timedelta(seconds=wait_s),
             on_timeout=rule.on_timeout,
+            arguments_schema=call.arguments_schema,
         )
         item = _Held(pending, rule, now + wait_s, loop.create_future())
         self._held[call.tool_call_id] = item

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from console.config import ConfigError, config_dir, read_toml
+from console.config import ConfigError, config_dir, file_present, read_toml, validation_problems
 
 Action = Literal["hold", "approve", "reject", "override"]
 TimeoutAction = Literal["approve", "reject", "override"]
@@ -31,7 +31,7 @@ POLICY_REASON = "This action is not allowed right now."
 
 
 class ToolRule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     action: Action = "hold"
     timeout_seconds: float = Field(15.0, gt=0, le=300)
@@ -75,22 +75,21 @@ def load_policy(path: Path | str | None = None, *, default_action: Action = "hol
     """Read the policy; no file at the default location means the default action for all."""
     explicit = path is not None
     file = Path(path).expanduser() if path is not None else default_policy_path()
-    if not file.exists():
+    if not file_present(file):
         if explicit:
             raise ConfigError(f"{file}: the policy file does not exist.")
         return Policy.default(default_action)
     data = read_toml(file)
-    data.setdefault("tools", {}).setdefault("default", {"action": default_action})
+    tools = data.setdefault("tools", {})
+    if isinstance(tools, dict):  # anything else is refused below, naming the key
+        tools.setdefault("default", {"action": default_action})
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for item in exc.errors():
-            key = ".".join(str(part) for part in item["loc"] if part not in ("function-after[_override_needs_a_result()]",))
-            message = item["msg"].removeprefix("Value error, ")
-            if item["type"] == "extra_forbidden":
-                message = "is not a known policy key (action, timeout_seconds, on_timeout, reason, result)"
-            elif item["type"] != "missing" and "input" in item and not isinstance(item["input"], dict):
-                message = f"{message} (got {item['input']!r})"
-            problems.append(f"key '{key}' {message}")
+        problems = validation_problems(exc, unknown_key=_unknown_policy_key)
         raise ConfigError(f"{file}: " + "; ".join(problems) + ".") from None
+
+
+def _unknown_policy_key(loc: tuple[object, ...]) -> str:
+    known = "action, timeout_seconds, on_timeout, reason, result" if len(loc) > 1 else "only [tools.NAME] tables"
+    return f"is not a known policy key ({known})"

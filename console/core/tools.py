@@ -55,6 +55,9 @@ class ToolCall:
     tool_call_id: str
     name: str
     arguments: dict[str, Any]
+    # The tool's JSON Schema for its arguments, when the platform sent one (Vapi's
+    # toolWithToolCallList[].function.parameters): the TUI checks edited arguments against it.
+    arguments_schema: dict[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

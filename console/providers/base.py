@@ -24,7 +24,7 @@ class Verdict:
     """
 
     ok: bool
-    scheme: str  # "secret", "bearer", "hmac", "none", "retell-signature", "twilio-signature"
+    scheme: str  # "secret", "bearer", "hmac", "none", "retell-signature", "twilio-signature", "twilio-shared-key"
     reason: str = ""
 
     @classmethod

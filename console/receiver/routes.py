@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from console import __version__
 from console.core.calls import CallTracker
 from console.core.events import Event, ToolDecided, utc_now
+from console.core.replays import REPLAY_HEADER, mark_replayed, replay_call_id, replay_run
 from console.core.tools import ToolBatch, ToolCallHandler, ToolOutcome
 from console.providers.base import BadPayload, Inbound, WebhookProvider
 from console.receiver.http import Router
@@ -57,6 +59,7 @@ DeliverySink = Callable[[DeliverySeen], None]
 # Backstop: answer the platform this long before its own deadline whatever the
 # handler does. The gate keeps its own, larger margin; this catches anything else.
 DEADLINE_MARGIN_S = 0.75
+_REPLAY_RUNS_KEPT = 256
 
 # route name -> (methods, path)
 WEBHOOK_ROUTES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -64,8 +67,9 @@ WEBHOOK_ROUTES: dict[str, tuple[tuple[str, ...], str]] = {
     "retell": (("POST",), "/webhook/retell"),
     # Retell custom functions may be configured with any of these methods.
     "retell.function": (("POST", "GET", "PUT", "PATCH", "DELETE"), "/webhook/retell/function"),
-    "twilio.voice": (("POST",), "/webhook/twilio/voice"),
-    "twilio.status": (("POST",), "/webhook/twilio/status"),
+    # A Twilio number's voice and status URLs may be set to GET (parameters in the query).
+    "twilio.voice": (("POST", "GET"), "/webhook/twilio/voice"),
+    "twilio.status": (("POST", "GET"), "/webhook/twilio/status"),
 }
 
 
@@ -98,6 +102,8 @@ class WebhookPipeline:
         self.stats = PipelineStats()
         # tool_call_id -> the in-flight decision, so a redelivery joins it.
         self._inflight: dict[str, asyncio.Future[ToolOutcome]] = {}
+        # replayed (marked) call id -> the replay run it last saw
+        self._replay_runs: OrderedDict[str, str] = OrderedDict()
 
     async def handle(self, route: str, request: Request) -> Response:
         started = time.perf_counter()
@@ -115,8 +121,11 @@ class WebhookPipeline:
             return await self._reject(provider.name, route, request, received_at, f"bad payload: {exc}", 400,
                                       started, verdict.scheme)
 
+        run = replay_run(request.header(REPLAY_HEADER))
+        if run is not None:
+            inbound = self._as_replay(inbound, run)
         events = self.tracker.process(inbound.events)
-        if inbound.call_id and (control_url := inbound.extra.get("control_url")):
+        if inbound.call_id and run is None and (control_url := inbound.extra.get("control_url")):
             self.tracker.note_control_url(inbound.call_id, control_url)
         receipt = await self.store.record_delivery(
             DeliveryRecord(
@@ -131,6 +140,7 @@ class WebhookPipeline:
                 headers=list(request.headers),
                 auth_scheme=verdict.scheme,
                 dedupe_key=inbound.dedupe_key,
+                replay_run=run,
             ),
             events,
         )
@@ -157,6 +167,27 @@ class WebhookPipeline:
                 receipt.delivery_id, receipt.duplicate,
             ))
         return response
+
+    def _as_replay(self, inbound: Inbound, run: str) -> Inbound:
+        """A delivery re-posted by `voice-console replay`, recorded and shown under the call id
+        marked `↻`: the original call's record stays as the platform made it. The replay's
+        copies of the live-call capabilities (monitor URLs, masked when stored) are not used."""
+        call_id = replay_call_id(inbound.call_id)
+        if call_id is not None and self._replay_runs.get(call_id) != run:
+            # Another run of the same call: it plays from the start, not as more of the last one.
+            self.tracker.forget(call_id)
+            self._replay_runs[call_id] = run
+            self._replay_runs.move_to_end(call_id)
+            if len(self._replay_runs) > _REPLAY_RUNS_KEPT:
+                self._replay_runs.popitem(last=False)
+        batch = inbound.tool_batch
+        return replace(
+            inbound,
+            call_id=call_id,
+            events=[mark_replayed(event) for event in inbound.events],
+            tool_batch=None if batch is None else replace(batch, call_id=replay_call_id(batch.call_id)),
+            extra={key: value for key, value in inbound.extra.items() if key != "control_url"},
+        )
 
     async def ingest_events(self, events: list[Event]) -> None:
         """Events that arrive outside a webhook delivery (media streams): same path to disk."""

@@ -4,11 +4,16 @@
     voice-console simulate --target URL [--provider vapi|retell|twilio] [--scenario NAME|FILE]
                            [--calls N] [--concurrency C] [--speed X] [--public-url URL] [--media-stream]
 
-`--target` is, for vapi, the Vapi webhook URL itself; for retell and twilio, the
-receiver's base URL (`http://127.0.0.1:8765`), under which the console's routes
-are used (`/webhook/retell`, `/webhook/retell/function`; `/webhook/twilio/voice`,
-`/webhook/twilio/status`, `/stream/twilio`). One of those route URLs is accepted
-too: the route is stripped to find the base.
+`--target` is, for vapi, the Vapi webhook URL itself; a bare base URL
+(`http://127.0.0.1:8765`, no path) gets the console's `/webhook/vapi` appended
+(said on stderr). For retell and twilio it is the receiver's base URL, under
+which the console's routes are used (`/webhook/retell`, `/webhook/retell/function`;
+`/webhook/twilio/voice`, `/webhook/twilio/status`, `/stream/twilio`). One of
+those route URLs is accepted too: the route is stripped to find the base.
+
+When the first deliveries all get 404 the run stops early (exit 1) naming the
+URL and the path the console's receiver listens on, instead of sending the
+rest of the calls to a wrong URL.
 
 Secrets never come from argv: the Vapi webhook secret from
 VOICE_CONSOLE_VAPI_WEBHOOK_SECRET or the keyring (auth mode from the settings file,
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from collections import Counter, defaultdict
@@ -32,6 +38,8 @@ from console.config import ConfigError, Settings, load_settings
 from console.secrets import SecretStore
 from console.simulator.dialects import (
     FUNCTION_TYPE,
+    RETELL_ROUTES,
+    TWILIO_ROUTES,
     DialectWebhook,
     RetellCallPlayer,
     TwilioCallPlayer,
@@ -54,6 +62,34 @@ PROVIDERS = ("vapi", "retell", "twilio")
 # Where each provider's signing secret lives (console.secrets names).
 PROVIDER_SECRET = {"vapi": "vapi_webhook_secret", "retell": "retell_api_key", "twilio": "twilio_auth_token"}
 TOOL_TYPES = frozenset({"tool-calls", FUNCTION_TYPE})  # deliveries whose answer the call waits on
+VAPI_PATH = "/webhook/vapi"  # the console receiver's Vapi route (console/receiver/routes.py)
+# This many first deliveries all answered 404: the target is the wrong URL, stop.
+NOT_FOUND_LIMIT = 5
+
+
+class TargetNotFound(Exception):
+    """The first deliveries all got 404: the message says which URL and what path it should have."""
+
+
+def vapi_target(target: str) -> tuple[str, bool]:
+    """(the URL to post to, whether the console's Vapi path was appended to a bare base URL)."""
+    parts = urlsplit(target)
+    if parts.path in ("", "/") and not parts.query:
+        return f"{parts.scheme}://{parts.netloc}{VAPI_PATH}", True
+    return target, False
+
+
+def not_found_hint(provider: str, target: str, posted: str, count: int) -> str:
+    parts = urlsplit(target)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if provider == "vapi":
+        where = f"the console's receiver takes Vapi messages on {VAPI_PATH}: try --target {origin}{VAPI_PATH}"
+    else:
+        routes = RETELL_ROUTES if provider == "retell" else TWILIO_ROUTES[:2]
+        where = (f"the console's receiver takes {provider} webhooks on {' and '.join(reversed(routes))} under "
+                 f"its base URL: try --target {origin}")
+    return (f"the first {count} deliveries to {posted} all got 404 Not Found, so the run stopped early; "
+            f"{where} (is the URL the receiver's, and is `voice-console serve` running there?)")
 
 
 def _positive_float(text: str) -> float:
@@ -98,7 +134,8 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "signs them, and report the answers: statuses, latency, tool-call replies of the wrong shape.",
     )
     parser.add_argument("--target", required=True, metavar="URL",
-                        help="vapi: the Vapi webhook URL (e.g. http://127.0.0.1:8765/webhook/vapi); "
+                        help="vapi: the Vapi webhook URL (e.g. http://127.0.0.1:8765/webhook/vapi; a URL with "
+                             "no path gets /webhook/vapi appended); "
                              "retell/twilio: the receiver's base URL (e.g. http://127.0.0.1:8765), the "
                              "console's routes are appended; a URL ending in one of those routes also works")
     parser.add_argument("--provider", default="vapi", choices=list(PROVIDERS),
@@ -194,21 +231,28 @@ async def simulate(target: str, scenario: Scenario, *, calls: int, concurrency: 
     `secret` is the provider's signing secret: the Vapi webhook secret, the Retell
     API key or the Twilio auth token. For retell/twilio `target` is the receiver's
     base URL (or one of its routes); `public_url` and `media_stream` are Twilio's.
-    A bad `target` raises ValueError.
+    A bad `target` raises ValueError; a target whose first NOT_FOUND_LIMIT deliveries
+    all get 404 raises TargetNotFound (the other calls are not played).
     """
     if provider not in PROVIDERS:
         raise ValueError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
     retell = retell_endpoints(target) if provider == "retell" else None
     twilio = twilio_endpoints(target, public_url) if provider == "twilio" else None
     records: list[DeliveryRecord] = []
+    wrong_url = asyncio.Event()
+
+    def record(delivery: DeliveryRecord) -> None:
+        records.append(delivery)
+        if len(records) == NOT_FOUND_LIMIT and all(r.status == 404 for r in records):
+            wrong_url.set()
     seed = SimulatedPlatform(target, scenario=scenario)  # not started: only its demo assistant and number
     assistant, number = seed.assistants[RECEPTIONIST_ID], seed.phone_numbers[PHONE_NUMBER_ID]
     limit = asyncio.Semaphore(concurrency)
     done = 0
     started = time.perf_counter()
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency * 2 + 4)) as client:
-        webhook = Webhook(client, settings.vapi if settings else None, secret, on_record=records.append)
-        dialect = DialectWebhook(client, on_record=records.append)
+        webhook = Webhook(client, settings.vapi if settings else None, secret, on_record=record)
+        dialect = DialectWebhook(client, on_record=record)
 
         async def play() -> None:
             if retell is not None:
@@ -228,7 +272,22 @@ async def simulate(target: str, scenario: Scenario, *, calls: int, concurrency: 
             if progress is not None:
                 progress(done, calls, len(records), sum(1 for r in records if r.error))
 
-        await asyncio.gather(*(one() for _ in range(calls)))
+        run = asyncio.ensure_future(asyncio.gather(*(one() for _ in range(calls))))
+        stop = asyncio.ensure_future(wrong_url.wait())
+        try:
+            await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            stopped_early = not run.done()
+            if stopped_early:
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+        if not stopped_early:
+            run.result()  # a player's unexpected error surfaces as before
+    if wrong_url.is_set() or (records and all(r.status == 404 for r in records)):
+        posted = retell.webhook if retell else twilio.voice if twilio else target
+        raise TargetNotFound(not_found_hint(provider, target, posted, min(len(records), NOT_FOUND_LIMIT)))
     return records, time.perf_counter() - started
 
 
@@ -261,16 +320,34 @@ async def run_simulate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"voice-console: {exc}", file=sys.stderr)
         return 2
+    target = args.target
+    if args.provider == "vapi":
+        target, appended = vapi_target(target)
+        if appended:
+            print(f"voice-console: --target {args.target} has no path; posting to {target} "
+                  "(the console's Vapi webhook route)", file=sys.stderr)
+    elif urlsplit(target).path in ("", "/"):
+        if args.provider == "retell":
+            retell = retell_endpoints(target)
+            urls = [retell.webhook, retell.function]
+        else:
+            twilio = twilio_endpoints(target, public_url)
+            urls = [twilio.voice, twilio.status] + ([twilio.stream] if getattr(args, "media_stream", False) else [])
+        print(f"voice-console: posting to the console's {args.provider} routes: {', '.join(urls)}", file=sys.stderr)
     tty = sys.stderr.isatty()
 
     def progress(done: int, total: int, messages: int, failed: int) -> None:
         text = f"calls {done}/{total}, messages {messages}, failed {failed}"
         print(("\r" + text) if tty else text, end="" if tty and done < total else "\n", file=sys.stderr, flush=True)
 
-    records, elapsed = await simulate(args.target, scenario, calls=args.calls, concurrency=args.concurrency,
-                                      speed=args.speed, settings=settings, secret=secret, progress=progress,
-                                      provider=args.provider, public_url=public_url,
-                                      media_stream=getattr(args, "media_stream", False))
+    try:
+        records, elapsed = await simulate(target, scenario, calls=args.calls, concurrency=args.concurrency,
+                                          speed=args.speed, settings=settings, secret=secret, progress=progress,
+                                          provider=args.provider, public_url=public_url,
+                                          media_stream=getattr(args, "media_stream", False))
+    except TargetNotFound as exc:
+        print(("\n" if tty else "") + f"voice-console: {exc}", file=sys.stderr)
+        return 1
     report, ok = simulate_report(records, args.calls, elapsed)
     print(report)
     return 0 if ok else 1

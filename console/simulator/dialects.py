@@ -394,11 +394,14 @@ class RetellCallPlayer:
         now = int(time.time() * 1000)
         start = int(self._call.get("start_timestamp") or now)
         duration = max(now - start, 0)
-        cents = round(duration / 60_000 * 10.0, 4)  # ~ $0.10 a minute, in cents like Retell
+        cents_per_second = round(10.0 / 60, 6)  # ~ $0.10 a minute; Retell prices in cents per second
+        cents = round(duration / 1000 * cents_per_second, 4)
         self._call.update(
             call_status="ended", end_timestamp=now, duration_ms=duration, disconnection_reason=reason,
-            call_cost={"product_costs": [{"product": "retell_platform", "unit_price": 0.1, "cost": cents}],
-                       "total_duration_seconds": round(duration / 1000), "combined_cost": cents},
+            call_cost={"product_costs": [{"product": "retell_platform", "unit_price": cents_per_second,
+                                          "cost": cents}],
+                       "total_duration_seconds": round(duration / 1000),
+                       "total_duration_unit_price": cents_per_second, "combined_cost": cents},
         )
         await self._event("transcript_updated")  # once more when the call ends
         await self._event("call_ended")

@@ -11,6 +11,12 @@ REST by `voice-console simulate`.
 Choices where Vapi is undocumented or ambiguous (all in one place):
 - timestamps are the wall-clock send time in epoch ms, as Vapi's are; at a high
   `speed` events seconds apart in the scenario are milliseconds apart;
+- `model-output.output` is a string token while the assistant speaks (how the
+  token stream is consumed in practice) and the tool-call object
+  (`{id, type, function}`) when the model calls tools; Vapi's schema types it as
+  an object and says "a token or tool call", so both shapes are sent;
+- a tool the assistant does not define gets `parameters` built from the
+  scenario's arguments (`properties` is required by Vapi's schema);
 - `message.call` is the creation-time snapshot (status "queued"), as captured
   traffic shows (vapi.md §1.4) -- live state is in the events;
 - a tool server's `timeoutSeconds` is real seconds whatever the speed: it is a
@@ -309,11 +315,12 @@ class CallEngine:
     def _envelope(self, type_: str, **fields: Any) -> dict[str, Any]:
         message: dict[str, Any] = {"timestamp": int(time.time() * 1000), "type": type_, **fields}
         message["call"] = self._snapshot
+        # The envelope's phoneNumber and assistant are Create*DTO shapes: no server-assigned fields.
         if self.call.phone_number:
-            message["phoneNumber"] = self.call.phone_number
+            # CreateVapiPhoneNumberDTO has no `number` either: Vapi assigns a number it provisions.
+            message["phoneNumber"] = _without_server_fields(self.call.phone_number, "number")
         message["customer"] = self.call.data.get("customer", {})
-        message["assistant"] = {k: v for k, v in self.call.assistant.items()
-                                if k not in ("id", "orgId", "createdAt", "updatedAt")}
+        message["assistant"] = _without_server_fields(self.call.assistant)
         return message
 
     def _artifact(self) -> dict[str, Any]:
@@ -384,7 +391,9 @@ class CallEngine:
 
     def _record_message(self, role: str, text: str, **extra: Any) -> None:
         seconds = time.time() - (self._start_epoch or self._started)
-        self._messages.append({"role": role, "message": text, "time": int(time.time() * 1000),
+        # A tool result carries `result`, not `message` (OAS ToolCallResultMessage).
+        said = {} if role == "tool_call_result" else {"message": text}
+        self._messages.append({"role": role, **said, "time": int(time.time() * 1000),
                                "secondsFromStart": round(seconds, 3), **extra})
         openai_role = {"bot": "assistant", "user": "user"}.get(role, role)
         if openai_role in ("assistant", "user", "system"):
@@ -561,15 +570,17 @@ class CallEngine:
 
     # ---------------------------------------------------------- tools
 
-    def _tool_config(self, name: str, timeout_s: float) -> dict[str, Any]:
+    def _tool_config(self, name: str, timeout_s: float, arguments: dict[str, Any]) -> dict[str, Any]:
         model = self.call.assistant.get("model") or {}
         for tool in model.get("tools") or ():
             if (tool.get("function") or {}).get("name") == name:
                 config = json.loads(json.dumps(tool))
                 break
         else:
-            config = {"type": "function", "function": {"name": name, "parameters": {"type": "object"}},
-                      "async": False, "messages": []}
+            # A tool the assistant does not define: describe it from the scenario's arguments
+            # (Vapi's schema requires `properties`).
+            config = {"type": "function", "async": False, "messages": [],
+                      "function": {"name": name, "parameters": _parameters_for(arguments)}}
         server = dict(config.get("server") or {})
         server.setdefault("url", self.server_url)
         server["timeoutSeconds"] = timeout_s  # the scenario decides the deadline it tests
@@ -582,8 +593,11 @@ class CallEngine:
         calls = [{"id": f"call_{uuid.uuid4().hex[:16]}", "type": "function",
                   "function": {"name": spec.name, "arguments": json.dumps(spec.arguments, separators=(",", ":"))}}
                  for spec in step.calls]
-        configs = [self._tool_config(spec.name, step.timeout_seconds) for spec in step.calls]
+        configs = [self._tool_config(spec.name, step.timeout_seconds, spec.arguments) for spec in step.calls]
         tools = [{**config, "toolCall": call} for config, call in zip(configs, calls, strict=True)]
+        turn_id = f"turn_{uuid.uuid4().hex[:10]}"
+        for call in calls:  # the model's output for this turn is tool calls, not tokens: objects
+            await self.send("model-output", output=call, turnId=turn_id)
         self._record_message("tool_calls", "", toolCalls=calls)
         url = configs[0]["server"].get("url") or self.server_url
         request = asyncio.ensure_future(
@@ -635,6 +649,26 @@ class CallEngine:
             if not hung and self._loop.time() >= hang_at:
                 hung = True
                 await self.send("hang")
+
+
+_SERVER_FIELDS = frozenset({"id", "orgId", "createdAt", "updatedAt", "status"})
+
+
+def _without_server_fields(resource: dict[str, Any], *also: str) -> dict[str, Any]:
+    return {key: value for key, value in resource.items() if key not in _SERVER_FIELDS and key not in also}
+
+
+_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"),
+               (dict, "object"))
+
+
+def _parameters_for(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-schema `parameters` object for arguments like these (bool before int: bool is an int)."""
+    properties = {
+        name: {"type": next((kind for cls, kind in _JSON_TYPES if isinstance(value, cls)), "string")}
+        for name, value in arguments.items()
+    }
+    return {"type": "object", "properties": properties, "required": sorted(arguments)}
 
 
 def _chunks(words: list[str], size: int) -> list[list[str]]:

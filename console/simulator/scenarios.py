@@ -62,7 +62,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from console.config import ConfigError
+from console.config import TOML_READ_ERRORS, ConfigError, toml_problem
 
 BUNDLED_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO = "booking"
@@ -265,9 +265,8 @@ def load_scenario(name_or_path: str | Path | None = None) -> Scenario:
             )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(f"scenario {path}: cannot be read ({exc.strerror or exc}).") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"scenario {path}: is not valid TOML ({exc}).") from None
+    except TOML_READ_ERRORS as exc:  # issue 12: also not UTF-8, nested too deeply, huge integers
+        verb = "" if isinstance(exc, OSError) else "is "
+        raise ScenarioError(f"scenario {path}: {verb}{toml_problem(exc)}.") from None
     data.setdefault("name", path.stem)
     return parse_scenario(data, str(path))

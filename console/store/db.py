@@ -49,6 +49,7 @@ __all__ = [
     "Store",
     "StoreClosed",
     "StoreError",
+    "UNKNOWN",
     "epoch",
     "iso_from_epoch",
     "mask_monitor_urls",
@@ -175,6 +176,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE tool_calls ADD COLUMN session_id INTEGER REFERENCES sessions(id)",
         "CREATE INDEX tool_calls_undecided ON tool_calls(session_id) WHERE decision IS NULL",
     ),
+    (
+        # The receiving session that last recorded each call: a call still open when that
+        # session ends (no end event seen) is closed as `unknown` (see `_close_open_calls`).
+        "ALTER TABLE calls ADD COLUMN session_id INTEGER REFERENCES sessions(id)",
+        "CREATE INDEX calls_open ON calls(session_id) WHERE status IS NULL OR status NOT IN ('ended', 'unknown')",
+        # A delivery re-posted by `voice-console replay` carries its run id in the
+        # X-Voice-Console-Replay header; NULL for the platform's own deliveries.
+        "ALTER TABLE deliveries ADD COLUMN replay_run TEXT",
+    ),
 )
 
 # The full-text index is not a migration step: whether FTS5 exists depends on
@@ -277,6 +287,7 @@ class DeliveryRecord:
     headers: Sequence[tuple[str, str]]
     auth_scheme: str | None
     dedupe_key: str | None = None  # None: sha256 of route + body
+    replay_run: str | None = None  # X-Voice-Console-Replay: re-posted by `voice-console replay`
 
 
 @dataclass(frozen=True)
@@ -302,7 +313,7 @@ class _EventRow:
 
 @dataclass(slots=True)
 class _DeliveryOp:
-    row: tuple[Any, ...]  # deliveries columns from received_at to dedupe_key
+    row: tuple[Any, ...]  # deliveries columns from received_at to replay_run
     dedupe_key: str
     events: list[_EventRow]
 
@@ -450,8 +461,8 @@ class _Plan:
 
 _INSERT_DELIVERY = """
 INSERT INTO deliveries (id, received_at, provider, route, method, path, message_type, call_id,
-                        auth_scheme, headers, body, body_sha256, dedupe_key, duplicate_of)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        auth_scheme, headers, body, body_sha256, dedupe_key, replay_run, duplicate_of)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_EVENT = "INSERT INTO events (id, delivery_id, call_id, provider, kind, at, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_TRANSCRIPT = "INSERT INTO transcripts (event_id, call_id, at, role, text) VALUES (?, ?, ?, ?, ?)"
@@ -489,25 +500,34 @@ ON CONFLICT (tool_call_id) DO UPDATE SET
 """
 # Deliveries can arrive out of order: status only moves to a newer `at`; the
 # two-argument min/max are wrapped in coalesce because they return NULL on NULL.
+# A call closed as `unknown` (its session stopped with no end seen) takes the platform's
+# late end report as the truth; any other event a receiving session records for it
+# means it is live after all. Interruption markers (no session) leave it unknown.
 _UPSERT_CALL = """
 INSERT INTO calls (call_id, provider, status, status_at, started_at, ended_at, ended_reason,
-                   summary, cost, duration_s, barge_ins, first_seen_at, last_event_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   summary, cost, duration_s, barge_ins, first_seen_at, last_event_at, session_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (call_id) DO UPDATE SET
     status = CASE WHEN calls.status = 'ended' THEN 'ended'
                   WHEN excluded.status = 'ended' THEN 'ended'
+                  WHEN calls.status = 'unknown' THEN
+                       CASE WHEN excluded.session_id IS NULL THEN 'unknown'
+                            ELSE coalesce(excluded.status, 'in-progress') END
                   WHEN excluded.status_at >= coalesce(calls.status_at, excluded.status_at)
                   THEN excluded.status ELSE calls.status END,
     status_at = max(coalesce(calls.status_at, excluded.status_at), coalesce(excluded.status_at, calls.status_at)),
     started_at = min(coalesce(calls.started_at, excluded.started_at), coalesce(excluded.started_at, calls.started_at)),
     ended_at = min(coalesce(calls.ended_at, excluded.ended_at), coalesce(excluded.ended_at, calls.ended_at)),
-    ended_reason = coalesce(excluded.ended_reason, calls.ended_reason),
+    ended_reason = CASE WHEN calls.status = 'unknown' AND (excluded.status = 'ended' OR excluded.session_id IS NOT NULL)
+                        THEN excluded.ended_reason
+                        ELSE coalesce(excluded.ended_reason, calls.ended_reason) END,
     summary = coalesce(excluded.summary, calls.summary),
     cost = coalesce(excluded.cost, calls.cost),
     duration_s = coalesce(excluded.duration_s, calls.duration_s),
     barge_ins = calls.barge_ins + excluded.barge_ins,
     first_seen_at = min(calls.first_seen_at, excluded.first_seen_at),
-    last_event_at = max(calls.last_event_at, excluded.last_event_at)
+    last_event_at = max(calls.last_event_at, excluded.last_event_at),
+    session_id = coalesce(excluded.session_id, calls.session_id)
 """
 # Distinct requested ids: the tool_calls primary key already de-duplicates redeliveries.
 _COUNT_TOOL_CALLS = """
@@ -570,9 +590,16 @@ class Store:
         and a way out should the index ever be suspect).
 
         `session=True` is for the receiving process (serve, the TUI): it registers
-        itself in `sessions`, owns the tool calls it records, and first marks every
-        tool call that a dead process left undecided as interrupted (`_open_session`).
-        Readers (`history`) leave it off: they must not touch a running receiver's calls.
+        itself in `sessions`, owns the tool calls and calls it records, and first marks
+        every tool call that a dead process left undecided as interrupted and every call
+        it left open (no end seen) as `unknown` (`_open_session`); closing does the same
+        for its own. Readers (`history`) leave it off: they must not touch a running
+        receiver's calls.
+
+        Whether a session's process still runs is judged by its pid and the kernel's
+        start time of that pid (a reused pid is not it), on this host; there is no
+        heartbeat. A session of another host is taken to be running: its calls are
+        left to that host's receiver.
         """
         sync = synchronous.upper()
         if sync not in _SYNCHRONOUS:
@@ -609,6 +636,9 @@ class Store:
         if recovered is not None and recovered.interrupted:
             log.warning("%s: %d tool call(s) left undecided by a stopped voice-console marked interrupted",
                         path, len(recovered.interrupted))
+        if recovered is not None and recovered.unknown_calls:
+            log.warning("%s: %d call(s) a stopped voice-console never saw end marked unknown",
+                        path, len(recovered.unknown_calls))
         return cls(
             path, writer, reader,
             redactor=redactor or Redactor(),
@@ -663,10 +693,13 @@ class Store:
         r = self._redactor
         body_hash = hashlib.sha256(rec.body).hexdigest()
         key = rec.dedupe_key or f"sha256:{rec.route}:{body_hash}"
+        if rec.replay_run is not None:
+            # A replay repeats the platform's bodies: it is de-duplicated within its own run only.
+            key = f"replay:{rec.replay_run}:{key}"
         row = (
             epoch(rec.received_at), rec.provider, rec.route, rec.method, r.text(rec.path), rec.message_type,
             rec.call_id, rec.auth_scheme, compact_json(r.headers(rec.headers)), _mask_monitor_bytes(r.bytes(rec.body)),
-            body_hash, key,
+            body_hash, key, rec.replay_run,
         )
         receipt: DeliveryReceipt = await self._submit(_DeliveryOp(row, key, self._event_rows(events)))
         return receipt
@@ -919,7 +952,7 @@ def _apply(conn: sqlite3.Connection, payloads: list[_Payload], session_id: int |
         (_INSERT_TRANSCRIPT, plan.transcripts),
         (_UPSERT_TOOL_REQUEST, plan.tool_requests),
         (_UPSERT_TOOL_DECISION, plan.tool_decisions),
-        (_UPSERT_CALL, [agg.row(call_id) for call_id, agg in plan.calls.items()]),
+        (_UPSERT_CALL, [(*agg.row(call_id), plan.session_id) for call_id, agg in plan.calls.items()]),
         (_COUNT_TOOL_CALLS, [(call_id,) for call_id in plan.tool_call_counts]),
         (_UPDATE_REPLY, plan.replies),
         (_INSERT_REJECTED, plan.rejected),
@@ -968,6 +1001,12 @@ INTERRUPTED_ERRORS = {
 }
 
 
+# A call whose receiving process stopped before its end was seen. Whether the call
+# went on is not known; the platform's late end report still closes it as `ended`.
+UNKNOWN = "unknown"
+_OPEN_CALL = "(status IS NULL OR status NOT IN ('ended', 'unknown'))"  # the calls_open index's condition
+
+
 @dataclass(frozen=True)
 class Session:
     """This process's row in `sessions`, and what its start recovered."""
@@ -975,6 +1014,55 @@ class Session:
     id: int
     interrupted: tuple[str, ...] = ()  # tool_call_ids marked interrupted at start
     crashed_sessions: tuple[int, ...] = ()
+    unknown_calls: tuple[str, ...] = ()  # calls closed as unknown at start (their process had stopped)
+
+
+def utc_text(value: float) -> str:
+    return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def stopped_reason(end_reason: str | None, stopped_at: float | None, last_event_at: float | None) -> str:
+    """Why a call is `unknown`: when its console stopped (or, after a crash, when it was last heard of)."""
+    if end_reason == "closed" and stopped_at is not None:
+        return f"no end seen: the console stopped at {utc_text(stopped_at)}"
+    last = f" after the last event at {utc_text(last_event_at)}" if last_event_at is not None else ""
+    if end_reason == "crashed":
+        return f"no end seen: the console stopped unexpectedly{last}"
+    return f"no end seen: the console that recorded it is no longer running{last}"
+
+
+def _mark_unknown(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]], at: float) -> list[str]:
+    """(call_id, reason) -> status unknown with that reason; the call's end time stays unknown too."""
+    conn.executemany(
+        f"UPDATE calls SET status = '{UNKNOWN}', status_at = max(coalesce(status_at, ?1), ?1), ended_reason = ?2"
+        f" WHERE call_id = ?3 AND {_OPEN_CALL}",
+        [(at, reason, call_id) for call_id, reason in rows],
+    )
+    return [call_id for call_id, _ in rows]
+
+
+def _close_orphaned_calls(conn: sqlite3.Connection, now: float) -> list[str]:
+    """At a receiver's start: close the open calls no running session can still be receiving.
+
+    A call belongs to the session that last recorded it. Its session has ended
+    (cleanly, or found crashed just now): nobody saw its end. A call from before
+    calls had sessions is closed only when no receiver runs at all, since one
+    that does might be receiving it.
+    """
+    rows = conn.execute(
+        "SELECT c.call_id, c.session_id, c.last_event_at, s.end_reason, s.ended_at"
+        " FROM calls AS c LEFT JOIN sessions AS s ON s.id = c.session_id"
+        f" WHERE {_OPEN_CALL.replace('status', 'c.status')} AND (c.session_id IS NULL OR s.ended_at IS NOT NULL)"
+    ).fetchall()
+    if not rows:
+        return []
+    anyone_running = conn.execute("SELECT 1 FROM sessions WHERE ended_at IS NULL LIMIT 1").fetchone() is not None
+    closing = [
+        (call_id, stopped_reason(end_reason, ended_at, last_event_at))
+        for call_id, session_id, last_event_at, end_reason, ended_at in rows
+        if session_id is not None or not anyone_running
+    ]
+    return _mark_unknown(conn, closing, now)
 
 
 def _proc_start(pid: int) -> str | None:
@@ -1050,11 +1138,13 @@ def _open_session(conn: sqlite3.Connection, redactor: Redactor) -> Session:
             conn, "session_id IS NULL OR session_id NOT IN (SELECT id FROM sessions WHERE ended_at IS NULL)",
             (), "crash", redactor,
         )
+        # After the interruptions: their markers are dated now and must not look like a live call.
+        unknown = _close_orphaned_calls(conn, now)
         cursor = conn.execute(
             "INSERT INTO sessions (pid, host, proc_start, started_at) VALUES (?, ?, ?, ?)",
             (os.getpid(), socket.gethostname(), _proc_start(os.getpid()), now),
         )
-        session = Session(int(cursor.lastrowid or 0), tuple(interrupted), tuple(crashed))
+        session = Session(int(cursor.lastrowid or 0), tuple(interrupted), tuple(crashed), tuple(unknown))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -1067,7 +1157,12 @@ def _close_session(conn: sqlite3.Connection, session_id: int, redactor: Redactor
     conn.execute("BEGIN IMMEDIATE")
     try:
         interrupted = _interrupt(conn, "session_id = ?", (session_id,), "shutdown", redactor)
-        conn.execute("UPDATE sessions SET ended_at = ?, end_reason = 'closed' WHERE id = ?", (time.time(), session_id))
+        now = time.time()
+        # Its open calls are closed now, not at the next start: `history` run meanwhile tells the truth.
+        open_calls = conn.execute(f"SELECT call_id FROM calls WHERE session_id = ? AND {_OPEN_CALL}", (session_id,))
+        reason = stopped_reason("closed", now, None)
+        _mark_unknown(conn, [(call_id, reason) for (call_id,) in open_calls.fetchall()], now)
+        conn.execute("UPDATE sessions SET ended_at = ?, end_reason = 'closed' WHERE id = ?", (now, session_id))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -13,7 +13,7 @@ from typing import Any, Literal, TextIO
 
 # Histories written before monitor URLs were masked at write time still get them masked here.
 from console.store.db import Store, mask_monitor_urls
-from console.store.queries import call_event_pages
+from console.store.queries import NOT_REPLAYED, call_event_pages
 
 ExportFormat = Literal["jsonl", "csv"]
 CSV_COLUMNS = ("at", "provider", "call_id", "kind", "role", "text", "detail")
@@ -33,12 +33,13 @@ def csv_row(event: dict[str, Any]) -> list[str]:
     ]
 
 
-async def _pages(store: Store, call_id: str | None) -> AsyncIterator[list[str]]:
+async def _pages(store: Store, call_id: str | None, include_replays: bool) -> AsyncIterator[list[str]]:
     if call_id is None:
         last_id = 0
+        only_own = "" if include_replays else f" AND {NOT_REPLAYED}"
         while True:
             rows = await store.fetchall(
-                "SELECT id, data FROM events WHERE id > ? ORDER BY id LIMIT ?", (last_id, _PAGE)
+                f"SELECT id, data FROM events WHERE id > ?{only_own} ORDER BY id LIMIT ?", (last_id, _PAGE)
             )
             if not rows:
                 return
@@ -46,19 +47,26 @@ async def _pages(store: Store, call_id: str | None) -> AsyncIterator[list[str]]:
             last_id = rows[-1]["id"]
     else:
         # One call reads in time order, like `history show`.
-        async for rows in call_event_pages(store, call_id, _PAGE):
+        async for rows in call_event_pages(store, call_id, _PAGE, include_replays=include_replays):
             yield [mask_monitor_urls(row["data"]) for row in rows]
 
 
-async def export(store: Store, out: TextIO, fmt: ExportFormat = "jsonl", call_id: str | None = None) -> int:
-    """Write every event (or one call's) to `out`; returns the number of rows written."""
+async def export(
+    store: Store, out: TextIO, fmt: ExportFormat = "jsonl", call_id: str | None = None, *,
+    include_replays: bool = False,
+) -> int:
+    """Write every event (or one call's) to `out`; returns the number of rows written.
+
+    Events that `voice-console replay` left in this history (call ids marked `↻`)
+    are left out unless `include_replays`: the export is what the platforms sent.
+    """
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"unknown export format {fmt!r} (expected jsonl or csv)")
     writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(CSV_COLUMNS)
     count = 0
-    async for page in _pages(store, call_id):
+    async for page in _pages(store, call_id, include_replays):
         if writer is None:
             # Stored data is already the compact event JSON: written as is, monitor URLs masked.
             out.write("\n".join(page) + "\n")

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
+from console.core.replays import REPLAY_MARK, replay_call_id
 from console.store.db import Store, iso_from_epoch
 
 CALL_LIST_FIELDS = (
@@ -38,44 +39,116 @@ async def count_calls(store: Store, provider: str | None = None) -> int:
     return row["n"] if row is not None else 0
 
 
-async def get_call(store: Store, call_id: str) -> dict[str, Any] | None:
-    """`{call, events, tool_calls}` for one call, or None when it is unknown."""
+# Events of replayed calls (recorded under the call id marked `↻`), for filters on `events`.
+NOT_REPLAYED = f"(call_id IS NULL OR substr(call_id, 1, 1) != '{REPLAY_MARK}')"
+
+
+def call_ids(call_id: str, include_replays: bool) -> tuple[str, ...]:
+    """The call's own id, and with `include_replays` the id its replays were recorded under."""
+    marked = replay_call_id(call_id)
+    return (call_id, marked) if include_replays and marked != call_id else (call_id,)
+
+
+async def get_call(store: Store, call_id: str, *, include_replays: bool = False) -> dict[str, Any] | None:
+    """`{call, events, tool_calls}` for one call, or None when it is unknown.
+
+    With `include_replays`, the events and tool calls that replays of it left in
+    this history come too, in time order, each with `"replay": true`.
+    """
     call = await _call_row(store, call_id)
     if call is None:
         return None
-    events = await store.fetchall("SELECT data FROM events WHERE call_id = ? ORDER BY at, id", (call_id,))
+    ids = call_ids(call_id, include_replays)
+    events = await store.fetchall(
+        f"SELECT call_id, data FROM events WHERE call_id IN ({','.join('?' * len(ids))}) ORDER BY at, id", ids
+    )
+    tool_calls = await _tool_calls(store, call_id)
+    for replayed in ids[1:]:
+        tool_calls += [{**tool, "replay": True} for tool in await _tool_calls(store, replayed)]
     return {
         "call": call,
-        "events": [json.loads(event["data"]) for event in events],
-        "tool_calls": await _tool_calls(store, call_id),
+        "events": [_marked(json.loads(event["data"]), event["call_id"] != call_id) for event in events],
+        "tool_calls": tool_calls,
     }
 
 
+def _marked(event: dict[str, Any], replay: bool) -> dict[str, Any]:
+    if replay:
+        event["replay"] = True
+    return event
+
+
+async def count_replayed_events(store: Store, call_id: str) -> int:
+    """Events recorded by replays of `call_id` (left out of `get_call` unless asked for)."""
+    marked = replay_call_id(call_id)
+    if marked == call_id:
+        return 0
+    row = await store.fetchone("SELECT count(*) AS n FROM events WHERE call_id = ?", (marked,))
+    return row["n"] if row is not None else 0
+
+
+async def find_call(store: Store, text: str, limit: int = 10) -> tuple[str | None, list[str]]:
+    """The call `text` names: `(call_id, [])`; `(None, candidates)` when it is ambiguous;
+    `(None, [])` when no call matches.
+
+    `text` is a full call id or any unique prefix of one. The console's short ids
+    leave out a leading `call_`, so a prefix also matches after it. At most
+    `limit` + 1 candidates are returned (more than `limit`: there are more).
+    """
+    if not text:
+        return None, []
+    exact = await store.fetchone(
+        "SELECT call_id FROM calls WHERE call_id = ?1"
+        " UNION ALL SELECT call_id FROM deliveries WHERE call_id = ?1 LIMIT 1",
+        (text,),
+    )
+    if exact is not None:
+        return text, []
+    # A range on the primary key (not LIKE: ids may hold % or _, and LIKE ignores case).
+    prefixes = [text] if text.startswith("call_") else [text, "call_" + text]
+    found: list[str] = []
+    for prefix in prefixes:
+        rows = await store.fetchall(
+            "SELECT call_id FROM calls WHERE call_id >= ? AND call_id < ? ORDER BY call_id LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit + 1),
+        )
+        found += [row["call_id"] for row in rows if row["call_id"].startswith(prefix)]
+    found = sorted(set(found))[: limit + 1]
+    if len(found) == 1:
+        return found[0], []
+    return None, found
+
+
 async def call_timeline(
-    store: Store, call_id: str, limit: int = 1000, *, partials: bool = False
+    store: Store, call_id: str, limit: int = 1000, *, partials: bool = False, raw: bool = False
 ) -> dict[str, Any] | None:
     """Like `get_call`, bounded for a screen: at most `limit` events in time order
-    (partial transcripts left out unless `partials`), plus `hidden_partials` and
+    (partial transcripts left out unless `partials`, `raw` events — messages no
+    normalizer knows — unless `raw`), plus `hidden_partials`, `hidden_raw` and
     `more` (events past the limit). None when the call is unknown."""
     call = await _call_row(store, call_id)
     if call is None:
         return None
-    skip = "" if partials else " AND kind != 'transcript.partial'"
+    hidden_kinds = [kind for kind, shown in (("transcript.partial", partials), ("raw", raw)) if not shown]
+    skip = "".join(f" AND kind != '{kind}'" for kind in hidden_kinds)
     events = await store.fetchall(
         f"SELECT data FROM events WHERE call_id = ?{skip} ORDER BY at, id LIMIT ?", (call_id, limit + 1)
     )
     counts = await store.fetchone(
-        "SELECT count(*) AS total, coalesce(sum(kind = 'transcript.partial'), 0) AS partial"
-        " FROM events WHERE call_id = ?",
+        "SELECT count(*) AS total, coalesce(sum(kind = 'transcript.partial'), 0) AS partial,"
+        " coalesce(sum(kind = 'raw'), 0) AS raw FROM events WHERE call_id = ?",
         (call_id,),
     )
     assert counts is not None
-    shown = counts["total"] - (0 if partials else counts["partial"])
+    hidden_partials = 0 if partials else counts["partial"]
+    hidden_raw = 0 if raw else counts["raw"]
+    shown = counts["total"] - hidden_partials - hidden_raw
     return {
         "call": call,
         "events": [json.loads(event["data"]) for event in events[:limit]],
         "tool_calls": await _tool_calls(store, call_id),
-        "hidden_partials": 0 if partials else counts["partial"],
+        "hidden_partials": hidden_partials,
+        "hidden_raw": hidden_raw,
         "more": max(0, shown - limit),
     }
 
@@ -215,13 +288,18 @@ async def counts(store: Store) -> dict[str, int]:
     return {key: row[key] for key in row.keys()}
 
 
-async def call_event_pages(store: Store, call_id: str, page: int = 500) -> AsyncIterator[list[sqlite3.Row]]:
-    """A call's event rows (`id`, `at`, `data`) in time order, a page at a time (the (call_id, at) index)."""
+async def call_event_pages(
+    store: Store, call_id: str, page: int = 500, *, include_replays: bool = False
+) -> AsyncIterator[list[sqlite3.Row]]:
+    """A call's event rows (`id`, `at`, `data`) in time order, a page at a time (the (call_id, at) index);
+    with `include_replays`, its replays' events interleaved."""
+    ids = call_ids(call_id, include_replays)
+    marks = ",".join("?" * len(ids))
     last_at, last_id = float("-inf"), 0
     while True:
         rows = await store.fetchall(
-            "SELECT id, at, data FROM events WHERE call_id = ? AND (at, id) > (?, ?) ORDER BY at, id LIMIT ?",
-            (call_id, last_at, last_id, page),
+            f"SELECT id, at, data FROM events WHERE call_id IN ({marks}) AND (at, id) > (?, ?) ORDER BY at, id LIMIT ?",
+            (*ids, last_at, last_id, page),
         )
         if not rows:
             return

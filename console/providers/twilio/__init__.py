@@ -1,8 +1,8 @@
 """Twilio provider (sans-I/O): verify, parse and answer Twilio voice webhooks.
 
-Routes:
-- "twilio.voice" (POST /webhook/twilio/voice): a call needs TwiML -> settings.voice_twiml.
-- "twilio.status" (POST /webhook/twilio/status): status callbacks.
+Routes (POST, or GET when the number's URL is set to GET: the parameters are in the query):
+- "twilio.voice" (/webhook/twilio/voice): a call needs TwiML -> settings.voice_twiml.
+- "twilio.status" (/webhook/twilio/status): status callbacks.
 Media Streams (GET /stream/twilio, WebSocket) are handled by `MediaStreamSession`.
 
 Acknowledgement: 200 with an empty `<Response/>` (text/xml) rather than 204, so
@@ -24,12 +24,17 @@ from console.providers.base import BadPayload, Inbound, Verdict
 from console.providers.twilio.auth import (
     HEADER,
     NO_TOKEN_REASON,
+    HMAC_SHA1,
     SCHEME,
+    SETTINGS_HEADER,
+    SHARED_KEY_SCHEME,
+    SignatureSettings,
     body_hash_matches,
     body_hash_param,
     compute_signature,
     sign_twilio,
     signature_matches,
+    signature_settings,
     url_variants,
     url_with_body_hash,
 )
@@ -66,9 +71,11 @@ class TwilioProvider:
     name = PROVIDER
     routes = (ROUTE_VOICE, ROUTE_STATUS)
 
-    def __init__(self, settings: TwilioSettings, auth_token: str | None, public_url: str | None) -> None:
+    def __init__(self, settings: TwilioSettings, auth_token: str | None, public_url: str | None,
+                 shared_key: str | None = None) -> None:
         self._settings = settings
         self._token = auth_token or None
+        self._shared_key = shared_key or None  # the SharedKey secret, for X-Twilio-Webhooks-Signature-Settings
         self._public_url = public_url.rstrip("/") if public_url else None
 
     # -- authentication -------------------------------------------------------
@@ -90,37 +97,66 @@ class TwilioProvider:
     def verify(self, route: str, request: Request) -> Verdict:
         if not self._settings.validate_signature:
             return Verdict.passed("none")
-        if not self._token:
-            return Verdict.failed(SCHEME, NO_TOKEN_REASON)
+        shared = signature_settings(request.header(SETTINGS_HEADER))
+        scheme = SCHEME if shared is None else SHARED_KEY_SCHEME
+        secret_problem = self._secret_problem(shared)
+        if secret_problem:
+            return Verdict.failed(scheme, secret_problem)
+        secret = self._token if shared is None else self._shared_key
+        assert secret is not None
         header = request.header(HEADER)
         if header is None:
-            return Verdict.failed(SCHEME, "The X-Twilio-Signature header is missing.")
+            signed_with = f" ({shared.describe()} says a SharedKey signed it)" if shared is not None else ""
+            return Verdict.failed(scheme, f"The X-Twilio-Signature header is missing{signed_with}.")
         url, note = self.request_url(request)
         if url is None:
-            return Verdict.failed(SCHEME, "The request has no Host header, so the signed URL cannot be rebuilt." + note)
+            return Verdict.failed(scheme, "The request has no Host header, so the signed URL cannot be rebuilt." + note)
         try:
             urlsplit(url)
         except ValueError:  # e.g. "Host: [" (an unclosed IPv6 literal)
-            return Verdict.failed(SCHEME, "The Host header is not a valid host, so the signed URL cannot be rebuilt." + note)
+            return Verdict.failed(scheme, "The Host header is not a valid host, so the signed URL cannot be rebuilt."
+                                  + note)
         params: FormPairs = []
         if body_hash_param(url) is not None:
             # JSON body: the URL carries the body's hash and only the URL is signed.
             if not body_hash_matches(url, request.body):
-                return Verdict.failed(SCHEME, "The bodySHA256 query parameter does not match the SHA-256 of the body.")
+                return Verdict.failed(scheme, "The bodySHA256 query parameter does not match the SHA-256 of the body.")
         elif request.method == "POST" and _is_form(request):
             try:
                 params = parse_form(request.body)
             except BadPayload as exc:
-                return Verdict.failed(SCHEME, f"Cannot check the signature: {exc}")
-        if signature_matches(url, params, header, self._token):
-            return Verdict.passed(SCHEME)
+                return Verdict.failed(scheme, f"Cannot check the signature: {exc}")
+        algorithm = shared.algorithm if shared is not None else HMAC_SHA1
+        if signature_matches(url, params, header, secret, algorithm):
+            return Verdict.passed(scheme)
         tried = " and ".join(url_variants(url))
+        if shared is not None:
+            # The settings header decides the secret and algorithm: name it first, the URL second.
+            return Verdict.failed(
+                scheme,
+                f"X-Twilio-Signature does not match under {shared.describe()}: the request was signed with "
+                "that SharedKey, and the configured SharedKey secret (twilio_shared_key) is not its secret, "
+                f"or the signed URL differs (tried {tried})." + note,
+            )
         return Verdict.failed(
-            SCHEME,
+            scheme,
             f"X-Twilio-Signature does not match the request URL (tried {tried}) and its parameters: "
             "the public URL differs from the one configured in Twilio, or the auth token is not the "
             "account's primary Auth Token." + note,
         )
+
+    def _secret_problem(self, shared: SignatureSettings | None) -> str | None:
+        """Why the request cannot be checked with the secrets we have, or None."""
+        if shared is None:
+            return None if self._token else NO_TOKEN_REASON
+        if not shared.supported:
+            return (f"{shared.describe()} names an algorithm voice-console does not know; "
+                    "Twilio documents HMAC_SHA1 and HMAC_SHA256.")
+        if not self._shared_key:
+            return (f"The request carries {shared.describe()}: Twilio signed it with a SharedKey, and no "
+                    "SharedKey secret is configured. Set it with `voice-console keys set twilio --name shared_key` "
+                    "or the VOICE_CONSOLE_TWILIO_SHARED_KEY environment variable.")
+        return None
 
     # -- parsing --------------------------------------------------------------
 

@@ -4,6 +4,11 @@ Mirrors twilio-python's RequestValidator: every parameter name sorted by code
 point, a repeated name contributes its de-duplicated values in sorted order;
 the JSON variant checks `bodySHA256` in the URL and signs the URL alone; the
 URL is tried with and without its port because Twilio is inconsistent there.
+
+SharedKey signatures: a request carrying `X-Twilio-Webhooks-Signature-Settings:
+key=<shared key id>,algorithm=HMAC_SHA256` is signed over the same string with
+that SharedKey's secret instead of the auth token, using the named algorithm
+(HMAC_SHA1 when none is named), as the SDK's RequestValidator checks it.
 """
 
 from __future__ import annotations
@@ -12,10 +17,15 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 SCHEME = "twilio-signature"
+SHARED_KEY_SCHEME = "twilio-shared-key"
 HEADER = "x-twilio-signature"
+SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
+HMAC_SHA1, HMAC_SHA256 = "HMAC_SHA1", "HMAC_SHA256"
+_HASHES = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
 
 Params = Mapping[str, "str | Sequence[str]"] | Iterable[tuple[str, str]]
 
@@ -24,6 +34,40 @@ NO_TOKEN_REASON = (
     "primary Auth Token with `voice-console keys set twilio` or the VOICE_CONSOLE_TWILIO_AUTH_TOKEN "
     "environment variable (or set twilio.validate_signature = false for local testing only)."
 )
+
+
+@dataclass(frozen=True)
+class SignatureSettings:
+    """`X-Twilio-Webhooks-Signature-Settings`: which SharedKey signed the request, and how."""
+
+    key_id: str
+    algorithm: str
+
+    @property
+    def supported(self) -> bool:
+        return self.algorithm in _HASHES
+
+    def describe(self) -> str:
+        """The header as a reason may quote it (the key id names a key; it is not a secret),
+        clipped and printable: it is whatever the client sent."""
+        key = f"key={_printable(self.key_id, 64)}," if self.key_id else ""
+        return f"X-Twilio-Webhooks-Signature-Settings ({key}algorithm={_printable(self.algorithm, 32)})"
+
+
+def _printable(text: str, limit: int) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+
+
+def signature_settings(header: str | None) -> SignatureSettings | None:
+    """The parsed settings header, or None for a classic auth-token signature (no header, or a blank one)."""
+    if header is None or not header.strip():
+        return None
+    fields: dict[str, str] = {}
+    for part in header.split(","):
+        name, separator, value = part.partition("=")
+        if separator:
+            fields.setdefault(name.strip().lower(), value.strip())
+    return SignatureSettings(fields.get("key", ""), (fields.get("algorithm") or HMAC_SHA1).upper())
 
 
 def _grouped(params: Params | None) -> dict[str, set[str]]:
@@ -37,10 +81,11 @@ def _grouped(params: Params | None) -> dict[str, set[str]]:
     return groups
 
 
-def compute_signature(url: str, params: Params | None, token: str) -> str:
+def compute_signature(url: str, params: Params | None, token: str, algorithm: str = HMAC_SHA1) -> str:
+    """`token` is the auth token, or a SharedKey secret with `algorithm` from its settings header."""
     groups = _grouped(params)
     signed = url + "".join(name + value for name in sorted(groups) for value in sorted(groups[name]))
-    mac = hmac.new(token.encode("utf-8"), signed.encode("utf-8"), hashlib.sha1)
+    mac = hmac.new(token.encode("utf-8"), signed.encode("utf-8"), _HASHES[algorithm])
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
@@ -53,12 +98,12 @@ def url_with_body_hash(url: str, body: bytes) -> str:
     return url + ("&" if urlsplit(url).query else "?") + urlencode({"bodySHA256": body_sha256(body)})
 
 
-def sign_twilio(url: str, params: Params | bytes | str | None, token: str) -> str:
+def sign_twilio(url: str, params: Params | bytes | str | None, token: str, algorithm: str = HMAC_SHA1) -> str:
     """The header Twilio would send. For a JSON body pass the body: only the URL is signed
     (build the URL with `url_with_body_hash` first)."""
     if isinstance(params, (bytes, str)):
-        return compute_signature(url, None, token)
-    return compute_signature(url, params, token)
+        return compute_signature(url, None, token, algorithm)
+    return compute_signature(url, params, token, algorithm)
 
 
 def url_variants(url: str) -> list[str]:
@@ -85,10 +130,11 @@ def body_hash_param(url: str) -> str | None:
     return values[0] if values else None
 
 
-def signature_matches(url: str, params: Params | None, header: str, token: str) -> bool:
+def signature_matches(url: str, params: Params | None, header: str, token: str, algorithm: str = HMAC_SHA1) -> bool:
     given = header.encode("utf-8", "replace")
     # Evaluate every variant so timing does not reveal which one matched.
-    results = [hmac.compare_digest(compute_signature(u, params, token).encode(), given) for u in url_variants(url)]
+    results = [hmac.compare_digest(compute_signature(u, params, token, algorithm).encode(), given)
+               for u in url_variants(url)]
     return any(results)
 
 

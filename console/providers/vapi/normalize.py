@@ -49,6 +49,7 @@ from console.providers.vapi.wire import (
     StatusUpdateMessage,
     ToolCallItem,
     ToolCallsMessage,
+    ToolWithToolCall,
     TranscriptMessage,
     UserInterruptedMessage,
     VoiceRequestMessage,
@@ -360,7 +361,8 @@ def _platform_timeout(ctx: _Context, tool_servers: list[Any]) -> float:
     return min(present) if present else ctx.settings.default_tool_timeout_seconds
 
 
-def _parse_tool_item(raw: Any, names_by_id: dict[str, str]) -> ToolCall | None:
+def _parse_tool_item(raw: Any, names_by_id: dict[str, str],
+                     schemas: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] = ({}, {})) -> ToolCall | None:
     if not isinstance(raw, dict):
         return None
     item = ToolCallItem.model_validate(raw)  # every field lenient
@@ -369,7 +371,24 @@ def _parse_tool_item(raw: Any, names_by_id: dict[str, str]) -> ToolCall | None:
     name = item.tool_name or names_by_id.get(item.id)
     if not name:
         return None
-    return ToolCall(tool_call_id=item.id, name=name, arguments=coerce_arguments(item.raw_arguments))
+    by_id, by_name = schemas
+    return ToolCall(tool_call_id=item.id, name=name, arguments=coerce_arguments(item.raw_arguments),
+                    arguments_schema=by_id.get(item.id) or by_name.get(name))
+
+
+def _argument_schemas(tools: list[ToolWithToolCall]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Each tool's `function.parameters` (its JSON Schema): by tool call id, and by tool name."""
+    by_id: dict[str, dict[str, Any]] = {}
+    by_name: dict[str, dict[str, Any]] = {}
+    for tool in tools:
+        schema = tool.function.parameters if tool.function else None
+        if not isinstance(schema, dict):
+            continue
+        if tool.tool_name:
+            by_name.setdefault(tool.tool_name, schema)
+        if tool.toolCall and tool.toolCall.id:
+            by_id[tool.toolCall.id] = schema
+    return by_id, by_name
 
 
 def extract_tool_calls(msg: ToolCallsMessage) -> tuple[list[ToolCall], list[Any]]:
@@ -388,6 +407,7 @@ def extract_tool_calls(msg: ToolCallsMessage) -> tuple[list[ToolCall], list[Any]
         msg.toolCalls or [],
         [entry.get("toolCall") if isinstance(entry, dict) else entry for entry in msg.toolWithToolCallList or ()],
     ]
+    schemas = _argument_schemas(tools)
     first_unparsed: list[Any] | None = None
     for items in sources:
         if not items:
@@ -396,7 +416,7 @@ def extract_tool_calls(msg: ToolCallsMessage) -> tuple[list[ToolCall], list[Any]
         unparsed: list[Any] = []
         seen: set[str] = set()
         for raw in items:
-            call = _parse_tool_item(raw, names_by_id)
+            call = _parse_tool_item(raw, names_by_id, schemas)
             if call is None:
                 unparsed.append(raw)
             elif call.tool_call_id not in seen:
@@ -503,7 +523,7 @@ _HANDLERS: dict[str, Callable[[_Context], Inbound]] = {
     "function-call": _function_call,
     "assistant-request": _answered(lambda ctx: replies.assistant_request_reply(ctx.settings)),
     "transfer-destination-request": _answered(lambda ctx: replies.transfer_destination_reply(ctx.settings)),
-    "handoff-destination-request": _answered(lambda ctx: replies.handoff_destination_reply()),
+    "handoff-destination-request": _answered(lambda ctx: replies.handoff_destination_reply(ctx.settings)),
     "knowledge-base-request": _answered(lambda ctx: replies.knowledge_base_reply()),
     "call.endpointing.request": _answered(lambda ctx: replies.endpointing_reply()),
     "campaign.predial": _answered(lambda ctx: replies.campaign_predial_reply()),

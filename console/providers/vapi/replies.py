@@ -118,8 +118,19 @@ def transfer_destination_reply(settings: VapiSettings) -> Response:
     )
 
 
-def handoff_destination_reply() -> Response:
-    return Response.json(200, {"error": NO_HANDOFF_ERROR})
+def handoff_destination_reply(settings: VapiSettings) -> Response:
+    """`destination` is required (ServerMessageResponseHandoffDestinationRequest): with none
+    configured, an assistant destination naming no assistant plus `error`, which Vapi reads
+    as "do not hand off"."""
+    configured = settings.handoff_destination
+    if configured is None:
+        return Response.json(200, {"destination": {"type": "assistant"}, "error": NO_HANDOFF_ERROR})
+    destination = {"type": "assistant"}
+    if configured.assistant_id:
+        destination["assistantId"] = configured.assistant_id
+    else:
+        destination["assistantName"] = str(configured.assistant_name)
+    return Response.json(200, {"destination": destination})
 
 
 def knowledge_base_reply() -> Response:
