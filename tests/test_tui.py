@@ -16,6 +16,7 @@ from console.core.policy import Policy, ToolRule
 from console.secrets import SecretStore
 from console.store.queries import get_call
 from console.tui.app import Services, VoiceConsoleApp
+from console.tui.screens.approve import EditArgumentsScreen, JsonArea
 from console.tui.widgets.panes import FunctionCallsTable, LiveCallsTable
 from console.tui.widgets.prompt import PromptScreen
 from console.tui.widgets.transcript import CallTranscript
@@ -116,11 +117,15 @@ async def test_edit_checks_the_json_then_sends_it(settings):
     async with app.run_test(size=SIZE) as pilot:
         target = await wait_for_pending(pilot, app)
         await pilot.press("e")
-        await answer_prompt(pilot, app, "[1, 2]")
+        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditArgumentsScreen) and app.screen,
+                                what="the arguments editor")
+        editor.query_one(JsonArea).text = "[1, 2]"
+        await pilot.press("ctrl+s")
         await pilot.pause(0.1)
-        assert isinstance(app.screen, PromptScreen)  # refused: not an object
-        assert "JSON object" in str(app.screen.query_one("#prompt-error", Label).content)
-        await answer_prompt(pilot, app, '{"date": "2026-02-18"}')
+        assert app.screen is editor  # refused: not an object
+        assert "JSON object" in str(editor.query_one("#edit-problem", Label).content)
+        editor.query_one(JsonArea).text = '{"date": "2026-02-18"}'
+        await pilot.press("ctrl+s")
         tool = await decision_in_history(pilot, app, target.call_id, target.tool_call_id)
         assert (tool["decision"], tool["by"]) == ("edited", "operator")
 
@@ -189,3 +194,45 @@ def test_the_tui_package_itself_does_not_import_textual():
     code = "import sys, console.tui; print(any(m.split('.')[0] == 'textual' for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
+
+
+# --- a busy port ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def busy_port():
+    """A port on loopback that something really listens on (as `voice-console serve` would)."""
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        yield holder.getsockname()[1]
+    finally:
+        holder.close()
+
+
+async def test_the_demo_takes_a_free_port_when_its_port_is_busy_and_says_so(settings, busy_port):
+    settings.receiver.port = busy_port
+    app = demo_app(settings)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await wait_for(pilot, lambda: app.platform is not None and app.platform.calls, what="the demo's first call")
+        url = app.service.server.url
+        assert not url.endswith(f":{busy_port}")
+        assert url in app.sub_title  # the port it took is on screen
+        toast = [n.message for n in app._notifications if str(busy_port) in n.message]
+        assert toast and url in toast[0]
+        # ... and it works there: the first call's webhooks reach it.
+        await wait_for(pilot, lambda: app.main.query_one(LiveCallsTable).row_count >= 1, what="the call on screen")
+    assert app.return_code in (0, None)
+
+
+async def test_a_busy_port_without_demo_exits_1_naming_the_fix(settings, busy_port):
+    settings.receiver.port = busy_port
+    app = VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={})))
+    async with app.run_test(size=SIZE) as pilot:
+        said = await wait_for(pilot, lambda: list(app._exit_renderables), what="the app to give up")
+    assert app.return_code == 1
+    message = str(said[0])
+    assert f"127.0.0.1:{busy_port}" in message and "already in use" in message and "--port" in message

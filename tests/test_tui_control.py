@@ -86,10 +86,16 @@ async def test_say_add_message_mute_and_end_change_the_running_call(settings):
         await pilot.pause(0.3)
         assert not sim.ended.is_set() and sim.data["status"] == "in-progress"
         await pilot.press("ctrl+e")
-        await prompt(pilot, app, ConfirmScreen)
-        await pilot.press("enter")  # focus starts on Cancel: a stray enter cancels
+        confirm = await prompt(pilot, app, ConfirmScreen)
+        assert "Press y to end it, n or escape to keep it." in str(confirm.query_one("#confirm-text", Label).content)
+        await pilot.press("enter")  # neither yes nor no: the dialog stays and says which key does what
         await pilot.pause(0.3)
-        assert not sim.ended.is_set()
+        assert app.screen is confirm and not sim.ended.is_set()
+        assert str(confirm.query_one("#confirm-help", Label).content) == \
+            "Enter does nothing here. y: end call · n or escape: cancel"
+        await pilot.press("n")
+        await pilot.pause(0.3)
+        assert app.screen is app.main and not sim.ended.is_set()
         await pilot.press("ctrl+e")
         await prompt(pilot, app, ConfirmScreen)
         await pilot.press("y")
@@ -108,25 +114,48 @@ async def test_say_add_message_mute_and_end_change_the_running_call(settings):
         assert not any("/control" in message or sim.id + "/" in message for _, message in notes)
 
 
-async def test_transfer_checks_the_number_then_transfers(settings):
+async def test_transfer_reads_national_numbers_shows_the_country_and_sends_e164(settings):
     app = demo_app(settings, policy=ONE_HELD, demo_speed=15.0)
     async with app.run_test(size=SIZE) as pilot:
         call_id, sim = await running_call(pilot, app)
         await pilot.press("t")
         dialog = await prompt(pilot, app)
-        await type_text(pilot, "555-0199")
-        assert "not in E.164 format" in str(dialog.query_one("#prompt-error", Label).content)  # while typing
+
+        def shown() -> tuple[str, str]:
+            return (str(dialog.query_one("#prompt-error", Label).content),
+                    str(dialog.query_one("#prompt-preview", Label).content))
+
+        # A number no network can route is refused, with the reason, while typing and on enter.
+        await type_text(pilot, "+10000")
+        assert shown() == ("The number to transfer to '+10000' is not a valid phone number: "
+                           "it is too short for its country.", "")
         await pilot.press("enter")
         await pilot.pause(0.2)
         assert app.screen is dialog and not sim.ended.is_set()
+        # National input, read in the configured region ([dial] default_region, US here), shown with its country.
         dialog.query_one(Input).value = ""
-        await type_text(pilot, "+14155550199")
-        assert str(dialog.query_one("#prompt-error", Label).content) == ""
+        await type_text(pilot, "(415) 555-0199")
+        assert shown() == ("", "→ +1 415-555-0199 · United States")
         await pilot.press("enter")
         await wait_for(pilot, lambda: sim.ended.is_set(), what="the transfer")
         assert sim.data["endedReason"] == "assistant-forwarded-call"
         text = await history_text(app, call_id)
-        assert "+14155550199" in text and '"forwarding"' in text
+        assert "+14155550199" in text and '"forwarding"' in text  # sent as E.164
+
+
+async def test_transfer_reads_national_numbers_in_the_configured_region(settings):
+    settings.dial.default_region = "GB"
+    app = demo_app(settings, policy=ONE_HELD, demo_speed=15.0)
+    async with app.run_test(size=SIZE) as pilot:
+        call_id, sim = await running_call(pilot, app)
+        await pilot.press("t")
+        dialog = await prompt(pilot, app)
+        assert "a GB number" in str(dialog.query_one("#prompt-text", Label).content)
+        await type_text(pilot, "020 7946 0958")
+        assert str(dialog.query_one("#prompt-preview", Label).content) == "→ +44 20 7946 0958 · United Kingdom"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: sim.ended.is_set(), what="the transfer")
+        assert "+442079460958" in await history_text(app, call_id)
 
 
 async def test_control_errors_are_clear_and_mask_the_url(settings):

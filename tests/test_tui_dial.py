@@ -64,20 +64,24 @@ async def test_the_number_is_checked_while_typing_and_a_valid_one_dials(settings
         assert str(dialog.query_one("#dial-assistant", Select).value) in platform.assistants
         assert button.disabled and "country code" in text_of(dialog, "#dial-to-error")
 
-        for bad in ("0415 555 0142", "14155550142", "+0415550142", "+1 415 555 0142", "+1234567890123456"):
+        # Numbers no network routes, each refused with its reason (libphonenumber's data).
+        for bad, reason in (("+10000", "too short"), ("0415 555 0142", "too long"), ("+1234567890123456", "too long"),
+                            ("+0415550142", "not a phone number"), ("+1 415 555 01", "not a valid phone number")):
             number.value = ""
             await type_text(pilot, bad)
             assert number.value == bad  # really typed, key by key
             assert button.disabled, bad
-            assert "not in E.164 format" in text_of(dialog, "#dial-to-error"), bad
+            assert reason in text_of(dialog, "#dial-to-error"), (bad, text_of(dialog, "#dial-to-error"))
             assert dialog.query_one("#dial-to-error", Label).has_class("invalid")
         await pilot.press("enter")  # refused: the dialog stays, nothing was dialed
         await pilot.pause(0.2)
         assert app.screen is dialog and set(platform.calls) == before
 
+        # National input, as people type it: shown with its country, sent as E.164.
         number.value = ""
-        await type_text(pilot, "+14155550123")
-        assert not button.disabled and "E.164" in text_of(dialog, "#dial-to-error")
+        await type_text(pilot, "(415) 555-0123")
+        assert not button.disabled
+        assert text_of(dialog, "#dial-to-error") == "✓ +1 415-555-0123 · United States"
         assert "Ready to dial +14155550123 through the simulated platform" in text_of(dialog, "#dial-status")
         chosen = (str(dialog.query_one("#dial-assistant", Select).value), str(dialog.query_one("#dial-from", Select).value))
         await pilot.press("enter")
@@ -131,7 +135,8 @@ async def test_without_a_vapi_key_the_dialog_says_so(settings):
         await wait_for(pilot, lambda: app.service is not None, what="the receiver")
         dialog = await wait_for_dialog(pilot, app)
         await wait_for(pilot, lambda: "No Vapi API key" in text_of(dialog, "#dial-status"), what="the explanation")
-        assert "keys screen" in text_of(dialog, "#dial-status") and "VOICE_CONSOLE_VAPI_API_KEY" in text_of(dialog, "#dial-status")
+        status = text_of(dialog, "#dial-status")
+        assert "keys screen" in status and status.count("VOICE_CONSOLE_VAPI_API_KEY") == 1  # said once
         dialog.query_one("#dial-to", Input).value = "+14155550123"
         await pilot.pause(0.05)
         assert dialog.query_one("#dial-go", Button).disabled
@@ -177,3 +182,23 @@ async def test_a_refused_key_is_reported_when_listing(settings, isolated_environ
             status = text_of(dialog, "#dial-status")
             assert "401" in status and "sk-wrong-key-000" not in status
             assert dialog.query_one("#dial-go", Button).disabled
+
+
+async def test_national_numbers_are_read_in_the_configured_region(settings):
+    settings.dial.default_region = "GB"
+    app = demo_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.platform is not None and app.platform.calls, what="the first demo call")
+        before = set(app.platform.calls)
+        dialog = await open_dialog(pilot, app)
+        await type_text(pilot, "020 7946 0958")
+        assert text_of(dialog, "#dial-to-error") == "✓ +44 20 7946 0958 · United Kingdom"
+        dialog.query_one("#dial-to", Input).value = "(415) 555-0123"  # a US national number is not British
+        await pilot.pause(0.05)
+        assert dialog.query_one("#dial-go", Button).disabled and "GB number" in text_of(dialog, "#dial-to-error")
+        dialog.query_one("#dial-to", Input).value = "020 7946 0958"
+        await pilot.pause(0.05)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, DialScreen), what="the dialog to close")
+        [new] = set(app.platform.calls) - before
+        assert app.platform.calls[new].data["customer"]["number"] == "+442079460958"

@@ -35,6 +35,7 @@ from console.store.export import CSV_COLUMNS
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.history import (
     PAGE_SIZE,
+    STATUS_STYLE,
     HistoryScreen,
     export_path_problem,
     snippet,
@@ -355,3 +356,51 @@ async def test_call_timeline_is_bounded(settings):
         every = await queries.call_timeline(store, call_id(0), limit=1000, partials=True)
         assert len(every["events"]) == len(full["events"]) + 1 and every["hidden_partials"] == 0
         assert await queries.call_timeline(store, "nope") is None
+
+
+async def test_raw_messages_are_hidden_from_the_timeline_until_r_and_the_help_says_so(settings):
+    from textual.widgets import Label
+
+    from console.core.events import Raw
+    from console.tui.screens.help import HelpScreen
+
+    await write_history(settings.db_path, calls=1)
+    async with await Store.open(settings.db_path) as store:
+        await store.record_events([Raw(at=T0 + timedelta(seconds=7), provider="vapi", call_id=call_id(0),
+                                       type="model-output", data={"output": "Let me"})])
+    app = console_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(pilot, app)
+        await wait_for(pilot, lambda: "call-000 · vapi" in timeline_text(screen), what="the timeline")
+        text = timeline_text(screen)
+        assert "model-output" not in text and "(1 raw messages not shown; r: show them)" in text
+        assert "r raw" in str(screen.query_one("#history-status", Static).content)  # the screen's key line
+        await pilot.press("f1")
+        help_screen = await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, what="help")
+        cells = [str(label.render()) for label in help_screen.query(Label)]
+        assert any(key == "r" and what == "Raw messages" for key, what in zip(cells, cells[1:]))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen, what="back to the history")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: "model-output" in timeline_text(screen), what="the raw row")
+        raw = [line for line in timeline_text(screen).splitlines() if "model-output" in line]
+        assert raw and raw[0].split()[1:] == ["raw", "model-output"] and "raw messages not shown" not in raw[0]
+        await pilot.press("r")
+        await wait_for(pilot, lambda: "model-output" not in timeline_text(screen), what="hidden again")
+
+
+async def test_a_call_its_console_never_saw_end_shows_as_unknown_with_the_reason(settings):
+    """Recorded in progress by a console that is gone: this console's start closes it as
+    unknown, and the History screen says so in its own style, never as a live or ended call."""
+    async with await Store.open(settings.db_path) as store:
+        await store.record_events(call_events(0)[:4])  # ringing, in progress, talking: then nothing
+    app = console_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_history(pilot, app)
+        table = screen.query_one("#history-calls", WindowTable)
+        status = table.get_row(call_id(0))[3]
+        assert str(status) == "? unknown" and status.style == STATUS_STYLE["unknown"]
+        assert STATUS_STYLE["unknown"] not in {style for key, style in STATUS_STYLE.items() if key != "unknown"}
+        await wait_for(pilot, lambda: "call-000 · vapi · ? unknown" in timeline_text(screen), what="the timeline")
+        assert "(no end seen: the console that recorded it is no longer running after the last event at" \
+            in " ".join(timeline_text(screen).split())

@@ -264,3 +264,149 @@ def test_config_view_masks_secrets_at_any_depth():
                           "credentialIds": ["cred-1"], "model": {"apiKey": "k", "model": "gpt-4o"}, "name": "A"})
     assert shown == {"server": {"url": "https://x", "secret": MASK, "headers": {"Authorization": MASK}},
                      "credentialIds": MASK, "model": {"apiKey": MASK, "model": "gpt-4o"}, "name": "A"}
+
+
+# --- 80x24: the compact layout and every dialog fit -------------------------------------------
+
+
+def within(widget, size) -> bool:
+    region = widget.region
+    return region.width > 0 and region.height > 0 and region.x >= 0 and region.y >= 0 and \
+        region.right <= size[0] and region.bottom <= size[1]
+
+
+def screen_text(app) -> list[str]:
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+async def test_at_80x24_calls_countdowns_keys_and_every_dialog_fit(settings):
+    from textual.widgets import Button, Footer
+
+    from console.tui.screens.approve import EditArgumentsScreen
+    from console.tui.screens.dial import DialScreen
+    from console.tui.screens.help import HelpScreen
+    from console.tui.widgets.panes import FunctionCallsTable
+    from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
+    from tests.test_tui import ONE_HELD, wait_for_pending
+
+    size = (80, 24)
+    app = demo_app(settings, policy=ONE_HELD)
+    async with app.run_test(size=size) as pilot:
+        held = await wait_for_pending(pilot, app)
+        await pilot.pause(0.6)  # a table refresh
+        main = app.main
+        assert main.has_class("-compact")
+        for selector in ("#calls-pane", "#transcript-pane", "#tools-pane", "#bottom", Footer):
+            assert within(main.query_one(selector), size), selector
+        lines = screen_text(app)
+        assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
+        # The held call's row shows its countdown, marked as the one the keys act on.
+        tools = main.query_one(FunctionCallsTable)
+        assert tools.selected_key == held.tool_call_id
+        row = next(line for line in lines if "▶" in line and held.name[:12] in line)
+        assert "⏳" in row and "s " in row[row.index("⏳"):], row
+        assert all(key in lines[-1] for key in ("Approve", "Edit", "Override", "Reject", "Dial", "Quit", "Help"))
+        # Live calls: its one call, with the pane no taller than its rows.
+        assert main.query_one("#calls-pane").region.height == 4
+
+        async def open_and_check(key: str, screen_type: type, box: str, then: str = "escape") -> None:
+            await pilot.press(key)
+            dialog = await wait_for(pilot, lambda: isinstance(app.screen, screen_type) and app.screen,
+                                    what=f"the dialog of {key}")
+            await pilot.pause(0.3)
+            assert within(dialog.query_one(box), size), (key, dialog.query_one(box).region)
+            for button in dialog.query(Button):
+                assert within(button, size), (key, button.id, button.region)
+            await pilot.press(then)
+            await wait_for(pilot, lambda: app.screen is main, what=f"the dialog of {key} to close")
+
+        await open_and_check("r", PromptScreen, "#prompt-box")
+        await open_and_check("o", PromptScreen, "#prompt-box")
+        await open_and_check("e", EditArgumentsScreen, "#edit-box")
+        await open_and_check("d", DialScreen, "#dial-box")
+        dial_help = "enter: dial · escape: cancel"
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, DialScreen), what="the dial dialog")
+        await pilot.pause(0.3)
+        assert any(dial_help in line for line in screen_text(app))  # the whole form, to its last line
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is main, what="the dial dialog to close")
+        await open_and_check("f1", HelpScreen, "#help-box")
+        main.query_one("#calls").focus()
+        await open_and_check("ctrl+e", ConfirmScreen, "#confirm-box", then="n")
+
+
+async def test_arguments_are_cut_where_the_pane_ends_not_at_a_fixed_width(settings):
+    """Function calls' arguments take the row's room (whole at 200 columns, cut with … at 120
+    without the table growing sideways); the transcript wraps them whole."""
+    from console.core.events import ToolDecided, ToolRequested
+    from console.tui.widgets.panes import MIN_ARGUMENTS_WIDTH, FunctionCallsTable
+    from console.tui.widgets.transcript import short_json
+
+    arguments = {"patient_name": "Dana Whitfield", "date": "2026-02-24", "time": "09:30"}
+    note = "prefers the morning hygienist; allergic to latex gloves"  # a value longer than 40
+    shown = short_json(arguments, 10_000)
+    assert len(shown) > 40
+    app = VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={})))
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_for(pilot, lambda: app.service is not None, what="the receiver")
+        common = {"at": utc_now(), "provider": "vapi", "call_id": "call-1", "tool_call_id": "tool-1",
+                  "name": "book_appointment"}
+        app.feed.events_in([ToolRequested(arguments=arguments, **common),
+                            ToolDecided(decision="approved", by="operator", **common),
+                            ToolRequested(**{**common, "tool_call_id": "tool-2"}, arguments={"note": note})])
+        table = app.main.query_one(FunctionCallsTable)
+        await wait_for(pilot, lambda: table.row_count == 1, what="the decided row")
+        assert note in app.main.transcripts["call-1"].plain()  # the transcript wraps it whole
+
+        def row_width() -> int:
+            return sum(column.get_render_width(table) for column in table.columns.values())
+
+        for size in ((200, 60), (120, 36), (160, 48)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.7)  # a table refresh after the resize
+            cell, room = str(table.get_row_at(0)[5]), table.scrollable_content_region.width
+            assert cell == shown or (cell.endswith("…") and shown.startswith(cell[:-1])), size
+            if size == (120, 36):  # no room left at all: the least that says something, scrolled to
+                assert len(cell) == MIN_ARGUMENTS_WIDTH
+                continue
+            # Cut only where the pane ends: then the row fills the pane exactly, and never overflows it.
+            assert row_width() == room if cell != shown else row_width() <= room, size
+            if size == (200, 60):
+                assert len(cell) > 40, cell  # it used to stop at 40 characters whatever the room
+
+
+async def test_live_calls_is_as_tall_as_its_calls_and_the_panes_share_the_rest(settings):
+    """200x60 with one call: Live calls was 10 rows for 1; now the transcript, function
+    calls and bottom panes get the height. Many calls grow it up to a fifth of the screen."""
+    from console.core.events import CallStatus
+
+    app = VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={})))
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_for(pilot, lambda: app.service is not None, what="the receiver")
+        main = app.main
+        calls = main.query_one(LiveCallsTable)
+
+        async def add_calls(count: int) -> None:
+            start = calls.row_count
+            events = [CallStatus(at=utc_now(), provider="vapi", call_id=f"call-{start + n}", status="in-progress")
+                      for n in range(count)]
+            app.feed.events_in(app.service.pipeline.tracker.process(events))
+            await wait_for(pilot, lambda: calls.row_count == start + count, what=f"{start + count} calls")
+            await pilot.pause(0.1)
+
+        def height(selector: str) -> int:
+            return main.query_one(selector).region.height
+
+        await add_calls(1)
+        assert height("#calls-pane") == 4  # border, header, the call
+        assert height("#middle") >= 24 and height("#bottom") >= 24
+        assert height("#calls-pane") + height("#middle") + height("#bottom") == 60 - 2  # header, footer
+        await add_calls(5)
+        assert height("#calls-pane") == 6 + 3
+        await add_calls(30)
+        assert height("#calls-pane") == 60 // 5 + 3  # capped; the table scrolls
+        assert height("#middle") >= 16 and height("#bottom") >= 16
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.2)
+        assert height("#calls-pane") == 3 + 3  # compact: three rows

@@ -303,3 +303,64 @@ def test_a_wheel_carries_the_bundled_themes_where_the_loader_looks(monkeypatch, 
     monkeypatch.setattr(console, "__file__", str(installed))
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
     assert bundled_themes_dir() == tmp_path / "prefix" / "share" / "voice-console" / "themes"
+
+
+# --- the selected row in 256 and 16 colours ---------------------------------------------------
+
+
+def shown_background(style, system) -> str | None:
+    """The background a terminal of colour `system` paints for a rendered `style`."""
+    colour = style.color if style.reverse else style.bgcolor
+    if colour is None:
+        return None
+    shown = colour.downgrade(system)
+    return str(shown.number) if shown.number is not None else shown.name
+
+
+def row_backgrounds(strip, x0: int, x1: int, system) -> set[str | None]:
+    """The backgrounds of the cells x0..x1 of a rendered screen line."""
+    found, x = set(), 0
+    for segment in strip:
+        if x < x1 and x + segment.cell_length > x0 and segment.style is not None:
+            found.add(shown_background(segment.style, system))
+        x += segment.cell_length
+    return found
+
+
+@pytest.mark.parametrize("focused", [False, True], ids=["blurred", "focused"])
+async def test_the_selected_row_stands_out_in_256_and_16_colours_in_every_theme(settings, focused):
+    """The Function calls cursor (the row a/e/o/r act on, mostly while another pane has focus)
+    must stay a band of its own when a 256- or 16-colour terminal (tmux) rounds the colours,
+    and carry a mark that needs no colour at all."""
+    from rich.color import ColorSystem
+
+    from console.core.events import ToolDecided, ToolRequested, utc_now
+    from console.tui.widgets.panes import FunctionCallsTable
+    from console.tui.widgets.table import CURSOR_MARK
+
+    app = console_app(settings)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.service is not None, "the receiver")
+        table = app.main.query_one(FunctionCallsTable)
+        for n in range(4):  # four decided tool calls, through the feed as the receiver reports them
+            common = {"at": utc_now(), "provider": "vapi", "call_id": f"call-{n % 2}", "tool_call_id": f"tool-{n}",
+                      "name": "check_availability"}
+            app.feed.events_in([ToolRequested(arguments={"n": n}, **common),
+                                ToolDecided(decision="approved" if n % 2 else "rejected", by="operator", **common)])
+        await until(pilot, lambda: table.row_count == 4, "four rows")
+        table.move_cursor(row=1, animate=False)
+        (table if focused else app.main.query_one("#calls")).focus()
+        for name in load_themes().names:
+            app.theme = name
+            await pilot.pause(0.1)
+            region = table.content_region
+            strips = app.screen._compositor.render_strips()
+            header, rows = strips[region.y], strips[region.y + 1: region.y + 5]
+            marks = [strip.text[region.x:region.x + 1] for strip in rows]
+            assert [mark == CURSOR_MARK for mark in marks] == [False, True, False, False], (name, marks)
+            for system in (ColorSystem.TRUECOLOR, ColorSystem.EIGHT_BIT, ColorSystem.STANDARD):
+                cursor = row_backgrounds(rows[1], region.x, region.right, system)
+                assert len(cursor) == 1, (name, system, cursor)  # one band across the row
+                for label, other in (("header", header), ("row 0", rows[0]), ("row 2", rows[2]), ("row 3", rows[3])):
+                    assert cursor.isdisjoint(row_backgrounds(other, region.x, region.right, system)), \
+                        (name, system.name, label)

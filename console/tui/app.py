@@ -11,8 +11,8 @@ updates its models and widgets in one batch; tables are rebuilt from core state
 
 from __future__ import annotations
 
+import errno
 import gc
-import json
 import logging
 import secrets as token_source
 from collections import OrderedDict, deque
@@ -39,19 +39,22 @@ from console.core.timeline import TimelineBook
 from console.providers.vapi.client import VapiClient, VapiError
 from console.secrets import SecretLookup, SecretStore
 from console.receiver.routes import DeliverySeen
+from console.serve import listen_failure
 from console.service import ReceiverService
 from console.simulator.platform import SimulatedPlatform
 from console.tui.widgets.panes import FunctionCallsTable, LiveCallsTable, short_id
+from console.tui.screens.approve import EditArgumentsScreen, settled_sentence
 from console.tui.screens.control import CallControls
 from console.tui.screens.dial import open_dial
 from console.tui.screens.keys import open_keys
 from console.tui.commands import ConsoleCommands
+from console.tui.demo import DEMO_INTERVAL_S, DEMO_TOOL_TIMEOUT_S, demo_scenario, lengthen_server_timeouts
 from console.tui.screens.help import HelpScreen
 from console.tui.screens.history import ReplayController, open_history
 from console.tui.themes import AppThemes
 from console.tui.widgets.assistants import AssistantAccess, AssistantsPane
 from console.tui.widgets.events import DELIVERY_CAP, EventsPane
-from console.tui.widgets.prompt import PromptScreen
+from console.tui.widgets.prompt import SETTLING, PromptScreen
 from console.tui.widgets.timeline import BargeTimeline
 from console.tui.widgets.transcript import CallTranscript, TranscriptPane
 
@@ -65,6 +68,11 @@ FULL_COLLECTION_EVERY = 100  # gen-1 collections per full one (CPython default: 
 EVENT_LOG_LINES = DELIVERY_CAP
 # At least this many columns and rows: the bottom panes side by side instead of tabs.
 WIDE_COLUMNS, WIDE_ROWS = 160, 44
+# Fewer columns or rows than this (80x24, 100x30): the compact layout, where live calls,
+# the function calls with their countdowns and the key hints still fit on screen.
+COMPACT_COLUMNS, COMPACT_ROWS = 120, 36
+# Live calls is as tall as its rows, up to this many (wide: a fifth of the screen).
+CALL_ROWS_COMPACT, CALL_ROWS_NORMAL, CALL_ROWS_WIDE = 3, 5, 7
 BOTTOM_TABS = {"tab-timeline": "timeline-pane", "tab-events": "events-pane", "tab-assistants": "assistants-pane"}
 
 
@@ -78,10 +86,12 @@ class Services:
     settings: Settings
     secret_store: SecretStore | None = None  # None: the default store (env, then keyring)
     demo: bool = False
-    demo_interval_s: float = 20.0  # a new demo call this often (the first one at once)
+    demo_interval_s: float = DEMO_INTERVAL_S  # a new demo call this often (the first one at once)
     demo_speed: float = 3.0  # scenario time compression: a tool call waits ~8 s after the dial
+    demo_tool_timeout_s: float = DEMO_TOOL_TIMEOUT_S  # the demo assistant's tools' server.timeoutSeconds
     policy: Policy = field(default_factory=lambda: Policy.default("hold"))
     theme: str | None = None  # --theme: this run only; else the one chosen last time
+    busy_port: int | None = None  # set when the demo found its configured port taken
 
     async def secrets(self) -> dict[str, SecretLookup]:
         found = await (self.secret_store or SecretStore()).aget_all()
@@ -92,6 +102,17 @@ class Services:
     async def start_receiver(self, secrets: dict[str, SecretLookup],
                              on_events: Callable[[list[Event]], None],
                              on_delivery: Callable[[DeliverySeen], None] | None = None) -> ReceiverService:
+        """The receiver on the configured port; the demo, which needs no particular port,
+        takes a free one when that is busy (a `serve` running) and sets `busy_port`."""
+        try:
+            return await ReceiverService.start(self.settings, secrets, on_events=on_events, on_delivery=on_delivery,
+                                               policy=self.policy)
+        except OSError as exc:
+            if not self.demo or exc.errno != errno.EADDRINUSE or self.settings.receiver.port == 0:
+                raise
+        self.busy_port = self.settings.receiver.port
+        receiver = self.settings.receiver.model_copy(update={"port": 0})
+        self.settings = self.settings.model_copy(update={"receiver": receiver})
         return await ReceiverService.start(self.settings, secrets, on_events=on_events, on_delivery=on_delivery,
                                            policy=self.policy)
 
@@ -101,8 +122,12 @@ class Services:
             webhook_settings=self.settings.vapi,
             webhook_secret=secrets["vapi_webhook_secret"].value,
             speed=self.demo_speed,
+            scenario=demo_scenario(self.demo_tool_timeout_s),
             port=0,
         )
+        # As the operator of a real assistant may: its tools get more time than Vapi's default 20 s.
+        lengthen_server_timeouts([platform.assistants, platform.tools, platform.phone_numbers],
+                                 self.demo_tool_timeout_s)
         await platform.start()
         return platform
 
@@ -156,15 +181,19 @@ class MainScreen(Screen[None]):
         Binding("e", "edit", "Edit", tooltip="change the arguments, then run the tool"),
         Binding("o", "override", "Override", tooltip="answer a result yourself; the tool does not run"),
         Binding("r", "reject", "Reject", tooltip="refuse, with a reason the agent may say"),
-        Binding("d", "dial", "Dial", tooltip="place a test call (assistant, from-number, E.164 number)"),
+        Binding("d", "dial", "Dial", tooltip="place a test call (assistant, from-number, number to call)"),
         Binding("s", "say", "Say", show=False, tooltip="the assistant says your words now (selected call)"),
         Binding("n", "add_message", "Add msg", show=False,
                 tooltip="insert a system or user message into the selected call's conversation"),
         Binding("m", "mute", "Mute", show=False, tooltip="mute / unmute the assistant on the selected call"),
-        Binding("t", "transfer", "Transfer", show=False, tooltip="transfer the selected call to an E.164 number"),
-        Binding("ctrl+e", "end_call", "End call", show=False, tooltip="hang up the selected call (asks first)"),
+        Binding("t", "transfer", "Transfer", show=False,
+                tooltip="transfer the selected call to a number (national, or + and the country code)"),
+        Binding("ctrl+e", "end_call", "End call", show=False, tooltip="hang up the selected call (asks first: y / n)"),
         Binding("k", "keys", "Keys", show=False, tooltip="API keys: where each comes from; set, test, delete"),
         Binding("h", "history", "History"),
+        # Global: whatever has focus, `/` filters the Events pane (and what is typed next goes there).
+        Binding("slash", "filter_events", "Filter",
+                tooltip="filter the Events pane from anywhere: type to narrow, enter keeps, escape clears"),
         Binding("right_square_bracket", "bottom_tab(1)", "Next pane", show=False,
                 tooltip="bottom area: timeline → events → assistants (at 120 columns they share one place)"),
         Binding("left_square_bracket", "bottom_tab(-1)", "Previous pane", show=False,
@@ -181,6 +210,7 @@ class MainScreen(Screen[None]):
         self._requested: OrderedDict[str, ToolRequested] = OrderedDict()
         self.timelines = TimelineBook()
         self._tables_changed = False
+        self._waiting_keys: list[str] = []  # the held tool calls at the last table refresh
         self.clock: Callable[[], datetime] = utc_now  # pinned by tests for countdowns and durations
         self.call_controls = CallControls(self)
 
@@ -219,7 +249,30 @@ class MainScreen(Screen[None]):
         self.query_one("#events-filter").display = False
 
     def on_resize(self, event: Resize) -> None:
-        self.set_class(event.size.width >= WIDE_COLUMNS and event.size.height >= WIDE_ROWS, "-wide")
+        width, height = event.size
+        self.set_class(width >= WIDE_COLUMNS and height >= WIDE_ROWS, "-wide")
+        compact = width < COMPACT_COLUMNS or height < COMPACT_ROWS
+        self.set_class(compact, "-compact")
+        footer = self.query_one(Footer)
+        footer.compact = compact
+        footer.show_command_palette = not compact  # its room goes to the keys (ctrl+p still works)
+        self._fit_calls_pane()
+
+    def _fit_calls_pane(self) -> None:
+        """Live calls as tall as its rows (one at least), up to a share of the screen; the
+        transcript, function calls and bottom panes share the rest. Only a change of height
+        lays the screen out, so a busy console at its cap never does it again."""
+        if self.has_class("-compact"):
+            cap = CALL_ROWS_COMPACT
+        elif self.has_class("-wide"):
+            cap = max(CALL_ROWS_WIDE, self.size.height // 5)
+        else:
+            cap = CALL_ROWS_NORMAL
+        rows = min(max(1, self.query_one(LiveCallsTable).row_count), cap)
+        height = rows + 3  # the column header and the pane's border
+        pane = self.query_one("#calls-pane")
+        if pane.styles.height is None or pane.styles.height.value != height:
+            pane.styles.height = height
 
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         if event.tabs.id != "bottom-tabs" or event.tab.id not in BOTTOM_TABS:
@@ -341,8 +394,16 @@ class MainScreen(Screen[None]):
         now = self.clock()
         calls = [*self.service.pipeline.tracker.calls(), *self.app.replay.calls()]  # type: ignore[attr-defined]
         self.query_one(LiveCallsTable).sync(LiveCallsTable.rows(calls, per_call, now))
+        self._fit_calls_pane()
         decided = [self.decided[key] for key in reversed(self.decided)]
-        self.query_one(FunctionCallsTable).sync(FunctionCallsTable.rows(pending, decided, now))
+        tools = self.query_one(FunctionCallsTable)
+        tools.sync(FunctionCallsTable.rows(pending, decided, now))
+        waiting_keys = [call.tool_call_id for call in pending]
+        if waiting_keys != self._waiting_keys:
+            self._waiting_keys = waiting_keys
+            if waiting_keys and tools.selected_key not in waiting_keys and (target := self.target()) is not None:
+                # The cursor shows what a/e/o/r act on: off a settled row, onto the call they would decide.
+                tools.follow(target.tool_call_id)
         waiting = len(pending)
         retitle(self.query_one("#tools-pane"), f"{waiting} waiting" if waiting else "", subtitle=True)
 
@@ -376,6 +437,14 @@ class MainScreen(Screen[None]):
                 return call
         return pending[0] if pending else None
 
+    def settled(self, call: PendingCall) -> str | None:
+        """For a dialog deciding `call`: None while the call waits for this console; else
+        what happened to it without the dialog (SETTLING while that is not known yet)."""
+        if self.service is not None and self.service.gate is not None and self.service.gate.get(call.tool_call_id):
+            return None
+        decided = self.decided.get(call.tool_call_id)
+        return settled_sentence(decided[0], call) if decided is not None else SETTLING
+
     def decide(self, call: PendingCall, decision: OperatorDecision) -> None:
         assert self.service is not None and self.service.gate is not None
         if self.service.gate.resolve(call.tool_call_id, decision):
@@ -393,7 +462,8 @@ class MainScreen(Screen[None]):
                 self.transcripts[call.call_id].apply(shown)
                 self._show_transcript()
         else:
-            self.notify(f"{call.name} was already decided (or timed out).", severity="warning")
+            self.notify(self.settled(call) or f"{call.name} was already decided (or timed out).",
+                        severity="warning", markup=False)
         self.refresh_tables()
 
     def _with_target(self) -> PendingCall | None:
@@ -416,20 +486,28 @@ class MainScreen(Screen[None]):
     def action_reject(self) -> None:
         if call := self._with_target():
             self._ask(PromptScreen(f"Reject {call.name}", "Reason the agent may say to the caller:",
-                                   DEFAULT_REJECT_REASON, pending=call),
+                                   DEFAULT_REJECT_REASON, pending=call, settled=self.settled),
                       lambda reason: self.decide(call, OperatorDecision("rejected", reason=reason)))
 
     def action_override(self) -> None:
         if call := self._with_target():
             self._ask(PromptScreen(f"Override {call.name}", "Result to send instead of running the tool (text or JSON):",
-                                   "", check=lambda value: None if value.strip() else "Type a result.", pending=call),
+                                   "", check=lambda value: None if value.strip() else "Type a result.", pending=call,
+                                   settled=self.settled),
                       lambda result: self.decide(call, OperatorDecision("overridden", result=result)))
 
     def action_edit(self) -> None:
         if call := self._with_target():
-            self._ask(PromptScreen(f"Edit {call.name}", "Arguments as a JSON object:", json.dumps(call.arguments),
-                                   check=json_object_problem, pending=call),
-                      lambda text: self.decide(call, OperatorDecision("edited", arguments=json.loads(text))))
+            def edited(arguments: dict[str, Any] | None) -> None:
+                if arguments is not None:
+                    self.decide(call, OperatorDecision("edited", arguments=arguments))
+
+            self.app.push_screen(EditArgumentsScreen(call, self.settled), edited)
+
+    def action_filter_events(self) -> None:
+        """`/` anywhere on the main screen: the Events pane comes forward with its filter focused."""
+        self.show_bottom("events")
+        self.call_after_refresh(self.query_one(EventsPane).action_filter)
 
 
     # --- dial, keys and live call control (console/tui/screens) ------------------------------
@@ -464,14 +542,6 @@ def retitle(widget: Widget, text: str, *, subtitle: bool = False) -> None:
     attr = "border_subtitle" if subtitle else "border_title"
     if getattr(widget, attr) != text:
         setattr(widget, attr, text)
-
-
-def json_object_problem(text: str) -> str | None:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        return f"Not valid JSON: {exc}"
-    return None if isinstance(value, dict) else "The arguments must be a JSON object ({...})."
 
 
 # --- the app ----------------------------------------------------------------------------------
@@ -518,9 +588,10 @@ class VoiceConsoleApp(App[None]):
         try:
             self.service = await self.services.start_receiver(secrets, self.feed.events_in, self.feed.deliveries_in)
         except OSError as exc:
-            self.exit(return_code=1, message=f"voice-console: cannot listen on {settings.receiver.host}:"
-                                             f"{settings.receiver.port}: {exc.strerror or exc}")
+            self.exit(return_code=1,
+                      message=f"voice-console: {listen_failure(settings.receiver.host, settings.receiver.port, exc)}")
             return
+        settings = self.services.settings  # the demo may have moved to a free port
         if self.service.gate is not None:
             self.service.gate.subscribe(self.feed.gate_in)
         self.main.attach(self.service)
@@ -532,6 +603,11 @@ class VoiceConsoleApp(App[None]):
             self.sub_title = f"DEMO · simulated platform {self.platform.url} · receiver {self.service.server.url}"
             self.feed.note(f"demo: simulated Vapi platform on {self.platform.url}; a call every "
                            f"{self.services.demo_interval_s:g} s")
+            if self.services.busy_port is not None:
+                moved = (f"Port {self.services.busy_port} is in use (by `voice-console serve`?), so the demo's "
+                         f"receiver listens on {self.service.server.url} instead.")
+                self.feed.note(f"demo: {moved}")
+                self.notify(moved, title="Demo", markup=False, timeout=10)
             self.dial_demo_call()
             self.set_interval(self.services.demo_interval_s, self.dial_demo_call)
         self.main.services_started()

@@ -39,7 +39,7 @@ from textual.markup import escape
 from textual.theme import Theme
 
 import console
-from console.config import APP_NAME, themes_dir
+from console.config import APP_NAME, TOML_READ_ERRORS, themes_dir, toml_problem
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -200,10 +200,8 @@ def load_theme_file(file: Path, *, user: bool = False) -> LoadedTheme:
     try:
         with file.open("rb") as handle:
             data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ThemeFileError(f"not valid TOML ({exc})") from None
-    except OSError as exc:
-        raise ThemeFileError(f"cannot be read ({exc.strerror or exc})") from None
+    except TOML_READ_ERRORS as exc:  # issue 12: also not UTF-8, nested too deeply, huge integers
+        raise ThemeFileError(toml_problem(exc)) from None
     try:
         parsed = ThemeFile.model_validate(data)
     except ValidationError as exc:

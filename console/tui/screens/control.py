@@ -18,8 +18,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Input, Label, Select
 
+from console.phone import PhoneNumber, PhoneNumberError, parse_phone
 from console.providers.vapi.live import CallControl, LiveControlError, mask_url
-from console.tui.screens.dial import number_problem
 from console.tui.widgets.panes import short_id
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
 
@@ -176,19 +176,45 @@ class CallControls:
     def is_muted(self, call_id: str) -> bool:
         return call_id in self._muted
 
+    def default_region(self) -> str | None:
+        """Where a number typed without + and a country code is read (config `[dial] default_region`)."""
+        services = getattr(self.screen.app, "services", None)
+        return services.settings.dial.default_region if services is not None else None
+
+    def phone(self, text: str) -> PhoneNumber:
+        """The number the operator typed, national or international; PhoneNumberError says why not."""
+        return parse_phone(text, default_region=self.default_region(), what="number to transfer to")
+
+    def phone_problem(self, text: str) -> str | None:
+        try:
+            self.phone(text)
+        except PhoneNumberError as exc:
+            return f"{str(exc)[:1].upper()}{str(exc)[1:]}."
+        return None
+
     def transfer(self) -> None:
         if (target := self.target()) is None:
             return
         call_id, url = target
-        self._ask(PromptScreen(f"Transfer · call {short_id(call_id)}", "Transfer the caller to (E.164 number):",
-                               check=number_problem, live_check=True, placeholder="+14155550199"),
-                  lambda number: self.send(call_id, url, f"Transfer to {number}",
-                                           lambda control: control.transfer(number=number)))
+        region = self.default_region() or "US"
+
+        def send(text: str) -> None:
+            number = self.phone(text)  # checked by the dialog already
+            self.send(call_id, url, f"Transfer to {number.describe()}",
+                      lambda control: control.transfer(number=number.e164))
+
+        self._ask(PromptScreen(f"Transfer · call {short_id(call_id)}",
+                               f"Transfer the caller to (a {region} number, or + and the country code):",
+                               check=self.phone_problem, live_check=True,
+                               preview=lambda text: f"→ {self.phone(text).describe()}",
+                               placeholder="(415) 555-0199 or +44 20 7946 0958"),
+                  send)
 
     def end(self) -> None:
         if (target := self.target()) is None:
             return
         call_id, url = target
         self._ask(ConfirmScreen(f"End call {short_id(call_id)}",
-                                "Hang up this call for everyone on it? This cannot be undone.", yes="End call"),
+                                "Hang up this call for everyone on it? This cannot be undone.\n"
+                                "Press y to end it, n or escape to keep it.", yes="End call"),
                   lambda _: self.send(call_id, url, "End call", lambda control: control.end_call()))

@@ -2,8 +2,10 @@
 
 It talks to Vapi with the operator's key (or, with --demo, to the in-process
 simulated platform) through the same `VapiClient` as `voice-console dial`. The
-number is checked as E.164 while it is typed, with the client's own validator;
-the network work (listing assistants and numbers, placing the call) runs in
+number is checked while it is typed against libphonenumber's data (console/phone.py):
+national input is read in `[dial] default_region`, the number is shown formatted
+with its country, an invalid one is refused with the reason, and E.164 is sent.
+The network work (listing assistants and numbers, placing the call) runs in
 workers, and the platform's answer comes back in one line.
 """
 
@@ -20,7 +22,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from console.providers.vapi.client import VapiClient, VapiError, validate_e164
+from console.phone import PhoneNumber, PhoneNumberError, parse_phone
+from console.providers.vapi.client import VapiClient, VapiError
 from console.secrets import SecretStore
 from console.tui.widgets.panes import LiveCallsTable
 
@@ -31,7 +34,9 @@ PROVIDERS = ("vapi", "retell", "twilio")
 # `voice-console dial` places calls through Vapi only; say so before anyone fills the form.
 NOT_DIALABLE = ("{provider} calls cannot be placed from here (nor with `voice-console dial`): this build dials "
                 "through Vapi only. Their webhooks are still received and shown.")
-NUMBER_HINT = "Type '+', the country code and the number, e.g. +14155550142."
+NUMBER_HINT = "Type the number: national, read as a {region} number, or '+' and the country code."
+# Fewer rows than this: inputs, selects and buttons without their borders, so the dialog fits.
+COMPACT_BELOW_ROWS = 30
 
 
 @dataclass(frozen=True)
@@ -51,22 +56,22 @@ async def vapi_access(app: VoiceConsoleApp) -> VapiAccess | str:
         return "The simulated platform is still starting; try again in a moment."
     store = app.services.secret_store or SecretStore()
     key = await store.aget("vapi_api_key")  # the keyring may block: off the loop, with a timeout
-    if not key.value:
-        return (f"No Vapi API key, so nothing can be dialed: {key.note or 'not set.'} Press k for the keys "
-                "screen, or set VOICE_CONSOLE_VAPI_API_KEY.")
+    if not key.value:  # the note already says where a key may come from: say it once
+        why = (key.note or "not set: use VOICE_CONSOLE_VAPI_API_KEY or the OS keyring").rstrip(".")
+        return f"No Vapi API key, so nothing can be dialed ({why}). Press k to store one on the keys screen."
     base_url = app.services.settings.vapi.base_url
     return VapiAccess(key.value, base_url, base_url)
 
 
-def number_problem(text: str) -> str | None:
-    """Why `text` cannot be dialed, from the client's own E.164 check; None when it can."""
-    if not text:
-        return NUMBER_HINT
+def read_number(text: str, region: str) -> PhoneNumber | str:
+    """The number `text` dials (national input read in `region`), or why it cannot be dialed."""
+    if not text.strip():
+        return NUMBER_HINT.format(region=region)
     try:
-        validate_e164(text, what="the number")
-    except ValueError as exc:
-        return str(exc)
-    return None
+        return parse_phone(text, default_region=region)
+    except PhoneNumberError as exc:
+        reason = str(exc)
+        return reason[:1].upper() + reason[1:] + "."
 
 
 @dataclass(frozen=True)
@@ -107,19 +112,33 @@ class DialScreen(ModalScreen[Dialed | None]):
             yield Select([], prompt="loading…", id="dial-assistant")
             yield Label("Call from (phone number)", classes="dial-label")
             yield Select([], prompt="loading…", id="dial-from")
-            yield Label("Number to call (E.164)", classes="dial-label")
-            yield Input(placeholder="+14155550142", id="dial-to")
-            yield Label(NUMBER_HINT, id="dial-to-error", markup=False)
+            yield Label(f"Number to call (national in {self._region}, or + and the country code)",
+                        classes="dial-label")
+            yield Input(placeholder="(415) 555-0142 or +14155550142", id="dial-to")
+            yield Label(NUMBER_HINT.format(region=self._region), id="dial-to-error", markup=False)
             yield Label("", id="dial-status", markup=False)
             with Horizontal(id="dial-buttons"):
                 yield Button("Dial", id="dial-go", variant="success", disabled=True)
                 yield Button("Cancel", id="dial-cancel")
             yield Label("enter: dial · escape: cancel", id="dial-help")
 
+    @property
+    def _region(self) -> str:
+        return self.app.services.settings.dial.default_region  # type: ignore[attr-defined]
+
     def on_mount(self) -> None:
+        self._fit(self.app.size.height)
         self.query_one("#dial-to", Input).focus()
         self._refresh()
         self.load()
+
+    def on_resize(self) -> None:
+        self._fit(self.app.size.height)
+
+    def _fit(self, rows: int) -> None:
+        """In a short terminal (80x24) the fields lose their borders, so the whole form fits."""
+        for widget in self.query("#dial-box Select, #dial-box Input, #dial-box Button"):
+            widget.compact = rows < COMPACT_BELOW_ROWS  # type: ignore[attr-defined]
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -178,21 +197,27 @@ class DialScreen(ModalScreen[Dialed | None]):
             return "Choose the phone number to call from."
         return None
 
+    def number(self) -> PhoneNumber | str:
+        """The number typed, read (see `read_number`)."""
+        return read_number(self.query_one("#dial-to", Input).value, self._region)
+
     def problem(self) -> str | None:
         """Why the Dial button is disabled, or None."""
-        return self.form_problem() or number_problem(self.query_one("#dial-to", Input).value)
+        number = self.number()
+        return self.form_problem() or (number if isinstance(number, str) else None)
 
     def _refresh(self) -> None:
-        number = self.query_one("#dial-to", Input).value
-        number_issue = number_problem(number)
+        typed = self.query_one("#dial-to", Input).value
+        number = self.number()
+        number_issue = number if isinstance(number, str) else None
         error = self.query_one("#dial-to-error", Label)
-        error.update(number_issue or "✓ E.164")
-        error.set_class(bool(number_issue and number), "invalid")
+        error.update(number_issue or f"✓ {number.describe()}")  # type: ignore[union-attr]
+        error.set_class(bool(number_issue and typed.strip()), "invalid")
         error.set_class(not number_issue, "valid")
         if self._dialing:
             return
         blocker = self.form_problem()
-        ready = "" if number_issue else f"Ready to dial {number} through {self._where()}."
+        ready = "" if isinstance(number, str) else f"Ready to dial {number.e164} through {self._where()}."
         self.query_one("#dial-status", Label).update(blocker or ready)
         self.query_one("#dial-status", Label).set_class(bool(blocker), "blocked")
         self.query_one("#dial-go", Button).disabled = bool(blocker or number_issue)
@@ -220,13 +245,14 @@ class DialScreen(ModalScreen[Dialed | None]):
             self.action_cancel()
 
     def action_dial(self) -> None:
-        if self._dialing or self.problem() is not None or self._access is None:
+        number = self.number()
+        if self._dialing or self.problem() is not None or self._access is None or isinstance(number, str):
             self._refresh()
             return
         self._dialing = True
         self.query_one("#dial-go", Button).disabled = True
-        to = self.query_one("#dial-to", Input).value
-        self.query_one("#dial-status", Label).update(f"Dialing {to} through {self._access.where}…")
+        to = number.e164  # what platforms take, whatever was typed
+        self.query_one("#dial-status", Label).update(f"Dialing {number.describe()} through {self._access.where}…")
         self.place_call(self._access, str(self.query_one("#dial-assistant", Select).value),
                         str(self.query_one("#dial-from", Select).value), to)
 

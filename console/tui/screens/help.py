@@ -37,7 +37,8 @@ When an agent calls a tool and your policy holds it, the call waits under [b]Fun
 (⏳). Decide before it runs out:
 
 [b $accent]a[/] approve: run the tool as asked
-[b $accent]e[/] edit the arguments, then run it
+[b $accent]e[/] edit the arguments (JSON, checked against the tool's schema when the platform sent one; \
+ctrl+s sends), then run it
 [b $accent]o[/] override: answer a result yourself, the tool does not run
 [b $accent]r[/] reject, with a reason the agent may say
 
@@ -47,7 +48,8 @@ else on the oldest waiting anywhere.
 The platform only waits so long for a webhook answer (Vapi: the tool's timeout, 20 s unless set; Retell: 120 s). \
 The console always answers [i]before[/i] that deadline: when the policy's [b]timeout_seconds[/b] pass (15 s by \
 default, capped 1.5 s before the platform's deadline), the rule's [b]on_timeout[/b] applies (reject unless set) and \
-is recorded as a timeout, never as yours. A call is never left hanging.
+is recorded as a timeout, never as yours. A call is never left hanging. A dialog still open then closes itself \
+and says what the policy did.
 
 Rules in policy.toml (next to `voice-console locate config`) can approve, reject or override tools without asking.
 

@@ -66,7 +66,16 @@ HIT_COLUMNS = [("at", "at", 11), ("call", "call", 8), ("role", "who", 6), ("text
 MAX_TIMELINE_EVENTS = 1000
 EXPORT_FORMATS: dict[str, ExportFormat] = {".jsonl": "jsonl", ".csv": "csv"}
 STATUS_STYLE = {"in-progress": "bold green", "ringing": "yellow", "queued": "dim", "forwarding": "cyan",
-                "ended": "dim"}
+                "ended": "dim", "unknown": "bold italic dark_orange"}
+# How a status reads in the lists: `unknown` (the console stopped before the call's end
+# was seen) must never pass for a call that ended or is still going.
+STATUS_LABEL = {"unknown": "? unknown"}
+
+
+def status_text(status: str | None) -> Text:
+    if not status:
+        return Text("?", style="dim")
+    return Text(STATUS_LABEL.get(status, status), style=STATUS_STYLE.get(status, ""))
 
 
 # --- replay into the live panes ----------------------------------------------------------------
@@ -285,7 +294,7 @@ def timeline_view(detail: dict[str, Any]) -> Group:
     call = detail["call"]
     title = Text(call["call_id"], style="bold")
     title.append(f" · {call['provider']} · ", style="dim")
-    title.append(call["status"] or "unknown", style=STATUS_STYLE.get(call["status"] or "", ""))
+    title.append_text(status_text(call["status"]))
     if call.get("ended_reason"):
         title.append(f" ({call['ended_reason']})", style="dim")
     facts = Text(style="dim")
@@ -316,6 +325,8 @@ def timeline_view(detail: dict[str, Any]) -> Group:
     heading = Text("timeline", style="bold underline")
     if detail.get("hidden_partials"):
         heading.append(f"  ({detail['hidden_partials']} partial transcripts not shown; a: show them)", style="dim")
+    if detail.get("hidden_raw"):
+        heading.append(f"  ({detail['hidden_raw']} raw messages not shown; r: show them)", style="dim")
     parts.append(heading)
     grid = Table.grid(padding=(0, 1), expand=True)
     grid.add_column(width=11, justify="right", no_wrap=True)
@@ -389,6 +400,9 @@ class HistoryScreen(Screen[None]):
         Binding("e", "export(False)", "Export call"),
         Binding("E", "export(True)", "Export all"),
         Binding("a", "toggle_partials", "Partials", show=False),
+        # Off the footer (it is full at 120 columns); the status line and the help (f1) list it.
+        Binding("r", "toggle_raw", "Raw messages", show=False,
+                tooltip="show or hide the timeline's raw rows: messages no normalizer knows, e.g. model-output"),
     ]
 
     def __init__(self, store: Callable[[], Store | None], db_path: Path, replay: ReplayController | None) -> None:
@@ -401,6 +415,7 @@ class HistoryScreen(Screen[None]):
         self.query_text = ""  # the search shown, "" for the call list
         self.selected_call: str | None = None
         self.show_partials = False  # the timeline's partial transcripts (each final line repeats them)
+        self.show_raw = False  # messages no normalizer knows (e.g. model-output): noise unless asked for
         self._hit_calls: dict[str, str] = {}  # search row key -> call id
         self._note = ""  # the export's progress or outcome, shown instead of the key help for a while
         self._note_until = 0.0
@@ -475,7 +490,7 @@ class HistoryScreen(Screen[None]):
                 local_time(c["started_at"], LIST_TIME) if c["started_at"] else Text("—", style="dim"),
                 short_id(c["call_id"], 9),
                 c["provider"],
-                Text(c["status"] or "?", style=STATUS_STYLE.get(c["status"] or "", "")),
+                status_text(c["status"]),
                 span(call_duration(c)),
                 Text(str(c["barge_ins"]), style="bold red" if c["barge_ins"] else "dim"),
                 Text(str(c["tool_calls"]), style="" if c["tool_calls"] else "dim"),
@@ -526,7 +541,8 @@ class HistoryScreen(Screen[None]):
         store = self._store()
         if store is None:
             return
-        detail = await queries.call_timeline(store, call_id, MAX_TIMELINE_EVENTS, partials=self.show_partials)
+        detail = await queries.call_timeline(store, call_id, MAX_TIMELINE_EVENTS, partials=self.show_partials,
+                                             raw=self.show_raw)
         pane = self.query_one("#history-detail-pane")
         body = self.query_one("#history-timeline", Static)
         if detail is None:
@@ -567,6 +583,12 @@ class HistoryScreen(Screen[None]):
 
     def action_toggle_partials(self) -> None:
         self.show_partials = not self.show_partials
+        if self.selected_call:
+            self.load_detail(self.selected_call)
+
+    def action_toggle_raw(self) -> None:
+        self.show_raw = not self.show_raw
+        self.notify("Raw messages shown in the timeline." if self.show_raw else "Raw messages hidden.", timeout=2)
         if self.selected_call:
             self.load_detail(self.selected_call)
 
@@ -639,7 +661,9 @@ class HistoryScreen(Screen[None]):
                     self._export_note, _markup_safe(f"exporting to {path}: {lines:,} of {total:,} events…"))
 
         async with await Store.open(self.db_path) as store:
-            where, params = ("WHERE call_id = ?", (call_id,)) if call_id is not None else ("", ())
+            # The same events the export writes: a whole-history export leaves replays out.
+            where, params = ("WHERE call_id = ?", (call_id,)) if call_id is not None \
+                else (f"WHERE {queries.NOT_REPLAYED}", ())
             row = await store.fetchone(f"SELECT count(*) AS n FROM events {where}", params)
             total = row["n"] if row is not None else 0
             created = not path.exists()
@@ -670,7 +694,7 @@ class HistoryScreen(Screen[None]):
         if self._note and time.monotonic() < self._note_until:
             status.update(self._note)
             return
-        keys = "/ search · [ ] page · p replay · +/- speed · e export call · E all · a partials · esc back"
+        keys = "/ search · [ ] page · p replay · +/- speed · e export call · E all · a partials · r raw · esc back"
         replay = self.replay.describe() if self.replay is not None else ""
         status.update(f"{replay}  ·  {keys}" if replay else keys)
 

@@ -161,8 +161,9 @@ class DeliveryView(ScrollView, can_focus=True):
     COMPONENT_CLASSES = {"delivery-view--cursor"}
     DEFAULT_CSS = """
     DeliveryView { background: $surface; overflow-x: hidden; }
-    DeliveryView > .delivery-view--cursor { background: $accent 40%; }
-    DeliveryView:focus > .delivery-view--cursor { background: $accent; color: $text; }
+    /* Solid, as the tables' cursor (app.tcss): a blend rounds away in 256 colours. */
+    DeliveryView > .delivery-view--cursor { background: $primary-darken-2; color: $text; text-style: bold; }
+    DeliveryView:focus > .delivery-view--cursor { background: $primary; color: $text; text-style: bold; }
     """
     BINDINGS = [
         Binding("up", "cursor(-1)", "Up", show=False),

@@ -11,6 +11,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.cache import LRUCache
 from textual.geometry import Size
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
@@ -23,6 +24,9 @@ CACHE_SCREENS = 3
 MIN_CACHED_LINES = 50
 # How long a table waits for a row it was asked to follow (a dialed call) to arrive.
 FOLLOW_FOR_S = 30.0
+# In the selected row's first cell, where its left padding was: a cue that needs no colour
+# (a 16-colour terminal or a palette of its own may round the cursor's band away).
+CURSOR_MARK = "▶"
 
 
 class RingFreeCache(LRUCache):
@@ -200,6 +204,18 @@ class WindowTable(DataTable):
             segments = [Segment(" " * padding), *segments, Segment(" " * padding)]
         return list(Segment.apply_style(segments, style, post_style))
 
+    def render_line(self, y: int) -> Strip:
+        """DataTable's line; the cursor row gets CURSOR_MARK in place of its first cell."""
+        strip = super().render_line(y)
+        if not (self.show_cursor and self.cursor_type == "row" and self.row_count):
+            return strip
+        if y < self.header_height or y - self.header_height + int(self.scroll_y) != self.cursor_row:
+            return strip
+        first = next((segment for segment in strip if segment.cell_length), None)
+        if first is None or first.text[:1] != " ":
+            return strip
+        return Strip([Segment(CURSOR_MARK, first.style), *strip.crop(1, strip.cell_length)], strip.cell_length)
+
     @property
     def selected_key(self) -> str | None:
         if not self._shown or self.cursor_row < 0:
@@ -223,9 +239,11 @@ class WindowTable(DataTable):
         shown = self.columns.get(ColumnKey(column))
         return shown is None or cell_width(value) > shown.content_width
 
-    def sync(self, rows: Sequence[tuple[str, tuple[object, ...]]]) -> None:
+    def sync(self, rows: Sequence[tuple[str, tuple[object, ...]]], *, rebuild: bool = False) -> None:
+        """Show `rows`; `rebuild`: lay the table out anew even if the same keys are shown
+        (columns fitted to narrower cells, e.g. after a resize)."""
         rows = list(rows)
-        if [key for key, _ in rows] == [key for key, _ in self._shown]:
+        if not rebuild and [key for key, _ in rows] == [key for key, _ in self._shown]:
             for (key, cells), (_, old) in zip(rows, self._shown, strict=True):
                 for (column, _), value, before in zip(self._columns, cells, old, strict=True):
                     if not same_cell(value, before):

@@ -21,11 +21,19 @@ MAX_ENTRIES = 400
 PLACEHOLDER = "Waiting for a call…"
 ROLE_LABEL = {"assistant": "agent", "user": "caller"}
 ROLE_STYLE = {"assistant": "bold cyan", "user": "bold yellow"}
+# The pane wraps tool arguments and results to its width; these only bound a runaway value.
+ARGUMENT_LIMIT, OUTCOME_LIMIT = 200, 400
 
 
 def short_json(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, ensure_ascii=False, separators=(", ", ": ")) if not isinstance(value, str) else value
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def tool_call_text(name: str, arguments: dict[str, Any]) -> str:
+    """`book(day=Tue, time=09:30)`: a tool call on one line."""
+    args = ", ".join(f"{key}={short_json(value, ARGUMENT_LIMIT)}" for key, value in arguments.items())
+    return f"{name}({args})"
 
 
 @dataclass
@@ -63,16 +71,18 @@ class CallTranscript:
         elif isinstance(event, BargeIn):
             self._add(Entry("barge", text=event.cut_text or ""))
         elif isinstance(event, ToolRequested):
-            args = ", ".join(f"{key}={short_json(value, 40)}" for key, value in event.arguments.items())
             self._tools[event.tool_call_id] = self._add(
-                Entry("tool", text=f"{event.name}({args})", tool_call_id=event.tool_call_id))
+                Entry("tool", text=tool_call_text(event.name, event.arguments), tool_call_id=event.tool_call_id))
         elif isinstance(event, ToolDecided):
             entry = self._tools.get(event.tool_call_id)
             if entry is None:
                 entry = self._tools[event.tool_call_id] = self._add(
                     Entry("tool", text=f"{event.name}(…)", tool_call_id=event.tool_call_id))
+            if event.decision == "edited" and event.arguments is not None:
+                # What the tool ran with, not what the agent asked for.
+                entry.text = "✎ " + tool_call_text(event.name, event.arguments)
             outcome = event.result if event.result is not None else event.error
-            entry.decision = f"{event.decision} by {event.by}" + (f": {short_json(outcome, 90)}" if outcome else "")
+            entry.decision = f"{event.decision} by {event.by}" + (f": {short_json(outcome, OUTCOME_LIMIT)}" if outcome else "")
         elif isinstance(event, CallStatus) and event.status != "in-progress":
             self._add(Entry("note", text=f"call {event.status}" + (f" ({event.ended_reason})" if event.ended_reason else "")))
         elif isinstance(event, CallEnded) and event.summary:
