@@ -6,7 +6,9 @@ Runs the console headless at 160×48 with the in-process simulated platform, a
 throw-away history and no keyring, waits until a call has been barged in on and
 a tool call is waiting for the operator, and saves:
 - main.svg      the main screen (live call, barge-in in the transcript and the timeline, pending approvals)
+- compact.svg   the same at 80×24: live calls, the held calls with their countdowns, the keys
 - approval.svg  the reject dialog on the pending tool call, countdown running
+- edit.svg      the JSON editor for a held call's arguments, checked against the tool's schema
 - events.svg    the main screen with the Events pane (every webhook, verdict, reply, timing) in front
 - dial.svg      the dial dialog with assistants and numbers from the platform, the number checked
 - history.svg   the history screen on the first demo call once it has ended (timeline of the call)
@@ -31,6 +33,7 @@ from console.config import ReceiverSettings, Settings, StorageSettings  # noqa: 
 from console.secrets import SecretStore  # noqa: E402
 from console.tui.app import Services, VoiceConsoleApp  # noqa: E402
 from console.tui.demo import DEMO_POLICY  # noqa: E402
+from console.tui.screens.approve import EditArgumentsScreen  # noqa: E402
 from console.tui.screens.dial import DialScreen  # noqa: E402
 from console.tui.screens.help import HelpScreen  # noqa: E402
 from console.tui.screens.history import HistoryScreen  # noqa: E402
@@ -62,10 +65,21 @@ async def main() -> None:
             await wait_for(pilot, ready, "a barge-in and a pending tool call")
             await pilot.pause(2.0)  # let the countdown run and the stalling mark appear
             print(app.save_screenshot("main.svg", path=str(HERE)))
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause(1.0)
+            print(app.save_screenshot("compact.svg", path=str(HERE)))
+            await pilot.resize_terminal(*SIZE)
+            await pilot.pause(1.0)
             await pilot.press("r")
             await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the reject dialog")
             await pilot.pause(0.3)
             print(app.save_screenshot("approval.svg", path=str(HERE)))
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is app.main, "the main screen")
+            await pilot.press("e")
+            await wait_for(pilot, lambda: isinstance(app.screen, EditArgumentsScreen), "the edit dialog")
+            await pilot.pause(0.3)
+            print(app.save_screenshot("edit.svg", path=str(HERE)))
             await pilot.press("escape")
             await wait_for(pilot, lambda: app.screen is app.main, "the main screen")
             await pilot.press("a")  # approve it, as the operator would
@@ -76,7 +90,7 @@ async def main() -> None:
             await pilot.press("d")
             await wait_for(pilot, lambda: isinstance(app.screen, DialScreen), "the dial dialog")
             await pilot.pause(1.0)  # assistants and numbers load from the simulated platform
-            await pilot.press(*"+14155550142")  # checked as it is typed
+            await pilot.press(*"4155550142")  # a national number, checked and formatted as it is typed
             await pilot.pause(0.3)
             print(app.save_screenshot("dial.svg", path=str(HERE)))
             await pilot.press("escape")

@@ -207,3 +207,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
             report.longrepr = ("the test wrote outside its tmp dir (tests must never touch the user's files):\n  "
                                + "\n  ".join(outside))
     return report
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    """Settings for a console or receiver under test: any free port, a history in tmp."""
+    from console.config import ReceiverSettings, Settings, StorageSettings
+
+    return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))

@@ -3,14 +3,11 @@ platform on loopback (`--demo`), a tmp history, the keyring isolated by conftest
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
 from textual.widgets import Input, Label
 
-from console.config import ReceiverSettings, Settings, StorageSettings
 from console.core.events import BargeIn, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
 from console.core.policy import Policy, ToolRule
 from console.secrets import SecretStore
@@ -20,62 +17,7 @@ from console.tui.screens.approve import EditArgumentsScreen, JsonArea
 from console.tui.widgets.panes import FunctionCallsTable, LiveCallsTable
 from console.tui.widgets.prompt import PromptScreen
 from console.tui.widgets.transcript import CallTranscript
-
-SIZE = (120, 36)
-# The booking scenario asks for two tools in parallel; the pipeline records a batch once
-# every call in it is settled, so most tests hold only one of them.
-ONE_HELD = Policy(tools={"default": ToolRule(action="hold"), "lookup_patient": ToolRule(action="approve")})
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))
-
-
-def demo_app(settings: Settings, **overrides) -> VoiceConsoleApp:
-    services = Services(settings, secret_store=SecretStore(env={}), demo=True,
-                        demo_speed=overrides.pop("demo_speed", 6.0), demo_interval_s=overrides.pop("interval", 120.0),
-                        **overrides)
-    return VoiceConsoleApp(services)
-
-
-async def wait_for(pilot, condition: Callable[[], object], timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def wait_for_pending(pilot, app: VoiceConsoleApp):
-    """Until a live call is listed and a tool call waits on screen; the call the keys act on."""
-    await wait_for(pilot, lambda: app.main.query_one(LiveCallsTable).row_count >= 1, what="a live call on screen")
-    table = app.main.query_one(FunctionCallsTable)
-    await wait_for(pilot, lambda: any("⏳" in str(table.get_row_at(i)[2]) for i in range(table.row_count)),
-                   what="a pending tool call on screen")
-    target = app.main.target()
-    assert target is not None
-    return target
-
-
-async def decision_in_history(pilot, app: VoiceConsoleApp, call_id: str, tool_call_id: str) -> dict:
-    async def lookup():
-        detail = await get_call(app.service.store, call_id)
-        for tool in (detail or {}).get("tool_calls", []):
-            if tool["tool_call_id"] == tool_call_id and tool["decision"]:
-                return tool
-        return None
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        found = await lookup()
-        if found:
-            return found
-        await pilot.pause(0.1)
-    raise AssertionError("the decision never reached the history")
-
+from tests.helpers.tui import ONE_HELD, SIZE, decision_in_history, demo_app, wait_for, wait_for_pending
 
 async def answer_prompt(pilot, app: VoiceConsoleApp, text: str) -> None:
     await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), what="the prompt dialog")

@@ -9,7 +9,7 @@ import json
 import pytest
 from textual.widgets import Button, Label
 
-from console.config import ForwardSettings, ReceiverSettings, Settings, StorageSettings
+from console.config import ForwardSettings
 from console.core.gate import OperatorDecision
 from console.core.policy import Policy, ToolRule
 from console.core.tools import RAW_ARGUMENTS_KEY
@@ -37,11 +37,6 @@ from tests.helpers.tui import (
 # The demo assistant's check_availability tool, as the simulated platform sends it.
 DEMO_SCHEMA = {"type": "object", "properties": {"date": {"type": "string", "description": "ISO date, e.g. 2026-02-17"},
                                                "reason": {"type": "string"}}, "required": ["date"]}
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))
 
 
 def editor_state(dialog: EditArgumentsScreen) -> tuple[str, bool]:

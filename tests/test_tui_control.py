@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from textual.widgets import Input, Label
 
-from console.config import ReceiverSettings, Settings, StorageSettings, VapiSettings
+from console.config import VapiSettings
 from console.core.calls import CallTracker
 from console.core.events import CallStatus, utc_now
 from console.providers.vapi.normalize import normalize_message
@@ -19,13 +18,8 @@ from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.control import AddMessageScreen
 from console.tui.widgets.panes import LiveCallsTable
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
-from tests.test_tui import ONE_HELD, SIZE, demo_app, wait_for, wait_for_pending
-from tests.test_tui_dial import record_notifications, type_text
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))
+from tests.helpers.tui import ONE_HELD, SIZE, demo_app, wait_for, wait_for_pending
+from tests.helpers.tui import record_notifications, type_text
 
 
 async def running_call(pilot, app):

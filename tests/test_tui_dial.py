@@ -3,43 +3,15 @@ platform (`--demo`), or against a SimulatedPlatform reached with a key from the 
 
 from __future__ import annotations
 
-from typing import Any
 
-import pytest
 from textual.widgets import Button, Input, Label, Select
 
-from console.config import ReceiverSettings, Settings, StorageSettings
 from console.secrets import SERVICE, SecretStore
 from console.simulator.platform import SimulatedPlatform
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.dial import DialScreen
 from console.tui.widgets.panes import LiveCallsTable
-from tests.test_tui import SIZE, demo_app, wait_for
-
-KEYS = {" ": "space", "+": "plus", "-": "minus", "(": "left_parenthesis", ")": "right_parenthesis"}
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))
-
-
-def record_notifications(app: VoiceConsoleApp) -> list[tuple[str, str]]:
-    """(severity, message) of every notification from now on."""
-    seen: list[tuple[str, str]] = []
-    original = app.notify
-
-    def notify(message: str, **kwargs: Any) -> None:
-        seen.append((kwargs.get("severity", "information"), message))
-        original(message, **kwargs)
-
-    app.notify = notify  # type: ignore[method-assign]
-    return seen
-
-
-async def type_text(pilot, text: str) -> None:
-    await pilot.press(*(KEYS.get(char, char) for char in text))
-
+from tests.helpers.tui import SIZE, demo_app, record_notifications, type_text, wait_for
 
 async def open_dialog(pilot, app: VoiceConsoleApp) -> DialScreen:
     await pilot.press("d")

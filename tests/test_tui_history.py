@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 from textual.widgets import Input, Static
 
-from console.config import ReceiverSettings, Settings, StorageSettings
+from console.config import Settings
 from console.core.events import (
     BargeIn,
     CallEnded,
@@ -43,7 +43,7 @@ from console.tui.screens.history import (
 from console.tui.widgets.panes import LiveCallsTable
 from console.tui.widgets.prompt import PromptScreen
 from console.tui.widgets.table import WindowTable
-from tests.test_tui import SIZE, wait_for
+from tests.helpers.tui import SIZE, wait_for
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 CALLS = 45
@@ -101,11 +101,6 @@ async def write_history(path: Path, calls: int = CALLS, length_s: float = 60.0) 
                              latency_ms=1840.0)],
                 events[7].at + timedelta(seconds=2),
             )
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))
 
 
 def console_app(settings: Settings) -> VoiceConsoleApp:

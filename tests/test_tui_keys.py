@@ -6,24 +6,17 @@ from __future__ import annotations
 import keyring
 import keyring.backends.fail
 import keyring.backends.null
-import pytest
 from textual.widgets import DataTable, Input, Static
 
-from console.config import ReceiverSettings, Settings, StorageSettings
 from console.secrets import NO_KEYRING_HELP, NULL_KEYRING_HELP, SECRET_ENV, SERVICE, SecretStore
 from console.simulator.platform import SimulatedPlatform
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.keys import KeysScreen
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
-from tests.test_tui import SIZE, wait_for
-from tests.test_tui_dial import record_notifications, type_text
+from tests.helpers.tui import SIZE, wait_for
+from tests.helpers.tui import record_notifications, type_text
 
 SECRET = "sk-live-very-secret-7f3c9a1e"
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))
 
 
 def console_app(settings, env: dict[str, str] | None = None) -> VoiceConsoleApp:

@@ -6,27 +6,21 @@ another module binds is checked without editing this file."""
 from __future__ import annotations
 
 
-import pytest
 from textual.binding import Binding
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Footer, Input, Label, Static
 from textual.widgets._footer import FooterKey
 
-from console.config import ReceiverSettings, Settings, StorageSettings
+from console.config import Settings
 from console.secrets import SecretStore
 from console.tui.app import MainScreen, Services, VoiceConsoleApp
 from console.tui.screens.help import APPROVALS_TEXT, HelpScreen
 from console.tui.themes import load_themes
 from console.tui.widgets.prompt import PromptScreen
-from tests.test_tui import ONE_HELD, decision_in_history, demo_app, wait_for_pending
+from tests.helpers.tui import ONE_HELD, decision_in_history, demo_app, wait_for_pending
 from tests.tui_fixtures import until
 
 SIZE = (120, 36)
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))
 
 
 def console_app(settings: Settings) -> VoiceConsoleApp:

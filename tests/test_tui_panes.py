@@ -22,7 +22,7 @@ from console.tui.widgets.assistants import AssistantsPane
 from console.tui.widgets.panes import LiveCallsTable
 from console.tui.widgets.events import DELIVERY_CAP, DeliveryView, EventsPane, RawDeliveryScreen
 from console.tui.widgets.timeline import BargeTimeline, render_timeline
-from tests.test_tui import SIZE, demo_app, settings, wait_for  # noqa: F401  (settings is a fixture)
+from tests.helpers.tui import SIZE, demo_app, wait_for
 
 
 def plain(renderable) -> str:
@@ -287,7 +287,7 @@ async def test_at_80x24_calls_countdowns_keys_and_every_dialog_fit(settings):
     from console.tui.screens.help import HelpScreen
     from console.tui.widgets.panes import FunctionCallsTable
     from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
-    from tests.test_tui import ONE_HELD, wait_for_pending
+    from tests.helpers.tui import ONE_HELD, wait_for_pending
 
     size = (80, 24)
     app = demo_app(settings, policy=ONE_HELD)
@@ -410,3 +410,6 @@ async def test_live_calls_is_as_tall_as_its_calls_and_the_panes_share_the_rest(s
         await pilot.resize_terminal(80, 24)
         await pilot.pause(0.2)
         assert height("#calls-pane") == 3 + 3  # compact: three rows
+        # Shrunk past the threshold, the footer gives the palette hint's room to the keys.
+        await pilot.pause(0.2)
+        assert all(key in screen_text(app)[-1] for key in ("Quit", "Help")), screen_text(app)[-1]

@@ -16,7 +16,7 @@ from textual.theme import BUILTIN_THEMES
 from textual.widgets import Input
 
 from console.cli import main
-from console.config import ReceiverSettings, Settings, StorageSettings, themes_dir
+from console.config import Settings, themes_dir
 from console.secrets import SecretStore
 from console.tui.app import MainScreen, Services, VoiceConsoleApp
 from console.tui.screens.help import HelpScreen
@@ -43,11 +43,6 @@ warning = "#F2B134"
 [ansi]
 green = "#7BD389"
 """
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))
 
 
 def console_app(settings: Settings, theme: str | None = None) -> VoiceConsoleApp:

@@ -255,7 +255,11 @@ class MainScreen(Screen[None]):
         self.set_class(compact, "-compact")
         footer = self.query_one(Footer)
         footer.compact = compact
-        footer.show_command_palette = not compact  # its room goes to the keys (ctrl+p still works)
+        if footer.show_command_palette == compact:
+            # Its room goes to the keys (ctrl+p still works). Not a recomposing reactive, so a
+            # resize across the threshold must recompose the footer itself.
+            footer.show_command_palette = not compact
+            footer.refresh(recompose=True)
         self._fit_calls_pane()
 
     def _fit_calls_pane(self) -> None:
