@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-APP_NAME = "voice-console"
+from console import APP_NAME
 
 
 class ConfigError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 MASK = "[redacted]"
 
@@ -69,3 +70,19 @@ class Redactor:
             (name, MASK if name.lower() in self._headers else self.text(value))
             for name, value in headers
         ]
+
+
+def mask_url(url: str) -> str:
+    """Scheme and host only: `wss://host:port/…`. The path and query are the secret part."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid url>"
+    if not parts.scheme or not host:
+        return "<url hidden>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port else host
+    return f"{parts.scheme}://{netloc}/…"

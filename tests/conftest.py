@@ -25,7 +25,6 @@ import keyring
 import keyring.backend
 import pytest
 
-PAYLOADS = Path(__file__).parent / "payloads"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -215,3 +214,30 @@ def settings(tmp_path: Path):
     from console.config import ReceiverSettings, Settings, StorageSettings
 
     return Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=tmp_path / "history.db"))
+
+
+@pytest.fixture
+async def start_receiver(tmp_path: Path):
+    """Starts real receivers on free ports (`tests.helpers.receiver.start_service`, the same
+    options); each is closed at teardown. Returns (service, the events it emitted)."""
+    from tests.helpers.receiver import start_service
+
+    started = []
+
+    async def start(**options: Any):
+        service, seen = await start_service(tmp_path, **options)
+        started.append(service)
+        return service, seen
+
+    yield start
+    for service in reversed(started):
+        await service.close()
+
+
+@pytest.fixture
+async def tool_server():
+    """A real tool server on loopback (`tests.helpers.tool_server.ToolServer`, default options)."""
+    from tests.helpers.tool_server import recording_tool_server
+
+    async with recording_tool_server() as tools:
+        yield tools

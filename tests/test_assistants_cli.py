@@ -6,7 +6,7 @@ import io
 import httpx
 
 from console.config import load_settings
-from console.assistants import run_assistants
+from console.commands.assistants import run_assistants
 from console.secrets import SecretStore
 from console.simulator.platform import SimulatedPlatform
 

@@ -64,6 +64,7 @@ def history_show(db: Path, call_id: str) -> dict:
     return json.loads(shown.stdout)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("trial", range(TRIALS))
 def test_kill9_under_load_loses_no_acknowledged_event(tmp_path: Path, templates: CallTemplates, trial: int):
     result = crash_trial(tmp_path, templates, kill_after=random.uniform(1.0, 3.0))
@@ -170,6 +171,7 @@ def tui_command(tmp_path: Path, db: Path, port: int) -> str:
     return f"env {exports} {shlex.quote(sys.executable)} -m console --port {port} --db {shlex.quote(str(db))} 2>{log}"
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_kill9_of_the_tui_loses_no_acknowledged_event(tmp_path: Path, templates: CallTemplates):
     import socket as socketlib

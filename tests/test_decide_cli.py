@@ -15,9 +15,10 @@ import time
 import httpx
 
 from console.config import VapiSettings
-from console.control import ServeState, read_state, state_file, write_state
+from console.services.serve_state import ServeState, read_state, state_file, write_state
 from console.providers.vapi import sign_vapi_request
-from tests.helpers.cli import PAYLOADS, VAPI_SECRET, Serve, cli_env, decide, history
+from tests.helpers.cli import Serve, cli_env, decide, history
+from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
 
 
 def test_decide_approves_and_rejects_held_calls(tmp_path):

@@ -16,9 +16,11 @@ import httpx
 import pytest
 
 from tests.helpers.cli import cli_env, history
+from tests.helpers.secrets import SIMULATOR_KEY
+
+pytestmark = pytest.mark.e2e  # serve, platform and dial as subprocesses
 
 POLICY = '[tools.default]\naction = "override"\nresult = \'{"available": true}\'\n'
-SIM_KEY = "sim-private-key"
 
 
 class Loop:
@@ -26,7 +28,7 @@ class Loop:
 
     def __init__(self, db: Path, platform_url: str, env: dict[str, str]) -> None:
         self.db, self.platform_url = db, platform_url
-        self.env = {**env, "VOICE_CONSOLE_VAPI_BASE_URL": platform_url, "VOICE_CONSOLE_VAPI_API_KEY": SIM_KEY}
+        self.env = {**env, "VOICE_CONSOLE_VAPI_BASE_URL": platform_url, "VOICE_CONSOLE_VAPI_API_KEY": SIMULATOR_KEY}
 
     def dial(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
         env = {**self.env, "VOICE_CONSOLE_CONFIG": str(config)} if config else self.env
@@ -35,7 +37,7 @@ class Loop:
 
     def calls(self) -> list[dict]:
         """The calls the platform was asked to place, as it stored them."""
-        return httpx.get(f"{self.platform_url}/call", headers={"authorization": f"Bearer {SIM_KEY}"}).json()
+        return httpx.get(f"{self.platform_url}/call", headers={"authorization": f"Bearer {SIMULATOR_KEY}"}).json()
 
 
 @pytest.fixture
@@ -98,7 +100,7 @@ def test_dial_takes_numbers_as_people_type_them_and_sends_e164(loop: Loop):
     (call,) = loop.calls()
     assert call["customer"]["number"] == "+14155550142"
     assert call["phoneNumberId"] == httpx.get(f"{loop.platform_url}/phone-number",
-                                              headers={"authorization": f"Bearer {SIM_KEY}"}).json()[0]["id"]
+                                              headers={"authorization": f"Bearer {SIMULATOR_KEY}"}).json()[0]["id"]
 
     # In another region, configured: a London number typed the British way.
     config = loop.db.parent / "config.toml"

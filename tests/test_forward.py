@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,13 +22,11 @@ from console.core.forward import ForwardingToolHandler, rebuild_body
 from console.core.tools import ToolBatch, ToolCall
 from console.providers.retell import RetellProvider, sign_retell, verify_retell_signature
 from console.providers.vapi import VapiProvider, sign_vapi_request, verify_vapi_request
-from console.receiver.http import HttpServer, Router
-from console.receiver.types import Request, Response
+from console.receiver.types import Request
+from tests.helpers.secrets import PAYLOADS, RETELL_KEY, VAPI_SECRET
+from tests.helpers.tool_server import ToolServer, recording_tool_server
 
-PAYLOADS = Path(__file__).parent / "payloads"
 RECEIVED = datetime(2026, 2, 15, 10, 0, 0, tzinfo=timezone.utc)
-VAPI_SECRET = "vc-test-secret-Zq81xW"
-RETELL_KEY = "key_4b1f9c2e7a6d8e0f3a5c7b9d1e2f"
 HMAC = VapiWebhookSettings(auth="hmac")
 
 
@@ -239,39 +236,10 @@ def test_a_batch_without_an_original_body_gets_a_minimal_one(dialect: str) -> No
 # --- ForwardingToolHandler over the wire -------------------------------------------------------
 
 
-class ToolServer:
-    """A real tool server on loopback that records what it receives."""
-
-    def __init__(self) -> None:
-        self.received: list[Request] = []
-        self.server: HttpServer | None = None
-
-    async def handle(self, request: Request) -> Response:
-        self.received.append(request)
-        data = json.loads(request.body) if request.body else {}
-        message = data.get("message") if isinstance(data, dict) else None
-        if isinstance(message, dict) and message.get("type") == "tool-calls":
-            ids = [item["id"] for item in message["toolCallList"]]
-            return Response.json(200, {"results": [{"toolCallId": i, "result": f"ran {i}"} for i in ids]})
-        return Response.json(200, {"result": "ran"})
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url + "/tools"
-
-
 @pytest.fixture
 async def tool_server() -> AsyncIterator[ToolServer]:
-    tools = ToolServer()
-    router = Router()
-    router.add("POST", "/tools", tools.handle)
-    tools.server = HttpServer(router, port=0)
-    await tools.server.start()
-    try:
+    async with recording_tool_server(result=lambda tool_call_id, name, arguments: f"ran {tool_call_id}") as tools:
         yield tools
-    finally:
-        await tools.server.close()
 
 
 @pytest.fixture

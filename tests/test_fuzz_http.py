@@ -21,14 +21,9 @@ import asyncio
 import gc
 import json
 import resource
-import socket
-import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
-from concurrent.futures import Future
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -37,109 +32,20 @@ from hypothesis import strategies as st
 from console.providers.retell import sign_retell
 from console.providers.twilio.auth import sign_twilio, url_with_body_hash
 from console.store import queries
-from tests.test_fuzz_parsers import FUZZ, LONG, RETELL_DOCS, TWILIO_DOCS, VAPI_DOCS, bodies
-from tests.test_receiver_integration import PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN, start_service, vapi_headers
-
-PAYLOADS = Path(__file__).parent / "payloads"
-READ_TIMEOUT_S = 6.0
-
-
-# ------------------------------------------------------------------ the service in a thread
-
-
-class ServiceThread:
-    """A real `ReceiverService` on its own event loop in a daemon thread."""
-
-    def __init__(self, tmp_path: Path, **overrides: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="receiver", daemon=True)
-        self.thread.start()
-        self.service, _ = self.run(start_service(tmp_path, **overrides))
-        self.port = self.service.server.port
-        self.expected_5xx = 0  # 501s for unknown transfer codings (see fuzz_exchange)
-
-    def run(self, coro: Any, timeout: float = 30.0) -> Any:
-        future: Future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout)
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run a plain function on the service's loop (to read live stats safely)."""
-
-        async def wrapper() -> Any:
-            return fn(*args)
-
-        return self.run(wrapper())
-
-    def close(self) -> None:
-        try:
-            self.run(self.service.close(), timeout=15)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
-            self.loop.close()
+from tests.helpers.fuzz import FUZZ, LONG, RETELL_DOCS, TWILIO_DOCS, VAPI_DOCS, bodies
+from tests.helpers.receiver import (
+    READ_TIMEOUT_S,
+    ServiceThread,
+    exchange,
+    post_bytes,
+    responses,
+    signed_vapi_delivery,
+    vapi_headers,
+)
+from tests.helpers.secrets import PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN
 
 
-def raise_fd_limit(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-
-
-# ------------------------------------------------------------------ blocking HTTP helpers
-
-
-def exchange(port: int, data: bytes, *, half_close: bool = True, timeout: float = READ_TIMEOUT_S) -> tuple[bytes, bool]:
-    """Send raw bytes, half-close, read until the server closes. (bytes read, closed by server)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
-            sock.sendall(data)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server answered early (400, 413, 431) and closed: read what it said
-        chunks = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (ConnectionResetError, BrokenPipeError):
-                return b"".join(chunks), True
-            except TimeoutError:
-                break
-            if not chunk:
-                return b"".join(chunks), True
-            chunks.append(chunk)
-        return b"".join(chunks), False
-
-
-def responses(data: bytes, head_first: bool = False) -> list[tuple[int, dict[str, str], bytes]]:
-    """Split everything the server sent into (status, headers, body); every response must be complete.
-
-    `head_first`: the first request was HEAD, so its final response has no body."""
-    out = []
-    while data:
-        head, sep, rest = data.partition(b"\r\n\r\n")
-        assert sep, f"incomplete response head: {data[:200]!r}"
-        lines = head.decode("latin-1").split("\r\n")
-        version, status, _ = (lines[0].split(" ", 2) + [""])[:3]
-        assert version == "HTTP/1.1", lines[0]
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        if int(status) < 200:
-            length = 0
-        elif head_first:
-            # A HEAD answer has no body, except an early error, sent before the server
-            # looked at the method, right before it closes: accept both.
-            if not rest or rest.startswith(b"HTTP/1.1 "):
-                length = 0
-            head_first = False
-        assert len(rest) >= length, f"truncated response body: {data[:200]!r}"
-        out.append((int(status), headers, rest[:length]))
-        data = rest[length:]
-    return out
+# ------------------------------------------------------------------ checks
 
 
 def fuzz_exchange(svc: ServiceThread, sent: bytes) -> list[int]:
@@ -161,20 +67,6 @@ def check_fuzz_reply(svc: ServiceThread, sent: bytes, data: bytes, closed: bool)
             assert status < 500, (statuses, data[:300])
     assert closed, f"the server neither answered nor closed within {READ_TIMEOUT_S} s: {data[:200]!r}"
     return statuses
-
-
-def post_bytes(path: str, body: bytes, headers: dict[str, str], *, close: bool = True) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: voice.example.test", f"Content-Length: {len(body)}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def signed_vapi_delivery(svc: ServiceThread, call_id: str = "call-still-alive") -> bytes:
-    body = json.dumps({"message": {"type": "status-update", "status": "in-progress",
-                                   "timestamp": int(time.time() * 1000), "call": {"id": call_id}}}).encode()
-    return post_bytes("/webhook/vapi", body, vapi_headers(svc.service, body))
 
 
 def assert_still_serving(svc: ServiceThread) -> None:

@@ -28,65 +28,15 @@ from console.core.gate import (
 )
 from console.core.policy import Policy, ToolRule
 from console.core.tools import ToolBatch, ToolCall, ToolCallHandler, ToolOutcome
-from console.receiver.http import HttpServer, Router
-from console.receiver.types import Request, Response
+from tests.helpers.tool_server import ToolServer
 
 CALL_ID = "call-7"
 
 
-# --- a real tool server --------------------------------------------------------------------------
-
-
-class ToolServer:
-    """Answers Vapi tool-calls requests and records every call it was asked to run."""
-
-    def __init__(self) -> None:
-        self.requests: list[list[tuple[str, str, dict[str, Any]]]] = []  # per request: (id, name, arguments)
-        self.delay_s = 0.0
-        self.release = asyncio.Event()  # ends any delay at teardown
-        self.server: HttpServer | None = None
-
-    async def handle(self, request: Request) -> Response:
-        items = json.loads(request.body)["message"]["toolCallList"]
-        calls = [(i["id"], i["function"]["name"], i["function"]["arguments"]) for i in items]
-        self.requests.append(calls)
-        if self.delay_s:
-            try:
-                await asyncio.wait_for(self.release.wait(), self.delay_s)
-            except TimeoutError:
-                pass
-        return Response.json(200, {"results": [
-            {"toolCallId": i, "result": {"ran": name, "with": args}} for i, name, args in calls
-        ]})
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url + "/tools"
-
-    @property
-    def ran(self) -> list[str]:
-        return [tool_call_id for request in self.requests for tool_call_id, _, _ in request]
-
-
 @pytest.fixture
-async def tools() -> AsyncIterator[ToolServer]:
-    server = ToolServer()
-    router = Router()
-    router.add("POST", "/tools", server.handle)
-    server.server = HttpServer(router, port=0)
-    await server.server.start()
-    try:
-        yield server
-    finally:
-        server.release.set()
-        await server.server.close(grace_s=1.0)
-
-
-@pytest.fixture
-async def forward(tools: ToolServer) -> AsyncIterator[ForwardingToolHandler]:
+async def forward(tool_server: ToolServer) -> AsyncIterator[ForwardingToolHandler]:
     async with httpx.AsyncClient() as client:
-        yield ForwardingToolHandler(tools.url, client)
+        yield ForwardingToolHandler(tool_server.url, client)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -143,18 +93,18 @@ async def timed(coro: Any) -> tuple[Any, float]:
 # --- rules -------------------------------------------------------------------------------------------
 
 
-async def test_rule_approve_passes_through_to_the_tool_server(tools: ToolServer, forward: ForwardingToolHandler) -> None:
+async def test_rule_approve_passes_through_to_the_tool_server(tool_server: ToolServer, forward: ForwardingToolHandler) -> None:
     gate = ToolGate(policy(book=ToolRule(action="approve")), forward=forward)
     (outcome,) = await gate.decide(batch(call("t1")))
     assert (outcome.decision, outcome.by, outcome.error) == ("approved", "rule", None)
     assert outcome.result == ran_result("book", {"date": "2026-02-17"})
     assert outcome.arguments_sent == {"date": "2026-02-17"}
     assert outcome.latency_ms is not None and outcome.latency_ms >= 0
-    assert tools.ran == ["t1"] and gate.pending() == []
+    assert tool_server.ran == ["t1"] and gate.pending() == []
 
 
 async def test_rule_reject_and_override_never_reach_the_tool_server(
-    tools: ToolServer, forward: ForwardingToolHandler
+    tool_server: ToolServer, forward: ForwardingToolHandler
 ) -> None:
     gate = ToolGate(
         policy(
@@ -168,7 +118,7 @@ async def test_rule_reject_and_override_never_reach_the_tool_server(
     assert (overridden.decision, overridden.by, overridden.error) == ("overridden", "rule", None)
     assert overridden.result == '{"booked":true}'  # stored on one line
     assert refused.result is None and refused.arguments_sent is None and overridden.arguments_sent is None
-    assert tools.requests == []
+    assert tool_server.requests == []
 
 
 async def test_approve_without_a_tool_server_says_so_or_answers_the_rules_result() -> None:
@@ -197,7 +147,7 @@ OPERATOR_CASES = {
 
 @pytest.mark.parametrize("case", sorted(OPERATOR_CASES))
 async def test_hold_then_an_operator_decides_from_another_task(
-    case: str, tools: ToolServer, forward: ForwardingToolHandler
+    case: str, tool_server: ToolServer, forward: ForwardingToolHandler
 ) -> None:
     decision, expected, result, error, sent = OPERATOR_CASES[case]
     gate = ToolGate(policy(), forward=forward)
@@ -217,9 +167,9 @@ async def test_hold_then_an_operator_decides_from_another_task(
         expected, "operator", result, error, sent
     )
     assert outcome.latency_ms is not None and 90 <= outcome.latency_ms < 2000
-    assert tools.ran == (["t1"] if sent is not None else [])
+    assert tool_server.ran == (["t1"] if sent is not None else [])
     if sent is not None:
-        assert tools.requests[0][0][2] == sent  # what the tool server really got
+        assert tool_server.requests[0][0][2] == sent  # what the tool server really got
     assert gate.pending() == [] and gate.get("t1") is None
     assert recorder.kinds() == [("pending", "t1"), ("resolved", "t1")]
     assert recorder.resolved() == [outcome]
@@ -234,7 +184,7 @@ async def test_hold_then_an_operator_decides_from_another_task(
     ],
 )
 async def test_no_answer_applies_on_timeout_recorded_as_a_timeout(
-    on_timeout: str, decision: str, result: str | None, error: str | None, tools: ToolServer, forward: ForwardingToolHandler
+    on_timeout: str, decision: str, result: str | None, error: str | None, tool_server: ToolServer, forward: ForwardingToolHandler
 ) -> None:
     rule = ToolRule(action="hold", timeout_seconds=0.2, on_timeout=on_timeout,  # type: ignore[arg-type]
                     reason="Nobody was there to approve it.", result="fallback")
@@ -242,13 +192,13 @@ async def test_no_answer_applies_on_timeout_recorded_as_a_timeout(
     (outcome,), elapsed = await timed(gate.decide(batch(call("t1"))))
     assert (outcome.decision, outcome.by, outcome.result, outcome.error) == (decision, "timeout", result, error)
     assert 0.18 <= elapsed < 1.0
-    assert tools.ran == (["t1"] if on_timeout == "approve" else [])
+    assert tool_server.ran == (["t1"] if on_timeout == "approve" else [])
     assert gate.pending() == []
     assert gate.resolve("t1", OperatorDecision("approved")) is False  # too late, and not an operator decision
 
 
 async def test_the_platform_deadline_caps_the_hold_and_leaves_time_to_forward(
-    tools: ToolServer, forward: ForwardingToolHandler
+    tool_server: ToolServer, forward: ForwardingToolHandler
 ) -> None:
     # 15 s for a human, but the platform waits 2.6 s: the answer must leave by 2.6 - 1.5 = 1.1 s.
     rule = ToolRule(action="hold", timeout_seconds=15, on_timeout="approve")
@@ -260,7 +210,7 @@ async def test_the_platform_deadline_caps_the_hold_and_leaves_time_to_forward(
     assert 0.5 < window <= 1.1 - 1.1 / 3  # a third of the budget is kept for the tool server
     assert elapsed < 1.1
     assert (outcome.decision, outcome.by, outcome.error) == ("approved", "timeout", None)
-    assert tools.ran == ["t1"]
+    assert tool_server.ran == ["t1"]
 
 
 async def test_the_deadline_holds_without_a_tool_server_too() -> None:
@@ -273,7 +223,7 @@ async def test_the_deadline_holds_without_a_tool_server_too() -> None:
 
 
 async def test_parallel_calls_are_decided_independently_and_forwarded_together(
-    tools: ToolServer, forward: ForwardingToolHandler
+    tool_server: ToolServer, forward: ForwardingToolHandler
 ) -> None:
     gate = ToolGate(policy(lookup=ToolRule(action="approve")), forward=forward)
     calls = (
@@ -295,7 +245,7 @@ async def test_parallel_calls_are_decided_independently_and_forwarded_together(
     ]
     assert b.error == "Too much." and b.result is None
     # Exactly one request to the tool server, with only the passed calls, edits applied, in order.
-    assert tools.requests == [[
+    assert tool_server.requests == [[
         ("a", "book", {"date": "2026-02-17"}), ("c", "lookup", {"phone": "+1415"}), ("d", "sms", {"to": "+2", "text": "hi"})
     ]]
     assert d.result == ran_result("sms", {"to": "+2", "text": "hi"}) and d.arguments_sent == {"to": "+2", "text": "hi"}
@@ -303,10 +253,10 @@ async def test_parallel_calls_are_decided_independently_and_forwarded_together(
 
 
 async def test_a_tool_server_that_is_down_gives_errors_before_the_deadline(
-    forward: ForwardingToolHandler, tools: ToolServer
+    forward: ForwardingToolHandler, tool_server: ToolServer
 ) -> None:
-    assert tools.server is not None
-    await tools.server.close()
+    assert tool_server.server is not None
+    await tool_server.server.close()
     gate = ToolGate(policy(book=ToolRule(action="approve")), forward=forward)
     (outcome,), elapsed = await timed(gate.decide(batch(call("t1"), timeout_s=2.5)))
     assert (outcome.decision, outcome.by, outcome.result) == ("approved", "rule", None)
@@ -314,8 +264,8 @@ async def test_a_tool_server_that_is_down_gives_errors_before_the_deadline(
     assert elapsed < 1.0
 
 
-async def test_a_slow_tool_server_is_cut_off_before_the_deadline(tools: ToolServer, forward: ForwardingToolHandler) -> None:
-    tools.delay_s = 5
+async def test_a_slow_tool_server_is_cut_off_before_the_deadline(tool_server: ToolServer, forward: ForwardingToolHandler) -> None:
+    tool_server.delay_s = 5
     gate = ToolGate(policy(), forward=forward)
 
     async def operator() -> None:
@@ -326,8 +276,8 @@ async def test_a_slow_tool_server_is_cut_off_before_the_deadline(tools: ToolServ
     assert elapsed < 1.0  # 2.5 s platform timeout - 1.5 s margin
     assert (outcome.decision, outcome.by, outcome.result) == ("edited", "operator", None)
     assert outcome.arguments_sent == {"date": "2026-02-20"}
-    assert outcome.error in (FORWARD_TIMEOUT_ERROR, f"the tool server at {tools.url} did not answer in time")
-    assert tools.ran == ["t1"]
+    assert outcome.error in (FORWARD_TIMEOUT_ERROR, f"the tool server at {tool_server.url} did not answer in time")
+    assert tool_server.ran == ["t1"]
 
 
 class Exploding:
@@ -346,7 +296,7 @@ async def test_a_broken_forward_handler_still_answers_every_call() -> None:
 # --- idempotency ---------------------------------------------------------------------------------
 
 
-async def test_a_retry_joins_the_pending_decision(tools: ToolServer, forward: ForwardingToolHandler) -> None:
+async def test_a_retry_joins_the_pending_decision(tool_server: ToolServer, forward: ForwardingToolHandler) -> None:
     gate = ToolGate(policy(), forward=forward)
     recorder = Recorder(gate)
     first = asyncio.create_task(gate.decide(batch(call("t1"))))
@@ -360,16 +310,16 @@ async def test_a_retry_joins_the_pending_decision(tools: ToolServer, forward: Fo
     joined, other = await retry
     assert joined == one and other.decision == "rejected"
     assert [kind for kind, item in recorder.events if item.tool_call_id == "t1"] == ["pending", "resolved"]
-    assert tools.ran == ["t1"]
+    assert tool_server.ran == ["t1"]
 
 
-async def test_a_decided_call_is_never_run_twice(tools: ToolServer, forward: ForwardingToolHandler) -> None:
+async def test_a_decided_call_is_never_run_twice(tool_server: ToolServer, forward: ForwardingToolHandler) -> None:
     gate = ToolGate(policy(book=ToolRule(action="approve")), forward=forward)
     (first,) = await gate.decide(batch(call("t1")))
     (again,) = await gate.decide(batch(call("t1")))
     both = await gate.decide(batch(call("t1"), call("t1")))
     assert again == first and both == [first, first]
-    assert tools.ran == ["t1"]
+    assert tool_server.ran == ["t1"]
 
 
 async def test_decided_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

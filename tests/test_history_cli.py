@@ -27,7 +27,7 @@ from console.core.events import (
 )
 from console.cli import main
 from console.core.tools import ToolCall, ToolOutcome
-from console.history import add_history_parser, run_history
+from console.commands.history import register as add_history_parser, run_history
 from console.store.db import DeliveryRecord, Store
 from console.store.export import CSV_COLUMNS
 from console.store.queries import CALL_LIST_FIELDS

@@ -20,8 +20,9 @@ import keyring.backends.fail
 import keyring.backends.null
 import pytest
 
-import console.keys
-from console.keys import PROVIDER_KEYS, add_keys_parser, run_keys, run_keys_async
+import console.commands.keys
+from console.commands.keys import register as add_keys_parser, run_keys, run_keys_async
+from console.services.keys import PROVIDER_KEYS
 from console.receiver.http import HttpServer
 from console.receiver.types import Request, Response
 from console.secrets import SERVICE, SecretStore
@@ -74,7 +75,7 @@ def test_set_asks_which_key_on_a_tty_and_reads_it_hidden(isolated_environment: A
         prompts.append(prompt)
         return SECRET
 
-    monkeypatch.setattr(console.keys.getpass, "getpass", fake_getpass)
+    monkeypatch.setattr(console.commands.keys.getpass, "getpass", fake_getpass)
     code, out, err = run("set", "vapi", stdin=Tty("2\n"))
     assert code == 0, err
     assert "1. vapi_api_key" in err and "2. vapi_webhook_secret" in err
@@ -200,7 +201,7 @@ def test_a_hanging_keyring_times_out_instead_of_hanging_the_command() -> None:
 def test_no_keyring_in_a_subprocess_has_no_traceback() -> None:
     script = (
         "import argparse, sys\n"
-        "from console.keys import add_keys_parser, run_keys\n"
+        "from console.commands.keys import register as add_keys_parser, run_keys\n"
         "p = argparse.ArgumentParser(); add_keys_parser(p.add_subparsers(dest='command'))\n"
         "sys.exit(run_keys(p.parse_args(['keys', 'set', 'retell'])))\n"
     )

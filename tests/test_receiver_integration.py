@@ -7,7 +7,6 @@ queries the history command uses.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -16,63 +15,20 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from console.config import load_settings
-from console.core.tools import NO_HANDLER_MESSAGE, NoToolHandler
+from console.core.tools import NO_HANDLER_MESSAGE
 from console.providers.retell import sign_retell
 from console.providers.twilio.auth import sign_twilio
-from console.providers.vapi import sign_vapi_request
-from console.receiver.http import HttpServer, Router
 from console.receiver.types import Request, Response
-from console.secrets import SecretLookup
-from console.service import ReceiverService
 from console.store import queries
-
-PAYLOADS = Path(__file__).parent / "payloads"
-VAPI_SECRET = "vapi-webhook-secret-5b1f0c"
-RETELL_KEY = "key_retell_3c2a99d0e1"
-TWILIO_TOKEN = "twilio-auth-token-77aa01"
-TWILIO_SHARED_KEY = "twilio-shared-key-secret-4c19e2"  # a webhook SharedKey's secret
-PUBLIC_URL = "https://voice.example.test"
-
-
-def secrets() -> dict[str, SecretLookup]:
-    values = {
-        "vapi_webhook_secret": VAPI_SECRET,
-        "retell_api_key": RETELL_KEY,
-        "twilio_auth_token": TWILIO_TOKEN,
-        "twilio_shared_key": TWILIO_SHARED_KEY,
-    }
-    return {name: SecretLookup(name, value, "env") for name, value in values.items()}
-
-
-async def start_service(tmp_path: Path, *, tool_handler=None, policy=None, **overrides) -> tuple[ReceiverService, list]:
-    """A running service on a free port. Without a forward target or a policy, tool
-    calls get the explicit "no tool handler" answer, as `serve` gave before the gate."""
-    settings = load_settings(
-        env={},
-        overrides={
-            "receiver": {"port": 0, "public_url": PUBLIC_URL, "request_deadline_seconds": 2.0},
-            "storage": {"db": str(tmp_path / "history.db")},
-            **overrides,
-        },
-    )
-    seen: list = []
-    if tool_handler is None and policy is None and "forward" not in overrides:
-        tool_handler = NoToolHandler()
-    service = await ReceiverService.start(settings, secrets(), on_events=seen.extend, tool_handler=tool_handler, policy=policy)
-    return service, seen
+from tests.helpers.receiver import vapi_headers
+from tests.helpers.secrets import PAYLOADS, PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN, VAPI_SECRET
 
 
 @pytest.fixture
-async def running(tmp_path):
-    service, seen = await start_service(tmp_path)
+async def running(start_receiver):
+    service, seen = await start_receiver()
     async with httpx.AsyncClient(base_url=service.server.url, timeout=10) as client:
         yield service, client, seen
-    await service.close()
-
-
-def vapi_headers(service: ReceiverService, body: bytes) -> dict[str, str]:
-    return {"content-type": "application/json", **sign_vapi_request(service.settings.vapi, VAPI_SECRET, body)}
 
 
 def vapi_fixtures() -> list[Path]:
@@ -178,83 +134,60 @@ async def test_out_of_order_status_keeps_the_newest(running):
     assert call["started_at"].startswith("2025-11-24T16:00:05")
 
 
-async def test_parallel_tool_calls_forwarded_and_merged_in_order(tmp_path):
-    seen_by_tool_server: list[Request] = []
-
-    async def tool_server(request: Request) -> Response:
-        seen_by_tool_server.append(request)
+async def test_parallel_tool_calls_forwarded_and_merged_in_order(start_receiver, tool_server):
+    async def reversed_results(request: Request) -> Response:
         calls = json.loads(request.body)["message"]["toolCallList"]
         # Answer in reverse order, one as an object, to check matching and flattening.
         results = [{"toolCallId": c["id"], "result": {"ok": True, "tool": c["function"]["name"]}} for c in reversed(calls)]
         return Response.json(200, {"results": results})
 
-    router = Router()
-    router.add("POST", "/tools", tool_server)
-    tools = HttpServer(router, port=0)
-    await tools.start()
-    service, _ = await start_service(tmp_path, forward={"to": f"{tools.url}/tools"})
-    try:
-        body = (PAYLOADS / "vapi" / "tool-calls.parallel.json").read_bytes()
-        ids = [c["id"] for c in json.loads(body)["message"]["toolCallList"]]
-        async with httpx.AsyncClient(base_url=service.server.url) as client:
-            response = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
-            again = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
-        assert response.status_code == 200
-        results = response.json()["results"]
-        assert [r["toolCallId"] for r in results] == ids
-        assert all(json.loads(r["result"])["ok"] for r in results)
-        # A redelivery gets the recorded answer; the user's server is not called twice.
-        assert again.json() == response.json()
-        assert len(seen_by_tool_server) == 1
-        assert seen_by_tool_server[0].body == body
-        detail = await queries.get_call(service.store, json.loads(body)["message"]["call"]["id"])
-        assert {t["decision"] for t in detail["tool_calls"]} == {"approved"}
-    finally:
-        await service.close()
-        await tools.close()
+    tool_server.answer = reversed_results
+    seen_by_tool_server = tool_server.received
+    service, _ = await start_receiver(forward={"to": tool_server.url})
+    body = (PAYLOADS / "vapi" / "tool-calls.parallel.json").read_bytes()
+    ids = [c["id"] for c in json.loads(body)["message"]["toolCallList"]]
+    async with httpx.AsyncClient(base_url=service.server.url) as client:
+        response = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
+        again = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["toolCallId"] for r in results] == ids
+    assert all(json.loads(r["result"])["ok"] for r in results)
+    # A redelivery gets the recorded answer; the user's server is not called twice.
+    assert again.json() == response.json()
+    assert len(seen_by_tool_server) == 1
+    assert seen_by_tool_server[0].body == body
+    detail = await queries.get_call(service.store, json.loads(body)["message"]["call"]["id"])
+    assert {t["decision"] for t in detail["tool_calls"]} == {"approved"}
 
 
-async def test_forward_target_down_still_answers_in_time(tmp_path):
-    service, _ = await start_service(tmp_path, forward={"to": "http://127.0.0.1:9/nothing-listens-here"})
-    try:
-        body = (PAYLOADS / "vapi" / "tool-calls.oas.json").read_bytes()
-        async with httpx.AsyncClient(base_url=service.server.url) as client:
-            started = time.monotonic()
-            response = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
-        assert response.status_code == 200
-        assert time.monotonic() - started < 5
-        [result] = response.json()["results"]
-        assert "unreachable" in result["error"]
-    finally:
-        await service.close()
+async def test_forward_target_down_still_answers_in_time(start_receiver):
+    service, _ = await start_receiver(forward={"to": "http://127.0.0.1:9/nothing-listens-here"})
+    body = (PAYLOADS / "vapi" / "tool-calls.oas.json").read_bytes()
+    async with httpx.AsyncClient(base_url=service.server.url) as client:
+        started = time.monotonic()
+        response = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
+    assert response.status_code == 200
+    assert time.monotonic() - started < 5
+    [result] = response.json()["results"]
+    assert "unreachable" in result["error"]
 
 
-async def test_slow_tool_server_is_cut_off_before_the_platform_deadline(tmp_path):
-    async def slow(request: Request) -> Response:
-        await asyncio.sleep(30)
-        return Response.json(200, {"results": []})
-
-    router = Router()
-    router.add("POST", "/slow", slow)
-    tools = HttpServer(router, port=0)
-    await tools.start()
-    service, _ = await start_service(tmp_path, forward={"to": f"{tools.url}/slow"}, vapi={"default_tool_timeout_seconds": 3})
-    try:
-        message = json.loads((PAYLOADS / "vapi" / "tool-calls.oas.json").read_text())
-        for key in ("assistant", "phoneNumber"):
-            message["message"].pop(key, None)
-        for tool in message["message"].get("toolWithToolCallList", []):
-            tool.pop("server", None)
-        body = json.dumps(message).encode()
-        async with httpx.AsyncClient(base_url=service.server.url, timeout=10) as client:
-            started = time.monotonic()
-            response = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
-        assert response.status_code == 200
-        assert time.monotonic() - started < 3
-        assert response.json()["results"][0]["error"]
-    finally:
-        await service.close()
-        await tools.close()
+async def test_slow_tool_server_is_cut_off_before_the_platform_deadline(start_receiver, tool_server):
+    tool_server.delay_s = 30
+    service, _ = await start_receiver(forward={"to": tool_server.url}, vapi={"default_tool_timeout_seconds": 3})
+    message = json.loads((PAYLOADS / "vapi" / "tool-calls.oas.json").read_text())
+    for key in ("assistant", "phoneNumber"):
+        message["message"].pop(key, None)
+    for tool in message["message"].get("toolWithToolCallList", []):
+        tool.pop("server", None)
+    body = json.dumps(message).encode()
+    async with httpx.AsyncClient(base_url=service.server.url, timeout=10) as client:
+        started = time.monotonic()
+        response = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
+    assert response.status_code == 200
+    assert time.monotonic() - started < 3
+    assert response.json()["results"][0]["error"]
 
 
 def retell_fixtures() -> list[Path]:

@@ -17,17 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from console.cli import _settings_from_args, build_parser, main
+from console.cli import build_parser, main
+from console.commands import settings_from_args as _settings_from_args
 import httpx
 
 from console.core.policy import Policy, ToolRule
-from console.history import run_history
-from console.replay import (
+from console.commands.history import run_history
+from console.commands.replay import run_replay
+from console.services.replay import (
     REPLAY_MARK,
     ReplayClock,
     next_speed,
     paced,
-    run_replay,
     stored_deliveries,
     stored_events,
 )
@@ -35,15 +36,8 @@ from console.simulator import load_scenario
 from console.simulator.cli import simulate
 from console.store import queries
 from console.store.db import Store
-from tests.conftest import PAYLOADS
-from tests.test_receiver_integration import (
-    PUBLIC_URL,
-    RETELL_KEY,
-    TWILIO_TOKEN,
-    VAPI_SECRET,
-    start_service,
-    vapi_headers,
-)
+from tests.helpers.receiver import start_service, vapi_headers
+from tests.helpers.secrets import PAYLOADS, PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN, VAPI_SECRET
 
 SECRETS = (VAPI_SECRET, RETELL_KEY, TWILIO_TOKEN)
 OVERRIDE = Policy(tools={"default": ToolRule(action="override", result='{"ok": true}')})
@@ -396,7 +390,7 @@ def test_signer_refreshes_twilio_body_hash_and_signs_the_public_url():
 
     from console.config import load_settings
     from console.providers.twilio.auth import signature_matches
-    from console.replay import DeliverySigner, StoredDelivery
+    from console.services.replay import DeliverySigner, StoredDelivery
 
     body = b'{"CallSid": "CA1", "CallStatus": "completed"}'
     delivery = StoredDelivery(1, 0.0, "twilio", "twilio.status", "POST", "/webhook/twilio/status?bodySHA256=stale&x=1",

@@ -22,9 +22,9 @@ from console.core.tools import ToolOutcome
 from console.providers.base import BadPayload, WebhookProvider
 from console.providers.retell import FUNCTION_REPLY_LIMIT, RetellProvider, sign_retell, verify_retell_signature
 from console.receiver.types import Request
+from tests.helpers.secrets import RETELL_KEY
 
 PAYLOADS = Path(__file__).parent / "payloads" / "retell"
-KEY = "key_4b1f9c2e7a6d8e0f3a5c7b9d1e2f"
 NOW_MS = 1785772900000  # a little after the fixture calls (2026-08-03T16:01:40Z)
 RECEIVED = datetime(2026, 8, 3, 16, 1, 40, tzinfo=timezone.utc)
 CALL_ID = "call_7f3c2a9e4b1d8e6f0a2c4b7d9e1f"
@@ -35,7 +35,7 @@ def fixture(name: str) -> bytes:
     return (PAYLOADS / name).read_bytes()
 
 
-def provider(settings: RetellSettings | None = None, key: str | None = KEY, now_ms: int = NOW_MS) -> RetellProvider:
+def provider(settings: RetellSettings | None = None, key: str | None = RETELL_KEY, now_ms: int = NOW_MS) -> RetellProvider:
     return RetellProvider(settings or RetellSettings(), key, clock=lambda: now_ms / 1000)
 
 
@@ -71,17 +71,17 @@ def test_sdk_test_vector() -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in PAYLOADS.glob("*.json")))
 def test_every_fixture_verifies_over_its_raw_bytes(name: str) -> None:
     body = fixture(name)
-    verdict = provider().verify("retell", request(body, signature=sign_retell(body, KEY, NOW_MS - 1500)))
+    verdict = provider().verify("retell", request(body, signature=sign_retell(body, RETELL_KEY, NOW_MS - 1500)))
     assert verdict.ok, verdict.reason
 
 
 def test_function_get_with_empty_body_signs_the_empty_string() -> None:
-    req = request(b"", "/webhook/retell/function?name=lookup", signature=sign_retell(b"", KEY, NOW_MS), method="GET")
+    req = request(b"", "/webhook/retell/function?name=lookup", signature=sign_retell(b"", RETELL_KEY, NOW_MS), method="GET")
     assert provider().verify("retell.function", req).ok
 
 
 def _failures(body: bytes) -> dict[str, tuple[RetellProvider, Request]]:
-    good = sign_retell(body, KEY, NOW_MS)
+    good = sign_retell(body, RETELL_KEY, NOW_MS)
     digest = good.split(",d=")[1]
     return {
         "missing": (provider(), request(body)),
@@ -93,9 +93,9 @@ def _failures(body: bytes) -> dict[str, tuple[RetellProvider, Request]]:
         "trailing junk": (provider(), request(body, signature=good + ",x=1")),
         "leading junk": (provider(), request(body, signature="t=1," + good)),
         "no timestamp": (provider(), request(body, signature=f"d={digest}")),
-        "stale": (provider(), request(body, signature=sign_retell(body, KEY, NOW_MS - 300_001))),
-        "future-dated": (provider(), request(body, signature=sign_retell(body, KEY, NOW_MS + 300_001))),
-        "absurd timestamp": (provider(), request(body, signature=sign_retell(body, KEY, 10**20))),
+        "stale": (provider(), request(body, signature=sign_retell(body, RETELL_KEY, NOW_MS - 300_001))),
+        "future-dated": (provider(), request(body, signature=sign_retell(body, RETELL_KEY, NOW_MS + 300_001))),
+        "absurd timestamp": (provider(), request(body, signature=sign_retell(body, RETELL_KEY, 10**20))),
     }
 
 
@@ -107,8 +107,8 @@ def test_bad_signatures_fail_without_leaking_secrets(case: str) -> None:
     assert not verdict.ok
     assert verdict.scheme == "retell-signature"
     assert verdict.reason
-    expected_digest = sign_retell(body, KEY, NOW_MS).split(",d=")[1]
-    for secret in (KEY, expected_digest, expected_digest[:16]):
+    expected_digest = sign_retell(body, RETELL_KEY, NOW_MS).split(",d=")[1]
+    for secret in (RETELL_KEY, expected_digest, expected_digest[:16]):
         assert secret not in verdict.reason
 
 
@@ -126,7 +126,7 @@ def test_failure_reasons_say_what_is_wrong() -> None:
 @pytest.mark.parametrize("offset_ms", [300_000, -300_000, 0])
 def test_exactly_five_minutes_either_way_passes(offset_ms: int) -> None:
     body = fixture("call_started.json")
-    req = request(body, signature=sign_retell(body, KEY, NOW_MS - offset_ms))
+    req = request(body, signature=sign_retell(body, RETELL_KEY, NOW_MS - offset_ms))
     assert provider().verify("retell", req).ok
 
 

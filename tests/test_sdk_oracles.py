@@ -52,19 +52,12 @@ from vapi.core.serialization import convert_and_respect_annotation_metadata, get
 from console.core.policy import Policy, ToolRule
 from console.receiver.http import Handler, HttpServer, Router
 from console.receiver.types import Request, Response
-from console.service import ReceiverService
+from console.services.receiver import ReceiverService
 from console.simulator import load_scenario
 from console.simulator.cli import simulate
 from console.simulator.scenarios import bundled_scenarios
-from tests.test_receiver_integration import (
-    PAYLOADS,
-    PUBLIC_URL,
-    RETELL_KEY,
-    TWILIO_TOKEN,
-    VAPI_SECRET,
-    start_service,
-    vapi_headers,
-)
+from tests.helpers.receiver import start_service, vapi_headers
+from tests.helpers.secrets import PAYLOADS, PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN, VAPI_SECRET
 
 # Tool calls are held briefly then refused, so `hang` is sent while they wait (slow-tool).
 HOLD = Policy(tools={"default": ToolRule(action="hold", timeout_seconds=0.3, on_timeout="reject",
@@ -293,6 +286,7 @@ def _vapi_message_check(tally: Tally, message: dict[str, Any]) -> None:
     tally.check(kind, sorted(set(problems)))
 
 
+@pytest.mark.e2e
 async def test_vapi_simulator_messages_and_replies_agree_with_vapi_server_sdk(
         receiver: ReceiverService, capsys: pytest.CaptureFixture[str]) -> None:
     exchanges = await _play(receiver, "vapi", settings=receiver.settings, secret=VAPI_SECRET)
@@ -364,6 +358,7 @@ def _retell_events() -> set[str]:
     return set(literal)
 
 
+@pytest.mark.e2e
 async def test_retell_simulator_webhooks_agree_with_retell_sdk(
         receiver: ReceiverService, capsys: pytest.CaptureFixture[str]) -> None:
     exchanges = await _play(receiver, "retell", secret=RETELL_KEY)
@@ -403,6 +398,7 @@ def _twiml_problems(reply: bytes) -> list[str]:
             if not callable(getattr(builder, child.tag.lower(), None))]
 
 
+@pytest.mark.e2e
 async def test_twilio_simulator_signatures_and_twiml_agree_with_the_twilio_sdk(
         receiver: ReceiverService, capsys: pytest.CaptureFixture[str]) -> None:
     exchanges = await _play(receiver, "twilio", secret=TWILIO_TOKEN, public_url=PUBLIC_URL)

@@ -17,7 +17,8 @@ import pytest
 from console.config import VapiSettings
 from console.providers.retell import sign_retell
 from console.providers.vapi import sign_vapi_request
-from tests.helpers.cli import PAYLOADS, REJECT_POLICY, RETELL_KEY, VAPI_SECRET, Serve, cli, cli_env, history
+from tests.helpers.cli import REJECT_POLICY, Serve, cli, cli_env, history
+from tests.helpers.secrets import PAYLOADS, RETELL_KEY, VAPI_SECRET
 
 
 def post_vapi(client: httpx.Client, name: str, **overrides) -> httpx.Response:

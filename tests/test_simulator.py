@@ -15,13 +15,14 @@ from websockets.asyncio.client import connect
 
 from console.core.policy import Policy, ToolRule
 from console.simulator import SimulatedPlatform, load_scenario
-from console.simulator.cli import TargetNotFound, add_simulate_parser, run_simulate, simulate, simulate_report
+from console.commands.simulate import register as add_simulate_parser
+from console.simulator.cli import TargetNotFound, run_simulate, simulate, simulate_report
 from console.simulator.platform import DEFAULTS_ID, PHONE_NUMBER_ID, RECEPTIONIST_ID
 from console.simulator.scenarios import BargeInStep, ScenarioError, ToolsStep, bundled_scenarios, parse_scenario
 from console.store import queries
-from tests.test_receiver_integration import VAPI_SECRET, start_service
+from tests.helpers.receiver import start_service
+from tests.helpers.secrets import SIMULATOR_KEY, VAPI_SECRET
 
-KEY = "sim-private-key"
 OVERRIDE = Policy(tools={"default": ToolRule(action="override", result='{"ok": true}')})
 DIAL = {"assistantId": RECEPTIONIST_ID, "phoneNumberId": PHONE_NUMBER_ID, "customer": {"number": "+14155550142"}}
 
@@ -31,7 +32,7 @@ async def _stack(tmp_path: Path, *, policy: Policy = OVERRIDE, speed: float = 40
     platform = SimulatedPlatform(service.server.url + "/webhook/vapi", webhook_secret=VAPI_SECRET,
                                  speed=speed, scenario=scenario)
     await platform.start()
-    client = httpx.AsyncClient(base_url=platform.url, headers={"authorization": f"Bearer {KEY}"}, timeout=10)
+    client = httpx.AsyncClient(base_url=platform.url, headers={"authorization": f"Bearer {SIMULATOR_KEY}"}, timeout=10)
     return service, platform, client
 
 
@@ -114,7 +115,7 @@ async def test_dialed_call_whole_timeline_lands_in_history(stack):
 async def test_rest_api_errors_and_lists(stack):
     _, platform, client = stack
     async with httpx.AsyncClient(base_url=platform.url) as anonymous:
-        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": KEY}):
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": SIMULATOR_KEY}):
             response = await anonymous.get("/assistant", headers=headers)
             assert response.status_code == 401
             body = response.json()
@@ -278,6 +279,7 @@ async def test_transfer_scenario_forwards_then_ends(tmp_path):
         await service.close()
 
 
+@pytest.mark.e2e
 async def test_simulate_drives_a_receiver_and_reports(tmp_path):
     service, _ = await start_service(tmp_path, policy=OVERRIDE)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +12,8 @@ import pytest
 from console.core.policy import Policy, ToolRule
 from console.providers.retell.normalize import epoch_to_dt
 from console.simulator import load_scenario
-from console.simulator.cli import add_simulate_parser, run_simulate, simulate, simulate_report
+from console.commands.simulate import register as add_simulate_parser
+from console.simulator.cli import run_simulate, simulate, simulate_report
 from console.simulator.dialects import (
     DialectWebhook,
     RetellCallPlayer,
@@ -24,16 +24,15 @@ from console.simulator.dialects import (
 from console.simulator.platform import DeliveryRecord
 from console.simulator.scenarios import parse_scenario
 from console.store import queries
-from tests.test_receiver_integration import PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN, start_service
+from tests.helpers.secrets import PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN
 
 OVERRIDE = Policy(tools={"default": ToolRule(action="override", result='{"ok": true}')})
 
 
 @pytest.fixture
-async def receiver(tmp_path: Path):
-    service, _ = await start_service(tmp_path, policy=OVERRIDE)
-    yield service
-    await service.close()
+async def receiver(start_receiver):
+    service, _ = await start_receiver(policy=OVERRIDE)
+    return service
 
 
 async def _calls(service, provider: str) -> list[dict]:
@@ -179,6 +178,7 @@ async def test_twilio_signed_over_the_loopback_url_is_refused(receiver):
     assert records and all(r.status == 403 for r in records)
 
 
+@pytest.mark.e2e
 async def test_twilio_media_stream_energy_follows_the_speaker(receiver):
     scenario = parse_scenario({"name": "stream", "words_per_second": 2.5, "steps": [
         {"kind": "say", "role": "assistant", "text": "Thanks for calling, how can I help you today?", "pause": 0.2},

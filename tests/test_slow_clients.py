@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.test_fuzz_http import ServiceThread, raise_fd_limit, signed_vapi_delivery
-from tests.test_fuzz_parsers import LONG
-from tests.test_receiver_integration import PUBLIC_URL
+from tests.helpers.fuzz import LONG
+from tests.helpers.receiver import ServiceThread, raise_fd_limit, signed_vapi_delivery
+from tests.helpers.secrets import PUBLIC_URL
 
 # Long runs open so many connections that opening them all takes a second or more.
 DEADLINE_S = 4.0 if LONG else 1.5

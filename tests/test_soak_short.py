@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from bench.soak import run_soak
+
+pytestmark = pytest.mark.e2e
 
 SECONDS = float(os.environ.get("VOICE_CONSOLE_SOAK_SECONDS", "12"))
 RATE = float(os.environ.get("VOICE_CONSOLE_SOAK_RATE", "200"))

@@ -19,6 +19,9 @@ from console.tui.widgets.prompt import PromptScreen
 from console.tui.widgets.transcript import CallTranscript
 from tests.helpers.tui import ONE_HELD, SIZE, decision_in_history, demo_app, wait_for, wait_for_pending
 
+pytestmark = pytest.mark.e2e  # runs the whole simulated platform (--demo)
+
+
 async def answer_prompt(pilot, app: VoiceConsoleApp, text: str) -> None:
     await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), what="the prompt dialog")
     app.screen.query_one(Input).value = text

@@ -34,6 +34,8 @@ from tests.helpers.tui import (
     wait_for_pending,
 )
 
+pytestmark = pytest.mark.e2e  # runs the whole simulated platform (--demo)
+
 # The demo assistant's check_availability tool, as the simulated platform sends it.
 DEMO_SCHEMA = {"type": "object", "properties": {"date": {"type": "string", "description": "ISO date, e.g. 2026-02-17"},
                                                "reason": {"type": "string"}}, "required": ["date"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from textual.widgets import Input, Label
 
 from console.config import VapiSettings
@@ -20,6 +21,8 @@ from console.tui.widgets.panes import LiveCallsTable
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
 from tests.helpers.tui import ONE_HELD, SIZE, demo_app, wait_for, wait_for_pending
 from tests.helpers.tui import record_notifications, type_text
+
+pytestmark = pytest.mark.e2e  # runs the whole simulated platform (--demo)
 
 
 async def running_call(pilot, app):

@@ -3,7 +3,7 @@ platform (`--demo`), or against a SimulatedPlatform reached with a key from the 
 
 from __future__ import annotations
 
-
+import pytest
 from textual.widgets import Button, Input, Label, Select
 
 from console.secrets import SERVICE, SecretStore
@@ -12,6 +12,9 @@ from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.dial import DialScreen
 from console.tui.widgets.panes import LiveCallsTable
 from tests.helpers.tui import SIZE, demo_app, record_notifications, type_text, wait_for
+
+pytestmark = pytest.mark.e2e  # runs the whole simulated platform (--demo)
+
 
 async def open_dialog(pilot, app: VoiceConsoleApp) -> DialScreen:
     await pilot.press("d")

@@ -5,7 +5,7 @@ another module binds is checked without editing this file."""
 
 from __future__ import annotations
 
-
+import pytest
 from textual.binding import Binding
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Footer, Input, Label, Static
@@ -13,12 +13,15 @@ from textual.widgets._footer import FooterKey
 
 from console.config import Settings
 from console.secrets import SecretStore
-from console.tui.app import MainScreen, Services, VoiceConsoleApp
+from console.tui.app import Services, VoiceConsoleApp
+from console.tui.main_screen import MainScreen
 from console.tui.screens.help import APPROVALS_TEXT, HelpScreen
 from console.tui.themes import load_themes
 from console.tui.widgets.prompt import PromptScreen
 from tests.helpers.tui import ONE_HELD, decision_in_history, demo_app, wait_for_pending
 from tests.tui_fixtures import until
+
+pytestmark = pytest.mark.e2e  # runs the whole simulated platform (--demo)
 
 SIZE = (120, 36)
 

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import httpx
+import pytest
 from rich.console import Console
 from textual.widgets import Static
 
@@ -23,6 +24,8 @@ from console.tui.widgets.panes import LiveCallsTable
 from console.tui.widgets.events import DELIVERY_CAP, DeliveryView, EventsPane, RawDeliveryScreen
 from console.tui.widgets.timeline import BargeTimeline, render_timeline
 from tests.helpers.tui import SIZE, demo_app, wait_for
+
+pytestmark = pytest.mark.e2e  # runs the whole simulated platform (--demo)
 
 
 def plain(renderable) -> str:

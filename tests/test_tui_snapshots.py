@@ -46,7 +46,7 @@ async def settle_with_held_call(pilot) -> None:
     async def post() -> None:
         async with httpx.AsyncClient() as client:  # answered when the app closes the receiver
             await client.post(app.service.server.url + "/webhook/vapi", json=body, timeout=30,
-                              headers={app.services.settings.vapi.webhook.secret_header: WEBHOOK_SECRET})
+                              headers={app.context.settings.vapi.webhook.secret_header: WEBHOOK_SECRET})
 
     app.run_worker(post(), exit_on_error=False)
     await until(pilot, lambda: app.service.gate.pending(), "the held tool call")
@@ -124,7 +124,7 @@ def test_dial_dialog_80x24(snap_compare, tmp_path):
 
 def test_history_screen_120x36(snap_compare, tmp_path):
     from console.tui.screens.history import HistoryScreen
-    from tests.test_tui_history import write_history
+    from tests.helpers.history import write_history
 
     asyncio.run(write_history(tmp_path / "history.db", calls=30))
     with pinned_tz():

@@ -18,7 +18,8 @@ from textual.widgets import Input
 from console.cli import main
 from console.config import Settings, themes_dir
 from console.secrets import SecretStore
-from console.tui.app import MainScreen, Services, VoiceConsoleApp
+from console.tui.app import Services, VoiceConsoleApp
+from console.tui.main_screen import MainScreen
 from console.tui.screens.help import HelpScreen
 from console.tui.themes import (
     ANSI_NAMES,

@@ -33,13 +33,12 @@ from console.providers.twilio.auth import url_variants
 from console.providers.twilio.stream import ULAW_TO_LINEAR
 from console.providers.twilio.wire import parse_form
 from console.receiver.types import Request
-from console.service import ReceiverService
+from console.services.receiver import ReceiverService
 from console.store import queries
-from tests.test_receiver_integration import PUBLIC_URL, TWILIO_SHARED_KEY, TWILIO_TOKEN, start_service
-from tests.test_receiver_integration import secrets as receiver_secrets
+from tests.helpers.receiver import start_service
+from tests.helpers.secrets import PUBLIC_URL, TWILIO_SHARED_KEY, TWILIO_TOKEN, secret_lookups
 
 PAYLOADS = Path(__file__).parent / "payloads" / "twilio"
-TOKEN = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 PUBLIC = "https://voice-console.example.ngrok.app"
 RECEIVED = datetime(2026, 8, 3, 16, 30, 0, tzinfo=timezone.utc)
 FORM = "application/x-www-form-urlencoded"
@@ -52,7 +51,7 @@ def fixture(name: str) -> bytes:
 
 
 def provider(
-    settings: TwilioSettings | None = None, token: str | None = TOKEN, public_url: str | None = PUBLIC,
+    settings: TwilioSettings | None = None, token: str | None = TWILIO_TOKEN, public_url: str | None = PUBLIC,
     shared_key: str | None = None,
 ) -> TwilioProvider:
     return TwilioProvider(settings or TwilioSettings(), token, public_url, shared_key=shared_key)
@@ -73,7 +72,7 @@ def request(
     return Request(method=method, target=target, headers=tuple(headers), body=body)
 
 
-def signed(name: str, target: str, base: str = PUBLIC, token: str = TOKEN) -> Request:
+def signed(name: str, target: str, base: str = PUBLIC, token: str = TWILIO_TOKEN) -> Request:
     body = fixture(name)
     return request(
         body, target, signature=sign_twilio(base + target, parse_qsl(body.decode(), keep_blank_values=True), token)
@@ -185,11 +184,11 @@ def test_json_body_fixture_with_body_sha256() -> None:
     body = fixture("status_completed_json.json")
     url = url_with_body_hash(PUBLIC + "/webhook/twilio/status", body)
     target = url[len(PUBLIC) :]
-    good = request(body, target, signature=sign_twilio(url, body, TOKEN), content_type="application/json")
+    good = request(body, target, signature=sign_twilio(url, body, TWILIO_TOKEN), content_type="application/json")
     assert provider().verify("twilio.status", good).ok
 
     tampered = request(
-        body.replace(b'"55"', b'"56"'), target, signature=sign_twilio(url, body, TOKEN), content_type="application/json"
+        body.replace(b'"55"', b'"56"'), target, signature=sign_twilio(url, body, TWILIO_TOKEN), content_type="application/json"
     )
     verdict = provider().verify("twilio.status", tampered)
     assert not verdict.ok and "bodySHA256" in verdict.reason
@@ -198,7 +197,7 @@ def test_json_body_fixture_with_body_sha256() -> None:
 def test_signed_with_port_443_passes() -> None:
     target = "/webhook/twilio/voice"
     body = fixture("voice_inbound.form")
-    signature = sign_twilio(PUBLIC.replace(".app", ".app:443") + target, parse_form(body), TOKEN)
+    signature = sign_twilio(PUBLIC.replace(".app", ".app:443") + target, parse_form(body), TWILIO_TOKEN)
     assert provider().verify("twilio.voice", request(body, target, signature=signature)).ok
 
 
@@ -210,7 +209,7 @@ def test_public_url_with_standard_port_accepts_a_signature_without_it() -> None:
 def _failures() -> dict[str, tuple[TwilioProvider, Request]]:
     body = fixture("voice_inbound.form")
     target = "/webhook/twilio/voice"
-    good = sign_twilio(PUBLIC + target, parse_form(body), TOKEN)
+    good = sign_twilio(PUBLIC + target, parse_form(body), TWILIO_TOKEN)
     return {
         "missing": (provider(), request(body, target)),
         "no token configured": (provider(token=None), request(body, target, signature=good)),
@@ -223,19 +222,19 @@ def _failures() -> dict[str, tuple[TwilioProvider, Request]]:
         "whitespace stripped": (provider(), request(body.replace(b"MUNOZ+&", b"MUNOZ&"), target, signature=good)),
         "wrong port": (
             provider(),
-            request(body, target, signature=sign_twilio(PUBLIC + ":8443" + target, parse_form(body), TOKEN)),
+            request(body, target, signature=sign_twilio(PUBLIC + ":8443" + target, parse_form(body), TWILIO_TOKEN)),
         ),
         "wrong path": (provider(), request(body, target + "/", signature=good)),
         "http instead of https": (
             provider(),
             request(
-                body, target, signature=sign_twilio(PUBLIC.replace("https", "http") + target, parse_form(body), TOKEN)
+                body, target, signature=sign_twilio(PUBLIC.replace("https", "http") + target, parse_form(body), TWILIO_TOKEN)
             ),
         ),
         "query re-encoded": (
             provider(),
             request(
-                body, target + "?a=%2F", signature=sign_twilio(PUBLIC + target + "?a=%2f", parse_form(body), TOKEN)
+                body, target + "?a=%2F", signature=sign_twilio(PUBLIC + target + "?a=%2f", parse_form(body), TWILIO_TOKEN)
             ),
         ),
         "bad form encoding": (provider(), request(b"CallSid=%FF%FE", target, signature=good)),
@@ -249,8 +248,8 @@ def test_bad_signatures_fail_without_leaking_secrets(case: str) -> None:
     assert not verdict.ok
     assert verdict.scheme == "twilio-signature"
     assert verdict.reason
-    good = sign_twilio(PUBLIC + "/webhook/twilio/voice", parse_form(fixture("voice_inbound.form")), TOKEN)
-    assert TOKEN not in verdict.reason and good not in verdict.reason
+    good = sign_twilio(PUBLIC + "/webhook/twilio/voice", parse_form(fixture("voice_inbound.form")), TWILIO_TOKEN)
+    assert TWILIO_TOKEN not in verdict.reason and good not in verdict.reason
 
 
 def test_failure_reasons_say_what_is_wrong() -> None:
@@ -268,13 +267,13 @@ def test_url_rebuilt_from_forwarded_headers_when_no_public_url() -> None:
     ok = request(
         body,
         target,
-        signature=sign_twilio("https://127.0.0.1:8765" + target, parse_form(body), TOKEN),
+        signature=sign_twilio("https://127.0.0.1:8765" + target, parse_form(body), TWILIO_TOKEN),
         extra_headers=headers,
     )
     assert provider(public_url=None).verify("twilio.voice", ok).ok
 
     # Signed for the public tunnel, but the console does not know its URL: say so.
-    bad = request(body, target, signature=sign_twilio(PUBLIC + target, parse_form(body), TOKEN))
+    bad = request(body, target, signature=sign_twilio(PUBLIC + target, parse_form(body), TWILIO_TOKEN))
     verdict = provider(public_url=None).verify("twilio.voice", bad)
     assert not verdict.ok
     assert "http://127.0.0.1:8765/webhook/twilio/voice" in verdict.reason
@@ -290,7 +289,7 @@ def test_validation_can_be_switched_off() -> None:
 def test_get_webhooks_sign_the_url_only() -> None:
     query = fixture("voice_inbound.form").decode()
     target = "/webhook/twilio/voice?" + query
-    req = request(b"", target, signature=sign_twilio(PUBLIC + target, None, TOKEN), method="GET", content_type="")
+    req = request(b"", target, signature=sign_twilio(PUBLIC + target, None, TWILIO_TOKEN), method="GET", content_type="")
     assert provider().verify("twilio.voice", req).ok
     inbound = provider().parse("twilio.voice", req, RECEIVED)
     assert inbound.call_id == CALL_IN
@@ -298,7 +297,6 @@ def test_get_webhooks_sign_the_url_only() -> None:
 
 # -- the twilio SDK as oracle: SharedKey signatures and GET webhooks ----------------------------
 
-SHARED_SECRET = "shared-key-secret-2f6c0d9e"
 SHARED_SETTINGS = "key=webhooks_sharedkey_9a8b7c6d,algorithm=HMAC_SHA256"
 
 
@@ -316,28 +314,28 @@ def sdk_signature(secret: str, url: str, body: bytes, algorithm: str | None = No
 def test_shared_key_signature_made_by_the_sdk_is_accepted() -> None:
     body = fixture("voice_inbound.form")
     url = PUBLIC + "/webhook/twilio/voice"
-    signature = sdk_signature(SHARED_SECRET, url, body, "HMAC_SHA256")
-    sdk = RequestValidator(SHARED_SECRET)
+    signature = sdk_signature(TWILIO_SHARED_KEY, url, body, "HMAC_SHA256")
+    sdk = RequestValidator(TWILIO_SHARED_KEY)
     assert sdk.validate(url, dict(parse_qsl(body.decode())), signature, get_signature_algorithm(SHARED_SETTINGS))
-    verdict = provider(shared_key=SHARED_SECRET).verify("twilio.voice", shared_request(body, signature))
+    verdict = provider(shared_key=TWILIO_SHARED_KEY).verify("twilio.voice", shared_request(body, signature))
     assert verdict.ok and verdict.scheme == "twilio-shared-key"
     # Our signer agrees with the SDK's, so the simulator and tests can sign SharedKey requests too.
-    assert sign_twilio(url, parse_form(body), SHARED_SECRET, "HMAC_SHA256") == signature
+    assert sign_twilio(url, parse_form(body), TWILIO_SHARED_KEY, "HMAC_SHA256") == signature
 
 
 def test_shared_key_wrong_key_is_refused_naming_the_header() -> None:
     body = fixture("voice_inbound.form")
     signature = sdk_signature("some-other-shared-key", PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
-    verdict = provider(shared_key=SHARED_SECRET).verify("twilio.voice", shared_request(body, signature))
+    verdict = provider(shared_key=TWILIO_SHARED_KEY).verify("twilio.voice", shared_request(body, signature))
     assert not verdict.ok and verdict.scheme == "twilio-shared-key"
     assert verdict.reason.startswith("X-Twilio-Signature does not match under X-Twilio-Webhooks-Signature-Settings")
     assert "key=webhooks_sharedkey_9a8b7c6d" in verdict.reason and "HMAC_SHA256" in verdict.reason
-    assert SHARED_SECRET not in verdict.reason and signature not in verdict.reason
+    assert TWILIO_SHARED_KEY not in verdict.reason and signature not in verdict.reason
 
 
 def test_shared_key_without_a_configured_secret_says_which_secret_is_missing() -> None:
     body = fixture("voice_inbound.form")
-    signature = sdk_signature(SHARED_SECRET, PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
+    signature = sdk_signature(TWILIO_SHARED_KEY, PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
     verdict = provider(shared_key=None).verify("twilio.voice", shared_request(body, signature))
     assert not verdict.ok
     assert "X-Twilio-Webhooks-Signature-Settings" in verdict.reason
@@ -346,27 +344,27 @@ def test_shared_key_without_a_configured_secret_says_which_secret_is_missing() -
 
 def test_shared_key_alone_needs_no_auth_token() -> None:
     body = fixture("voice_inbound.form")
-    signature = sdk_signature(SHARED_SECRET, PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
-    assert provider(token=None, shared_key=SHARED_SECRET).verify("twilio.voice", shared_request(body, signature)).ok
+    signature = sdk_signature(TWILIO_SHARED_KEY, PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
+    assert provider(token=None, shared_key=TWILIO_SHARED_KEY).verify("twilio.voice", shared_request(body, signature)).ok
     classic = signed("voice_inbound.form", "/webhook/twilio/voice")
-    assert "VOICE_CONSOLE_TWILIO_AUTH_TOKEN" in provider(token=None, shared_key=SHARED_SECRET).verify(
+    assert "VOICE_CONSOLE_TWILIO_AUTH_TOKEN" in provider(token=None, shared_key=TWILIO_SHARED_KEY).verify(
         "twilio.voice", classic).reason
 
 
 def test_unknown_shared_key_algorithm_is_refused_naming_the_header() -> None:
     body = fixture("voice_inbound.form")
     settings = "key=webhooks_sharedkey_9a8b7c6d,algorithm=HMAC_SHA512"
-    signature = sdk_signature(SHARED_SECRET, PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
-    verdict = provider(shared_key=SHARED_SECRET).verify("twilio.voice", shared_request(body, signature, settings))
+    signature = sdk_signature(TWILIO_SHARED_KEY, PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
+    verdict = provider(shared_key=TWILIO_SHARED_KEY).verify("twilio.voice", shared_request(body, signature, settings))
     assert not verdict.ok and "HMAC_SHA512" in verdict.reason
     assert "X-Twilio-Webhooks-Signature-Settings" in verdict.reason
-    assert not RequestValidator(SHARED_SECRET).validate(PUBLIC + "/webhook/twilio/voice", {}, signature, "HMAC_SHA512")
+    assert not RequestValidator(TWILIO_SHARED_KEY).validate(PUBLIC + "/webhook/twilio/voice", {}, signature, "HMAC_SHA512")
 
 
 @pytest.mark.parametrize("settings", ["", "   "])
 def test_a_blank_settings_header_is_a_classic_signature(settings: str) -> None:
     body = fixture("voice_inbound.form")
-    signature = sign_twilio(PUBLIC + "/webhook/twilio/voice", parse_form(body), TOKEN)
+    signature = sign_twilio(PUBLIC + "/webhook/twilio/voice", parse_form(body), TWILIO_TOKEN)
     verdict = provider().verify("twilio.voice", shared_request(body, signature, settings))
     assert verdict.ok and verdict.scheme == "twilio-signature"
     assert get_signature_algorithm(settings) == "HMAC_SHA1"
@@ -376,7 +374,7 @@ def test_classic_sha1_matches_the_sdk_on_every_fixture() -> None:
     for path in sorted(PAYLOADS.glob("*.form")):
         body = path.read_bytes()
         url = PUBLIC + "/webhook/twilio/status"
-        assert sign_twilio(url, parse_form(body), TOKEN) == sdk_signature(TOKEN, url, body), path.name
+        assert sign_twilio(url, parse_form(body), TWILIO_TOKEN) == sdk_signature(TWILIO_TOKEN, url, body), path.name
 
 
 # -- over the socket: GET webhooks, SharedKey and its missing secret -------------------------------
@@ -414,8 +412,8 @@ async def test_shared_key_over_the_socket_and_without_its_secret(tmp_path: Path)
                                                                       "HMAC_SHA256")
     headers = {"content-type": FORM, "x-twilio-signature": signature,
                "x-twilio-webhooks-signature-settings": SHARED_SETTINGS}
-    for secrets, expected in ((receiver_secrets(), 200), (
-            {k: v for k, v in receiver_secrets().items() if k != "twilio_shared_key"}, 403)):
+    for secrets, expected in ((secret_lookups(), 200), (
+            {k: v for k, v in secret_lookups().items() if k != "twilio_shared_key"}, 403)):
         settings = load_settings(env={}, overrides={"receiver": {"port": 0, "public_url": PUBLIC_URL},
                                                     "storage": {"db": str(tmp_path / f"{expected}.db")}})
         service = await ReceiverService.start(settings, secrets)

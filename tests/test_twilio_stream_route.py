@@ -10,7 +10,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 from console.store import queries
-from tests.test_receiver_integration import start_service
+from tests.helpers.receiver import start_service
 
 FRAMES = (Path(__file__).parent / "payloads" / "twilio" / "media_stream.jsonl").read_text().splitlines()
 

@@ -20,8 +20,8 @@ from console.providers.vapi.live import (
     LiveControlError,
     channel_levels,
     listen,
-    mask_url,
 )
+from console.redact import mask_url
 from console.receiver.http import HttpServer
 from console.receiver.types import Request, Response
 

@@ -29,11 +29,11 @@ from console.providers.vapi.normalize import function_call_id
 from console.providers.vapi.replies import NO_OUTCOME_ERROR, one_line, tool_reply
 from console.providers.vapi.wire import MESSAGE_MODELS, RAW_ARGUMENTS_KEY, parse_vapi_time
 from console.receiver.types import Request
+from tests.helpers.secrets import VAPI_SECRET
 
 PAYLOADS = Path(__file__).parent / "payloads" / "vapi"
 ROUTE = "/webhook/vapi"
 RECEIVED = datetime(2026, 2, 15, 10, 0, 0, tzinfo=timezone.utc)
-SECRET = "vc-test-secret-Zq81xW"
 CALL = "5f2c9a8e-3b1d-4e7a-9c6f-2d8b1a7e4c30"
 NOW = 1771148460.0  # 2026-02-15T09:41:00Z
 
@@ -50,7 +50,7 @@ def request(body: bytes | dict[str, Any], headers: dict[str, str] | None = None,
     return Request(method="POST", target=target, headers=tuple(pairs), body=body)
 
 
-def provider(settings: VapiSettings | None = None, secret: str | None = SECRET, **kwargs: Any) -> VapiProvider:
+def provider(settings: VapiSettings | None = None, secret: str | None = VAPI_SECRET, **kwargs: Any) -> VapiProvider:
     kwargs.setdefault("clock", lambda: NOW)
     return VapiProvider(settings or VapiSettings(), secret, **kwargs)
 
@@ -604,13 +604,13 @@ def hmac_settings(**plan: Any) -> VapiSettings:
 
 
 def verify(settings: VapiSettings, headers: dict[str, str], body: bytes = b'{"message":{"type":"hang"}}',
-           secret: str | None = SECRET, **kwargs: Any):
+           secret: str | None = VAPI_SECRET, **kwargs: Any):
     return provider(settings, secret, **kwargs).verify(ROUTE, request(body, headers))
 
 
 def assert_clean(reason: str, *forbidden: str) -> None:
     assert reason
-    for value in (SECRET, *forbidden):
+    for value in (VAPI_SECRET, *forbidden):
         assert value not in reason
 
 
@@ -622,14 +622,14 @@ BEARER_RAW_MODE = VapiSettings(
 
 
 def test_secret_mode() -> None:
-    assert verify(SECRET_MODE, {"X-Vapi-Secret": SECRET}).ok
-    assert verify(SECRET_MODE, {"x-vapi-secret": SECRET}).scheme == "secret"
+    assert verify(SECRET_MODE, {"X-Vapi-Secret": VAPI_SECRET}).ok
+    assert verify(SECRET_MODE, {"x-vapi-secret": VAPI_SECRET}).scheme == "secret"
     # A keyring value with a trailing newline still matches.
-    assert verify(SECRET_MODE, {"x-vapi-secret": SECRET}, secret=SECRET + "\n").ok
+    assert verify(SECRET_MODE, {"x-vapi-secret": VAPI_SECRET}, secret=VAPI_SECRET + "\n").ok
 
     missing = verify(SECRET_MODE, {})
     assert not missing.ok and missing.reason == "missing x-vapi-secret header"
-    for wrong in ("nope", SECRET[:-3], SECRET + "x", SECRET.upper()):
+    for wrong in ("nope", VAPI_SECRET[:-3], VAPI_SECRET + "x", VAPI_SECRET.upper()):
         verdict = verify(SECRET_MODE, {"x-vapi-secret": wrong})
         assert not verdict.ok
         assert_clean(verdict.reason, wrong)
@@ -638,8 +638,8 @@ def test_secret_mode() -> None:
 
 def test_secret_mode_custom_header() -> None:
     settings = VapiSettings(webhook=VapiWebhookSettings(secret_header="X-Console-Key"))
-    assert verify(settings, {"x-console-key": SECRET}).ok
-    assert verify(settings, {"x-vapi-secret": SECRET}).reason == "missing x-console-key header"
+    assert verify(settings, {"x-console-key": VAPI_SECRET}).ok
+    assert verify(settings, {"x-vapi-secret": VAPI_SECRET}).reason == "missing x-console-key header"
 
 
 @pytest.mark.parametrize("mode", ["secret", "bearer", "hmac"])
@@ -651,29 +651,29 @@ def test_no_secret_configured(mode: str, secret: str | None) -> None:
 
 
 def test_bearer_mode() -> None:
-    assert verify(BEARER_MODE, {"Authorization": f"Bearer {SECRET}"}).ok
-    assert verify(BEARER_MODE, {"Authorization": f"bearer {SECRET}"}).ok
+    assert verify(BEARER_MODE, {"Authorization": f"Bearer {VAPI_SECRET}"}).ok
+    assert verify(BEARER_MODE, {"Authorization": f"bearer {VAPI_SECRET}"}).ok
     assert verify(BEARER_MODE, {}).reason == "missing authorization header"
-    no_prefix = verify(BEARER_MODE, {"Authorization": SECRET})
+    no_prefix = verify(BEARER_MODE, {"Authorization": VAPI_SECRET})
     assert not no_prefix.ok and "Bearer" in no_prefix.reason
     assert_clean(no_prefix.reason)
     basic = verify(BEARER_MODE, {"Authorization": "Basic dXNlcjpwYXNz"})
     assert not basic.ok
-    wrong = verify(BEARER_MODE, {"Authorization": f"Bearer {SECRET[:10]}"})
+    wrong = verify(BEARER_MODE, {"Authorization": f"Bearer {VAPI_SECRET[:10]}"})
     assert not wrong.ok and wrong.reason == "authorization bearer token does not match the configured secret"
-    assert_clean(wrong.reason, SECRET[:10])
+    assert_clean(wrong.reason, VAPI_SECRET[:10])
 
 
 def test_bearer_mode_without_prefix() -> None:
-    assert verify(BEARER_RAW_MODE, {"X-Api-Token": SECRET}).ok
-    assert not verify(BEARER_RAW_MODE, {"X-Api-Token": f"Bearer {SECRET}"}).ok
-    assert verify(BEARER_RAW_MODE, {"Authorization": f"Bearer {SECRET}"}).reason == "missing x-api-token header"
+    assert verify(BEARER_RAW_MODE, {"X-Api-Token": VAPI_SECRET}).ok
+    assert not verify(BEARER_RAW_MODE, {"X-Api-Token": f"Bearer {VAPI_SECRET}"}).ok
+    assert verify(BEARER_RAW_MODE, {"Authorization": f"Bearer {VAPI_SECRET}"}).reason == "missing x-api-token header"
 
 
 def test_none_mode_only_on_loopback() -> None:
     settings = VapiSettings(webhook=VapiWebhookSettings(auth="none"))
     assert verify(settings, {}, secret=None, loopback=True).ok
-    verdict = verify(settings, {}, secret=SECRET, loopback=False)
+    verdict = verify(settings, {}, secret=VAPI_SECRET, loopback=False)
     assert not verdict.ok and "loopback" in verdict.reason and verdict.scheme == "none"
 
 
@@ -681,7 +681,7 @@ def test_none_mode_only_on_loopback() -> None:
 BODY = load("tool-calls.parallel.json")
 
 
-def independent_signature(timestamp: str, body: bytes = BODY, algorithm: str = "sha256", secret: str = SECRET) -> bytes:
+def independent_signature(timestamp: str, body: bytes = BODY, algorithm: str = "sha256", secret: str = VAPI_SECRET) -> bytes:
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, algorithm).digest()
 
 
@@ -728,7 +728,7 @@ def test_hmac_failures_are_specific_and_leak_nothing() -> None:
 def test_hmac_signature_of_the_body_alone_is_rejected() -> None:
     # The x-vapi-signature myth: HMAC(body) without the timestamp.
     ts = str(int(NOW * 1000))
-    body_only = hmac.new(SECRET.encode(), BODY, "sha256").hexdigest()
+    body_only = hmac.new(VAPI_SECRET.encode(), BODY, "sha256").hexdigest()
     assert not verify(HMAC_DEFAULT, {"x-signature": body_only, "x-timestamp": ts}, BODY).ok
 
 
@@ -790,7 +790,7 @@ def test_hmac_url_from_vapi_listen_forwarding() -> None:
     # `vapi listen` forwards with the URL Vapi originally posted to.
     settings = hmac_settings(payload_format="{url}|{timestamp}.{body}")
     original = "https://abc.ngrok.app/webhook/vapi"
-    headers = sign_vapi_request(settings, SECRET, BODY, url=original, now=NOW)
+    headers = sign_vapi_request(settings, VAPI_SECRET, BODY, url=original, now=NOW)
     headers.update({"x-vapi-forwarded": "true", "x-vapi-original-url": original})
     assert verify(settings, headers, BODY).ok
     headers["x-vapi-original-url"] = "https://elsewhere.example/webhook/vapi"
@@ -799,7 +799,7 @@ def test_hmac_url_from_vapi_listen_forwarding() -> None:
 
 def test_hmac_without_timestamp_signs_the_body() -> None:
     settings = hmac_settings(include_timestamp=False)
-    sig = hmac.new(SECRET.encode(), BODY, "sha256").hexdigest()
+    sig = hmac.new(VAPI_SECRET.encode(), BODY, "sha256").hexdigest()
     assert verify(settings, {"x-signature": sig}, BODY).ok
 
 
@@ -828,7 +828,7 @@ def test_sign_vapi_request_round_trip(settings: VapiSettings) -> None:
     url = "https://console.tunnel.example/webhook/vapi"
     vapi = provider(settings, public_url="https://console.tunnel.example")
     for unit in ("s", "ms"):
-        headers = sign_vapi_request(settings, SECRET, BODY, method="POST", url=url, now=NOW - 5, timestamp_unit=unit)
+        headers = sign_vapi_request(settings, VAPI_SECRET, BODY, method="POST", url=url, now=NOW - 5, timestamp_unit=unit)
         assert vapi.verify(ROUTE, request(BODY, headers)).ok, headers
         # Only HMAC covers the body; the header modes prove the secret alone.
         tampered = vapi.verify(ROUTE, request(BODY + b"\n", headers))
@@ -837,7 +837,7 @@ def test_sign_vapi_request_round_trip(settings: VapiSettings) -> None:
 
 def test_sign_vapi_request_default_hmac_matches_independent_computation() -> None:
     now = datetime.fromtimestamp(NOW, timezone.utc)
-    headers = sign_vapi_request(HMAC_DEFAULT.webhook, SECRET, BODY, now=now)
+    headers = sign_vapi_request(HMAC_DEFAULT.webhook, VAPI_SECRET, BODY, now=now)
     assert headers["x-timestamp"] == str(int(NOW * 1000))
     assert headers["x-signature"] == independent_signature(headers["x-timestamp"]).hex()
 

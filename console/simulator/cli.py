@@ -1,4 +1,4 @@
-"""`voice-console platform` and `voice-console simulate`.
+"""`voice-console platform` and `voice-console simulate` (their parsers: `console.commands`).
 
     voice-console platform [--port P] [--speed X] [--webhook URL] [--scenario NAME|FILE]
     voice-console simulate --target URL [--provider vapi|retell|twilio] [--scenario NAME|FILE]
@@ -55,9 +55,8 @@ from console.simulator.platform import (
     Webhook,
     new_call,
 )
-from console.simulator.scenarios import Scenario, bundled_scenarios, load_scenario
+from console.simulator.scenarios import Scenario, load_scenario
 
-DEFAULT_WEBHOOK = "http://127.0.0.1:8765/webhook/vapi"  # `voice-console serve` on its default port
 PROVIDERS = ("vapi", "retell", "twilio")
 # Where each provider's signing secret lives (console.secrets names).
 PROVIDER_SECRET = {"vapi": "vapi_webhook_secret", "retell": "retell_api_key", "twilio": "twilio_auth_token"}
@@ -90,69 +89,6 @@ def not_found_hint(provider: str, target: str, posted: str, count: int) -> str:
                  f"its base URL: try --target {origin}")
     return (f"the first {count} deliveries to {posted} all got 404 Not Found, so the run stopped early; "
             f"{where} (is the URL the receiver's, and is `voice-console serve` running there?)")
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be a positive number")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _scenario_help() -> str:
-    return f"a bundled scenario ({', '.join(bundled_scenarios())}) or a TOML file; default booking"
-
-
-def add_platform_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "platform", help="run the simulated Vapi platform (REST, webhooks, control and listen URLs)",
-        description="A local stand-in for Vapi: its REST API, signed server messages to --webhook, "
-                    "and per-call control and listen URLs, playing a call scenario for every call created.",
-    )
-    parser.add_argument("--port", dest="platform_port", type=int, default=0, metavar="P",
-                        help="port to listen on (default: any free port)")
-    parser.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",
-                        help="play scenarios X times faster (default 1)")
-    parser.add_argument("--webhook", metavar="URL", default=DEFAULT_WEBHOOK,
-                        help=f"the server URL messages are posted to (default {DEFAULT_WEBHOOK})")
-    parser.add_argument("--scenario", metavar="NAME|FILE", default=None, help=_scenario_help())
-    return parser
-
-
-def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "simulate", help="drive a webhook receiver with realistic signed Vapi, Retell or Twilio traffic "
-                         "and report what it answered",
-        description="Play scenario calls at a receiver as the chosen platform would send them, signed as it "
-                    "signs them, and report the answers: statuses, latency, tool-call replies of the wrong shape.",
-    )
-    parser.add_argument("--target", required=True, metavar="URL",
-                        help="vapi: the Vapi webhook URL (e.g. http://127.0.0.1:8765/webhook/vapi; a URL with "
-                             "no path gets /webhook/vapi appended); "
-                             "retell/twilio: the receiver's base URL (e.g. http://127.0.0.1:8765), the "
-                             "console's routes are appended; a URL ending in one of those routes also works")
-    parser.add_argument("--provider", default="vapi", choices=list(PROVIDERS),
-                        help="which platform's webhooks to send (default vapi)")
-    parser.add_argument("--scenario", metavar="NAME|FILE", default=None, help=_scenario_help())
-    parser.add_argument("--calls", type=_positive_int, default=1, metavar="N", help="how many calls (default 1)")
-    parser.add_argument("--concurrency", type=_positive_int, default=1, metavar="C",
-                        help="calls at the same time (default 1)")
-    parser.add_argument("--speed", type=_positive_float, default=10.0, metavar="X",
-                        help="play scenarios X times faster (default 10)")
-    parser.add_argument("--public-url", dest="sim_public_url", metavar="URL", default=None,
-                        help="twilio: the receiver's public base URL (as given to `serve --public-url`); "
-                             "X-Twilio-Signature is computed over it + the route path (default: the target's "
-                             "scheme://host:port)")
-    parser.add_argument("--media-stream", action="store_true",
-                        help="twilio: also play each call's audio as a Media Stream on /stream/twilio")
-    return parser
 
 
 async def _webhook_auth(args: argparse.Namespace) -> tuple[Settings, str | None]:

@@ -35,8 +35,7 @@ import aiosqlite
 
 from console.core.events import Event, ToolDecided, compact_json, event_json, event_to_dict, to_utc
 from console.core.tools import ToolCall, ToolOutcome
-from console.providers.vapi.live import mask_url
-from console.redact import Redactor
+from console.redact import Redactor, mask_url
 
 log = logging.getLogger(__name__)
 

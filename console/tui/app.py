@@ -1,12 +1,11 @@
 """The operator console: `VoiceConsoleApp` runs the receiver (and, with --demo, the
-simulated platform) in its own event loop; `MainScreen` shows live calls, the
-selected call's transcript and barge-in timeline, tool calls waiting for a decision,
-every webhook delivery with its verdict, and the platform's assistants.
+simulated platform) in its own event loop and wires the parts together; the main
+screen (console/tui/main_screen.py) shows them.
 
 Data flow: the receiver calls `Feed.events_in` and `Feed.deliveries_in` / the gate
-calls `Feed.gate_in` (cheap appends, in the loop); `MainScreen` drains the feed every 100 ms and
-updates its models and widgets in one batch; tables are rebuilt from core state
-(tracker, gate) on a timer, as bounded windows.
+calls `Feed.gate_in` (cheap appends, in the loop); `MainScreen` drains the feed every
+100 ms and updates its models and widgets in one batch. Screens get the running parts
+through `ConsoleContext` (console/tui/context.py), which the app fills as it starts them.
 """
 
 from __future__ import annotations
@@ -15,65 +14,37 @@ import errno
 import gc
 import logging
 import secrets as token_source
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.events import Resize
-from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Header, Tab, Tabs
 
 from console.config import Settings
-from console.core.events import Event, ToolDecided, ToolRequested, utc_now
-from console.core.gate import DEFAULT_REJECT_REASON, GateEvent, OperatorDecision, PendingCall
+from console.core.events import Event
 from console.core.policy import Policy
-from console.core.timeline import TimelineBook
 from console.providers.vapi.client import VapiClient, VapiError
-from console.secrets import SecretLookup, SecretStore
 from console.receiver.routes import DeliverySeen
-from console.serve import listen_failure
-from console.service import ReceiverService
+from console.secrets import SecretLookup, SecretStore
+from console.services.receiver import ReceiverService, listen_failure
 from console.simulator.platform import SimulatedPlatform
-from console.tui.widgets.panes import FunctionCallsTable, LiveCallsTable, short_id
-from console.tui.screens.approve import EditArgumentsScreen, settled_sentence
-from console.tui.screens.control import CallControls
-from console.tui.screens.dial import open_dial
-from console.tui.screens.keys import open_keys
 from console.tui.commands import ConsoleCommands
+from console.tui.context import ConsoleContext
 from console.tui.demo import DEMO_INTERVAL_S, DEMO_TOOL_TIMEOUT_S, demo_scenario, lengthen_server_timeouts
+from console.tui.feed import Feed
+from console.tui.main_screen import MainScreen
+from console.tui.replay import ReplayController
 from console.tui.screens.help import HelpScreen
-from console.tui.screens.history import ReplayController, open_history
 from console.tui.themes import AppThemes
-from console.tui.widgets.assistants import AssistantAccess, AssistantsPane
-from console.tui.widgets.events import DELIVERY_CAP, EventsPane
-from console.tui.widgets.prompt import SETTLING, PromptScreen
-from console.tui.widgets.timeline import BargeTimeline
-from console.tui.widgets.transcript import CallTranscript, TranscriptPane
+from console.tui.widgets.panes import short_id
 
 log = logging.getLogger(__name__)
 
 DEMO_CUSTOMER = "+14155550142"
-MAX_TRANSCRIPTS = 200
-MAX_DECIDED_ROWS = 60
 YOUNG_COLLECTION_AFTER = 5000  # allocations per young collection (CPython 3.11 default: 700)
 FULL_COLLECTION_EVERY = 100  # gen-1 collections per full one (CPython default: 10)
-EVENT_LOG_LINES = DELIVERY_CAP
-# At least this many columns and rows: the bottom panes side by side instead of tabs.
-WIDE_COLUMNS, WIDE_ROWS = 160, 44
-# Fewer columns or rows than this (80x24, 100x30): the compact layout, where live calls,
-# the function calls with their countdowns and the key hints still fit on screen.
-COMPACT_COLUMNS, COMPACT_ROWS = 120, 36
-# Live calls is as tall as its rows, up to this many (wide: a fifth of the screen).
-CALL_ROWS_COMPACT, CALL_ROWS_NORMAL, CALL_ROWS_WIDE = 3, 5, 7
-BOTTOM_TABS = {"tab-timeline": "timeline-pane", "tab-events": "events-pane", "tab-assistants": "assistants-pane"}
 
 
 # --- services ---------------------------------------------------------------------------------
@@ -132,422 +103,6 @@ class Services:
         return platform
 
 
-class Feed:
-    """Where the receiver and the gate drop what happened; drained in batches by the screen."""
-
-    def __init__(self) -> None:
-        self.events: deque[Event] = deque()
-        self.gate: deque[GateEvent] = deque()
-        self.notes: deque[str] = deque(maxlen=500)
-        # Bounded: a burst beyond what the Events pane keeps drops the oldest here already.
-        self.deliveries: deque[DeliverySeen] = deque(maxlen=EVENT_LOG_LINES)
-
-    def deliveries_in(self, delivery: DeliverySeen) -> None:
-        self.deliveries.append(delivery)
-
-    def drain_deliveries(self) -> list[DeliverySeen]:
-        out = list(self.deliveries)
-        self.deliveries.clear()
-        return out
-
-    def events_in(self, events: list[Event]) -> None:
-        self.events.extend(events)
-
-    def gate_in(self, item: GateEvent) -> None:
-        self.gate.append(item)
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-
-    def drain(self) -> tuple[list[Event], list[GateEvent], list[str]]:
-        events, gate, notes = list(self.events), list(self.gate), list(self.notes)
-        self.events.clear()
-        self.gate.clear()
-        self.notes.clear()
-        return events, gate, notes
-
-
-# --- the main screen --------------------------------------------------------------------------
-
-
-class MainScreen(Screen[None]):
-    """Live calls, transcript, function calls, and below them the barge-in timeline, the
-    webhook deliveries (Events) and the assistants; coordinates the panes."""
-
-    BINDINGS = [
-        # The footer fits 120 columns with a focused pane's own keys too (tests/test_tui_palette.py);
-        # keys with show=False are in the help screen (f1) and the palette (ctrl+p).
-        Binding("a", "approve", "Approve", tooltip="run the tool as the agent asked"),
-        Binding("e", "edit", "Edit", tooltip="change the arguments, then run the tool"),
-        Binding("o", "override", "Override", tooltip="answer a result yourself; the tool does not run"),
-        Binding("r", "reject", "Reject", tooltip="refuse, with a reason the agent may say"),
-        Binding("d", "dial", "Dial", tooltip="place a test call (assistant, from-number, number to call)"),
-        Binding("s", "say", "Say", show=False, tooltip="the assistant says your words now (selected call)"),
-        Binding("n", "add_message", "Add msg", show=False,
-                tooltip="insert a system or user message into the selected call's conversation"),
-        Binding("m", "mute", "Mute", show=False, tooltip="mute / unmute the assistant on the selected call"),
-        Binding("t", "transfer", "Transfer", show=False,
-                tooltip="transfer the selected call to a number (national, or + and the country code)"),
-        Binding("ctrl+e", "end_call", "End call", show=False, tooltip="hang up the selected call (asks first: y / n)"),
-        Binding("k", "keys", "Keys", show=False, tooltip="API keys: where each comes from; set, test, delete"),
-        Binding("h", "history", "History"),
-        # Global: whatever has focus, `/` filters the Events pane (and what is typed next goes there).
-        Binding("slash", "filter_events", "Filter",
-                tooltip="filter the Events pane from anywhere: type to narrow, enter keeps, escape clears"),
-        Binding("right_square_bracket", "bottom_tab(1)", "Next pane", show=False,
-                tooltip="bottom area: timeline → events → assistants (at 120 columns they share one place)"),
-        Binding("left_square_bracket", "bottom_tab(-1)", "Previous pane", show=False,
-                tooltip="bottom area: the previous of timeline, events, assistants"),
-    ]
-
-    def __init__(self, feed: Feed) -> None:
-        super().__init__()
-        self.feed = feed
-        self.service: ReceiverService | None = None
-        self.selected_call: str | None = None
-        self.transcripts: OrderedDict[str, CallTranscript] = OrderedDict()
-        self.decided: OrderedDict[str, tuple[ToolDecided, dict[str, Any] | None]] = OrderedDict()
-        self._requested: OrderedDict[str, ToolRequested] = OrderedDict()
-        self.timelines = TimelineBook()
-        self._tables_changed = False
-        self._waiting_keys: list[str] = []  # the held tool calls at the last table refresh
-        self.clock: Callable[[], datetime] = utc_now  # pinned by tests for countdowns and durations
-        self.call_controls = CallControls(self)
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        with Vertical(id="calls-pane", classes="pane") as pane:
-            pane.border_title = "Live calls"
-            yield LiveCallsTable(id="calls")
-        with Horizontal(id="middle"):
-            with Vertical(id="transcript-pane", classes="pane") as pane:
-                pane.border_title = "Transcript"
-                yield TranscriptPane(id="transcript")
-            with Vertical(id="tools-pane", classes="pane") as pane:
-                pane.border_title = "Function calls"
-                yield FunctionCallsTable(id="tools")
-        # Narrow: one bottom pane at a time, picked by the tabs; wide (-wide): all side by side.
-        yield Tabs(Tab("Timeline", id="tab-timeline"), Tab("Events", id="tab-events"),
-                   Tab("Assistants", id="tab-assistants"), id="bottom-tabs")
-        with Horizontal(id="bottom"):
-            with Vertical(id="timeline-pane", classes="pane bottom-pane -shown") as pane:
-                pane.border_title = "Barge-in timeline"
-                yield BargeTimeline(id="timeline")
-            with Vertical(id="events-pane", classes="pane bottom-pane") as pane:
-                pane.border_title = "Events"
-                yield EventsPane(lambda: self.service.store if self.service is not None else None,
-                                 cap=EVENT_LOG_LINES, id="events-box")
-            with Vertical(id="assistants-pane", classes="pane bottom-pane") as pane:
-                pane.border_title = "Assistants"
-                yield AssistantsPane(self._assistant_access, id="assistants-box")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.set_interval(0.1, self.flush)
-        self.set_interval(0.5, self.refresh_tables)  # countdowns and durations tick
-        self.set_interval(0.25, self._refresh_tables_if_changed)
-        self.query_one("#events-filter").display = False
-
-    def on_resize(self, event: Resize) -> None:
-        width, height = event.size
-        self.set_class(width >= WIDE_COLUMNS and height >= WIDE_ROWS, "-wide")
-        compact = width < COMPACT_COLUMNS or height < COMPACT_ROWS
-        self.set_class(compact, "-compact")
-        footer = self.query_one(Footer)
-        footer.compact = compact
-        if footer.show_command_palette == compact:
-            # Its room goes to the keys (ctrl+p still works). Not a recomposing reactive, so a
-            # resize across the threshold must recompose the footer itself.
-            footer.show_command_palette = not compact
-            footer.refresh(recompose=True)
-        self._fit_calls_pane()
-
-    def _fit_calls_pane(self) -> None:
-        """Live calls as tall as its rows (one at least), up to a share of the screen; the
-        transcript, function calls and bottom panes share the rest. Only a change of height
-        lays the screen out, so a busy console at its cap never does it again."""
-        if self.has_class("-compact"):
-            cap = CALL_ROWS_COMPACT
-        elif self.has_class("-wide"):
-            cap = max(CALL_ROWS_WIDE, self.size.height // 5)
-        else:
-            cap = CALL_ROWS_NORMAL
-        rows = min(max(1, self.query_one(LiveCallsTable).row_count), cap)
-        height = rows + 3  # the column header and the pane's border
-        pane = self.query_one("#calls-pane")
-        if pane.styles.height is None or pane.styles.height.value != height:
-            pane.styles.height = height
-
-    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
-        if event.tabs.id != "bottom-tabs" or event.tab.id not in BOTTOM_TABS:
-            return
-        for tab_id, pane_id in BOTTOM_TABS.items():
-            self.query_one(f"#{pane_id}").set_class(tab_id == event.tab.id, "-shown")
-
-    def show_bottom(self, name: str) -> None:
-        """Bring a bottom pane (timeline, events, assistants) forward; a no-op when all show."""
-        self.query_one("#bottom-tabs", Tabs).active = f"tab-{name}"
-
-    def action_bottom_tab(self, step: int) -> None:
-        """Move to the next/previous bottom pane and focus it, so its own keys work at once."""
-        tabs = list(BOTTOM_TABS)
-        current = self.query_one("#bottom-tabs", Tabs).active
-        tab = tabs[(tabs.index(current) + step) % len(tabs) if current in tabs else 0]
-        self.query_one("#bottom-tabs", Tabs).active = tab
-        focus = {"tab-timeline": None, "tab-events": "#events", "tab-assistants": "#assistants"}[tab]
-        if focus is not None:
-            self.call_after_refresh(self.query_one(focus).focus)
-
-    async def _assistant_access(self) -> AssistantAccess:
-        access = getattr(self.app, "assistant_access", None)
-        return await access() if access is not None else AssistantAccess(None, "", note="No platform access.")
-
-    def services_started(self) -> None:
-        self.query_one(AssistantsPane).load()
-
-    # --- calls down ------------------------------------------------------------------------
-
-    def attach(self, service: ReceiverService) -> None:
-        self.service = service
-
-    def flush(self) -> None:
-        """Apply everything that arrived since the last flush, in one batch."""
-        events, gate_events, notes = self.feed.drain()
-        deliveries = self.feed.drain_deliveries()
-        if not (events or gate_events or notes or deliveries):
-            self._show_timeline()  # a live call's window still slides
-            return
-        now = self.clock()
-        lines = list(notes)
-        tools_changed = bool(gate_events)
-        self.timelines.apply(events)
-        for event in events:
-            if event.call_id:
-                transcript = self.transcripts.get(event.call_id)
-                if transcript is None:
-                    transcript = self.transcripts[event.call_id] = CallTranscript(event.call_id)
-                    if len(self.transcripts) > MAX_TRANSCRIPTS:
-                        self.transcripts.popitem(last=False)
-                transcript.apply(event)
-            if isinstance(event, ToolRequested):
-                self._requested[event.tool_call_id] = event
-                if len(self._requested) > 4 * MAX_DECIDED_ROWS:
-                    self._requested.popitem(last=False)
-                tools_changed = True
-            elif isinstance(event, ToolDecided):
-                self._decided_row(event)
-                tools_changed = True
-        for kind, payload in gate_events:
-            if kind == "resolved":
-                # The gate settles each call at once; the pipeline reports (and records) a
-                # batch of parallel calls only when all are settled. Show it now.
-                requested = self._requested.get(payload.tool_call_id)
-                if requested is not None:
-                    decided = ToolDecided(
-                        at=utc_now(), provider=requested.provider, call_id=requested.call_id,
-                        tool_call_id=payload.tool_call_id, name=payload.name, decision=payload.decision,
-                        by=payload.by, result=payload.result, error=payload.error, latency_ms=payload.latency_ms,
-                        arguments=payload.arguments_sent,
-                    )
-                    self._decided_row(decided)
-                    if requested.call_id in self.transcripts:
-                        self.transcripts[requested.call_id].apply(decided)
-            elif kind == "pending":
-                lines.append(f"tool call waiting: {payload.name} on {short_id(payload.call_id)} · "
-                             f"{payload.remaining_s():.0f} s to decide (a/e/o/r)")
-            elif kind == "stalling":
-                lines.append(f"the platform is stalling while {payload.name} waits ({short_id(payload.call_id)})")
-        if lines or deliveries:
-            self.query_one(EventsPane).add(deliveries, [(now, line) for line in lines])
-        if self.selected_call is None and self.transcripts:
-            self.selected_call = next(reversed(self.transcripts))
-        if tools_changed:
-            # At most every 250 ms: a cell update drops the table's render caches, and a
-            # busy console has tool events in most 100 ms batches.
-            self._tables_changed = True
-        self._show_transcript()
-        self._show_timeline()
-
-    def _show_timeline(self) -> None:
-        timeline = self.timelines.get(self.selected_call)
-        pane = self.query_one("#timeline-pane")
-        retitle(pane, f"Barge-in timeline · {short_id(self.selected_call)}" if self.selected_call
-                else "Barge-in timeline")
-        self.query_one(BargeTimeline).show(timeline, self.clock())
-
-    def _decided_row(self, event: ToolDecided) -> None:
-        requested = self._requested.get(event.tool_call_id)
-        self.decided[event.tool_call_id] = (event, requested.arguments if requested is not None else None)
-        self.decided.move_to_end(event.tool_call_id)
-        if len(self.decided) > MAX_DECIDED_ROWS:
-            self.decided.popitem(last=False)
-
-    def _refresh_tables_if_changed(self) -> None:
-        if self._tables_changed:
-            self.refresh_tables()
-
-    def refresh_tables(self) -> None:
-        self._tables_changed = False
-        if self.service is None:
-            return
-        pending = self.service.gate.pending() if self.service.gate is not None else []
-        per_call: dict[str, int] = {}
-        for call in pending:
-            if call.call_id:
-                per_call[call.call_id] = per_call.get(call.call_id, 0) + 1
-        now = self.clock()
-        calls = [*self.service.pipeline.tracker.calls(), *self.app.replay.calls()]  # type: ignore[attr-defined]
-        self.query_one(LiveCallsTable).sync(LiveCallsTable.rows(calls, per_call, now))
-        self._fit_calls_pane()
-        decided = [self.decided[key] for key in reversed(self.decided)]
-        tools = self.query_one(FunctionCallsTable)
-        tools.sync(FunctionCallsTable.rows(pending, decided, now))
-        waiting_keys = [call.tool_call_id for call in pending]
-        if waiting_keys != self._waiting_keys:
-            self._waiting_keys = waiting_keys
-            if waiting_keys and tools.selected_key not in waiting_keys and (target := self.target()) is not None:
-                # The cursor shows what a/e/o/r act on: off a settled row, onto the call they would decide.
-                tools.follow(target.tool_call_id)
-        waiting = len(pending)
-        retitle(self.query_one("#tools-pane"), f"{waiting} waiting" if waiting else "", subtitle=True)
-
-    def _show_transcript(self) -> None:
-        transcript = self.transcripts.get(self.selected_call) if self.selected_call else None
-        pane = self.query_one("#transcript-pane")
-        retitle(pane, f"Transcript · {short_id(self.selected_call)}" if self.selected_call else "Transcript")
-        self.query_one(TranscriptPane).show(transcript)
-
-    # --- messages up -----------------------------------------------------------------------
-
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "calls" and event.row_key.value and event.row_key.value != self.selected_call:
-            self.selected_call = event.row_key.value
-            self._show_transcript()
-            self._show_timeline()
-
-    # --- approvals -------------------------------------------------------------------------
-
-    def target(self) -> PendingCall | None:
-        """The selected pending tool call; else the selected call's oldest; else the oldest."""
-        if self.service is None or self.service.gate is None:
-            return None
-        pending = self.service.gate.pending()
-        selected = self.query_one(FunctionCallsTable).selected_key
-        for call in pending:
-            if call.tool_call_id == selected:
-                return call
-        for call in pending:
-            if call.call_id == self.selected_call:
-                return call
-        return pending[0] if pending else None
-
-    def settled(self, call: PendingCall) -> str | None:
-        """For a dialog deciding `call`: None while the call waits for this console; else
-        what happened to it without the dialog (SETTLING while that is not known yet)."""
-        if self.service is not None and self.service.gate is not None and self.service.gate.get(call.tool_call_id):
-            return None
-        decided = self.decided.get(call.tool_call_id)
-        return settled_sentence(decided[0], call) if decided is not None else SETTLING
-
-    def decide(self, call: PendingCall, decision: OperatorDecision) -> None:
-        assert self.service is not None and self.service.gate is not None
-        if self.service.gate.resolve(call.tool_call_id, decision):
-            self.feed.note(f"operator: {decision.decision} {call.name} ({short_id(call.tool_call_id, 12)})")
-            # Shown at once; the gate's outcome replaces it when the call is answered (an
-            # approval is answered with the rest of its batch, after the tool ran).
-            shown = ToolDecided(
-                at=utc_now(), provider=call.provider, call_id=call.call_id,  # type: ignore[arg-type]
-                tool_call_id=call.tool_call_id, name=call.name, decision=decision.decision, by="operator",
-                error=decision.reason if decision.decision == "rejected" else None,
-                result=None if decision.result is None else str(decision.result), arguments=decision.arguments,
-            )
-            self._decided_row(shown)
-            if call.call_id in self.transcripts:
-                self.transcripts[call.call_id].apply(shown)
-                self._show_transcript()
-        else:
-            self.notify(self.settled(call) or f"{call.name} was already decided (or timed out).",
-                        severity="warning", markup=False)
-        self.refresh_tables()
-
-    def _with_target(self) -> PendingCall | None:
-        call = self.target()
-        if call is None:
-            self.notify("No tool call is waiting for a decision.", severity="warning")
-        return call
-
-    def action_approve(self) -> None:
-        if call := self._with_target():
-            self.decide(call, OperatorDecision("approved"))
-
-    def _ask(self, screen: PromptScreen, then: Callable[[str], None]) -> None:
-        def done(value: str | None) -> None:
-            if value is not None:
-                then(value)
-
-        self.app.push_screen(screen, done)
-
-    def action_reject(self) -> None:
-        if call := self._with_target():
-            self._ask(PromptScreen(f"Reject {call.name}", "Reason the agent may say to the caller:",
-                                   DEFAULT_REJECT_REASON, pending=call, settled=self.settled),
-                      lambda reason: self.decide(call, OperatorDecision("rejected", reason=reason)))
-
-    def action_override(self) -> None:
-        if call := self._with_target():
-            self._ask(PromptScreen(f"Override {call.name}", "Result to send instead of running the tool (text or JSON):",
-                                   "", check=lambda value: None if value.strip() else "Type a result.", pending=call,
-                                   settled=self.settled),
-                      lambda result: self.decide(call, OperatorDecision("overridden", result=result)))
-
-    def action_edit(self) -> None:
-        if call := self._with_target():
-            def edited(arguments: dict[str, Any] | None) -> None:
-                if arguments is not None:
-                    self.decide(call, OperatorDecision("edited", arguments=arguments))
-
-            self.app.push_screen(EditArgumentsScreen(call, self.settled), edited)
-
-    def action_filter_events(self) -> None:
-        """`/` anywhere on the main screen: the Events pane comes forward with its filter focused."""
-        self.show_bottom("events")
-        self.call_after_refresh(self.query_one(EventsPane).action_filter)
-
-
-    # --- dial, keys and live call control (console/tui/screens) ------------------------------
-
-    def action_dial(self) -> None:
-        open_dial(self.app)  # type: ignore[arg-type]
-
-    def action_keys(self) -> None:
-        open_keys(self.app)  # type: ignore[arg-type]
-
-    def action_history(self) -> None:
-        open_history(self.app)
-
-    def action_say(self) -> None:
-        self.call_controls.say()
-
-    def action_add_message(self) -> None:
-        self.call_controls.add_message()
-
-    def action_mute(self) -> None:
-        self.call_controls.toggle_mute()
-
-    def action_transfer(self) -> None:
-        self.call_controls.transfer()
-
-    def action_end_call(self) -> None:
-        self.call_controls.end()
-
-
-def retitle(widget: Widget, text: str, *, subtitle: bool = False) -> None:
-    """Set a border title only when it changes: any assignment repaints the whole pane."""
-    attr = "border_subtitle" if subtitle else "border_title"
-    if getattr(widget, attr) != text:
-        setattr(widget, attr, text)
-
-
 # --- the app ----------------------------------------------------------------------------------
 
 
@@ -568,16 +123,26 @@ class VoiceConsoleApp(App[None]):
 
     def __init__(self, services: Services) -> None:
         super().__init__()
-        self.services = services
+        self._services = services  # what to start, and how
         self.themes = AppThemes(services.theme)
         self.themes.install(self)
         self.feed = Feed()
-        self.main = MainScreen(self.feed)
         self.replay = ReplayController(self, self.feed)
-        self.service: ReceiverService | None = None
-        self.platform: SimulatedPlatform | None = None
+        self.context = ConsoleContext(services.settings, services.secret_store or SecretStore(), self.replay,
+                                      demo=services.demo)
+        self.main = MainScreen(self.feed, self.context)
         self._phone_number_id: str | None = None
         self._assistant_id: str | None = None
+
+    @property
+    def service(self) -> ReceiverService | None:
+        """The running receiver (None while it starts and once closed)."""
+        return self.context.receiver
+
+    @property
+    def platform(self) -> SimulatedPlatform | None:
+        """The simulated Vapi platform under --demo, once started."""
+        return self.context.platform
 
     def on_mount(self) -> None:
         self.sub_title = "starting…"
@@ -587,33 +152,34 @@ class VoiceConsoleApp(App[None]):
 
     @work(exclusive=True, group="services", exit_on_error=False)
     async def start_services(self) -> None:
-        settings = self.services.settings
-        secrets = await self.services.secrets()
+        services = self._services
+        settings = services.settings
+        secrets = await services.secrets()
         try:
-            self.service = await self.services.start_receiver(secrets, self.feed.events_in, self.feed.deliveries_in)
+            receiver = await services.start_receiver(secrets, self.feed.events_in, self.feed.deliveries_in)
         except OSError as exc:
             self.exit(return_code=1,
                       message=f"voice-console: {listen_failure(settings.receiver.host, settings.receiver.port, exc)}")
             return
-        settings = self.services.settings  # the demo may have moved to a free port
-        if self.service.gate is not None:
-            self.service.gate.subscribe(self.feed.gate_in)
-        self.main.attach(self.service)
-        for warning in self.service.warnings:
+        settings = services.settings  # the demo may have moved to a free port
+        if receiver.gate is not None:
+            receiver.gate.subscribe(self.feed.gate_in)
+        self.context.attach(receiver, settings)
+        for warning in receiver.warnings:
             self.feed.note(f"warning: {warning}")
-        self.sub_title = f"receiver {self.service.server.url} · history {settings.db_path}"
-        if self.services.demo:
-            self.platform = await self.services.start_platform(self.service, secrets)
-            self.sub_title = f"DEMO · simulated platform {self.platform.url} · receiver {self.service.server.url}"
-            self.feed.note(f"demo: simulated Vapi platform on {self.platform.url}; a call every "
-                           f"{self.services.demo_interval_s:g} s")
-            if self.services.busy_port is not None:
-                moved = (f"Port {self.services.busy_port} is in use (by `voice-console serve`?), so the demo's "
-                         f"receiver listens on {self.service.server.url} instead.")
+        self.sub_title = f"receiver {receiver.server.url} · history {settings.db_path}"
+        if services.demo:
+            platform = self.context.platform = await services.start_platform(receiver, secrets)
+            self.sub_title = f"DEMO · simulated platform {platform.url} · receiver {receiver.server.url}"
+            self.feed.note(f"demo: simulated Vapi platform on {platform.url}; a call every "
+                           f"{services.demo_interval_s:g} s")
+            if services.busy_port is not None:
+                moved = (f"Port {services.busy_port} is in use (by `voice-console serve`?), so the demo's "
+                         f"receiver listens on {receiver.server.url} instead.")
                 self.feed.note(f"demo: {moved}")
                 self.notify(moved, title="Demo", markup=False, timeout=10)
             self.dial_demo_call()
-            self.set_interval(self.services.demo_interval_s, self.dial_demo_call)
+            self.set_interval(services.demo_interval_s, self.dial_demo_call)
         self.main.services_started()
         # What exists now (Textual, the app, the services) lives as long as the process:
         # out of the collector's sight, a full collection under load costs ~60 % less.
@@ -628,20 +194,6 @@ class VoiceConsoleApp(App[None]):
         # <1 ms; key-press p99 98 -> 80 ms (bench/tui_load.py --young-collection-after).
         # And a full collection every 100 middle ones, not 10: every 30 measured worse.
         gc.set_threshold(YOUNG_COLLECTION_AFTER, gc.get_threshold()[1], FULL_COLLECTION_EVERY)
-
-    async def assistant_access(self) -> AssistantAccess:
-        """Where the Assistants pane lists from: the simulator under --demo, else Vapi with the stored key."""
-        public_url = self.services.settings.receiver.public_url
-        if self.platform is not None:
-            receiver = self.service.server.url if self.service is not None else None
-            return AssistantAccess(self.platform.api_key, self.platform.url, public_url or receiver)
-        if self.services.demo:
-            return AssistantAccess(None, "", note="The simulated platform is starting…")
-        key = await (self.services.secret_store or SecretStore()).aget("vapi_api_key")
-        note = "No Vapi API key: store one with `voice-console keys set vapi` or set VOICE_CONSOLE_VAPI_API_KEY."
-        if key.note and not key.note.startswith("not set"):  # the keyring itself failed: say how
-            note += f" ({key.note.rstrip('.')})"
-        return AssistantAccess(key.value, self.services.settings.vapi.base_url, public_url, note=note)
 
     @work(group="demo-dial", exit_on_error=False)
     async def dial_demo_call(self) -> None:
@@ -685,8 +237,8 @@ class VoiceConsoleApp(App[None]):
                     await worker.wait()
                 except Exception:
                     pass
-        platform, self.platform = self.platform, None
-        service, self.service = self.service, None
+        platform, self.context.platform = self.context.platform, None
+        service, self.context.receiver = self.context.receiver, None
         if platform is not None:
             await platform.close()
         if service is not None:

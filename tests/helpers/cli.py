@@ -9,9 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-PAYLOADS = Path(__file__).parent.parent / "payloads"
-VAPI_SECRET = "serve-test-vapi-secret-91d2"
-RETELL_KEY = "serve-test-retell-key-4e7f"
+from tests.helpers.secrets import RETELL_KEY, VAPI_SECRET
+
 REJECT_POLICY = '[tools.default]\naction = "reject"\nreason = "Tool calls are refused in this test."\n'
 # Held for minutes (as far as the platform's deadline allows): a loaded machine starts each `decide` slowly.
 HOLD_POLICY = '[tools.default]\naction = "hold"\ntimeout_seconds = 240\n'

@@ -29,28 +29,13 @@ import websockets.exceptions
 from websockets.asyncio.client import connect
 
 from console.providers.vapi.client import validate_e164
+from console.redact import mask_url
 
 log = logging.getLogger(__name__)
 
 ControlAction = Literal["mute-assistant", "unmute-assistant", "mute-customer", "unmute-customer"]
 CONTROL_ACTIONS: tuple[str, ...] = ("mute-assistant", "unmute-assistant", "mute-customer", "unmute-customer")
 MessageRole = Literal["system", "user", "assistant", "tool"]
-
-
-def mask_url(url: str) -> str:
-    """Scheme and host only: `wss://host:port/…`. The path and query are the secret part."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<invalid url>"
-    if not parts.scheme or not host:
-        return "<url hidden>"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port else host
-    return f"{parts.scheme}://{netloc}/…"
 
 
 def _scrub(text: str, url: str) -> str:

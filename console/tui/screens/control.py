@@ -2,29 +2,29 @@
 say (`s`), add a message (`n`), mute/unmute the assistant (`m`), transfer (`t`)
 and end the call (ctrl+e, after a confirmation).
 
-The control URL is learnt by the call tracker (status updates, the dial answer).
-It is a capability, so it is only ever shown masked; `CallControl` already masks
-it in its errors. Requests run in workers on the main screen, never retried.
+The control URL is learnt by the call tracker (status updates, the dial answer)
+and read through the console context. It is a capability, so it is only ever shown
+masked; `CallControl` already masks it in its errors. Requests run in workers on
+the screen that hosts the controls (the main screen), never retried.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Checkbox, Input, Label, Select
 
 from console.phone import PhoneNumber, PhoneNumberError, parse_phone
-from console.providers.vapi.live import CallControl, LiveControlError, mask_url
+from console.providers.vapi.live import CallControl, LiveControlError
+from console.redact import mask_url
+from console.tui.context import ConsoleContext
 from console.tui.widgets.panes import short_id
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
-
-if TYPE_CHECKING:
-    from console.tui.app import MainScreen
 
 NO_CONTROL_URL = ("No control URL is known for call {call}: Vapi sends it (call.monitor.controlUrl) with status "
                   "updates and in the dial answer, when the assistant's monitorPlan.controlEnabled is on.")
@@ -72,24 +72,29 @@ class AddMessageScreen(ModalScreen[tuple[str, str, bool] | None]):
 
 class CallControls:
     """The main screen's call-control actions: find the selected call's control URL,
-    ask what to send, send it in a worker, and tell the operator what happened."""
+    ask what to send, send it in a worker, and tell the operator what happened.
 
-    def __init__(self, screen: MainScreen) -> None:
+    `screen` hosts the dialogs, workers and notifications; `selected_call` says which
+    call the operator picked."""
+
+    def __init__(self, screen: Screen[Any], context: ConsoleContext, selected_call: Callable[[], str | None]) -> None:
         self.screen = screen
+        self.context = context
+        self.selected_call = selected_call
         self._muted: set[str] = set()  # calls whose assistant this console muted
 
     def target(self) -> tuple[str, str] | None:
         """(call id, control URL) of the selected call, or None after telling the operator why."""
         screen = self.screen
-        call_id = screen.selected_call
+        call_id = self.selected_call()
         problem = None
         url = None
-        if screen.service is None:
+        if self.context.receiver is None:
             problem = "The receiver is still starting."
         elif call_id is None:
             problem = "No call is selected: pick one in Live calls."
         else:
-            state = screen.service.pipeline.tracker.get(call_id)
+            state = self.context.call_state(call_id)
             if state is None:
                 problem = f"Call {short_id(call_id)} is no longer tracked."
             elif state.status == "ended":
@@ -109,13 +114,13 @@ class CallControls:
     def send(self, call_id: str, url: str, what: str, operation: Callable[[CallControl], Awaitable[Any]],
              then: Callable[[], None] | None = None) -> None:
         """POST one control message in a worker; the outcome is notified in one line."""
-        service = self.screen.service
-        assert service is not None
+        client = self.context.http_client
+        assert client is not None
         label = short_id(call_id)
 
         async def run() -> None:
             try:
-                async with CallControl(url, client=service.http_client) as control:
+                async with CallControl(url, client=client) as control:
                     await operation(control)
             except LiveControlError as exc:  # already masked
                 self.screen.notify(f"{what} on call {label} failed: {exc}", markup=False, title="Call control", severity="error")
@@ -178,8 +183,7 @@ class CallControls:
 
     def default_region(self) -> str | None:
         """Where a number typed without + and a country code is read (config `[dial] default_region`)."""
-        services = getattr(self.screen.app, "services", None)
-        return services.settings.dial.default_region if services is not None else None
+        return self.context.settings.dial.default_region
 
     def phone(self, text: str) -> PhoneNumber:
         """The number the operator typed, national or international; PhoneNumberError says why not."""

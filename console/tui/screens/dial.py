@@ -11,9 +11,6 @@ workers, and the platform's answer comes back in one line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -24,11 +21,8 @@ from textual.widgets import Button, Input, Label, Select
 
 from console.phone import PhoneNumber, PhoneNumberError, parse_phone
 from console.providers.vapi.client import VapiClient, VapiError
-from console.secrets import SecretStore
-from console.tui.widgets.panes import LiveCallsTable
-
-if TYPE_CHECKING:
-    from console.tui.app import VoiceConsoleApp
+from console.tui.context import ConsoleContext, VapiAccess
+from console.tui.messages import CallDialed
 
 PROVIDERS = ("vapi", "retell", "twilio")
 # `voice-console dial` places calls through Vapi only; say so before anyone fills the form.
@@ -37,30 +31,6 @@ NOT_DIALABLE = ("{provider} calls cannot be placed from here (nor with `voice-co
 NUMBER_HINT = "Type the number: national, read as a {region} number, or '+' and the country code."
 # Fewer rows than this: inputs, selects and buttons without their borders, so the dialog fits.
 COMPACT_BELOW_ROWS = 30
-
-
-@dataclass(frozen=True)
-class VapiAccess:
-    """Where to dial and with which key (never shown)."""
-
-    api_key: str = field(repr=False)
-    base_url: str
-    where: str  # for the operator: "the simulated platform" or the API's URL
-
-
-async def vapi_access(app: VoiceConsoleApp) -> VapiAccess | str:
-    """The Vapi API this console may use, or why there is none (one paragraph)."""
-    if app.platform is not None:
-        return VapiAccess(app.platform.api_key, app.platform.url, "the simulated platform (demo)")
-    if app.services.demo:
-        return "The simulated platform is still starting; try again in a moment."
-    store = app.services.secret_store or SecretStore()
-    key = await store.aget("vapi_api_key")  # the keyring may block: off the loop, with a timeout
-    if not key.value:  # the note already says where a key may come from: say it once
-        why = (key.note or "not set: use VOICE_CONSOLE_VAPI_API_KEY or the OS keyring").rstrip(".")
-        return f"No Vapi API key, so nothing can be dialed ({why}). Press k to store one on the keys screen."
-    base_url = app.services.settings.vapi.base_url
-    return VapiAccess(key.value, base_url, base_url)
 
 
 def read_number(text: str, region: str) -> PhoneNumber | str:
@@ -74,31 +44,14 @@ def read_number(text: str, region: str) -> PhoneNumber | str:
         return reason[:1].upper() + reason[1:] + "."
 
 
-@dataclass(frozen=True)
-class Dialed:
-    """What the dialog hands back: the created call as the platform returned it."""
-
-    call: dict[str, Any] = field(repr=False)  # carries monitor URLs: never printed whole
-    to: str
-    where: str
-
-    @property
-    def call_id(self) -> str:
-        return str(self.call.get("id", "?"))
-
-    @property
-    def control_url(self) -> str | None:
-        url = (self.call.get("monitor") or {}).get("controlUrl")
-        return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
-
-
-class DialScreen(ModalScreen[Dialed | None]):
-    """Provider, assistant, from-number and the number to call; dismisses with `Dialed`."""
+class DialScreen(ModalScreen[CallDialed | None]):
+    """Provider, assistant, from-number and the number to call; dismisses with `CallDialed`."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self) -> None:
+    def __init__(self, context: ConsoleContext) -> None:
         super().__init__()
+        self.console_context = context
         self._access: VapiAccess | None = None
         self._blocked: str | None = "Loading assistants and phone numbers…"  # why dialing is impossible now
         self._dialing = False
@@ -124,7 +77,7 @@ class DialScreen(ModalScreen[Dialed | None]):
 
     @property
     def _region(self) -> str:
-        return self.app.services.settings.dial.default_region  # type: ignore[attr-defined]
+        return self.console_context.settings.dial.default_region
 
     def on_mount(self) -> None:
         self._fit(self.app.size.height)
@@ -144,7 +97,7 @@ class DialScreen(ModalScreen[Dialed | None]):
 
     @work(exclusive=True, group="dial-load", exit_on_error=False)
     async def load(self) -> None:
-        access = await vapi_access(self.app)  # type: ignore[arg-type]
+        access = await self.console_context.vapi_access()
         if isinstance(access, str):
             self._unavailable(access)
             return
@@ -270,7 +223,7 @@ class DialScreen(ModalScreen[Dialed | None]):
             status.update(f"Not dialed: {exc}")
             status.set_class(True, "blocked")
             return
-        self.dismiss(Dialed(call, to, access.where))
+        self.dismiss(CallDialed(call, to, access.where))
 
     def action_cancel(self) -> None:
         if self._dialing:  # the request may already have reached the platform: wait for its answer
@@ -278,17 +231,3 @@ class DialScreen(ModalScreen[Dialed | None]):
             return
         self.dismiss(None)
 
-
-def open_dial(app: VoiceConsoleApp) -> None:
-    """Show the dialog; on success say so, and remember the call's control URL for `s`/`m`/`t`/ctrl+e."""
-
-    def dialed(result: Dialed | None) -> None:
-        if result is None:
-            return
-        if app.service is not None and result.control_url:
-            app.service.pipeline.tracker.note_control_url(result.call_id, result.control_url)
-        app.main.query_one(LiveCallsTable).follow(result.call_id)  # the operator dialed it to watch it
-        app.notify(f"Dialed {result.to}: call {result.call_id} ({result.call.get('status', '?')}). It is selected in "
-                   "Live calls as soon as the platform reports it.", markup=False, title="Dial")
-
-    app.push_screen(DialScreen(), dialed)

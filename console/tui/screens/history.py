@@ -7,54 +7,40 @@ use the receiver's own `Store` (its reader connection runs on its own thread);
 an export opens a second `Store` in a thread worker, so neither the queries
 nor the file writes ever block the UI loop.
 
-`ReplayController` plays a stored call's events into the same `Feed` the
-receiver fills, with the call id marked (`↻` + id), at 1x to 10x, pausable.
+A replay is started through the console's `ReplayController` (console/tui/replay.py);
+the screen then closes with `ReplayStarted`, and the main screen follows the call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.widgets.data_table import ColumnKey
 
-from console.core.calls import CallState, CallTracker
-from console.core.events import Event, utc_now
-from console.replay import (
-    REPLAY_MARK,
-    ReplayClock,
-    as_replay,
-    next_speed,
-    paced,
-    stored_events,
-)
 from console.store import queries
 from console.store.db import Store, StoreError
 from console.store.export import ExportFormat, export
+from console.tui.messages import ReplayStarted
+from console.tui.replay import ReplayController
 from console.tui.widgets.panes import short_id
 from console.tui.widgets.prompt import PromptScreen
 from console.tui.widgets.table import WindowTable
 from console.tui.widgets.transcript import ROLE_LABEL, ROLE_STYLE, short_json
-
-if TYPE_CHECKING:
-    from console.tui.app import Feed
-
-log = logging.getLogger(__name__)
 
 PAGE_SIZE = 20
 LIST_TIME = "%m-%d %H:%M"  # the lists are narrow; the timeline shows the full date
@@ -76,104 +62,6 @@ def status_text(status: str | None) -> Text:
     if not status:
         return Text("?", style="dim")
     return Text(STATUS_LABEL.get(status, status), style=STATUS_STYLE.get(status, ""))
-
-
-# --- replay into the live panes ----------------------------------------------------------------
-
-
-class ReplayController:
-    """One replay at a time, from a stored call into the live feed.
-
-    The replayed events are re-dated to the moment they are shown, so the main
-    screen's clocks (durations, the barge-in timeline) treat the replay like a
-    live call; at 2x and faster its times and latencies run that much faster too.
-    The History screen's timeline keeps the original times.
-    """
-
-    def __init__(self, app: App[Any], feed: Feed) -> None:
-        self.app = app
-        self.feed = feed
-        self.speed = 1.0
-        self.clock: ReplayClock | None = None
-        self.call_id: str | None = None
-        self.shown = 0
-        self.tracker = CallTracker(max_calls=20)
-
-    @property
-    def running(self) -> bool:
-        return self.clock is not None and not self.clock.stopped
-
-    def calls(self) -> list[CallState]:
-        """The replayed calls' live state, for the live-calls table."""
-        return self.tracker.calls()
-
-    def start(self, store: Store, call_id: str) -> str:
-        """Replay `call_id` from `store` (stopping any replay in progress); the replay's call id."""
-        self.stop(quiet=True)
-        self.call_id = call_id
-        self.shown = 0
-        # A fresh state per replay: replaying a call again starts it from ringing, not "ended".
-        self.tracker = CallTracker(max_calls=20)
-        self.clock = ReplayClock(self.speed)
-        self.app.run_worker(self._play(store, call_id, self.clock), group="replay", exclusive=True,
-                            exit_on_error=False)
-        self.app.refresh_bindings()  # the replay keys show while it plays
-        return REPLAY_MARK + call_id
-
-    async def _play(self, store: Store, call_id: str, clock: ReplayClock) -> None:
-        self.feed.note(f"replay: {call_id} at {clock.speed:g}x (space pause · +/- speed · x stop)")
-        completed = False
-        try:
-            async for event in paced(stored_events(store, call_id), _epoch, clock):
-                self.feed_in(as_replay(event, utc_now()))
-                self.shown += 1
-            completed = not clock.stopped
-        except Exception as exc:  # the store closed under it (quitting), or a bug: say so, never hang
-            log.warning("replay of %s failed", call_id, exc_info=True)
-            self.app.notify(f"The replay stopped: {exc}", severity="error")
-        finally:
-            clock.stop()  # also when cancelled: `running` must not outlive the worker
-            self.app.refresh_bindings()
-        if completed:
-            self.feed.note(f"replay: {call_id} finished ({self.shown} events)")
-            self.app.notify(f"Replay of {call_id} finished ({self.shown} events).")
-
-    def feed_in(self, event: Event) -> None:
-        self.tracker.process([event])  # only for the call's state; the stored events are already derived
-        self.feed.events_in([event])
-
-    def toggle_pause(self) -> None:
-        if self.clock is None or not self.running:
-            return
-        paused = self.clock.toggle_pause()
-        self.app.notify(f"Replay {'paused' if paused else 'resumed'} ({self.describe()}).")
-
-    def change_speed(self, step: int) -> float:
-        self.speed = next_speed(self.speed, step)
-        if self.clock is not None and self.running:
-            self.clock.set_speed(self.speed)
-            self.feed.note(f"replay: speed {self.speed:g}x")
-        self.app.notify(f"Replay speed {self.speed:g}x.", timeout=2)
-        return self.speed
-
-    def stop(self, *, quiet: bool = False) -> None:
-        if self.clock is None or not self.running:
-            return
-        self.clock.stop()
-        self.app.refresh_bindings()
-        self.feed.note(f"replay: {self.call_id} stopped after {self.shown} events")
-        if not quiet:
-            self.app.notify(f"Replay of {self.call_id} stopped.")
-
-    def describe(self) -> str:
-        if self.clock is None or self.call_id is None:
-            return f"replay speed {self.speed:g}x"
-        state = "paused" if self.clock.paused else "playing" if self.running else "done"
-        return f"replay {REPLAY_MARK}{self.call_id[:12]} · {state} · {self.speed:g}x · {self.shown} events"
-
-
-def _epoch(event: Event) -> float:
-    return event.at.timestamp()
 
 
 # --- the timeline of a past call -------------------------------------------------------------------
@@ -386,8 +274,9 @@ class _CountingWriter:
 # --- the screen ---------------------------------------------------------------------------
 
 
-class HistoryScreen(Screen[None]):
-    """Calls from the history, a page at a time; search; the selected call's timeline."""
+class HistoryScreen(Screen[ReplayStarted | None]):
+    """Calls from the history, a page at a time; search; the selected call's timeline.
+    Closes with `ReplayStarted` when it started a replay (else with nothing)."""
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -613,12 +502,7 @@ class HistoryScreen(Screen[None]):
         if self.replay is None:
             self.notify("Replay is not available here.", severity="warning")
             return
-        replay_id = self.replay.start(store, call_id)
-        main = getattr(self.app, "main", None)
-        if main is not None:  # watch it: the main screen follows the replayed call
-            main.transcripts.pop(replay_id, None)
-            main.selected_call = replay_id
-        self.app.pop_screen()
+        self.dismiss(ReplayStarted(self.replay.start(store, call_id)))  # the main screen follows it
 
     def action_export(self, everything: bool) -> None:
         call_id = None if everything else self._call_at_cursor()
@@ -702,13 +586,3 @@ class HistoryScreen(Screen[None]):
 def _markup_safe(text: str) -> str:
     return text.replace("[", r"\[")
 
-
-def open_history(app: App[Any]) -> None:
-    """Push the History screen on `app` (the console: its receiver's store, its replay)."""
-    services = getattr(app, "services", None)
-    db_path = services.settings.db_path if services is not None else Path("history.db")
-    app.push_screen(HistoryScreen(
-        lambda: getattr(getattr(app, "service", None), "store", None),
-        db_path,
-        getattr(app, "replay", None),
-    ))

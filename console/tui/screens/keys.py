@@ -9,8 +9,6 @@ screen says so and what to do instead, and set shows that explanation.
 
 from __future__ import annotations
 
-import io
-from typing import TYPE_CHECKING
 
 import keyring
 from rich.text import Text
@@ -21,12 +19,9 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
-from console.keys import PROVIDER_KEYS, check_keyring, env_override_note, probe_provider_keys, source_label
+from console.services.keys import PROVIDER_KEYS, check_keyring, env_override_note, probe_keys, source_label
 from console.secrets import SECRET_ENV, SERVICE, KeyringUnavailable, SecretStore, SecretStoreError
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
-
-if TYPE_CHECKING:
-    from console.tui.app import VoiceConsoleApp
 
 SOURCE_STYLE = {"keyring": "green", "none": "dim"}
 
@@ -212,15 +207,9 @@ class KeysScreen(Screen[None]):
 
     @work(exclusive=True, group="keys-test", exit_on_error=False)
     async def test_provider(self, provider: str) -> None:
-        out = io.StringIO()  # the CLI's own probe and wording; it never writes a key
-        code = await probe_provider_keys(provider, self.store, out, out, **self._base_urls)
-        lines = [line.removeprefix("voice-console keys: ") for line in out.getvalue().strip().splitlines()]
+        probe = await probe_keys(provider, self.store, **self._base_urls)  # the CLI's own probe and wording
+        code = probe.code
+        lines = [line.removeprefix("voice-console keys: ") for line in probe.text().strip().splitlines()]
         self._show("\n".join([f"{'✓' if code == 0 else '✗'} {provider}", *lines]), ok=code == 0)
         self.notify(f"{provider}: {'keys accepted' if code == 0 else 'test failed (details on the keys screen)'}",
                     markup=False, title="Keys", severity="information" if code == 0 else "error")
-
-
-def open_keys(app: VoiceConsoleApp) -> None:
-    settings = app.services.settings
-    app.push_screen(KeysScreen(app.services.secret_store or SecretStore(), vapi_base_url=settings.vapi.base_url,
-                               retell_base_url=settings.retell.base_url, twilio_base_url=settings.twilio.base_url))

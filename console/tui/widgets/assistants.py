@@ -9,7 +9,6 @@ The list is read in a worker from the Vapi API (the in-process simulator under
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from rich.table import Table
@@ -21,7 +20,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.events import Resize
 from textual.widgets import DataTable, Static
 
-from console.assistants import fix_server_messages
+from console.services.assistants import fix_server_messages
 from console.providers.vapi.checks import (
     Check,
     assistant_server_url,
@@ -30,6 +29,7 @@ from console.providers.vapi.checks import (
     missing_server_messages,
 )
 from console.providers.vapi.client import VapiClient, VapiError
+from console.tui.context import AssistantAccess
 from console.tui.widgets.table import WindowTable
 
 LEVEL_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -37,16 +37,6 @@ LEVEL_MARK = {"error": "✗", "warning": "⚠", "info": "ℹ"}
 MASK = "•••• (set)"
 STACK_BELOW = 80  # columns
 SECRET_WORDS = ("secret", "token", "password", "apikey", "api_key", "authorization", "credential", "privatekey")
-
-
-@dataclass(frozen=True)
-class AssistantAccess:
-    """How to reach the assistants: a key and base URL, or why not (`note`)."""
-
-    api_key: str | None
-    base_url: str
-    public_url: str | None = None
-    note: str = ""
 
 
 AccessSource = Callable[[], Awaitable[AssistantAccess]]

@@ -6,6 +6,7 @@ uses is passed in or built from settings here, never taken from globals.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field, replace
 import httpx
 
 from console.config import Settings
-from console.control import add_control_routes, new_token
 from console.core.calls import CallTracker
 from console.core.events import CallHang, Event, event_from_dict, event_json, event_to_dict
 from console.core.forward import ForwardingToolHandler
@@ -34,6 +34,8 @@ from console.receiver.routes import DeliverySeen, DeliverySink, EventSink, Webho
 from console.receiver.stream import add_twilio_stream_route
 from console.redact import Redactor
 from console.secrets import NO_KEYRING_HELP, SecretLookup
+from console.services.control import add_control_routes, new_token
+from console.services.serve_state import pid_alive, read_state, state_file
 from console.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -303,3 +305,15 @@ class ReceiverService:
         finally:
             await self.http_client.aclose()
             await self.store.close()
+
+
+def listen_failure(host: str, port: int, exc: OSError) -> str:
+    """Why the receiver cannot listen, and the fix that works whoever holds the port."""
+    where = f"{host}:{port}"
+    if exc.errno != errno.EADDRINUSE:
+        return f"cannot listen on {where}: {exc.strerror or exc}"
+    holder = read_state(state_file(port))
+    by = (f" by another `voice-console serve` (pid {holder.pid})"
+          if holder is not None and pid_alive(holder.pid) else "")
+    return (f"cannot listen on {where}: the port is already in use{by}. "
+            "Choose another with `--port P` (or `[receiver] port` in the config), or `--port 0` for any free port.")

@@ -13,13 +13,11 @@ import sys
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-import httpx
-
-from console.control import ServeState, running_serves, state_dir
+from console.services.serve_state import ServeState, running_serves, state_dir
 
 
-def add_decide_parser(commands: Any) -> argparse.ArgumentParser:
-    parser = commands.add_parser("decide", help="decide a pending tool call of the running `serve`")
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("decide", help="decide a pending tool call of the running `serve`")
     parser.add_argument("tool_call_id", nargs="?", help="the id `serve` printed (omit with --list)")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--approve", action="store_true", help="pass the call through as it is")
@@ -32,7 +30,11 @@ def add_decide_parser(commands: Any) -> argparse.ArgumentParser:
     which.add_argument("--port", type=int, metavar="P", default=argparse.SUPPRESS,
                        help="the `serve` listening on this port (when several run)")
     which.add_argument("--url", metavar="URL", help="the `serve` at this URL, as it printed it (when several run)")
-    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    # No settings: decide reads only the state file the running `serve` wrote.
+    return run_decide(args)
 
 
 class NoServe(Exception):
@@ -114,6 +116,8 @@ def run_decide(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
     except NoServe as exc:
         print(f"voice-console decide: {exc}", file=err)
         return exc.code
+    import httpx  # only once there is a serve to talk to: `decide --list` with none starts fast
+
     headers = {"authorization": f"Bearer {state.token}"}
     try:
         with httpx.Client(base_url=state.url, timeout=5) as client:

@@ -9,7 +9,7 @@ Textual-free, shared by the TUI's History screen and `voice-console replay`:
 - `stored_events` / `stored_deliveries` read a call back from the history;
 - `DeliverySigner` re-authenticates a stored body the way the platform would
   (secrets are never stored, so they come from the environment or keyring);
-- `replay_deliveries` re-posts them, and `run_replay` is the command.
+- `replay_deliveries` re-posts them (`voice-console replay` is `console.commands.replay`).
 
 Stored bodies and headers are already redacted of the configured secrets; the
 command prints only what it sent and the status it got, passed once more
@@ -18,35 +18,29 @@ through a `Redactor` holding every secret it signs with.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any, TextIO, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
 from console import __version__
 from console.config import Settings
 from console.core.events import Event, event_from_dict
-from console.core.replays import REPLAY_HEADER, REPLAY_MARK, is_replay_call, new_run_id, original_call_id
+from console.core.replays import REPLAY_HEADER, REPLAY_MARK, new_run_id
 from console.providers.retell import sign_retell
 from console.providers.twilio.auth import body_hash_param, sign_twilio
 from console.providers.twilio.wire import parse_form
 from console.providers.vapi.auth import sign_vapi_request
-from console.redact import Redactor
-from console.secrets import SECRET_ENV, SecretStore
-from console.history import resolve_call
-from console.store.db import Store, StoreError
+from console.secrets import SECRET_ENV
+from console.store.db import Store
 from console.store.queries import call_event_pages
 
 T = TypeVar("T")
@@ -68,7 +62,7 @@ class ReplayClock:
 
     def __init__(self, speed: float = 1.0, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic
-        self._speed = _valid_speed(speed)
+        self._speed = valid_speed(speed)
         self._base = 0.0  # virtual seconds at the anchor
         self._anchor = monotonic()
         self._paused = False
@@ -94,7 +88,7 @@ class ReplayClock:
         return self._base + (self._monotonic() - self._anchor) * self._speed
 
     def set_speed(self, speed: float) -> None:
-        speed = _valid_speed(speed)
+        speed = valid_speed(speed)
         self._rebase()
         self._speed = speed
         self._wake()
@@ -149,7 +143,7 @@ class ReplayClock:
         changed.set()
 
 
-def _valid_speed(speed: float) -> float:
+def valid_speed(speed: float) -> float:
     speed = float(speed)
     if not math.isfinite(speed) or speed <= 0:
         raise ValueError(f"the replay speed must be a positive number, not {speed!r}")
@@ -401,126 +395,3 @@ def _reason(response: httpx.Response) -> str:
     text = message if isinstance(message, str) else response.text
     text = " ".join(text.split())
     return text[:200] + ("…" if len(text) > 200 else "")
-
-
-# --- the command ----------------------------------------------------------------------------
-
-
-def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
-    replay = subparsers.add_parser(
-        "replay",
-        help="re-post a stored call's webhook deliveries to a receiver, on their original timing",
-        description=(
-            "Re-post the webhook deliveries stored for CALL_ID to URL (each to its original path under it, "
-            "e.g. /webhook/vapi), spaced as they originally arrived divided by --speed. Secrets are never "
-            "stored: bodies are signed again with the secrets from the environment or the OS keyring. "
-            "Each carries the header X-Voice-Console-Replay: a voice-console receiver records it as a replay "
-            "(under the call id marked ↻), never as more of the original call, and never replays it again. "
-            "CALL_ID is a full id or any unique prefix of one (the console's short ids work). "
-            "Exit 0 when every delivery got a 2xx answer; 1 when one did not, or when the history or the call "
-            "is not there; 2 for bad arguments or a prefix that matches several calls (they are listed)."
-        ),
-    )
-    replay.add_argument("call_id", metavar="CALL_ID")
-    replay.add_argument("--to", required=True, metavar="URL", help="the receiver's base URL, e.g. http://127.0.0.1:8765")
-    replay.add_argument("--speed", type=_speed_arg, default=1.0, metavar="X",
-                        help="time compression: 2 plays twice as fast (default 1, the original timing)")
-    replay.add_argument("--public-url", metavar="URL",
-                        help="the base URL the receiver checks signatures against (default: receiver.public_url "
-                             "from the settings, else --to)")
-    return replay
-
-
-def _speed_arg(text: str) -> float:
-    try:
-        return _valid_speed(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-
-
-def _http_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-async def run_replay(args: argparse.Namespace, settings: Settings, *, out: TextIO | None = None,
-                     err: TextIO | None = None, secret_store: Any = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
-
-    base_url: str = args.to
-    if not _http_url(base_url):
-        print(f"voice-console replay: --to must be an http:// or https:// URL, not {base_url!r}", file=err)
-        return 2
-    db_path = Path(settings.db_path).expanduser()
-    if not db_path.is_file():
-        # Not there at run time: 1, as `history` says it.
-        print(f"voice-console replay: no history database at {db_path} (pass --db or set VOICE_CONSOLE_DB)",
-              file=err)
-        return 1
-    try:
-        store = await Store.open(db_path)
-    except (StoreError, OSError) as exc:
-        print(f"voice-console replay: {exc}", file=err)
-        return 1
-    try:
-        call_id, code = await resolve_call(store, args.call_id, db_path, err, "replay")
-        if call_id is None:
-            return code
-        deliveries = await stored_deliveries(store, call_id)
-    finally:
-        await store.close()
-    if not deliveries and is_replay_call(call_id):
-        print(f"voice-console replay: {call_id} is a replay recorded by this console; replays are not "
-              f"replayed again (replay the original: {original_call_id(call_id)})", file=err)
-        return 1
-    if not deliveries:
-        print(f"voice-console replay: call {call_id} has no stored webhook deliveries to re-post "
-              "(its events came another way, e.g. a media stream)", file=err)
-        return 1
-
-    lookups = await (secret_store or SecretStore()).aget_all()
-    secrets = {name: lookup.value for name, lookup in lookups.items()}
-    redactor = Redactor(secrets.values())
-    signer = DeliverySigner(settings, secrets, settings.receiver.public_url or base_url)
-    for provider in sorted({d.provider for d in deliveries}):
-        if problem := signer.missing(provider):
-            print(f"voice-console replay: warning: {problem}", file=err)
-
-    def say(text: str, stream: TextIO | None = None) -> None:
-        print(redactor.text(text), file=stream or out, flush=True)
-
-    total = len(deliveries)
-    span = deliveries[-1].received_at - deliveries[0].received_at
-    run_id = new_run_id()
-    say(f"replaying {total} deliveries of call {call_id} to {base_url} at {args.speed:g}x "
-        f"(originally {span:.1f} s, about {span / args.speed:.1f} s now; replay run {run_id})")
-    clock = ReplayClock(args.speed)
-    accepted = 0
-    started = time.perf_counter()
-    width = len(str(total))
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client, \
-            contextlib.aclosing(replay_deliveries(deliveries, base_url, signer, clock, client,
-                                                  run_id=run_id)) as results:
-        number = 0
-        async for result in results:
-            number += 1
-            accepted += result.ok
-            d = result.delivery
-            if result.status is None:
-                outcome = f"no answer ({result.error})"
-            else:
-                outcome = f"{result.status}" + (f" {result.error}" if result.error else "")
-            say(f"[{number:>{width}}/{total}] +{result.offset_s:7.2f}s {d.method} {d.path.split('?')[0]} "
-                f"{d.message_type or '-'} -> {outcome} ({result.elapsed_ms:.0f} ms)")
-            if result.status is None and number == 1 and "Connect" in (result.error or ""):
-                clock.stop()
-                say(f"voice-console replay: cannot reach {base_url}; stopped", err)
-                return 1
-    elapsed = time.perf_counter() - started
-    refused = total - accepted
-    say(f"replayed {total} deliveries in {elapsed:.1f} s: {accepted} accepted (2xx), {refused} not")
-    return 0 if refused == 0 else 1

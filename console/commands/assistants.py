@@ -10,44 +10,40 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from console.config import Settings
-from console.keys import missing_key_message
-from console.providers.vapi.checks import (
-    check_assistant,
-    effective_server_messages,
-    missing_server_messages,
-    patch_server_messages,
-)
-from console.providers.vapi.client import VapiClient, VapiError
-from console.secrets import SecretStore
+from console.commands import load_settings_or_report
+
+if TYPE_CHECKING:
+    from console.config import Settings
+    from console.secrets import SecretStore
 
 
-def add_assistants_parser(commands: Any) -> argparse.ArgumentParser:
-    parser = commands.add_parser("assistants", help="check the Vapi assistants the console will watch")
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("assistants", help="check the Vapi assistants the console will watch")
     parser.add_argument("--fix", action="store_true", help="add the server messages the console needs (PATCH)")
     parser.add_argument("--public-url", metavar="URL", help="the receiver's public URL, to check server URLs against")
-    return parser
 
 
-async def fix_server_messages(client: VapiClient, assistant: dict[str, Any]) -> list[str]:
-    """Add the server messages the console needs with one PATCH (the CLI's --fix and the
-    TUI's `F`); the assistant's list afterwards as the platform answered it, or [] when
-    nothing was missing."""
-    patch = patch_server_messages(assistant)
-    if not patch:
-        return []
-    updated = await client.update_assistant(assistant["id"], patch)
-    if isinstance(updated, dict) and isinstance(updated.get("serverMessages"), list):
-        return effective_server_messages(updated)
-    return list(patch["serverMessages"])
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings_or_report(args)
+    if settings is None:
+        return 2
+    import asyncio
+
+    return asyncio.run(run_assistants(args, settings))
 
 
 async def run_assistants(args: argparse.Namespace, settings: Settings, *, secret_store: SecretStore | None = None,
                          out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Exit 0 when the assistants were listed (and, with --fix, every missing server message
     is now sent); 1 when the API failed or, with --fix, an assistant still lacks some."""
+    from console.providers.vapi.checks import check_assistant, missing_server_messages
+    from console.providers.vapi.client import VapiClient, VapiError
+    from console.secrets import SecretStore
+    from console.services.assistants import fix_server_messages
+    from console.services.keys import missing_key_message
+
     key = await (secret_store or SecretStore()).aget("vapi_api_key")
     if not key.value:
         print(f"voice-console assistants: {missing_key_message(key)}", file=err)

@@ -1,4 +1,4 @@
-"""`voice-console serve`: the receiver and the history without the TUI.
+"""The headless receiver behind `voice-console serve`: the receiver and the history without the TUI.
 
 Prints one JSON line per normalized event on stdout (secrets masked) and
 human-facing notes on stderr. SIGINT/SIGTERM stop it cleanly with exit 0 once
@@ -8,7 +8,6 @@ every in-flight request is answered and every acknowledged event is committed.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
 import signal
@@ -17,13 +16,13 @@ from datetime import datetime, timezone
 from typing import TextIO
 
 from console.config import Settings
-from console.control import ServeState, pid_alive, read_state, remove_state, state_file, write_state
 from console.core.events import Event, event_json
 from console.core.gate import GateEvent
 from console.core.policy import Policy
 from console.redact import Redactor
 from console.secrets import SecretStore
-from console.service import ReceiverService
+from console.services.receiver import ReceiverService, listen_failure
+from console.services.serve_state import ServeState, remove_state, write_state
 from console.store.db import mask_monitor_urls
 
 
@@ -82,18 +81,6 @@ def _announce(event: GateEvent, err: TextIO, redactor: Redactor) -> None:
         err.flush()
     except (ValueError, OSError):
         pass
-
-
-def listen_failure(host: str, port: int, exc: OSError) -> str:
-    """Why the receiver cannot listen, and the fix that works whoever holds the port."""
-    where = f"{host}:{port}"
-    if exc.errno != errno.EADDRINUSE:
-        return f"cannot listen on {where}: {exc.strerror or exc}"
-    holder = read_state(state_file(port))
-    by = (f" by another `voice-console serve` (pid {holder.pid})"
-          if holder is not None and pid_alive(holder.pid) else "")
-    return (f"cannot listen on {where}: the port is already in use{by}. "
-            "Choose another with `--port P` (or `[receiver] port` in the config), or `--port 0` for any free port.")
 
 
 async def run_serve(

@@ -17,17 +17,19 @@ import os
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from console.store import queries
-from console.store.db import Store, StoreError
-from console.store.export import ExportFormat, export
+from console.commands import add_config_flags, load_settings_or_report
+
+if TYPE_CHECKING:
+    from console.store.db import Store
+    from console.store.export import ExportFormat
 
 COMMANDS = ("calls", "show", "search", "export")
 
 
-def add_history_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `history` and its sub-commands on the top-level subparsers; returns the `history` parser."""
+def register(subparsers: Any) -> None:
+    """Register `history` and its sub-commands on the top-level subparsers."""
     history = subparsers.add_parser(
         "history",
         help="read, search and export the call history",
@@ -68,7 +70,16 @@ def add_history_parser(subparsers: Any) -> argparse.ArgumentParser:
     exp.add_argument("--json", action="store_true", help="with --out: the summary on stderr as JSON")
     exp.add_argument("--include-replays", action="store_true",
                      help="also the events of replays recorded here (call ids marked ↻); left out by default")
-    return history
+    add_config_flags(history, suppress=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings_or_report(args)
+    if settings is None:
+        return 2
+    import asyncio
+
+    return asyncio.run(run_history(args, settings.db_path))
 
 
 def _positive_int(text: str) -> int:
@@ -99,6 +110,8 @@ async def run_history(
             file=err,
         )
         return 1
+    from console.store.db import Store, StoreError
+
     try:
         store = await Store.open(db_path)
     except (StoreError, OSError) as exc:
@@ -122,6 +135,8 @@ async def run_history(
 
 
 async def _calls(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    from console.store import queries
+
     calls = await queries.list_calls(store, limit=getattr(args, "limit", None) or 50)
     if getattr(args, "json", False):
         _print_json(calls, out)
@@ -144,6 +159,8 @@ async def _calls(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 async def resolve_call(store: Store, text: str, db_path: Path, err: TextIO, command: str) -> tuple[str | None, int]:
     """The call id `text` names, or None and the exit code after saying why on `err`:
     1 when no call matches, 2 when several do (listed, so the next try can be exact)."""
+    from console.store import queries
+
     call_id, candidates = await queries.find_call(store, text)
     if call_id is not None:
         return call_id, 0
@@ -160,6 +177,8 @@ async def resolve_call(store: Store, text: str, db_path: Path, err: TextIO, comm
 
 
 async def _show(store: Store, args: argparse.Namespace, db_path: Path, out: TextIO, err: TextIO) -> int:
+    from console.store import queries
+
     call_id, code = await resolve_call(store, args.call_id, db_path, err, "history show")
     if call_id is None:
         return code
@@ -217,6 +236,8 @@ async def _show(store: Store, args: argparse.Namespace, db_path: Path, out: Text
 
 
 async def _search(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    from console.store import queries
+
     hits = await queries.search(store, args.text, limit=getattr(args, "limit", None) or 50)
     if getattr(args, "json", False):
         _print_json(hits, out)
@@ -230,6 +251,8 @@ async def _search(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _export(store: Store, args: argparse.Namespace, db_path: Path, out: TextIO, err: TextIO) -> int:
+    from console.store.export import export
+
     fmt: ExportFormat = "csv" if getattr(args, "format", None) == "csv" else "jsonl"
     target: Path | None = getattr(args, "out", None)
     call_id = getattr(args, "call_id", None)

@@ -12,18 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from console.config import Settings
-from console.keys import missing_key_message
-from console.phone import PhoneNumber, PhoneNumberError, parse_phone
-from console.providers.vapi.client import VapiClient, VapiError
-from console.providers.vapi.live import mask_url
-from console.secrets import SecretStore
+from console.commands import PROVIDER_NAMES, load_settings_or_report
+
+if TYPE_CHECKING:
+    from console.config import Settings
+    from console.phone import PhoneNumber
+    from console.secrets import SecretStore
 
 
-def add_dial_parser(commands: Any) -> argparse.ArgumentParser:
-    parser = commands.add_parser("dial", help="place a test call")
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("dial", help="place a test call")
     parser.add_argument("--to", required=True, metavar="NUMBER",
                         help="the number to call: +14155550142, or national such as '(415) 555-0142' "
                              "(read in [dial] default_region)")
@@ -31,9 +31,17 @@ def add_dial_parser(commands: Any) -> argparse.ArgumentParser:
                         help="call from the account's phone number with this number (default: its first one)")
     parser.add_argument("--assistant", metavar="ID", help="assistant id (default: the first assistant)")
     parser.add_argument("--phone-number", metavar="ID", help="phone number id to call from (default: the first one)")
-    parser.add_argument("--provider", choices=["vapi", "retell", "twilio"], default="vapi")
+    parser.add_argument("--provider", choices=list(PROVIDER_NAMES), default="vapi")
     parser.add_argument("--json", action="store_true", help="print the created call as JSON")
-    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings_or_report(args)
+    if settings is None:
+        return 2
+    import asyncio
+
+    return asyncio.run(run_dial(args, settings))
 
 
 def _number_id(numbers: list[dict[str, Any]], wanted: PhoneNumber) -> str | None:
@@ -43,6 +51,12 @@ def _number_id(numbers: list[dict[str, Any]], wanted: PhoneNumber) -> str | None
 
 async def run_dial(args: argparse.Namespace, settings: Settings, *, secret_store: SecretStore | None = None,
                    out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    from console.phone import PhoneNumberError, parse_phone
+    from console.providers.vapi.client import VapiClient, VapiError
+    from console.redact import mask_url
+    from console.secrets import SecretStore
+    from console.services.keys import missing_key_message
+
     if args.provider != "vapi":
         print(f"voice-console dial: --provider {args.provider} is not in this build yet; use vapi.", file=err)
         return 2

@@ -1,0 +1,40 @@
+"""`voice-console serve`: the receiver and the history without the TUI, NDJSON events on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from console.commands import add_config_flags, load_settings_or_report
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser("serve", help="run the webhook receiver headless, NDJSON events on stdout")
+    add_config_flags(serve, suppress=True)
+    serve.add_argument("--host", default=argparse.SUPPRESS, help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=argparse.SUPPRESS, help="port to bind (default 8765)")
+    serve.add_argument("--forward-to", metavar="URL", help="pass tool calls on to your own webhook server and relay its answers")
+    serve.add_argument("--public-url", metavar="URL", help="the public base URL the platforms call (needed for Twilio signatures)")
+    serve.add_argument("--policy", metavar="F", help="tool-call policy (TOML); default: policy.toml in the config dir")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings_or_report(args)
+    if settings is None:
+        return 2
+    import asyncio
+
+    from console.config import ConfigError
+    from console.core.policy import load_policy
+    from console.services.serve import run_serve
+
+    try:
+        policy = load_policy(args.policy, default_action="approve" if settings.forward.to else "hold")
+    except ConfigError as exc:
+        print(f"voice-console: bad tool-call policy: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run_serve(settings, policy=policy))
+    except KeyboardInterrupt:
+        return 0

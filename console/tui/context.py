@@ -1,0 +1,120 @@
+"""`ConsoleContext`: what the screens and widgets may use of the running console,
+handed to them in their constructors (messages up, calls down).
+
+It holds the running receiver (its history store, the call tracker, the tool-call
+gate, its HTTP client), the settings, the secret store, the in-process simulated
+platform under --demo, the replay controller, and the Vapi access the dial dialog
+and the Assistants pane use. The app fills it as it starts things; screens call down
+into it and hand their results back up (`dismiss`, see console/tui/messages.py).
+None of them reaches into the app. The receiver's internals are touched here only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+
+from console.config import Settings
+from console.core.calls import CallState
+from console.core.gate import ToolGate
+from console.secrets import SecretStore
+from console.store.db import Store
+
+if TYPE_CHECKING:
+    from console.services.receiver import ReceiverService
+    from console.simulator.platform import SimulatedPlatform
+    from console.tui.replay import ReplayController
+
+
+@dataclass(frozen=True)
+class VapiAccess:
+    """Where to dial and with which key (never shown)."""
+
+    api_key: str = field(repr=False)
+    base_url: str
+    where: str  # for the operator: "the simulated platform" or the API's URL
+
+
+@dataclass(frozen=True)
+class AssistantAccess:
+    """How to reach the assistants: a key and base URL, or why not (`note`)."""
+
+    api_key: str | None
+    base_url: str
+    public_url: str | None = None
+    note: str = ""
+
+
+class ConsoleContext:
+    """The console's running parts, as the screens see them."""
+
+    def __init__(self, settings: Settings, secrets: SecretStore, replay: ReplayController, *, demo: bool) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.replay = replay
+        self.demo = demo
+        self.receiver: ReceiverService | None = None  # None until it listens, and after it closed
+        self.platform: SimulatedPlatform | None = None  # the simulated Vapi under --demo, once started
+
+    def attach(self, receiver: ReceiverService, settings: Settings) -> None:
+        """The receiver listens; `settings` as it started it (the demo may have moved to a free port)."""
+        self.receiver = receiver
+        self.settings = settings
+
+    # --- the receiver ----------------------------------------------------------------------
+
+    def store(self) -> Store | None:
+        """The receiver's history store, None while it starts."""
+        return self.receiver.store if self.receiver is not None else None
+
+    @property
+    def gate(self) -> ToolGate | None:
+        return self.receiver.gate if self.receiver is not None else None
+
+    @property
+    def http_client(self) -> httpx.AsyncClient | None:
+        return self.receiver.http_client if self.receiver is not None else None
+
+    def live_calls(self) -> list[CallState]:
+        """The receiver's tracked calls, then the replayed ones: the rows of Live calls."""
+        tracked = self.receiver.pipeline.tracker.calls() if self.receiver is not None else []
+        return [*tracked, *self.replay.calls()]
+
+    def call_state(self, call_id: str) -> CallState | None:
+        return self.receiver.pipeline.tracker.get(call_id) if self.receiver is not None else None
+
+    def learn_control_url(self, call_id: str, url: str) -> None:
+        """Keep a call's control URL learnt outside its webhooks (the dial answer)."""
+        if self.receiver is not None:
+            self.receiver.pipeline.tracker.note_control_url(call_id, url)
+
+    # --- the platform's API ------------------------------------------------------------------
+
+    async def vapi_access(self) -> VapiAccess | str:
+        """The Vapi API this console may dial through, or why there is none (one paragraph)."""
+        if self.platform is not None:
+            return VapiAccess(self.platform.api_key, self.platform.url, "the simulated platform (demo)")
+        if self.demo:
+            return "The simulated platform is still starting; try again in a moment."
+        key = await self.secrets.aget("vapi_api_key")  # the keyring may block: off the loop, with a timeout
+        if not key.value:  # the note already says where a key may come from: say it once
+            why = (key.note or "not set: use VOICE_CONSOLE_VAPI_API_KEY or the OS keyring").rstrip(".")
+            return f"No Vapi API key, so nothing can be dialed ({why}). Press k to store one on the keys screen."
+        base_url = self.settings.vapi.base_url
+        return VapiAccess(key.value, base_url, base_url)
+
+    async def assistant_access(self) -> AssistantAccess:
+        """Where the Assistants pane lists from: the simulator under --demo, else Vapi with the stored key."""
+        public_url = self.settings.receiver.public_url
+        if self.platform is not None:
+            receiver = self.receiver.server.url if self.receiver is not None else None
+            return AssistantAccess(self.platform.api_key, self.platform.url, public_url or receiver)
+        if self.demo:
+            return AssistantAccess(None, "", note="The simulated platform is starting…")
+        key = await self.secrets.aget("vapi_api_key")
+        note = "No Vapi API key: store one with `voice-console keys set vapi` or set VOICE_CONSOLE_VAPI_API_KEY."
+        if key.note and not key.note.startswith("not set"):  # the keyring itself failed: say how
+            note += f" ({key.note.rstrip('.')})"
+        return AssistantAccess(key.value, self.settings.vapi.base_url, public_url, note=note)
