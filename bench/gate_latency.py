@@ -80,8 +80,15 @@ async def gate_alone(url: str, calls: int) -> tuple[list[float], list[float]]:
         for n in range(calls):
             body = body_for(n)
             call = ToolCall(f"call_bench_{n}", "check_availability", {"date": "2026-12-01"})
-            batch = ToolBatch(provider="vapi", dialect="vapi-tool-calls", call_id="call-bench", calls=(call,),
-                              platform_timeout_s=20, raw_body=body, headers=(("content-type", "application/json"),))
+            batch = ToolBatch(
+                provider="vapi",
+                dialect="vapi-tool-calls",
+                call_id="call-bench",
+                calls=(call,),
+                platform_timeout_s=20,
+                raw_body=body,
+                headers=(("content-type", "application/json"),),
+            )
             for handler, sink in ((forward, direct), (gate, gated)) if n % 2 else ((gate, gated), (forward, direct)):
                 started = time.perf_counter()
                 await handler.decide(batch)
@@ -90,12 +97,34 @@ async def gate_alone(url: str, calls: int) -> tuple[list[float], list[float]]:
 
 
 def whole_path(tool_url: str, calls: int, workdir: Path) -> tuple[list[float], list[float]]:
-    env = {**os.environ, "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": SECRET, "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
+    env = {
+        **os.environ,
+        "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": SECRET,
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
     policy = workdir / "policy.toml"
     policy.write_text('[tools.default]\naction = "approve"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", "--port", "0", "--db", str(workdir / "h.db"),
-                             "--forward-to", tool_url, "--policy", str(policy)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "console",
+            "serve",
+            "--port",
+            "0",
+            "--db",
+            str(workdir / "h.db"),
+            "--forward-to",
+            tool_url,
+            "--policy",
+            str(policy),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = re.search(r"listening on (\S+)", proc.stderr.readline()).group(1)
     direct, through = [], []
     try:
@@ -129,8 +158,10 @@ def main() -> int:
         server.terminate()
         server.wait(10)
     rows = [
-        ("forward only (no gate)", direct), ("gate + forward", gated),
-        ("tool server directly", plain), ("through voice-console serve", through),
+        ("forward only (no gate)", direct),
+        ("gate + forward", gated),
+        ("tool server directly", plain),
+        ("through voice-console serve", through),
     ]
     print(f"{'':32}{'p50 ms':>10}{'p99 ms':>10}")
     for name, values in rows:

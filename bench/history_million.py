@@ -18,13 +18,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from console.core.events import (  # noqa: E402
+from console.core.events import (
     BargeIn,
     CallEnded,
     CallStatus,
@@ -35,8 +35,8 @@ from console.core.events import (  # noqa: E402
     TranscriptFinal,
     TranscriptPartial,
 )
-from console.store import queries  # noqa: E402
-from console.store.db import Store  # noqa: E402
+from console.store import queries
+from console.store.db import Store
 
 WORDS = (
     "hello hi thanks please yes no okay sure book booking table appointment tomorrow today friday saturday "
@@ -47,7 +47,7 @@ WORDS = (
 ).split()
 RARE = ["zanzibar", "quixotic", "xylophone", "marzipan", "kumquat"]
 PROVIDERS = ("vapi", "retell", "twilio")
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def sentence(rng: random.Random) -> str:
@@ -81,20 +81,48 @@ def make_call(n: int, per_call: int, rng: random.Random) -> list[Event]:
         elif roll < 0.05:
             tool += 1
             tool_call_id = f"{call_id}-t{tool}"
-            events.append(ToolRequested(at=at(), provider=provider, call_id=call_id, tool_call_id=tool_call_id,
-                                        name="book_table", arguments={"party": rng.randint(1, 8)}))
-            events.append(ToolDecided(at=at() + timedelta(milliseconds=800), provider=provider, call_id=call_id,
-                                      tool_call_id=tool_call_id, name="book_table", decision="approved",
-                                      by="rule", result='{"ok":true}', latency_ms=800.0))
+            events.append(
+                ToolRequested(
+                    at=at(),
+                    provider=provider,
+                    call_id=call_id,
+                    tool_call_id=tool_call_id,
+                    name="book_table",
+                    arguments={"party": rng.randint(1, 8)},
+                )
+            )
+            events.append(
+                ToolDecided(
+                    at=at() + timedelta(milliseconds=800),
+                    provider=provider,
+                    call_id=call_id,
+                    tool_call_id=tool_call_id,
+                    name="book_table",
+                    decision="approved",
+                    by="rule",
+                    result='{"ok":true}',
+                    latency_ms=800.0,
+                )
+            )
         elif roll < 0.15:
             events.append(SpeechStarted(at=at(), provider=provider, call_id=call_id, role=role))
         elif roll < 0.55:
-            events.append(TranscriptPartial(at=at(), provider=provider, call_id=call_id, role=role,
-                                            text=text[: len(text) // 2]))
+            events.append(
+                TranscriptPartial(at=at(), provider=provider, call_id=call_id, role=role, text=text[: len(text) // 2])
+            )
         else:
             events.append(TranscriptFinal(at=at(), provider=provider, call_id=call_id, role=role, text=text))
-    events.append(CallEnded(at=at() + timedelta(seconds=1), provider=provider, call_id=call_id,
-                            reason="customer-ended-call", summary=sentence(rng), cost=0.05, duration_s=t))
+    events.append(
+        CallEnded(
+            at=at() + timedelta(seconds=1),
+            provider=provider,
+            call_id=call_id,
+            reason="customer-ended-call",
+            summary=sentence(rng),
+            cost=0.05,
+            duration_s=t,
+        )
+    )
     return events[:per_call]
 
 
@@ -153,8 +181,10 @@ async def main() -> None:
                 started = time.perf_counter()
                 written = await fill(store, args.calls, per_call)
                 elapsed = time.perf_counter() - started
-                print(f"filled {written:,} events in {args.calls:,} calls in {elapsed:.1f} s "
-                      f"({written / elapsed:,.0f} events/s through Store.record_events)")
+                print(
+                    f"filled {written:,} events in {args.calls:,} calls in {elapsed:.1f} s "
+                    f"({written / elapsed:,.0f} events/s through Store.record_events)"
+                )
         print(f"database {path}: {path.stat().st_size / 1e6:.0f} MB")
 
         async with await Store.open(path) as store:

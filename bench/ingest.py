@@ -52,25 +52,60 @@ _runs = iter(range(1, 1_000_000))
 
 def run_wrk(port: int, duration: float, connections: int, threads: int) -> dict:
     cmd = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
-        "-s", str(ROOT / "bench" / "vapi_events.lua"), f"http://127.0.0.1:{port}/webhook/vapi",
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(ROOT / "bench" / "vapi_events.lua"),
+        f"http://127.0.0.1:{port}/webhook/vapi",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BENCH_SECRET": SECRET, "BENCH_RUN": str(next(_runs))}, check=True).stdout
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENCH_SECRET": SECRET, "BENCH_RUN": str(next(_runs))},
+        check=True,
+    ).stdout
     requests = int(re.search(r"REQUESTS (\d+)", out).group(1))
     errors = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", out.split("ERRORS", 1)[1].splitlines()[0])}
     p50, p99 = (int(x) for x in re.search(r"LATENCY_US p50=(\d+) p99=(\d+)", out).groups())
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     acked = requests - errors["status"] - errors["timeout"]
-    return {"requests_per_s": rps, "requests": requests, "acked": acked, "errors": errors,
-            "p50_ms": p50 / 1000, "p99_ms": p99 / 1000}
+    return {
+        "requests_per_s": rps,
+        "requests": requests,
+        "acked": acked,
+        "errors": errors,
+        "p50_ms": p50 / 1000,
+        "p99_ms": p99 / 1000,
+    }
 
 
 def bench_uvicorn(args, app: str = "bench.minimal_app:app", env: dict[str, str] | None = None) -> dict:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-         "--http", "h11", "--loop", "asyncio", "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, **(env or {})},
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--http",
+            "h11",
+            "--loop",
+            "asyncio",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     try:
         wait_for_port(port)
@@ -93,12 +128,22 @@ def bench_uvicorn_durable(args, workdir: Path) -> dict:
 def bench_console(args, workdir: Path) -> dict:
     port = free_port()
     db = workdir / "bench.db"
-    env = {**os.environ, "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": SECRET, "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
-           "VOICE_CONSOLE_CONFIG": str(workdir / "config.toml")}
-    (workdir / "config.toml").write_text(f"[storage]\nsynchronous = \"{args.synchronous}\"\ncommit_interval_ms = {args.commit_interval_ms}\n")
+    env = {
+        **os.environ,
+        "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": SECRET,
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+        "VOICE_CONSOLE_CONFIG": str(workdir / "config.toml"),
+    }
+    (workdir / "config.toml").write_text(
+        f'[storage]\nsynchronous = "{args.synchronous}"\ncommit_interval_ms = {args.commit_interval_ms}\n'
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "console", "serve", "--port", str(port), "--db", str(db)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_for_port(port)
@@ -111,9 +156,17 @@ def bench_console(args, workdir: Path) -> dict:
         stored = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     acked_total = warm["acked"] + result["acked"]
-    result.update({"exit_code": code, "acked_total": acked_total, "deliveries_stored": stored, "events_stored": events,
-                   "lost": max(0, acked_total - stored), "synchronous": args.synchronous,
-                   "db_bytes": db.stat().st_size})
+    result.update(
+        {
+            "exit_code": code,
+            "acked_total": acked_total,
+            "deliveries_stored": stored,
+            "events_stored": events,
+            "lost": max(0, acked_total - stored),
+            "synchronous": args.synchronous,
+            "db_bytes": db.stat().st_size,
+        }
+    )
     return result
 
 
@@ -133,9 +186,14 @@ def main() -> int:
         baseline = bench_uvicorn(args)
         naive = bench_uvicorn_durable(args, Path(tmp))
         ours = bench_console(args, Path(tmp))
-    summary = {"connections": args.connections, "duration_s": args.duration, "uvicorn_ack_only": baseline,
-               "uvicorn_commit_per_event": naive, "voice_console_durable": ours,
-               "ratio": round(ours["requests_per_s"] / baseline["requests_per_s"], 2)}
+    summary = {
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "uvicorn_ack_only": baseline,
+        "uvicorn_commit_per_event": naive,
+        "voice_console_durable": ours,
+        "ratio": round(ours["requests_per_s"] / baseline["requests_per_s"], 2),
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -144,9 +202,15 @@ def main() -> int:
     print(f"{'events/s':24}" + "".join(f"{r['requests_per_s']:>25,.0f}" for _, r in columns))
     print(f"{'ack latency p50 (ms)':24}" + "".join(f"{r['p50_ms']:>25.2f}" for _, r in columns))
     print(f"{'ack latency p99 (ms)':24}" + "".join(f"{r['p99_ms']:>25.2f}" for _, r in columns))
-    print(f"{'non-2xx / timeouts':24}" + "".join(f"{str(r['errors']['status']) + ' / ' + str(r['errors']['timeout']):>25}" for _, r in columns))
-    print(f"voice-console: {ours['acked_total']} acknowledged, {ours['deliveries_stored']} committed, lost {ours['lost']}; "
-          f"synchronous={ours['synchronous']}; serve exit {ours['exit_code']}; ratio {summary['ratio']}x")
+    print(
+        f"{'non-2xx / timeouts':24}"
+        + "".join(f"{str(r['errors']['status']) + ' / ' + str(r['errors']['timeout']):>25}" for _, r in columns)
+    )
+    print(
+        f"voice-console: {ours['acked_total']} acknowledged, {ours['deliveries_stored']} committed, "
+        f"lost {ours['lost']}; "
+        f"synchronous={ours['synchronous']}; serve exit {ours['exit_code']}; ratio {summary['ratio']}x"
+    )
     return 0 if ours["lost"] == 0 and ours["exit_code"] == 0 else 1
 
 

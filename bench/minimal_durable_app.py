@@ -35,6 +35,11 @@ async def app(scope, receive, send):
         more = message.get("more_body", False)
     db = _db or await _connection()
     await db.execute("INSERT INTO events (body) VALUES (?)", (b"".join(chunks),))  # autocommit: one commit per event
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"{}"})

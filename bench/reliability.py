@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +75,24 @@ LONG_TESTS: list[tuple[str, list[str], dict[str, str]]] = [
 
 def held_tool_call(call_id: str, tool_call_id: str) -> bytes:
     """A signed-to-be Vapi tool-calls message for the held tool, with a long platform deadline."""
-    call = {"id": tool_call_id, "type": "function",
-            "function": {"name": HELD_TOOL, "arguments": json.dumps({"amount": 120, "to": "ACME"})}}
+    call = {
+        "id": tool_call_id,
+        "type": "function",
+        "function": {"name": HELD_TOOL, "arguments": json.dumps({"amount": 120, "to": "ACME"})},
+    }
     message = {
-        "type": "tool-calls", "timestamp": int(time.time() * 1000), "call": {"id": call_id},
+        "type": "tool-calls",
+        "timestamp": int(time.time() * 1000),
+        "call": {"id": call_id},
         "toolCallList": [call],
-        "toolWithToolCallList": [{"type": "function", "function": {"name": HELD_TOOL},
-                                  "server": {"url": "http://127.0.0.1:9/tools", "timeoutSeconds": 300},
-                                  "toolCall": call}],
+        "toolWithToolCallList": [
+            {
+                "type": "function",
+                "function": {"name": HELD_TOOL},
+                "server": {"url": "http://127.0.0.1:9/tools", "timeoutSeconds": 300},
+                "toolCall": call,
+            }
+        ],
     }
     return json.dumps({"message": message}).encode()
 
@@ -105,8 +115,15 @@ def wait_for_tool_row(db: Path, tool_call_id: str, timeout: float = 20.0) -> dic
     raise RuntimeError(f"tool call {tool_call_id} never reached the history")
 
 
-async def _load_then_kill(serve: ServeProcess, templates: CallTemplates, kill_after: float, run_id: str,
-                          held_body: bytes, tool_call_id: str, connections: int) -> tuple[LoadStats, bool, bool]:
+async def _load_then_kill(
+    serve: ServeProcess,
+    templates: CallTemplates,
+    kill_after: float,
+    run_id: str,
+    held_body: bytes,
+    tool_call_id: str,
+    connections: int,
+) -> tuple[LoadStats, bool, bool]:
     """(load stats, whether the held call was pending in the history, whether its request got an answer)."""
     import httpx
 
@@ -114,10 +131,16 @@ async def _load_then_kill(serve: ServeProcess, templates: CallTemplates, kill_af
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     async with httpx.AsyncClient(base_url=serve.url, timeout=300) as client:
-        held = asyncio.create_task(client.post("/webhook/vapi", content=held_body, headers={
-            "content-type": "application/json", "x-vapi-secret": SECRET}))
-        load = asyncio.create_task(drive(serve.url, templates.stream(run_id), stats, rate=None,
-                                         connections=connections, stop=stop))
+        held = asyncio.create_task(
+            client.post(
+                "/webhook/vapi",
+                content=held_body,
+                headers={"content-type": "application/json", "x-vapi-secret": SECRET},
+            )
+        )
+        load = asyncio.create_task(
+            drive(serve.url, templates.stream(run_id), stats, rate=None, connections=connections, stop=stop)
+        )
         started = loop.time()
         row = await loop.run_in_executor(None, wait_for_tool_row, serve.db, tool_call_id)
         await asyncio.sleep(max(0.0, kill_after - (loop.time() - started)))
@@ -132,8 +155,9 @@ async def _load_then_kill(serve: ServeProcess, templates: CallTemplates, kill_af
     return stats, row["decision"] is None, answered
 
 
-def crash_trial(workdir: Path, templates: CallTemplates, *, kill_after: float | None = None,
-                connections: int = 32) -> dict[str, Any]:
+def crash_trial(
+    workdir: Path, templates: CallTemplates, *, kill_after: float | None = None, connections: int = 32
+) -> dict[str, Any]:
     """kill -9 `serve` under load, restart it on the same database, and report what survived."""
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "history.db"
@@ -141,9 +165,17 @@ def crash_trial(workdir: Path, templates: CallTemplates, *, kill_after: float | 
     call_id, tool_call_id = f"crash-call-{uuid.uuid4().hex[:6]}", f"call_held_{uuid.uuid4().hex[:12]}"
     serve = ServeProcess(db, CRASH_POLICY)
     try:
-        stats, pending_in_history, held_answered = asyncio.run(_load_then_kill(
-            serve, templates, kill_after, f"crash-{uuid.uuid4().hex[:8]}", held_tool_call(call_id, tool_call_id),
-            tool_call_id, connections))
+        stats, pending_in_history, held_answered = asyncio.run(
+            _load_then_kill(
+                serve,
+                templates,
+                kill_after,
+                f"crash-{uuid.uuid4().hex[:8]}",
+                held_tool_call(call_id, tool_call_id),
+                tool_call_id,
+                connections,
+            )
+        )
     finally:
         if serve.proc.poll() is None:
             serve.kill9()
@@ -180,9 +212,15 @@ def crash_trial(workdir: Path, templates: CallTemplates, *, kill_after: float | 
 
 def crash_trial_ok(trial: dict[str, Any]) -> bool:
     held = trial["held_call"]
-    return (trial["killed_by_signal"] == signal.SIGKILL and trial["lost"] == 0 and trial["acked"] > 0
-            and trial["acked_still_stored_after_restart"] and held["pending_before_kill"]
-            and held["after_restart"] == ["interrupted", "crash"] and trial["restart_exit_code"] == 0)
+    return (
+        trial["killed_by_signal"] == signal.SIGKILL
+        and trial["lost"] == 0
+        and trial["acked"] > 0
+        and trial["acked_still_stored_after_restart"]
+        and held["pending_before_kill"]
+        and held["after_restart"] == ["interrupted", "crash"]
+        and trial["restart_exit_code"] == 0
+    )
 
 
 # ------------------------------------------------------------------- long tests
@@ -194,16 +232,32 @@ def run_pytest(name: str, args: list[str], env_extra: dict[str, str], timeout: f
     env = {**os.environ, **env_extra}
     started = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
-        return {"ran": True, "passed": False, "seconds": round(time.monotonic() - started, 1),
-                "note": f"timed out after {timeout:.0f} s"}
+        return {
+            "ran": True,
+            "passed": False,
+            "seconds": round(time.monotonic() - started, 1),
+            "note": f"timed out after {timeout:.0f} s",
+        }
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     summary = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed|error)", line)), "")
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|errors?|skipped)", summary)}
-    return {"ran": True, "passed": done.returncode == 0, "seconds": round(time.monotonic() - started, 1),
-            "counts": counts, "env": env_extra, "summary": summary.strip("= ")}
+    return {
+        "ran": True,
+        "passed": done.returncode == 0,
+        "seconds": round(time.monotonic() - started, 1),
+        "counts": counts,
+        "env": env_extra,
+        "summary": summary.strip("= "),
+    }
 
 
 # ------------------------------------------------------------------------ main
@@ -232,9 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     summary: dict[str, Any] = {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "sqlite": sqlite_version(),
-                    "platform": platform.platform()},
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "sqlite": sqlite_version(),
+            "platform": platform.platform(),
+        },
     }
 
     note(f"{args.crash_trials} kill -9 trials")
@@ -244,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         trial = crash_trial(workdir / f"crash-{n:02d}", templates)
         trial["ok"] = crash_trial_ok(trial)
         trials.append(trial)
-        note(f"crash trial {n + 1}: acked {trial['acked']}, lost {trial['lost']}, "
-             f"held call after restart {trial['held_call']['after_restart']}")
+        note(
+            f"crash trial {n + 1}: acked {trial['acked']}, lost {trial['lost']}, "
+            f"held call after restart {trial['held_call']['after_restart']}"
+        )
         if not args.keep:
             for path in (workdir / f"crash-{n:02d}").glob("history.db*"):
                 path.unlink()
@@ -271,14 +331,22 @@ def main(argv: list[str] | None = None) -> int:
     def progress(point: dict[str, Any]) -> None:
         note("soak " + json.dumps(point))
 
-    soak = run_soak(args.soak_seconds, args.soak_rate, args.soak_sample,
-                    workdir=workdir / "soak" if args.keep else None, progress=progress)
+    soak = run_soak(
+        args.soak_seconds,
+        args.soak_rate,
+        args.soak_sample,
+        workdir=workdir / "soak" if args.keep else None,
+        progress=progress,
+    )
     summary["soak"] = soak
     summary["total_seconds"] = round(time.monotonic() - started, 1)
     summary["ok"] = (
         summary["crash"]["trials_ok"] == len(trials)
         and all(t["passed"] for t in tests.values() if t["ran"])
-        and soak["lost"] == 0 and soak["serve_exit_code"] == 0 and soak["non_2xx"] == 0 and soak["no_answer"] == 0
+        and soak["lost"] == 0
+        and soak["serve_exit_code"] == 0
+        and soak["non_2xx"] == 0
+        and soak["no_answer"] == 0
     )
     text = json.dumps(summary, indent=2)
     print(text)

@@ -53,7 +53,14 @@ def capture_call_messages(scenario_name: str = "booking") -> list[dict[str, Any]
     """Play one simulated call through the real simulator into memory; its server messages in order."""
     import httpx
 
-    from console.simulator.platform import PHONE_NUMBER_ID, RECEPTIONIST_ID, CallEngine, SimulatedPlatform, Webhook, new_call
+    from console.simulator.platform import (
+        PHONE_NUMBER_ID,
+        RECEPTIONIST_ID,
+        CallEngine,
+        SimulatedPlatform,
+        Webhook,
+        new_call,
+    )
     from console.simulator.scenarios import load_scenario
 
     captured: list[dict[str, Any]] = []
@@ -62,8 +69,10 @@ def capture_call_messages(scenario_name: str = "booking") -> list[dict[str, Any]
         message = json.loads(request.content)["message"]
         captured.append(message)
         if message["type"] == "tool-calls":
-            results = [{"toolCallId": c["id"], "name": c["function"]["name"], "result": '{"ok":true}'}
-                       for c in message["toolCallList"]]
+            results = [
+                {"toolCallId": c["id"], "name": c["function"]["name"], "result": '{"ok":true}'}
+                for c in message["toolCallList"]
+            ]
             return httpx.Response(200, json={"results": results})
         return httpx.Response(200, json={})
 
@@ -71,8 +80,12 @@ def capture_call_messages(scenario_name: str = "booking") -> list[dict[str, Any]
         scenario = load_scenario(scenario_name)
         target = "http://capture.invalid/webhook/vapi"
         seed = SimulatedPlatform(target, scenario=scenario)  # not started: only its assistant and number
-        call = new_call(assistant=seed.assistants[RECEPTIONIST_ID], scenario=scenario,
-                        phone_number=seed.phone_numbers[PHONE_NUMBER_ID], webhook_url=target)
+        call = new_call(
+            assistant=seed.assistants[RECEPTIONIST_ID],
+            scenario=scenario,
+            phone_number=seed.phone_numbers[PHONE_NUMBER_ID],
+            webhook_url=target,
+        )
         async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
             await CallEngine(call, Webhook(client, secret=SECRET), speed=1000.0).run()
 
@@ -93,7 +106,7 @@ class CallTemplates:
     types: list[str]
 
     @classmethod
-    def from_messages(cls, messages: list[dict[str, Any]]) -> "CallTemplates":
+    def from_messages(cls, messages: list[dict[str, Any]]) -> CallTemplates:
         call_id = str(messages[0]["call"]["id"])
         tool_ids = {c["id"] for m in messages for c in m.get("toolCallList", [])}
         bodies = []
@@ -145,7 +158,9 @@ class RawClient:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
         try:
-            self._writer.write(f"POST {path} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            self._writer.write(
+                f"POST {path} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+            )
             head = await self._reader.readuntil(b"\r\n\r\n")
             status = int(head.split(b" ", 2)[1])
             length = 0
@@ -263,12 +278,19 @@ async def drive(
 
 def serve_env(db: Path, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICE_CONSOLE_")}
-    env.update({
-        "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"), "XDG_DATA_HOME": str(home / "data"),
-        "XDG_STATE_HOME": str(home / "state"), "XDG_RUNTIME_DIR": str(home / "run"),
-        "VOICE_CONSOLE_DB": str(db), "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": SECRET,
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring", "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_DATA_HOME": str(home / "data"),
+            "XDG_STATE_HOME": str(home / "state"),
+            "XDG_RUNTIME_DIR": str(home / "run"),
+            "VOICE_CONSOLE_DB": str(db),
+            "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": SECRET,
+            "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -276,8 +298,16 @@ def serve_env(db: Path, home: Path, extra: dict[str, str] | None = None) -> dict
 class ServeProcess:
     """`voice-console serve --port 0` in a subprocess; stdout (NDJSON) goes to a file."""
 
-    def __init__(self, db: Path, policy_text: str = SOAK_POLICY, *, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = (), stdout: Path | None = None, stderr: Path | None = None) -> None:
+    def __init__(
+        self,
+        db: Path,
+        policy_text: str = SOAK_POLICY,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        stdout: Path | None = None,
+        stderr: Path | None = None,
+    ) -> None:
         self.db = db
         home = db.parent / "home"
         home.mkdir(parents=True, exist_ok=True)
@@ -291,7 +321,10 @@ class ServeProcess:
         start_at = self.stderr_path.stat().st_size
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "console", "serve", "--port", "0", "--policy", str(policy), *args],
-            cwd=ROOT, env=env or serve_env(db, home), stdout=self._out, stderr=self._err,
+            cwd=ROOT,
+            env=env or serve_env(db, home),
+            stdout=self._out,
+            stderr=self._err,
         )
         self.url = self._wait_for_url(start_at)
 
@@ -358,8 +391,16 @@ def percentile(values: list[float], q: float) -> float | None:
 # ------------------------------------------------------------------- the soak
 
 
-async def _soak(serve: ServeProcess, templates: CallTemplates, *, duration: float, rate: float, sample: float,
-                connections: int, progress: Callable[[dict[str, Any]], None] | None) -> tuple[LoadStats, list[dict[str, Any]]]:
+async def _soak(
+    serve: ServeProcess,
+    templates: CallTemplates,
+    *,
+    duration: float,
+    rate: float,
+    sample: float,
+    connections: int,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> tuple[LoadStats, list[dict[str, Any]]]:
     stats = LoadStats()
     stop = asyncio.Event()
     series: list[dict[str, Any]] = []
@@ -396,9 +437,15 @@ async def _soak(serve: ServeProcess, templates: CallTemplates, *, duration: floa
     return stats, series
 
 
-def run_soak(duration: float = 1800.0, rate: float = 500.0, sample: float = 10.0, connections: int = 32,
-             workdir: Path | None = None, scenario: str = "booking",
-             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_soak(
+    duration: float = 1800.0,
+    rate: float = 500.0,
+    sample: float = 10.0,
+    connections: int = 32,
+    workdir: Path | None = None,
+    scenario: str = "booking",
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run the soak and return its summary (see the module docstring)."""
     templates = CallTemplates.from_messages(capture_call_messages(scenario))
     own_dir = workdir is None
@@ -406,8 +453,17 @@ def run_soak(duration: float = 1800.0, rate: float = 500.0, sample: float = 10.0
     db = workdir / "soak.db"
     serve = ServeProcess(db)
     try:
-        stats, series = asyncio.run(_soak(serve, templates, duration=duration, rate=rate, sample=sample,
-                                          connections=connections, progress=progress))
+        stats, series = asyncio.run(
+            _soak(
+                serve,
+                templates,
+                duration=duration,
+                rate=rate,
+                sample=sample,
+                connections=connections,
+                progress=progress,
+            )
+        )
         db_size_running = db_bytes(db)
     finally:
         code = serve.stop()
@@ -417,7 +473,7 @@ def run_soak(duration: float = 1800.0, rate: float = 500.0, sample: float = 10.0
     # Memory "flat": compare the second half's peak with the first quarter's (after warm-up).
     quarter = max(1, len(rss) // 4)
     rss_early = max(rss[:quarter]) if rss else None
-    rss_late = max(rss[len(rss) // 2:]) if rss else None
+    rss_late = max(rss[len(rss) // 2 :]) if rss else None
     p99s = [p["ack_p99_ms"] for p in series if p["ack_p99_ms"] is not None]
     summary = {
         "duration_s": duration,
@@ -463,8 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     def progress(point: dict[str, Any]) -> None:
         print(json.dumps(point), file=sys.stderr, flush=True)
 
-    summary = run_soak(args.duration, args.rate, args.sample, args.connections, args.workdir, args.scenario,
-                       progress=None if args.quiet else progress)
+    summary = run_soak(
+        args.duration,
+        args.rate,
+        args.sample,
+        args.connections,
+        args.workdir,
+        args.scenario,
+        progress=None if args.quiet else progress,
+    )
     print(json.dumps(summary, indent=2))
     return 0 if summary["lost"] == 0 and summary["serve_exit_code"] == 0 else 1
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,19 +41,32 @@ async def make_history(path: Path, calls: int = 20) -> None:
     from console.core.events import CallEnded, CallStatus, TranscriptFinal
     from console.store import DeliveryRecord, Store
 
-    start = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
     async with await Store.open(path) as store:
         for n in range(calls):
             call_id, at = f"call-{n:03d}", start + timedelta(minutes=n)
             events = [
                 CallStatus(at=at, provider="vapi", call_id=call_id, status="in-progress"),
-                TranscriptFinal(at=at + timedelta(seconds=2), provider="vapi", call_id=call_id,
-                                role="user", text="I would like to book a table for two."),
-                CallEnded(at=at + timedelta(seconds=30), provider="vapi", call_id=call_id,
-                          reason="customer-ended-call", summary="Booked.", cost=0.05, duration_s=30.0),
+                TranscriptFinal(
+                    at=at + timedelta(seconds=2),
+                    provider="vapi",
+                    call_id=call_id,
+                    role="user",
+                    text="I would like to book a table for two.",
+                ),
+                CallEnded(
+                    at=at + timedelta(seconds=30),
+                    provider="vapi",
+                    call_id=call_id,
+                    reason="customer-ended-call",
+                    summary="Booked.",
+                    cost=0.05,
+                    duration_s=30.0,
+                ),
             ]
-            record = DeliveryRecord("vapi", "vapi", "POST", "/webhook/vapi", "end-of-call-report", call_id,
-                                    at, b"{}", [], "secret")
+            record = DeliveryRecord(
+                "vapi", "vapi", "POST", "/webhook/vapi", "end-of-call-report", call_id, at, b"{}", [], "secret"
+            )
             await store.record_delivery(record, events)
 
 
@@ -61,8 +74,14 @@ def time_runs(argv: list[str], expected: int, env: dict[str, str], cwd: Path, ru
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "console", *argv], env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "console", *argv],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         times.append(time.perf_counter() - started)
         if done.returncode != expected:
             raise SystemExit(f"`voice-console {' '.join(argv)}` exited {done.returncode}: {done.stderr.strip()}")

@@ -28,8 +28,8 @@ Targets (DESIGN.md): event-to-screen p99 < 250 ms, key-press-to-frame p99 <
 100 ms, memory bounded over a long run; the exit status is 1 when a latency
 target is missed. Experiments measure changes without making them:
 --young-collection-after, --full-collection-every and
---same-titles-no-repaint (the app already freezes its start-up objects); diagnoses: --explain-slow-keys (what the loop did while
-slow presses waited) and --trace-memory (see --help). Wall-clock figures
+--same-titles-no-repaint (the app already freezes its start-up objects); diagnoses:
+--explain-slow-keys (what the loop did while slow presses waited) and --trace-memory (see --help). Wall-clock figures
 depend on the machine being otherwise idle: the report prints the load average
 and the CPU time of each part, which does not.
 """
@@ -101,13 +101,23 @@ class Samples:
 
 def summary(values: Samples | Iterable[float]) -> dict[str, Any]:
     samples = values if isinstance(values, Samples) else Samples(values)
-    return {"n": samples.n, "p50": samples.pct(0.5), "p90": samples.pct(0.9), "p99": samples.pct(0.99),
-            "max": samples.max}
+    return {
+        "n": samples.n,
+        "p50": samples.pct(0.5),
+        "p90": samples.pct(0.9),
+        "p99": samples.pct(0.99),
+        "max": samples.max,
+    }
 
 
 def loop_time(wall_ms: Samples, cpu_ms: Samples) -> dict[str, Any]:
-    return {**summary(wall_ms), "cpu_p99": cpu_ms.pct(0.99), "cpu_max": cpu_ms.max,
-            "total_s": wall_ms.total / 1000, "cpu_total_s": cpu_ms.total / 1000}
+    return {
+        **summary(wall_ms),
+        "cpu_p99": cpu_ms.pct(0.99),
+        "cpu_max": cpu_ms.max,
+        "total_s": wall_ms.total / 1000,
+        "cpu_total_s": cpu_ms.total / 1000,
+    }
 
 
 def rss_mb() -> float:
@@ -127,15 +137,25 @@ def load_policy():
     pane always has some waiting, with live countdowns."""
     from console.core.policy import Policy, ToolRule
 
-    return Policy(tools={
-        "default": ToolRule(action="override", result='{"ok": true}'),
-        "check_availability": ToolRule(action="override", result='{"slots": ["09:30", "11:00", "14:15"]}'),
-        "lookup_patient": ToolRule(action="override", result='{"name": "Dana Whitfield", "patient_id": "P-1042"}'),
-        "book_appointment": ToolRule(action="hold", timeout_seconds=4, on_timeout="override",
-                                     result='{"booked": true, "confirmation": "SD-5521"}'),
-        "fetch_invoice": ToolRule(action="hold", timeout_seconds=3, on_timeout="override",
-                                  result='{"invoice": "INV-2291", "total": "$184.00"}'),
-    })
+    return Policy(
+        tools={
+            "default": ToolRule(action="override", result='{"ok": true}'),
+            "check_availability": ToolRule(action="override", result='{"slots": ["09:30", "11:00", "14:15"]}'),
+            "lookup_patient": ToolRule(action="override", result='{"name": "Dana Whitfield", "patient_id": "P-1042"}'),
+            "book_appointment": ToolRule(
+                action="hold",
+                timeout_seconds=4,
+                on_timeout="override",
+                result='{"booked": true, "confirmation": "SD-5521"}',
+            ),
+            "fetch_invoice": ToolRule(
+                action="hold",
+                timeout_seconds=3,
+                on_timeout="override",
+                result='{"invoice": "INV-2291", "total": "$184.00"}',
+            ),
+        }
+    )
 
 
 async def drive(url: str, *, calls: int, duration: float, speed: float, ramp: float, scenarios: list[str]) -> dict:
@@ -182,7 +202,9 @@ async def drive(url: str, *, calls: int, duration: float, speed: float, ramp: fl
         await asyncio.gather(*tasks, return_exceptions=True)
     ok = [r for r in records if r.status is not None]
     return {
-        "calls_started": started_calls, "calls_finished": finished_calls, "messages": len(records),
+        "calls_started": started_calls,
+        "calls_finished": finished_calls,
+        "messages": len(records),
         "errors": Counter(r.error for r in records if r.error).most_common(5),
         "by_type": Counter(r.type for r in records).most_common(),
         "latency_ms": summary([r.latency_ms for r in ok if r.type != "tool-calls"]),
@@ -315,14 +337,20 @@ class Probe:
     def explain(self, sent: float, shown: float) -> None:
         """On the loop, once the frame is out: keep what overlapped a slow press."""
         self.slow_count += 1
-        overlapping = [(max(start, sent), min(end, shown), what) for start, end, what in self.recent
-                       if end > sent and start < shown]
+        overlapping = [
+            (max(start, sent), min(end, shown), what)
+            for start, end, what in self.recent
+            if end > sent and start < shown
+        ]
         for start, end, what in overlapping:
             self.slow_time_ms[what] += (end - start) * 1000
         if len(self.slow_presses) < 20:
-            self.slow_presses.append(((shown - sent) * 1000,
-                                      [((start - sent) * 1000, (end - start) * 1000, what)
-                                       for start, end, what in overlapping]))
+            self.slow_presses.append(
+                (
+                    (shown - sent) * 1000,
+                    [((start - sent) * 1000, (end - start) * 1000, what) for start, end, what in overlapping],
+                )
+            )
 
     def stop_explaining(self) -> None:
         undo = getattr(self, "_undo_loop_timing", None)
@@ -478,8 +506,11 @@ async def trace_memory(every: float, stop: asyncio.Event, start: float, db: Path
     import tracemalloc
 
     def look():
-        return (tracemalloc.take_snapshot() if by_line else None,
-                Counter(type(o).__name__ for o in gc.get_objects()), sys.getallocatedblocks())
+        return (
+            tracemalloc.take_snapshot() if by_line else None,
+            Counter(type(o).__name__ for o in gc.get_objects()),
+            sys.getallocatedblocks(),
+        )
 
     if by_line:
         tracemalloc.start(1)
@@ -491,15 +522,20 @@ async def trace_memory(every: float, stop: asyncio.Event, start: float, db: Path
             pass
         lines_now, types_now, blocks_now = look()
         wal = db.with_name(db.name + "-wal")
-        print(f"\n--- {time.perf_counter() - start:.0f} s: RSS {rss_mb():.1f} MB, allocated blocks {blocks_now} "
-              f"({blocks_now - blocks_before:+d}), WAL {wal.stat().st_size / 2**20 if wal.exists() else 0:.1f} MB",
-              file=sys.stderr)
+        print(
+            f"\n--- {time.perf_counter() - start:.0f} s: RSS {rss_mb():.1f} MB, allocated blocks {blocks_now} "
+            f"({blocks_now - blocks_before:+d}), WAL {wal.stat().st_size / 2**20 if wal.exists() else 0:.1f} MB",
+            file=sys.stderr,
+        )
         if by_line:
             for stat in lines_now.compare_to(lines_before, "lineno")[:12]:
-                print(f"  {stat.size_diff / 1024:+9.0f} KiB {stat.count_diff:+8d}  {stat.traceback[0]}",
-                      file=sys.stderr)
-        grew = sorted(((name, types_now[name] - types_before[name]) for name in types_now | types_before),
-                      key=lambda item: -abs(item[1]))[:10]
+                print(
+                    f"  {stat.size_diff / 1024:+9.0f} KiB {stat.count_diff:+8d}  {stat.traceback[0]}", file=sys.stderr
+                )
+        grew = sorted(
+            ((name, types_now[name] - types_before[name]) for name in types_now | types_before),
+            key=lambda item: -abs(item[1]),
+        )[:10]
         print("  objects: " + ", ".join(f"{name} {delta:+d}" for name, delta in grew), file=sys.stderr, flush=True)
         lines_before, types_before, blocks_before = lines_now, types_now, blocks_now
     if by_line:
@@ -519,10 +555,12 @@ def structure_sizes(app) -> dict[str, Any]:
     if timelines is not None and hasattr(timelines, "__len__"):
         sizes["timelines"] = len(timelines)
     # Widgets looked up by what they have, not by class: the screen is still changing.
-    for name, selector, measure in (("event_rows", "#events-box", lambda w: len(w.model.rows)),
-                                    ("event_log_lines", "#events", lambda w: w.line_count),
-                                    ("live_call_rows", "#calls", lambda w: w.row_count),
-                                    ("function_call_rows", "#tools", lambda w: w.row_count)):
+    for name, selector, measure in (
+        ("event_rows", "#events-box", lambda w: len(w.model.rows)),
+        ("event_log_lines", "#events", lambda w: w.line_count),
+        ("live_call_rows", "#calls", lambda w: w.row_count),
+        ("function_call_rows", "#tools", lambda w: w.row_count),
+    ):
         widget = next(iter(main.query(selector)), None)
         try:
             sizes[name] = measure(widget)
@@ -585,13 +623,27 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     probe.measuring = True
     background = [asyncio.create_task(loop_lag(lag, stop)), asyncio.create_task(sample_memory(memory, stop, started))]
     if args.trace_memory:
-        background.append(asyncio.create_task(trace_memory(args.trace_memory, stop, started, settings.storage.db,
-                                                             args.by_line)))
+        background.append(
+            asyncio.create_task(trace_memory(args.trace_memory, stop, started, settings.storage.db, args.by_line))
+        )
     child = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).resolve()), "--drive", url, "--calls", str(args.calls),
-        "--duration", str(args.duration), "--speed", str(args.speed), "--ramp", str(args.ramp),
-        "--scenarios", args.scenarios,
-        env={**os.environ, SECRET_ENV: secret}, stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--drive",
+        url,
+        "--calls",
+        str(args.calls),
+        "--duration",
+        str(args.duration),
+        "--speed",
+        str(args.speed),
+        "--ramp",
+        str(args.ramp),
+        "--scenarios",
+        args.scenarios,
+        env={**os.environ, SECRET_ENV: secret},
+        stdout=asyncio.subprocess.PIPE,
+    )
     key_stop = threading.Event()
     keys = threading.Thread(target=probe.press_keys, args=(loop, key_stop, args.key_interval), daemon=True)
     keys.start()
@@ -618,52 +670,83 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     second_half = [mb for at, mb in memory if at >= elapsed / 2]
     return {
-        "calls": args.calls, "duration_s": round(elapsed, 1), "speed": args.speed, "scenarios": args.scenarios,
-        "size": f"{SIZE[0]}x{SIZE[1]}", "frames_encoded": not args.no_encode,
-        "full_collection_every": args.full_collection_every, "young_collection_after": args.young_collection_after,
+        "calls": args.calls,
+        "duration_s": round(elapsed, 1),
+        "speed": args.speed,
+        "scenarios": args.scenarios,
+        "size": f"{SIZE[0]}x{SIZE[1]}",
+        "frames_encoded": not args.no_encode,
+        "full_collection_every": args.full_collection_every,
+        "young_collection_after": args.young_collection_after,
         "gc_threshold": gc.get_threshold(),
         "same_titles_no_repaint": args.same_titles_no_repaint,
         "load": load,
-        "events": probe.events_in, "events_per_s": probe.events_in / elapsed,
+        "events": probe.events_in,
+        "events_per_s": probe.events_in / elapsed,
         "event_to_screen_ms": summary(probe.event_ms),
         "request_to_screen_ms": summary(probe.arrival_ms),
         "gate_to_screen_ms": summary(probe.gate_ms),
         "key_to_frame_ms": summary(probe.key_ms),
-        "keys_pressed": probe.keys_pressed, "keys_not_shown_in_3s": probe.keys_pressed - probe.key_ms.n,
-        "frames": probe.frames, "frames_per_s": probe.frames / elapsed,
-        "cpu_share": cpu / elapsed, "cpu_s": cpu, "frame_encode_s": probe.encode_s,
+        "keys_pressed": probe.keys_pressed,
+        "keys_not_shown_in_3s": probe.keys_pressed - probe.key_ms.n,
+        "frames": probe.frames,
+        "frames_per_s": probe.frames / elapsed,
+        "cpu_share": cpu / elapsed,
+        "cpu_s": cpu,
+        "frame_encode_s": probe.encode_s,
         "loop_lag_ms": summary(lag),
         "gc_gen2_ms": loop_time(probe.gc_ms, probe.gc_cpu_ms),
         "handler_ms": {name: loop_time(wall, cpu) for name, (wall, cpu) in probe.timings.items()},
         "load_average": {"before": load_before, "after": os.getloadavg()},
-        "rss_mb": {"start": rss_start, "peak": max(mb for _, mb in memory) if memory else rss_end, "end": rss_end,
-                   "second_half_min": min(second_half, default=rss_end),
-                   "second_half_max": max(second_half, default=rss_end)},
+        "rss_mb": {
+            "start": rss_start,
+            "peak": max(mb for _, mb in memory) if memory else rss_end,
+            "end": rss_end,
+            "second_half_min": min(second_half, default=rss_end),
+            "second_half_max": max(second_half, default=rss_end),
+        },
         "rss_series": [(round(at, 1), round(mb, 1)) for at, mb in memory],
         "structures": sizes,
-        **({"slow_keys": {
-            "over_ms": args.explain_slow_keys, "presses": probe.slow_count,
-            "time_ms_by_what": dict(probe.slow_time_ms.most_common(15)),
-            "examples": probe.slow_presses,
-        }} if args.explain_slow_keys is not None else {}),
+        **(
+            {
+                "slow_keys": {
+                    "over_ms": args.explain_slow_keys,
+                    "presses": probe.slow_count,
+                    "time_ms_by_what": dict(probe.slow_time_ms.most_common(15)),
+                    "examples": probe.slow_presses,
+                }
+            }
+            if args.explain_slow_keys is not None
+            else {}
+        ),
     }
 
 
 def report(result: dict[str, Any]) -> str:
     def row(name: str, stats: dict[str, Any], target: float | None = None) -> str:
         verdict = "" if target is None else f"{target:>8.0f}  {'ok' if stats['p99'] < target else 'MISSED'}"
-        return (f"{name:28}{stats['n']:>8}{stats['p50']:>9.1f}{stats['p99']:>9.1f}{stats['max']:>9.1f}"
-                f"{verdict and '   p99 < ' + verdict}")
+        return (
+            f"{name:28}{stats['n']:>8}{stats['p50']:>9.1f}{stats['p99']:>9.1f}{stats['max']:>9.1f}"
+            f"{verdict and '   p99 < ' + verdict}"
+        )
 
     load, rss = result["load"], result["rss_mb"]
-    setup = (f"{result['calls']} concurrent calls for {result['duration_s']} s at speed {result['speed']:g} "
-             f"({result['scenarios']}), {result['size']} headless"
-             + (", frames encoded as for a terminal" if result["frames_encoded"] else "")
-             + (f", a full collection every {result['full_collection_every']} middle ones"
-                if result.get("full_collection_every") else "")
-             + (f", a young collection after {result['young_collection_after']} allocations"
-                if result.get("young_collection_after") else "")
-             + (", unchanged border titles not repainted" if result.get("same_titles_no_repaint") else ""))
+    setup = (
+        f"{result['calls']} concurrent calls for {result['duration_s']} s at speed {result['speed']:g} "
+        f"({result['scenarios']}), {result['size']} headless"
+        + (", frames encoded as for a terminal" if result["frames_encoded"] else "")
+        + (
+            f", a full collection every {result['full_collection_every']} middle ones"
+            if result.get("full_collection_every")
+            else ""
+        )
+        + (
+            f", a young collection after {result['young_collection_after']} allocations"
+            if result.get("young_collection_after")
+            else ""
+        )
+        + (", unchanged border titles not repainted" if result.get("same_titles_no_repaint") else "")
+    )
     lines = [
         setup,
         f"load: {load.get('calls_started', 0)} calls dialed, {load.get('calls_finished', 0)} finished, "
@@ -682,32 +765,45 @@ def report(result: dict[str, Any]) -> str:
     ]
     if result["keys_not_shown_in_3s"]:
         lines.append(f"  ({result['keys_not_shown_in_3s']} of {result['keys_pressed']} presses not shown within 3 s)")
-    lines.append(f"{'time on the loop (ms)':28}{'calls':>8}{'p50':>9}{'p99':>9}{'max':>9}"
-                 "   CPU ms p99/max; wall/CPU s in all")
+    lines.append(
+        f"{'time on the loop (ms)':28}{'calls':>8}{'p50':>9}{'p99':>9}{'max':>9}   CPU ms p99/max; wall/CPU s in all"
+    )
     for name, stats in [*result["handler_ms"].items(), ("full garbage collections", result["gc_gen2_ms"])]:
-        lines.append(row(f"  {name}", stats) + f"   {stats['cpu_p99']:.1f}/{stats['cpu_max']:.1f}; "
-                                               f"{stats['total_s']:.1f}/{stats.get('cpu_total_s', float('nan')):.1f}")
+        lines.append(
+            row(f"  {name}", stats) + f"   {stats['cpu_p99']:.1f}/{stats['cpu_max']:.1f}; "
+            f"{stats['total_s']:.1f}/{stats.get('cpu_total_s', float('nan')):.1f}"
+        )
     if result["events"]:
         per_event = result.get("cpu_s", float("nan")) * 1000 / result["events"]
-        lines.append(f"  process CPU per event handed to the UI: {per_event:.2f} ms "
-                     "(receiver, SQLite, screen; the simulator is not counted)")
+        lines.append(
+            f"  process CPU per event handed to the UI: {per_event:.2f} ms "
+            "(receiver, SQLite, screen; the simulator is not counted)"
+        )
     slow = result.get("slow_keys")
     if slow is not None:
-        lines += ["", f"{slow['presses']} presses slower than {slow['over_ms']:g} ms; what the loop did meanwhile "
-                      "(ms summed over them; timed sections also count inside their loop callback):"]
+        lines += [
+            "",
+            f"{slow['presses']} presses slower than {slow['over_ms']:g} ms; what the loop did meanwhile "
+            "(ms summed over them; timed sections also count inside their loop callback):",
+        ]
         lines += [f"  {ms:9.1f}  {what}" for what, ms in slow["time_ms_by_what"].items()]
         for total, parts in slow["examples"][:5]:
-            lines.append(f"  a press shown after {total:.0f} ms: "
-                         + "; ".join(f"+{at:.0f} {what} {ms:.0f}" for at, ms, what in parts))
+            lines.append(
+                f"  a press shown after {total:.0f} ms: "
+                + "; ".join(f"+{at:.0f} {what} {ms:.0f}" for at, ms, what in parts)
+            )
     lines += [
         "",
         f"RSS MB: start {rss['start']:.0f}, peak {rss['peak']:.0f}, end {rss['end']:.0f}; "
         f"second half of the run {rss['second_half_min']:.0f}..{rss['second_half_max']:.0f}",
         "bounded structures at the end: " + ", ".join(f"{k} {v}" for k, v in result["structures"].items()),
-        ("machine load average (1, 5, 15 min) before: "
-         + ", ".join(f"{x:.2f}" for x in result["load_average"]["before"])
-         + "; after: " + ", ".join(f"{x:.2f}" for x in result["load_average"]["after"])
-         + f" ({os.cpu_count()} CPUs; the simulator runs in a second process)"),
+        (
+            "machine load average (1, 5, 15 min) before: "
+            + ", ".join(f"{x:.2f}" for x in result["load_average"]["before"])
+            + "; after: "
+            + ", ".join(f"{x:.2f}" for x in result["load_average"]["after"])
+            + f" ({os.cpu_count()} CPUs; the simulator runs in a second process)"
+        ),
     ]
     return "\n".join(lines)
 
@@ -716,46 +812,85 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100, help="calls in flight at once (default 100)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="scenario speed: 1 is real time, 2 twice as many events per second (default 1)")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="scenario speed: 1 is real time, 2 twice as many events per second (default 1)",
+    )
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the first calls start (default 5)")
-    parser.add_argument("--scenarios", default="booking,barge-in-storm,slow-tool",
-                        help="bundled scenarios (or TOML files) the calls cycle through")
-    parser.add_argument("--key-interval", type=float, default=0.3,
-                        help="mean seconds between key presses (default 0.3)")
+    parser.add_argument(
+        "--scenarios",
+        default="booking,barge-in-storm,slow-tool",
+        help="bundled scenarios (or TOML files) the calls cycle through",
+    )
+    parser.add_argument(
+        "--key-interval", type=float, default=0.3, help="mean seconds between key presses (default 0.3)"
+    )
     parser.add_argument("--no-encode", action="store_true", help="do not encode frames as a terminal driver would")
-    parser.add_argument("--full-collection-every", type=int, metavar="N",
-                        help="experiment: a full garbage collection every N middle-generation ones instead of the "
-                             "app's setting")
-    parser.add_argument("--young-collection-after", type=int, metavar="N",
-                        help="experiment: a young-generation garbage collection after N allocations instead of "
-                             "the app's setting (objects that live longer reach the older generations)")
-    parser.add_argument("--same-titles-no-repaint", action="store_true",
-                        help="experiment: setting a border title or subtitle to the text it already has does not "
-                             "repaint the pane (Textual repaints the whole pane on every set)")
-    parser.add_argument("--trace-memory", type=float, metavar="SECONDS",
-                        help="diagnosis: every SECONDS print what grew (RSS, Python's allocated blocks, the WAL "
-                             "file, objects by type) to stderr")
-    parser.add_argument("--by-line", action="store_true",
-                        help="with --trace-memory: also the heap's growth by source line (tracemalloc; slows the "
-                             "app, so its latencies are not comparable)")
-    parser.add_argument("--explain-slow-keys", type=float, metavar="MS",
-                        help="diagnosis: for key presses slower than MS, what the event loop did meanwhile "
-                             "(timed sections, garbage collections, loop callbacks over 2 ms)")
+    parser.add_argument(
+        "--full-collection-every",
+        type=int,
+        metavar="N",
+        help="experiment: a full garbage collection every N middle-generation ones instead of the app's setting",
+    )
+    parser.add_argument(
+        "--young-collection-after",
+        type=int,
+        metavar="N",
+        help="experiment: a young-generation garbage collection after N allocations instead of "
+        "the app's setting (objects that live longer reach the older generations)",
+    )
+    parser.add_argument(
+        "--same-titles-no-repaint",
+        action="store_true",
+        help="experiment: setting a border title or subtitle to the text it already has does not "
+        "repaint the pane (Textual repaints the whole pane on every set)",
+    )
+    parser.add_argument(
+        "--trace-memory",
+        type=float,
+        metavar="SECONDS",
+        help="diagnosis: every SECONDS print what grew (RSS, Python's allocated blocks, the WAL "
+        "file, objects by type) to stderr",
+    )
+    parser.add_argument(
+        "--by-line",
+        action="store_true",
+        help="with --trace-memory: also the heap's growth by source line (tracemalloc; slows the "
+        "app, so its latencies are not comparable)",
+    )
+    parser.add_argument(
+        "--explain-slow-keys",
+        type=float,
+        metavar="MS",
+        help="diagnosis: for key presses slower than MS, what the event loop did meanwhile "
+        "(timed sections, garbage collections, loop callbacks over 2 ms)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # the child process playing the calls
     args = parser.parse_args()
     if args.calls < 1 or args.duration <= 0 or args.speed <= 0:
         parser.error("--calls, --duration and --speed must be positive")
     if args.drive:
-        result = asyncio.run(drive(args.drive, calls=args.calls, duration=args.duration, speed=args.speed,
-                                   ramp=args.ramp, scenarios=args.scenarios.split(",")))
+        result = asyncio.run(
+            drive(
+                args.drive,
+                calls=args.calls,
+                duration=args.duration,
+                speed=args.speed,
+                ramp=args.ramp,
+                scenarios=args.scenarios.split(","),
+            )
+        )
         print(json.dumps(result))
         return 0
     result = asyncio.run(run_bench(args))
     print(json.dumps(result, indent=2) if args.json else report(result))
-    met = (result["event_to_screen_ms"]["p99"] < TARGET_EVENT_P99_MS
-           and result["key_to_frame_ms"]["p99"] < TARGET_KEY_P99_MS)
+    met = (
+        result["event_to_screen_ms"]["p99"] < TARGET_EVENT_P99_MS
+        and result["key_to_frame_ms"]["p99"] < TARGET_KEY_P99_MS
+    )
     return 0 if met else 1
 
 

@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="try everything against the built-in simulated platform")
     parser.add_argument("--host", help="receiver address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="receiver port (default 8765)")
-    parser.add_argument("--theme", metavar="NAME", help="colour theme for this run (default: the one picked last time "
-                        "with ctrl+p; your own go in `voice-console locate themes`)")
+    parser.add_argument(
+        "--theme",
+        metavar="NAME",
+        help="colour theme for this run (default: the one picked last time "
+        "with ctrl+p; your own go in `voice-console locate themes`)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

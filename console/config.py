@@ -11,8 +11,9 @@ import datetime
 import math
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -39,7 +40,9 @@ def json_value(value: Any) -> Any:
         elif isinstance(item, list):
             pending.extend(item)
         elif isinstance(item, (datetime.date, datetime.time)):  # datetime is a date
-            raise ValueError(f"holds the TOML date/time {item.isoformat()}, which JSON cannot carry; quote it as a string")
+            raise ValueError(
+                f"holds the TOML date/time {item.isoformat()}, which JSON cannot carry; quote it as a string"
+            )
         elif isinstance(item, float) and not math.isfinite(item):
             raise ValueError(f"holds {item}, which JSON cannot carry")
     return value
@@ -250,8 +253,10 @@ def toml_problem(exc: BaseException) -> str:
     if isinstance(exc, UnicodeDecodeError):
         before = exc.object[: exc.start]
         line, column = before.count(b"\n") + 1, exc.start - before.rfind(b"\n")
-        return (f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at line {line}, column {column}); "
-                "TOML files must be UTF-8, so save it as UTF-8")
+        return (
+            f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at line {line}, column {column}); "
+            "TOML files must be UTF-8, so save it as UTF-8"
+        )
     if isinstance(exc, RecursionError):
         return "not usable TOML (arrays or inline tables nested too deeply)"
     if isinstance(exc, OSError):
@@ -373,7 +378,9 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{file}: " + "; ".join(validation_problems(exc, unknown_key=_unknown_setting)) + ".") from None
+        raise ConfigError(
+            f"{file}: " + "; ".join(validation_problems(exc, unknown_key=_unknown_setting)) + "."
+        ) from None
 
     # Who set each overridden key, so an error names the flag or variable, not the file.
     origins: dict[tuple[str, ...], str] = {}

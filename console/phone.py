@@ -58,11 +58,16 @@ def parse_phone(text: str, *, default_region: str | None = None, what: str = "nu
     try:
         number = phonenumbers.parse(raw, None if raw.startswith("+") else region)
     except phonenumbers.NumberParseException as exc:
-        raise PhoneNumberError(f"the {what} {raw!r} is not a phone number: {_parse_reason(phonenumbers, exc)}{hint}") from None
+        raise PhoneNumberError(
+            f"the {what} {raw!r} is not a phone number: {_parse_reason(phonenumbers, exc)}{hint}"
+        ) from None
     if not phonenumbers.is_valid_number(number):
         possible = phonenumbers.is_possible_number_with_reason(number)
-        reason = _reason(phonenumbers, possible) if possible != phonenumbers.ValidationResult.IS_POSSIBLE else (
-            "no network can route it (the digits fit no numbering plan of its country)")
+        reason = (
+            _reason(phonenumbers, possible)
+            if possible != phonenumbers.ValidationResult.IS_POSSIBLE
+            else ("no network can route it (the digits fit no numbering plan of its country)")
+        )
         raise PhoneNumberError(f"the {what} {raw!r} is not a valid phone number: {reason}{hint}")
     region_code = phonenumbers.region_code_for_number(number) or ""
     return PhoneNumber(

@@ -66,10 +66,7 @@ class Redactor:
         return value
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        return [
-            (name, MASK if name.lower() in self._headers else self.text(value))
-            for name, value in headers
-        ]
+        return [(name, MASK if name.lower() in self._headers else self.text(value)) for name, value in headers]
 
 
 def mask_url(url: str) -> str:

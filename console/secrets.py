@@ -68,7 +68,7 @@ def in_daemon_thread(func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
     def work() -> None:
         try:
             result = func(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+        except BaseException as exc:
             error: BaseException | None = exc
             result = None
         else:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import keyring
 import keyring.backend
@@ -156,7 +157,7 @@ class WriteGuard:
             paths = [path for path in _written_paths(event, args) if path]
             if event == "os.mkdir" or event == "open" and args[2] & os.O_EXCL:
                 self.created.update(paths)
-        except Exception:  # noqa: BLE001 — an audit hook that raises would break the audited call
+        except Exception:
             return
         self.writes.extend((event, path) for path in paths)
 
@@ -203,8 +204,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         outside = WRITE_GUARD.stop()
         if outside:
             report.outcome = "failed"
-            report.longrepr = ("the test wrote outside its tmp dir (tests must never touch the user's files):\n  "
-                               + "\n  ".join(outside))
+            report.longrepr = (
+                "the test wrote outside its tmp dir (tests must never touch the user's files):\n  "
+                + "\n  ".join(outside)
+            )
     return report
 
 

@@ -5,8 +5,8 @@ import io
 
 import httpx
 
-from console.config import load_settings
 from console.commands.assistants import run_assistants
+from console.config import load_settings
 from console.secrets import SecretStore
 from console.simulator.platform import SimulatedPlatform
 
@@ -30,7 +30,9 @@ async def test_checks_and_fixes_missing_server_messages(tmp_path):
         assert "fixed   serverMessages now include" in fixed.getvalue()
         # What is reported is the assistant after the fix: no warning about what was just added.
         assert "does not send" not in fixed.getvalue() and err.getvalue() == ""
-        async with httpx.AsyncClient(base_url=platform.url, headers={"authorization": f"Bearer {platform.api_key}"}) as client:
+        async with httpx.AsyncClient(
+            base_url=platform.url, headers={"authorization": f"Bearer {platform.api_key}"}
+        ) as client:
             assistants = (await client.get("/assistant")).json()
         assert all("transcript" in a.get("serverMessages", []) for a in assistants)
     finally:
@@ -58,10 +60,14 @@ async def test_fix_goes_on_past_a_refused_patch_and_fails_only_for_what_is_still
         args = argparse.Namespace(fix=True, public_url=None)
         assert await run_assistants(args, settings, secret_store=secrets, out=out, err=err) == 1
         assert "failed  could not add the missing server messages" in out.getvalue()
-        assert err.getvalue().strip() == "voice-console assistants: still missing server messages after --fix: Deleted meanwhile."
-        async with httpx.AsyncClient(base_url=platform.url, headers={"authorization": f"Bearer {platform.api_key}"}) as client:
+        assert (
+            err.getvalue().strip()
+            == "voice-console assistants: still missing server messages after --fix: Deleted meanwhile."
+        )
+        async with httpx.AsyncClient(
+            base_url=platform.url, headers={"authorization": f"Bearer {platform.api_key}"}
+        ) as client:
             assistants = (await client.get("/assistant")).json()
         assert all("transcript" in a.get("serverMessages", []) for a in assistants if a["id"] != gone["id"])
     finally:
         await platform.close()
-

@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-
 from twilio.request_validator import RequestValidator
 
 from console.providers.retell import sign_retell
@@ -42,13 +41,34 @@ SERVICE_CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},  # Vapi "secret", Retell, Twilio
     "vapi-bearer": {"vapi": {"webhook": {"auth": "bearer"}}},
     "vapi-hmac-sha256-hex": {"vapi": {"webhook": {"auth": "hmac"}}},
-    "vapi-hmac-sha1-base64-prefix": {"vapi": {"webhook": {"auth": "hmac", "hmac": {
-        "algorithm": "sha1", "signature_encoding": "base64", "signature_prefix": "sha1=",
-        "signature_header": "x-hub-signature"}}}},
-    "vapi-hmac-sha512-svix": {"vapi": {"webhook": {"auth": "hmac", "hmac": {
-        "algorithm": "sha512", "signature_encoding": "base64", "signature_prefix": "v1,",
-        "signature_header": "svix-signature", "timestamp_header": "svix-timestamp",
-        "payload_format": "{svix-id}.{timestamp}.{body}"}}}},
+    "vapi-hmac-sha1-base64-prefix": {
+        "vapi": {
+            "webhook": {
+                "auth": "hmac",
+                "hmac": {
+                    "algorithm": "sha1",
+                    "signature_encoding": "base64",
+                    "signature_prefix": "sha1=",
+                    "signature_header": "x-hub-signature",
+                },
+            }
+        }
+    },
+    "vapi-hmac-sha512-svix": {
+        "vapi": {
+            "webhook": {
+                "auth": "hmac",
+                "hmac": {
+                    "algorithm": "sha512",
+                    "signature_encoding": "base64",
+                    "signature_prefix": "v1,",
+                    "signature_header": "svix-signature",
+                    "timestamp_header": "svix-timestamp",
+                    "payload_format": "{svix-id}.{timestamp}.{body}",
+                },
+            }
+        }
+    },
 }
 
 
@@ -78,15 +98,25 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
 
 # ------------------------------------------------------------------ bodies and signers
 
+
 def vapi_body(call_id: str = "call-auth-table") -> bytes:
-    return json.dumps({"message": {"type": "status-update", "status": "ringing",
-                                   "timestamp": int(time.time() * 1000), "call": {"id": call_id}}}).encode()
+    return json.dumps(
+        {
+            "message": {
+                "type": "status-update",
+                "status": "ringing",
+                "timestamp": int(time.time() * 1000),
+                "call": {"id": call_id},
+            }
+        }
+    ).encode()
 
 
 def vapi(headers_for: Callable[[ServiceThread, bytes], dict[str, str]]) -> Builder:
     def build(svc: ServiceThread) -> Sent:
         body = vapi_body()
         return Sent("/webhook/vapi", body, {"content-type": "application/json", **headers_for(svc, body)})
+
     return build
 
 
@@ -96,27 +126,32 @@ def signed(svc: ServiceThread, body: bytes, *, now: float | None = None, unit: s
 
 def hmac_with(algorithm: str) -> Callable[[ServiceThread, bytes], dict[str, str]]:
     """A correct signature in every respect but the hash function."""
+
     def headers(svc: ServiceThread, body: bytes) -> dict[str, str]:
         plan = svc.service.settings.vapi.webhook.hmac
         out = signed(svc, body)
         timestamp = out.get(plan.timestamp_header.lower(), "")
-        payload = signed_payload(plan, body=body, timestamp=timestamp, method="POST", url="",
-                                 svix_id=out.get("svix-id", ""))
+        payload = signed_payload(
+            plan, body=body, timestamp=timestamp, method="POST", url="", svix_id=out.get("svix-id", "")
+        )
         digest = hmac.new(VAPI_SECRET.encode(), payload, algorithm).digest()
         encoded = digest.hex() if plan.signature_encoding == "hex" else base64.b64encode(digest).decode()
         out[plan.signature_header.lower()] = plan.signature_prefix + encoded
         return out
+
     return headers
 
 
 def change_signature(change: Callable[[str, str], str]) -> Callable[[ServiceThread, bytes], dict[str, str]]:
     """A valid HMAC signature header, then damaged: change(prefix, encoded signature) -> header value."""
+
     def headers(svc: ServiceThread, body: bytes) -> dict[str, str]:
         plan = svc.service.settings.vapi.webhook.hmac
         out = signed(svc, body)
         name = plan.signature_header.lower()
-        out[name] = change(plan.signature_prefix, out[name][len(plan.signature_prefix):])
+        out[name] = change(plan.signature_prefix, out[name][len(plan.signature_prefix) :])
         return out
+
     return headers
 
 
@@ -125,6 +160,7 @@ def without(*names: str) -> Callable[[ServiceThread, bytes], dict[str, str]]:
         plan = svc.service.settings.vapi.webhook.hmac
         real = {"signature": plan.signature_header.lower(), "timestamp": plan.timestamp_header.lower()}
         return {k: v for k, v in signed(svc, body).items() if k not in {real.get(n, n) for n in names}}
+
     return headers
 
 
@@ -133,10 +169,16 @@ def other_body_signature(svc: ServiceThread, body: bytes) -> dict[str, str]:
 
 
 def hmac_cases(config: str, encoding: str) -> list[tuple[str, str, Builder, int]]:
-    flip = (lambda p, s: p + s[:-2] + ("00" if s[-2:] != "00" else "11")) if encoding == "hex" else \
-        (lambda p, s: p + base64.b64encode(bytes(b ^ 1 for b in base64.b64decode(s))).decode())
-    other_encoding = (lambda p, s: p + base64.b64encode(bytes.fromhex(s)).decode()) if encoding == "hex" else \
-        (lambda p, s: p + base64.b64decode(s).hex())
+    flip = (
+        (lambda p, s: p + s[:-2] + ("00" if s[-2:] != "00" else "11"))
+        if encoding == "hex"
+        else (lambda p, s: p + base64.b64encode(bytes(b ^ 1 for b in base64.b64decode(s))).decode())
+    )
+    other_encoding = (
+        (lambda p, s: p + base64.b64encode(bytes.fromhex(s)).decode())
+        if encoding == "hex"
+        else (lambda p, s: p + base64.b64decode(s).hex())
+    )
     return [
         (config, "valid", vapi(lambda svc, body: signed(svc, body)), 200),
         (config, "valid-seconds-timestamp", vapi(lambda svc, body: signed(svc, body, unit="s")), 200),
@@ -145,12 +187,20 @@ def hmac_cases(config: str, encoding: str) -> list[tuple[str, str, Builder, int]
         (config, "missing-timestamp", vapi(without("timestamp")), 401),
         (config, "wrong", vapi(other_body_signature), 401),
         (config, "wrong-bit", vapi(change_signature(flip)), 401),
-        (config, "wrong-secret", vapi(lambda svc, body: sign_vapi_request(
-            svc.service.settings.vapi, VAPI_SECRET + "x", body)), 401),
+        (
+            config,
+            "wrong-secret",
+            vapi(lambda svc, body: sign_vapi_request(svc.service.settings.vapi, VAPI_SECRET + "x", body)),
+            401,
+        ),
         (config, "truncated", vapi(change_signature(lambda p, s: p + s[: len(s) // 2])), 401),
         (config, "wrong-encoding", vapi(change_signature(other_encoding)), 401),
-        (config, "wrong-algorithm-sha1" if "sha1" not in config else "wrong-algorithm-sha256",
-         vapi(hmac_with("sha1" if "sha1" not in config else "sha256")), 401),
+        (
+            config,
+            "wrong-algorithm-sha1" if "sha1" not in config else "wrong-algorithm-sha256",
+            vapi(hmac_with("sha1" if "sha1" not in config else "sha256")),
+            401,
+        ),
         (config, "wrong-algorithm-md5", vapi(hmac_with("md5")), 401),
         (config, "replayed-stale", vapi(lambda svc, body: signed(svc, body, now=time.time() - OUTSIDE_S)), 401),
         (config, "replayed-a-day-later", vapi(lambda svc, body: signed(svc, body, now=time.time() - 86400)), 401),
@@ -161,11 +211,16 @@ def hmac_cases(config: str, encoding: str) -> list[tuple[str, str, Builder, int]
 # Retell: v=<ms>,d=<hex HMAC-SHA256(api key, body + ms)>
 def retell(header: Callable[[bytes, int], str | None], path: str = "/webhook/retell") -> Builder:
     def build(svc: ServiceThread) -> Sent:
-        body = json.dumps({"event": "call_started", "call": {"call_id": "call-auth-retell",
-                                                             "call_status": "ongoing"}}).encode()
+        body = json.dumps(
+            {"event": "call_started", "call": {"call_id": "call-auth-retell", "call_status": "ongoing"}}
+        ).encode()
         value = header(body, int(time.time() * 1000))
-        return Sent(path, body, {"content-type": "application/json",
-                                 **({"x-retell-signature": value} if value is not None else {})})
+        return Sent(
+            path,
+            body,
+            {"content-type": "application/json", **({"x-retell-signature": value} if value is not None else {})},
+        )
+
     return build
 
 
@@ -174,13 +229,25 @@ def retell_with(algorithm: str) -> Callable[[bytes, int], str]:
 
 
 # Twilio: base64 HMAC-SHA1(auth token, URL + sorted params); the JSON variant signs the URL with bodySHA256.
-TWILIO_PARAMS = {"CallSid": "CA" + "a" * 32, "AccountSid": "AC" + "b" * 32, "From": "+14155550142",
-                 "To": "+14155550100", "CallStatus": "in-progress", "ApiVersion": "2010-04-01"}
+TWILIO_PARAMS = {
+    "CallSid": "CA" + "a" * 32,
+    "AccountSid": "AC" + "b" * 32,
+    "From": "+14155550142",
+    "To": "+14155550100",
+    "CallStatus": "in-progress",
+    "ApiVersion": "2010-04-01",
+}
 
 
-def twilio_form(signature: Callable[[str, dict[str, str]], str | None], *, body_params: dict[str, str] | None = None,
-                route: str = "/webhook/twilio/status", settings: str | None = None) -> Builder:
+def twilio_form(
+    signature: Callable[[str, dict[str, str]], str | None],
+    *,
+    body_params: dict[str, str] | None = None,
+    route: str = "/webhook/twilio/status",
+    settings: str | None = None,
+) -> Builder:
     """`settings`: an X-Twilio-Webhooks-Signature-Settings header (a SharedKey signature)."""
+
     def build(svc: ServiceThread) -> Sent:
         params = dict(TWILIO_PARAMS)
         value = signature(PUBLIC_URL + route, params)
@@ -191,6 +258,7 @@ def twilio_form(signature: Callable[[str, dict[str, str]], str | None], *, body_
         if settings is not None:
             headers["x-twilio-webhooks-signature-settings"] = settings
         return Sent(route, urlencode(sent).encode(), headers)
+
     return build
 
 
@@ -199,13 +267,15 @@ def twilio_form(signature: Callable[[str, dict[str, str]], str | None], *, body_
 SHARED_KEY_SETTINGS = "key=webhooks_sharedkey_0a1b2c3d4e5f,algorithm=HMAC_SHA256"
 
 
-def shared_key_signature(secret: str = TWILIO_SHARED_KEY,
-                         algorithm: str = "HMAC_SHA256") -> Callable[[str, dict[str, str]], str]:
+def shared_key_signature(
+    secret: str = TWILIO_SHARED_KEY, algorithm: str = "HMAC_SHA256"
+) -> Callable[[str, dict[str, str]], str]:
     return lambda url, params: RequestValidator(secret).compute_signature(url, params, algorithm)
 
 
-def twilio_shared(signature: Callable[[str, dict[str, str]], str | None], settings: str = SHARED_KEY_SETTINGS,
-                  **kwargs: Any) -> Builder:
+def twilio_shared(
+    signature: Callable[[str, dict[str, str]], str | None], settings: str = SHARED_KEY_SETTINGS, **kwargs: Any
+) -> Builder:
     return twilio_form(signature, settings=settings, **kwargs)
 
 
@@ -214,8 +284,12 @@ def twilio_json(tamper: bool = False, sign_body: bytes | None = None) -> Builder
         body = json.dumps(TWILIO_PARAMS).encode()
         url = url_with_body_hash(PUBLIC_URL + "/webhook/twilio/status", sign_body or body)
         sent = body.replace(b"in-progress", b"completed") if tamper else body
-        return Sent(url[len(PUBLIC_URL):], sent, {"content-type": "application/json",
-                                                  "x-twilio-signature": compute_signature(url, None, TWILIO_TOKEN)})
+        return Sent(
+            url[len(PUBLIC_URL) :],
+            sent,
+            {"content-type": "application/json", "x-twilio-signature": compute_signature(url, None, TWILIO_TOKEN)},
+        )
+
     return build
 
 
@@ -244,20 +318,27 @@ CASES: list[tuple[str, str, Builder, int]] = [
     ("vapi-bearer", "wrong", vapi(lambda svc, body: {"authorization": "Bearer not-the-secret-at-all"}), 401),
     ("vapi-bearer", "truncated", vapi(lambda svc, body: {"authorization": f"Bearer {VAPI_SECRET[:-4]}"}), 401),
     ("vapi-bearer", "no-prefix", vapi(lambda svc, body: {"authorization": VAPI_SECRET}), 401),
-    ("vapi-bearer", "wrong-scheme-basic", vapi(lambda svc, body: {
-        "authorization": "Basic " + base64.b64encode(f"vapi:{VAPI_SECRET}".encode()).decode()}), 401),
+    (
+        "vapi-bearer",
+        "wrong-scheme-basic",
+        vapi(lambda svc, body: {"authorization": "Basic " + base64.b64encode(f"vapi:{VAPI_SECRET}".encode()).decode()}),
+        401,
+    ),
     ("vapi-bearer", "secret-header-instead", vapi(lambda svc, body: {"x-vapi-secret": VAPI_SECRET}), 401),
     # --- Vapi "hmac", three plans
     *hmac_cases("vapi-hmac-sha256-hex", "hex"),
     *hmac_cases("vapi-hmac-sha1-base64-prefix", "base64"),
-    ("vapi-hmac-sha1-base64-prefix", "missing-prefix",
-     vapi(change_signature(lambda p, s: s)), 401),
+    ("vapi-hmac-sha1-base64-prefix", "missing-prefix", vapi(change_signature(lambda p, s: s)), 401),
     *hmac_cases("vapi-hmac-sha512-svix", "base64"),
     ("vapi-hmac-sha512-svix", "missing-svix-id", vapi(without("svix-id")), 401),
     # --- Retell: X-Retell-Signature, 5-minute window both ways
     ("default", "retell-valid", retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms)), 204),
-    ("default", "retell-valid-function", retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms),
-                                                path="/webhook/retell/function"), 200),
+    (
+        "default",
+        "retell-valid-function",
+        retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms), path="/webhook/retell/function"),
+        200,
+    ),
     ("default", "retell-missing", retell(lambda body, ms: None), 401),
     ("default", "retell-missing-function", retell(lambda body, ms: None, path="/webhook/retell/function"), 401),
     ("default", "retell-wrong", retell(lambda body, ms: sign_retell(body + b" ", RETELL_KEY, ms)), 401),
@@ -266,54 +347,125 @@ CASES: list[tuple[str, str, Builder, int]] = [
     ("default", "retell-uppercase-hex", retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms).upper()), 401),
     ("default", "retell-wrong-algorithm-sha1", retell(retell_with("sha1")), 401),
     ("default", "retell-wrong-algorithm-sha512", retell(retell_with("sha512")), 401),
-    ("default", "retell-malformed", retell(lambda body, ms: "d=" + sign_retell(body, RETELL_KEY, ms).split("d=")[1]), 401),
-    ("default", "retell-replayed-stale", retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms - OUTSIDE_S * 1000)), 401),
-    ("default", "retell-replayed-a-day-later", retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms - 86_400_000)), 401),
-    ("default", "retell-future-dated", retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms + OUTSIDE_S * 1000)), 401),
+    (
+        "default",
+        "retell-malformed",
+        retell(lambda body, ms: "d=" + sign_retell(body, RETELL_KEY, ms).split("d=")[1]),
+        401,
+    ),
+    (
+        "default",
+        "retell-replayed-stale",
+        retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms - OUTSIDE_S * 1000)),
+        401,
+    ),
+    (
+        "default",
+        "retell-replayed-a-day-later",
+        retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms - 86_400_000)),
+        401,
+    ),
+    (
+        "default",
+        "retell-future-dated",
+        retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms + OUTSIDE_S * 1000)),
+        401,
+    ),
     ("default", "retell-timestamp-in-seconds", retell(lambda body, ms: sign_retell(body, RETELL_KEY, ms // 1000)), 401),
     # --- Twilio: X-Twilio-Signature; no timestamp in the scheme, so no stale/future cases
     ("default", "twilio-valid", twilio_form(lambda url, p: compute_signature(url, p, TWILIO_TOKEN)), 200),
-    ("default", "twilio-valid-port-443", twilio_form(lambda url, p: compute_signature(with_port(url), p, TWILIO_TOKEN)), 200),
+    (
+        "default",
+        "twilio-valid-port-443",
+        twilio_form(lambda url, p: compute_signature(with_port(url), p, TWILIO_TOKEN)),
+        200,
+    ),
     ("default", "twilio-valid-json-body-sha256", twilio_json(), 200),
     ("default", "twilio-missing", twilio_form(lambda url, p: None), 403),
     ("default", "twilio-empty", twilio_form(lambda url, p: ""), 403),
     ("default", "twilio-wrong-token", twilio_form(lambda url, p: compute_signature(url, p, TWILIO_TOKEN + "x")), 403),
     ("default", "twilio-truncated", twilio_form(lambda url, p: compute_signature(url, p, TWILIO_TOKEN)[:-6]), 403),
     ("default", "twilio-wrong-algorithm-sha256", twilio_form(sha256_signature), 403),
-    ("default", "twilio-wrong-url-scheme", twilio_form(
-        lambda url, p: compute_signature(url.replace("https://", "http://"), p, TWILIO_TOKEN)), 403),
-    ("default", "twilio-wrong-port", twilio_form(
-        lambda url, p: compute_signature(url.replace(PUBLIC_URL, PUBLIC_URL + ":8443"), p, TWILIO_TOKEN)), 403),
-    ("default", "twilio-wrong-route", twilio_form(
-        lambda url, p: compute_signature(url.replace("/status", "/voice"), p, TWILIO_TOKEN)), 403),
-    ("default", "twilio-tampered-params", twilio_form(
-        lambda url, p: compute_signature(url, p, TWILIO_TOKEN), body_params={**TWILIO_PARAMS, "CallStatus": "completed"}), 403),
+    (
+        "default",
+        "twilio-wrong-url-scheme",
+        twilio_form(lambda url, p: compute_signature(url.replace("https://", "http://"), p, TWILIO_TOKEN)),
+        403,
+    ),
+    (
+        "default",
+        "twilio-wrong-port",
+        twilio_form(lambda url, p: compute_signature(url.replace(PUBLIC_URL, PUBLIC_URL + ":8443"), p, TWILIO_TOKEN)),
+        403,
+    ),
+    (
+        "default",
+        "twilio-wrong-route",
+        twilio_form(lambda url, p: compute_signature(url.replace("/status", "/voice"), p, TWILIO_TOKEN)),
+        403,
+    ),
+    (
+        "default",
+        "twilio-tampered-params",
+        twilio_form(
+            lambda url, p: compute_signature(url, p, TWILIO_TOKEN),
+            body_params={**TWILIO_PARAMS, "CallStatus": "completed"},
+        ),
+        403,
+    ),
     ("default", "twilio-json-tampered-body", twilio_json(tamper=True), 403),
     ("default", "twilio-json-hash-of-other-body", twilio_json(sign_body=b"{}"), 403),
     # --- Twilio SharedKey: X-Twilio-Webhooks-Signature-Settings names the key and the algorithm
     ("default", "twilio-shared-key-valid", twilio_shared(shared_key_signature()), 200),
-    ("default", "twilio-shared-key-valid-voice-route", twilio_shared(shared_key_signature(),
-                                                                     route="/webhook/twilio/voice"), 200),
-    ("default", "twilio-shared-key-valid-sha1", twilio_shared(
-        shared_key_signature(algorithm="HMAC_SHA1"), settings="key=webhooks_sharedkey_0a1b2c3d4e5f"), 200),
+    (
+        "default",
+        "twilio-shared-key-valid-voice-route",
+        twilio_shared(shared_key_signature(), route="/webhook/twilio/voice"),
+        200,
+    ),
+    (
+        "default",
+        "twilio-shared-key-valid-sha1",
+        twilio_shared(shared_key_signature(algorithm="HMAC_SHA1"), settings="key=webhooks_sharedkey_0a1b2c3d4e5f"),
+        200,
+    ),
     ("default", "twilio-shared-key-missing", twilio_shared(lambda url, p: None), 403),
     ("default", "twilio-shared-key-wrong-key", twilio_shared(shared_key_signature(TWILIO_SHARED_KEY + "x")), 403),
     ("default", "twilio-shared-key-wrong-auth-token-instead", twilio_shared(shared_key_signature(TWILIO_TOKEN)), 403),
     ("default", "twilio-shared-key-truncated", twilio_shared(lambda url, p: shared_key_signature()(url, p)[:-6]), 403),
-    ("default", "twilio-shared-key-wrong-algorithm-sha1",
-     twilio_shared(shared_key_signature(algorithm="HMAC_SHA1")), 403),
-    ("default", "twilio-shared-key-wrong-algorithm-unknown", twilio_shared(
-        shared_key_signature(), settings="key=webhooks_sharedkey_0a1b2c3d4e5f,algorithm=HMAC_SHA512"), 403),
-    ("default", "twilio-shared-key-tampered-params", twilio_shared(
-        shared_key_signature(), body_params={**TWILIO_PARAMS, "CallStatus": "completed"}), 403),
+    (
+        "default",
+        "twilio-shared-key-wrong-algorithm-sha1",
+        twilio_shared(shared_key_signature(algorithm="HMAC_SHA1")),
+        403,
+    ),
+    (
+        "default",
+        "twilio-shared-key-wrong-algorithm-unknown",
+        twilio_shared(shared_key_signature(), settings="key=webhooks_sharedkey_0a1b2c3d4e5f,algorithm=HMAC_SHA512"),
+        403,
+    ),
+    (
+        "default",
+        "twilio-shared-key-tampered-params",
+        twilio_shared(shared_key_signature(), body_params={**TWILIO_PARAMS, "CallStatus": "completed"}),
+        403,
+    ),
     ("default", "twilio-shared-key-header-dropped", twilio_form(shared_key_signature()), 403),
 ]
 
 
 def credential_values(sent: Sent) -> list[str]:
     """The credential-bearing header values that were sent (near-misses of a secret included)."""
-    names = {"x-vapi-secret", "authorization", "x-signature", "x-hub-signature", "svix-signature",
-             "x-retell-signature", "x-twilio-signature"}
+    names = {
+        "x-vapi-secret",
+        "authorization",
+        "x-signature",
+        "x-hub-signature",
+        "svix-signature",
+        "x-retell-signature",
+        "x-twilio-signature",
+    }
     values = []
     for name, value in sent.headers.items():
         if name in names and len(value) >= 8:
@@ -322,8 +474,9 @@ def credential_values(sent: Sent) -> list[str]:
 
 
 @pytest.mark.parametrize("config, case, build, expected", [pytest.param(*c, id=f"{c[0]}:{c[1]}") for c in CASES])
-def test_auth_table(services: Callable[[str], ServiceThread], config: str, case: str, build: Builder,
-                    expected: int) -> None:
+def test_auth_table(
+    services: Callable[[str], ServiceThread], config: str, case: str, build: Builder, expected: int
+) -> None:
     svc = services(config)
     store = svc.service.store
     before = svc.run(queries.counts(store))
@@ -384,8 +537,21 @@ AUTH_MODULES = [
     "console/services/serve_state.py",
 ]
 # Words that name a secret or a value derived from one (split on "_").
-SECRET_WORDS = {"secret", "token", "key", "expected", "digest", "signature", "sig", "mac", "given", "claimed",
-                "supplied", "hmac", "password"}
+SECRET_WORDS = {
+    "secret",
+    "token",
+    "key",
+    "expected",
+    "digest",
+    "signature",
+    "sig",
+    "mac",
+    "given",
+    "claimed",
+    "supplied",
+    "hmac",
+    "password",
+}
 # Comparisons that are not about a client's credential, with why.
 ALLOWED = {
     # Is the state file still ours? Both tokens are our own, read from our own file.
@@ -444,7 +610,7 @@ def test_secret_comparisons_are_constant_time() -> None:
 
 def test_the_constant_time_check_catches_a_plain_equality() -> None:
     """The AST check is not vacuous: it flags the usual mistakes."""
-    planted = '''
+    planted = """
 def verify(header, secret):
     expected = make(secret)
     if header == expected:
@@ -452,7 +618,9 @@ def verify(header, secret):
     if given_sig != compute(body)[:len(x)]:
         return False
     return hmac.new(key, body, "sha256").hexdigest() in header.split()
-'''
+"""
     found = equality_on_secrets(planted, "planted.py")
     assert len(found) == 3, found
-    assert equality_on_secrets("def f(mode, key):\n    return mode == 'hmac' and len(key) == len(other)\n", "ok.py") == []
+    assert (
+        equality_on_secrets("def f(mode, key):\n    return mode == 'hmac' and len(key) == len(other)\n", "ok.py") == []
+    )

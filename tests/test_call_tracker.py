@@ -1,6 +1,6 @@
 """Cross-message facts: barge-in (one per interruption), cut text, status order, repeats."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from console.core.calls import CallTracker
 from console.core.events import (
@@ -13,7 +13,7 @@ from console.core.events import (
     TranscriptFinal,
 )
 
-T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:
@@ -45,25 +45,41 @@ def test_user_interrupted_first_then_overlap_is_still_one():
     assert kinds(tracker.process([BargeIn(at=at(1.0), source="user-interrupted", **common())])) == ["barge_in"]
     assert kinds(tracker.process([SpeechStarted(at=at(1.1), role="user", **common())])) == ["speech.started"]
     # A later, separate interruption counts again.
-    tracker.process([SpeechStopped(at=at(2), role="user", **common()), SpeechStarted(at=at(5), role="assistant", **common())])
+    tracker.process(
+        [SpeechStopped(at=at(2), role="user", **common()), SpeechStarted(at=at(5), role="assistant", **common())]
+    )
     assert kinds(tracker.process([SpeechStarted(at=at(8), role="user", **common())])) == ["speech.started", "barge_in"]
     assert tracker.get("call-1").barge_ins == 2
 
 
 def test_user_speech_after_assistant_stopped_is_not_a_barge_in():
     tracker = CallTracker()
-    tracker.process([SpeechStarted(at=at(0), role="assistant", **common()), SpeechStopped(at=at(2), role="assistant", **common())])
+    tracker.process(
+        [SpeechStarted(at=at(0), role="assistant", **common()), SpeechStopped(at=at(2), role="assistant", **common())]
+    )
     assert kinds(tracker.process([SpeechStarted(at=at(3), role="user", **common())])) == ["speech.started"]
 
 
 def test_cut_text_is_model_output_minus_what_was_spoken():
     tracker = CallTracker()
-    tracker.process([
-        SpeechStarted(at=at(0), role="assistant", **common()),
-        Raw(at=at(0), type="model-output", data={"turnId": "t1", "output": "Your appointment is on Tuesday "}, **common()),
-        Raw(at=at(0.1), type="model-output", data={"turnId": "t1", "output": "at 3 pm with Dr. Lee."}, **common()),
-        Raw(at=at(0.5), type="assistant.speechStarted", data={"text": "Your appointment is on Tuesday", "turn": 1}, **common()),
-    ])
+    tracker.process(
+        [
+            SpeechStarted(at=at(0), role="assistant", **common()),
+            Raw(
+                at=at(0),
+                type="model-output",
+                data={"turnId": "t1", "output": "Your appointment is on Tuesday "},
+                **common(),
+            ),
+            Raw(at=at(0.1), type="model-output", data={"turnId": "t1", "output": "at 3 pm with Dr. Lee."}, **common()),
+            Raw(
+                at=at(0.5),
+                type="assistant.speechStarted",
+                data={"text": "Your appointment is on Tuesday", "turn": 1},
+                **common(),
+            ),
+        ]
+    )
     out = tracker.process([BargeIn(at=at(1), source="user-interrupted", **common())])
     assert out[0].cut_text == "at 3 pm with Dr. Lee."
 
@@ -85,7 +101,9 @@ def test_repeated_transcript_finals_are_dropped():
 
 def test_turn_latency_from_user_stop_to_assistant_start():
     tracker = CallTracker()
-    tracker.process([SpeechStopped(at=at(1), role="user", **common()), SpeechStarted(at=at(1.8), role="assistant", **common())])
+    tracker.process(
+        [SpeechStopped(at=at(1), role="user", **common()), SpeechStarted(at=at(1.8), role="assistant", **common())]
+    )
     assert round(tracker.get("call-1").last_turn_latency_ms) == 800
 
 
@@ -107,8 +125,9 @@ def test_ended_is_terminal_even_with_a_coarser_clock():
 
 def test_an_end_of_call_report_alone_ends_the_call():
     tracker = CallTracker()
-    tracker.process([CallStatus(at=at(0), status="in-progress", **common()),
-                     SpeechStarted(at=at(1), role="assistant", **common())])
+    tracker.process(
+        [CallStatus(at=at(0), status="in-progress", **common()), SpeechStarted(at=at(1), role="assistant", **common())]
+    )
     tracker.process([CallEnded(at=at(30), reason="customer-ended-call", duration_s=30, **common())])
     state = tracker.get("call-1")
     assert state.status == "ended" and state.ended_reason == "customer-ended-call"
@@ -120,9 +139,13 @@ def test_an_end_of_call_report_alone_ends_the_call():
 
 def test_an_ended_call_keeps_only_its_summary_after_a_while():
     tracker = CallTracker()
-    tracker.process([CallStatus(at=at(0), status="in-progress", **common()),
-                     TranscriptFinal(at=at(5), role="user", text="hello there", **common()),
-                     BargeIn(at=at(6), **common())])
+    tracker.process(
+        [
+            CallStatus(at=at(0), status="in-progress", **common()),
+            TranscriptFinal(at=at(5), role="user", text="hello there", **common()),
+            BargeIn(at=at(6), **common()),
+        ]
+    )
     tracker.process([CallStatus(at=at(30), status="ended", ended_reason="customer-ended-call", **common())])
     state = tracker.get("call-1")
     # Within the grace period a late duplicate final is still recognised.

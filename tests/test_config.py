@@ -91,15 +91,31 @@ def test_cli_locate(tmp_path):
         (b'[receiver]\nhost = "caf\xe9"\n', "not UTF-8 text (byte 0xe9 at line 2, column 12)"),
         (b"a = " + b"[" * 2000 + b"]" * 2000 + b"\n", "nested too deeply"),
         (b"[receiver]\nport = " + b"9" * 5000 + b"\n", "4300"),
-        (b"[receiver]\nrequest_deadline_seconds = inf\n", "key 'receiver.request_deadline_seconds' should be a finite number"),
+        (
+            b"[receiver]\nrequest_deadline_seconds = inf\n",
+            "key 'receiver.request_deadline_seconds' should be a finite number",
+        ),
         (b"[gate]\nfiller_after_seconds = nan\n", "key 'gate.filler_after_seconds' should be a finite number"),
-        (b"[vapi.assistant_request.assistant]\nname = \"A\"\ncreated = 2024-05-01\n",
-         "key 'vapi.assistant_request.assistant' holds the TOML date/time 2024-05-01, which JSON cannot carry"),
+        (
+            b'[vapi.assistant_request.assistant]\nname = "A"\ncreated = 2024-05-01\n',
+            "key 'vapi.assistant_request.assistant' holds the TOML date/time 2024-05-01, which JSON cannot carry",
+        ),
         (b"[retell.call_inbound.metadata]\nscore = [1.5, -inf]\n", "key 'retell.call_inbound.metadata' holds -inf"),
         (b'[receiver]\n"po\\nrt" = 1\n', "key 'receiver.po\\nrt' is not a known setting"),
     ],
-    ids=["receiver-is-3", "array-of-receivers", "webhook-is-array", "latin-1", "deep-nesting", "huge-int", "inf",
-         "nan", "date-in-json", "inf-in-json", "newline-in-key"],
+    ids=[
+        "receiver-is-3",
+        "array-of-receivers",
+        "webhook-is-array",
+        "latin-1",
+        "deep-nesting",
+        "huge-int",
+        "inf",
+        "nan",
+        "date-in-json",
+        "inf-in-json",
+        "newline-in-key",
+    ],
 )
 def test_any_bad_file_is_one_line_naming_file_and_key(tmp_path, content, expected):
     file = tmp_path / "bad.toml"
@@ -148,8 +164,12 @@ def test_cli_bad_flag_value_names_the_flag_not_the_file(tmp_path, capsys):
 def test_flags_and_env_apply_over_a_valid_file(tmp_path):
     file = tmp_path / "c.toml"
     file.write_text('[receiver]\nport = 9000\nhost = "0.0.0.0"\n[storage]\ndb = "/from/file.db"\n')
-    settings = load_settings(file, env={"VOICE_CONSOLE_DB": "/from/env.db"},
-                             overrides={"receiver": {"port": 9100, "host": None}}, flags={"receiver.port": "--port"})
+    settings = load_settings(
+        file,
+        env={"VOICE_CONSOLE_DB": "/from/env.db"},
+        overrides={"receiver": {"port": 9100, "host": None}},
+        flags={"receiver.port": "--port"},
+    )
     assert (settings.receiver.port, settings.receiver.host, str(settings.db_path)) == (9100, "0.0.0.0", "/from/env.db")
 
 
@@ -157,8 +177,9 @@ def test_voice_console_command_reports_a_file_that_is_not_utf8(tmp_path):
     file = tmp_path / "latin1.toml"
     file.write_bytes('[twilio]\nvoice_twiml = "<Say>Grüß Gott</Say>"\n'.encode("latin-1"))
     command = Path(sys.executable).with_name("voice-console")
-    result = subprocess.run([str(command), "--config", str(file), "locate", "db"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(command), "--config", str(file), "locate", "db"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(f"voice-console: bad configuration: {file}: this is not UTF-8 text")
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1

@@ -17,7 +17,7 @@ import math
 import os
 import tomllib
 import types
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from inspect import isclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -122,7 +122,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=24)
 keys = st.one_of(st.sampled_from(_field_names() + ["default", "book_appointment", "x"]), text)
-timezones = st.sampled_from([None, timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))])
+timezones = st.sampled_from([None, UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))])
 scalars = st.one_of(
     text,
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
@@ -139,11 +139,40 @@ anything = st.recursive(
     max_leaves=12,
 )
 # Strings the models' validators accept somewhere, so documents get past the first check.
-plausible = st.sampled_from([
-    "", "hold", "approve", "reject", "override", "http://127.0.0.1:9", "https://example.test/", "ftp://x",
-    "+14155550142", "+10000", "US", "gb", "ZZ", "#4AA3FF", "red", "rgb(1,2,3)", "not-a-colour", "{result}",
-    "{unknown}", "{", "x.db", "NORMAL", "FULL", "sha256", "hex", "say", "tools", "end", "book", '{"ok": true}',
-])
+plausible = st.sampled_from(
+    [
+        "",
+        "hold",
+        "approve",
+        "reject",
+        "override",
+        "http://127.0.0.1:9",
+        "https://example.test/",
+        "ftp://x",
+        "+14155550142",
+        "+10000",
+        "US",
+        "gb",
+        "ZZ",
+        "#4AA3FF",
+        "red",
+        "rgb(1,2,3)",
+        "not-a-colour",
+        "{result}",
+        "{unknown}",
+        "{",
+        "x.db",
+        "NORMAL",
+        "FULL",
+        "sha256",
+        "hex",
+        "say",
+        "tools",
+        "end",
+        "book",
+        '{"ok": true}',
+    ]
+)
 _cache: dict[Any, st.SearchStrategy[Any]] = {}
 
 
@@ -189,10 +218,16 @@ def _default(field: FieldInfo) -> st.SearchStrategy[Any]:
 
 def table_of(model: type[BaseModel]) -> st.SearchStrategy[dict[str, Any]]:
     # None (which TOML cannot hold) marks a key left out; the field's default keeps documents valid often.
-    fields = st.fixed_dictionaries({name: st.one_of(st.none(), _default(field), shaped(field.annotation))
-                                    for name, field in model.model_fields.items()})
+    fields = st.fixed_dictionaries(
+        {
+            name: st.one_of(st.none(), _default(field), shaped(field.annotation))
+            for name, field in model.model_fields.items()
+        }
+    )
     unknown = st.one_of(*(st.just({}) for _ in range(4)), st.dictionaries(keys, anything, max_size=1))
-    return st.builds(lambda known, extra: {**extra, **{k: v for k, v in known.items() if v is not None}}, fields, unknown)
+    return st.builds(
+        lambda known, extra: {**extra, **{k: v for k, v in known.items() if v is not None}}, fields, unknown
+    )
 
 
 def documents(model: type[BaseModel]) -> st.SearchStrategy[dict[str, Any]]:
@@ -217,8 +252,12 @@ def _spliced(doc: dict[str, Any], at: int, junk: bytes) -> bytes:
 # Bytes: anything, and TOML with a byte sequence that is not UTF-8 spliced in.
 raw_bytes = st.one_of(
     st.binary(max_size=300),
-    st.builds(_spliced, documents(Settings), st.integers(min_value=0),
-              st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"])),
+    st.builds(
+        _spliced,
+        documents(Settings),
+        st.integers(min_value=0),
+        st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"]),
+    ),
 )
 
 # ------------------------------------------------------------------ the checks
@@ -320,10 +359,26 @@ def test_the_generator_reaches_deep_validation() -> None:
     fail only four tables down, and rules that fail only their cross-field check (each takes tens of
     examples; 1000 without a hit would mean the generator lost its way)."""
     search = settings(max_examples=1000, deadline=None, database=None, phases=[Phase.generate])  # no shrinking
-    find(documents(Settings), lambda doc: _errors(Settings, doc) is None
-         and sum(isinstance(value, dict) and bool(value) for value in doc.values()) >= 2, settings=search)
-    find(documents(Settings), lambda doc: any(
-        error["loc"][:3] == ("vapi", "webhook", "hmac") and len(error["loc"]) == 4 and error["type"] != "extra_forbidden"
-        for error in _errors(Settings, doc) or []), settings=search)
-    find(table_of(ToolRule), lambda rule: any(
-        "needs a `result`" in error["msg"] for error in _errors(ToolRule, rule) or []), settings=search)
+    find(
+        documents(Settings),
+        lambda doc: (
+            _errors(Settings, doc) is None
+            and sum(isinstance(value, dict) and bool(value) for value in doc.values()) >= 2
+        ),
+        settings=search,
+    )
+    find(
+        documents(Settings),
+        lambda doc: any(
+            error["loc"][:3] == ("vapi", "webhook", "hmac")
+            and len(error["loc"]) == 4
+            and error["type"] != "extra_forbidden"
+            for error in _errors(Settings, doc) or []
+        ),
+        settings=search,
+    )
+    find(
+        table_of(ToolRule),
+        lambda rule: any("needs a `result`" in error["msg"] for error in _errors(ToolRule, rule) or []),
+        settings=search,
+    )

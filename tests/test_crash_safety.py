@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -58,8 +58,13 @@ def templates() -> CallTemplates:
 
 def history_show(db: Path, call_id: str) -> dict:
     env = serve_env(db, db.parent / "home")
-    shown = subprocess.run([sys.executable, "-m", "console", "history", "show", call_id, "--json"],
-                           capture_output=True, text=True, env=env, timeout=60)
+    shown = subprocess.run(
+        [sys.executable, "-m", "console", "history", "show", call_id, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert shown.returncode == 0, shown.stderr
     return json.loads(shown.stdout)
 
@@ -81,7 +86,8 @@ def test_kill9_under_load_loses_no_acknowledged_event(tmp_path: Path, templates:
     assert result["restart_exit_code"] == 0
     shown = history_show(tmp_path / "history.db", held["call_id"])
     assert [(t["tool_call_id"], t["decision"], t["by"]) for t in shown["tool_calls"]] == [
-        (held["tool_call_id"], INTERRUPTED, "crash")]
+        (held["tool_call_id"], INTERRUPTED, "crash")
+    ]
     assert "before this tool call was decided" in shown["tool_calls"][0]["error"]
     decided = [e for e in shown["events"] if e["kind"] == "tool.decided"]
     assert [(e["decision"], e["by"]) for e in decided] == [(INTERRUPTED, "crash")]
@@ -94,8 +100,13 @@ def test_a_clean_stop_with_a_held_call_marks_it_interrupted_by_shutdown(tmp_path
 
     async def hold_then_stop() -> None:
         async with httpx.AsyncClient(base_url=serve.url, timeout=300) as client:
-            held = asyncio.create_task(client.post("/webhook/vapi", content=held_tool_call("stop-call", tool_call_id),
-                                                   headers={"content-type": "application/json", "x-vapi-secret": SECRET}))
+            held = asyncio.create_task(
+                client.post(
+                    "/webhook/vapi",
+                    content=held_tool_call("stop-call", tool_call_id),
+                    headers={"content-type": "application/json", "x-vapi-secret": SECRET},
+                )
+            )
             await asyncio.get_running_loop().run_in_executor(None, wait_for_tool_row, db, tool_call_id)
             await asyncio.get_running_loop().run_in_executor(None, serve.stop)
             try:
@@ -113,7 +124,7 @@ def test_a_clean_stop_with_a_held_call_marks_it_interrupted_by_shutdown(tmp_path
 async def test_recovery_leaves_a_running_receivers_calls_alone(tmp_path: Path):
     """Only the calls of dead processes are interrupted; readers never touch anything."""
     db = tmp_path / "history.db"
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     live = await Store.open(db, session=True)
     try:
         await live.record_tool_requests("vapi", "c-live", [ToolCall("tc-live", "book", {})], at)
@@ -133,15 +144,17 @@ async def test_recovery_leaves_a_running_receivers_calls_alone(tmp_path: Path):
 
 async def test_a_dead_sessions_calls_are_interrupted_and_a_retry_is_decided_again(tmp_path: Path):
     db = tmp_path / "history.db"
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     store = await Store.open(db, session=True)
-    await store.record_events([ToolRequested(at=at, provider="vapi", call_id="c1", tool_call_id="tc1",
-                                             name="book", arguments={"day": "mon"})])
+    await store.record_events(
+        [ToolRequested(at=at, provider="vapi", call_id="c1", tool_call_id="tc1", name="book", arguments={"day": "mon"})]
+    )
     # Simulate a crash: the session row stays open and belongs to a pid that no longer exists.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE sessions SET pid = ?, proc_start = NULL WHERE id = ?",
-                     (int(dead.stdout), store.session.id))
+        conn.execute(
+            "UPDATE sessions SET pid = ?, proc_start = NULL WHERE id = ?", (int(dead.stdout), store.session.id)
+        )
     store._session_id = None  # the "dead" store must not close its session cleanly
     await store.close()
 
@@ -165,8 +178,11 @@ async def test_a_dead_sessions_calls_are_interrupted_and_a_retry_is_decided_agai
 def tui_command(tmp_path: Path, db: Path, port: int) -> str:
     env = serve_env(db, tmp_path / "home")
     env["TERM"] = "xterm-256color"
-    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.startswith(
-        ("HOME", "XDG_", "VOICE_CONSOLE_", "PYTHON", "TERM", "PATH")))
+    exports = " ".join(
+        f"{k}={shlex.quote(v)}"
+        for k, v in env.items()
+        if k.startswith(("HOME", "XDG_", "VOICE_CONSOLE_", "PYTHON", "TERM", "PATH"))
+    )
     log = shlex.quote(str(tmp_path / "tui.stderr"))
     return f"env {exports} {shlex.quote(sys.executable)} -m console --port {port} --db {shlex.quote(str(db))} 2>{log}"
 
@@ -201,8 +217,9 @@ def test_kill9_of_the_tui_loses_no_acknowledged_event(tmp_path: Path, templates:
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, (tmux("capture-pane", "-p", "-t", "tui").stdout
-                                                 + (tmp_path / "tui.stderr").read_text())
+            assert time.monotonic() < deadline, (
+                tmux("capture-pane", "-p", "-t", "tui").stdout + (tmp_path / "tui.stderr").read_text()
+            )
             time.sleep(0.2)
         pid = int(tmux("display-message", "-p", "-t", "tui", "#{pane_pid}").stdout.strip())
 
@@ -210,10 +227,18 @@ def test_kill9_of_the_tui_loses_no_acknowledged_event(tmp_path: Path, templates:
             stats = LoadStats()
             stop = asyncio.Event()
             async with httpx.AsyncClient(base_url=url, timeout=300) as client:
-                held = asyncio.create_task(client.post("/webhook/vapi", content=held_tool_call("tui-call", tool_call_id),
-                                                       headers={"content-type": "application/json", "x-vapi-secret": SECRET}))
-                load = asyncio.create_task(drive(url, templates.stream(f"tui-{uuid.uuid4().hex[:6]}"), stats,
-                                                 rate=300, connections=8, stop=stop))
+                held = asyncio.create_task(
+                    client.post(
+                        "/webhook/vapi",
+                        content=held_tool_call("tui-call", tool_call_id),
+                        headers={"content-type": "application/json", "x-vapi-secret": SECRET},
+                    )
+                )
+                load = asyncio.create_task(
+                    drive(
+                        url, templates.stream(f"tui-{uuid.uuid4().hex[:6]}"), stats, rate=300, connections=8, stop=stop
+                    )
+                )
                 await asyncio.get_running_loop().run_in_executor(None, wait_for_tool_row, db, tool_call_id)
                 await asyncio.sleep(random.uniform(1.0, 2.5))
                 os.kill(pid, signal.SIGKILL)
@@ -250,8 +275,10 @@ async def test_a_version_1_history_is_migrated_and_its_pending_calls_recovered(t
         for statement in MIGRATIONS[0]:
             conn.execute(statement)
         conn.execute("PRAGMA user_version=1")
-        conn.execute("INSERT INTO tool_calls (tool_call_id, call_id, provider, name, arguments, requested_at)"
-                     " VALUES ('tc-old', 'c-old', 'vapi', 'book', '{}', 1764000000.0)")
+        conn.execute(
+            "INSERT INTO tool_calls (tool_call_id, call_id, provider, name, arguments, requested_at)"
+            " VALUES ('tc-old', 'c-old', 'vapi', 'book', '{}', 1764000000.0)"
+        )
     reader = await Store.open(db)  # a reader migrates but recovers nothing
     await reader.close()
     assert tool_row(db, "tc-old")["decision"] is None

@@ -15,16 +15,21 @@ import time
 import httpx
 
 from console.config import VapiSettings
-from console.services.serve_state import ServeState, read_state, state_file, write_state
 from console.providers.vapi import sign_vapi_request
+from console.services.serve_state import ServeState, read_state, state_file, write_state
 from tests.helpers.cli import Serve, cli_env, decide, history
 from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
 
 
 def test_decide_approves_and_rejects_held_calls(tmp_path):
     db = tmp_path / "history.db"
-    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", "--port", "0"], env=cli_env(db),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console", "serve", "--port", "0"],
+        env=cli_env(db),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = re.search(r"listening on (\S+)", proc.stderr.readline()).group(1)
     body = (PAYLOADS / "vapi" / "tool-calls.parallel.json").read_bytes()
     ids = [c["id"] for c in json.loads(body)["message"]["toolCallList"]]
@@ -32,8 +37,11 @@ def test_decide_approves_and_rejects_held_calls(tmp_path):
 
     def platform() -> None:  # the platform's request stays open until the gate answers
         with httpx.Client(base_url=url, timeout=30) as client:
-            response = client.post("/webhook/vapi", content=body, headers={
-                "content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)})
+            response = client.post(
+                "/webhook/vapi",
+                content=body,
+                headers={"content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)},
+            )
             answer["status"], answer["json"] = response.status_code, response.json()
 
     caller = threading.Thread(target=platform)
@@ -108,8 +116,11 @@ def hold_tool_calls(url: str, answer: dict) -> threading.Thread:
 
     def platform() -> None:
         with httpx.Client(base_url=url, timeout=300) as client:  # a platform waits as long as its deadline
-            response = client.post("/webhook/vapi", content=body, headers={
-                "content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)})
+            response = client.post(
+                "/webhook/vapi",
+                content=body,
+                headers={"content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)},
+            )
             answer["status"], answer["json"] = response.status_code, response.json()
 
     thread = threading.Thread(target=platform, daemon=True)
@@ -171,7 +182,9 @@ def test_state_files_of_dead_serves_are_ignored_and_kept(tmp_path):
     db = tmp_path / "h.db"
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(gone.stdout)
-    stale = write_state(ServeState(url="http://127.0.0.1:9", token="t", pid=dead_pid, started="2026-01-01T00:00:00+00:00"))
+    stale = write_state(
+        ServeState(url="http://127.0.0.1:9", token="t", pid=dead_pid, started="2026-01-01T00:00:00+00:00")
+    )
     only_stale = decide(db, "--list")
     assert only_stale.returncode == 1
     assert f"no longer running (pid {dead_pid}) were ignored" in only_stale.stderr

@@ -32,8 +32,9 @@ class Loop:
 
     def dial(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
         env = {**self.env, "VOICE_CONSOLE_CONFIG": str(config)} if config else self.env
-        return subprocess.run([sys.executable, "-m", "console", "dial", *args], env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "console", "dial", *args], env=env, capture_output=True, text=True, timeout=60
+        )
 
     def calls(self) -> list[dict]:
         """The calls the platform was asked to place, as it stored them."""
@@ -46,12 +47,21 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
     env = cli_env(db)
-    serve = subprocess.Popen([sys.executable, "-m", "console", "serve", "--port", "0", "--policy", str(policy)],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "console", "serve", "--port", "0", "--policy", str(policy)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     receiver = re.search(r"listening on (\S+)", serve.stderr.readline()).group(1)
-    platform = subprocess.Popen([sys.executable, "-m", "console", "platform", "--speed", "25",
-                                 "--webhook", receiver + "/webhook/vapi"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    platform = subprocess.Popen(
+        [sys.executable, "-m", "console", "platform", "--speed", "25", "--webhook", receiver + "/webhook/vapi"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         yield Loop(db, re.search(r"platform on (\S+)", platform.stdout.readline()).group(1), env)
     finally:
@@ -76,17 +86,29 @@ def test_dial_through_the_simulated_platform_into_history(loop: Loop):
                 break
         time.sleep(0.1)
     kinds = {e["kind"] for e in detail["events"]}
-    assert {"transcript.partial", "transcript.final", "barge_in", "tool.requested", "tool.decided", "call.ended"} <= kinds
+    assert {
+        "transcript.partial",
+        "transcript.final",
+        "barge_in",
+        "tool.requested",
+        "tool.decided",
+        "call.ended",
+    } <= kinds
     assert all(t["decision"] == "overridden" and t["by"] == "rule" for t in detail["tool_calls"])
     # The assistant spoke the tool's actual answer.
-    assert any("available" in e.get("text", "").lower() or "true" in e.get("text", "").lower()
-               for e in detail["events"] if e["kind"] == "transcript.final" and e["role"] == "assistant")
+    assert any(
+        "available" in e.get("text", "").lower() or "true" in e.get("text", "").lower()
+        for e in detail["events"]
+        if e["kind"] == "transcript.final" and e["role"] == "assistant"
+    )
 
 
 def test_dial_takes_numbers_as_people_type_them_and_sends_e164(loop: Loop):
     # A number no network can route is refused with the reason, and nothing is sent.
-    for typed, reason in (("+10000", "it is too short for its country"),
-                          ("0415 555 0142", "(read as a US number; start with + and the country code otherwise)")):
+    for typed, reason in (
+        ("+10000", "it is too short for its country"),
+        ("0415 555 0142", "(read as a US number; start with + and the country code otherwise)"),
+    ):
         refused = loop.dial("--to", typed)
         assert refused.returncode == 2, refused.stdout
         assert f"the --to number {typed!r} is not a valid phone number" in refused.stderr and reason in refused.stderr
@@ -99,8 +121,12 @@ def test_dial_takes_numbers_as_people_type_them_and_sends_e164(loop: Loop):
     assert "to +1 415-555-0142 · United States from +1 650-555-0199 · United States" in placed.stdout
     (call,) = loop.calls()
     assert call["customer"]["number"] == "+14155550142"
-    assert call["phoneNumberId"] == httpx.get(f"{loop.platform_url}/phone-number",
-                                              headers={"authorization": f"Bearer {SIMULATOR_KEY}"}).json()[0]["id"]
+    assert (
+        call["phoneNumberId"]
+        == httpx.get(f"{loop.platform_url}/phone-number", headers={"authorization": f"Bearer {SIMULATOR_KEY}"}).json()[
+            0
+        ]["id"]
+    )
 
     # In another region, configured: a London number typed the British way.
     config = loop.db.parent / "config.toml"
@@ -112,11 +138,18 @@ def test_dial_takes_numbers_as_people_type_them_and_sends_e164(loop: Loop):
 
     unknown = loop.dial("--to", "+14155550142", "--from", "+14155550100")
     assert unknown.returncode == 1
-    assert "no phone number +1 415-555-0100 · United States to call from; its numbers are +16505550199" in unknown.stderr
+    assert (
+        "no phone number +1 415-555-0100 · United States to call from; its numbers are +16505550199" in unknown.stderr
+    )
 
 
 def test_dial_without_a_key_says_so_once(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "console", "dial", "--to", "+14155550142"],
-                            env=cli_env(tmp_path / "h.db"), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "console", "dial", "--to", "+14155550142"],
+        env=cli_env(tmp_path / "h.db"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "no Vapi API key" in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.count("VOICE_CONSOLE_VAPI_API_KEY") == 1, result.stderr  # the advice, once

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -26,7 +26,7 @@ from console.receiver.types import Request
 from tests.helpers.secrets import PAYLOADS, RETELL_KEY, VAPI_SECRET
 from tests.helpers.tool_server import ToolServer, recording_tool_server
 
-RECEIVED = datetime(2026, 2, 15, 10, 0, 0, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 2, 15, 10, 0, 0, tzinfo=UTC)
 HMAC = VapiWebhookSettings(auth="hmac")
 
 
@@ -137,8 +137,12 @@ def test_edited_tool_call_arguments_keep_the_platforms_representation(name: str)
     original = message(batch.raw_body)
     for field in ("call", "artifact", "assistant", "timestamp", "type"):
         assert msg.get(field) == original.get(field)
-    for before, after in zip(original.get("toolWithToolCallList", []), msg.get("toolWithToolCallList", []), strict=True):
-        assert {k: v for k, v in after.items() if k != "toolCall"} == {k: v for k, v in before.items() if k != "toolCall"}
+    for before, after in zip(
+        original.get("toolWithToolCallList", []), msg.get("toolWithToolCallList", []), strict=True
+    ):
+        assert {k: v for k, v in after.items() if k != "toolCall"} == {
+            k: v for k, v in before.items() if k != "toolCall"
+        }
     assert "\n" not in body.decode() and "ñ" in body.decode()  # compact UTF-8, like the platform
 
 
@@ -212,9 +216,20 @@ def test_retell_get_function_has_no_body_to_rebuild() -> None:
 
 
 def test_arguments_the_model_broke_are_unchanged_unless_edited() -> None:
-    body = json.dumps({"message": {"type": "tool-calls", "toolCallList": [
-        {"id": "call_1", "type": "function", "function": {"name": "book", "arguments": '{"date": "2026-02-1'}}
-    ]}}).encode()
+    body = json.dumps(
+        {
+            "message": {
+                "type": "tool-calls",
+                "toolCallList": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "book", "arguments": '{"date": "2026-02-1'},
+                    }
+                ],
+            }
+        }
+    ).encode()
     request = Request(method="POST", target="/webhook/vapi", headers=(), body=body)
     batch = VapiProvider(VapiSettings(), None).parse("vapi", request, RECEIVED).tool_batch
     assert batch is not None
@@ -275,12 +290,12 @@ async def test_unchanged_batch_is_forwarded_verbatim_with_its_original_auth(
     assert got.header("x-vapi-secret") == "kept" and got.header("x-signature") == headers["x-signature"]
 
 
-async def test_rebuilt_vapi_body_is_resigned_and_verifies(
-    tool_server: ToolServer, client: httpx.AsyncClient
-) -> None:
+async def test_rebuilt_vapi_body_is_resigned_and_verifies(tool_server: ToolServer, client: httpx.AsyncClient) -> None:
     original = vapi_batch("tool-calls.parallel.json")
     headers = sign_vapi_request(HMAC, VAPI_SECRET, original.raw_body)
-    batch = vapi_batch("tool-calls.parallel.json", {"x-vapi-secret": "stale", "authorization": "Bearer stale", **headers})
+    batch = vapi_batch(
+        "tool-calls.parallel.json", {"x-vapi-secret": "stale", "authorization": "Bearer stale", **headers}
+    )
     first, second = batch.calls
     sub = edited(only(batch, second.tool_call_id), **{second.tool_call_id: NEW})
 
@@ -298,19 +313,20 @@ async def test_rebuilt_vapi_body_is_resigned_and_verifies(
     assert [c.arguments for c in reparse(batch, got.body)] == [NEW]
 
 
-async def test_rebuilt_retell_body_is_resigned_and_verifies(
-    tool_server: ToolServer, client: httpx.AsyncClient
-) -> None:
+async def test_rebuilt_retell_body_is_resigned_and_verifies(tool_server: ToolServer, client: httpx.AsyncClient) -> None:
     batch = retell_batch("function_call.json")
-    batch = replace(batch, headers=batch.headers + (("x-retell-signature", sign_retell(batch.raw_body, RETELL_KEY, 1)),))
+    batch = replace(
+        batch, headers=batch.headers + (("x-retell-signature", sign_retell(batch.raw_body, RETELL_KEY, 1)),)
+    )
     sub = edited(batch, **{batch.calls[0].tool_call_id: {"date": "2026-08-12"}})
     outcomes = await ForwardingToolHandler(tool_server.url, client, signer=retell_signer).decide(sub)
     assert outcomes[0].result == "ran"
     (got,) = tool_server.received
     assert json.loads(got.body)["args"] == {"date": "2026-08-12"}
     assert len(got.header_values("x-retell-signature")) == 1
-    verdict = verify_retell_signature(got.body, got.header("x-retell-signature"), RETELL_KEY,
-                                      now_ms=int(time.time() * 1000), skew_ms=300_000)
+    verdict = verify_retell_signature(
+        got.body, got.header("x-retell-signature"), RETELL_KEY, now_ms=int(time.time() * 1000), skew_ms=300_000
+    )
     assert verdict.ok
 
 
@@ -343,7 +359,8 @@ async def test_retell_get_function_keeps_its_query_string():
     import httpx as _httpx
 
     from console.core.forward import ForwardingToolHandler as _Forward
-    from console.core.tools import ToolBatch as _Batch, ToolCall as _Call
+    from console.core.tools import ToolBatch as _Batch
+    from console.core.tools import ToolCall as _Call
     from console.receiver.http import HttpServer, Router
     from console.receiver.types import Response as _Response
 
@@ -358,9 +375,16 @@ async def test_retell_get_function_keeps_its_query_string():
     server = HttpServer(router, port=0)
     await server.start()
     try:
-        batch = _Batch(provider="retell", dialect="retell-function", call_id="c1",
-                       calls=(_Call("rt_1", "check_hours", {"day": "monday"}),), platform_timeout_s=10,
-                       raw_body=b"", method="GET", path="/webhook/retell/function?name=check_hours&day=monday")
+        batch = _Batch(
+            provider="retell",
+            dialect="retell-function",
+            call_id="c1",
+            calls=(_Call("rt_1", "check_hours", {"day": "monday"}),),
+            platform_timeout_s=10,
+            raw_body=b"",
+            method="GET",
+            path="/webhook/retell/function?name=check_hours&day=monday",
+        )
         async with _httpx.AsyncClient() as client:
             [outcome] = await _Forward(f"{server.url}/fn", client).decide(batch)
         assert outcome.result == "open"

@@ -44,7 +44,6 @@ from tests.helpers.receiver import (
 )
 from tests.helpers.secrets import PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN
 
-
 # ------------------------------------------------------------------ checks
 
 
@@ -95,45 +94,126 @@ def alive_after(svc: ServiceThread) -> Iterator[ServiceThread]:
 
 # ------------------------------------------------------------------ strategies: raw requests
 
-methods = st.one_of(st.sampled_from(["GET", "POST", "PUT", "HEAD", "OPTIONS", "DELETE", "PATCH", "CONNECT", "TRACE",
-                                     "PRI", "get", "P OST", "", "\x00", "POST\t"]),
-                    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=8))
+methods = st.one_of(
+    st.sampled_from(
+        [
+            "GET",
+            "POST",
+            "PUT",
+            "HEAD",
+            "OPTIONS",
+            "DELETE",
+            "PATCH",
+            "CONNECT",
+            "TRACE",
+            "PRI",
+            "get",
+            "P OST",
+            "",
+            "\x00",
+            "POST\t",
+        ]
+    ),
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=8),
+)
 targets = st.one_of(
-    st.sampled_from(["/webhook/vapi", "/webhook/retell", "/webhook/retell/function", "/webhook/twilio/voice",
-                     "/webhook/twilio/status", "/healthz", "/stream/twilio", "*", "http://x/webhook/vapi",
-                     "/webhook/vapi?" + "a" * 3000, "/%ff%fe", "/\xff\xfe", "//", "/webhook/vapi#frag", "",
-                     "/webhook/twilio/voice?bodySHA256=%zz"]),
+    st.sampled_from(
+        [
+            "/webhook/vapi",
+            "/webhook/retell",
+            "/webhook/retell/function",
+            "/webhook/twilio/voice",
+            "/webhook/twilio/status",
+            "/healthz",
+            "/stream/twilio",
+            "*",
+            "http://x/webhook/vapi",
+            "/webhook/vapi?" + "a" * 3000,
+            "/%ff%fe",
+            "/\xff\xfe",
+            "//",
+            "/webhook/vapi#frag",
+            "",
+            "/webhook/twilio/voice?bodySHA256=%zz",
+        ]
+    ),
     st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0xFF), max_size=40).map(lambda t: "/" + t),
 )
-versions = st.sampled_from(["HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/1.1 ", "HTTP/1", "http/1.1",
-                            "HTTP/9.9", ""])
+versions = st.sampled_from(
+    ["HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/1.1 ", "HTTP/1", "http/1.1", "HTTP/9.9", ""]
+)
 header_lines = st.one_of(
-    st.sampled_from([
-        "Host: t", "Host:", "Host: a\x00b", "Content-Type: application/json", "Content-Type: \xff\xfe",
-        "Connection: close", "Connection: keep-alive, Upgrade", "Upgrade: websocket", "Expect: 100-continue",
-        "Expect: 200-ok", "Transfer-Encoding: chunked", "Transfer-Encoding: gzip, chunked",
-        "Transfer-Encoding: chunked, identity", "Transfer-Encoding: \x0bchunked", "Transfer-Encoding:chunked",
-        "Content-Length: 0", "Content-Length: 5", "Content-Length: -1", "Content-Length: +5", "Content-Length: 5, 5",
-        "Content-Length: 5, 6", "Content-Length: 1e3", "Content-Length: 0x10", "Content-Length: " + "9" * 30,
-        "Content-Length: " + "1" * 5000, "Content-Length: 99999999999999999999", " folded: header",
-        "\tobs-fold", "NoColon", ": empty-name", "Bad Name: x", "X-Vapi-Secret: nope", "Authorization: Bearer",
-        "X-Retell-Signature: v=1,d=" + "0" * 64, "X-Twilio-Signature: " + "=" * 28, "X-Long: " + "x" * 20000,
-        "X-Utf8: caf\xc3\xa9", "X-Bad-Utf8: \xc3\x28\xa0\xa1", "X-Ctrl: a\x01b", "X-CR: a\rb",
-    ]),
-    st.tuples(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=12),
-              st.text(alphabet=st.characters(min_codepoint=0x00, max_codepoint=0xFF), max_size=40))
-    .map(lambda pair: f"{pair[0]}: {pair[1]}"),
+    st.sampled_from(
+        [
+            "Host: t",
+            "Host:",
+            "Host: a\x00b",
+            "Content-Type: application/json",
+            "Content-Type: \xff\xfe",
+            "Connection: close",
+            "Connection: keep-alive, Upgrade",
+            "Upgrade: websocket",
+            "Expect: 100-continue",
+            "Expect: 200-ok",
+            "Transfer-Encoding: chunked",
+            "Transfer-Encoding: gzip, chunked",
+            "Transfer-Encoding: chunked, identity",
+            "Transfer-Encoding: \x0bchunked",
+            "Transfer-Encoding:chunked",
+            "Content-Length: 0",
+            "Content-Length: 5",
+            "Content-Length: -1",
+            "Content-Length: +5",
+            "Content-Length: 5, 5",
+            "Content-Length: 5, 6",
+            "Content-Length: 1e3",
+            "Content-Length: 0x10",
+            "Content-Length: " + "9" * 30,
+            "Content-Length: " + "1" * 5000,
+            "Content-Length: 99999999999999999999",
+            " folded: header",
+            "\tobs-fold",
+            "NoColon",
+            ": empty-name",
+            "Bad Name: x",
+            "X-Vapi-Secret: nope",
+            "Authorization: Bearer",
+            "X-Retell-Signature: v=1,d=" + "0" * 64,
+            "X-Twilio-Signature: " + "=" * 28,
+            "X-Long: " + "x" * 20000,
+            "X-Utf8: caf\xc3\xa9",
+            "X-Bad-Utf8: \xc3\x28\xa0\xa1",
+            "X-Ctrl: a\x01b",
+            "X-CR: a\rb",
+        ]
+    ),
+    st.tuples(
+        st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=12),
+        st.text(alphabet=st.characters(min_codepoint=0x00, max_codepoint=0xFF), max_size=40),
+    ).map(lambda pair: f"{pair[0]}: {pair[1]}"),
 )
 chunked_bodies = st.one_of(
-    st.sampled_from([
-        b"5\r\nhello\r\n0\r\n\r\n", b"5\r\nhel", b"ffffffffffffffffffff\r\nx\r\n", b"-5\r\nhello\r\n0\r\n\r\n",
-        b"5;ext=\"v\"\r\nhello\r\n0\r\n\r\n", b"5;" + b"e" * 20000 + b"\r\nhello\r\n0\r\n\r\n",
-        b"5\r\nhelloXX0\r\n\r\n", b"0\r\nTrailer: x\r\n\r\n", b"0\r\nBad Trailer\r\n\r\n", b"5\nhello\n0\n\n",
-        b"0x5\r\nhello\r\n0\r\n\r\n", b" 5\r\nhello\r\n0\r\n\r\n", b"100000\r\n" + b"a" * 1000,
-        b"fffff\r\n" + b"a" * 70000 + b"\r\n0\r\n\r\n",
-    ]),
+    st.sampled_from(
+        [
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhel",
+            b"ffffffffffffffffffff\r\nx\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b'5;ext="v"\r\nhello\r\n0\r\n\r\n',
+            b"5;" + b"e" * 20000 + b"\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"0\r\nTrailer: x\r\n\r\n",
+            b"0\r\nBad Trailer\r\n\r\n",
+            b"5\nhello\n0\n\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"100000\r\n" + b"a" * 1000,
+            b"fffff\r\n" + b"a" * 70000 + b"\r\n0\r\n\r\n",
+        ]
+    ),
     st.lists(st.binary(max_size=40), max_size=4).map(
-        lambda parts: b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"),
+        lambda parts: b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    ),
 )
 raw_bodies = st.one_of(
     st.binary(max_size=300),
@@ -144,11 +224,18 @@ raw_bodies = st.one_of(
 @st.composite
 def raw_requests(draw: st.DrawFn) -> bytes:
     if draw(st.integers(0, 9)) == 0:  # sometimes no HTTP at all
-        return draw(st.sampled_from([
-            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # a TLS ClientHello
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # the HTTP/2 preface
-            b"\r\n" * 50, b"\x00" * 100, b"GET / HTTP/1.1\n\n", b"GET\r\n\r\n",
-        ])) + draw(st.binary(max_size=100))
+        return draw(
+            st.sampled_from(
+                [
+                    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # a TLS ClientHello
+                    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # the HTTP/2 preface
+                    b"\r\n" * 50,
+                    b"\x00" * 100,
+                    b"GET / HTTP/1.1\n\n",
+                    b"GET\r\n\r\n",
+                ]
+            )
+        ) + draw(st.binary(max_size=100))
     line = f"{draw(methods)} {draw(targets)} {draw(versions)}"
     headers = draw(st.lists(header_lines, max_size=6))
     if draw(st.booleans()):
@@ -186,18 +273,25 @@ def signed_deliveries(draw: st.DrawFn, svc: ServiceThread) -> tuple[str, bytes]:
     now_ms = int(time.time() * 1000)
     if provider == "vapi":
         body = draw(bodies(VAPI_DOCS))
-        return provider, post_bytes("/webhook/vapi", body, {"content-type": "application/json",
-                                                            **vapi_headers(svc.service, body)})
+        return provider, post_bytes(
+            "/webhook/vapi", body, {"content-type": "application/json", **vapi_headers(svc.service, body)}
+        )
     if provider.startswith("retell"):
         body = draw(bodies(RETELL_DOCS))
         path = "/webhook/retell/function" if provider == "retell.function" else "/webhook/retell"
-        return provider, post_bytes(path, body, {"content-type": "application/json",
-                                                 "x-retell-signature": sign_retell(body, RETELL_KEY, now_ms)})
+        return provider, post_bytes(
+            path,
+            body,
+            {"content-type": "application/json", "x-retell-signature": sign_retell(body, RETELL_KEY, now_ms)},
+        )
     body = draw(bodies(TWILIO_DOCS))
     route = draw(st.sampled_from(["/webhook/twilio/voice", "/webhook/twilio/status"]))
     url = url_with_body_hash(PUBLIC_URL + route, body)
-    return provider, post_bytes(url[len(PUBLIC_URL):], body, {"content-type": "application/json",
-                                                              "x-twilio-signature": sign_twilio(url, body, TWILIO_TOKEN)})
+    return provider, post_bytes(
+        url[len(PUBLIC_URL) :],
+        body,
+        {"content-type": "application/json", "x-twilio-signature": sign_twilio(url, body, TWILIO_TOKEN)},
+    )
 
 
 @FUZZ
@@ -226,10 +320,14 @@ HUGE_INT = b"9" * 5000
         pytest.param(b'{"message":' + DEEP + b"}", id="100k-brackets-in-message"),
         pytest.param(b'{"message":{"type":"x","a":' + b"[" * 900 + b"]" * 900 + b"}}", id="900-deep-complete"),
         pytest.param(b'{"message":{"type":"status-update","timestamp":' + HUGE_INT + b"}}", id="5000-digit-int"),
-        pytest.param(b'{"message":{"type":"transcript","role":"user","transcript":"a\\ud800","call":{"id":"c"}}}',
-                     id="lone-surrogate"),
-        pytest.param(b'{"message":{"type":"transcript","role":"user","transcript":"\xed\xa0\x80","call":{"id":"c"}}}',
-                     id="surrogate-bytes"),
+        pytest.param(
+            b'{"message":{"type":"transcript","role":"user","transcript":"a\\ud800","call":{"id":"c"}}}',
+            id="lone-surrogate",
+        ),
+        pytest.param(
+            b'{"message":{"type":"transcript","role":"user","transcript":"\xed\xa0\x80","call":{"id":"c"}}}',
+            id="surrogate-bytes",
+        ),
     ],
 )
 def test_hostile_json_is_400_on_every_provider(alive_after: ServiceThread, body: bytes) -> None:
@@ -239,10 +337,14 @@ def test_hostile_json_is_400_on_every_provider(alive_after: ServiceThread, body:
     requests = {
         "vapi": post_bytes("/webhook/vapi", body, vapi_headers(svc.service, body)),
         "retell": post_bytes("/webhook/retell", body, {"x-retell-signature": sign_retell(body, RETELL_KEY, now_ms)}),
-        "retell.function": post_bytes("/webhook/retell/function", body,
-                                      {"x-retell-signature": sign_retell(body, RETELL_KEY, now_ms)}),
-        "twilio": post_bytes(status_url[len(PUBLIC_URL):], body, {
-            "content-type": "application/json", "x-twilio-signature": sign_twilio(status_url, body, TWILIO_TOKEN)}),
+        "retell.function": post_bytes(
+            "/webhook/retell/function", body, {"x-retell-signature": sign_retell(body, RETELL_KEY, now_ms)}
+        ),
+        "twilio": post_bytes(
+            status_url[len(PUBLIC_URL) :],
+            body,
+            {"content-type": "application/json", "x-twilio-signature": sign_twilio(status_url, body, TWILIO_TOKEN)},
+        ),
     }
     for provider, request in requests.items():
         raw, _ = exchange(svc.port, request, half_close=False)
@@ -253,8 +355,10 @@ def test_hostile_json_is_400_on_every_provider(alive_after: ServiceThread, body:
 
 def test_nan_infinity_and_huge_floats_are_stored(alive_after: ServiceThread) -> None:
     svc = alive_after
-    body = (b'{"message":{"type":"end-of-call-report","cost":Infinity,"durationSeconds":NaN,"endedReason":"x",'
-            b'"timestamp":1e999999,"call":{"id":"call-nan"}}}')
+    body = (
+        b'{"message":{"type":"end-of-call-report","cost":Infinity,"durationSeconds":NaN,"endedReason":"x",'
+        b'"timestamp":1e999999,"call":{"id":"call-nan"}}}'
+    )
     raw, _ = exchange(svc.port, post_bytes("/webhook/vapi", body, vapi_headers(svc.service, body)), half_close=False)
     [(status, _, _)] = responses(raw)
     assert status == 200
@@ -265,28 +369,48 @@ def test_nan_infinity_and_huge_floats_are_stored(alive_after: ServiceThread) -> 
 @pytest.mark.parametrize(
     "request_bytes, expected",
     [
-        pytest.param(b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n", 400,
-                     id="5000-digit-content-length"),
-        pytest.param(b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999\r\n\r\n", 413,
-                     id="huge-content-length"),
+        pytest.param(
+            b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n",
+            400,
+            id="5000-digit-content-length",
+        ),
+        pytest.param(
+            b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            413,
+            id="huge-content-length",
+        ),
         pytest.param(b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400, id="negative-cl"),
         pytest.param(b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\nhello", 400, id="plus-cl"),
-        pytest.param(b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"ffffffffffffffffffffff\r\n", 400, id="chunk-size-overflow"),
-        pytest.param(b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501, id="te-twice"),
-        pytest.param(b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n"
-                     b"0\r\n\r\n", 400, id="te-and-cl-zero"),
-        pytest.param(b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n folded: x\r\n\r\nabc", 400,
-                     id="obs-fold"),
+        pytest.param(
+            b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\n",
+            400,
+            id="chunk-size-overflow",
+        ),
+        pytest.param(
+            b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            501,
+            id="te-twice",
+        ),
+        pytest.param(
+            b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n"
+            b"0\r\n\r\n",
+            400,
+            id="te-and-cl-zero",
+        ),
+        pytest.param(
+            b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n folded: x\r\n\r\nabc", 400, id="obs-fold"
+        ),
         pytest.param(b"GET /healthz HTTP/1.1\r\nHost: t\x00x\r\n\r\n", 400, id="nul-in-header"),
         pytest.param(b"GET /\xff\xfe HTTP/1.1\r\nHost: t\r\n\r\n", 400, id="invalid-utf8-target"),
         pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 404, id="http2-preface"),  # no route "*", then closed
         pytest.param(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 60, 400, id="tls-client-hello"),
-        pytest.param(b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n", 413,
-                     id="body-over-1mib"),
-        pytest.param(b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nshort", 400,
-                     id="truncated-body"),
+        pytest.param(
+            b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n", 413, id="body-over-1mib"
+        ),
+        pytest.param(
+            b"POST /webhook/vapi HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nshort", 400, id="truncated-body"
+        ),
     ],
 )
 def test_malformed_framing_on_the_real_service(alive_after: ServiceThread, request_bytes: bytes, expected: int) -> None:
@@ -300,8 +424,9 @@ def test_malformed_framing_on_the_real_service(alive_after: ServiceThread, reque
 def test_invalid_utf8_header_value_is_kept_not_fatal(alive_after: ServiceThread) -> None:
     """Header bytes above 0x7f are legal obs-text: the request is served (401 here: the secret is wrong)."""
     body = b'{"message":{"type":"hang","call":{"id":"c"}}}'
-    raw, _ = exchange(alive_after.port, post_bytes("/webhook/vapi", body, {"X-Vapi-Secret": "\xc3\x28\xff"}),
-                      half_close=False)
+    raw, _ = exchange(
+        alive_after.port, post_bytes("/webhook/vapi", body, {"X-Vapi-Secret": "\xc3\x28\xff"}), half_close=False
+    )
     [(status, _, reply)] = responses(raw)
     assert status == 401 and b"does not match" in reply
 
@@ -344,7 +469,9 @@ def test_memory_is_bounded_under_a_fuzz_batch(alive_after: ServiceThread) -> Non
     finally:
         tracemalloc.stop()
     growth = after - before
-    print(f"\n{rounds * len(batch)} hostile requests in {elapsed:.1f} s: traced memory {before / 1e6:.2f} -> "
-          f"{after / 1e6:.2f} MB (peak {peak / 1e6:.2f} MB), max RSS {rss_before / 1e3:.0f} -> {rss_after / 1e3:.0f} MB")
+    print(
+        f"\n{rounds * len(batch)} hostile requests in {elapsed:.1f} s: traced memory {before / 1e6:.2f} -> "
+        f"{after / 1e6:.2f} MB (peak {peak / 1e6:.2f} MB), max RSS {rss_before / 1e3:.0f} -> {rss_after / 1e3:.0f} MB"
+    )
     assert growth < 4_000_000, f"traced memory grew by {growth / 1e6:.1f} MB"
     assert svc.call(lambda: svc.service.server.stats.connections_open) <= 1

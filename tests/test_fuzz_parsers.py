@@ -16,7 +16,7 @@ CI runs a few hundred examples in seconds; VOICE_CONSOLE_LONG=1 runs thousands.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,7 +36,7 @@ from console.receiver.types import Request, Response
 from tests.helpers.fuzz import FUZZ, RETELL_DOCS, TWILIO_DOCS, TWILIO_FORMS, VAPI_DOCS, bodies, raw_garbage
 from tests.helpers.secrets import PUBLIC_URL
 
-RECEIVED = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
 # ------------------------------------------------------------------ checks
@@ -52,8 +52,10 @@ def check_inbound(provider: Any, inbound: Inbound) -> None:
     if batch is not None:
         for call in batch.calls:
             json.dumps(call.arguments).encode("utf-8")
-        outcomes = [ToolOutcome(tool_call_id=c.tool_call_id, name=c.name, decision="rejected", by="rule",
-                                error="fuzz says no") for c in batch.calls]
+        outcomes = [
+            ToolOutcome(tool_call_id=c.tool_call_id, name=c.name, decision="rejected", by="rule", error="fuzz says no")
+            for c in batch.calls
+        ]
         reply = provider.tool_reply(batch, outcomes)
         assert isinstance(reply, Response) and 200 <= reply.status < 300
     else:
@@ -85,9 +87,12 @@ def test_vapi_parse_never_fails_unexpectedly(body: bytes) -> None:
 
 
 @FUZZ
-@given(body=bodies(RETELL_DOCS), route=st.sampled_from(["retell", "retell.function"]),
-       query=st.sampled_from(["", "?name=book", "?name=&call_id=x", "?call_id=%ff%fe", "?" + "a=1&" * 50]),
-       method=st.sampled_from(["POST", "GET", "DELETE"]))
+@given(
+    body=bodies(RETELL_DOCS),
+    route=st.sampled_from(["retell", "retell.function"]),
+    query=st.sampled_from(["", "?name=book", "?name=&call_id=x", "?call_id=%ff%fe", "?" + "a=1&" * 50]),
+    method=st.sampled_from(["POST", "GET", "DELETE"]),
+)
 def test_retell_parse_never_fails_unexpectedly(body: bytes, route: str, query: str, method: str) -> None:
     provider = RetellProvider(make_settings().retell, "key_retell")
     path = "/webhook/retell/function" if route == "retell.function" else "/webhook/retell"
@@ -108,8 +113,14 @@ def twilio_requests(draw: st.DrawFn) -> Request:
     form = dict(draw(st.sampled_from(TWILIO_FORMS)))
     for _ in range(draw(st.integers(1, 3))):
         name = draw(st.sampled_from(sorted(form) + ["CallSid", "Timestamp", "SequenceNumber", "CallDuration"]))
-        value = draw(st.one_of(st.text(max_size=40), st.sampled_from(
-            ["", "-1", "9" * 5000, "1e999", "NaN", "Mon, 99 Foo 2026 99:99:99 +9999", "%ff", "\x00"])))
+        value = draw(
+            st.one_of(
+                st.text(max_size=40),
+                st.sampled_from(
+                    ["", "-1", "9" * 5000, "1e999", "NaN", "Mon, 99 Foo 2026 99:99:99 +9999", "%ff", "\x00"]
+                ),
+            )
+        )
         if draw(st.booleans()) and name in form:
             del form[name]
         else:
@@ -132,21 +143,55 @@ def test_twilio_parse_never_fails_unexpectedly(request: Request) -> None:
 
 # ------------------------------------------------------------------ verify fuzzing
 
-header_names = st.sampled_from([
-    "x-vapi-secret", "authorization", "x-signature", "x-timestamp", "svix-id",
-    "x-retell-signature", "x-twilio-signature", "host", "x-forwarded-proto", "x-forwarded-host", "content-type",
-])
+header_names = st.sampled_from(
+    [
+        "x-vapi-secret",
+        "authorization",
+        "x-signature",
+        "x-timestamp",
+        "svix-id",
+        "x-retell-signature",
+        "x-twilio-signature",
+        "host",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "content-type",
+    ]
+)
 header_values = st.one_of(
     st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=80),
-    st.sampled_from(["[", "[::1", "a]:80", "h:99999", "h:-1", "Bearer ", "Bearer", "v=,d=", "v=1,d=" + "0" * 64, "v=" + "9" * 5000 + ",d=" + "a" * 64,
-                     "1e999", "NaN", "-1", "9" * 5000, "sha256=", "=" * 10, "v1,abc", "\xff\xfe"]),
+    st.sampled_from(
+        [
+            "[",
+            "[::1",
+            "a]:80",
+            "h:99999",
+            "h:-1",
+            "Bearer ",
+            "Bearer",
+            "v=,d=",
+            "v=1,d=" + "0" * 64,
+            "v=" + "9" * 5000 + ",d=" + "a" * 64,
+            "1e999",
+            "NaN",
+            "-1",
+            "9" * 5000,
+            "sha256=",
+            "=" * 10,
+            "v1,abc",
+            "\xff\xfe",
+        ]
+    ),
 )
 
 
 @FUZZ
-@given(headers=st.lists(st.tuples(header_names, header_values), max_size=6), body=st.binary(max_size=64),
-       auth=st.sampled_from(["secret", "bearer", "hmac", "none"]), target=st.sampled_from(
-           ["/webhook/vapi", "/webhook/twilio/voice?bodySHA256=%ff", "/webhook/retell?x=\xff"]))
+@given(
+    headers=st.lists(st.tuples(header_names, header_values), max_size=6),
+    body=st.binary(max_size=64),
+    auth=st.sampled_from(["secret", "bearer", "hmac", "none"]),
+    target=st.sampled_from(["/webhook/vapi", "/webhook/twilio/voice?bodySHA256=%ff", "/webhook/retell?x=\xff"]),
+)
 def test_verify_never_raises_and_never_passes_a_forgery(
     headers: list[tuple[str, str]], body: bytes, auth: str, target: str
 ) -> None:
@@ -187,7 +232,7 @@ def test_strict_json_refuses_what_would_break_the_store(document: bytes | str, p
 
 
 def test_strict_json_accepts_what_json_accepts_otherwise() -> None:
-    assert strictjson.loads(b'{"e":"\\ud83d\\ude00"}') == {"e": "\U0001F600"}
+    assert strictjson.loads(b'{"e":"\\ud83d\\ude00"}') == {"e": "\U0001f600"}
     assert strictjson.loads(b"[" * 64 + b"]" * 64) is not None
     assert strictjson.loads(b'{"a":' + b"9" * 4000 + b"}")["a"] > 10**3999
     assert strictjson.loads('{"a": [1, 2.5, NaN]}')["a"][:2] == [1, 2.5]
@@ -195,12 +240,23 @@ def test_strict_json_accepts_what_json_accepts_otherwise() -> None:
     assert strictjson.loads(b"1e999999") == float("inf")
 
 
-@pytest.mark.parametrize("arguments", ['{"a":"\\ud800"}', "[" * 5000 + "]" * 5000, '{"a":' + "[" * 100 + "]" * 100 + "}"])
+@pytest.mark.parametrize(
+    "arguments", ['{"a":"\\ud800"}', "[" * 5000 + "]" * 5000, '{"a":' + "[" * 100 + "]" * 100 + "}"]
+)
 def test_undecodable_tool_arguments_are_kept_as_text(arguments: str) -> None:
     """A tool call whose argument string is hostile JSON is still shown and answered."""
     provider = VapiProvider(make_settings().vapi, "s3cret")
-    body = json.dumps({"message": {"type": "tool-calls", "call": {"id": "c1"}, "toolCallList": [
-        {"id": "t1", "type": "function", "function": {"name": "book", "arguments": arguments}}]}}).encode()
+    body = json.dumps(
+        {
+            "message": {
+                "type": "tool-calls",
+                "call": {"id": "c1"},
+                "toolCallList": [
+                    {"id": "t1", "type": "function", "function": {"name": "book", "arguments": arguments}}
+                ],
+            }
+        }
+    ).encode()
     inbound = provider.parse("vapi", Request("POST", "/webhook/vapi", (), body), RECEIVED)
     [call] = inbound.tool_batch.calls
     assert list(call.arguments.values()) == [arguments]
@@ -226,9 +282,16 @@ def test_twilio_unparsable_host_is_a_failed_verdict() -> None:
 def test_retell_transcript_item_with_a_list_role_is_skipped() -> None:
     """Found by fuzzing: an unhashable role ([]) in transcript_with_tool_calls raised TypeError."""
     provider = RetellProvider(make_settings().retell, "key_retell")
-    body = json.dumps({"event": "transcript_updated", "call": {
-        "call_id": "call-odd-role", "start_timestamp": 1785772800000,
-        "transcript_with_tool_calls": [{"role": [], "content": "x"}, {"role": "user", "content": "hello"}]}}).encode()
+    body = json.dumps(
+        {
+            "event": "transcript_updated",
+            "call": {
+                "call_id": "call-odd-role",
+                "start_timestamp": 1785772800000,
+                "transcript_with_tool_calls": [{"role": [], "content": "x"}, {"role": "user", "content": "hello"}],
+            },
+        }
+    ).encode()
     inbound = provider.parse("retell", Request("POST", "/webhook/retell", (), body), RECEIVED)
     assert [getattr(e, "text", None) for e in inbound.events if e.kind == "transcript.final"] == ["hello"]
     check_inbound(provider, inbound)

@@ -93,7 +93,9 @@ async def timed(coro: Any) -> tuple[Any, float]:
 # --- rules -------------------------------------------------------------------------------------------
 
 
-async def test_rule_approve_passes_through_to_the_tool_server(tool_server: ToolServer, forward: ForwardingToolHandler) -> None:
+async def test_rule_approve_passes_through_to_the_tool_server(
+    tool_server: ToolServer, forward: ForwardingToolHandler
+) -> None:
     gate = ToolGate(policy(book=ToolRule(action="approve")), forward=forward)
     (outcome,) = await gate.decide(batch(call("t1")))
     assert (outcome.decision, outcome.by, outcome.error) == ("approved", "rule", None)
@@ -133,14 +135,34 @@ async def test_approve_without_a_tool_server_says_so_or_answers_the_rules_result
 
 
 OPERATOR_CASES = {
-    "approved": (OperatorDecision("approved"), "approved",
-                 ran_result("book", {"date": "2026-02-17"}), None, {"date": "2026-02-17"}),
-    "edited": (OperatorDecision("edited", arguments={"date": "2026-02-18"}), "edited",
-               ran_result("book", {"date": "2026-02-18"}), None, {"date": "2026-02-18"}),
-    "overridden": (OperatorDecision("overridden", result={"booked": False, "note": "full"}), "overridden",
-                   '{"booked":false,"note":"full"}', None, None),
-    "rejected": (OperatorDecision("rejected", reason="We are closed that day."), "rejected",
-                 None, "We are closed that day.", None),
+    "approved": (
+        OperatorDecision("approved"),
+        "approved",
+        ran_result("book", {"date": "2026-02-17"}),
+        None,
+        {"date": "2026-02-17"},
+    ),
+    "edited": (
+        OperatorDecision("edited", arguments={"date": "2026-02-18"}),
+        "edited",
+        ran_result("book", {"date": "2026-02-18"}),
+        None,
+        {"date": "2026-02-18"},
+    ),
+    "overridden": (
+        OperatorDecision("overridden", result={"booked": False, "note": "full"}),
+        "overridden",
+        '{"booked":false,"note":"full"}',
+        None,
+        None,
+    ),
+    "rejected": (
+        OperatorDecision("rejected", reason="We are closed that day."),
+        "rejected",
+        None,
+        "We are closed that day.",
+        None,
+    ),
     "rejected-default": (OperatorDecision("rejected"), "rejected", None, DEFAULT_REJECT_REASON, None),
 }
 
@@ -164,7 +186,11 @@ async def test_hold_then_an_operator_decides_from_another_task(
     decided, _ = await asyncio.gather(gate.decide(batch(call("t1"))), operator())
     (outcome,) = decided
     assert (outcome.decision, outcome.by, outcome.result, outcome.error, outcome.arguments_sent) == (
-        expected, "operator", result, error, sent
+        expected,
+        "operator",
+        result,
+        error,
+        sent,
     )
     assert outcome.latency_ms is not None and 90 <= outcome.latency_ms < 2000
     assert tool_server.ran == (["t1"] if sent is not None else [])
@@ -184,10 +210,20 @@ async def test_hold_then_an_operator_decides_from_another_task(
     ],
 )
 async def test_no_answer_applies_on_timeout_recorded_as_a_timeout(
-    on_timeout: str, decision: str, result: str | None, error: str | None, tool_server: ToolServer, forward: ForwardingToolHandler
+    on_timeout: str,
+    decision: str,
+    result: str | None,
+    error: str | None,
+    tool_server: ToolServer,
+    forward: ForwardingToolHandler,
 ) -> None:
-    rule = ToolRule(action="hold", timeout_seconds=0.2, on_timeout=on_timeout,  # type: ignore[arg-type]
-                    reason="Nobody was there to approve it.", result="fallback")
+    rule = ToolRule(
+        action="hold",
+        timeout_seconds=0.2,
+        on_timeout=on_timeout,  # type: ignore[arg-type]
+        reason="Nobody was there to approve it.",
+        result="fallback",
+    )
     gate = ToolGate(policy(book=rule), forward=forward)
     (outcome,), elapsed = await timed(gate.decide(batch(call("t1"))))
     assert (outcome.decision, outcome.by, outcome.result, outcome.error) == (decision, "timeout", result, error)
@@ -227,7 +263,10 @@ async def test_parallel_calls_are_decided_independently_and_forwarded_together(
 ) -> None:
     gate = ToolGate(policy(lookup=ToolRule(action="approve")), forward=forward)
     calls = (
-        call("a", "book"), call("b", "refund", amount=40), call("c", "lookup", phone="+1415"), call("d", "sms", to="+1")
+        call("a", "book"),
+        call("b", "refund", amount=40),
+        call("c", "lookup", phone="+1415"),
+        call("d", "sms", to="+1"),
     )
 
     async def operator() -> None:
@@ -241,13 +280,20 @@ async def test_parallel_calls_are_decided_independently_and_forwarded_together(
     (a, b, c, d), _ = await asyncio.gather(gate.decide(batch(*calls)), operator())
     assert [o.tool_call_id for o in (a, b, c, d)] == ["a", "b", "c", "d"]
     assert [(o.decision, o.by) for o in (a, b, c, d)] == [
-        ("approved", "operator"), ("rejected", "operator"), ("approved", "rule"), ("edited", "operator")
+        ("approved", "operator"),
+        ("rejected", "operator"),
+        ("approved", "rule"),
+        ("edited", "operator"),
     ]
     assert b.error == "Too much." and b.result is None
     # Exactly one request to the tool server, with only the passed calls, edits applied, in order.
-    assert tool_server.requests == [[
-        ("a", "book", {"date": "2026-02-17"}), ("c", "lookup", {"phone": "+1415"}), ("d", "sms", {"to": "+2", "text": "hi"})
-    ]]
+    assert tool_server.requests == [
+        [
+            ("a", "book", {"date": "2026-02-17"}),
+            ("c", "lookup", {"phone": "+1415"}),
+            ("d", "sms", {"to": "+2", "text": "hi"}),
+        ]
+    ]
     assert d.result == ran_result("sms", {"to": "+2", "text": "hi"}) and d.arguments_sent == {"to": "+2", "text": "hi"}
     assert b.latency_ms is not None and d.latency_ms is not None and b.latency_ms < d.latency_ms
 
@@ -264,7 +310,9 @@ async def test_a_tool_server_that_is_down_gives_errors_before_the_deadline(
     assert elapsed < 1.0
 
 
-async def test_a_slow_tool_server_is_cut_off_before_the_deadline(tool_server: ToolServer, forward: ForwardingToolHandler) -> None:
+async def test_a_slow_tool_server_is_cut_off_before_the_deadline(
+    tool_server: ToolServer, forward: ForwardingToolHandler
+) -> None:
     tool_server.delay_s = 5
     gate = ToolGate(policy(), forward=forward)
 

@@ -41,8 +41,9 @@ async def wait_pending(service, count: int) -> list[dict]:
 
 
 async def control(service, client: httpx.AsyncClient, payload: dict) -> httpx.Response:
-    return await client.post("/control/decide", json=payload,
-                             headers={"authorization": f"Bearer {service.control_token}"})
+    return await client.post(
+        "/control/decide", json=payload, headers={"authorization": f"Bearer {service.control_token}"}
+    )
 
 
 async def test_edit_and_override_through_the_control_api(start_receiver, tool_server):
@@ -52,11 +53,15 @@ async def test_edit_and_override_through_the_control_api(start_receiver, tool_se
         body = body_with()
         platform = asyncio.create_task(client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body)))
         await wait_pending(service, 2)
-        edited = await control(service, client, {"tool_call_id": IDS[0], "decision": "edit",
-                                                 "arguments": {"patient": "Ana Muñoz", "dob": "1990-02-03"}})
+        edited = await control(
+            service,
+            client,
+            {"tool_call_id": IDS[0], "decision": "edit", "arguments": {"patient": "Ana Muñoz", "dob": "1990-02-03"}},
+        )
         assert edited.status_code == 200
-        overridden = await control(service, client, {"tool_call_id": IDS[1], "decision": "override",
-                                                     "result": {"slots": ["09:30"]}})
+        overridden = await control(
+            service, client, {"tool_call_id": IDS[1], "decision": "override", "result": {"slots": ["09:30"]}}
+        )
         assert overridden.status_code == 200
         bad = await control(service, client, {"tool_call_id": IDS[1], "decision": "edit"})
         assert bad.status_code == 400
@@ -102,7 +107,9 @@ async def test_deadline_follows_the_platform_timeout_not_the_policy(start_receiv
     assert response.status_code == 200 and len(response.json()["results"]) == 2
 
 
-async def test_duplicate_delivery_while_pending_joins_and_the_handler_runs_once(start_receiver, tool_server, monkeypatch):
+async def test_duplicate_delivery_while_pending_joins_and_the_handler_runs_once(
+    start_receiver, tool_server, monkeypatch
+):
     # The gate remembers no outcome: a later redelivery is answered from SQLite alone.
     monkeypatch.setattr(gate_module, "DECIDED_MEMORY", 0)
     seen = tool_server.received
@@ -115,7 +122,9 @@ async def test_duplicate_delivery_while_pending_joins_and_the_handler_runs_once(
         await asyncio.sleep(0.2)
         assert len(service.gate.pending()) == 2, "the retry joined; no new pending calls"
         for tool_call_id in IDS:
-            assert (await control(service, client, {"tool_call_id": tool_call_id, "decision": "approve"})).status_code == 200
+            assert (
+                await control(service, client, {"tool_call_id": tool_call_id, "decision": "approve"})
+            ).status_code == 200
         one, two = await first, await second
         third = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
     assert not service.gate._decided
@@ -157,11 +166,17 @@ async def test_hang_marks_stalling_and_filler_speaks_through_the_control_url(sta
         data = json.loads(body_with())
         data["message"]["call"]["monitor"] = {"controlUrl": f"{vapi_control.url}/call/control"}
         body = json.dumps(data).encode()
-        hang = json.dumps({"message": {"type": "hang", "timestamp": int(time.time() * 1000), "call": {"id": CALL_ID}}}).encode()
+        hang = json.dumps(
+            {"message": {"type": "hang", "timestamp": int(time.time() * 1000), "call": {"id": CALL_ID}}}
+        ).encode()
         async with httpx.AsyncClient(base_url=service.server.url, timeout=30) as client:
-            platform = asyncio.create_task(client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body)))
+            platform = asyncio.create_task(
+                client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
+            )
             await wait_pending(service, 2)
-            assert (await client.post("/webhook/vapi", content=hang, headers=vapi_headers(service, hang))).status_code == 200
+            assert (
+                await client.post("/webhook/vapi", content=hang, headers=vapi_headers(service, hang))
+            ).status_code == 200
             assert all(call["stalling"] for call in await wait_pending(service, 2))
             for _ in range(100):
                 if said:
@@ -179,8 +194,12 @@ async def test_hang_marks_stalling_and_filler_speaks_through_the_control_url(sta
 def test_bad_policy_file_exits_2_naming_file_and_key(tmp_path):
     policy = tmp_path / "policy.toml"
     policy.write_text('[tools.refund]\naction = "sometimes"\n')
-    result = subprocess.run([sys.executable, "-m", "console", "serve", "--port", "0", "--policy", str(policy)],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "console", "serve", "--port", "0", "--policy", str(policy)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     assert str(policy) in result.stderr and "tools.refund.action" in result.stderr
     assert "Traceback" not in result.stderr
@@ -201,16 +220,34 @@ async def test_retell_function_and_legacy_function_call_pass_the_gate(start_rece
     retell = (PAYLOADS / "retell" / "function_call.json").read_bytes()
     legacy = (PAYLOADS / "vapi" / "function-call.json").read_bytes()
     async with httpx.AsyncClient(base_url=service.server.url, timeout=30) as client:
-        retell_reply = asyncio.create_task(client.post("/webhook/retell/function", content=retell, headers={
-            "content-type": "application/json",
-            "x-retell-signature": sign_retell(retell, RETELL_KEY, int(time.time() * 1000))}))
-        legacy_reply = asyncio.create_task(client.post("/webhook/vapi", content=legacy, headers=vapi_headers(service, legacy)))
+        retell_reply = asyncio.create_task(
+            client.post(
+                "/webhook/retell/function",
+                content=retell,
+                headers={
+                    "content-type": "application/json",
+                    "x-retell-signature": sign_retell(retell, RETELL_KEY, int(time.time() * 1000)),
+                },
+            )
+        )
+        legacy_reply = asyncio.create_task(
+            client.post("/webhook/vapi", content=legacy, headers=vapi_headers(service, legacy))
+        )
         pending = await wait_pending(service, 2)
         by_provider = {call["provider"]: call["tool_call_id"] for call in pending}
-        assert (await control(service, client, {"tool_call_id": by_provider["retell"], "decision": "edit",
-                                                "arguments": {"edited": True}})).status_code == 200
-        assert (await control(service, client, {"tool_call_id": by_provider["vapi"], "decision": "approve"})).status_code == 200
+        assert (
+            await control(
+                service,
+                client,
+                {"tool_call_id": by_provider["retell"], "decision": "edit", "arguments": {"edited": True}},
+            )
+        ).status_code == 200
+        assert (
+            await control(service, client, {"tool_call_id": by_provider["vapi"], "decision": "approve"})
+        ).status_code == 200
         retell_response, legacy_response = await retell_reply, await legacy_reply
     assert retell_response.status_code == 200 and '{"edited": true}' in retell_response.json()["result"]
-    assert json.loads(legacy_response.json()["result"]) == {"sent": json.loads(legacy)["message"]["functionCall"]["name"]}
+    assert json.loads(legacy_response.json()["result"]) == {
+        "sent": json.loads(legacy)["message"]["functionCall"]["name"]
+    }
     assert len(seen) == 2

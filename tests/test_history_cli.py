@@ -7,12 +7,15 @@ import asyncio
 import csv
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from console.cli import main
+from console.commands.history import register as add_history_parser
+from console.commands.history import run_history
 from console.core.events import (
     BargeIn,
     CallEnded,
@@ -25,14 +28,12 @@ from console.core.events import (
     event_from_dict,
     event_to_dict,
 )
-from console.cli import main
 from console.core.tools import ToolCall, ToolOutcome
-from console.commands.history import register as add_history_parser, run_history
 from console.store.db import DeliveryRecord, Store
 from console.store.export import CSV_COLUMNS
 from console.store.queries import CALL_LIST_FIELDS
 
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:
@@ -44,17 +45,36 @@ def call_events(call_id: str, start: float, provider: str = "vapi") -> list[Even
     return [
         CallStatus(at=at(start), provider=p, call_id=call_id, status="ringing"),
         CallStatus(at=at(start + 1), provider=p, call_id=call_id, status="in-progress"),
-        TranscriptFinal(at=at(start + 2), provider=p, call_id=call_id, role="assistant",
-                        text="Hello, how can I help you today?"),
+        TranscriptFinal(
+            at=at(start + 2), provider=p, call_id=call_id, role="assistant", text="Hello, how can I help you today?"
+        ),
         TranscriptPartial(at=at(start + 3), provider=p, call_id=call_id, role="user", text="I want to"),
-        TranscriptFinal(at=at(start + 3.5), provider=p, call_id=call_id, role="user",
-                        text=f"I want to book a table, {call_id}, for 7 o'clock."),
+        TranscriptFinal(
+            at=at(start + 3.5),
+            provider=p,
+            call_id=call_id,
+            role="user",
+            text=f"I want to book a table, {call_id}, for 7 o'clock.",
+        ),
         BargeIn(at=at(start + 4), provider=p, call_id=call_id, cut_text="Let me check"),
-        ToolRequested(at=at(start + 5), provider=p, call_id=call_id, tool_call_id=f"{call_id}-t1",
-                      name="book_table", arguments={"time": "19:00", "party": 2}),
-        Raw(at=at(start + 6), provider=p, call_id=call_id, type="speech-update", data={"x": "ü,\"quoted\""}),
-        CallEnded(at=at(start + 60), provider=p, call_id=call_id, reason="customer-ended-call",
-                  summary="Booked a table.", cost=0.12, duration_s=59.0),
+        ToolRequested(
+            at=at(start + 5),
+            provider=p,
+            call_id=call_id,
+            tool_call_id=f"{call_id}-t1",
+            name="book_table",
+            arguments={"time": "19:00", "party": 2},
+        ),
+        Raw(at=at(start + 6), provider=p, call_id=call_id, type="speech-update", data={"x": 'ü,"quoted"'}),
+        CallEnded(
+            at=at(start + 60),
+            provider=p,
+            call_id=call_id,
+            reason="customer-ended-call",
+            summary="Booked a table.",
+            cost=0.12,
+            duration_s=59.0,
+        ),
     ]
 
 
@@ -66,8 +86,18 @@ async def history_db(tmp_path: Path) -> tuple[Path, list[Event]]:
         for n, (call_id, provider) in enumerate([("call-a", "vapi"), ("call-b", "retell"), ("call-c", "vapi")]):
             events = call_events(call_id, n * 100, provider)
             await store.record_delivery(
-                DeliveryRecord(provider, provider, "POST", f"/webhook/{provider}", "end-of-call-report", call_id,
-                               at(n * 100), f"body {call_id}".encode(), [], "secret"),
+                DeliveryRecord(
+                    provider,
+                    provider,
+                    "POST",
+                    f"/webhook/{provider}",
+                    "end-of-call-report",
+                    call_id,
+                    at(n * 100),
+                    f"body {call_id}".encode(),
+                    [],
+                    "secret",
+                ),
                 events,
             )
             everything.extend(events)
@@ -75,14 +105,26 @@ async def history_db(tmp_path: Path) -> tuple[Path, list[Event]]:
             await store.record_tool_requests(
                 provider, call_id, [ToolCall(tool_call_id, "book_table", {})], at(n * 100 + 5)
             )
-            outcome = ToolOutcome(tool_call_id, "book_table", "approved", "operator", result='{"ok":true}',
-                                  latency_ms=812.0)
+            outcome = ToolOutcome(
+                tool_call_id, "book_table", "approved", "operator", result='{"ok":true}', latency_ms=812.0
+            )
             await store.record_tool_outcomes(provider, call_id, [outcome], at(n * 100 + 7))
-            everything.append(event_from_dict({
-                "kind": "tool.decided", "at": at(n * 100 + 7).isoformat(), "provider": provider, "call_id": call_id,
-                "tool_call_id": f"{call_id}-t1", "name": "book_table", "decision": "approved", "by": "operator",
-                "result": '{"ok":true}', "latency_ms": 812.0,
-            }))
+            everything.append(
+                event_from_dict(
+                    {
+                        "kind": "tool.decided",
+                        "at": at(n * 100 + 7).isoformat(),
+                        "provider": provider,
+                        "call_id": call_id,
+                        "tool_call_id": f"{call_id}-t1",
+                        "name": "book_table",
+                        "decision": "approved",
+                        "by": "operator",
+                        "result": '{"ok":true}',
+                        "latency_ms": 812.0,
+                    }
+                )
+            )
     return path, everything
 
 
@@ -105,11 +147,32 @@ async def test_calls_table(history_db) -> None:  # type: ignore[no-untyped-def]
     code, out, err = await run(history_db[0], "calls")
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split() == ["CALL", "ID", "PROVIDER", "STATUS", "STARTED", "(UTC)", "ENDED", "(UTC)", "REASON",
-                                "BARGE-INS", "TOOLS"]
+    assert lines[0].split() == [
+        "CALL",
+        "ID",
+        "PROVIDER",
+        "STATUS",
+        "STARTED",
+        "(UTC)",
+        "ENDED",
+        "(UTC)",
+        "REASON",
+        "BARGE-INS",
+        "TOOLS",
+    ]
     assert [line.split()[0] for line in lines[1:]] == ["call-c", "call-b", "call-a"]
-    assert lines[1].split() == ["call-c", "vapi", "ended", "2024-05-01", "12:03:21", "2024-05-01", "12:04:20",
-                                "customer-ended-call", "1", "1"]
+    assert lines[1].split() == [
+        "call-c",
+        "vapi",
+        "ended",
+        "2024-05-01",
+        "12:03:21",
+        "2024-05-01",
+        "12:04:20",
+        "customer-ended-call",
+        "1",
+        "1",
+    ]
     # Aligned: every column starts at the same offset on every line.
     assert len({line.index("PROVIDER") if i == 0 else line.index(line.split()[1]) for i, line in enumerate(lines)}) == 1
 
@@ -121,8 +184,14 @@ async def test_calls_json_and_limit(history_db) -> None:  # type: ignore[no-unty
     assert [c["call_id"] for c in calls] == ["call-c", "call-b"]
     assert all(tuple(c) == CALL_LIST_FIELDS for c in calls)
     assert calls[1] == {
-        "call_id": "call-b", "provider": "retell", "status": "ended", "started_at": "2024-05-01T12:01:41Z",
-        "ended_at": "2024-05-01T12:02:40Z", "ended_reason": "customer-ended-call", "barge_ins": 1, "tool_calls": 1,
+        "call_id": "call-b",
+        "provider": "retell",
+        "status": "ended",
+        "started_at": "2024-05-01T12:01:41Z",
+        "ended_at": "2024-05-01T12:02:40Z",
+        "ended_reason": "customer-ended-call",
+        "barge_ins": 1,
+        "tool_calls": 1,
     }
 
 
@@ -161,10 +230,18 @@ async def test_show_json(history_db) -> None:  # type: ignore[no-untyped-def]
     assert detail["call"]["summary"] == "Booked a table." and detail["call"]["cost"] == 0.12
     expected = sorted((e for e in everything if e.call_id == "call-a"), key=lambda e: e.at)
     assert [event_from_dict(e) for e in detail["events"]] == expected
-    assert detail["tool_calls"] == [{
-        "tool_call_id": "call-a-t1", "name": "book_table", "arguments": {"time": "19:00", "party": 2},
-        "decision": "approved", "by": "operator", "result": '{"ok":true}', "error": None, "latency_ms": 812.0,
-    }]
+    assert detail["tool_calls"] == [
+        {
+            "tool_call_id": "call-a-t1",
+            "name": "book_table",
+            "arguments": {"time": "19:00", "party": 2},
+            "decision": "approved",
+            "by": "operator",
+            "result": '{"ok":true}',
+            "error": None,
+            "latency_ms": 812.0,
+        }
+    ]
 
 
 async def test_show_unknown_call_exits_1(history_db) -> None:  # type: ignore[no-untyped-def]
@@ -186,8 +263,14 @@ async def test_search_table_and_json(history_db) -> None:  # type: ignore[no-unt
 
     code, out, _ = await run(history_db[0], "search", "o'clock", "--json", "--limit", "1")
     assert code == 0
-    assert json.loads(out) == [{"call_id": "call-c", "at": "2024-05-01T12:03:23.500000Z", "role": "user",
-                                "text": "I want to book a table, call-c, for 7 o'clock."}]
+    assert json.loads(out) == [
+        {
+            "call_id": "call-c",
+            "at": "2024-05-01T12:03:23.500000Z",
+            "role": "user",
+            "text": "I want to book a table, call-c, for 7 o'clock.",
+        }
+    ]
 
     assert await run(history_db[0], "search", "zebra") == (0, "No transcript lines match 'zebra'.\n", "")
     assert await run(history_db[0], "search", "zebra", "--json") == (0, "[]\n", "")
@@ -299,8 +382,18 @@ def short_id_db(tmp_path: Path) -> Path:
         async with await Store.open(path) as store:
             for n, call_id in enumerate(SHORT_ID_CALLS):
                 await store.record_delivery(
-                    DeliveryRecord("vapi", "vapi", "POST", "/webhook/vapi", "end-of-call-report", call_id, at(n),
-                                   f"body {call_id}".encode(), [], "secret"),
+                    DeliveryRecord(
+                        "vapi",
+                        "vapi",
+                        "POST",
+                        "/webhook/vapi",
+                        "end-of-call-report",
+                        call_id,
+                        at(n),
+                        f"body {call_id}".encode(),
+                        [],
+                        "secret",
+                    ),
                     call_events(call_id, n * 100),
                 )
 

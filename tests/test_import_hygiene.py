@@ -53,17 +53,27 @@ def test_headless_modules_do_not_import_textual():
 
 
 def test_console_package_is_this_checkout():
-    import console
-
     from pathlib import Path
+
+    import console
 
     assert Path(console.__file__).resolve().parent == Path(__file__).resolve().parent.parent / "console"
 
 
 # core ← providers ← receiver, store (and the simulator) ← services ← commands, tui ← cli.
 # Top-level modules (config, secrets, redact, phone) sit with core.
-LAYER = {"core": 0, "providers": 1, "receiver": 2, "store": 2, "simulator": 2, "services": 3,
-         "commands": 4, "tui": 4, "cli": 5, "__main__": 5}
+LAYER = {
+    "core": 0,
+    "providers": 1,
+    "receiver": 2,
+    "store": 2,
+    "simulator": 2,
+    "services": 3,
+    "commands": 4,
+    "tui": 4,
+    "cli": 5,
+    "__main__": 5,
+}
 # Side by side, never into each other: the CLI and the TUI share services only.
 APART = {("commands", "tui"), ("tui", "commands")}
 # Known exceptions, each with why; remove one when its import goes.
@@ -133,7 +143,11 @@ def test_layer_check_sees_relative_typing_and_local_imports():
     )
     found = _imports(source, "console.receiver.http")
     assert {"console.receiver.types", "console.config", "console.tui.app", "console.commands.serve"} <= set(found)
-    assert [_area(m) for m in ("console.services.receiver", "console.config", "console.cli")] == ["services", "base", "cli"]
+    assert [_area(m) for m in ("console.services.receiver", "console.config", "console.cli")] == [
+        "services",
+        "base",
+        "cli",
+    ]
 
 
 def test_parser_builds_without_the_heavy_parts():

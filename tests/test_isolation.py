@@ -30,8 +30,13 @@ def _user_paths() -> dict[str, Path]:
 def test_every_platformdirs_user_location_is_inside_tmp(tmp_path: Path) -> None:
     paths = _user_paths()
     assert len(paths) >= 18  # data, config, cache, state, log, runtime, documents… all of them
-    app = {"config_dir": config_dir(), "data_dir": data_dir(), "config": default_config_path(),
-           "db": default_db_path(), "themes": themes_dir()}
+    app = {
+        "config_dir": config_dir(),
+        "data_dir": data_dir(),
+        "config": default_config_path(),
+        "db": default_db_path(),
+        "themes": themes_dir(),
+    }
     outside = {name: path for name, path in {**paths, **app}.items() if not Path(path).is_relative_to(tmp_path)}
     assert not outside
 
@@ -40,17 +45,19 @@ def _desktop_environment(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """The environment of a desktop session whose real dirs live under `desktop`."""
     desktop = tmp_path / "desktop-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "PYTEST_"))}
-    env.update({
-        "HOME": str(desktop),
-        "XDG_CONFIG_HOME": str(desktop / ".config"),
-        "XDG_DATA_HOME": str(desktop / ".local" / "share"),
-        "XDG_STATE_HOME": str(desktop / ".local" / "state"),
-        "XDG_CACHE_HOME": str(desktop / ".cache"),
-        "XDG_RUNTIME_DIR": str(desktop / "run"),
-        "XDG_DOCUMENTS_DIR": str(desktop / "Documents"),
-        "XDG_DATA_DIRS": str(desktop / "usr-share"),
-        "XDG_CONFIG_DIRS": str(desktop / "etc-xdg"),
-    })
+    env.update(
+        {
+            "HOME": str(desktop),
+            "XDG_CONFIG_HOME": str(desktop / ".config"),
+            "XDG_DATA_HOME": str(desktop / ".local" / "share"),
+            "XDG_STATE_HOME": str(desktop / ".local" / "state"),
+            "XDG_CACHE_HOME": str(desktop / ".cache"),
+            "XDG_RUNTIME_DIR": str(desktop / "run"),
+            "XDG_DOCUMENTS_DIR": str(desktop / "Documents"),
+            "XDG_DATA_DIRS": str(desktop / "usr-share"),
+            "XDG_CONFIG_DIRS": str(desktop / "etc-xdg"),
+        }
+    )
     return env, desktop
 
 
@@ -60,13 +67,30 @@ def _run_pytest(tmp_path: Path, test_source: str, env: dict[str, str]) -> subpro
     inner.mkdir()
     (inner / "test_inner.py").write_text(test_source)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", "-q", "-rE",
-         "--tb=short", "--basetemp", str(tmp_path / "inner-basetemp"), str(inner / "test_inner.py")],
-        cwd=ROOT, env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rE",
+            "--tb=short",
+            "--basetemp",
+            str(tmp_path / "inner-basetemp"),
+            str(inner / "test_inner.py"),
+        ],
+        cwd=ROOT,
+        env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
-INSIDE_TMP = '''
+INSIDE_TMP = """
 from pathlib import Path
 
 import platformdirs
@@ -76,7 +100,7 @@ def test_user_dirs(tmp_path):
     names = [name for name in dir(dirs) if name.startswith("user_") and name.endswith("_path")]
     outside = [f"{name}={getattr(dirs, name)}" for name in names if not getattr(dirs, name).is_relative_to(tmp_path)]
     assert not outside, outside
-'''
+"""
 
 
 def test_a_desktop_environment_does_not_leak_into_tests(tmp_path: Path) -> None:
@@ -87,7 +111,7 @@ def test_a_desktop_environment_does_not_leak_into_tests(tmp_path: Path) -> None:
     assert not desktop.exists()  # nothing was made in the "real" dirs either
 
 
-GUARDED = '''
+GUARDED = """
 import os
 import socket
 import sqlite3
@@ -150,12 +174,18 @@ def test_binds_a_unix_socket():
 def test_writes_via_a_relative_path(monkeypatch):
     monkeypatch.chdir(OUTSIDE)
     Path("relative.txt").write_text("x")
-'''
+"""
 CAUGHT = {
-    "test_writes_a_file": "written.txt", "test_appends": "existing.txt", "test_makes_a_dir": "made",
-    "test_replaces": "replaced.txt", "test_removes": "doomed.txt", "test_opens_a_database": "history.db",
-    "test_writes_from_a_thread": "threaded.txt", "test_binds_a_unix_socket": "sock",
-    "test_writes_via_a_relative_path": "relative.txt", "test_leaves_a_temp_file": "left-behind-",
+    "test_writes_a_file": "written.txt",
+    "test_appends": "existing.txt",
+    "test_makes_a_dir": "made",
+    "test_replaces": "replaced.txt",
+    "test_removes": "doomed.txt",
+    "test_opens_a_database": "history.db",
+    "test_writes_from_a_thread": "threaded.txt",
+    "test_binds_a_unix_socket": "sock",
+    "test_writes_via_a_relative_path": "relative.txt",
+    "test_leaves_a_temp_file": "left-behind-",
 }
 
 

@@ -38,7 +38,8 @@ async def test_accepted_key_is_one_ok_line_on_stdout(retell_api: HttpServer) -> 
     result = await probe("retell", {"VOICE_CONSOLE_RETELL_API_KEY": GOOD_KEY}, retell_base_url=retell_api.url)
     assert result.ok and result.code == EXIT_OK
     assert [(line.text, line.error) for line in result.lines] == [
-        (f"retell_api_key (env): ok, accepted by {retell_api.url}.\n", False)]
+        (f"retell_api_key (env): ok, accepted by {retell_api.url}.\n", False)
+    ]
 
 
 async def test_refused_key_is_an_error_line_without_the_key(retell_api: HttpServer) -> None:
@@ -57,8 +58,9 @@ async def test_vapi_notes_the_webhook_secret_on_stdout_before_the_missing_key_on
 
 
 async def test_bad_usage_and_unknown_provider_are_exit_2() -> None:
-    sid = await probe("twilio", {"VOICE_CONSOLE_TWILIO_ACCOUNT_SID": "not-a-sid",
-                                 "VOICE_CONSOLE_TWILIO_AUTH_TOKEN": "tok-probe"})
+    sid = await probe(
+        "twilio", {"VOICE_CONSOLE_TWILIO_ACCOUNT_SID": "not-a-sid", "VOICE_CONSOLE_TWILIO_AUTH_TOKEN": "tok-probe"}
+    )
     assert sid.code == EXIT_USAGE and sid.text().startswith("voice-console keys: twilio_account_sid should look like")
     unknown = await probe("nope", {})
     assert unknown.code == EXIT_USAGE and "unknown provider 'nope'" in unknown.text()
@@ -70,8 +72,9 @@ async def test_cli_prints_the_probe_lines_to_their_streams(retell_api: HttpServe
     out, err = io.StringIO(), io.StringIO()
     args = argparse.Namespace(keys_command="test", provider="retell")
     env = {"VOICE_CONSOLE_RETELL_API_KEY": "sk-wrong"}
-    code = await run_keys_async(args, secret_store=SecretStore(env), stdin=io.StringIO(""), out=out, err=err,
-                                retell_base_url=retell_api.url)
+    code = await run_keys_async(
+        args, secret_store=SecretStore(env), stdin=io.StringIO(""), out=out, err=err, retell_base_url=retell_api.url
+    )
     expected = await probe("retell", env, retell_base_url=retell_api.url)
     assert code == expected.code == EXIT_FAIL
     assert out.getvalue() == "" and err.getvalue() == expected.text()

@@ -21,11 +21,12 @@ import keyring.backends.null
 import pytest
 
 import console.commands.keys
-from console.commands.keys import register as add_keys_parser, run_keys, run_keys_async
-from console.services.keys import PROVIDER_KEYS
+from console.commands.keys import register as add_keys_parser
+from console.commands.keys import run_keys, run_keys_async
 from console.receiver.http import HttpServer
 from console.receiver.types import Request, Response
 from console.secrets import SERVICE, SecretStore
+from console.services.keys import PROVIDER_KEYS
 
 SECRET = "sk-live-super-secret-value-42"
 GOOD_KEY = "sk-good-key-1234"
@@ -42,11 +43,13 @@ class Tty(io.StringIO):
         return True
 
 
-def run(*argv: str, stdin: io.StringIO | None = None, env: dict[str, str] | None = None,
-        store: SecretStore | None = None) -> tuple[int, str, str]:
+def run(
+    *argv: str, stdin: io.StringIO | None = None, env: dict[str, str] | None = None, store: SecretStore | None = None
+) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = run_keys(parse(*argv), secret_store=store or SecretStore(env or {}), stdin=stdin or io.StringIO(""),
-                    out=out, err=err)
+    code = run_keys(
+        parse(*argv), secret_store=store or SecretStore(env or {}), stdin=stdin or io.StringIO(""), out=out, err=err
+    )
     return code, out.getvalue(), err.getvalue()
 
 
@@ -68,7 +71,9 @@ def test_set_single_key_provider_and_full_name(isolated_environment: Any) -> Non
     assert isolated_environment.store == {(SERVICE, "retell_api_key"): "key_abc", (SERVICE, "twilio_auth_token"): "tok"}
 
 
-def test_set_asks_which_key_on_a_tty_and_reads_it_hidden(isolated_environment: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_set_asks_which_key_on_a_tty_and_reads_it_hidden(
+    isolated_environment: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prompts: list[str] = []
 
     def fake_getpass(prompt: str, stream: Any = None) -> str:
@@ -137,7 +142,10 @@ def test_delete_one_or_all_of_a_provider(isolated_environment: Any) -> None:
     assert isolated_environment.store == {}
 
 
-@pytest.mark.parametrize("argv", [("set", "vapi", "--name", "api_key"), ("delete", "twilio"), ("list",), ("test", "vapi"), ("test", "twilio")])
+@pytest.mark.parametrize(
+    "argv",
+    [("set", "vapi", "--name", "api_key"), ("delete", "twilio"), ("list",), ("test", "vapi"), ("test", "twilio")],
+)
 def test_no_keyring_every_command_explains_and_writes_no_file(argv: tuple[str, ...], tmp_path: Path) -> None:
     keyring.set_keyring(keyring.backends.fail.Keyring())  # conftest restores the previous backend
     stdin = io.StringIO(SECRET + "\n")
@@ -207,8 +215,15 @@ def test_no_keyring_in_a_subprocess_has_no_traceback() -> None:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICE_CONSOLE_")}
     env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
-    result = subprocess.run([sys.executable, "-c", script], input=SECRET + "\n", capture_output=True, text=True,
-                            timeout=60, env=env, cwd=Path(__file__).parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=SECRET + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=Path(__file__).parent.parent,
+    )
     assert result.returncode == 1, result.stderr
     assert "No usable OS keyring" in result.stderr and "Traceback" not in result.stderr
     assert SECRET not in result.stdout + result.stderr
@@ -235,8 +250,14 @@ async def vapi_api() -> AsyncIterator[tuple[HttpServer, list[Request]]]:
 
 async def run_test(server_url: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = await run_keys_async(parse("test", "vapi"), secret_store=SecretStore(env or {}), stdin=io.StringIO(""),
-                                out=out, err=err, vapi_base_url=server_url)
+    code = await run_keys_async(
+        parse("test", "vapi"),
+        secret_store=SecretStore(env or {}),
+        stdin=io.StringIO(""),
+        out=out,
+        err=err,
+        vapi_base_url=server_url,
+    )
     return code, out.getvalue(), err.getvalue()
 
 
@@ -300,8 +321,15 @@ async def retell_twilio_api() -> AsyncIterator[tuple[HttpServer, list[Request]]]
 
 async def run_other(provider: str, url: str, env: dict[str, str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = await run_keys_async(parse("test", provider), secret_store=SecretStore(env), stdin=io.StringIO(""),
-                                out=out, err=err, retell_base_url=url, twilio_base_url=url)
+    code = await run_keys_async(
+        parse("test", provider),
+        secret_store=SecretStore(env),
+        stdin=io.StringIO(""),
+        out=out,
+        err=err,
+        retell_base_url=url,
+        twilio_base_url=url,
+    )
     return code, out.getvalue(), err.getvalue()
 
 

@@ -13,7 +13,10 @@ def write(tmp_path, text):
 
 
 def test_rules_and_default(tmp_path):
-    policy = load_policy(write(tmp_path, """
+    policy = load_policy(
+        write(
+            tmp_path,
+            """
 [tools.default]
 action = "hold"
 timeout_seconds = 12
@@ -26,7 +29,9 @@ action = "approve"
 [tools.book_appointment]
 action = "override"
 result = '{"booked": true}'
-"""))
+""",
+        )
+    )
     assert policy.rule_for("check_availability").action == "approve"
     assert policy.rule_for("book_appointment").result == '{"booked": true}'
     fallback = policy.rule_for("refund")
@@ -38,14 +43,17 @@ def test_no_file_at_the_default_location_uses_the_default_action():
     assert Policy.default().rule_for("x").action == "hold"
 
 
-@pytest.mark.parametrize("text, key", [
-    ('[tools.book]\nacton = "approve"\n', "tools.book.acton"),
-    ('[tools.book]\naction = "maybe"\n', "tools.book.action"),
-    ('[tools.book]\ntimeout_seconds = 0\n', "tools.book.timeout_seconds"),
-    ('[tools.book]\naction = "override"\n', "tools.book"),
-    ('[tools.book]\non_timeout = "hold"\n', "tools.book.on_timeout"),
-    ("[tools.book\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('[tools.book]\nacton = "approve"\n', "tools.book.acton"),
+        ('[tools.book]\naction = "maybe"\n', "tools.book.action"),
+        ("[tools.book]\ntimeout_seconds = 0\n", "tools.book.timeout_seconds"),
+        ('[tools.book]\naction = "override"\n', "tools.book"),
+        ('[tools.book]\non_timeout = "hold"\n', "tools.book.on_timeout"),
+        ("[tools.book\n", "not valid TOML"),
+    ],
+)
 def test_bad_policy_names_file_and_key(tmp_path, text, key):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
@@ -61,16 +69,19 @@ def test_missing_explicit_policy_file(tmp_path):
 # --- issue 12: policy files of any shape are one paragraph naming file and key, exit 2
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"tools = 3\n", "key 'tools' should be a table"),
-    (b'[[tools]]\naction = "hold"\n', "key 'tools' should be a table"),
-    (b'tools = "approve"\n', "key 'tools' should be a table"),
-    (b"[tools]\ndefault = 3\n", "key 'tools.default' should be a table"),
-    (b"[tools.book]\nresult = 3\n", "key 'tools.book.result' should be a valid string (got 3)"),
-    (b'[tools.book]\ntimeout_seconds = inf\n', "key 'tools.book.timeout_seconds' should be a finite number"),
-    (b'action = "hold"\n', "key 'action' is not a known policy key (only [tools.NAME] tables)"),
-    (b'[tools.book]\nreason = "\xff"\n', "not UTF-8 text (byte 0xff at line 2, column 11)"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"tools = 3\n", "key 'tools' should be a table"),
+        (b'[[tools]]\naction = "hold"\n', "key 'tools' should be a table"),
+        (b'tools = "approve"\n', "key 'tools' should be a table"),
+        (b"[tools]\ndefault = 3\n", "key 'tools.default' should be a table"),
+        (b"[tools.book]\nresult = 3\n", "key 'tools.book.result' should be a valid string (got 3)"),
+        (b"[tools.book]\ntimeout_seconds = inf\n", "key 'tools.book.timeout_seconds' should be a finite number"),
+        (b'action = "hold"\n', "key 'action' is not a known policy key (only [tools.NAME] tables)"),
+        (b'[tools.book]\nreason = "\xff"\n', "not UTF-8 text (byte 0xff at line 2, column 11)"),
+    ],
+)
 def test_any_bad_policy_is_one_line_naming_file_and_key(tmp_path, content, expected):
     path = tmp_path / "policy.toml"
     path.write_bytes(content)

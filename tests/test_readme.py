@@ -20,6 +20,9 @@ def test_readme_has_a_run_and_a_test_command():
 
 def test_ci_runs_exactly_the_readme_test_command():
     test = readme_commands()[1].strip()
-    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
-                if line.strip() and not line.strip().startswith("#")]
+    ci_lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
     assert ci_lines[-1] == test

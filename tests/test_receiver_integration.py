@@ -61,8 +61,18 @@ async def test_every_vapi_message_type_is_stored_and_answered(running):
     assert calls, "the fixture call is listed"
     detail = await queries.get_call(service.store, calls[0]["call_id"])
     kinds = {event["kind"] for event in detail["events"]}
-    assert {"call.status", "speech.started", "transcript.final", "transcript.partial", "barge_in",
-            "tool.requested", "tool.decided", "call.hang", "call.ended", "raw"} <= kinds
+    assert {
+        "call.status",
+        "speech.started",
+        "transcript.final",
+        "transcript.partial",
+        "barge_in",
+        "tool.requested",
+        "tool.decided",
+        "call.hang",
+        "call.ended",
+        "raw",
+    } <= kinds
     assert detail["tool_calls"] and all(t["decision"] == "rejected" and t["by"] == "rule" for t in detail["tool_calls"])
     # Everything stored was also emitted live (minus exact repeats).
     assert len(seen) >= len(detail["events"]) - 1
@@ -70,8 +80,16 @@ async def test_every_vapi_message_type_is_stored_and_answered(running):
 
 async def test_unknown_vapi_type_is_accepted_and_kept_raw(running):
     service, client, _ = running
-    body = json.dumps({"message": {"type": "brand-new-thing-2027", "timestamp": 1764000000000,
-                                   "call": {"id": "call-unknown"}, "x": [1, 2]}}).encode()
+    body = json.dumps(
+        {
+            "message": {
+                "type": "brand-new-thing-2027",
+                "timestamp": 1764000000000,
+                "call": {"id": "call-unknown"},
+                "x": [1, 2],
+            }
+        }
+    ).encode()
     response = await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
     assert response.status_code == 200
     detail = await queries.get_call(service.store, "call-unknown")
@@ -123,12 +141,26 @@ async def test_out_of_order_status_keeps_the_newest(running):
     service, client, _ = running
 
     def status(status: str, ms: int, **extra) -> bytes:
-        return json.dumps({"message": {"type": "status-update", "status": status, "timestamp": ms,
-                                       "call": {"id": "call-ooo", "status": "ringing"}, **extra}}).encode()
+        return json.dumps(
+            {
+                "message": {
+                    "type": "status-update",
+                    "status": status,
+                    "timestamp": ms,
+                    "call": {"id": "call-ooo", "status": "ringing"},
+                    **extra,
+                }
+            }
+        ).encode()
 
-    for body in (status("ended", 1764000060000, endedReason="customer-ended-call"),
-                 status("ringing", 1764000000000), status("in-progress", 1764000005000)):
-        assert (await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))).status_code == 200
+    for body in (
+        status("ended", 1764000060000, endedReason="customer-ended-call"),
+        status("ringing", 1764000000000),
+        status("in-progress", 1764000005000),
+    ):
+        assert (
+            await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
+        ).status_code == 200
     [call] = [c for c in await queries.list_calls(service.store) if c["call_id"] == "call-ooo"]
     assert call["status"] == "ended" and call["ended_reason"] == "customer-ended-call"
     assert call["started_at"].startswith("2025-11-24T16:00:05")
@@ -138,7 +170,9 @@ async def test_parallel_tool_calls_forwarded_and_merged_in_order(start_receiver,
     async def reversed_results(request: Request) -> Response:
         calls = json.loads(request.body)["message"]["toolCallList"]
         # Answer in reverse order, one as an object, to check matching and flattening.
-        results = [{"toolCallId": c["id"], "result": {"ok": True, "tool": c["function"]["name"]}} for c in reversed(calls)]
+        results = [
+            {"toolCallId": c["id"], "result": {"ok": True, "tool": c["function"]["name"]}} for c in reversed(calls)
+        ]
         return Response.json(200, {"results": results})
 
     tool_server.answer = reversed_results
@@ -201,7 +235,10 @@ async def test_every_retell_payload_is_verified_and_stored(running):
     for path in files:
         body = path.read_bytes()
         route = "/webhook/retell/function" if path.name.startswith("function") else "/webhook/retell"
-        headers = {"content-type": "application/json", "x-retell-signature": sign_retell(body, RETELL_KEY, int(time.time() * 1000))}
+        headers = {
+            "content-type": "application/json",
+            "x-retell-signature": sign_retell(body, RETELL_KEY, int(time.time() * 1000)),
+        }
         response = await client.post(route, content=body, headers=headers)
         assert 200 <= response.status_code < 300, (path.name, response.text)
         if path.name.startswith("call_inbound"):
@@ -209,34 +246,57 @@ async def test_every_retell_payload_is_verified_and_stored(running):
         if path.name.startswith("function"):
             assert NO_HANDLER_MESSAGE in response.text
     stale = sign_retell(files[0].read_bytes(), RETELL_KEY, int(time.time() * 1000) - 10 * 60 * 1000)
-    response = await client.post("/webhook/retell", content=files[0].read_bytes(), headers={"x-retell-signature": stale})
+    response = await client.post(
+        "/webhook/retell", content=files[0].read_bytes(), headers={"x-retell-signature": stale}
+    )
     assert response.status_code == 401
     assert (await queries.counts(service.store))["rejected_requests"] == 1
 
 
 async def test_twilio_voice_and_status_signed_against_the_public_url(running):
     service, client, _ = running
-    params = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "2" * 32, "From": "+14155550142", "To": "+14155550100",
-              "CallStatus": "ringing", "ApiVersion": "2010-04-01", "Direction": "inbound"}
+    params = {
+        "CallSid": "CA" + "1" * 32,
+        "AccountSid": "AC" + "2" * 32,
+        "From": "+14155550142",
+        "To": "+14155550100",
+        "CallStatus": "ringing",
+        "ApiVersion": "2010-04-01",
+        "Direction": "inbound",
+    }
     body = urlencode(params)
     signature = sign_twilio(PUBLIC_URL + "/webhook/twilio/voice", params, TWILIO_TOKEN)
-    response = await client.post("/webhook/twilio/voice", content=body,
-                                 headers={"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature})
+    response = await client.post(
+        "/webhook/twilio/voice",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature},
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/xml")
     assert "<Response>" in response.text
 
-    done = {**params, "CallStatus": "completed", "CallDuration": "42", "SequenceNumber": "3",
-            "Timestamp": "Tue, 24 Nov 2026 12:00:42 +0000"}
+    done = {
+        **params,
+        "CallStatus": "completed",
+        "CallDuration": "42",
+        "SequenceNumber": "3",
+        "Timestamp": "Tue, 24 Nov 2026 12:00:42 +0000",
+    }
     signature = sign_twilio(PUBLIC_URL + "/webhook/twilio/status", done, TWILIO_TOKEN)
-    response = await client.post("/webhook/twilio/status", content=urlencode(done),
-                                 headers={"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature})
+    response = await client.post(
+        "/webhook/twilio/status",
+        content=urlencode(done),
+        headers={"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature},
+    )
     assert 200 <= response.status_code < 300
     [call] = [c for c in await queries.list_calls(service.store) if c["provider"] == "twilio"]
     assert call["status"] == "ended" and call["ended_reason"] == "completed"
 
-    response = await client.post("/webhook/twilio/status", content=urlencode(done),
-                                 headers={"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": "AAAA"})
+    response = await client.post(
+        "/webhook/twilio/status",
+        content=urlencode(done),
+        headers={"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": "AAAA"},
+    )
     assert response.status_code == 403
 
 
@@ -248,8 +308,11 @@ async def test_twilio_fixtures_if_any(running):
         from urllib.parse import parse_qsl
 
         signature = sign_twilio(PUBLIC_URL + route, parse_qsl(body, keep_blank_values=True), TWILIO_TOKEN)
-        response = await client.post(route, content=body, headers={"content-type": "application/x-www-form-urlencoded",
-                                                                   "x-twilio-signature": signature})
+        response = await client.post(
+            route,
+            content=body,
+            headers={"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature},
+        )
         assert 200 <= response.status_code < 300, (path.name, response.text)
 
 
@@ -267,9 +330,17 @@ async def test_no_secret_reaches_the_database(running, tmp_path):
         body = path.read_bytes()
         await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
     # A payload that itself carries the secret (a static server header echoed back).
-    leaky = json.dumps({"message": {"type": "status-update", "status": "ringing", "timestamp": 1764000000000,
-                                    "call": {"id": "call-leak"},
-                                    "assistant": {"server": {"headers": {"x-vapi-secret": VAPI_SECRET}}}}}).encode()
+    leaky = json.dumps(
+        {
+            "message": {
+                "type": "status-update",
+                "status": "ringing",
+                "timestamp": 1764000000000,
+                "call": {"id": "call-leak"},
+                "assistant": {"server": {"headers": {"x-vapi-secret": VAPI_SECRET}}},
+            }
+        }
+    ).encode()
     await client.post("/webhook/vapi", content=leaky, headers=vapi_headers(service, leaky))
     await client.post("/webhook/vapi", content=leaky, headers={"x-vapi-secret": VAPI_SECRET + "-wrong"})
     await service.close()

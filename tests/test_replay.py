@@ -15,15 +15,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from console.cli import build_parser, main
 from console.commands import settings_from_args as _settings_from_args
-import httpx
-
-from console.core.policy import Policy, ToolRule
 from console.commands.history import run_history
 from console.commands.replay import run_replay
+from console.core.policy import Policy, ToolRule
 from console.services.replay import (
     REPLAY_MARK,
     ReplayClock,
@@ -55,12 +54,28 @@ async def _record_source(directory: Path) -> Source:
     try:
         booking = load_scenario("booking")
         await asyncio.gather(
-            simulate(service.server.url + "/webhook/vapi", booking, calls=1, concurrency=1, speed=20,
-                     settings=service.settings, secret=VAPI_SECRET),
-            simulate(service.server.url, booking, calls=1, concurrency=1, speed=40, provider="retell",
-                     secret=RETELL_KEY),
-            simulate(service.server.url, booking, calls=1, concurrency=1, speed=40, provider="twilio",
-                     secret=TWILIO_TOKEN, public_url=PUBLIC_URL),
+            simulate(
+                service.server.url + "/webhook/vapi",
+                booking,
+                calls=1,
+                concurrency=1,
+                speed=20,
+                settings=service.settings,
+                secret=VAPI_SECRET,
+            ),
+            simulate(
+                service.server.url, booking, calls=1, concurrency=1, speed=40, provider="retell", secret=RETELL_KEY
+            ),
+            simulate(
+                service.server.url,
+                booking,
+                calls=1,
+                concurrency=1,
+                speed=40,
+                provider="twilio",
+                secret=TWILIO_TOKEN,
+                public_url=PUBLIC_URL,
+            ),
         )
         await asyncio.sleep(0.1)  # the last group commit
         calls = {c["provider"]: c["call_id"] for c in await queries.list_calls(service.store)}
@@ -106,8 +121,11 @@ def sent_lines(out: str) -> list[str]:
 def as_platform_sent(detail: dict) -> list[str]:
     """The call's events minus the tool decisions (those are the receiving console's own),
     without their times (a Retell function call is dated when it is received)."""
-    return sorted(json.dumps({k: v for k, v in e.items() if k != "at"}, sort_keys=True)
-                  for e in detail["events"] if e["kind"] != "tool.decided")
+    return sorted(
+        json.dumps({k: v for k, v in e.items() if k != "at"}, sort_keys=True)
+        for e in detail["events"]
+        if e["kind"] != "tool.decided"
+    )
 
 
 @pytest.mark.parametrize("provider", ["vapi", "retell", "twilio"])
@@ -115,8 +133,9 @@ async def test_replay_into_a_second_receiver_is_accepted_and_recorded(source, si
     call_id = source.calls[provider]
     target, _ = await start_service(tmp_path / "second")
     try:
-        code, out, err = await replay(call_id, "--to", target.server.url, "--speed", "10",
-                                      "--public-url", PUBLIC_URL, "--db", str(source.db))
+        code, out, err = await replay(
+            call_id, "--to", target.server.url, "--speed", "10", "--public-url", PUBLIC_URL, "--db", str(source.db)
+        )
         async with await Store.open(source.db) as original:
             deliveries = await stored_deliveries(original, call_id)
             before = await queries.get_call(original, call_id)
@@ -144,9 +163,16 @@ async def test_replay_into_a_second_receiver_is_accepted_and_recorded(source, si
 
 # One call as Vapi sends it: every message carries call.monitor, whose URLs the history masks,
 # so a stored body is not the body received and a replay of it is no duplicate of the original.
-VAPI_CALL = ("status-update.ringing", "status-update.in-progress", "transcript.assistant-final",
-             "speech-update.user-started", "transcript.user-final", "model-output", "status-update.ended",
-             "end-of-call-report")
+VAPI_CALL = (
+    "status-update.ringing",
+    "status-update.in-progress",
+    "transcript.assistant-final",
+    "speech-update.user-started",
+    "transcript.user-final",
+    "model-output",
+    "status-update.ended",
+    "end-of-call-report",
+)
 
 
 async def test_replaying_into_the_same_receiver_twice_never_doubles_the_call(signing_env, tmp_path):
@@ -168,8 +194,9 @@ async def test_replaying_into_the_same_receiver_twice_never_doubles_the_call(sig
         own = json.loads(before)
         sent = []
         for _ in range(2):
-            code, out, err = await replay(call_id, "--to", receiver.server.url, "--speed", "50",
-                                          "--public-url", PUBLIC_URL, "--db", str(db))
+            code, out, err = await replay(
+                call_id, "--to", receiver.server.url, "--speed", "50", "--public-url", PUBLIC_URL, "--db", str(db)
+            )
             assert code == 0, out + err
             sent.append(len(sent_lines(out)))
             await asyncio.sleep(0.1)
@@ -209,8 +236,11 @@ async def test_the_replay_header_does_not_bypass_the_signature_check(tmp_path):
     body = json.dumps({"message": {"type": "status-update", "status": "in-progress", "call": {"id": "c-forged"}}})
     try:
         async with httpx.AsyncClient(base_url=receiver.server.url) as client:
-            response = await client.post("/webhook/vapi", content=body, headers={
-                "content-type": "application/json", "x-vapi-secret": "wrong", "x-voice-console-replay": "r-1"})
+            response = await client.post(
+                "/webhook/vapi",
+                content=body,
+                headers={"content-type": "application/json", "x-vapi-secret": "wrong", "x-voice-console-replay": "r-1"},
+            )
         counts = await queries.counts(receiver.store)
     finally:
         await receiver.close()
@@ -221,17 +251,36 @@ async def test_the_replay_header_does_not_bypass_the_signature_check(tmp_path):
 async def test_replay_signs_for_a_receiver_that_checks_vapi_hmac_over_the_url(source, signing_env, tmp_path):
     """The receiver checks an HMAC over method, URL, timestamp and body: the replay signs
     the same way, from the settings file it is given (as the platform is configured)."""
-    hmac = {"auth": "hmac", "hmac": {"payload_format": "{method} {url} {timestamp}.{body}",
-                                     "signature_encoding": "base64", "signature_prefix": "v1="}}
+    hmac = {
+        "auth": "hmac",
+        "hmac": {
+            "payload_format": "{method} {url} {timestamp}.{body}",
+            "signature_encoding": "base64",
+            "signature_prefix": "v1=",
+        },
+    }
     target, _ = await start_service(tmp_path / "second", vapi={"webhook": hmac})
     config = tmp_path / "settings.toml"
-    config.write_text('[vapi.webhook]\nauth = "hmac"\n[vapi.webhook.hmac]\n'
-                      'payload_format = "{method} {url} {timestamp}.{body}"\n'
-                      'signature_encoding = "base64"\nsignature_prefix = "v1="\n')
+    config.write_text(
+        '[vapi.webhook]\nauth = "hmac"\n[vapi.webhook.hmac]\n'
+        'payload_format = "{method} {url} {timestamp}.{body}"\n'
+        'signature_encoding = "base64"\nsignature_prefix = "v1="\n'
+    )
     try:
         # This receiver has a public URL (a tunnel's): the signed URL must be that one.
-        code, out, err = await replay(source.calls["vapi"], "--to", target.server.url, "--speed", "20",
-                                      "--public-url", PUBLIC_URL, "--config", str(config), "--db", str(source.db))
+        code, out, err = await replay(
+            source.calls["vapi"],
+            "--to",
+            target.server.url,
+            "--speed",
+            "20",
+            "--public-url",
+            PUBLIC_URL,
+            "--config",
+            str(config),
+            "--db",
+            str(source.db),
+        )
         await asyncio.sleep(0.1)
         counts = await queries.counts(target.store)
     finally:
@@ -267,8 +316,9 @@ async def test_a_wrong_secret_is_refused_and_exits_1_without_printing_it(source,
     monkeypatch.setenv("VOICE_CONSOLE_VAPI_WEBHOOK_SECRET", wrong)
     target, _ = await start_service(tmp_path / "second")
     try:
-        code, out, err = await replay(source.calls["vapi"], "--to", target.server.url, "--speed", "50",
-                                      "--db", str(source.db))
+        code, out, err = await replay(
+            source.calls["vapi"], "--to", target.server.url, "--speed", "50", "--db", str(source.db)
+        )
         counts = await queries.counts(target.store)
     finally:
         await target.close()
@@ -283,8 +333,9 @@ async def test_a_wrong_secret_is_refused_and_exits_1_without_printing_it(source,
 async def test_missing_secret_warns_and_the_refusal_exits_1(source, tmp_path):
     target, _ = await start_service(tmp_path / "second")
     try:
-        code, out, err = await replay(source.calls["retell"], "--to", target.server.url, "--speed", "50",
-                                      "--db", str(source.db))
+        code, out, err = await replay(
+            source.calls["retell"], "--to", target.server.url, "--speed", "50", "--db", str(source.db)
+        )
     finally:
         await target.close()
     assert code == 1
@@ -322,8 +373,9 @@ def test_bad_speed_is_a_usage_error(capsys, speed):
 
 async def test_an_unreachable_target_stops_at_once_with_exit_1(source, signing_env, unused_tcp_port):
     started = time.perf_counter()
-    code, out, err = await replay(source.calls["vapi"], "--to", f"http://127.0.0.1:{unused_tcp_port}",
-                                  "--db", str(source.db))
+    code, out, err = await replay(
+        source.calls["vapi"], "--to", f"http://127.0.0.1:{unused_tcp_port}", "--db", str(source.db)
+    )
     assert code == 1 and "cannot reach" in err
     assert time.perf_counter() - started < 5  # not the whole call at 1x
     assert len([line for line in out.splitlines() if line.startswith("[")]) == 1
@@ -393,8 +445,17 @@ def test_signer_refreshes_twilio_body_hash_and_signs_the_public_url():
     from console.services.replay import DeliverySigner, StoredDelivery
 
     body = b'{"CallSid": "CA1", "CallStatus": "completed"}'
-    delivery = StoredDelivery(1, 0.0, "twilio", "twilio.status", "POST", "/webhook/twilio/status?bodySHA256=stale&x=1",
-                              "status", "application/json", body)
+    delivery = StoredDelivery(
+        1,
+        0.0,
+        "twilio",
+        "twilio.status",
+        "POST",
+        "/webhook/twilio/status?bodySHA256=stale&x=1",
+        "status",
+        "application/json",
+        body,
+    )
     signer = DeliverySigner(load_settings(env={}), {"twilio_auth_token": TWILIO_TOKEN}, PUBLIC_URL + "/")
     path, headers = signer.sign(delivery, body)
     assert path == f"/webhook/twilio/status?bodySHA256={hashlib.sha256(body).hexdigest()}&x=1"

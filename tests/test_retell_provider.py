@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,16 +26,18 @@ from tests.helpers.secrets import RETELL_KEY
 
 PAYLOADS = Path(__file__).parent / "payloads" / "retell"
 NOW_MS = 1785772900000  # a little after the fixture calls (2026-08-03T16:01:40Z)
-RECEIVED = datetime(2026, 8, 3, 16, 1, 40, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 8, 3, 16, 1, 40, tzinfo=UTC)
 CALL_ID = "call_7f3c2a9e4b1d8e6f0a2c4b7d9e1f"
-CALL_START = datetime(2026, 8, 3, 16, 0, 0, tzinfo=timezone.utc)
+CALL_START = datetime(2026, 8, 3, 16, 0, 0, tzinfo=UTC)
 
 
 def fixture(name: str) -> bytes:
     return (PAYLOADS / name).read_bytes()
 
 
-def provider(settings: RetellSettings | None = None, key: str | None = RETELL_KEY, now_ms: int = NOW_MS) -> RetellProvider:
+def provider(
+    settings: RetellSettings | None = None, key: str | None = RETELL_KEY, now_ms: int = NOW_MS
+) -> RetellProvider:
     return RetellProvider(settings or RetellSettings(), key, clock=lambda: now_ms / 1000)
 
 
@@ -76,7 +78,9 @@ def test_every_fixture_verifies_over_its_raw_bytes(name: str) -> None:
 
 
 def test_function_get_with_empty_body_signs_the_empty_string() -> None:
-    req = request(b"", "/webhook/retell/function?name=lookup", signature=sign_retell(b"", RETELL_KEY, NOW_MS), method="GET")
+    req = request(
+        b"", "/webhook/retell/function?name=lookup", signature=sign_retell(b"", RETELL_KEY, NOW_MS), method="GET"
+    )
     assert provider().verify("retell.function", req).ok
 
 

@@ -40,13 +40,13 @@ from urllib.parse import parse_qsl
 import httpx
 import pydantic
 import pytest
+import typing_extensions
 import vapi.types as vapi_types
 from retell.lib.webhook_auth import verify as retell_verify
 from retell.types.agent_response import AgentResponse
 from retell.types.phone_call_response import PhoneCallResponse
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
-import typing_extensions
 from vapi.core.serialization import convert_and_respect_annotation_metadata, get_field_to_alias_mapping
 
 from console.core.policy import Policy, ToolRule
@@ -60,8 +60,13 @@ from tests.helpers.receiver import start_service, vapi_headers
 from tests.helpers.secrets import PAYLOADS, PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN, VAPI_SECRET
 
 # Tool calls are held briefly then refused, so `hang` is sent while they wait (slow-tool).
-HOLD = Policy(tools={"default": ToolRule(action="hold", timeout_seconds=0.3, on_timeout="reject",
-                                         reason="Nobody approved it in time.")})
+HOLD = Policy(
+    tools={
+        "default": ToolRule(
+            action="hold", timeout_seconds=0.3, on_timeout="reject", reason="Nobody approved it in time."
+        )
+    }
+)
 SPEED = 40
 
 VAPI_MESSAGES: dict[str, type[pydantic.BaseModel]] = {
@@ -78,8 +83,10 @@ VAPI_MESSAGES: dict[str, type[pydantic.BaseModel]] = {
 }
 VAPI_UNCHECKED = {"assistant.speechStarted": "no ServerMessage type in vapi-server-sdk 1.9 (3.0 has one)"}
 # Fields the current schema has and 1.9 does not (vapi-server-sdk 1.11 and 3.0 declare `turnId` on both).
-NEWER_THAN_SDK = {("user-interrupted", "$.turnId: not in ServerMessageUserInterrupted"),
-                  ("model-output", "$.turnId: not in ServerMessageModelOutput")}
+NEWER_THAN_SDK = {
+    ("user-interrupted", "$.turnId: not in ServerMessageUserInterrupted"),
+    ("model-output", "$.turnId: not in ServerMessageModelOutput"),
+}
 VAPI_REPLIES: dict[str, type[pydantic.BaseModel]] = {
     "tool-calls": vapi_types.ServerMessageResponseToolCalls,
     "assistant-request": vapi_types.ServerMessageResponseAssistantRequest,
@@ -89,8 +96,13 @@ VAPI_REPLIES: dict[str, type[pydantic.BaseModel]] = {
     "call.endpointing.request": vapi_types.ServerMessageResponseCallEndpointingRequest,
 }
 # Answered from config; the receiver answers them with and without the config set.
-CONFIGURED = {"vapi": {"transfer_destination": "+16505550100", "handoff_destination": "Billing",
-                       "assistant_request": {"assistant_id": "5b0a7c1e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"}}}
+CONFIGURED = {
+    "vapi": {
+        "transfer_destination": "+16505550100",
+        "handoff_destination": "Billing",
+        "assistant_request": {"assistant_id": "5b0a7c1e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"},
+    }
+}
 
 
 # ------------------------------------------------------------------ the strict check
@@ -121,8 +133,9 @@ def _vapi_fields(model: type[pydantic.BaseModel]) -> tuple[dict[str, str], dict[
 
 @functools.lru_cache(maxsize=512)
 def _dealiased(value_json: str, annotation: Any) -> Any:
-    return convert_and_respect_annotation_metadata(object_=json.loads(value_json), annotation=annotation,
-                                                   direction="read")
+    return convert_and_respect_annotation_metadata(
+        object_=json.loads(value_json), annotation=annotation, direction="read"
+    )
 
 
 def vapi_field_names(model: type[pydantic.BaseModel], payload: dict[str, Any]) -> dict[str, Any]:
@@ -157,12 +170,15 @@ def test_the_strict_check_is_not_vacuous() -> None:
     assert strict_problems(vapi_types.ServerMessageToolCalls, {"type": "tool-calls", "toolCallList": [call]})
     bad_type = {**good, "toolCallList": [{**call, "function": {"name": "f", "arguments": {}}}]}
     assert strict_problems(vapi_types.ServerMessageToolCalls, bad_type) == [
-        "$.tool_call_list.0.function.arguments: string_type"]
+        "$.tool_call_list.0.function.arguments: string_type"
+    ]
     unknown = {**good, "toolCallList": [{**call, "function": {**call["function"], "argz": 1}}]}
     assert strict_problems(vapi_types.ServerMessageToolCalls, unknown) == [
-        "$.tool_call_list[0].function.argz: not in ToolCallFunction"]
+        "$.tool_call_list[0].function.argz: not in ToolCallFunction"
+    ]
     assert strict_problems(vapi_types.ServerMessageResponseHandoffDestinationRequest, {"error": "no"}) == [
-        "$.destination: missing"]
+        "$.destination: missing"
+    ]
 
 
 # ------------------------------------------------------------------ a recording proxy
@@ -215,11 +231,21 @@ class RecordingProxy:
 
     async def _forward(self, request: Request) -> Response:
         headers = [(k, v) for k, v in request.headers if k not in ("host", "content-length", "connection")]
-        answer = await self._client.request(request.method, self.upstream + request.target, content=request.body,
-                                            headers=headers)
+        answer = await self._client.request(
+            request.method, self.upstream + request.target, content=request.body, headers=headers
+        )
         content_type = answer.headers.get("content-type", "")
-        self.exchanges.append(Exchange(request.method, request.target, dict(request.headers), request.body,
-                                       answer.status_code, answer.content, content_type))
+        self.exchanges.append(
+            Exchange(
+                request.method,
+                request.target,
+                dict(request.headers),
+                request.body,
+                answer.status_code,
+                answer.content,
+                content_type,
+            )
+        )
         return Response(answer.status_code, answer.content, content_type or "application/octet-stream")
 
 
@@ -241,10 +267,12 @@ class Tally:
 
     def report(self, title: str) -> str:
         checks = sum(self.agreed.values()) + sum(self.deviations.values()) + len(self.disagreements)
-        return (f"{title}: {checks} checks, {sum(self.agreed.values())} agree, "
-                f"{sum(self.deviations.values())} documented deviations {dict(self.deviations)}, "
-                f"{len(self.disagreements)} disagree; unchecked {dict(self.unchecked)}; "
-                f"by kind {dict(sorted(self.agreed.items()))}")
+        return (
+            f"{title}: {checks} checks, {sum(self.agreed.values())} agree, "
+            f"{sum(self.deviations.values())} documented deviations {dict(self.deviations)}, "
+            f"{len(self.disagreements)} disagree; unchecked {dict(self.unchecked)}; "
+            f"by kind {dict(sorted(self.agreed.items()))}"
+        )
 
 
 @pytest.fixture
@@ -258,8 +286,9 @@ async def _play(receiver: ReceiverService, provider: str, **kwargs: Any) -> list
     async with RecordingProxy(receiver.server.url) as proxy:
         for name in bundled_scenarios():
             target = proxy.url + ("/webhook/vapi" if provider == "vapi" else "")
-            records, _ = await simulate(target, load_scenario(name), calls=1, concurrency=1, speed=SPEED,
-                                        provider=provider, **kwargs)
+            records, _ = await simulate(
+                target, load_scenario(name), calls=1, concurrency=1, speed=SPEED, provider=provider, **kwargs
+            )
             assert records and not [r for r in records if r.error and r.type != "media-stream"], (name, records)
     return proxy.exchanges
 
@@ -288,7 +317,8 @@ def _vapi_message_check(tally: Tally, message: dict[str, Any]) -> None:
 
 @pytest.mark.e2e
 async def test_vapi_simulator_messages_and_replies_agree_with_vapi_server_sdk(
-        receiver: ReceiverService, capsys: pytest.CaptureFixture[str]) -> None:
+    receiver: ReceiverService, capsys: pytest.CaptureFixture[str]
+) -> None:
     exchanges = await _play(receiver, "vapi", settings=receiver.settings, secret=VAPI_SECRET)
     tally = Tally()
     sent: Counter[str] = Counter()
@@ -303,8 +333,10 @@ async def test_vapi_simulator_messages_and_replies_agree_with_vapi_server_sdk(
         _vapi_message_check(tally, message)
         if message["type"] in VAPI_REPLIES:
             assert exchange.status == 200
-            tally.check(f"reply to {message['type']}", strict_problems(VAPI_REPLIES[message["type"]],
-                                                                        json.loads(exchange.reply)))
+            tally.check(
+                f"reply to {message['type']}",
+                strict_problems(VAPI_REPLIES[message["type"]], json.loads(exchange.reply)),
+            )
     assert tally.disagreements == []
     # Every type the simulator sends was met, and both shapes of model-output.
     assert set(sent) == set(VAPI_MESSAGES) | set(VAPI_UNCHECKED), sent
@@ -315,7 +347,8 @@ async def test_vapi_simulator_messages_and_replies_agree_with_vapi_server_sdk(
 
 @pytest.mark.parametrize("overrides", [{}, CONFIGURED], ids=["unconfigured", "configured"])
 async def test_vapi_receiver_replies_agree_with_vapi_server_sdk(
-        tmp_path: Path, overrides: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, overrides: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     service, _ = await start_service(tmp_path, policy=HOLD, **overrides)
     tally = Tally()
     try:
@@ -360,7 +393,8 @@ def _retell_events() -> set[str]:
 
 @pytest.mark.e2e
 async def test_retell_simulator_webhooks_agree_with_retell_sdk(
-        receiver: ReceiverService, capsys: pytest.CaptureFixture[str]) -> None:
+    receiver: ReceiverService, capsys: pytest.CaptureFixture[str]
+) -> None:
     exchanges = await _play(receiver, "retell", secret=RETELL_KEY)
     events = _retell_events()
     assert "call_analyzed" in events  # the literal was found
@@ -368,8 +402,12 @@ async def test_retell_simulator_webhooks_agree_with_retell_sdk(
     sent: Counter[str] = Counter()
     for exchange in exchanges:
         body = json.loads(exchange.body)
-        tally.check("X-Retell-Signature", [] if retell_verify(exchange.body.decode(), RETELL_KEY,
-                                                              exchange.headers["x-retell-signature"]) else ["bad"])
+        tally.check(
+            "X-Retell-Signature",
+            []
+            if retell_verify(exchange.body.decode(), RETELL_KEY, exchange.headers["x-retell-signature"])
+            else ["bad"],
+        )
         if exchange.path == "/webhook/retell/function":
             assert set(body) == {"name", "args", "call"} and isinstance(body["args"], dict)
             kind = "function call"
@@ -380,8 +418,14 @@ async def test_retell_simulator_webhooks_agree_with_retell_sdk(
         sent[kind] += 1
         tally.check(f"{kind} call", strict_problems(PhoneCallResponse, body["call"]))
     assert tally.disagreements == []
-    assert set(sent) == {"call_started", "transcript_updated", "transfer_started", "call_ended", "call_analyzed",
-                         "function call"}, sent
+    assert set(sent) == {
+        "call_started",
+        "transcript_updated",
+        "transfer_started",
+        "call_ended",
+        "call_analyzed",
+        "function call",
+    }, sent
     with capsys.disabled():
         print("\n" + tally.report("retell simulator"))
 
@@ -394,13 +438,17 @@ def _twiml_problems(reply: bytes) -> list[str]:
     if root.tag != "Response":
         return [f"root <{root.tag}>"]
     builder = VoiceResponse()
-    return [f"<{child.tag}> is no VoiceResponse verb" for child in root
-            if not callable(getattr(builder, child.tag.lower(), None))]
+    return [
+        f"<{child.tag}> is no VoiceResponse verb"
+        for child in root
+        if not callable(getattr(builder, child.tag.lower(), None))
+    ]
 
 
 @pytest.mark.e2e
 async def test_twilio_simulator_signatures_and_twiml_agree_with_the_twilio_sdk(
-        receiver: ReceiverService, capsys: pytest.CaptureFixture[str]) -> None:
+    receiver: ReceiverService, capsys: pytest.CaptureFixture[str]
+) -> None:
     exchanges = await _play(receiver, "twilio", secret=TWILIO_TOKEN, public_url=PUBLIC_URL)
     validator = RequestValidator(TWILIO_TOKEN)
     tally = Tally()

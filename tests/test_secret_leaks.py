@@ -63,21 +63,57 @@ def leaky_messages(call_id: str, tool_call_id: str) -> list[bytes]:
     """Correctly signed messages whose content carries every secret and the monitor URLs."""
     monitor = {"listenUrl": LISTEN_URL, "controlUrl": CONTROL_URL}
     call = {"id": call_id, "monitor": monitor}
-    tool = {"id": tool_call_id, "type": "function",
-            "function": {"name": LEAKY_TOOL, "arguments": json.dumps({"token": SECRETS["VOICE_CONSOLE_TWILIO_AUTH_TOKEN"],
-                                                                      "note": every_secret()})}}
+    tool = {
+        "id": tool_call_id,
+        "type": "function",
+        "function": {
+            "name": LEAKY_TOOL,
+            "arguments": json.dumps({"token": SECRETS["VOICE_CONSOLE_TWILIO_AUTH_TOKEN"], "note": every_secret()}),
+        },
+    }
     return [
-        vapi({"type": "status-update", "status": "in-progress", "call": call,
-              "assistant": {"server": {"url": "https://tools.example.test", "headers": {
-                  "x-vapi-secret": VAPI_SECRET, "authorization": f"Bearer {SECRETS['VOICE_CONSOLE_VAPI_API_KEY']}"}}}}),
-        vapi({"type": "transcript", "transcriptType": "final", "role": "user", "call": call,
-              "transcript": f"my keys are {every_secret()}"}),
+        vapi(
+            {
+                "type": "status-update",
+                "status": "in-progress",
+                "call": call,
+                "assistant": {
+                    "server": {
+                        "url": "https://tools.example.test",
+                        "headers": {
+                            "x-vapi-secret": VAPI_SECRET,
+                            "authorization": f"Bearer {SECRETS['VOICE_CONSOLE_VAPI_API_KEY']}",
+                        },
+                    }
+                },
+            }
+        ),
+        vapi(
+            {
+                "type": "transcript",
+                "transcriptType": "final",
+                "role": "user",
+                "call": call,
+                "transcript": f"my keys are {every_secret()}",
+            }
+        ),
         # An unmodelled type: kept verbatim as a raw event, monitor URLs and secrets included.
         vapi({"type": "monitor-debug", "call": call, "monitor": monitor, "echo": every_secret()}),
-        vapi({"type": "tool-calls", "call": call, "toolCallList": [tool],
-              "toolWithToolCallList": [{"type": "function", "function": {"name": LEAKY_TOOL},
-                                        "server": {"url": "https://tools.example.test", "timeoutSeconds": 60},
-                                        "toolCall": tool}]}),
+        vapi(
+            {
+                "type": "tool-calls",
+                "call": call,
+                "toolCallList": [tool],
+                "toolWithToolCallList": [
+                    {
+                        "type": "function",
+                        "function": {"name": LEAKY_TOOL},
+                        "server": {"url": "https://tools.example.test", "timeoutSeconds": 60},
+                        "toolCall": tool,
+                    }
+                ],
+            }
+        ),
     ]
 
 
@@ -91,8 +127,9 @@ def assert_clean(name: str, data: bytes | str, secrets: list[str], *, urls: bool
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "console", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_no_secret_in_database_logs_ndjson_exports_or_history(tmp_path: Path):
@@ -107,8 +144,23 @@ def test_no_secret_in_database_logs_ndjson_exports_or_history(tmp_path: Path):
         for provider in ("vapi", "retell", "twilio"):
             target = serve.url + "/webhook/vapi" if provider == "vapi" else serve.url
             extra = ("--public-url", PUBLIC_URL) if provider == "twilio" else ()
-            run = cli(env, "simulate", "--target", target, "--provider", provider, "--scenario", "booking",
-                      "--calls", "2", "--concurrency", "2", "--speed", "40", *extra)
+            run = cli(
+                env,
+                "simulate",
+                "--target",
+                target,
+                "--provider",
+                provider,
+                "--scenario",
+                "booking",
+                "--calls",
+                "2",
+                "--concurrency",
+                "2",
+                "--speed",
+                "40",
+                *extra,
+            )
             assert run.returncode == 0, (provider, run.stdout, run.stderr)
 
         state_file = home / "state" / "voice-console" / f"serve-{serve.url.rsplit(':', 1)[1]}.json"  # one per port
@@ -122,21 +174,29 @@ def test_no_secret_in_database_logs_ndjson_exports_or_history(tmp_path: Path):
                     assert (await client.post("/webhook/vapi", content=body, headers=signed(body))).status_code == 200
                 held = asyncio.create_task(client.post("/webhook/vapi", content=tool_calls, headers=signed(tool_calls)))
                 # Wrongly signed, with the secrets in the body, the path and the headers.
-                wrong = vapi({"type": "status-update", "status": "ringing", "call": {"id": call_id},
-                              "note": every_secret()})
-                refused = await client.post(f"/webhook/vapi?key={SECRETS['VOICE_CONSOLE_VAPI_API_KEY']}", content=wrong,
-                                            headers={"content-type": "application/json",
-                                                     "x-vapi-secret": VAPI_SECRET + "-wrong",
-                                                     "authorization": f"Bearer {SECRETS['VOICE_CONSOLE_RETELL_API_KEY']}",
-                                                     "x-note": SECRETS["VOICE_CONSOLE_TWILIO_AUTH_TOKEN"]})
+                wrong = vapi(
+                    {"type": "status-update", "status": "ringing", "call": {"id": call_id}, "note": every_secret()}
+                )
+                refused = await client.post(
+                    f"/webhook/vapi?key={SECRETS['VOICE_CONSOLE_VAPI_API_KEY']}",
+                    content=wrong,
+                    headers={
+                        "content-type": "application/json",
+                        "x-vapi-secret": VAPI_SECRET + "-wrong",
+                        "authorization": f"Bearer {SECRETS['VOICE_CONSOLE_RETELL_API_KEY']}",
+                        "x-note": SECRETS["VOICE_CONSOLE_TWILIO_AUTH_TOKEN"],
+                    },
+                )
                 assert refused.status_code == 401
                 assert_clean("the 401 answer", refused.content, secrets)
                 # The operator decides the held call over the control API, with a secret in the result.
                 loop = asyncio.get_running_loop()
                 deadline = time.monotonic() + 20
                 while True:
-                    decided = await loop.run_in_executor(None, lambda: cli(
-                        env, "decide", tool_call_id, "--override", json.dumps({"echo": every_secret()})))
+                    decided = await loop.run_in_executor(
+                        None,
+                        lambda: cli(env, "decide", tool_call_id, "--override", json.dumps({"echo": every_secret()})),
+                    )
                     if decided.returncode == 0 or time.monotonic() > deadline:
                         break
                     await asyncio.sleep(0.2)
@@ -189,7 +249,9 @@ def test_no_secret_in_database_logs_ndjson_exports_or_history(tmp_path: Path):
     # `replay` re-posts the stored deliveries, re-signed, to another receiver with the same secrets.
     replayed_db = tmp_path / "replayed" / "history.db"
     answer_at_once = '[tools.default]\naction = "override"\nresult = \'{"ok": true}\'\n'
-    target = ServeProcess(replayed_db, answer_at_once, env=serve_env(replayed_db, tmp_path / "replayed" / "home", SECRETS))
+    target = ServeProcess(
+        replayed_db, answer_at_once, env=serve_env(replayed_db, tmp_path / "replayed" / "home", SECRETS)
+    )
     try:
         replayed = cli(env, "replay", call_id, "--to", target.url, "--speed", "100")
     finally:
@@ -220,14 +282,20 @@ async def test_no_secret_or_live_call_url_on_the_tui_screen(tmp_path: Path):
         while app.service is None and time.monotonic() < deadline:
             await pilot.pause(0.05)
         url = app.service.server.url
-        records, _ = await simulate(url + "/webhook/vapi", load_scenario("booking"), calls=1, concurrency=1,
-                                    speed=40, secret=VAPI_SECRET)
+        records, _ = await simulate(
+            url + "/webhook/vapi", load_scenario("booking"), calls=1, concurrency=1, speed=40, secret=VAPI_SECRET
+        )
         assert records and all(r.status == 200 for r in records)
         call_id = f"leak-tui-{uuid.uuid4().hex[:6]}"
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            wrong = vapi({"type": "status-update", "status": "ringing", "call": {"id": call_id}, "note": every_secret()})
-            refused = await client.post(f"/webhook/vapi?key={SECRETS['VOICE_CONSOLE_VAPI_API_KEY']}", content=wrong,
-                                        headers={"x-vapi-secret": VAPI_SECRET + "-x"})
+            wrong = vapi(
+                {"type": "status-update", "status": "ringing", "call": {"id": call_id}, "note": every_secret()}
+            )
+            refused = await client.post(
+                f"/webhook/vapi?key={SECRETS['VOICE_CONSOLE_VAPI_API_KEY']}",
+                content=wrong,
+                headers={"x-vapi-secret": VAPI_SECRET + "-x"},
+            )
             assert refused.status_code == 401
             # The last delivery is the raw event carrying the monitor URLs: it is opened below.
             for body in leaky_messages(call_id, f"call_leak_{uuid.uuid4().hex[:10]}")[:3]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
-import socket
 import time
 
 import httpx
@@ -59,8 +59,11 @@ def test_serve_stores_prints_and_stops_cleanly(tmp_path, sig):
                 response = post_vapi(client, name, **overrides)
                 assert response.status_code == 200, (name, response.text)
             body = (PAYLOADS / "retell" / "call_started.json").read_bytes()
-            response = client.post("/webhook/retell", content=body, headers={
-                "x-retell-signature": sign_retell(body, RETELL_KEY, int(time.time() * 1000))})
+            response = client.post(
+                "/webhook/retell",
+                content=body,
+                headers={"x-retell-signature": sign_retell(body, RETELL_KEY, int(time.time() * 1000))},
+            )
             assert response.status_code in (200, 204)
     finally:
         code, out, err = serve.stop(sig)
@@ -68,7 +71,15 @@ def test_serve_stores_prints_and_stops_cleanly(tmp_path, sig):
     assert "Traceback" not in err
     lines = [json.loads(line) for line in out.splitlines()]
     kinds = [line["kind"] for line in lines]
-    for kind in ("call.status", "speech.started", "transcript.final", "barge_in", "tool.requested", "tool.decided", "call.ended"):
+    for kind in (
+        "call.status",
+        "speech.started",
+        "transcript.final",
+        "barge_in",
+        "tool.requested",
+        "tool.decided",
+        "call.ended",
+    ):
         assert kind in kinds
     assert all({"kind", "at", "provider", "call_id"} <= set(line) for line in lines)
     assert kinds.count("barge_in") == 1, "speech overlap and user-interrupted are one barge-in"
@@ -79,7 +90,16 @@ def test_serve_stores_prints_and_stops_cleanly(tmp_path, sig):
     assert calls.returncode == 0, calls.stderr
     listed = json.loads(calls.stdout)
     vapi_call = next(c for c in listed if c["provider"] == "vapi")
-    assert set(vapi_call) == {"call_id", "provider", "status", "started_at", "ended_at", "ended_reason", "barge_ins", "tool_calls"}
+    assert set(vapi_call) == {
+        "call_id",
+        "provider",
+        "status",
+        "started_at",
+        "ended_at",
+        "ended_reason",
+        "barge_ins",
+        "tool_calls",
+    }
     assert vapi_call["status"] == "ended" and vapi_call["barge_ins"] == 1 and vapi_call["tool_calls"] >= 2
 
     shown = history(db, "show", vapi_call["call_id"], "--json")
@@ -153,11 +173,25 @@ def test_sigterm_under_load_loses_no_acknowledged_event(tmp_path):
                 if stop.is_set():
                     return
                 call_id = f"load-{worker}-{n}"
-                body = json.dumps({"message": {"type": "status-update", "status": "ringing",
-                                               "timestamp": 1764000000000 + n, "call": {"id": call_id}}}).encode()
+                body = json.dumps(
+                    {
+                        "message": {
+                            "type": "status-update",
+                            "status": "ringing",
+                            "timestamp": 1764000000000 + n,
+                            "call": {"id": call_id},
+                        }
+                    }
+                ).encode()
                 try:
-                    response = http.post("/webhook/vapi", content=body, headers={
-                        "content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)})
+                    response = http.post(
+                        "/webhook/vapi",
+                        content=body,
+                        headers={
+                            "content-type": "application/json",
+                            **sign_vapi_request(VapiSettings(), VAPI_SECRET, body),
+                        },
+                    )
                 except httpx.HTTPError:
                     return  # the server went away mid-request: not acknowledged
                 if response.status_code == 200:
@@ -194,9 +228,13 @@ def test_every_payload_read_back_through_the_history_cli(tmp_path):
     public = "https://voice.example.test"
     policy = tmp_path / "reject-policy.toml"
     policy.write_text(REJECT_POLICY)
-    proc = subprocess.Popen([sys.executable, "-m", "console", "serve", "--port", "0", "--public-url", public,
-                             "--policy", str(policy)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console", "serve", "--port", "0", "--public-url", public, "--policy", str(policy)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = re.search(r"listening on (\S+)", proc.stderr.readline()).group(1)
     expected_types: dict[str, set[str]] = {}
     try:
@@ -210,15 +248,21 @@ def test_every_payload_read_back_through_the_history_cli(tmp_path):
             for path in sorted((PAYLOADS / "retell").glob("*.json")):
                 body = path.read_bytes()
                 route = "/webhook/retell/function" if path.name.startswith("function") else "/webhook/retell"
-                response = client.post(route, content=body, headers={
-                    "x-retell-signature": sign_retell(body, RETELL_KEY, int(time.time() * 1000))})
+                response = client.post(
+                    route,
+                    content=body,
+                    headers={"x-retell-signature": sign_retell(body, RETELL_KEY, int(time.time() * 1000))},
+                )
                 assert response.status_code < 300, path.name
             for path in sorted((PAYLOADS / "twilio").glob("*.form")):
                 route = "/webhook/twilio/status" if "status" in path.name else "/webhook/twilio/voice"
                 body = path.read_text().strip()
                 signature = sign_twilio(public + route, parse_qsl(body, keep_blank_values=True), env_token)
-                response = client.post(route, content=body, headers={
-                    "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature})
+                response = client.post(
+                    route,
+                    content=body,
+                    headers={"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature},
+                )
                 assert response.status_code < 300, path.name
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -233,7 +277,16 @@ def test_every_payload_read_back_through_the_history_cli(tmp_path):
         raw_types = {e["type"] for e in detail["events"] if e["kind"] == "raw"}
         kinds = {e["kind"] for e in detail["events"]}
         # Every message type left a trace: modelled kinds or a raw event of that type.
-        modelled = {"status-update", "speech-update", "transcript", 'transcript[transcriptType="final"]', "user-interrupted",
-                    "tool-calls", "function-call", "hang", "end-of-call-report"}
+        modelled = {
+            "status-update",
+            "speech-update",
+            "transcript",
+            'transcript[transcriptType="final"]',
+            "user-interrupted",
+            "tool-calls",
+            "function-call",
+            "hang",
+            "end-of-call-report",
+        }
         assert (types - modelled) <= raw_types | {"status-update"}, (types - modelled) - raw_types
         assert "call.ended" in kinds if "end-of-call-report" in types else True

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from console.commands.simulate import register as add_simulate_parser
 from console.core.policy import Policy, ToolRule
 from console.simulator import SimulatedPlatform, load_scenario
-from console.commands.simulate import register as add_simulate_parser
 from console.simulator.cli import TargetNotFound, run_simulate, simulate, simulate_report
 from console.simulator.platform import DEFAULTS_ID, PHONE_NUMBER_ID, RECEPTIONIST_ID
 from console.simulator.scenarios import BargeInStep, ScenarioError, ToolsStep, bundled_scenarios, parse_scenario
@@ -29,8 +29,9 @@ DIAL = {"assistantId": RECEPTIONIST_ID, "phoneNumberId": PHONE_NUMBER_ID, "custo
 
 async def _stack(tmp_path: Path, *, policy: Policy = OVERRIDE, speed: float = 40, scenario=None):
     service, _ = await start_service(tmp_path, policy=policy)
-    platform = SimulatedPlatform(service.server.url + "/webhook/vapi", webhook_secret=VAPI_SECRET,
-                                 speed=speed, scenario=scenario)
+    platform = SimulatedPlatform(
+        service.server.url + "/webhook/vapi", webhook_secret=VAPI_SECRET, speed=speed, scenario=scenario
+    )
     await platform.start()
     client = httpx.AsyncClient(base_url=platform.url, headers={"authorization": f"Bearer {SIMULATOR_KEY}"}, timeout=10)
     return service, platform, client
@@ -123,8 +124,11 @@ async def test_rest_api_errors_and_lists(stack):
 
     unknown = await client.post("/call", json={**DIAL, "metadata": {"x": 1}})
     assert unknown.status_code == 400
-    assert unknown.json() == {"message": ["property metadata should not exist"], "error": "Bad Request",
-                              "statusCode": 400}
+    assert unknown.json() == {
+        "message": ["property metadata should not exist"],
+        "error": "Bad Request",
+        "statusCode": 400,
+    }
     not_e164 = await client.post("/call", json={**DIAL, "customer": {"number": "415-555-0142"}})
     assert not_e164.status_code == 400 and "E.164" in not_e164.json()["message"][0]
     no_number = await client.post("/call", json={**DIAL, "phoneNumberId": "nope"})
@@ -146,8 +150,9 @@ async def test_rest_api_errors_and_lists(stack):
     assert {t["function"]["name"] for t in (await client.get("/tool")).json()} >= {"check_availability"}
     assert (await client.get("/call")).json() == []
 
-    patched = await client.patch(f"/assistant/{DEFAULTS_ID}",
-                                 json={"serverMessages": [*by_id[DEFAULTS_ID]["serverMessages"], "transcript"]})
+    patched = await client.patch(
+        f"/assistant/{DEFAULTS_ID}", json={"serverMessages": [*by_id[DEFAULTS_ID]["serverMessages"], "transcript"]}
+    )
     assert patched.status_code == 200 and "transcript" in patched.json()["serverMessages"]
     created = await client.post("/assistant", json={"name": "mine"})
     assert created.status_code == 201 and (await client.get(f"/assistant/{created.json()['id']}")).status_code == 200
@@ -190,11 +195,21 @@ def _levels(frame: bytes) -> tuple[float, float]:
 
 
 async def test_listen_stream_levels_follow_the_speaker(tmp_path):
-    scenario = parse_scenario({"name": "levels", "steps": [
-        {"kind": "say", "role": "user", "text": "one two three four five six seven eight nine ten eleven twelve"},
-        {"kind": "silence", "seconds": 2},
-        {"kind": "say", "role": "assistant", "text": "one two three four five six seven eight nine ten eleven"},
-    ]}, "test")
+    scenario = parse_scenario(
+        {
+            "name": "levels",
+            "steps": [
+                {
+                    "kind": "say",
+                    "role": "user",
+                    "text": "one two three four five six seven eight nine ten eleven twelve",
+                },
+                {"kind": "silence", "seconds": 2},
+                {"kind": "say", "role": "assistant", "text": "one two three four five six seven eight nine ten eleven"},
+            ],
+        },
+        "test",
+    )
     service, platform, client = await _stack(tmp_path, speed=10, scenario=scenario)
     try:
         call = (await client.post("/call", json=DIAL)).json()
@@ -216,13 +231,29 @@ async def test_listen_stream_levels_follow_the_speaker(tmp_path):
 
 
 async def test_slow_tool_sends_hang_and_the_timeout_answer_is_spoken(tmp_path):
-    scenario = parse_scenario({"name": "slow", "steps": [
-        {"kind": "say", "role": "user", "text": "Where is my invoice?"},
-        {"kind": "tools", "calls": [{"name": "fetch_invoice"}], "filler": None, "say": "Found {fetch_invoice}.",
-         "on_error": "Sorry: {error}", "timeout_seconds": 3, "hang_after": 2},
-    ]}, "test")
-    hold = Policy(tools={"default": ToolRule(action="hold", timeout_seconds=0.6, on_timeout="reject",
-                                             reason="Nobody approved it.")})
+    scenario = parse_scenario(
+        {
+            "name": "slow",
+            "steps": [
+                {"kind": "say", "role": "user", "text": "Where is my invoice?"},
+                {
+                    "kind": "tools",
+                    "calls": [{"name": "fetch_invoice"}],
+                    "filler": None,
+                    "say": "Found {fetch_invoice}.",
+                    "on_error": "Sorry: {error}",
+                    "timeout_seconds": 3,
+                    "hang_after": 2,
+                },
+            ],
+        },
+        "test",
+    )
+    hold = Policy(
+        tools={
+            "default": ToolRule(action="hold", timeout_seconds=0.6, on_timeout="reject", reason="Nobody approved it.")
+        }
+    )
     service, platform, client = await _stack(tmp_path, policy=hold, speed=20, scenario=scenario)
     try:
         call = (await client.post("/call", json=DIAL)).json()
@@ -251,8 +282,10 @@ def test_bundled_scenarios_load_and_the_default_has_a_barge_in_and_a_tool_call()
 
 def test_bad_scenario_files_name_the_file_and_the_key(tmp_path):
     bad = tmp_path / "mine.toml"
-    bad.write_text('[[steps]]\nkind = "tools"\ncalls = [{ name = "a" }]\nsay = "{b}"\n'
-                   '[[steps]]\nkind = "say"\nrole = "robot"\ntext = "hi"\n')
+    bad.write_text(
+        '[[steps]]\nkind = "tools"\ncalls = [{ name = "a" }]\nsay = "{b}"\n'
+        '[[steps]]\nkind = "say"\nrole = "robot"\ntext = "hi"\n'
+    )
     with pytest.raises(ScenarioError) as err:
         load_scenario(bad)
     message = str(err.value)
@@ -283,9 +316,15 @@ async def test_transfer_scenario_forwards_then_ends(tmp_path):
 async def test_simulate_drives_a_receiver_and_reports(tmp_path):
     service, _ = await start_service(tmp_path, policy=OVERRIDE)
     try:
-        records, elapsed = await simulate(service.server.url + "/webhook/vapi", load_scenario("booking"),
-                                          calls=50, concurrency=10, speed=50, settings=service.settings,
-                                          secret=VAPI_SECRET)
+        records, elapsed = await simulate(
+            service.server.url + "/webhook/vapi",
+            load_scenario("booking"),
+            calls=50,
+            concurrency=10,
+            speed=50,
+            settings=service.settings,
+            secret=VAPI_SECRET,
+        )
         report, ok = simulate_report(records, 50, elapsed)
         assert ok, report
         assert "tool-call replies of the wrong shape: 0" in report and "p99" in report
@@ -341,8 +380,14 @@ async def test_dialect_simulations_stop_early_on_a_wrong_base_url(tmp_path, prov
     service, _ = await start_service(tmp_path, policy=OVERRIDE)
     try:
         with pytest.raises(TargetNotFound) as caught:
-            await simulate(service.server.url + "/not-the-receiver", load_scenario("booking"), calls=100,
-                           concurrency=2, speed=80, provider=provider)
+            await simulate(
+                service.server.url + "/not-the-receiver",
+                load_scenario("booking"),
+                calls=100,
+                concurrency=2,
+                speed=80,
+                provider=provider,
+            )
         assert f"--target {service.server.url}" in str(caught.value)
         assert service.server.stats.requests < 40
     finally:

@@ -9,10 +9,10 @@ import json
 import httpx
 import pytest
 
+from console.commands.simulate import register as add_simulate_parser
 from console.core.policy import Policy, ToolRule
 from console.providers.retell.normalize import epoch_to_dt
 from console.simulator import load_scenario
-from console.commands.simulate import register as add_simulate_parser
 from console.simulator.cli import run_simulate, simulate, simulate_report
 from console.simulator.dialects import (
     DialectWebhook,
@@ -49,8 +49,15 @@ def _all_2xx(records: list[DeliveryRecord]) -> None:
 
 
 async def test_retell_simulation_lands_in_history(receiver):
-    records, elapsed = await simulate(receiver.server.url, load_scenario("booking"), calls=3, concurrency=3,
-                                      speed=60, provider="retell", secret=RETELL_KEY)
+    records, elapsed = await simulate(
+        receiver.server.url,
+        load_scenario("booking"),
+        calls=3,
+        concurrency=3,
+        speed=60,
+        provider="retell",
+        secret=RETELL_KEY,
+    )
     report, ok = simulate_report(records, 3, elapsed)
     assert ok, report
     _all_2xx(records)
@@ -83,14 +90,20 @@ async def test_retell_simulation_lands_in_history(receiver):
     assistant = [text for role, text in finals if role == "assistant"]
     assert 'You\'re booked: {"ok": true}.' in assistant, assistant
     assert detail["tool_calls"] and all(t["by"] == "rule" for t in detail["tool_calls"])
-    assert {t["name"] for t in detail["tool_calls"]} == {"check_availability", "lookup_patient",
-                                                         "book_appointment"}
+    assert {t["name"] for t in detail["tool_calls"]} == {"check_availability", "lookup_patient", "book_appointment"}
 
 
 async def test_retell_signature_is_the_platform_s(receiver):
     """A wrong key is refused by the receiver (and reported as failed deliveries)."""
-    records, elapsed = await simulate(receiver.server.url + "/webhook/retell", load_scenario("silent-caller"),
-                                      calls=1, concurrency=1, speed=200, provider="retell", secret="not-the-key")
+    records, elapsed = await simulate(
+        receiver.server.url + "/webhook/retell",
+        load_scenario("silent-caller"),
+        calls=1,
+        concurrency=1,
+        speed=200,
+        provider="retell",
+        secret="not-the-key",
+    )
     report, ok = simulate_report(records, 1, elapsed)
     assert not ok and "HTTP 401" in report
     counts = await queries.counts(receiver.store)
@@ -107,16 +120,32 @@ async def test_retell_bodies_match_the_receiver_fixtures_shape(tmp_path):
             return httpx.Response(200, json={"result": "slot at 9:30"})
         return httpx.Response(204)
 
-    scenario = parse_scenario({"name": "t", "summary": "S.", "steps": [
-        {"kind": "say", "role": "assistant", "text": "Hello there, how can I help?", "pause": 0},
-        {"kind": "say", "role": "user", "text": "A cleaning please.", "pause": 0},
-        {"kind": "tools", "calls": [{"name": "check_availability", "arguments": {"day": "tue"}}],
-         "say": "I have {check_availability}.", "pause": 0},
-    ]}, "test")
+    scenario = parse_scenario(
+        {
+            "name": "t",
+            "summary": "S.",
+            "steps": [
+                {"kind": "say", "role": "assistant", "text": "Hello there, how can I help?", "pause": 0},
+                {"kind": "say", "role": "user", "text": "A cleaning please.", "pause": 0},
+                {
+                    "kind": "tools",
+                    "calls": [{"name": "check_availability", "arguments": {"day": "tue"}}],
+                    "say": "I have {check_availability}.",
+                    "pause": 0,
+                },
+            ],
+        },
+        "test",
+    )
     records: list[DeliveryRecord] = []
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        player = RetellCallPlayer(scenario, retell_endpoints("http://recv.test/"), DialectWebhook(client, records.append),
-                                  api_key=RETELL_KEY, speed=100)
+        player = RetellCallPlayer(
+            scenario,
+            retell_endpoints("http://recv.test/"),
+            DialectWebhook(client, records.append),
+            api_key=RETELL_KEY,
+            speed=100,
+        )
         await player.run()
     paths = [path for path, _, _ in seen]
     events = [body.get("event", "function") for _, body, _ in seen]
@@ -153,13 +182,26 @@ def test_retell_function_reply_shape_problems():
 
 async def test_twilio_simulation_lands_in_history(receiver):
     # The receiver checks signatures against its public URL, so sign with that.
-    records, elapsed = await simulate(receiver.server.url, load_scenario("booking"), calls=3, concurrency=3,
-                                      speed=80, provider="twilio", secret=TWILIO_TOKEN, public_url=PUBLIC_URL)
+    records, elapsed = await simulate(
+        receiver.server.url,
+        load_scenario("booking"),
+        calls=3,
+        concurrency=3,
+        speed=80,
+        provider="twilio",
+        secret=TWILIO_TOKEN,
+        public_url=PUBLIC_URL,
+    )
     report, ok = simulate_report(records, 3, elapsed)
     assert ok, report
     _all_2xx(records)
     assert [r.type for r in records if r.call_id == records[0].call_id] == [
-        "voice", "status:initiated", "status:ringing", "status:in-progress", "status:completed"]
+        "voice",
+        "status:initiated",
+        "status:ringing",
+        "status:in-progress",
+        "status:completed",
+    ]
     calls = await _calls(receiver, "twilio")
     assert len(calls) == 3 and all(c["status"] == "ended" for c in calls)
     counts = await queries.counts(receiver.store)
@@ -173,22 +215,53 @@ async def test_twilio_simulation_lands_in_history(receiver):
 
 async def test_twilio_signed_over_the_loopback_url_is_refused(receiver):
     """Without --public-url the signature covers the target; this receiver has a public URL."""
-    records, _ = await simulate(receiver.server.url, load_scenario("silent-caller"), calls=1, concurrency=1,
-                                speed=200, provider="twilio", secret=TWILIO_TOKEN)
+    records, _ = await simulate(
+        receiver.server.url,
+        load_scenario("silent-caller"),
+        calls=1,
+        concurrency=1,
+        speed=200,
+        provider="twilio",
+        secret=TWILIO_TOKEN,
+    )
     assert records and all(r.status == 403 for r in records)
 
 
 @pytest.mark.e2e
 async def test_twilio_media_stream_energy_follows_the_speaker(receiver):
-    scenario = parse_scenario({"name": "stream", "words_per_second": 2.5, "steps": [
-        {"kind": "say", "role": "assistant", "text": "Thanks for calling, how can I help you today?", "pause": 0.2},
-        {"kind": "say", "role": "user", "text": "I would like to book a cleaning for next week please.",
-         "pause": 0.5},
-        {"kind": "end", "reason": "customer-ended-call", "pause": 0.5},
-    ]}, "test")
-    records, elapsed = await simulate(receiver.server.url + "/webhook/twilio/voice", scenario, calls=1,
-                                      concurrency=1, speed=4, provider="twilio", secret=TWILIO_TOKEN,
-                                      public_url=PUBLIC_URL, media_stream=True)
+    scenario = parse_scenario(
+        {
+            "name": "stream",
+            "words_per_second": 2.5,
+            "steps": [
+                {
+                    "kind": "say",
+                    "role": "assistant",
+                    "text": "Thanks for calling, how can I help you today?",
+                    "pause": 0.2,
+                },
+                {
+                    "kind": "say",
+                    "role": "user",
+                    "text": "I would like to book a cleaning for next week please.",
+                    "pause": 0.5,
+                },
+                {"kind": "end", "reason": "customer-ended-call", "pause": 0.5},
+            ],
+        },
+        "test",
+    )
+    records, elapsed = await simulate(
+        receiver.server.url + "/webhook/twilio/voice",
+        scenario,
+        calls=1,
+        concurrency=1,
+        speed=4,
+        provider="twilio",
+        secret=TWILIO_TOKEN,
+        public_url=PUBLIC_URL,
+        media_stream=True,
+    )
     report, ok = simulate_report(records, 1, elapsed)
     assert ok, report
     assert any(r.type == "media-stream" and r.status == 101 for r in records)
@@ -231,13 +304,43 @@ async def test_simulate_command_for_retell_and_twilio(receiver, monkeypatch, cap
     monkeypatch.setenv("VOICE_CONSOLE_RETELL_API_KEY", RETELL_KEY)
     monkeypatch.setenv("VOICE_CONSOLE_TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
     base = receiver.server.url
-    assert await _run(["--target", base, "--provider", "retell", "--calls", "2", "--concurrency", "2",
-                       "--speed", "80", "--scenario", "transfer"]) == 0
+    assert (
+        await _run(
+            [
+                "--target",
+                base,
+                "--provider",
+                "retell",
+                "--calls",
+                "2",
+                "--concurrency",
+                "2",
+                "--speed",
+                "80",
+                "--scenario",
+                "transfer",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert "2 calls" in out and "failed deliveries: 0" in out and "call_started" in out
     assert f"posting to the console's retell routes: {base}/webhook/retell, {base}/webhook/retell/function" in err
-    assert await _run(["--target", base + "/webhook/twilio/status", "--provider", "twilio", "--public-url",
-                       PUBLIC_URL, "--speed", "80"]) == 0
+    assert (
+        await _run(
+            [
+                "--target",
+                base + "/webhook/twilio/status",
+                "--provider",
+                "twilio",
+                "--public-url",
+                PUBLIC_URL,
+                "--speed",
+                "80",
+            ]
+        )
+        == 0
+    )
     assert "status:completed" in capsys.readouterr().out
     retell = await _calls(receiver, "retell")
     assert len(retell) == 2 and all(c["ended_reason"] == "call_transfer" for c in retell)

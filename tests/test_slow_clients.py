@@ -105,7 +105,9 @@ async def keep_alive_then_idle(reader: asyncio.StreamReader, writer: asyncio.Str
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(
+        next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    )
     await reader.readexactly(length)
     outcome = Outcome("keep-alive", time.monotonic())
     try:
@@ -126,8 +128,12 @@ async def timed_real_request(svc: ServiceThread) -> tuple[float, bytes]:
 @pytest.fixture
 def slow_svc(tmp_path) -> Iterator[ServiceThread]:
     raise_fd_limit(2 * SLOW_CLIENTS + 500)
-    svc = ServiceThread(tmp_path, **receiver(request_deadline_seconds=DEADLINE_S, keepalive_idle_seconds=IDLE_S,
-                                             max_connections=SLOW_CLIENTS + 100))
+    svc = ServiceThread(
+        tmp_path,
+        **receiver(
+            request_deadline_seconds=DEADLINE_S, keepalive_idle_seconds=IDLE_S, max_connections=SLOW_CLIENTS + 100
+        ),
+    )
     yield svc
     svc.close()
 
@@ -174,8 +180,10 @@ async def test_a_thousand_slow_clients_do_not_starve_a_real_request(slow_svc: Se
         assert elapsed >= IDLE_S - 0.3, elapsed
         late.append(elapsed - IDLE_S + DEADLINE_S)
     worst = max(late) - DEADLINE_S
-    print(f"\n{SLOW_CLIENTS} slow clients opened in {open_s:.2f} s; real request answered in {latency * 1000:.0f} ms;"
-          f" every slow client closed at most {worst:.2f} s after its deadline")
+    print(
+        f"\n{SLOW_CLIENTS} slow clients opened in {open_s:.2f} s; real request answered in {latency * 1000:.0f} ms;"
+        f" every slow client closed at most {worst:.2f} s after its deadline"
+    )
     assert worst < MARGIN_S
 
     # All gone; the service is unharmed.

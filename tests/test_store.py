@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,19 +28,34 @@ from console.redact import Redactor
 from console.store import queries
 from console.store.db import MIGRATIONS, DeliveryRecord, Store, StoreClosed, StoreError
 
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def delivery(body: bytes, *, call_id: str | None = "call-1", key: str | None = None, route: str = "vapi",
-             headers: list[tuple[str, str]] | None = None, path: str = "/webhook/vapi") -> DeliveryRecord:
+def delivery(
+    body: bytes,
+    *,
+    call_id: str | None = "call-1",
+    key: str | None = None,
+    route: str = "vapi",
+    headers: list[tuple[str, str]] | None = None,
+    path: str = "/webhook/vapi",
+) -> DeliveryRecord:
     return DeliveryRecord(
-        provider="vapi", route=route, method="POST", path=path, message_type="status-update",
-        call_id=call_id, received_at=T0, body=body, headers=headers or [("content-type", "application/json")],
-        auth_scheme="secret", dedupe_key=key,
+        provider="vapi",
+        route=route,
+        method="POST",
+        path=path,
+        message_type="status-update",
+        call_id=call_id,
+        received_at=T0,
+        body=body,
+        headers=headers or [("content-type", "application/json")],
+        auth_scheme="secret",
+        dedupe_key=key,
     )
 
 
@@ -221,8 +236,17 @@ async def test_reply_and_rejected_requests_are_recorded(store: Store, db_path: P
     assert sql(db_path, "SELECT reply_status, reply_body, reply_ms FROM deliveries") == [(200, b'{"ok":true}', 1.25)]
 
     body = b"A" * 5000
-    await store.record_rejected("vapi", "vapi", "POST", "/webhook/vapi", "127.0.0.1:5555", "authentication failed",
-                                [("content-type", "application/json")], body, at(3))
+    await store.record_rejected(
+        "vapi",
+        "vapi",
+        "POST",
+        "/webhook/vapi",
+        "127.0.0.1:5555",
+        "authentication failed",
+        [("content-type", "application/json")],
+        body,
+        at(3),
+    )
     [item] = await queries.rejected(store, 10)
     assert item["reason"] == "authentication failed"
     assert item["body_size"] == 5000 and len(item["body_excerpt"]) == store_db.EXCERPT_BYTES
@@ -243,7 +267,11 @@ async def test_out_of_order_status_events_keep_the_newest(store: Store) -> None:
 
     a = (await queries.get_call(store, "a"))["call"]  # type: ignore[index]
     assert (a["status"], a["started_at"], a["ended_at"], a["ended_reason"]) == (
-        "ended", "2024-05-01T12:00:01Z", "2024-05-01T12:01:00Z", "customer-ended-call")
+        "ended",
+        "2024-05-01T12:00:01Z",
+        "2024-05-01T12:01:00Z",
+        "customer-ended-call",
+    )
     assert a["first_seen_at"] == "2024-05-01T12:00:00Z" and a["last_event_at"] == "2024-05-01T12:01:00Z"
     b = (await queries.get_call(store, "b"))["call"]  # type: ignore[index]
     assert (b["status"], b["started_at"], b["ended_at"]) == ("forwarding", "2024-05-01T12:00:05Z", None)
@@ -258,7 +286,12 @@ async def test_call_ended_fills_summary_cost_and_duration(store: Store) -> None:
     await store.record_events([CallEnded(at=at(91), provider="vapi", call_id="c", cost=0.42, duration_s=90.5)])
     call = (await queries.get_call(store, "c"))["call"]  # type: ignore[index]
     assert (call["status"], call["ended_reason"], call["summary"], call["cost"], call["duration_s"]) == (
-        "ended", "hangup", "Booked.", 0.42, 90.5)
+        "ended",
+        "hangup",
+        "Booked.",
+        0.42,
+        90.5,
+    )
     assert call["ended_at"] == "2024-05-01T12:01:30Z"
 
 
@@ -267,17 +300,25 @@ async def test_barge_in_and_tool_call_counts(store: Store) -> None:
     await store.record_delivery(delivery(b"1", call_id="c"), [BargeIn(at=at(1), provider="vapi", call_id="c"), request])
     # The same tool call redelivered in a different body is one tool call.
     await store.record_delivery(delivery(b"2", call_id="c"), [request, BargeIn(at=at(3), provider="vapi", call_id="c")])
-    await store.record_events([
-        BargeIn(at=at(4), provider="vapi", call_id="c", cut_text="and then"),
-        ToolRequested(at=at(5), provider="vapi", call_id="c", tool_call_id="t2", name="refund"),
-    ])
+    await store.record_events(
+        [
+            BargeIn(at=at(4), provider="vapi", call_id="c", cut_text="and then"),
+            ToolRequested(at=at(5), provider="vapi", call_id="c", tool_call_id="t2", name="refund"),
+        ]
+    )
     await store.record_tool_requests("vapi", "c", [ToolCall("t3", "transfer", {})], at(6))
     await store.record_tool_requests("vapi", "c", [ToolCall("t1", "book", {"n": 999})], at(7))  # already known
 
     [row] = await queries.list_calls(store)
     assert row == {
-        "call_id": "c", "provider": "vapi", "status": None, "started_at": None, "ended_at": None,
-        "ended_reason": None, "barge_ins": 3, "tool_calls": 3,
+        "call_id": "c",
+        "provider": "vapi",
+        "status": None,
+        "started_at": None,
+        "ended_at": None,
+        "ended_reason": None,
+        "barge_ins": 3,
+        "tool_calls": 3,
     }
     tools = (await queries.get_call(store, "c"))["tool_calls"]  # type: ignore[index]
     assert [t["tool_call_id"] for t in tools] == ["t1", "t2", "t3"]
@@ -304,8 +345,15 @@ async def test_tool_outcome_round_trip(store: Store) -> None:
     assert await store.tool_outcome("unknown") is None
 
     outcomes = [
-        ToolOutcome("t1", "book", "edited", "operator", result='{"booked": true}', latency_ms=1234.5,
-                    arguments_sent={"date": "saturday"}),
+        ToolOutcome(
+            "t1",
+            "book",
+            "edited",
+            "operator",
+            result='{"booked": true}',
+            latency_ms=1234.5,
+            arguments_sent={"date": "saturday"},
+        ),
         ToolOutcome("t2", "refund", "rejected", "timeout", error="No answer in time.", latency_ms=15000.0),
     ]
     await store.record_tool_outcomes("vapi", "c", outcomes, at(3))
@@ -314,14 +362,32 @@ async def test_tool_outcome_round_trip(store: Store) -> None:
     detail = await queries.get_call(store, "c")
     assert detail is not None
     assert detail["tool_calls"] == [
-        {"tool_call_id": "t1", "name": "book", "arguments": {"date": "friday"}, "decision": "edited",
-         "by": "operator", "result": '{"booked": true}', "error": None, "latency_ms": 1234.5},
-        {"tool_call_id": "t2", "name": "refund", "arguments": {"amount": 5}, "decision": "rejected",
-         "by": "timeout", "result": None, "error": "No answer in time.", "latency_ms": 15000.0},
+        {
+            "tool_call_id": "t1",
+            "name": "book",
+            "arguments": {"date": "friday"},
+            "decision": "edited",
+            "by": "operator",
+            "result": '{"booked": true}',
+            "error": None,
+            "latency_ms": 1234.5,
+        },
+        {
+            "tool_call_id": "t2",
+            "name": "refund",
+            "arguments": {"amount": 5},
+            "decision": "rejected",
+            "by": "timeout",
+            "result": None,
+            "error": "No answer in time.",
+            "latency_ms": 15000.0,
+        },
     ]
     decided = [event_from_dict(e) for e in detail["events"] if e["kind"] == "tool.decided"]
     assert [(e.tool_call_id, e.decision, e.by, e.arguments) for e in decided] == [  # type: ignore[union-attr]
-        ("t1", "edited", "operator", {"date": "saturday"}), ("t2", "rejected", "timeout", None)]
+        ("t1", "edited", "operator", {"date": "saturday"}),
+        ("t2", "rejected", "timeout", None),
+    ]
     assert detail["call"]["tool_calls"] == 2
 
 
@@ -336,8 +402,26 @@ LINES = [
     "Can you NEAR the AND OR NOT operators?",
     "Thanks, bye!",
 ]
-QUERIES = ["book", "table four", "o'clock", "TABLE", '"refund"', "100%", "near", "AND OR", "bye!", "zebra",
-           "7", "(", "*", "-", "'", '"', ":", "book zebra"]
+QUERIES = [
+    "book",
+    "table four",
+    "o'clock",
+    "TABLE",
+    '"refund"',
+    "100%",
+    "near",
+    "AND OR",
+    "bye!",
+    "zebra",
+    "7",
+    "(",
+    "*",
+    "-",
+    "'",
+    '"',
+    ":",
+    "book zebra",
+]
 
 
 async def populate_transcripts(s: Store) -> None:
@@ -365,14 +449,34 @@ async def test_fts_and_like_fallback_give_the_same_results(db_path: Path) -> Non
     assert texts["near"] == [LINES[5]] and texts["AND OR"] == [LINES[5]]  # operators are just words
     assert texts["zebra"] == [] and texts["book zebra"] == []
     assert with_fts["book"][0] == {
-        "call_id": "call-0", "at": "2024-05-01T12:00:03Z", "role": "assistant", "text": LINES[3],
+        "call_id": "call-0",
+        "at": "2024-05-01T12:00:03Z",
+        "role": "assistant",
+        "text": LINES[3],
     }
 
 
 async def test_punctuation_never_breaks_the_search(store: Store) -> None:
     await populate_transcripts(store)
-    nasty = ['"', '""', "'", "*", "(", ")", "^", "-", "+", ":", "NEAR(a b", 'a" OR "b', "col:x", "{}", "\\", "%_%",
-             "   "]
+    nasty = [
+        '"',
+        '""',
+        "'",
+        "*",
+        "(",
+        ")",
+        "^",
+        "-",
+        "+",
+        ":",
+        "NEAR(a b",
+        'a" OR "b',
+        "col:x",
+        "{}",
+        "\\",
+        "%_%",
+        "   ",
+    ]
     for query in nasty:
         await queries.search(store, query)  # no exception is the point
     assert await queries.search(store, "   ") == []
@@ -413,8 +517,12 @@ SECRET = "sk-live-Zq8SECRETvalue42"
 async def test_configured_secrets_never_reach_the_database_file(db_path: Path) -> None:
     s = await Store.open(db_path, redactor=Redactor([SECRET]))
     body = json.dumps({"message": {"type": "tool-calls", "server": {"secret": SECRET}}}).encode()
-    headers = [("content-type", "application/json"), ("x-vapi-secret", SECRET), ("x-echo", f"token={SECRET}"),
-               ("authorization", "Bearer something-else")]
+    headers = [
+        ("content-type", "application/json"),
+        ("x-vapi-secret", SECRET),
+        ("x-echo", f"token={SECRET}"),
+        ("authorization", "Bearer something-else"),
+    ]
     receipt = await s.record_delivery(
         delivery(body, headers=headers, path=f"/webhook/vapi?key={SECRET}"),
         [
@@ -425,11 +533,21 @@ async def test_configured_secrets_never_reach_the_database_file(db_path: Path) -
         ],
     )
     await s.record_reply(receipt.delivery_id, 200, f'{{"echo": "{SECRET}"}}'.encode(), 1.0)
-    await s.record_rejected("vapi", "vapi", "POST", f"/webhook/vapi?key={SECRET}", "127.0.0.1:1", f"bad {SECRET}",
-                            headers, b"x" * 2040 + SECRET.encode(), at(4))  # straddles the excerpt cut
+    await s.record_rejected(
+        "vapi",
+        "vapi",
+        "POST",
+        f"/webhook/vapi?key={SECRET}",
+        "127.0.0.1:1",
+        f"bad {SECRET}",
+        headers,
+        b"x" * 2040 + SECRET.encode(),
+        at(4),
+    )  # straddles the excerpt cut
     await s.record_tool_requests("vapi", "c", [ToolCall("t9", "y", {"k": SECRET})], at(5))
-    await s.record_tool_outcomes("vapi", "c", [ToolOutcome("t9", "y", "approved", "rule", result=SECRET,
-                                                           arguments_sent={"k": SECRET})], at(6))
+    await s.record_tool_outcomes(
+        "vapi", "c", [ToolOutcome("t9", "y", "approved", "rule", result=SECRET, arguments_sent={"k": SECRET})], at(6)
+    )
 
     # The secret whole, and as the lower-cased tokens a full-text index would keep.
     needles = [SECRET.encode(), SECRET.lower().encode(), b"zq8secretvalue42"]
@@ -452,7 +570,7 @@ async def test_configured_secrets_never_reach_the_database_file(db_path: Path) -
 
 
 def test_epoch_round_trip_is_exact_to_the_microsecond() -> None:
-    for value in (T0, datetime(2031, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc), at(0.000001)):
+    for value in (T0, datetime(2031, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), at(0.000001)):
         iso = store_db.iso_from_epoch(store_db.epoch(value))
         assert iso == event_to_dict(CallStatus(at=value, provider="vapi", status="queued"))["at"]
 
@@ -460,7 +578,9 @@ def test_epoch_round_trip_is_exact_to_the_microsecond() -> None:
 async def test_ended_status_is_terminal(tmp_path):
     store = await Store.open(tmp_path / "h.db")
     try:
-        await store.record_events([CallStatus(at=at(10), provider="twilio", call_id="CA1", status="ended", ended_reason="completed")])
+        await store.record_events(
+            [CallStatus(at=at(10), provider="twilio", call_id="CA1", status="ended", ended_reason="completed")]
+        )
         await store.record_events([CallStatus(at=at(10.5), provider="twilio", call_id="CA1", status="ringing")])
         [call] = await queries.list_calls(store)
         assert call["status"] == "ended" and call["ended_reason"] == "completed"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from console.core.events import (
     BargeIn,
@@ -14,7 +14,7 @@ from console.core.events import (
 )
 from console.core.timeline import MAX_INTERVALS, CallTimeline, TimelineBook, column_of, lane_cells
 
-T0 = datetime(2026, 2, 17, 9, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 2, 17, 9, 30, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:

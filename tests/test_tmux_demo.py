@@ -24,14 +24,20 @@ def test_demo_in_tmux_approve_and_find_it_in_history(tmp_path: Path, size: tuple
     db = tmp_path / "history.db"
     exit_file = tmp_path / "exit"
     env = {
-        "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "data"),
-        "XDG_STATE_HOME": str(tmp_path / "state"), "VOICE_CONSOLE_DB": str(db),
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring", "TERM": "xterm-256color",
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "VOICE_CONSOLE_DB": str(db),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+        "TERM": "xterm-256color",
     }
     command = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     # Without COLUMNS/LINES (pytest's own, 80x24, reach the pane): the app measures the pane.
-    command = (f"env -u COLUMNS -u LINES {command} {shlex.quote(sys.executable)} -m console --demo --port 0; "
-               f"echo $? > {shlex.quote(str(exit_file))}")
+    command = (
+        f"env -u COLUMNS -u LINES {command} {shlex.quote(sys.executable)} -m console --demo --port 0; "
+        f"echo $? > {shlex.quote(str(exit_file))}"
+    )
 
     def tmux(*args: str) -> str:
         return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=10).stdout
@@ -49,13 +55,23 @@ def test_demo_in_tmux_approve_and_find_it_in_history(tmp_path: Path, size: tuple
     def decisions() -> list[tuple[str, str]]:
         """The decided tool calls of the first call in the history (readable while the app runs)."""
         run_env = {**env, "PATH": "/usr/bin:/bin"}
-        calls = subprocess.run([sys.executable, "-m", "console", "history", "calls", "--json"], capture_output=True,
-                               text=True, timeout=30, env=run_env)
+        calls = subprocess.run(
+            [sys.executable, "-m", "console", "history", "calls", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=run_env,
+        )
         listed = json.loads(calls.stdout or "[]")
         if not listed:
             return []
-        shown = subprocess.run([sys.executable, "-m", "console", "history", "show", listed[-1]["call_id"], "--json"],
-                               capture_output=True, text=True, timeout=30, env=run_env)
+        shown = subprocess.run(
+            [sys.executable, "-m", "console", "history", "show", listed[-1]["call_id"], "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=run_env,
+        )
         return [(t["decision"], t["by"]) for t in json.loads(shown.stdout)["tool_calls"] if t["decision"]]
 
     tmux("new-session", "-d", "-s", "demo", "-x", str(size[0]), "-y", str(size[1]), command)

@@ -3,7 +3,7 @@ platform on loopback (`--demo`), a tmp history, the keyring isolated by conftest
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from textual.widgets import Input, Label
@@ -11,6 +11,7 @@ from textual.widgets import Input, Label
 from console.core.events import BargeIn, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
 from console.core.policy import Policy, ToolRule
 from console.secrets import SecretStore
+from console.store.db import StoreClosed
 from console.store.queries import get_call
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.approve import EditArgumentsScreen, JsonArea
@@ -62,8 +63,9 @@ async def test_edit_checks_the_json_then_sends_it(settings):
     async with app.run_test(size=SIZE) as pilot:
         target = await wait_for_pending(pilot, app)
         await pilot.press("e")
-        editor = await wait_for(pilot, lambda: isinstance(app.screen, EditArgumentsScreen) and app.screen,
-                                what="the arguments editor")
+        editor = await wait_for(
+            pilot, lambda: isinstance(app.screen, EditArgumentsScreen) and app.screen, what="the arguments editor"
+        )
         editor.query_one(JsonArea).text = "[1, 2]"
         await pilot.press("ctrl+s")
         await pilot.pause(0.1)
@@ -110,12 +112,12 @@ async def test_ctrl_q_quits_with_exit_code_0_and_closes_the_receiver(settings):
         await pilot.press("ctrl+q")
     assert app.return_code == 0
     assert app.service is None and app.platform is None
-    with pytest.raises(Exception):
+    with pytest.raises(StoreClosed):
         await get_call(receiver.store, "x")  # the history was closed
 
 
 def test_transcript_replaces_partials_and_marks_barge_ins_inline():
-    at = datetime(2026, 2, 17, 9, 30, tzinfo=timezone.utc)
+    at = datetime(2026, 2, 17, 9, 30, tzinfo=UTC)
     model = CallTranscript("c1")
     common = {"at": at, "provider": "vapi", "call_id": "c1"}
     model.apply(TranscriptPartial(role="assistant", text="Sure, I can", **common))
@@ -138,7 +140,6 @@ def test_the_tui_package_itself_does_not_import_textual():
 
     code = "import sys, console.tui; print(any(m.split('.')[0] == 'textual' for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
-
 
 
 # --- a busy port ------------------------------------------------------------------------------

@@ -37,8 +37,14 @@ from tests.helpers.tui import (
 pytestmark = pytest.mark.e2e  # runs the whole simulated platform (--demo)
 
 # The demo assistant's check_availability tool, as the simulated platform sends it.
-DEMO_SCHEMA = {"type": "object", "properties": {"date": {"type": "string", "description": "ISO date, e.g. 2026-02-17"},
-                                               "reason": {"type": "string"}}, "required": ["date"]}
+DEMO_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "date": {"type": "string", "description": "ISO date, e.g. 2026-02-17"},
+        "reason": {"type": "string"},
+    },
+    "required": ["date"],
+}
 
 
 def editor_state(dialog: EditArgumentsScreen) -> tuple[str, bool]:
@@ -79,8 +85,10 @@ async def test_edit_is_a_json_editor_checked_against_the_schema_and_the_tool_run
 
             area.text = '{"date": 20260218}'  # checked live against the schema
             await pilot.pause(0.05)
-            assert editor_state(dialog) == ("✗ Does not fit the tool's schema: date: expected string, not integer.",
-                                            False)
+            assert editor_state(dialog) == (
+                "✗ Does not fit the tool's schema: date: expected string, not integer.",
+                False,
+            )
             area.text = '{"reason": "checkup"}'
             await pilot.pause(0.05)
             assert editor_state(dialog) == ("✗ Does not fit the tool's schema: date: required, missing.", False)
@@ -117,15 +125,23 @@ async def test_escape_leaves_the_call_waiting(settings):
         assert app.service.gate.get(target.tool_call_id) is not None  # still waiting, undecided
 
 
-@pytest.mark.parametrize(("key", "dialog_type", "on_timeout", "said"), [
-    ("o", PromptScreen, "approve", "was approved by timeout: the policy's on_timeout (approve)"),
-    ("r", PromptScreen, "override", "was overridden by timeout: the policy's on_timeout (override)"),
-    ("e", EditArgumentsScreen, "reject", "was rejected by timeout: the policy's on_timeout (reject)"),
-])
-async def test_a_dialog_whose_call_times_out_closes_and_says_what_happened(settings, key, dialog_type, on_timeout,
-                                                                          said):
-    rule = ToolRule(action="hold", timeout_seconds=4, on_timeout=on_timeout,
-                    result='{"slots": []}' if on_timeout == "override" else None)
+@pytest.mark.parametrize(
+    ("key", "dialog_type", "on_timeout", "said"),
+    [
+        ("o", PromptScreen, "approve", "was approved by timeout: the policy's on_timeout (approve)"),
+        ("r", PromptScreen, "override", "was overridden by timeout: the policy's on_timeout (override)"),
+        ("e", EditArgumentsScreen, "reject", "was rejected by timeout: the policy's on_timeout (reject)"),
+    ],
+)
+async def test_a_dialog_whose_call_times_out_closes_and_says_what_happened(
+    settings, key, dialog_type, on_timeout, said
+):
+    rule = ToolRule(
+        action="hold",
+        timeout_seconds=4,
+        on_timeout=on_timeout,
+        result='{"slots": []}' if on_timeout == "override" else None,
+    )
     app = demo_app(settings, policy=Policy(tools={"default": rule, "lookup_patient": ToolRule(action="approve")}))
     async with app.run_test(size=SIZE) as pilot:
         target = await wait_for_pending(pilot, app)
@@ -154,8 +170,9 @@ async def test_a_call_decided_elsewhere_closes_the_open_dialog(settings):
         # Another console, or `voice-console decide`, through the same gate.
         assert app.service.gate.resolve(target.tool_call_id, OperatorDecision("approved"))
         await wait_for(pilot, lambda: app.screen is app.main, what="the dialog to close")
-        assert any("check_availability was already approved by an operator elsewhere" in message
-                   for _, message in notes), notes
+        assert any(
+            "check_availability was already approved by an operator elsewhere" in message for _, message in notes
+        ), notes
         tool = await decision_in_history(pilot, app, target.call_id, target.tool_call_id)
         assert (tool["decision"], tool["by"]) == ("approved", "operator")
 
@@ -165,22 +182,31 @@ async def test_a_call_decided_elsewhere_closes_the_open_dialog(settings):
 
 def test_schema_problems_types_enum_required_and_nesting():
     schema = {
-        "type": "object", "required": ["when", "party"], "additionalProperties": False,
+        "type": "object",
+        "required": ["when", "party"],
+        "additionalProperties": False,
         "properties": {
             "when": {"type": "string"},
             "party": {"type": "integer"},
             "kind": {"enum": ["cleaning", "checkup"]},
             "paid": {"type": "boolean"},
             "note": {"type": ["string", "null"]},
-            "slots": {"type": "array", "items": {"type": "object", "required": ["at"],
-                                                 "properties": {"at": {"type": "string"}}}},
+            "slots": {
+                "type": "array",
+                "items": {"type": "object", "required": ["at"], "properties": {"at": {"type": "string"}}},
+            },
         },
     }
-    assert schema_problems({"when": "Tue", "party": 2, "kind": "checkup", "note": None,
-                            "slots": [{"at": "09:30"}]}, schema) == []
+    assert (
+        schema_problems(
+            {"when": "Tue", "party": 2, "kind": "checkup", "note": None, "slots": [{"at": "09:30"}]}, schema
+        )
+        == []
+    )
     assert schema_problems({"when": "Tue", "party": 2.0}, schema) == []  # 2.0 is an integer in JSON Schema
-    assert schema_problems({"when": 3, "party": True, "kind": "surgery", "paid": 1, "extra": 1,
-                            "slots": [{}, {"at": 930}]}, schema) == [
+    assert schema_problems(
+        {"when": 3, "party": True, "kind": "surgery", "paid": 1, "extra": 1, "slots": [{}, {"at": 930}]}, schema
+    ) == [
         "when: expected string, not integer",
         "party: expected integer, not boolean",
         'kind: must be one of "cleaning", "checkup"',
@@ -194,8 +220,10 @@ def test_schema_problems_types_enum_required_and_nesting():
     # The schema comes from the platform: an odd one is never a crash, nor a reason to refuse.
     odd = {"type": 5, "required": True, "properties": [], "enum": [], "items": 3, "additionalProperties": "no"}
     assert schema_problems({"a": [1]}, odd) == [] == schema_problems([1], {"type": "array", "items": odd})
-    assert schema_summary({"type": "object", "properties": {"a": 1, "b": {"type": [None, "string"]}},
-                           "required": "a"}) == "Parameters (* required): a: any, b: string"
+    assert (
+        schema_summary({"type": "object", "properties": {"a": 1, "b": {"type": [None, "string"]}}, "required": "a"})
+        == "Parameters (* required): a: any, b: string"
+    )
     assert schema_problems([], {"type": "object"}) == ["the arguments: expected object, not array"]
 
 
@@ -204,17 +232,22 @@ def test_arguments_problem_explains_json_and_shape():
     assert arguments_problem('{"date": ', None)[1] == "Not valid JSON: line 1, column 10: Expecting value."
     assert arguments_problem("[1, 2]", None)[1] == "The arguments must be a JSON object ({…}), not array."
     many = {"type": "object", "required": ["a", "b", "c", "d", "e"]}
-    assert arguments_problem("{}", many)[1] == ("Does not fit the tool's schema: a: required, missing; "
-                                                "b: required, missing; c: required, missing; and 2 more.")
+    assert arguments_problem("{}", many)[1] == (
+        "Does not fit the tool's schema: a: required, missing; b: required, missing; c: required, missing; and 2 more."
+    )
 
 
 def test_the_editor_starts_from_what_the_agent_sent():
-    assert editable_text({"date": "2026-02-17", "slots": [1]}) == '{\n  "date": "2026-02-17",\n  "slots": [\n    1\n  ]\n}'
+    assert (
+        editable_text({"date": "2026-02-17", "slots": [1]}) == '{\n  "date": "2026-02-17",\n  "slots": [\n    1\n  ]\n}'
+    )
     # Arguments the model cut off are shown as the text it sent, to be fixed, not as a wrapper object.
     assert editable_text({RAW_ARGUMENTS_KEY: '{"date": "2026-02'}) == '{"date": "2026-02'
     assert schema_summary(DEMO_SCHEMA) == "Parameters (* required): date*: string, reason: string"
-    assert schema_summary({"type": "object", "properties": {"kind": {"enum": ["a", "b"]}}}) == \
-        'Parameters (* required): kind: "a"|"b"'
+    assert (
+        schema_summary({"type": "object", "properties": {"kind": {"enum": ["a", "b"]}}})
+        == 'Parameters (* required): kind: "a"|"b"'
+    )
     assert schema_summary(None) == "The platform sent no schema for this tool: any JSON object is accepted."
 
 
@@ -229,6 +262,11 @@ async def test_the_editor_colours_json_with_or_without_tree_sitter():
         await pilot.pause()
         line = pilot.app.query_one(JsonArea).render_line(1)
         colours = {segment.text: segment.style.color for segment in line if segment.text.strip() and segment.style}
-        key, value, number, literal, punctuation = (colours['"date"'], colours['"2026-02-17"'], colours["3"],
-                                                    colours["true"], colours[": "])
+        key, value, number, literal, punctuation = (
+            colours['"date"'],
+            colours['"2026-02-17"'],
+            colours["3"],
+            colours["true"],
+            colours[": "],
+        )
         assert len({key, value, number, literal, punctuation}) == 5  # keys, strings, numbers, literals apart

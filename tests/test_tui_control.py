@@ -19,8 +19,7 @@ from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.control import AddMessageScreen
 from console.tui.widgets.panes import LiveCallsTable
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
-from tests.helpers.tui import ONE_HELD, SIZE, demo_app, wait_for, wait_for_pending
-from tests.helpers.tui import record_notifications, type_text
+from tests.helpers.tui import ONE_HELD, SIZE, demo_app, record_notifications, type_text, wait_for, wait_for_pending
 
 pytestmark = pytest.mark.e2e  # runs the whole simulated platform (--demo)
 
@@ -51,8 +50,11 @@ async def test_say_add_message_mute_and_end_change_the_running_call(settings):
         await prompt(pilot, app)
         await type_text(pilot, "This is the operator speaking.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: "This is the operator speaking." in app.main.transcripts[call_id].plain(),
-                       what="the said words in the transcript")
+        await wait_for(
+            pilot,
+            lambda: "This is the operator speaking." in app.main.transcripts[call_id].plain(),
+            what="the said words in the transcript",
+        )
 
         # add message: a system message lands in the conversation, and the assistant answers it.
         await pilot.press("n")
@@ -88,8 +90,10 @@ async def test_say_add_message_mute_and_end_change_the_running_call(settings):
         await pilot.press("enter")  # neither yes nor no: the dialog stays and says which key does what
         await pilot.pause(0.3)
         assert app.screen is confirm and not sim.ended.is_set()
-        assert str(confirm.query_one("#confirm-help", Label).content) == \
-            "Enter does nothing here. y: end call · n or escape: cancel"
+        assert (
+            str(confirm.query_one("#confirm-help", Label).content)
+            == "Enter does nothing here. y: end call · n or escape: cancel"
+        )
         await pilot.press("n")
         await pilot.pause(0.3)
         assert app.screen is app.main and not sim.ended.is_set()
@@ -119,13 +123,17 @@ async def test_transfer_reads_national_numbers_shows_the_country_and_sends_e164(
         dialog = await prompt(pilot, app)
 
         def shown() -> tuple[str, str]:
-            return (str(dialog.query_one("#prompt-error", Label).content),
-                    str(dialog.query_one("#prompt-preview", Label).content))
+            return (
+                str(dialog.query_one("#prompt-error", Label).content),
+                str(dialog.query_one("#prompt-preview", Label).content),
+            )
 
         # A number no network can route is refused, with the reason, while typing and on enter.
         await type_text(pilot, "+10000")
-        assert shown() == ("The number to transfer to '+10000' is not a valid phone number: "
-                           "it is too short for its country.", "")
+        assert shown() == (
+            "The number to transfer to '+10000' is not a valid phone number: it is too short for its country.",
+            "",
+        )
         await pilot.press("enter")
         await pilot.pause(0.2)
         assert app.screen is dialog and not sim.ended.is_set()
@@ -175,7 +183,8 @@ async def test_control_errors_are_clear_and_mask_the_url(settings):
 
         # A Vapi call whose messages never carried a control URL.
         await app.service.pipeline.ingest_events(
-            [CallStatus(at=utc_now(), provider="vapi", call_id="call-without-monitor", status="in-progress")])
+            [CallStatus(at=utc_now(), provider="vapi", call_id="call-without-monitor", status="in-progress")]
+        )
         table = app.main.query_one(LiveCallsTable)
         await wait_for(pilot, lambda: "call-without-monitor" in [key for key, _ in table._shown], what="its row")
         table.move_cursor(row=[key for key, _ in table._shown].index("call-without-monitor"))
@@ -201,8 +210,12 @@ async def test_with_no_call_there_is_nothing_to_control(settings):
 
 def test_the_control_url_is_kept_beside_the_events_never_in_them():
     url = "https://phone-call-websocket.example/7f3c-call/control"
-    message = {"type": "status-update", "status": "ringing", "timestamp": 1771320600000,
-               "call": {"id": "call-1", "monitor": {"controlUrl": url, "listenUrl": "wss://x/listen"}}}
+    message = {
+        "type": "status-update",
+        "status": "ringing",
+        "timestamp": 1771320600000,
+        "call": {"id": "call-1", "monitor": {"controlUrl": url, "listenUrl": "wss://x/listen"}},
+    }
     inbound = normalize_message(message, received_at=utc_now(), settings=VapiSettings())
     assert inbound.extra == {"control_url": url}
     assert url not in json.dumps([event.model_dump(mode="json") for event in inbound.events])

@@ -40,8 +40,13 @@ async def test_the_number_is_checked_while_typing_and_a_valid_one_dials(settings
         assert button.disabled and "country code" in text_of(dialog, "#dial-to-error")
 
         # Numbers no network routes, each refused with its reason (libphonenumber's data).
-        for bad, reason in (("+10000", "too short"), ("0415 555 0142", "too long"), ("+1234567890123456", "too long"),
-                            ("+0415550142", "not a phone number"), ("+1 415 555 01", "not a valid phone number")):
+        for bad, reason in (
+            ("+10000", "too short"),
+            ("0415 555 0142", "too long"),
+            ("+1234567890123456", "too long"),
+            ("+0415550142", "not a phone number"),
+            ("+1 415 555 01", "not a valid phone number"),
+        ):
             number.value = ""
             await type_text(pilot, bad)
             assert number.value == bad  # really typed, key by key
@@ -58,7 +63,10 @@ async def test_the_number_is_checked_while_typing_and_a_valid_one_dials(settings
         assert not button.disabled
         assert text_of(dialog, "#dial-to-error") == "✓ +1 415-555-0123 · United States"
         assert "Ready to dial +14155550123 through the simulated platform" in text_of(dialog, "#dial-status")
-        chosen = (str(dialog.query_one("#dial-assistant", Select).value), str(dialog.query_one("#dial-from", Select).value))
+        chosen = (
+            str(dialog.query_one("#dial-assistant", Select).value),
+            str(dialog.query_one("#dial-from", Select).value),
+        )
         await pilot.press("enter")
         await wait_for(pilot, lambda: not isinstance(app.screen, DialScreen), what="the dialog to close")
 

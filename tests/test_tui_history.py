@@ -16,8 +16,8 @@ from console.config import Settings
 from console.core.events import (
     event_from_dict,
 )
-from console.services.replay import REPLAY_MARK
 from console.secrets import SecretStore
+from console.services.replay import REPLAY_MARK
 from console.store import queries
 from console.store.db import Store
 from console.store.export import CSV_COLUMNS
@@ -35,6 +35,7 @@ from console.tui.widgets.table import WindowTable
 from tests.helpers.history import CALLS, T0, call_events, call_id, write_history
 from tests.helpers.tui import SIZE, wait_for
 
+
 def console_app(settings: Settings) -> VoiceConsoleApp:
     return VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={})))
 
@@ -42,8 +43,9 @@ def console_app(settings: Settings) -> VoiceConsoleApp:
 async def open_history(pilot, app: VoiceConsoleApp) -> HistoryScreen:
     await wait_for(pilot, lambda: app.service is not None, what="the receiver")
     await pilot.press("h")
-    screen = await wait_for(pilot, lambda: app.screen if isinstance(app.screen, HistoryScreen) else None,
-                            what="the history screen")
+    screen = await wait_for(
+        pilot, lambda: app.screen if isinstance(app.screen, HistoryScreen) else None, what="the history screen"
+    )
     await wait_for(pilot, lambda: screen.query_one("#history-calls", WindowTable).row_count > 0, what="calls")
     return screen
 
@@ -97,7 +99,9 @@ async def test_the_timeline_of_the_selected_call(settings):
         await wait_for(pilot, lambda: "call-001 · vapi · ended" in timeline_text(screen), what="call-001")
         text = timeline_text(screen)
         for expected in (
-            "+0:00.000", "ringing", "in-progress",
+            "+0:00.000",
+            "ringing",
+            "in-progress",
             "Sunrise Dental, this is Ava. How can I help?",  # transcript lines, in order, with who spoke
             "caller      I'd like to book a cleaning, reference ref001x.",
             "⚡ barge-in cut: Before I look, could you tell me",
@@ -148,8 +152,9 @@ async def test_export_the_selected_call_and_everything(settings, tmp_path):
 
         # The selected call, as JSON lines.
         await pilot.press("e")
-        prompt = await wait_for(pilot, lambda: app.screen if isinstance(app.screen, PromptScreen) else None,
-                                what="the path prompt")
+        prompt = await wait_for(
+            pilot, lambda: app.screen if isinstance(app.screen, PromptScreen) else None, what="the path prompt"
+        )
         assert prompt.query_one(Input).value.endswith("voice-console-call-call-002.jsonl")  # a sensible default
         target = tmp_path / "call.jsonl"
         prompt.query_one(Input).value = str(target)
@@ -162,8 +167,9 @@ async def test_export_the_selected_call_and_everything(settings, tmp_path):
 
         # Everything, as CSV (the extension picks the format).
         await pilot.press("E")
-        prompt = await wait_for(pilot, lambda: app.screen if isinstance(app.screen, PromptScreen) else None,
-                                what="the path prompt")
+        prompt = await wait_for(
+            pilot, lambda: app.screen if isinstance(app.screen, PromptScreen) else None, what="the path prompt"
+        )
         everything = tmp_path / "all.csv"
         prompt.query_one(Input).value = str(everything)
         await pilot.press("enter")
@@ -174,8 +180,9 @@ async def test_export_the_selected_call_and_everything(settings, tmp_path):
 
         # A path that cannot be written: a clear error, nothing left behind.
         await pilot.press("e")
-        prompt = await wait_for(pilot, lambda: app.screen if isinstance(app.screen, PromptScreen) else None,
-                                what="the path prompt")
+        prompt = await wait_for(
+            pilot, lambda: app.screen if isinstance(app.screen, PromptScreen) else None, what="the path prompt"
+        )
         prompt.query_one(Input).value = str(tmp_path / "no" / "such" / "dir" / "x.jsonl")
         await pilot.press("enter")
         await wait_for(pilot, lambda: "Cannot write" in str(status.content), what="the error")
@@ -202,17 +209,25 @@ async def test_replay_shows_the_call_on_the_main_screen_without_touching_the_his
         replayed = REPLAY_MARK + "call-001"
         await wait_for(pilot, lambda: app.screen is app.main, what="the main screen")
         assert app.main.selected_call == replayed  # the operator watches the replay
-        await wait_for(pilot, lambda: replayed in app.main.transcripts
-                       and "You're booked for Tuesday" in app.main.transcripts[replayed].plain(),
-                       timeout=10, what="the replayed transcript")
+        await wait_for(
+            pilot,
+            lambda: (
+                replayed in app.main.transcripts
+                and "You're booked for Tuesday" in app.main.transcripts[replayed].plain()
+            ),
+            timeout=10,
+            what="the replayed transcript",
+        )
         transcript = app.main.transcripts[replayed].plain()
         assert "reference ref001x" in transcript and "barge::Before I look" in transcript
         await wait_for(pilot, lambda: not app.replay.running, what="the end of the replay")
         app.main.refresh_tables()
         calls = app.main.query_one(LiveCallsTable)
         assert str(calls.get_row(replayed)[1]) == "ended"
-        assert "tool::book_appointment(date=2026-03-10, time=09:30):approved by operator" in \
-            app.main.transcripts[replayed].plain()
+        assert (
+            "tool::book_appointment(date=2026-03-10, time=09:30):approved by operator"
+            in app.main.transcripts[replayed].plain()
+        )
         assert REPLAY_MARK + "call-001-t1" in app.main.decided  # the function-calls pane has it too
         assert await queries.counts(app.service.store) == counts  # a replay is only shown, never recorded
         del screen
@@ -266,7 +281,8 @@ async def test_search_pages_and_counts_agree_with_and_without_fts(settings, fts)
         assert [h["call_id"] for h in first + rest] == [call_id(n) for n in range(6, -1, -1)]
         assert len({h["id"] for h in first + rest}) == 7
         assert await queries.search(store, "booked tuesday", limit=3) == [
-            {k: h[k] for k in ("call_id", "at", "role", "text")} for h in first]
+            {k: h[k] for k in ("call_id", "at", "role", "text")} for h in first
+        ]
         assert await queries.count_search(store, "ref003x") == 1
         assert await queries.count_search(store, "   ") == 0 and await queries.search_page(store, "") == []
 
@@ -293,8 +309,17 @@ async def test_raw_messages_are_hidden_from_the_timeline_until_r_and_the_help_sa
 
     await write_history(settings.db_path, calls=1)
     async with await Store.open(settings.db_path) as store:
-        await store.record_events([Raw(at=T0 + timedelta(seconds=7), provider="vapi", call_id=call_id(0),
-                                       type="model-output", data={"output": "Let me"})])
+        await store.record_events(
+            [
+                Raw(
+                    at=T0 + timedelta(seconds=7),
+                    provider="vapi",
+                    call_id=call_id(0),
+                    type="model-output",
+                    data={"output": "Let me"},
+                )
+            ]
+        )
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_history(pilot, app)
@@ -305,7 +330,7 @@ async def test_raw_messages_are_hidden_from_the_timeline_until_r_and_the_help_sa
         await pilot.press("f1")
         help_screen = await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, what="help")
         cells = [str(label.render()) for label in help_screen.query(Label)]
-        assert any(key == "r" and what == "Raw messages" for key, what in zip(cells, cells[1:]))
+        assert any(key == "r" and what == "Raw messages" for key, what in zip(cells, cells[1:], strict=False))
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is screen, what="back to the history")
         await pilot.press("r")
@@ -329,5 +354,6 @@ async def test_a_call_its_console_never_saw_end_shows_as_unknown_with_the_reason
         assert str(status) == "? unknown" and status.style == STATUS_STYLE["unknown"]
         assert STATUS_STYLE["unknown"] not in {style for key, style in STATUS_STYLE.items() if key != "unknown"}
         await wait_for(pilot, lambda: "call-000 · vapi · ? unknown" in timeline_text(screen), what="the timeline")
-        assert "(no end seen: the console that recorded it is no longer running after the last event at" \
-            in " ".join(timeline_text(screen).split())
+        assert "(no end seen: the console that recorded it is no longer running after the last event at" in " ".join(
+            timeline_text(screen).split()
+        )

@@ -13,8 +13,7 @@ from console.simulator.platform import SimulatedPlatform
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.keys import KeysScreen
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
-from tests.helpers.tui import SIZE, wait_for
-from tests.helpers.tui import record_notifications, type_text
+from tests.helpers.tui import SIZE, record_notifications, type_text, wait_for
 
 SECRET = "sk-live-very-secret-7f3c9a1e"
 
@@ -50,23 +49,39 @@ async def test_sources_set_and_delete_without_ever_showing_the_value(settings, i
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_keys(pilot, app)
         assert screen.sources == {
-            "vapi_api_key": "none", "vapi_webhook_secret": "none", "retell_api_key": "env (VOICE_CONSOLE_RETELL_API_KEY)",
-            "twilio_account_sid": "keyring", "twilio_auth_token": "none", "twilio_shared_key": "none",
+            "vapi_api_key": "none",
+            "vapi_webhook_secret": "none",
+            "retell_api_key": "env (VOICE_CONSOLE_RETELL_API_KEY)",
+            "twilio_account_sid": "keyring",
+            "twilio_auth_token": "none",
+            "twilio_shared_key": "none",
         }
-        assert [source_cell(screen, name) for name in screen.sources] == ["none", "none", "env", "keyring", "none", "none"]
+        assert [source_cell(screen, name) for name in screen.sources] == [
+            "none",
+            "none",
+            "env",
+            "keyring",
+            "none",
+            "none",
+        ]
         assert "OS keyring: conftest MemoryKeyring" in str(screen.query_one("#keys-keyring").content)
 
         select(screen, "vapi_api_key")
         await pilot.press("s")
-        dialog = await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen) and app.screen, what="the set dialog")
+        dialog = await wait_for(
+            pilot, lambda: isinstance(app.screen, PromptScreen) and app.screen, what="the set dialog"
+        )
         assert dialog.query_one(Input).password
         await type_text(pilot, SECRET)
         assert dialog.query_one(Input).value == SECRET
         screenshot = app.export_screenshot()
         assert "vapi_api_key" in screenshot and SECRET not in screenshot  # the text is there, the value is dots
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isolated_environment.store.get((SERVICE, "vapi_api_key")) == SECRET,
-                       what="the key in the keyring")
+        await wait_for(
+            pilot,
+            lambda: isolated_environment.store.get((SERVICE, "vapi_api_key")) == SECRET,
+            what="the key in the keyring",
+        )
         await wait_for(pilot, lambda: screen.sources["vapi_api_key"] == "keyring", what="the new source")
         assert source_cell(screen, "vapi_api_key") == "keyring"
         assert "Stored vapi_api_key in the OS keyring" in result(screen)
@@ -104,8 +119,9 @@ async def test_no_keyring_is_explained_and_set_explains_instead_of_asking(settin
     async with app.run_test(size=SIZE) as pilot:
         notes = record_notifications(app)
         screen = await open_keys(pilot, app)
-        await wait_for(pilot, lambda: NO_KEYRING_HELP in str(screen.query_one("#keys-keyring").content),
-                       what="the explanation")
+        await wait_for(
+            pilot, lambda: NO_KEYRING_HELP in str(screen.query_one("#keys-keyring").content), what="the explanation"
+        )
         assert set(screen.sources.values()) == {"none"}
         await pilot.press("s")
         await wait_for(pilot, lambda: "cannot be stored" in result(screen), what="the explanation on set")
@@ -126,8 +142,9 @@ async def test_the_null_keyring_is_explained_too(settings):
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_keys(pilot, app)
-        await wait_for(pilot, lambda: NULL_KEYRING_HELP in str(screen.query_one("#keys-keyring").content),
-                       what="the explanation")
+        await wait_for(
+            pilot, lambda: NULL_KEYRING_HELP in str(screen.query_one("#keys-keyring").content), what="the explanation"
+        )
         await pilot.press("s")
         await wait_for(pilot, lambda: "cannot be stored" in result(screen), what="the explanation on set")
         assert app.screen is screen

@@ -56,8 +56,13 @@ def reaches_into_the_app(source: str, filename: str = "<source>") -> list[str]:
                 found.append(f"{where} uses app.{node.attr}")
             elif node.attr == "pipeline":
                 found.append(f"{where} uses the receiver's pipeline (ask the console context)")
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
-              and len(node.args) >= 2 and _is_app(node.args[0])):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and _is_app(node.args[0])
+        ):
             name = node.args[1]
             if not (isinstance(name, ast.Constant) and name.value in APP_API):
                 found.append(f"{where} uses {node.func.id}(app, {ast.unparse(name)})")
@@ -67,13 +72,16 @@ def reaches_into_the_app(source: str, filename: str = "<source>") -> list[str]:
 def test_screens_and_widgets_never_reach_into_the_app():
     modules = sorted(path for layer in LAYERS for path in (TUI / layer).rglob("*.py"))
     assert len(modules) >= 10  # the check ran over the real packages
-    found = [problem for path in modules
-             for problem in reaches_into_the_app(path.read_text(encoding="utf-8"), str(path.relative_to(TUI)))]
+    found = [
+        problem
+        for path in modules
+        for problem in reaches_into_the_app(path.read_text(encoding="utf-8"), str(path.relative_to(TUI)))
+    ]
     assert found == []
 
 
 def test_the_check_sees_each_way_of_reaching_in():
-    source = '''
+    source = """
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from console.tui.app import VoiceConsoleApp
@@ -92,7 +100,7 @@ class DialScreen:
         self.app.notify("hello")
         self.app.push_screen(self)
         return self.app.size, self.app.console, getattr(self.app, "screen")
-'''
+"""
     assert sorted(reaches_into_the_app(source)) == [
         "<source>:10 uses app.main",
         "<source>:14 uses app.platform",

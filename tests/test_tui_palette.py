@@ -32,8 +32,12 @@ def console_app(settings: Settings) -> VoiceConsoleApp:
 
 def described(*classes) -> list[Binding]:
     """Every binding with a description the given classes declare themselves."""
-    return [binding for cls in classes for binding in Binding.make_bindings(cls.__dict__.get("BINDINGS", []))
-            if binding.description]
+    return [
+        binding
+        for cls in classes
+        for binding in Binding.make_bindings(cls.__dict__.get("BINDINGS", []))
+        if binding.description
+    ]
 
 
 def shown(hit) -> str:
@@ -66,8 +70,9 @@ async def test_palette_lists_every_bound_action_with_its_key_and_the_themes(sett
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         main = app.screen
-        enabled = {(active.binding.action, active.binding.key) for active in main.active_bindings.values()
-                   if active.enabled}
+        enabled = {
+            (active.binding.action, active.binding.key) for active in main.active_bindings.values() if active.enabled
+        }
         expected = [b for b in described(MainScreen, VoiceConsoleApp) if (b.action, b.key) in enabled]
         assert {"approve", "edit", "override", "reject", "help", "quit"} <= {b.action for b in expected}
         hits = await open_palette(pilot, app)
@@ -87,8 +92,11 @@ async def test_palette_adds_the_focused_panes_own_actions(settings):
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         main = app.screen
-        panes = [widget for widget in main.query("*") if widget.focusable and described(type(widget))
-                 and type(widget).__module__.startswith("console.")]
+        panes = [
+            widget
+            for widget in main.query("*")
+            if widget.focusable and described(type(widget)) and type(widget).__module__.startswith("console.")
+        ]
         assert panes, "no pane binds keys of its own"
         for pane in panes:
             main.set_focus(pane)
@@ -139,16 +147,18 @@ async def test_help_lists_every_binding_by_area_and_closes_with_escape(settings)
         help_screen = await until(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, "help")
         titles = [str(label.render()) for label in help_screen.query(".help-group")]
         assert titles[:2] == ["Everywhere", "Main screen"]
+
         def rows(grid) -> list[tuple[list[str], str]]:
             cells = [str(label.render()) for label in grid.query(Label)]
-            return [(keys.split(" / "), what) for keys, what in zip(cells[0::3], cells[1::3])]
+            return [(keys.split(" / "), what) for keys, what in zip(cells[0::3], cells[1::3], strict=False)]
 
         grids = help_screen.query(".help-list")
         everywhere, main_screen = rows(grids[0]), rows(grids[1])
         for group, classes in ((everywhere, [VoiceConsoleApp]), (main_screen, [MainScreen])):
             for binding in described(*classes):  # each on a row: its keys, then what it does
-                assert any(app.get_key_display(binding) in keys and what == binding.description
-                           for keys, what in group), binding
+                assert any(
+                    app.get_key_display(binding) in keys and what == binding.description for keys, what in group
+                ), binding
         assert (["^p"], "Command palette") in everywhere
         # Dialogs are listed too (the prompt's escape), without help listing itself.
         assert any("Prompt screen" in title for title in titles)
@@ -187,8 +197,12 @@ async def test_footer_shows_the_important_keys_within_120_columns_whatever_has_f
         for widget in [None, *focusable]:
             main.set_focus(widget)
             # A text box takes the letter keys, so then only the others show.
-            important = {"help", "quit"} if isinstance(widget, Input) else \
-                {"approve", "edit", "override", "reject", "dial", "history", "help", "quit"}
+            important = (
+                {"help", "quit"}
+                if isinstance(widget, Input)
+                else {"approve", "edit", "override", "reject", "dial", "history", "help", "quit"}
+            )
+
             def laid_out() -> bool:
                 keys = list(footer.query(FooterKey))
                 return important <= {key.action for key in keys} and all(key.region.width for key in keys)

@@ -20,8 +20,8 @@ from console.secrets import SecretStore
 from console.simulator.platform import PHONE_NUMBER_ID, RECEPTIONIST_ID
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.widgets.assistants import AssistantsPane
-from console.tui.widgets.panes import LiveCallsTable
 from console.tui.widgets.events import DELIVERY_CAP, DeliveryView, EventsPane, RawDeliveryScreen
+from console.tui.widgets.panes import LiveCallsTable
 from console.tui.widgets.timeline import BargeTimeline, render_timeline
 from tests.helpers.tui import SIZE, demo_app, wait_for
 
@@ -50,9 +50,13 @@ async def test_assistants_pane_lists_warns_and_F_fixes_server_messages(settings)
         assert RECEPTIONIST_ID in pane.assistants
         # An assistant that only asks for status updates: the console would be blind.
         async with VapiClient(app.platform.api_key, base_url=app.platform.url) as client:
-            blind = await client.create_assistant({"name": "Blind assistant", "serverMessages": ["status-update"],
-                                                   "server": {"url": "https://example.test/hook",
-                                                              "secret": "hook-secret-value"}})
+            blind = await client.create_assistant(
+                {
+                    "name": "Blind assistant",
+                    "serverMessages": ["status-update"],
+                    "server": {"url": "https://example.test/hook", "secret": "hook-secret-value"},
+                }
+            )
         app.main.show_bottom("assistants")
         pane.table.focus()
         loads = pane.loads
@@ -91,16 +95,23 @@ async def test_timeline_marks_the_barge_ins_of_the_storm_scenario(settings):
         await wait_for(pilot, lambda: app.platform is not None, what="the demo platform")
         async with VapiClient(app.platform.api_key, base_url=app.platform.url) as client:
             call = await client.create_phone_call(
-                phone_number_id=PHONE_NUMBER_ID, customer_number="+14155550100", assistant_id=RECEPTIONIST_ID,
-                assistant_overrides={"variableValues": {"scenario": "barge-in-storm"}})
+                phone_number_id=PHONE_NUMBER_ID,
+                customer_number="+14155550100",
+                assistant_id=RECEPTIONIST_ID,
+                assistant_overrides={"variableValues": {"scenario": "barge-in-storm"}},
+            )
         table = app.main.query_one(LiveCallsTable)
         await wait_for(pilot, lambda: call["id"] in [key for key, _ in table._shown], what="the storm call listed")
         table.focus()
         table.move_cursor(row=[key for key, _ in table._shown].index(call["id"]))  # select it, as the operator would
         await wait_for(pilot, lambda: app.main.selected_call == call["id"], what="the storm call selected")
         timeline = app.main.timelines.get(call["id"])
-        await wait_for(pilot, lambda: sum(m.time_to_stop_ms is not None for m in timeline.barge_ins) >= 2,
-                       timeout=30, what="two settled barge-ins")
+        await wait_for(
+            pilot,
+            lambda: sum(m.time_to_stop_ms is not None for m in timeline.barge_ins) >= 2,
+            timeout=30,
+            what="two settled barge-ins",
+        )
         widget = app.main.query_one(BargeTimeline)
         await wait_for(pilot, lambda: widget.timeline is timeline, what="the timeline of the selected call")
         # The simulator stops the agent's voice 0.2 s of scenario time after the caller cuts in.
@@ -119,15 +130,24 @@ async def test_events_pane_verdicts_filter_and_raw_json_without_secrets(settings
     app = demo_app(settings)
     async with app.run_test(size=SIZE) as pilot:
         pane = events_pane(app)
-        await wait_for(pilot, lambda: any(row.seen and row.seen.verdict == "ok" for row in pane.model.rows),
-                       what="an accepted delivery")
+        await wait_for(
+            pilot,
+            lambda: any(row.seen and row.seen.verdict == "ok" for row in pane.model.rows),
+            what="an accepted delivery",
+        )
         wrong = "definitely-not-the-secret"
         async with httpx.AsyncClient() as client:
-            response = await client.post(app.service.server.url + "/webhook/vapi", headers={"x-vapi-secret": wrong},
-                                         json={"message": {"type": "status-update", "status": "ringing"}})
+            response = await client.post(
+                app.service.server.url + "/webhook/vapi",
+                headers={"x-vapi-secret": wrong},
+                json={"message": {"type": "status-update", "status": "ringing"}},
+            )
         assert response.status_code == 401
-        await wait_for(pilot, lambda: any(row.seen and row.seen.verdict == "rejected" for row in pane.model.rows),
-                       what="the rejected delivery")
+        await wait_for(
+            pilot,
+            lambda: any(row.seen and row.seen.verdict == "rejected" for row in pane.model.rows),
+            what="the rejected delivery",
+        )
         rejected = next(row.seen for row in pane.model.rows if row.seen and row.seen.verdict == "rejected")
         assert rejected.status == 401 and "authentication failed" in rejected.reason
 
@@ -144,8 +164,9 @@ async def test_events_pane_verdicts_filter_and_raw_json_without_secrets(settings
 
         # `v` on the selected (rejected) delivery: the stored request, the signature header masked.
         await pilot.press("v")
-        await wait_for(pilot, lambda: isinstance(app.screen, RawDeliveryScreen) and app.screen.text,
-                       what="the raw view")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, RawDeliveryScreen) and app.screen.text, what="the raw view"
+        )
         raw = app.screen.text
         assert "authentication failed" in raw and "[redacted]" in raw and wrong not in raw
         assert '"status-update"' in raw
@@ -160,8 +181,11 @@ async def test_events_pane_verdicts_filter_and_raw_json_without_secrets(settings
         pane.apply_filter("speech-update")
         pane.view.cursor = 0
         await pilot.press("v")
-        await wait_for(pilot, lambda: isinstance(app.screen, RawDeliveryScreen) and app.screen.text,
-                       what="the raw view of an accepted delivery")
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, RawDeliveryScreen) and app.screen.text,
+            what="the raw view of an accepted delivery",
+        )
         raw = app.screen.text
         assert '"speech-update"' in raw and "// our reply: 200" in raw and "speech." in raw
         assert app.platform._secret not in raw and "[redacted]" in raw
@@ -177,9 +201,23 @@ async def test_events_pane_stays_bounded_under_10k_deliveries(settings):
         for batch in range(100):  # 100 flushes of 100 deliveries: a heavy minute for the UI
             for i in range(100):
                 n = batch * 100 + i
-                app.feed.deliveries_in(DeliverySeen(
-                    start + timedelta(milliseconds=n), "vapi", "vapi", "POST", "/webhook/vapi", "speech-update",
-                    f"call-{n % 7}", "ok", None, "secret", 200, 0.5, delivery_id=n + 1))
+                app.feed.deliveries_in(
+                    DeliverySeen(
+                        start + timedelta(milliseconds=n),
+                        "vapi",
+                        "vapi",
+                        "POST",
+                        "/webhook/vapi",
+                        "speech-update",
+                        f"call-{n % 7}",
+                        "ok",
+                        None,
+                        "secret",
+                        200,
+                        0.5,
+                        delivery_id=n + 1,
+                    )
+                )
             app.main.flush()
         elapsed = time.perf_counter() - started
         await pilot.pause(0.1)
@@ -188,9 +226,10 @@ async def test_events_pane_stays_bounded_under_10k_deliveries(settings):
         assert pane.view.virtual_size.height == DELIVERY_CAP
         assert elapsed < 10, f"100 flushes took {elapsed:.2f} s"
         # The feed itself is bounded too when nothing drains it.
-        for n in range(DELIVERY_CAP + 500):
-            app.feed.deliveries_in(DeliverySeen(start, "vapi", "vapi", "POST", "/", None, None, "ok", None, None,
-                                                200, 0.1))
+        for _ in range(DELIVERY_CAP + 500):
+            app.feed.deliveries_in(
+                DeliverySeen(start, "vapi", "vapi", "POST", "/", None, None, "ok", None, None, 200, 0.1)
+            )
         assert len(app.feed.deliveries) == DELIVERY_CAP
 
 
@@ -247,9 +286,26 @@ def test_delivery_log_filters_and_stays_bounded_without_textual():
 
     log = DeliveryLog(cap=5)
     now = utc_now()
-    rows = [LogRow(now, seen=DeliverySeen(now, "vapi" if n % 2 else "retell", "vapi", "POST", "/", "speech-update",
-                                          f"c{n}", "ok" if n % 3 else "rejected", None if n % 3 else "bad sig",
-                                          None, 200 if n % 3 else 401, 1.0)) for n in range(12)]
+    rows = [
+        LogRow(
+            now,
+            seen=DeliverySeen(
+                now,
+                "vapi" if n % 2 else "retell",
+                "vapi",
+                "POST",
+                "/",
+                "speech-update",
+                f"c{n}",
+                "ok" if n % 3 else "rejected",
+                None if n % 3 else "bad sig",
+                None,
+                200 if n % 3 else 401,
+                1.0,
+            ),
+        )
+        for n in range(12)
+    ]
     log.add(rows[:8])
     assert len(log.rows) == 5 and [row.seen.call_id for row in log.visible] == ["c3", "c4", "c5", "c6", "c7"]
     log.set_filter("  REJECTED ")
@@ -263,10 +319,20 @@ def test_delivery_log_filters_and_stays_bounded_without_textual():
 def test_config_view_masks_secrets_at_any_depth():
     from console.tui.widgets.assistants import MASK, mask_secrets
 
-    shown = mask_secrets({"server": {"url": "https://x", "secret": "s3", "headers": {"Authorization": "Bearer t"}},
-                          "credentialIds": ["cred-1"], "model": {"apiKey": "k", "model": "gpt-4o"}, "name": "A"})
-    assert shown == {"server": {"url": "https://x", "secret": MASK, "headers": {"Authorization": MASK}},
-                     "credentialIds": MASK, "model": {"apiKey": MASK, "model": "gpt-4o"}, "name": "A"}
+    shown = mask_secrets(
+        {
+            "server": {"url": "https://x", "secret": "s3", "headers": {"Authorization": "Bearer t"}},
+            "credentialIds": ["cred-1"],
+            "model": {"apiKey": "k", "model": "gpt-4o"},
+            "name": "A",
+        }
+    )
+    assert shown == {
+        "server": {"url": "https://x", "secret": MASK, "headers": {"Authorization": MASK}},
+        "credentialIds": MASK,
+        "model": {"apiKey": MASK, "model": "gpt-4o"},
+        "name": "A",
+    }
 
 
 # --- 80x24: the compact layout and every dialog fit -------------------------------------------
@@ -274,8 +340,14 @@ def test_config_view_masks_secrets_at_any_depth():
 
 def within(widget, size) -> bool:
     region = widget.region
-    return region.width > 0 and region.height > 0 and region.x >= 0 and region.y >= 0 and \
-        region.right <= size[0] and region.bottom <= size[1]
+    return (
+        region.width > 0
+        and region.height > 0
+        and region.x >= 0
+        and region.y >= 0
+        and region.right <= size[0]
+        and region.bottom <= size[1]
+    )
 
 
 def screen_text(app) -> list[str]:
@@ -307,15 +379,16 @@ async def test_at_80x24_calls_countdowns_keys_and_every_dialog_fit(settings):
         tools = main.query_one(FunctionCallsTable)
         assert tools.selected_key == held.tool_call_id
         row = next(line for line in lines if "▶" in line and held.name[:12] in line)
-        assert "⏳" in row and "s " in row[row.index("⏳"):], row
+        assert "⏳" in row and "s " in row[row.index("⏳") :], row
         assert all(key in lines[-1] for key in ("Approve", "Edit", "Override", "Reject", "Dial", "Quit", "Help"))
         # Live calls: its one call, with the pane no taller than its rows.
         assert main.query_one("#calls-pane").region.height == 4
 
         async def open_and_check(key: str, screen_type: type, box: str, then: str = "escape") -> None:
             await pilot.press(key)
-            dialog = await wait_for(pilot, lambda: isinstance(app.screen, screen_type) and app.screen,
-                                    what=f"the dialog of {key}")
+            dialog = await wait_for(
+                pilot, lambda: isinstance(app.screen, screen_type) and app.screen, what=f"the dialog of {key}"
+            )
             await pilot.pause(0.3)
             assert within(dialog.query_one(box), size), (key, dialog.query_one(box).region)
             for button in dialog.query(Button):
@@ -353,11 +426,20 @@ async def test_arguments_are_cut_where_the_pane_ends_not_at_a_fixed_width(settin
     app = VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={})))
     async with app.run_test(size=(200, 60)) as pilot:
         await wait_for(pilot, lambda: app.service is not None, what="the receiver")
-        common = {"at": utc_now(), "provider": "vapi", "call_id": "call-1", "tool_call_id": "tool-1",
-                  "name": "book_appointment"}
-        app.feed.events_in([ToolRequested(arguments=arguments, **common),
-                            ToolDecided(decision="approved", by="operator", **common),
-                            ToolRequested(**{**common, "tool_call_id": "tool-2"}, arguments={"note": note})])
+        common = {
+            "at": utc_now(),
+            "provider": "vapi",
+            "call_id": "call-1",
+            "tool_call_id": "tool-1",
+            "name": "book_appointment",
+        }
+        app.feed.events_in(
+            [
+                ToolRequested(arguments=arguments, **common),
+                ToolDecided(decision="approved", by="operator", **common),
+                ToolRequested(**{**common, "tool_call_id": "tool-2"}, arguments={"note": note}),
+            ]
+        )
         table = app.main.query_one(FunctionCallsTable)
         await wait_for(pilot, lambda: table.row_count == 1, what="the decided row")
         assert note in app.main.transcripts["call-1"].plain()  # the transcript wraps it whole
@@ -392,8 +474,10 @@ async def test_live_calls_is_as_tall_as_its_calls_and_the_panes_share_the_rest(s
 
         async def add_calls(count: int) -> None:
             start = calls.row_count
-            events = [CallStatus(at=utc_now(), provider="vapi", call_id=f"call-{start + n}", status="in-progress")
-                      for n in range(count)]
+            events = [
+                CallStatus(at=utc_now(), provider="vapi", call_id=f"call-{start + n}", status="in-progress")
+                for n in range(count)
+            ]
             app.feed.events_in(app.service.pipeline.tracker.process(events))
             await wait_for(pilot, lambda: calls.row_count == start + count, what=f"{start + count} calls")
             await pilot.pause(0.1)

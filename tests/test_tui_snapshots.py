@@ -38,15 +38,31 @@ async def settle_with_held_call(pilot) -> None:
     await settle(pilot)
     app = pilot.app
     app.service.gate._clock = lambda: ago(HELD_FOR_S)
-    body = {"message": {"type": "tool-calls", "call": {"id": CALL_ID}, "toolCallList": [
-        {"id": "call_tool_0002", "type": "function",
-         "function": {"name": "book_appointment",
-                      "arguments": {"patient_name": "Dana Whitfield", "date": "2026-02-24", "time": "09:30"}}}]}}
+    body = {
+        "message": {
+            "type": "tool-calls",
+            "call": {"id": CALL_ID},
+            "toolCallList": [
+                {
+                    "id": "call_tool_0002",
+                    "type": "function",
+                    "function": {
+                        "name": "book_appointment",
+                        "arguments": {"patient_name": "Dana Whitfield", "date": "2026-02-24", "time": "09:30"},
+                    },
+                }
+            ],
+        }
+    }
 
     async def post() -> None:
         async with httpx.AsyncClient() as client:  # answered when the app closes the receiver
-            await client.post(app.service.server.url + "/webhook/vapi", json=body, timeout=30,
-                              headers={app.context.settings.vapi.webhook.secret_header: WEBHOOK_SECRET})
+            await client.post(
+                app.service.server.url + "/webhook/vapi",
+                json=body,
+                timeout=30,
+                headers={app.context.settings.vapi.webhook.secret_header: WEBHOOK_SECRET},
+            )
 
     app.run_worker(post(), exit_on_error=False)
     await until(pilot, lambda: app.service.gate.pending(), "the held tool call")
@@ -69,8 +85,9 @@ def test_main_screen_120x36_events(snap_compare, tmp_path):
 
 def test_main_screen_120x36_assistants_without_a_key(snap_compare, tmp_path):
     with pinned_tz():
-        assert snap_compare(pinned_app(tmp_path), terminal_size=(120, 36),
-                            run_before=partial(settle, bottom="assistants"))
+        assert snap_compare(
+            pinned_app(tmp_path), terminal_size=(120, 36), run_before=partial(settle, bottom="assistants")
+        )
 
 
 def test_main_screen_180x50(snap_compare, tmp_path):
@@ -128,21 +145,26 @@ def test_history_screen_120x36(snap_compare, tmp_path):
 
     asyncio.run(write_history(tmp_path / "history.db", calls=30))
     with pinned_tz():
-        assert snap_compare(pinned_app(tmp_path), terminal_size=(120, 36),
-                            run_before=partial(_open, key="h", screen_type=HistoryScreen, then=("down", "down")))
+        assert snap_compare(
+            pinned_app(tmp_path),
+            terminal_size=(120, 36),
+            run_before=partial(_open, key="h", screen_type=HistoryScreen, then=("down", "down")),
+        )
 
 
 def test_help_screen_120x36(snap_compare, tmp_path):
     from console.tui.screens.help import HelpScreen
 
     with pinned_tz():
-        assert snap_compare(pinned_app(tmp_path), terminal_size=(120, 36),
-                            run_before=partial(_open, key="f1", screen_type=HelpScreen))
+        assert snap_compare(
+            pinned_app(tmp_path), terminal_size=(120, 36), run_before=partial(_open, key="f1", screen_type=HelpScreen)
+        )
 
 
 def test_keys_screen_with_no_keys_set_120x36(snap_compare, tmp_path):
     from console.tui.screens.keys import KeysScreen
 
     with pinned_tz():
-        assert snap_compare(pinned_app(tmp_path), terminal_size=(120, 36),
-                            run_before=partial(_open, key="k", screen_type=KeysScreen))
+        assert snap_compare(
+            pinned_app(tmp_path), terminal_size=(120, 36), run_before=partial(_open, key="k", screen_type=KeysScreen)
+        )

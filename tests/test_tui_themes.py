@@ -112,10 +112,18 @@ def test_every_bundled_theme_loads_validates_and_is_readable():
     ("text", "expected"),
     [
         ('name = "x"\nprimary = "#fff"\nforeground = "#fff"\n', "missing key 'background'"),
-        ('name = "x"\nprimary = "#ff"\nforeground = "#fff"\nbackground = "#000"\n', "key 'primary': '#ff' is not a colour"),
-        ('name = "x"\nprimary = "#fff"\nforeground = "#fff"\nbackground = "#000"\nacent = "#f00"\n', "unknown key 'acent'"),
-        ('name = "x"\nprimary = "#fff"\nforeground = "#fff"\nbackground = "#000"\n[ansi]\ngreen = "grean"\n',
-         "key 'ansi.green': 'grean' is not a colour"),
+        (
+            'name = "x"\nprimary = "#ff"\nforeground = "#fff"\nbackground = "#000"\n',
+            "key 'primary': '#ff' is not a colour",
+        ),
+        (
+            'name = "x"\nprimary = "#fff"\nforeground = "#fff"\nbackground = "#000"\nacent = "#f00"\n',
+            "unknown key 'acent'",
+        ),
+        (
+            'name = "x"\nprimary = "#fff"\nforeground = "#fff"\nbackground = "#000"\n[ansi]\ngreen = "grean"\n',
+            "key 'ansi.green': 'grean' is not a colour",
+        ),
         ('name = "x\nprimary = 1', "not valid TOML"),
         ('name = "has space"\nprimary = "#fff"\nforeground = "#fff"\nbackground = "#000"\n', "key 'name'"),
     ],
@@ -199,8 +207,16 @@ async def test_broken_user_themes_give_one_error_toast_and_a_working_fallback(se
         assert len(shown) == 1
         toast = shown[0]
         assert toast.severity == "error"
-        for expected in ("3 theme files", "typo.toml", "'#00000g' is not a colour", "half.toml",
-                         "missing key 'background'", "garbled.toml", "not valid TOML", DEFAULT_THEME):
+        for expected in (
+            "3 theme files",
+            "typo.toml",
+            "'#00000g' is not a colour",
+            "half.toml",
+            "missing key 'background'",
+            "garbled.toml",
+            "not valid TOML",
+            DEFAULT_THEME,
+        ):
             assert expected in toast.message, expected
         assert app.theme == DEFAULT_THEME
         assert "harbour-night" in app.available_themes and "half" not in app.available_themes
@@ -258,7 +274,9 @@ def test_locate_themes_prints_the_user_themes_dir(capsys):
 
 
 def test_a_user_theme_with_a_bundled_name_replaces_it():
-    user_theme("my-dark.toml", 'name = "console-dark"\nprimary = "#FF00FF"\nforeground = "#FFFFFF"\nbackground = "#101010"\n')
+    user_theme(
+        "my-dark.toml", 'name = "console-dark"\nprimary = "#FF00FF"\nforeground = "#FFFFFF"\nbackground = "#101010"\n'
+    )
     catalog = load_themes()
     assert catalog.problems == []
     assert catalog.themes["console-dark"].user and catalog.themes["console-dark"].theme.primary == "#FF00FF"
@@ -275,8 +293,15 @@ async def test_the_theme_picker_offers_only_the_console_themes(settings):
         await pilot.press(*"change theme")
         await pilot.pause(0.5)
         await pilot.press("enter")
-        picker = await until(pilot, lambda: isinstance(app.screen, CommandPalette)
-                             and "theme" in app.screen.query_one(Input).placeholder and app.screen, "the picker")
+        picker = await until(
+            pilot,
+            lambda: (
+                isinstance(app.screen, CommandPalette)
+                and "theme" in app.screen.query_one(Input).placeholder
+                and app.screen
+            ),
+            "the picker",
+        )
         options = picker.query_one(CommandList)
         await until(pilot, lambda: options.option_count > 0, "theme names")
         await pilot.pause(0.3)
@@ -339,10 +364,19 @@ async def test_the_selected_row_stands_out_in_256_and_16_colours_in_every_theme(
         await until(pilot, lambda: app.service is not None, "the receiver")
         table = app.main.query_one(FunctionCallsTable)
         for n in range(4):  # four decided tool calls, through the feed as the receiver reports them
-            common = {"at": utc_now(), "provider": "vapi", "call_id": f"call-{n % 2}", "tool_call_id": f"tool-{n}",
-                      "name": "check_availability"}
-            app.feed.events_in([ToolRequested(arguments={"n": n}, **common),
-                                ToolDecided(decision="approved" if n % 2 else "rejected", by="operator", **common)])
+            common = {
+                "at": utc_now(),
+                "provider": "vapi",
+                "call_id": f"call-{n % 2}",
+                "tool_call_id": f"tool-{n}",
+                "name": "check_availability",
+            }
+            app.feed.events_in(
+                [
+                    ToolRequested(arguments={"n": n}, **common),
+                    ToolDecided(decision="approved" if n % 2 else "rejected", by="operator", **common),
+                ]
+            )
         await until(pilot, lambda: table.row_count == 4, "four rows")
         table.move_cursor(row=1, animate=False)
         (table if focused else app.main.query_one("#calls")).focus()
@@ -351,12 +385,15 @@ async def test_the_selected_row_stands_out_in_256_and_16_colours_in_every_theme(
             await pilot.pause(0.1)
             region = table.content_region
             strips = app.screen._compositor.render_strips()
-            header, rows = strips[region.y], strips[region.y + 1: region.y + 5]
-            marks = [strip.text[region.x:region.x + 1] for strip in rows]
+            header, rows = strips[region.y], strips[region.y + 1 : region.y + 5]
+            marks = [strip.text[region.x : region.x + 1] for strip in rows]
             assert [mark == CURSOR_MARK for mark in marks] == [False, True, False, False], (name, marks)
             for system in (ColorSystem.TRUECOLOR, ColorSystem.EIGHT_BIT, ColorSystem.STANDARD):
                 cursor = row_backgrounds(rows[1], region.x, region.right, system)
                 assert len(cursor) == 1, (name, system, cursor)  # one band across the row
                 for label, other in (("header", header), ("row 0", rows[0]), ("row 2", rows[2]), ("row 3", rows[3])):
-                    assert cursor.isdisjoint(row_backgrounds(other, region.x, region.right, system)), \
-                        (name, system.name, label)
+                    assert cursor.isdisjoint(row_backgrounds(other, region.x, region.right, system)), (
+                        name,
+                        system.name,
+                        label,
+                    )

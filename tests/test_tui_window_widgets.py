@@ -166,8 +166,9 @@ async def test_window_table_cells_are_drawn_as_datatable_draws_them():
                     for hover in (False, True):
                         ours = table._render_cell(row, column, base, width, cursor, hover)
                         stock = DataTable._render_cell(table, row, column, base, width, cursor, hover)
-                        assert [list(Segment.simplify(line)) for line in ours] == \
-                               [list(Segment.simplify(line)) for line in stock], (row, column, cursor, hover)
+                        assert [list(Segment.simplify(line)) for line in ours] == [
+                            list(Segment.simplify(line)) for line in stock
+                        ], (row, column, cursor, hover)
                         compared += 1
         assert compared == (len(CELLS) + 1) * 4 * 4
         # and the screen shows them
@@ -268,7 +269,9 @@ async def test_transcript_pane_shows_the_model_and_follows_the_end():
         model.apply(BargeIn(cut_text="Before I look", **COMMON))
         pane.show(model)
         await pilot.pause()
-        assert "barge-in cut: Before I look" in pane.text and pane.scroll_y == pane.max_scroll_y == 11 - pane.size.height
+        assert (
+            "barge-in cut: Before I look" in pane.text and pane.scroll_y == pane.max_scroll_y == 11 - pane.size.height
+        )
 
 
 async def test_transcript_pane_leaves_an_operator_who_scrolled_up_where_they_are():
@@ -362,8 +365,21 @@ class LogApp(App[None]):
 
 
 def delivery(n: int) -> LogRow:
-    seen = DeliverySeen(AT, "vapi", "vapi", "POST", "/webhook/vapi", "speech-update", f"call_{n:04d}",
-                        "ok", None, "secret", 200, 0.5, delivery_id=n)
+    seen = DeliverySeen(
+        AT,
+        "vapi",
+        "vapi",
+        "POST",
+        "/webhook/vapi",
+        "speech-update",
+        f"call_{n:04d}",
+        "ok",
+        None,
+        "secret",
+        200,
+        0.5,
+        delivery_id=n,
+    )
     return LogRow(AT, seen=seen)
 
 
@@ -449,7 +465,8 @@ def test_timeline_cells_are_appended_one_span_per_run_with_the_same_styles():
         per_cell.append(char, style=style)
     assert runs.plain == per_cell.plain == "███··█↯ " and len(runs.spans) == 4
     console = Console()
-    assert [runs.get_style_at_offset(console, i) for i in range(len(cells))] == \
-           [per_cell.get_style_at_offset(console, i) for i in range(len(cells))]
+    assert [runs.get_style_at_offset(console, i) for i in range(len(cells))] == [
+        per_cell.get_style_at_offset(console, i) for i in range(len(cells))
+    ]
     # a whole pane: a few spans per row, not one per column
     assert len(render_timeline(live_timeline(), PINNED_NOW, 67, 8).spans) < 67

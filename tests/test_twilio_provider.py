@@ -7,7 +7,7 @@ import json
 import math
 import random
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
@@ -40,7 +40,7 @@ from tests.helpers.secrets import PUBLIC_URL, TWILIO_SHARED_KEY, TWILIO_TOKEN, s
 
 PAYLOADS = Path(__file__).parent / "payloads" / "twilio"
 PUBLIC = "https://voice-console.example.ngrok.app"
-RECEIVED = datetime(2026, 8, 3, 16, 30, 0, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 8, 3, 16, 30, 0, tzinfo=UTC)
 FORM = "application/x-www-form-urlencoded"
 CALL_IN = "CA5f2b7c9d1e3a4b6c8d0e2f4a6b8c0d1e"
 CALL_OUT = "CA8e0a2c4e6b8d0f2a4c6e8b0d2f4a6c8e"
@@ -51,7 +51,9 @@ def fixture(name: str) -> bytes:
 
 
 def provider(
-    settings: TwilioSettings | None = None, token: str | None = TWILIO_TOKEN, public_url: str | None = PUBLIC,
+    settings: TwilioSettings | None = None,
+    token: str | None = TWILIO_TOKEN,
+    public_url: str | None = PUBLIC,
     shared_key: str | None = None,
 ) -> TwilioProvider:
     return TwilioProvider(settings or TwilioSettings(), token, public_url, shared_key=shared_key)
@@ -188,7 +190,10 @@ def test_json_body_fixture_with_body_sha256() -> None:
     assert provider().verify("twilio.status", good).ok
 
     tampered = request(
-        body.replace(b'"55"', b'"56"'), target, signature=sign_twilio(url, body, TWILIO_TOKEN), content_type="application/json"
+        body.replace(b'"55"', b'"56"'),
+        target,
+        signature=sign_twilio(url, body, TWILIO_TOKEN),
+        content_type="application/json",
     )
     verdict = provider().verify("twilio.status", tampered)
     assert not verdict.ok and "bodySHA256" in verdict.reason
@@ -228,13 +233,17 @@ def _failures() -> dict[str, tuple[TwilioProvider, Request]]:
         "http instead of https": (
             provider(),
             request(
-                body, target, signature=sign_twilio(PUBLIC.replace("https", "http") + target, parse_form(body), TWILIO_TOKEN)
+                body,
+                target,
+                signature=sign_twilio(PUBLIC.replace("https", "http") + target, parse_form(body), TWILIO_TOKEN),
             ),
         ),
         "query re-encoded": (
             provider(),
             request(
-                body, target + "?a=%2F", signature=sign_twilio(PUBLIC + target + "?a=%2f", parse_form(body), TWILIO_TOKEN)
+                body,
+                target + "?a=%2F",
+                signature=sign_twilio(PUBLIC + target + "?a=%2f", parse_form(body), TWILIO_TOKEN),
             ),
         ),
         "bad form encoding": (provider(), request(b"CallSid=%FF%FE", target, signature=good)),
@@ -289,7 +298,9 @@ def test_validation_can_be_switched_off() -> None:
 def test_get_webhooks_sign_the_url_only() -> None:
     query = fixture("voice_inbound.form").decode()
     target = "/webhook/twilio/voice?" + query
-    req = request(b"", target, signature=sign_twilio(PUBLIC + target, None, TWILIO_TOKEN), method="GET", content_type="")
+    req = request(
+        b"", target, signature=sign_twilio(PUBLIC + target, None, TWILIO_TOKEN), method="GET", content_type=""
+    )
     assert provider().verify("twilio.voice", req).ok
     inbound = provider().parse("twilio.voice", req, RECEIVED)
     assert inbound.call_id == CALL_IN
@@ -300,15 +311,18 @@ def test_get_webhooks_sign_the_url_only() -> None:
 SHARED_SETTINGS = "key=webhooks_sharedkey_9a8b7c6d,algorithm=HMAC_SHA256"
 
 
-def shared_request(body: bytes, signature: str | None, settings: str = SHARED_SETTINGS,
-                   target: str = "/webhook/twilio/voice") -> Request:
-    return request(body, target, signature=signature,
-                   extra_headers=(("x-twilio-webhooks-signature-settings", settings),))
+def shared_request(
+    body: bytes, signature: str | None, settings: str = SHARED_SETTINGS, target: str = "/webhook/twilio/voice"
+) -> Request:
+    return request(
+        body, target, signature=signature, extra_headers=(("x-twilio-webhooks-signature-settings", settings),)
+    )
 
 
 def sdk_signature(secret: str, url: str, body: bytes, algorithm: str | None = None) -> str:
-    return RequestValidator(secret).compute_signature(url, dict(parse_qsl(body.decode(), keep_blank_values=True)),
-                                                      algorithm)
+    return RequestValidator(secret).compute_signature(
+        url, dict(parse_qsl(body.decode(), keep_blank_values=True)), algorithm
+    )
 
 
 def test_shared_key_signature_made_by_the_sdk_is_accepted() -> None:
@@ -347,8 +361,10 @@ def test_shared_key_alone_needs_no_auth_token() -> None:
     signature = sdk_signature(TWILIO_SHARED_KEY, PUBLIC + "/webhook/twilio/voice", body, "HMAC_SHA256")
     assert provider(token=None, shared_key=TWILIO_SHARED_KEY).verify("twilio.voice", shared_request(body, signature)).ok
     classic = signed("voice_inbound.form", "/webhook/twilio/voice")
-    assert "VOICE_CONSOLE_TWILIO_AUTH_TOKEN" in provider(token=None, shared_key=TWILIO_SHARED_KEY).verify(
-        "twilio.voice", classic).reason
+    assert (
+        "VOICE_CONSOLE_TWILIO_AUTH_TOKEN"
+        in provider(token=None, shared_key=TWILIO_SHARED_KEY).verify("twilio.voice", classic).reason
+    )
 
 
 def test_unknown_shared_key_algorithm_is_refused_naming_the_header() -> None:
@@ -358,7 +374,9 @@ def test_unknown_shared_key_algorithm_is_refused_naming_the_header() -> None:
     verdict = provider(shared_key=TWILIO_SHARED_KEY).verify("twilio.voice", shared_request(body, signature, settings))
     assert not verdict.ok and "HMAC_SHA512" in verdict.reason
     assert "X-Twilio-Webhooks-Signature-Settings" in verdict.reason
-    assert not RequestValidator(TWILIO_SHARED_KEY).validate(PUBLIC + "/webhook/twilio/voice", {}, signature, "HMAC_SHA512")
+    assert not RequestValidator(TWILIO_SHARED_KEY).validate(
+        PUBLIC + "/webhook/twilio/voice", {}, signature, "HMAC_SHA512"
+    )
 
 
 @pytest.mark.parametrize("settings", ["", "   "])
@@ -385,8 +403,10 @@ async def _get(service: ReceiverService, target: str, headers: dict[str, str]) -
         return await client.get(target, headers=headers)
 
 
-@pytest.mark.parametrize("route, name", [("/webhook/twilio/voice", "voice_inbound.form"),
-                                         ("/webhook/twilio/status", "status_3_completed.form")])
+@pytest.mark.parametrize(
+    "route, name",
+    [("/webhook/twilio/voice", "voice_inbound.form"), ("/webhook/twilio/status", "status_3_completed.form")],
+)
 async def test_get_webhooks_are_accepted_over_the_socket(tmp_path: Path, route: str, name: str) -> None:
     service, _ = await start_service(tmp_path)
     try:
@@ -408,14 +428,25 @@ async def test_get_webhooks_are_accepted_over_the_socket(tmp_path: Path, route: 
 
 async def test_shared_key_over_the_socket_and_without_its_secret(tmp_path: Path) -> None:
     params = dict(parse_qsl(fixture("voice_inbound.form").decode()))
-    signature = RequestValidator(TWILIO_SHARED_KEY).compute_signature(PUBLIC_URL + "/webhook/twilio/voice", params,
-                                                                      "HMAC_SHA256")
-    headers = {"content-type": FORM, "x-twilio-signature": signature,
-               "x-twilio-webhooks-signature-settings": SHARED_SETTINGS}
-    for secrets, expected in ((secret_lookups(), 200), (
-            {k: v for k, v in secret_lookups().items() if k != "twilio_shared_key"}, 403)):
-        settings = load_settings(env={}, overrides={"receiver": {"port": 0, "public_url": PUBLIC_URL},
-                                                    "storage": {"db": str(tmp_path / f"{expected}.db")}})
+    signature = RequestValidator(TWILIO_SHARED_KEY).compute_signature(
+        PUBLIC_URL + "/webhook/twilio/voice", params, "HMAC_SHA256"
+    )
+    headers = {
+        "content-type": FORM,
+        "x-twilio-signature": signature,
+        "x-twilio-webhooks-signature-settings": SHARED_SETTINGS,
+    }
+    for secrets, expected in (
+        (secret_lookups(), 200),
+        ({k: v for k, v in secret_lookups().items() if k != "twilio_shared_key"}, 403),
+    ):
+        settings = load_settings(
+            env={},
+            overrides={
+                "receiver": {"port": 0, "public_url": PUBLIC_URL},
+                "storage": {"db": str(tmp_path / f"{expected}.db")},
+            },
+        )
         service = await ReceiverService.start(settings, secrets)
         try:
             async with httpx.AsyncClient(base_url=service.server.url, timeout=10) as client:
@@ -497,7 +528,7 @@ def test_status_callback_lifecycle() -> None:
     initiated = status("status_0_initiated.form")
     assert initiated.message_type == "status"
     assert initiated.call_id == CALL_OUT
-    assert initiated.at == datetime(2026, 8, 3, 16, 10, 0, tzinfo=timezone.utc)  # + 0 us
+    assert initiated.at == datetime(2026, 8, 3, 16, 10, 0, tzinfo=UTC)  # + 0 us
     assert initiated.events == [CallStatus(at=initiated.at, provider="twilio", call_id=CALL_OUT, status="queued")]
     assert initiated.dedupe_key == f"twilio:{CALL_OUT}:status:0"
     assert initiated.reply is None
@@ -620,7 +651,7 @@ def test_ulaw_round_trip_stays_within_quantization_error() -> None:
 # -- Media Streams ----------------------------------------------------------------------------------
 
 
-STREAM_START = datetime(2026, 8, 3, 16, 0, 0, tzinfo=timezone.utc)
+STREAM_START = datetime(2026, 8, 3, 16, 0, 0, tzinfo=UTC)
 
 
 def feed_fixture(session: MediaStreamSession) -> list:

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -28,15 +29,27 @@ CRASHED = "no end seen: the console stopped unexpectedly after the last event at
 
 def vapi(url: str, message: dict) -> None:
     body = json.dumps({"message": {"timestamp": int(time.time() * 1000), **message}}).encode()
-    response = httpx.post(url + "/webhook/vapi", content=body, timeout=30,
-                          headers={"content-type": "application/json", "x-vapi-secret": SECRET})
+    response = httpx.post(
+        url + "/webhook/vapi",
+        content=body,
+        timeout=30,
+        headers={"content-type": "application/json", "x-vapi-secret": SECRET},
+    )
     assert response.status_code == 200, response.text
 
 
 def call_starts(url: str, call_id: str) -> None:
     vapi(url, {"type": "status-update", "status": "in-progress", "call": {"id": call_id}})
-    vapi(url, {"type": "transcript", "role": "user", "transcriptType": "final", "transcript": "Hello?",
-               "call": {"id": call_id}})
+    vapi(
+        url,
+        {
+            "type": "transcript",
+            "role": "user",
+            "transcriptType": "final",
+            "transcript": "Hello?",
+            "call": {"id": call_id},
+        },
+    )
 
 
 def late_end_report(url: str, call_id: str) -> None:
@@ -44,8 +57,13 @@ def late_end_report(url: str, call_id: str) -> None:
 
 
 def history(db: Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console", "history", *argv], capture_output=True, text=True,
-                          env=serve_env(db, db.parent / "home"), timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "console", "history", *argv],
+        capture_output=True,
+        text=True,
+        env=serve_env(db, db.parent / "home"),
+        timeout=60,
+    )
 
 
 def calls(db: Path) -> dict[str, dict]:
@@ -113,8 +131,16 @@ def test_a_call_another_running_serve_receives_is_left_alone(tmp_path: Path):
         # The second one's start and stop never touched the call the first one is still receiving.
         assert listed["c-first"]["status"] == "in-progress"
         assert listed["c-second"]["status"] == "unknown"
-        vapi(first.url, {"type": "transcript", "role": "assistant", "transcriptType": "final",
-                         "transcript": "Still here.", "call": {"id": "c-first"}})
+        vapi(
+            first.url,
+            {
+                "type": "transcript",
+                "role": "assistant",
+                "transcriptType": "final",
+                "transcript": "Still here.",
+                "call": {"id": "c-first"},
+            },
+        )
     finally:
         assert first.stop() == 0
     assert calls(db)["c-first"]["status"] == "unknown"
@@ -122,12 +148,12 @@ def test_a_call_another_running_serve_receives_is_left_alone(tmp_path: Path):
 
 async def test_events_for_an_unknown_call_make_it_live_again(tmp_path: Path):
     """A console restarted while the call went on: its next event shows it is live after all."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from console.core.events import CallStatus, TranscriptFinal
 
     db = tmp_path / "history.db"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     async with await Store.open(db, session=True) as first:
         await first.record_events([CallStatus(at=now, provider="vapi", call_id="c1", status="in-progress")])
     async with await Store.open(db, session=True) as second:
@@ -139,8 +165,9 @@ async def test_events_for_an_unknown_call_make_it_live_again(tmp_path: Path):
 
 
 @pytest.mark.parametrize("version", [1, 2])
-async def test_an_older_history_is_migrated_and_its_open_calls_closed_when_no_receiver_runs(tmp_path: Path,
-                                                                                           version: int):
+async def test_an_older_history_is_migrated_and_its_open_calls_closed_when_no_receiver_runs(
+    tmp_path: Path, version: int
+):
     """Calls recorded before calls had sessions: closed at the first receiver start, as no
     process can still be receiving them; a reader migrates the file but closes nothing."""
     db = tmp_path / "history.db"
@@ -149,18 +176,24 @@ async def test_an_older_history_is_migrated_and_its_open_calls_closed_when_no_re
             for statement in step:
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version={version}")
-        conn.execute("INSERT INTO calls (call_id, provider, status, status_at, first_seen_at, last_event_at)"
-                     " VALUES ('c-old', 'vapi', 'in-progress', 1764000000.0, 1764000000.0, 1764000060.0)")
-        conn.execute("INSERT INTO calls (call_id, provider, status, status_at, first_seen_at, last_event_at)"
-                     " VALUES ('c-done', 'vapi', 'ended', 1764000000.0, 1764000000.0, 1764000060.0)")
+        conn.execute(
+            "INSERT INTO calls (call_id, provider, status, status_at, first_seen_at, last_event_at)"
+            " VALUES ('c-old', 'vapi', 'in-progress', 1764000000.0, 1764000000.0, 1764000060.0)"
+        )
+        conn.execute(
+            "INSERT INTO calls (call_id, provider, status, status_at, first_seen_at, last_event_at)"
+            " VALUES ('c-done', 'vapi', 'ended', 1764000000.0, 1764000000.0, 1764000060.0)"
+        )
     async with await Store.open(db) as reader:
         assert (await reader.fetchone("SELECT status FROM calls WHERE call_id = 'c-old'"))["status"] == "in-progress"
     async with await Store.open(db, session=True) as store:
         assert store.session.unknown_calls == ("c-old",)
         row = await store.fetchone("SELECT status, ended_reason FROM calls WHERE call_id = 'c-old'")
         assert row["status"] == "unknown"
-        assert row["ended_reason"] == ("no end seen: the console that recorded it is no longer running"
-                                       " after the last event at 2025-11-24 16:01:00 UTC")
+        assert row["ended_reason"] == (
+            "no end seen: the console that recorded it is no longer running"
+            " after the last event at 2025-11-24 16:01:00 UTC"
+        )
         assert (await store.fetchone("SELECT status FROM calls WHERE call_id = 'c-done'"))["status"] == "ended"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)

@@ -64,7 +64,11 @@ class FakeVapi:
         if queued:
             return queued.pop(0)
         if request.header("authorization") != f"Bearer {KEY}":
-            return nest(401, "Unauthorized", "Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.")
+            return nest(
+                401,
+                "Unauthorized",
+                "Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.",
+            )
         body = json.loads(request.body) if request.body else None
         match request.method, request.path:
             case "GET", "/assistant":
@@ -84,8 +88,17 @@ class FakeVapi:
                 unknown = [k for k in body if k not in CREATE_CALL_KEYS]
                 if unknown:
                     return nest(400, "Bad Request", [f"property {k} should not exist" for k in unknown])
-                call = {"id": "call-1", "orgId": "org-1", "status": "queued", "type": "outboundPhoneCall", **body,
-                        "monitor": {"listenUrl": "wss://phone.example/call-1/listen", "controlUrl": "https://phone.example/call-1/control"}}
+                call = {
+                    "id": "call-1",
+                    "orgId": "org-1",
+                    "status": "queued",
+                    "type": "outboundPhoneCall",
+                    **body,
+                    "monitor": {
+                        "listenUrl": "wss://phone.example/call-1/listen",
+                        "controlUrl": "https://phone.example/call-1/control",
+                    },
+                }
                 if "transport" in body:
                     call["type"] = "vapi.websocketCall"
                     call["transport"] = {**body["transport"], "websocketCallUrl": "wss://api.example/call-1/transport"}
@@ -97,7 +110,9 @@ class FakeVapi:
             case "GET", "/phone-number":
                 return Response.json(200, [PHONE])
             case "GET", "/tool":  # as a v2-style envelope, which the client also accepts
-                return Response.json(200, {"results": [{"id": "tool-1", "type": "function"}], "metadata": {"totalItems": 1}})
+                return Response.json(
+                    200, {"results": [{"id": "tool-1", "type": "function"}], "metadata": {"totalItems": 1}}
+                )
         return nest(404, "Not Found", f"Cannot {request.method} {request.path}")
 
 
@@ -169,8 +184,10 @@ async def test_websocket_and_web_calls(vapi: FakeVapi) -> None:
         web = await client.create_web_call(assistant={"firstMessage": "hi"})
     assert ws_call["type"] == "vapi.websocketCall" and ws_call["transport"]["websocketCallUrl"].startswith("wss://")
     sent = json.loads(vapi.requests[0].body)
-    assert sent["transport"] == {"provider": "vapi.websocket",
-                                 "audioFormat": {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000}}
+    assert sent["transport"] == {
+        "provider": "vapi.websocket",
+        "audioFormat": {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000},
+    }
     assert vapi.requests[1].path == "/call/web" and web["id"] == "call-1"
 
 
@@ -199,13 +216,22 @@ async def test_400_unknown_property_lists_every_message(vapi: FakeVapi) -> None:
     async with client_for(vapi) as client:
         with pytest.raises(VapiError) as info:
             await client.update_assistant(ASSISTANT["id"], {"metadata": {}, "foo": 1})
-    assert str(info.value) == "Vapi API 400 Bad Request: property metadata should not exist; property foo should not exist"
+    assert (
+        str(info.value) == "Vapi API 400 Bad Request: property metadata should not exist; property foo should not exist"
+    )
     assert info.value.body["statusCode"] == 400
 
 
 async def test_429_honours_retry_after_seconds_then_succeeds(vapi: FakeVapi) -> None:
-    vapi.fail_next("GET", "/assistant", Response.json(
-        429, {"statusCode": 429, "error": "Too Many Requests", "message": "Rate limit exceeded"}, headers=(("Retry-After", "2"),)))
+    vapi.fail_next(
+        "GET",
+        "/assistant",
+        Response.json(
+            429,
+            {"statusCode": 429, "error": "Too Many Requests", "message": "Rate limit exceeded"},
+            headers=(("Retry-After", "2"),),
+        ),
+    )
     sleeps = Sleeps()
     async with client_for(vapi, sleep=sleeps) as client:
         assert await client.list_assistants() == [ASSISTANT]
@@ -215,9 +241,12 @@ async def test_429_honours_retry_after_seconds_then_succeeds(vapi: FakeVapi) -> 
 
 async def test_retry_after_http_date_and_cap(vapi: FakeVapi) -> None:
     soon = email.utils.formatdate(time.time() + 5, usegmt=True)
-    vapi.fail_next("GET", "/phone-number",
-                   Response.json(429, {"statusCode": 429, "message": "slow down"}, headers=(("Retry-After", soon),)),
-                   Response.json(503, {"statusCode": 503, "message": "maintenance"}, headers=(("Retry-After", "3600"),)))
+    vapi.fail_next(
+        "GET",
+        "/phone-number",
+        Response.json(429, {"statusCode": 429, "message": "slow down"}, headers=(("Retry-After", soon),)),
+        Response.json(503, {"statusCode": 503, "message": "maintenance"}, headers=(("Retry-After", "3600"),)),
+    )
     sleeps = Sleeps()
     async with client_for(vapi, sleep=sleeps, max_delay_s=10) as client:
         assert await client.list_phone_numbers() == [PHONE]

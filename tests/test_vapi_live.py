@@ -21,9 +21,9 @@ from console.providers.vapi.live import (
     channel_levels,
     listen,
 )
-from console.redact import mask_url
 from console.receiver.http import HttpServer
 from console.receiver.types import Request, Response
+from console.redact import mask_url
 
 SECRET_PATH = "/7f3c9a1e-call/control-s3cr3t"
 
@@ -74,15 +74,32 @@ async def test_every_control_message_is_a_bare_json_post(control_url: ControlUrl
         await control.transfer(sip="sip:desk@example.com")
         await control.end_call()
     assert control_url.bodies == [
-        {"type": "say", "content": "One moment, please.", "endCallAfterSpoken": False, "interruptAssistantEnabled": False},
+        {
+            "type": "say",
+            "content": "One moment, please.",
+            "endCallAfterSpoken": False,
+            "interruptAssistantEnabled": False,
+        },
         {"type": "say", "content": "Goodbye.", "endCallAfterSpoken": True, "interruptAssistantEnabled": True},
-        {"type": "add-message", "message": {"role": "system", "content": "The customer is a VIP."}, "triggerResponseEnabled": False},
-        {"type": "add-message", "message": {"role": "user", "content": "What are your hours?"}, "triggerResponseEnabled": True},
+        {
+            "type": "add-message",
+            "message": {"role": "system", "content": "The customer is a VIP."},
+            "triggerResponseEnabled": False,
+        },
+        {
+            "type": "add-message",
+            "message": {"role": "user", "content": "What are your hours?"},
+            "triggerResponseEnabled": True,
+        },
         {"type": "control", "control": "mute-assistant"},
         {"type": "control", "control": "unmute-assistant"},
         {"type": "control", "control": "mute-customer"},
         {"type": "control", "control": "unmute-customer"},
-        {"type": "transfer", "destination": {"type": "number", "number": "+14155550199"}, "content": "Transferring you now."},
+        {
+            "type": "transfer",
+            "destination": {"type": "number", "number": "+14155550199"},
+            "content": "Transferring you now.",
+        },
         {"type": "transfer", "destination": {"type": "sip", "sipUri": "sip:desk@example.com"}},
         {"type": "end-call"},
     ]
@@ -128,7 +145,8 @@ async def test_control_errors_never_show_the_url_path(control_url: ControlUrl) -
 
 def test_mask_url() -> None:
     assert mask_url("wss://aws-us-west-2-production1-phone-call-websocket.vapi.ai/abc-123/listen") == (
-        "wss://aws-us-west-2-production1-phone-call-websocket.vapi.ai/…")
+        "wss://aws-us-west-2-production1-phone-call-websocket.vapi.ai/…"
+    )
     assert mask_url("https://user:pw@host.example:8443/x/control?token=1") == "https://host.example:8443/…"
     assert mask_url("http://[::1]:9000/c") == "http://[::1]:9000/…"
     assert mask_url("not a url") == "<url hidden>"
@@ -167,8 +185,14 @@ def expected_speaking(script: list[tuple[float, str]], frame_s: float) -> list[t
     return out
 
 
-async def stream_server(audio: bytes, *, chunk: int = 1001, close_code: int = 1000,
-                        texts: list[str] | None = None, need_auth: str | None = None):
+async def stream_server(
+    audio: bytes,
+    *,
+    chunk: int = 1001,
+    close_code: int = 1000,
+    texts: list[str] | None = None,
+    need_auth: str | None = None,
+):
     seen_headers: list[Any] = []
 
     async def handler(ws: ServerConnection) -> None:
@@ -180,7 +204,7 @@ async def stream_server(audio: bytes, *, chunk: int = 1001, close_code: int = 10
             await ws.send(text)
         # Odd chunk sizes split samples across frames, as a network would.
         for start in range(0, len(audio), chunk):
-            await ws.send(audio[start:start + chunk])
+            await ws.send(audio[start : start + chunk])
         await ws.close(close_code)
 
     server = await serve(handler, "127.0.0.1", 0)
@@ -208,8 +232,9 @@ async def test_stereo_levels_follow_the_scripted_speaker() -> None:
 
 
 async def test_text_frames_are_surfaced_as_json() -> None:
-    server, url, _ = await stream_server(pcm([(0.2, "assistant")], channels=2),
-                                         texts=['{"type":"status","status":"in-progress"}', "not json"])
+    server, url, _ = await stream_server(
+        pcm([(0.2, "assistant")], channels=2), texts=['{"type":"status","status":"in-progress"}', "not json"]
+    )
     texts: list[Any] = []
     try:
         frames = await collect(url, on_json=texts.append)

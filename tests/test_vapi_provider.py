@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from tests.helpers.secrets import VAPI_SECRET
 
 PAYLOADS = Path(__file__).parent / "payloads" / "vapi"
 ROUTE = "/webhook/vapi"
-RECEIVED = datetime(2026, 2, 15, 10, 0, 0, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 2, 15, 10, 0, 0, tzinfo=UTC)
 CALL = "5f2c9a8e-3b1d-4e7a-9c6f-2d8b1a7e4c30"
 NOW = 1771148460.0  # 2026-02-15T09:41:00Z
 
@@ -64,7 +64,7 @@ def message(type_: str, **fields: Any) -> dict[str, Any]:
 
 
 def ms(value: int) -> datetime:
-    return datetime.fromtimestamp(value / 1000, timezone.utc)
+    return datetime.fromtimestamp(value / 1000, UTC)
 
 
 # --- every fixture -> the expected events ------------------------------------------
@@ -74,8 +74,15 @@ T0 = 1771148400000
 EXPECTED: dict[str, list[dict[str, Any]]] = {
     "assistant-request.json": [{"kind": "raw", "type": "assistant-request"}],
     "assistant.speechStarted.json": [
-        {"kind": "raw", "type": "assistant.speechStarted",
-         "data": {"text": "Tuesday the seventeenth I have nine thirty or two fifteen,", "turn": 2, "source": "model"}}
+        {
+            "kind": "raw",
+            "type": "assistant.speechStarted",
+            "data": {
+                "text": "Tuesday the seventeenth I have nine thirty or two fifteen,",
+                "turn": 2,
+                "source": "model",
+            },
+        }
     ],
     "assistant.started.json": [{"kind": "raw", "type": "assistant.started"}],
     "call.artifact.upload.json": [{"kind": "raw", "type": "call.artifact.upload"}],
@@ -88,24 +95,42 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     "conversation-update.json": [{"kind": "raw", "type": "conversation-update"}],
     "end-of-call-report.json": [
         {"kind": "call.status", "status": "ended", "ended_reason": "customer-ended-call"},
-        {"kind": "call.ended", "reason": "customer-ended-call",
-         "summary": "Dana Whitfield booked a cleaning for Tuesday 17 February at 9:30.",
-         "cost": 0.1873, "duration_s": 62.5},
+        {
+            "kind": "call.ended",
+            "reason": "customer-ended-call",
+            "summary": "Dana Whitfield booked a cleaning for Tuesday 17 February at 9:30.",
+            "cost": 0.1873,
+            "duration_s": 62.5,
+        },
     ],
     "end-of-call-report.legacy.json": [
-        {"kind": "call.status", "status": "ended", "ended_reason": "assistant-ended-call",
-         "call_id": "b1d0a7e2-6c3f-4e58-9a21-7f4c8e3d2b10"},
-        {"kind": "call.ended", "reason": "assistant-ended-call",
-         "summary": "The caller asked about Saturday hours and was told the office is open 9 to 1.",
-         "cost": 0.0412, "duration_s": 34.52},
+        {
+            "kind": "call.status",
+            "status": "ended",
+            "ended_reason": "assistant-ended-call",
+            "call_id": "b1d0a7e2-6c3f-4e58-9a21-7f4c8e3d2b10",
+        },
+        {
+            "kind": "call.ended",
+            "reason": "assistant-ended-call",
+            "summary": "The caller asked about Saturday hours and was told the office is open 9 to 1.",
+            "cost": 0.0412,
+            "duration_s": 34.52,
+        },
     ],
     "function-call.json": [
-        {"kind": "tool.requested", "name": "sendConfirmationSms",
-         "arguments": {"to": "+14155550142", "text": "See you Tue 17 Feb at 9:30."}}
+        {
+            "kind": "tool.requested",
+            "name": "sendConfirmationSms",
+            "arguments": {"to": "+14155550142", "text": "See you Tue 17 Feb at 9:30."},
+        }
     ],
     "function-call.parameters-object.json": [
-        {"kind": "tool.requested", "name": "sendConfirmationSms",
-         "arguments": {"to": "+14155550142", "text": "See you Tue 17 Feb at 9:30."}}
+        {
+            "kind": "tool.requested",
+            "name": "sendConfirmationSms",
+            "arguments": {"to": "+14155550142", "text": "See you Tue 17 Feb at 9:30."},
+        }
     ],
     "handoff-destination-request.json": [{"kind": "raw", "type": "handoff-destination-request"}],
     "hang.json": [{"kind": "call.hang"}],
@@ -113,8 +138,14 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     "language-change-detected.json": [{"kind": "raw", "type": "language-change-detected", "data": {"language": "es"}}],
     "language-changed.json": [{"kind": "raw", "type": "language-changed", "data": {"language": "es"}}],
     "model-output.json": [
-        {"kind": "raw", "type": "model-output",
-         "data": {"turnId": "turn_7c1e9a2b4d", "output": "Tuesday the seventeenth I have nine thirty or two fifteen,"}}
+        {
+            "kind": "raw",
+            "type": "model-output",
+            "data": {
+                "turnId": "turn_7c1e9a2b4d",
+                "output": "Tuesday the seventeenth I have nine thirty or two fifteen,",
+            },
+        }
     ],
     "phone-call-control.json": [{"kind": "raw", "type": "phone-call-control", "data": {"request": "forward"}}],
     "session.created.json": [{"kind": "raw", "type": "session.created", "call_id": None}],
@@ -133,41 +164,76 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     "status-update.ringing.json": [{"kind": "call.status", "status": "ringing"}],
     "status-update.scheduled.json": [{"kind": "call.status", "status": "queued"}],
     "tool-calls.captured-2024.json": [
-        {"kind": "tool.requested", "tool_call_id": "call_wM3bX8tq2Rz5", "name": "lookup_patient",
-         "arguments": {"phone": "+14155550142"}}
+        {
+            "kind": "tool.requested",
+            "tool_call_id": "call_wM3bX8tq2Rz5",
+            "name": "lookup_patient",
+            "arguments": {"phone": "+14155550142"},
+        }
     ],
     "tool-calls.oas.json": [
-        {"kind": "tool.requested", "tool_call_id": "call_Qm2s8VbX1fK4nT0p", "name": "check_availability",
-         "arguments": {"date": "2026-02-17", "reason": "cleaning"}}
+        {
+            "kind": "tool.requested",
+            "tool_call_id": "call_Qm2s8VbX1fK4nT0p",
+            "name": "check_availability",
+            "arguments": {"date": "2026-02-17", "reason": "cleaning"},
+        }
     ],
     "tool-calls.parallel.json": [
-        {"kind": "tool.requested", "tool_call_id": "call_P1a9Xc2Vb7Nm", "name": "lookup_patient",
-         "arguments": {"phone": "+14155550142"}},
-        {"kind": "tool.requested", "tool_call_id": "call_P2k4Lq8Rt3Wz", "name": "check_availability",
-         "arguments": {"date": "2026-02-17", "reason": "cleaning"}},
+        {
+            "kind": "tool.requested",
+            "tool_call_id": "call_P1a9Xc2Vb7Nm",
+            "name": "lookup_patient",
+            "arguments": {"phone": "+14155550142"},
+        },
+        {
+            "kind": "tool.requested",
+            "tool_call_id": "call_P2k4Lq8Rt3Wz",
+            "name": "check_availability",
+            "arguments": {"date": "2026-02-17", "reason": "cleaning"},
+        },
     ],
     "tool-calls.prose-arguments-string.json": [
-        {"kind": "tool.requested", "tool_call_id": "toolu_01HqR7wN2mC", "name": "check_availability",
-         "arguments": {"date": "2026-02-18"}}
+        {
+            "kind": "tool.requested",
+            "tool_call_id": "toolu_01HqR7wN2mC",
+            "name": "check_availability",
+            "arguments": {"date": "2026-02-18"},
+        }
     ],
     "tool-calls.prose.json": [
-        {"kind": "tool.requested", "tool_call_id": "toolu_01DTz6yQ4kV", "name": "book_appointment",
-         "arguments": {"patient_name": "Dana Whitfield", "date": "2026-02-17", "time": "09:30"}}
+        {
+            "kind": "tool.requested",
+            "tool_call_id": "toolu_01DTz6yQ4kV",
+            "name": "book_appointment",
+            "arguments": {"patient_name": "Dana Whitfield", "date": "2026-02-17", "time": "09:30"},
+        }
     ],
     "tool-calls.tool-with-tool-call-list-only.json": [
-        {"kind": "tool.requested", "tool_call_id": "call_Yt5uI8oP3aS1", "name": "lookup_patient",
-         "arguments": {"phone": "+14155550142"}}
+        {
+            "kind": "tool.requested",
+            "tool_call_id": "call_Yt5uI8oP3aS1",
+            "name": "lookup_patient",
+            "arguments": {"phone": "+14155550142"},
+        }
     ],
     "transcript.assistant-final.json": [
-        {"kind": "transcript.final", "role": "assistant",
-         "text": "Thanks for calling Sunrise Dental, this is Ava. How can I help?"}
+        {
+            "kind": "transcript.final",
+            "role": "assistant",
+            "text": "Thanks for calling Sunrise Dental, this is Ava. How can I help?",
+        }
     ],
     "transcript.final-only-subscription.json": [
         {"kind": "transcript.final", "role": "user", "text": "Hi, I'd like to book a cleaning for next Tuesday."}
     ],
     "transcript.iso-timestamp.json": [
-        {"kind": "transcript.final", "role": "user", "text": "Yes, my name is Dana Whitfield.",
-         "at": "2026-02-15T09:40:09.800000Z"}
+        {
+            "kind": "transcript.final",
+            "role": "user",
+            "text": "Yes, my name is Dana Whitfield.",
+            "at": "2026-02-15T09:40:09.800000Z",
+        }
     ],
     "transcript.user-final.json": [
         {"kind": "transcript.final", "role": "user", "text": "Hi, I'd like to book a cleaning for next Tuesday."}
@@ -176,8 +242,11 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     "transfer-destination-request.json": [{"kind": "raw", "type": "transfer-destination-request"}],
     "transfer-update.json": [{"kind": "raw", "type": "transfer-update"}],
     "unknown-type.json": [
-        {"kind": "raw", "type": "workflow.node.started",
-         "data": {"node": {"name": "collect_reason", "type": "conversation"}}}
+        {
+            "kind": "raw",
+            "type": "workflow.node.started",
+            "data": {"node": {"name": "collect_reason", "type": "conversation"}},
+        }
     ],
     "user-interrupted.json": [{"kind": "barge_in", "source": "user-interrupted"}],
     "voice-input.json": [{"kind": "raw", "type": "voice-input"}],
@@ -242,8 +311,10 @@ REPLIES: dict[str, Any] = {
     "assistant-request.json": {"error": "Sorry, no assistant is configured for this number."},
     "transfer-destination-request.json": {"error": "No transfer destination is configured in voice-console."},
     # `destination` is required by Vapi even when the answer is "do not hand off".
-    "handoff-destination-request.json": {"destination": {"type": "assistant"},
-                                         "error": "No handoff destination is configured in voice-console."},
+    "handoff-destination-request.json": {
+        "destination": {"type": "assistant"},
+        "error": "No handoff destination is configured in voice-console.",
+    },
     "knowledge-base-request.json": {"documents": []},
     "call.endpointing.request.json": {"timeoutSeconds": 1.5},
     "campaign.predial.json": {"eligible": True},
@@ -280,21 +351,32 @@ def test_transfer_destination_from_config() -> None:
     assert body["message"]["type"] == "request-start" and body["message"]["content"]
 
 
-@pytest.mark.parametrize("configured, destination", [
-    ("Billing", {"type": "assistant", "assistantName": "Billing"}),
-    ({"assistant_name": "Billing"}, {"type": "assistant", "assistantName": "Billing"}),
-    ({"assistant_id": "5b0a7c1e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"},
-     {"type": "assistant", "assistantId": "5b0a7c1e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"}),
-])
+@pytest.mark.parametrize(
+    "configured, destination",
+    [
+        ("Billing", {"type": "assistant", "assistantName": "Billing"}),
+        ({"assistant_name": "Billing"}, {"type": "assistant", "assistantName": "Billing"}),
+        (
+            {"assistant_id": "5b0a7c1e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"},
+            {"type": "assistant", "assistantId": "5b0a7c1e-2f3d-4e5f-8a9b-0c1d2e3f4a5b"},
+        ),
+    ],
+)
 def test_handoff_destination_from_config(configured: Any, destination: dict[str, str]) -> None:
     settings = VapiSettings.model_validate({"handoff_destination": configured})
     body = json.loads(parse(load("handoff-destination-request.json"), settings).reply.body)
     assert body == {"destination": destination}
 
 
-@pytest.mark.parametrize("line", ["handoff_destination = 3", 'handoff_destination = ""',
-                                  'handoff_destination = { assistant_name = "A", assistant_id = "b" }',
-                                  'handoff_destination = { assistantId = "b" }'])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "handoff_destination = 3",
+        'handoff_destination = ""',
+        'handoff_destination = { assistant_name = "A", assistant_id = "b" }',
+        'handoff_destination = { assistantId = "b" }',
+    ],
+)
 def test_handoff_destination_must_name_one_assistant(tmp_path: Path, line: str) -> None:
     file = tmp_path / "config.toml"
     file.write_text(f"[vapi]\n{line}\n")
@@ -343,8 +425,12 @@ def test_platform_timeout(name: str, timeout: float) -> None:
 
 def test_phone_number_server_timeout_counts() -> None:
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    body = message("tool-calls", toolCallList=[call], phoneNumber={"server": {"timeoutSeconds": 8}},
-                   assistant={"server": {"timeoutSeconds": 25}})
+    body = message(
+        "tool-calls",
+        toolCallList=[call],
+        phoneNumber={"server": {"timeoutSeconds": 8}},
+        assistant={"server": {"timeoutSeconds": 25}},
+    )
     assert parse(body).tool_batch.platform_timeout_s == 8
 
 
@@ -371,11 +457,14 @@ def test_prose_item_borrows_its_name_from_tool_with_tool_call_list() -> None:
 
 def test_broken_argument_json_is_kept_not_dropped() -> None:
     cut_off = '{"date": "2026-02-'  # e.g. the tool-arg token cap
-    body = message("tool-calls", toolCallList=[
-        {"id": "c1", "type": "function", "function": {"name": "book", "arguments": cut_off}},
-        {"id": "c2", "type": "function", "function": {"name": "book", "arguments": '"{\\"date\\": \\"x\\"}"'}},
-        {"id": "c3", "type": "function", "function": {"name": "book", "arguments": ""}},
-    ])
+    body = message(
+        "tool-calls",
+        toolCallList=[
+            {"id": "c1", "type": "function", "function": {"name": "book", "arguments": cut_off}},
+            {"id": "c2", "type": "function", "function": {"name": "book", "arguments": '"{\\"date\\": \\"x\\"}"'}},
+            {"id": "c3", "type": "function", "function": {"name": "book", "arguments": ""}},
+        ],
+    )
     calls = parse(body).tool_batch.calls
     assert calls[0].arguments == {RAW_ARGUMENTS_KEY: cut_off}
     assert calls[1].arguments == {"date": "x"}  # double-encoded
@@ -458,7 +547,7 @@ def test_one_line() -> None:
     assert one_line({"a": [1, 2]}) == '{"a":[1,2]}'
     assert one_line("plain") == "plain"
     assert one_line("line one\r\n  line two\n") == "line one line two"
-    assert one_line('[\n 1,\n 2\n]') == "[1,2]"
+    assert one_line("[\n 1,\n 2\n]") == "[1,2]"
     assert one_line(None) == ""
 
 
@@ -480,9 +569,9 @@ def test_provider_tool_reply_round_trip() -> None:
         (1728393715369, ms(1728393715369)),
         (1728393715.369, ms(1728393715369)),  # epoch seconds
         ("1728393715369", ms(1728393715369)),
-        ("2024-07-04T05:39:10.225Z", datetime(2024, 7, 4, 5, 39, 10, 225000, tzinfo=timezone.utc)),
-        ("2024-07-04T07:39:10.225+02:00", datetime(2024, 7, 4, 5, 39, 10, 225000, tzinfo=timezone.utc)),
-        ("2024-07-04T05:39:10", datetime(2024, 7, 4, 5, 39, 10, tzinfo=timezone.utc)),  # naive -> UTC
+        ("2024-07-04T05:39:10.225Z", datetime(2024, 7, 4, 5, 39, 10, 225000, tzinfo=UTC)),
+        ("2024-07-04T07:39:10.225+02:00", datetime(2024, 7, 4, 5, 39, 10, 225000, tzinfo=UTC)),
+        ("2024-07-04T05:39:10", datetime(2024, 7, 4, 5, 39, 10, tzinfo=UTC)),  # naive -> UTC
         (None, None),
         ("yesterday", None),
         (True, None),
@@ -603,8 +692,13 @@ def hmac_settings(**plan: Any) -> VapiSettings:
     return VapiSettings(webhook=VapiWebhookSettings(auth="hmac", hmac=VapiHmacSettings(**plan)))
 
 
-def verify(settings: VapiSettings, headers: dict[str, str], body: bytes = b'{"message":{"type":"hang"}}',
-           secret: str | None = VAPI_SECRET, **kwargs: Any):
+def verify(
+    settings: VapiSettings,
+    headers: dict[str, str],
+    body: bytes = b'{"message":{"type":"hang"}}',
+    secret: str | None = VAPI_SECRET,
+    **kwargs: Any,
+):
     return provider(settings, secret, **kwargs).verify(ROUTE, request(body, headers))
 
 
@@ -681,7 +775,9 @@ def test_none_mode_only_on_loopback() -> None:
 BODY = load("tool-calls.parallel.json")
 
 
-def independent_signature(timestamp: str, body: bytes = BODY, algorithm: str = "sha256", secret: str = VAPI_SECRET) -> bytes:
+def independent_signature(
+    timestamp: str, body: bytes = BODY, algorithm: str = "sha256", secret: str = VAPI_SECRET
+) -> bytes:
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, algorithm).digest()
 
 
@@ -718,11 +814,15 @@ def test_hmac_failures_are_specific_and_leak_nothing() -> None:
     check({"x-signature": sha1, "x-timestamp": ts}, "20-byte signature but sha256 gives 32 bytes")
     check({"x-signature": "not-hex!", "x-timestamp": ts}, "x-signature is not hex-encoded")
     stale = str(int((NOW - 412) * 1000))
-    check({"x-signature": independent_signature(stale).hex(), "x-timestamp": stale},
-          "x-timestamp is 412 s old, outside the 300 s window")
+    check(
+        {"x-signature": independent_signature(stale).hex(), "x-timestamp": stale},
+        "x-timestamp is 412 s old, outside the 300 s window",
+    )
     future = str(int(NOW + 3600))
-    check({"x-signature": independent_signature(future).hex(), "x-timestamp": future},
-          "x-timestamp is 3600 s in the future, outside the 300 s window")
+    check(
+        {"x-signature": independent_signature(future).hex(), "x-timestamp": future},
+        "x-timestamp is 3600 s in the future, outside the 300 s window",
+    )
 
 
 def test_hmac_signature_of_the_body_alone_is_rejected() -> None:
@@ -752,13 +852,15 @@ def test_hmac_algorithms(algorithm: str) -> None:
 
 def test_hmac_base64_prefix_and_custom_headers() -> None:
     settings = hmac_settings(
-        signature_header="X-Hub-Signature", timestamp_header="X-Hub-Timestamp",
-        signature_prefix="sha256=", signature_encoding="base64",
+        signature_header="X-Hub-Signature",
+        timestamp_header="X-Hub-Timestamp",
+        signature_prefix="sha256=",
+        signature_encoding="base64",
     )
     ts = str(int(NOW))
     sig = "sha256=" + base64.b64encode(independent_signature(ts)).decode()
     assert verify(settings, {"x-hub-signature": sig, "x-hub-timestamp": ts}, BODY).ok
-    no_prefix = verify(settings, {"x-hub-signature": sig[len("sha256="):], "x-hub-timestamp": ts}, BODY)
+    no_prefix = verify(settings, {"x-hub-signature": sig[len("sha256=") :], "x-hub-timestamp": ts}, BODY)
     assert not no_prefix.ok and no_prefix.reason == "x-hub-signature lacks the 'sha256=' prefix"
     truncated = verify(settings, {"x-hub-signature": sig[:-12], "x-hub-timestamp": ts}, BODY)
     assert not truncated.ok
@@ -768,8 +870,10 @@ def test_hmac_secret_is_base64_and_payload_placeholders() -> None:
     key = b"\x00\x01binary-key\xff"
     secret = "whsec_" + base64.b64encode(key).decode()
     settings = hmac_settings(
-        secret_is_base64=True, payload_format="{svix-id}.{timestamp}.{method}.{url}.{body}",
-        signature_prefix="v1,", signature_encoding="base64",
+        secret_is_base64=True,
+        payload_format="{svix-id}.{timestamp}.{method}.{url}.{body}",
+        signature_prefix="v1,",
+        signature_encoding="base64",
     )
     ts = str(int(NOW))
     url = "https://console.tunnel.example/webhook/vapi"
@@ -828,7 +932,9 @@ def test_sign_vapi_request_round_trip(settings: VapiSettings) -> None:
     url = "https://console.tunnel.example/webhook/vapi"
     vapi = provider(settings, public_url="https://console.tunnel.example")
     for unit in ("s", "ms"):
-        headers = sign_vapi_request(settings, VAPI_SECRET, BODY, method="POST", url=url, now=NOW - 5, timestamp_unit=unit)
+        headers = sign_vapi_request(
+            settings, VAPI_SECRET, BODY, method="POST", url=url, now=NOW - 5, timestamp_unit=unit
+        )
         assert vapi.verify(ROUTE, request(BODY, headers)).ok, headers
         # Only HMAC covers the body; the header modes prove the secret alone.
         tampered = vapi.verify(ROUTE, request(BODY + b"\n", headers))
@@ -836,7 +942,7 @@ def test_sign_vapi_request_round_trip(settings: VapiSettings) -> None:
 
 
 def test_sign_vapi_request_default_hmac_matches_independent_computation() -> None:
-    now = datetime.fromtimestamp(NOW, timezone.utc)
+    now = datetime.fromtimestamp(NOW, UTC)
     headers = sign_vapi_request(HMAC_DEFAULT.webhook, VAPI_SECRET, BODY, now=now)
     assert headers["x-timestamp"] == str(int(NOW * 1000))
     assert headers["x-signature"] == independent_signature(headers["x-timestamp"]).hex()

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from textual.pilot import Pilot
@@ -37,7 +37,7 @@ from console.secrets import SecretStore
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.widgets.assistants import AssistantsPane
 
-PINNED_NOW = datetime(2026, 2, 17, 9, 31, 0, tzinfo=timezone.utc)
+PINNED_NOW = datetime(2026, 2, 17, 9, 31, 0, tzinfo=UTC)
 CALL_ID = "call_5f3c9a1e-77b2-4c1d-9a0e-2b6f4d8c1a90"
 PINNED_SUBTITLE = "receiver http://127.0.0.1:8765 · history ~/.local/share/voice-console/history.db"
 
@@ -53,7 +53,9 @@ def script() -> list[Event]:
         CallStatus(at=ago(46), status="ringing", **c),
         CallStatus(at=ago(45), status="in-progress", **c),
         SpeechStarted(at=ago(44), role="assistant", **c),
-        TranscriptFinal(at=ago(40.2), role="assistant", text="Thanks for calling Sunrise Dental, this is Ava. How can I help?", **c),
+        TranscriptFinal(
+            at=ago(40.2), role="assistant", text="Thanks for calling Sunrise Dental, this is Ava. How can I help?", **c
+        ),
         SpeechStopped(at=ago(40), role="assistant", **c),
         SpeechStarted(at=ago(38.5), role="user", **c),
         SpeechStopped(at=ago(35), role="user", **c),
@@ -69,10 +71,23 @@ def script() -> list[Event]:
         SpeechStarted(at=ago(26.36), role="assistant", **c),
         TranscriptFinal(at=ago(24.1), role="assistant", text="Let me check the calendar.", **c),
         SpeechStopped(at=ago(24), role="assistant", **c),
-        ToolRequested(at=ago(23.9), tool_call_id="call_tool_0001", name="check_availability",
-                      arguments={"date": "2026-02-24", "reason": "cleaning"}, **c),
-        ToolDecided(at=ago(23.7), tool_call_id="call_tool_0001", name="check_availability", decision="approved",
-                    by="rule", result='{"slots": ["09:30", "14:15"]}', latency_ms=182.0, **c),
+        ToolRequested(
+            at=ago(23.9),
+            tool_call_id="call_tool_0001",
+            name="check_availability",
+            arguments={"date": "2026-02-24", "reason": "cleaning"},
+            **c,
+        ),
+        ToolDecided(
+            at=ago(23.7),
+            tool_call_id="call_tool_0001",
+            name="check_availability",
+            decision="approved",
+            by="rule",
+            result='{"slots": ["09:30", "14:15"]}',
+            latency_ms=182.0,
+            **c,
+        ),
         SpeechStarted(at=ago(22.9), role="assistant", **c),
         TranscriptFinal(at=ago(18.2), role="assistant", text="I have 9:30 or 2:15 on Tuesday. Which works?", **c),
         SpeechStopped(at=ago(18), role="assistant", **c),
@@ -82,15 +97,55 @@ def script() -> list[Event]:
 
 
 def deliveries() -> list[DeliverySeen]:
-    kinds = ["status-update", "status-update", "speech-update", "transcript", "speech-update", "speech-update",
-             "transcript", "user-interrupted", "speech-update", "tool-calls", "conversation-update", "speech-update"]
+    kinds = [
+        "status-update",
+        "status-update",
+        "speech-update",
+        "transcript",
+        "speech-update",
+        "speech-update",
+        "transcript",
+        "user-interrupted",
+        "speech-update",
+        "tool-calls",
+        "conversation-update",
+        "speech-update",
+    ]
     out = [
-        DeliverySeen(ago(46 - 2 * i), "vapi", "vapi", "POST", "/webhook/vapi", kind, CALL_ID, "ok", None, "secret",
-                     200, 1.2 + (182.4 if kind == "tool-calls" else 0.1 * i), delivery_id=i + 1)
+        DeliverySeen(
+            ago(46 - 2 * i),
+            "vapi",
+            "vapi",
+            "POST",
+            "/webhook/vapi",
+            kind,
+            CALL_ID,
+            "ok",
+            None,
+            "secret",
+            200,
+            1.2 + (182.4 if kind == "tool-calls" else 0.1 * i),
+            delivery_id=i + 1,
+        )
         for i, kind in enumerate(kinds)
     ]
-    out.insert(5, DeliverySeen(ago(37), "retell", "retell", "POST", "/webhook/retell", None, None, "rejected",
-                               "authentication failed (x-retell-signature): signature mismatch", "hmac", 401, 0.4))
+    out.insert(
+        5,
+        DeliverySeen(
+            ago(37),
+            "retell",
+            "retell",
+            "POST",
+            "/webhook/retell",
+            None,
+            None,
+            "rejected",
+            "authentication failed (x-retell-signature): signature mismatch",
+            "hmac",
+            401,
+            0.4,
+        ),
+    )
     return out
 
 

@@ -32,8 +32,12 @@ FLAG_KEYS = {
 
 def add_config_flags(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--config", metavar="F", default=default, help="settings file (TOML); default: `voice-console locate config`")
-    parser.add_argument("--db", metavar="F", default=default, help="history database (SQLite); default: `voice-console locate db`")
+    parser.add_argument(
+        "--config", metavar="F", default=default, help="settings file (TOML); default: `voice-console locate config`"
+    )
+    parser.add_argument(
+        "--db", metavar="F", default=default, help="history database (SQLite); default: `voice-console locate db`"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -46,8 +50,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if value is not None:
             section, name = key.split(".")
             overrides.setdefault(section, {})[name] = value
-    return load_settings(getattr(args, "config", None), overrides=overrides,
-                         flags={key: flag for flag, key in FLAG_KEYS.items()})
+    return load_settings(
+        getattr(args, "config", None), overrides=overrides, flags={key: flag for flag, key in FLAG_KEYS.items()}
+    )
 
 
 def load_settings_or_report(args: argparse.Namespace) -> Settings | None:

@@ -34,8 +34,14 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(run_assistants(args, settings))
 
 
-async def run_assistants(args: argparse.Namespace, settings: Settings, *, secret_store: SecretStore | None = None,
-                         out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+async def run_assistants(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    secret_store: SecretStore | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
     """Exit 0 when the assistants were listed (and, with --fix, every missing server message
     is now sent); 1 when the API failed or, with --fix, an assistant still lacks some."""
     from console.providers.vapi.checks import check_assistant, missing_server_messages

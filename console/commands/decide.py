@@ -27,8 +27,13 @@ def register(subparsers: Any) -> None:
     group.add_argument("--list", action="store_true", help="list the pending tool calls")
     which = parser.add_mutually_exclusive_group()
     # SUPPRESS: `voice-console --port P decide` names the same receiver port.
-    which.add_argument("--port", type=int, metavar="P", default=argparse.SUPPRESS,
-                       help="the `serve` listening on this port (when several run)")
+    which.add_argument(
+        "--port",
+        type=int,
+        metavar="P",
+        default=argparse.SUPPRESS,
+        help="the `serve` listening on this port (when several run)",
+    )
     which.add_argument("--url", metavar="URL", help="the `serve` at this URL, as it printed it (when several run)")
 
 
@@ -66,8 +71,11 @@ def pick_serve(port: int | None = None, url: str | None = None) -> ServeState:
         return wanted[0]
     if len(wanted) > 1:
         listing = "\n".join(_describe(state) for state in wanted)
-        raise NoServe(f"{len(wanted)} `voice-console serve`s are running on this machine:\n{listing}\n"
-                      "Say which with --port P or --url URL.", 2)
+        raise NoServe(
+            f"{len(wanted)} `voice-console serve`s are running on this machine:\n{listing}\n"
+            "Say which with --port P or --url URL.",
+            2,
+        )
     if found.live:  # --port/--url named none of the running ones
         listing = "\n".join(_describe(state) for state in found.live)
         named = f"port {port}" if port is not None else url
@@ -75,8 +83,9 @@ def pick_serve(port: int | None = None, url: str | None = None) -> ServeState:
     message = f"no running `voice-console serve` found on this machine (state files in {state_dir()})."
     if found.stale:
         pids = ", ".join(str(state.pid) for state in found.stale)
-        message += (f" {len(found.stale)} state file(s) left by a serve that is no longer running "
-                    f"(pid {pids}) were ignored.")
+        message += (
+            f" {len(found.stale)} state file(s) left by a serve that is no longer running (pid {pids}) were ignored."
+        )
     raise NoServe(message, 1)
 
 
@@ -91,7 +100,7 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as exc:
             raise SystemExit(f"voice-console decide: --edit needs a JSON object ({exc.msg})") from None
         if not isinstance(arguments, dict):
-            raise SystemExit("voice-console decide: --edit needs a JSON object, e.g. '{\"date\": \"2026-12-01\"}'")
+            raise SystemExit('voice-console decide: --edit needs a JSON object, e.g. \'{"date": "2026-12-01"}\'')
         return {"decision": "edit", "arguments": arguments}
     try:
         result: Any = json.loads(args.override)
@@ -125,11 +134,16 @@ def run_decide(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
                 response = client.get("/control/pending", headers=headers)
                 if response.status_code == 200:
                     for call in response.json().get("pending", []):
-                        print(f"{call['tool_call_id']}  {call['name']}({json.dumps(call['arguments'])})  "
-                              f"{call['remaining_s']:.0f}s left", file=out)
+                        print(
+                            f"{call['tool_call_id']}  {call['name']}({json.dumps(call['arguments'])})  "
+                            f"{call['remaining_s']:.0f}s left",
+                            file=out,
+                        )
                     return 0
             else:
-                response = client.post("/control/decide", json={"tool_call_id": args.tool_call_id, **body}, headers=headers)
+                response = client.post(
+                    "/control/decide", json={"tool_call_id": args.tool_call_id, **body}, headers=headers
+                )
     except httpx.HTTPError as exc:
         print(f"voice-console decide: cannot reach serve at {state.url} ({type(exc).__name__}).", file=err)
         return 1

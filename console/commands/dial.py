@@ -24,11 +24,18 @@ if TYPE_CHECKING:
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("dial", help="place a test call")
-    parser.add_argument("--to", required=True, metavar="NUMBER",
-                        help="the number to call: +14155550142, or national such as '(415) 555-0142' "
-                             "(read in [dial] default_region)")
-    parser.add_argument("--from", dest="from_number", metavar="NUMBER",
-                        help="call from the account's phone number with this number (default: its first one)")
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="NUMBER",
+        help="the number to call: +14155550142, or national such as '(415) 555-0142' (read in [dial] default_region)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_number",
+        metavar="NUMBER",
+        help="call from the account's phone number with this number (default: its first one)",
+    )
     parser.add_argument("--assistant", metavar="ID", help="assistant id (default: the first assistant)")
     parser.add_argument("--phone-number", metavar="ID", help="phone number id to call from (default: the first one)")
     parser.add_argument("--provider", choices=list(PROVIDER_NAMES), default="vapi")
@@ -49,8 +56,14 @@ def _number_id(numbers: list[dict[str, Any]], wanted: PhoneNumber) -> str | None
     return next((str(n["id"]) for n in numbers if n.get("number") == wanted.e164 and n.get("id")), None)
 
 
-async def run_dial(args: argparse.Namespace, settings: Settings, *, secret_store: SecretStore | None = None,
-                   out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+async def run_dial(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    secret_store: SecretStore | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
     from console.phone import PhoneNumberError, parse_phone
     from console.providers.vapi.client import VapiClient, VapiError
     from console.redact import mask_url
@@ -88,15 +101,23 @@ async def run_dial(args: argparse.Namespace, settings: Settings, *, secret_store
             if not number:
                 numbers = await client.list_phone_numbers()
                 if not numbers:
-                    print("voice-console dial: the account has no phone number to call from; pass --phone-number.", file=err)
+                    print(
+                        "voice-console dial: the account has no phone number to call from; pass --phone-number.",
+                        file=err,
+                    )
                     return 1
                 number = _number_id(numbers, from_) if from_ else numbers[0]["id"]
                 if number is None:
                     known = ", ".join(str(n.get("number") or n.get("id")) for n in numbers)
-                    print(f"voice-console dial: the account has no phone number {from_.describe()} to call from; "
-                          f"its numbers are {known}.", file=err)
+                    print(
+                        f"voice-console dial: the account has no phone number {from_.describe()} to call from; "
+                        f"its numbers are {known}.",
+                        file=err,
+                    )
                     return 1
-            call = await client.create_phone_call(phone_number_id=number, customer_number=to.e164, assistant_id=assistant)
+            call = await client.create_phone_call(
+                phone_number_id=number, customer_number=to.e164, assistant_id=assistant
+            )
     except VapiError as exc:
         print(f"voice-console dial: {exc}", file=err)
         return 1
@@ -106,9 +127,14 @@ async def run_dial(args: argparse.Namespace, settings: Settings, *, secret_store
         print(json.dumps(masked, indent=2), file=out)
     else:
         from_label = from_.describe() if from_ else number
-        print(f"{call.get('id')}  {call.get('status')}  to {to.describe()} from {from_label} with assistant {assistant}",
-              file=out)
+        print(
+            f"{call.get('id')}  {call.get('status')}  to {to.describe()} from {from_label} with assistant {assistant}",
+            file=out,
+        )
         if monitor:
-            print(f"  control {mask_url(monitor.get('controlUrl', ''))} · listen {mask_url(monitor.get('listenUrl', ''))}",
-                  file=out)
+            print(
+                f"  control {mask_url(monitor.get('controlUrl', ''))}"
+                f" · listen {mask_url(monitor.get('listenUrl', ''))}",
+                file=out,
+            )
     return 0

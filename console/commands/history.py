@@ -47,15 +47,20 @@ def register(subparsers: Any) -> None:
     calls.add_argument("--json", action="store_true", help="a JSON array instead of a table")
 
     show = commands.add_parser(
-        "show", parents=[common], help="one call: its details, event timeline and tool calls",
+        "show",
+        parents=[common],
+        help="one call: its details, event timeline and tool calls",
         description="One call: its details, event timeline and tool calls. CALL_ID is a full id or any unique "
-                    "prefix of one (the console's short ids work). Exit 1 when no call matches, 2 when several "
-                    "do (they are listed).",
+        "prefix of one (the console's short ids work). Exit 1 when no call matches, 2 when several "
+        "do (they are listed).",
     )
     show.add_argument("call_id", metavar="CALL_ID")
     show.add_argument("--json", action="store_true", help="the {call, events, tool_calls} JSON object")
-    show.add_argument("--include-replays", action="store_true",
-                      help="also the events that `voice-console replay` of this call left here (marked ↻)")
+    show.add_argument(
+        "--include-replays",
+        action="store_true",
+        help="also the events that `voice-console replay` of this call left here (marked ↻)",
+    )
 
     search = commands.add_parser("search", parents=[common], help="search final transcripts (every word must match)")
     search.add_argument("text", metavar="TEXT")
@@ -65,11 +70,15 @@ def register(subparsers: Any) -> None:
     exp = commands.add_parser("export", parents=[common], help="write every normalized event as JSON lines or CSV")
     exp.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="jsonl (default) or csv")
     exp.add_argument("--out", type=Path, metavar="F", help="write to this file (default: stdout)")
-    exp.add_argument("--call", dest="call_id", metavar="CALL_ID",
-                     help="only this call's events (a full id or a unique prefix)")
+    exp.add_argument(
+        "--call", dest="call_id", metavar="CALL_ID", help="only this call's events (a full id or a unique prefix)"
+    )
     exp.add_argument("--json", action="store_true", help="with --out: the summary on stderr as JSON")
-    exp.add_argument("--include-replays", action="store_true",
-                     help="also the events of replays recorded here (call ids marked ↻); left out by default")
+    exp.add_argument(
+        "--include-replays",
+        action="store_true",
+        help="also the events of replays recorded here (call ids marked ↻); left out by default",
+    )
     add_config_flags(history, suppress=True)
 
 
@@ -146,13 +155,23 @@ async def _calls(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     rows = [
         [
-            c["call_id"], c["provider"], c["status"] or "", _clock(c["started_at"], date=True),
-            _clock(c["ended_at"], date=True), c["ended_reason"] or "", str(c["barge_ins"]), str(c["tool_calls"]),
+            c["call_id"],
+            c["provider"],
+            c["status"] or "",
+            _clock(c["started_at"], date=True),
+            _clock(c["ended_at"], date=True),
+            c["ended_reason"] or "",
+            str(c["barge_ins"]),
+            str(c["tool_calls"]),
         ]
         for c in calls
     ]
-    _table(["CALL ID", "PROVIDER", "STATUS", "STARTED (UTC)", "ENDED (UTC)", "REASON", "BARGE-INS", "TOOLS"],
-           rows, out, right={6, 7})
+    _table(
+        ["CALL ID", "PROVIDER", "STATUS", "STARTED (UTC)", "ENDED (UTC)", "REASON", "BARGE-INS", "TOOLS"],
+        rows,
+        out,
+        right={6, 7},
+    )
     return 0
 
 
@@ -165,8 +184,10 @@ async def resolve_call(store: Store, text: str, db_path: Path, err: TextIO, comm
     if call_id is not None:
         return call_id, 0
     if not candidates:
-        print(f"voice-console {command}: no call with id {text} in {db_path} "
-              "(see `voice-console history calls`)", file=err)
+        print(
+            f"voice-console {command}: no call with id {text} in {db_path} (see `voice-console history calls`)",
+            file=err,
+        )
         return None, 1
     shown = candidates[:10]
     more = " (and more)" if len(candidates) > len(shown) else ""
@@ -185,8 +206,9 @@ async def _show(store: Store, args: argparse.Namespace, db_path: Path, out: Text
     include_replays = getattr(args, "include_replays", False)
     detail = await queries.get_call(store, call_id, include_replays=include_replays)
     if detail is None:  # known from its deliveries only: nothing was normalized for it
-        print(f"voice-console history show: call {call_id} has deliveries but no recorded events in {db_path}",
-              file=err)
+        print(
+            f"voice-console history show: call {call_id} has deliveries but no recorded events in {db_path}", file=err
+        )
         return 1
     if getattr(args, "json", False):
         _print_json(detail, out)
@@ -213,8 +235,11 @@ async def _show(store: Store, args: argparse.Namespace, db_path: Path, out: Text
     shown = [e for e in detail["events"] if e["kind"] != "transcript.partial"]
     hidden = len(detail["events"]) - len(shown)
     print(file=out)
-    _table(["TIME (UTC)", "EVENT", "DETAIL"],
-           [[_clock(e["at"]), ("↻ " if e.get("replay") else "") + e["kind"], _describe(e)] for e in shown], out)
+    _table(
+        ["TIME (UTC)", "EVENT", "DETAIL"],
+        [[_clock(e["at"]), ("↻ " if e.get("replay") else "") + e["kind"], _describe(e)] for e in shown],
+        out,
+    )
     if hidden:
         print(f"({hidden} partial transcript events not shown; use --json)", file=out)
     if not include_replays and (replayed := await queries.count_replayed_events(store, call_id)):
@@ -224,10 +249,13 @@ async def _show(store: Store, args: argparse.Namespace, db_path: Path, out: Text
         print(file=out)
         rows = [
             [
-                ("↻ " if t.get("replay") else "") + t["tool_call_id"], t["name"], t["decision"] or "pending",
+                ("↻ " if t.get("replay") else "") + t["tool_call_id"],
+                t["name"],
+                t["decision"] or "pending",
                 t["by"] or "",
                 "" if t["latency_ms"] is None else f"{t['latency_ms']:.0f} ms",
-                _compact(t["arguments"]), t["error"] if t["error"] is not None else (t["result"] or ""),
+                _compact(t["arguments"]),
+                t["error"] if t["error"] is not None else (t["result"] or ""),
             ]
             for t in detail["tool_calls"]
         ]
@@ -245,8 +273,11 @@ async def _search(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     if not hits:
         print(f"No transcript lines match {args.text!r}.", file=out)
         return 0
-    _table(["AT (UTC)", "CALL ID", "ROLE", "TEXT"],
-           [[_clock(h["at"], date=True), h["call_id"] or "", h["role"], _one_line(h["text"])] for h in hits], out)
+    _table(
+        ["AT (UTC)", "CALL ID", "ROLE", "TEXT"],
+        [[_clock(h["at"], date=True), h["call_id"] or "", h["role"], _one_line(h["text"])] for h in hits],
+        out,
+    )
     return 0
 
 
@@ -267,7 +298,8 @@ async def _export(store: Store, args: argparse.Namespace, db_path: Path, out: Te
         out.flush()
         return 0
     try:
-        with open(target, "w", encoding="utf-8", newline="") as handle:
+        # A local file the operator named, written row by row as the history streams out.
+        with open(target, "w", encoding="utf-8", newline="") as handle:  # noqa: ASYNC230
             rows = await export(store, handle, fmt, call_id=call_id, include_replays=include_replays)
     except OSError as exc:
         print(f"voice-console history: cannot write {target}: {exc.strerror or exc}", file=err)

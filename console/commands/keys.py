@@ -18,6 +18,7 @@ from console.commands import PROVIDER_NAMES, load_settings_or_report
 if TYPE_CHECKING:
     from console.secrets import SecretStore
 
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "keys",
@@ -47,10 +48,12 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args)
     if settings is None:
         return 2
-    return run_keys(args, vapi_base_url=settings.vapi.base_url, retell_base_url=settings.retell.base_url,
-                    twilio_base_url=settings.twilio.base_url)
-
-
+    return run_keys(
+        args,
+        vapi_base_url=settings.vapi.base_url,
+        retell_base_url=settings.retell.base_url,
+        twilio_base_url=settings.twilio.base_url,
+    )
 
 
 def _resolve_name(provider: str, name: str | None) -> str | None:
@@ -197,8 +200,13 @@ async def run_keys_async(
         if args.keys_command == "list":
             return await _list(args, store, out, err)
         if args.keys_command == "test":
-            probe = await probe_keys(args.provider, store, vapi_base_url=vapi_base_url,
-                                     retell_base_url=retell_base_url, twilio_base_url=twilio_base_url)
+            probe = await probe_keys(
+                args.provider,
+                store,
+                vapi_base_url=vapi_base_url,
+                retell_base_url=retell_base_url,
+                twilio_base_url=twilio_base_url,
+            )
             probe.print(out, err)
             return probe.code
     except KeysUsage as exc:

@@ -13,18 +13,30 @@ DEFAULT_WEBHOOK = "http://127.0.0.1:8765/webhook/vapi"  # `voice-console serve` 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "platform", formatter_class=ScenarioHelpFormatter, help="run the simulated Vapi platform (REST, webhooks, control and listen URLs)",
+        "platform",
+        formatter_class=ScenarioHelpFormatter,
+        help="run the simulated Vapi platform (REST, webhooks, control and listen URLs)",
         description="A local stand-in for Vapi: its REST API, signed server messages to --webhook, "
-                    "and per-call control and listen URLs, playing a call scenario for every call created.",
+        "and per-call control and listen URLs, playing a call scenario for every call created.",
     )
-    parser.add_argument("--port", dest="platform_port", type=int, default=0, metavar="P",
-                        help="port to listen on (default: any free port)")
-    parser.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",
-                        help="play scenarios X times faster (default 1)")
-    parser.add_argument("--webhook", metavar="URL", default=DEFAULT_WEBHOOK,
-                        help=f"the server URL messages are posted to (default {DEFAULT_WEBHOOK})")
+    parser.add_argument(
+        "--port",
+        dest="platform_port",
+        type=int,
+        default=0,
+        metavar="P",
+        help="port to listen on (default: any free port)",
+    )
+    parser.add_argument(
+        "--speed", type=_positive_float, default=1.0, metavar="X", help="play scenarios X times faster (default 1)"
+    )
+    parser.add_argument(
+        "--webhook",
+        metavar="URL",
+        default=DEFAULT_WEBHOOK,
+        help=f"the server URL messages are posted to (default {DEFAULT_WEBHOOK})",
+    )
     parser.add_argument("--scenario", metavar="NAME|FILE", default=None, help=SCENARIO_HELP)
-
 
 
 def run(args: argparse.Namespace) -> int:

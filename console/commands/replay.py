@@ -33,12 +33,22 @@ def register(subparsers: Any) -> None:
         ),
     )
     replay.add_argument("call_id", metavar="CALL_ID")
-    replay.add_argument("--to", required=True, metavar="URL", help="the receiver's base URL, e.g. http://127.0.0.1:8765")
-    replay.add_argument("--speed", type=_speed_arg, default=1.0, metavar="X",
-                        help="time compression: 2 plays twice as fast (default 1, the original timing)")
-    replay.add_argument("--public-url", metavar="URL",
-                        help="the base URL the receiver checks signatures against (default: receiver.public_url "
-                             "from the settings, else --to)")
+    replay.add_argument(
+        "--to", required=True, metavar="URL", help="the receiver's base URL, e.g. http://127.0.0.1:8765"
+    )
+    replay.add_argument(
+        "--speed",
+        type=_speed_arg,
+        default=1.0,
+        metavar="X",
+        help="time compression: 2 plays twice as fast (default 1, the original timing)",
+    )
+    replay.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the base URL the receiver checks signatures against (default: receiver.public_url "
+        "from the settings, else --to)",
+    )
     add_config_flags(replay, suppress=True)
 
 
@@ -71,8 +81,14 @@ def _http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-async def run_replay(args: argparse.Namespace, settings: Settings, *, out: TextIO | None = None,
-                     err: TextIO | None = None, secret_store: Any = None) -> int:
+async def run_replay(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    secret_store: Any = None,
+) -> int:
     import contextlib
     import time
 
@@ -95,8 +111,7 @@ async def run_replay(args: argparse.Namespace, settings: Settings, *, out: TextI
     db_path = Path(settings.db_path).expanduser()
     if not db_path.is_file():
         # Not there at run time: 1, as `history` says it.
-        print(f"voice-console replay: no history database at {db_path} (pass --db or set VOICE_CONSOLE_DB)",
-              file=err)
+        print(f"voice-console replay: no history database at {db_path} (pass --db or set VOICE_CONSOLE_DB)", file=err)
         return 1
     try:
         store = await Store.open(db_path)
@@ -111,12 +126,18 @@ async def run_replay(args: argparse.Namespace, settings: Settings, *, out: TextI
     finally:
         await store.close()
     if not deliveries and is_replay_call(call_id):
-        print(f"voice-console replay: {call_id} is a replay recorded by this console; replays are not "
-              f"replayed again (replay the original: {original_call_id(call_id)})", file=err)
+        print(
+            f"voice-console replay: {call_id} is a replay recorded by this console; replays are not "
+            f"replayed again (replay the original: {original_call_id(call_id)})",
+            file=err,
+        )
         return 1
     if not deliveries:
-        print(f"voice-console replay: call {call_id} has no stored webhook deliveries to re-post "
-              "(its events came another way, e.g. a media stream)", file=err)
+        print(
+            f"voice-console replay: call {call_id} has no stored webhook deliveries to re-post "
+            "(its events came another way, e.g. a media stream)",
+            file=err,
+        )
         return 1
 
     lookups = await (secret_store or SecretStore()).aget_all()
@@ -133,15 +154,18 @@ async def run_replay(args: argparse.Namespace, settings: Settings, *, out: TextI
     total = len(deliveries)
     span = deliveries[-1].received_at - deliveries[0].received_at
     run_id = new_run_id()
-    say(f"replaying {total} deliveries of call {call_id} to {base_url} at {args.speed:g}x "
-        f"(originally {span:.1f} s, about {span / args.speed:.1f} s now; replay run {run_id})")
+    say(
+        f"replaying {total} deliveries of call {call_id} to {base_url} at {args.speed:g}x "
+        f"(originally {span:.1f} s, about {span / args.speed:.1f} s now; replay run {run_id})"
+    )
     clock = ReplayClock(args.speed)
     accepted = 0
     started = time.perf_counter()
     width = len(str(total))
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client, \
-            contextlib.aclosing(replay_deliveries(deliveries, base_url, signer, clock, client,
-                                                  run_id=run_id)) as results:
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client,
+        contextlib.aclosing(replay_deliveries(deliveries, base_url, signer, clock, client, run_id=run_id)) as results,
+    ):
         number = 0
         async for result in results:
             number += 1
@@ -151,8 +175,10 @@ async def run_replay(args: argparse.Namespace, settings: Settings, *, out: TextI
                 outcome = f"no answer ({result.error})"
             else:
                 outcome = f"{result.status}" + (f" {result.error}" if result.error else "")
-            say(f"[{number:>{width}}/{total}] +{result.offset_s:7.2f}s {d.method} {d.path.split('?')[0]} "
-                f"{d.message_type or '-'} -> {outcome} ({result.elapsed_ms:.0f} ms)")
+            say(
+                f"[{number:>{width}}/{total}] +{result.offset_s:7.2f}s {d.method} {d.path.split('?')[0]} "
+                f"{d.message_type or '-'} -> {outcome} ({result.elapsed_ms:.0f} ms)"
+            )
             if result.status is None and number == 1 and "Connect" in (result.error or ""):
                 clock.stop()
                 say(f"voice-console replay: cannot reach {base_url}; stopped", err)

@@ -14,8 +14,12 @@ def register(subparsers: Any) -> None:
     add_config_flags(serve, suppress=True)
     serve.add_argument("--host", default=argparse.SUPPRESS, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=argparse.SUPPRESS, help="port to bind (default 8765)")
-    serve.add_argument("--forward-to", metavar="URL", help="pass tool calls on to your own webhook server and relay its answers")
-    serve.add_argument("--public-url", metavar="URL", help="the public base URL the platforms call (needed for Twilio signatures)")
+    serve.add_argument(
+        "--forward-to", metavar="URL", help="pass tool calls on to your own webhook server and relay its answers"
+    )
+    serve.add_argument(
+        "--public-url", metavar="URL", help="the public base URL the platforms call (needed for Twilio signatures)"
+    )
     serve.add_argument("--policy", metavar="F", help="tool-call policy (TOML); default: policy.toml in the config dir")
 
 

@@ -117,8 +117,9 @@ class CallTracker:
             return None
         state = self._calls.get(event.call_id)
         if state is None:
-            state = CallState(event.call_id, event.provider,
-                              control_url=self._early_control_urls.pop(event.call_id, None))
+            state = CallState(
+                event.call_id, event.provider, control_url=self._early_control_urls.pop(event.call_id, None)
+            )
             self._calls[event.call_id] = state
             if len(self._calls) > self._max_calls:
                 self._calls.popitem(last=False)
@@ -268,5 +269,5 @@ class CallTracker:
         if not spoken:
             return intended
         if intended.startswith(spoken):
-            return intended[len(spoken):].strip() or None
+            return intended[len(spoken) :].strip() or None
         return None

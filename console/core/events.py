@@ -8,10 +8,9 @@ The JSON form (`event.model_dump(mode="json")`) is a contract: every event has
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
-
 import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
@@ -25,17 +24,17 @@ DecidedBy = Literal["operator", "rule", "timeout", "crash", "shutdown"]
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def to_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
     tzinfo = value.tzinfo
-    if tzinfo is timezone.utc:
+    if tzinfo is UTC:
         return value
     if tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 class _EventBase(BaseModel):
@@ -136,19 +135,17 @@ class Raw(_EventBase):
 
 
 Event = Annotated[
-    Union[
-        CallStatus,
-        SpeechStarted,
-        SpeechStopped,
-        TranscriptPartial,
-        TranscriptFinal,
-        BargeIn,
-        ToolRequested,
-        ToolDecided,
-        CallHang,
-        CallEnded,
-        Raw,
-    ],
+    CallStatus
+    | SpeechStarted
+    | SpeechStopped
+    | TranscriptPartial
+    | TranscriptFinal
+    | BargeIn
+    | ToolRequested
+    | ToolDecided
+    | CallHang
+    | CallEnded
+    | Raw,
     Field(discriminator="kind"),
 ]
 
@@ -191,7 +188,8 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 # by a failed call could break later ones): event dicts come from JSON-shaped data.
 _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 try:
-    from json.encoder import c_make_encoder as _c_make_encoder, encode_basestring as _encode_basestring
+    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import encode_basestring as _encode_basestring
 except ImportError:  # pragma: no cover - no C accelerator
     _c_make_encoder = None
 if _c_make_encoder is not None:
@@ -212,6 +210,8 @@ def compact_json(value: Any) -> str:
     if type(value) is dict or type(value) is list:
         return _encode(value)
     return _json_encoder.encode(value)
+
+
 _json_cache_slot = _EventBase._json_cache  # the slot's descriptor: no BaseModel.__getattr__ detour
 
 

@@ -134,7 +134,12 @@ def _substitute_item_arguments(item: dict[str, Any], arguments: dict[str, Any]) 
     """Write `arguments` where the parser read them (function.arguments ?? arguments ??
     function.parameters ?? parameters), in the same representation. True if it changed."""
     function = item.get("function") if isinstance(item.get("function"), dict) else None
-    for container, key in ((function, "arguments"), (item, "arguments"), (function, "parameters"), (item, "parameters")):
+    for container, key in (
+        (function, "arguments"),
+        (item, "arguments"),
+        (function, "parameters"),
+        (item, "parameters"),
+    ):
         if container is not None and container.get(key) is not None:
             return _substitute(container, key, arguments)
     if not arguments:
@@ -269,9 +274,13 @@ class ForwardingToolHandler:
         except httpx.TimeoutException:
             return self._all_failed(batch, started, f"the tool server at {self.url} did not answer in time")
         except httpx.HTTPError as exc:
-            return self._all_failed(batch, started, f"the tool server at {self.url} is unreachable ({type(exc).__name__})")
+            return self._all_failed(
+                batch, started, f"the tool server at {self.url} is unreachable ({type(exc).__name__})"
+            )
         if not 200 <= response.status_code < 300:
-            return self._all_failed(batch, started, f"the tool server at {self.url} answered HTTP {response.status_code}")
+            return self._all_failed(
+                batch, started, f"the tool server at {self.url} answered HTTP {response.status_code}"
+            )
         return self._outcomes(batch, response, started)
 
     def _outcomes(self, batch: ToolBatch, response: httpx.Response, started: float) -> list[ToolOutcome]:
@@ -290,7 +299,9 @@ class ForwardingToolHandler:
         try:
             body = response.json()
         except ValueError:
-            return self._all_failed(batch, started, f"the tool server at {self.url} answered with a body that is not JSON")
+            return self._all_failed(
+                batch, started, f"the tool server at {self.url} answered with a body that is not JSON"
+            )
         if batch.dialect == "vapi-function-call":
             if isinstance(body, dict) and "result" in body:
                 return [self._outcome(batch.calls[0], latency, result=one_line(body["result"]))]
@@ -303,7 +314,11 @@ class ForwardingToolHandler:
         for call in batch.calls:
             item = by_id.get(call.tool_call_id)
             if item is None:
-                outcomes.append(self._outcome(call, latency, error=f"the tool server returned no result for toolCallId {call.tool_call_id}"))
+                outcomes.append(
+                    self._outcome(
+                        call, latency, error=f"the tool server returned no result for toolCallId {call.tool_call_id}"
+                    )
+                )
             elif item.get("error") is not None:
                 outcomes.append(self._outcome(call, latency, error=one_line(item["error"])))
             else:

@@ -251,8 +251,12 @@ class ToolGate:
             await asyncio.wait({future}, timeout=max(0.0, deadline - loop.time()))
             if not future.done():
                 outcomes[call.tool_call_id] = ToolOutcome(
-                    tool_call_id=call.tool_call_id, name=call.name, decision="rejected", by="timeout",
-                    error=JOIN_TIMEOUT_ERROR, latency_ms=_ms(loop.time() - started),
+                    tool_call_id=call.tool_call_id,
+                    name=call.name,
+                    decision="rejected",
+                    by="timeout",
+                    error=JOIN_TIMEOUT_ERROR,
+                    latency_ms=_ms(loop.time() - started),
                 )
                 return
             outcome = future.result() or self._decided.get(call.tool_call_id)
@@ -370,7 +374,9 @@ class ToolGate:
             answers = await self._forward(run, sent)
         for call in calls:
             result, error = answers[call.tool_call_id]
-            verdicts[call.tool_call_id] = replace(verdicts[call.tool_call_id], result=result, error=error, at=loop.time())
+            verdicts[call.tool_call_id] = replace(
+                verdicts[call.tool_call_id], result=result, error=error, at=loop.time()
+            )
         self._finish(run, calls, verdicts, forwarded=True)
 
     async def _forward(self, run: _Run, sent: list[ToolCall]) -> dict[str, tuple[str | None, str | None]]:
@@ -444,8 +450,12 @@ class ToolGate:
             if future is not None and not future.done():
                 future.set_result(None)  # a joined retry takes the call over
             outcome = ToolOutcome(
-                tool_call_id=call.tool_call_id, name=call.name, decision="rejected", by=by,
-                error=error, latency_ms=_ms(loop.time() - run.started),
+                tool_call_id=call.tool_call_id,
+                name=call.name,
+                decision="rejected",
+                by=by,
+                error=error,
+                latency_ms=_ms(loop.time() - run.started),
             )
             dropped[call.tool_call_id] = outcome
             self._emit(("resolved", outcome))

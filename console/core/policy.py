@@ -46,7 +46,7 @@ class ToolRule(BaseModel):
         return TIMEOUT_REASON if timed_out else POLICY_REASON
 
     @model_validator(mode="after")
-    def _override_needs_a_result(self) -> "ToolRule":
+    def _override_needs_a_result(self) -> ToolRule:
         if self.action == "override" and self.result is None:
             raise ValueError('action "override" needs a `result`')
         if self.on_timeout == "override" and self.result is None:
@@ -63,7 +63,7 @@ class Policy(BaseModel):
         return self.tools.get(tool_name) or self.tools.get("default") or ToolRule()
 
     @classmethod
-    def default(cls, action: Action = "hold") -> "Policy":
+    def default(cls, action: Action = "hold") -> Policy:
         return cls(tools={"default": ToolRule(action=action)})
 
 

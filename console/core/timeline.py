@@ -78,7 +78,8 @@ class BargeMark:
 class CallTimeline:
     call_id: str
     lanes: dict[str, deque[Interval]] = field(
-        default_factory=lambda: {role: deque(maxlen=MAX_INTERVALS) for role in ROLES})
+        default_factory=lambda: {role: deque(maxlen=MAX_INTERVALS) for role in ROLES}
+    )
     turns: deque[Turn] = field(default_factory=lambda: deque(maxlen=MAX_TURNS))
     barge_ins: deque[BargeMark] = field(default_factory=lambda: deque(maxlen=MAX_MARKS))
     first_at: datetime | None = None
@@ -219,8 +220,9 @@ class TimelineBook:
         return changed
 
 
-def lane_cells(intervals: Sequence[Interval], begin: datetime, end: datetime, columns: int,
-               now: datetime | None = None) -> list[bool]:
+def lane_cells(
+    intervals: Sequence[Interval], begin: datetime, end: datetime, columns: int, now: datetime | None = None
+) -> list[bool]:
     """Which of `columns` equal slices of [begin, end) someone in this lane spoke in.
     An open interval runs to `now` (default: `end`)."""
     if columns <= 0 or end <= begin:

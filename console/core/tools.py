@@ -9,7 +9,6 @@ renders the platform's reply from the outcomes. The gate (hold / approve / edit
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -46,6 +45,7 @@ def decode_arguments(value: Any) -> dict[str, Any]:
         if isinstance(decoded, dict):
             return decoded
     return {RAW_ARGUMENTS_KEY: value}
+
 
 ToolDialect = Literal["vapi-tool-calls", "vapi-function-call", "retell-function"]
 
@@ -98,9 +98,7 @@ class ToolCallHandler(Protocol):
         ...
 
 
-NO_HANDLER_MESSAGE = (
-    "No tool handler is configured in voice-console, so this tool was not run."
-)
+NO_HANDLER_MESSAGE = "No tool handler is configured in voice-console, so this tool was not run."
 
 
 class NoToolHandler:

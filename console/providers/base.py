@@ -28,11 +28,11 @@ class Verdict:
     reason: str = ""
 
     @classmethod
-    def passed(cls, scheme: str) -> "Verdict":
+    def passed(cls, scheme: str) -> Verdict:
         return cls(True, scheme)
 
     @classmethod
-    def failed(cls, scheme: str, reason: str) -> "Verdict":
+    def failed(cls, scheme: str, reason: str) -> Verdict:
         return cls(False, scheme, reason)
 
 

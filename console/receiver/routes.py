@@ -112,14 +112,22 @@ class WebhookPipeline:
 
         verdict = provider.verify(route, request)
         if not verdict.ok:
-            return await self._reject(provider.name, route, request, received_at,
-                                      f"authentication failed ({verdict.scheme}): {verdict.reason}",
-                                      403 if provider.name == "twilio" else 401, started, verdict.scheme)
+            return await self._reject(
+                provider.name,
+                route,
+                request,
+                received_at,
+                f"authentication failed ({verdict.scheme}): {verdict.reason}",
+                403 if provider.name == "twilio" else 401,
+                started,
+                verdict.scheme,
+            )
         try:
             inbound = provider.parse(route, request, received_at)
         except BadPayload as exc:
-            return await self._reject(provider.name, route, request, received_at, f"bad payload: {exc}", 400,
-                                      started, verdict.scheme)
+            return await self._reject(
+                provider.name, route, request, received_at, f"bad payload: {exc}", 400, started, verdict.scheme
+            )
 
         run = replay_run(request.header(REPLAY_HEADER))
         if run is not None:
@@ -161,11 +169,24 @@ class WebhookPipeline:
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.store.note_reply(receipt.delivery_id, response.status, response.body, elapsed_ms)
         if self.on_delivery is not None:  # headless serve has no consumer: build nothing on the hot path
-            self._seen(DeliverySeen(
-                received_at, provider.name, route, request.method, request.target, inbound.message_type,
-                inbound.call_id, "ok", None, verdict.scheme, response.status, elapsed_ms,
-                receipt.delivery_id, receipt.duplicate,
-            ))
+            self._seen(
+                DeliverySeen(
+                    received_at,
+                    provider.name,
+                    route,
+                    request.method,
+                    request.target,
+                    inbound.message_type,
+                    inbound.call_id,
+                    "ok",
+                    None,
+                    verdict.scheme,
+                    response.status,
+                    elapsed_ms,
+                    receipt.delivery_id,
+                    receipt.duplicate,
+                )
+            )
         return response
 
     def _as_replay(self, inbound: Inbound, run: str) -> Inbound:
@@ -236,7 +257,9 @@ class WebhookPipeline:
             try:
                 outcomes[tool_call_id] = await asyncio.shield(future)
             except asyncio.CancelledError:
-                outcomes[tool_call_id] = self._timeout_outcome(batch, tool_call_id, "the first delivery of this tool call failed")
+                outcomes[tool_call_id] = self._timeout_outcome(
+                    batch, tool_call_id, "the first delivery of this tool call failed"
+                )
         return [outcomes[call.tool_call_id] for call in batch.calls]
 
     async def _decide_in_time(self, batch: ToolBatch) -> list[ToolOutcome]:
@@ -245,40 +268,88 @@ class WebhookPipeline:
             async with asyncio.timeout(budget):
                 decided = await self.tool_handler.decide(batch)
         except TimeoutError:
-            return [self._timeout_outcome(batch, c.tool_call_id, "no decision before the platform's deadline") for c in batch.calls]
+            return [
+                self._timeout_outcome(batch, c.tool_call_id, "no decision before the platform's deadline")
+                for c in batch.calls
+            ]
         except Exception:  # a broken handler must still yield a valid answer
             log.exception("tool handler failed")
-            return [self._timeout_outcome(batch, c.tool_call_id, "the tool handler failed", by="rule") for c in batch.calls]
+            return [
+                self._timeout_outcome(batch, c.tool_call_id, "the tool handler failed", by="rule") for c in batch.calls
+            ]
         by_id = {o.tool_call_id: o for o in decided}
         return [
-            by_id.get(c.tool_call_id) or self._timeout_outcome(batch, c.tool_call_id, "the tool handler gave no answer", by="rule")
+            by_id.get(c.tool_call_id)
+            or self._timeout_outcome(batch, c.tool_call_id, "the tool handler gave no answer", by="rule")
             for c in batch.calls
         ]
 
     @staticmethod
     def _timeout_outcome(batch: ToolBatch, tool_call_id: str, reason: str, by: str = "timeout") -> ToolOutcome:
         name = next((c.name for c in batch.calls if c.tool_call_id == tool_call_id), "")
-        return ToolOutcome(tool_call_id=tool_call_id, name=name, decision="rejected", by=by,  # type: ignore[arg-type]
-                           error=f"The tool could not be run: {reason}.")
+        return ToolOutcome(
+            tool_call_id=tool_call_id,
+            name=name,
+            decision="rejected",
+            by=by,  # type: ignore[arg-type]
+            error=f"The tool could not be run: {reason}.",
+        )
 
     @staticmethod
     def _decided_event(batch: ToolBatch, outcome: ToolOutcome) -> ToolDecided:
         return ToolDecided(
-            at=utc_now(), provider=batch.provider, call_id=batch.call_id,  # type: ignore[arg-type]
-            tool_call_id=outcome.tool_call_id, name=outcome.name, decision=outcome.decision,
-            by=outcome.by, result=outcome.result, error=outcome.error,
-            latency_ms=outcome.latency_ms, arguments=outcome.arguments_sent,
+            at=utc_now(),
+            provider=batch.provider,
+            call_id=batch.call_id,  # type: ignore[arg-type]
+            tool_call_id=outcome.tool_call_id,
+            name=outcome.name,
+            decision=outcome.decision,
+            by=outcome.by,
+            result=outcome.result,
+            error=outcome.error,
+            latency_ms=outcome.latency_ms,
+            arguments=outcome.arguments_sent,
         )
 
-    async def _reject(self, provider: str, route: str, request: Request, at: datetime, reason: str, status: int,
-                      started: float, auth_scheme: str | None = None) -> Response:
+    async def _reject(
+        self,
+        provider: str,
+        route: str,
+        request: Request,
+        at: datetime,
+        reason: str,
+        status: int,
+        started: float,
+        auth_scheme: str | None = None,
+    ) -> Response:
         self.stats.rejected += 1
         await self.store.record_rejected(
-            provider, route, request.method, request.target, f"{request.client[0]}:{request.client[1]}",
-            reason, list(request.headers), request.body, at,
+            provider,
+            route,
+            request.method,
+            request.target,
+            f"{request.client[0]}:{request.client[1]}",
+            reason,
+            list(request.headers),
+            request.body,
+            at,
         )
-        self._seen(DeliverySeen(at, provider, route, request.method, request.target, None, None, "rejected",
-                                reason, auth_scheme, status, (time.perf_counter() - started) * 1000))
+        self._seen(
+            DeliverySeen(
+                at,
+                provider,
+                route,
+                request.method,
+                request.target,
+                None,
+                None,
+                "rejected",
+                reason,
+                auth_scheme,
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+        )
         return Response.error(status, reason)
 
     def _seen(self, delivery: DeliverySeen) -> None:
@@ -307,12 +378,15 @@ def build_router(pipeline: WebhookPipeline, *, extra: Callable[[Router], None] |
             router.add(method, path, handler)
 
     async def healthz(request: Request) -> Response:
-        return Response.json(200, {
-            "status": "ok",
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - started, 1),
-            "providers": sorted(pipeline.providers),
-        })
+        return Response.json(
+            200,
+            {
+                "status": "ok",
+                "version": __version__,
+                "uptime_s": round(time.monotonic() - started, 1),
+                "providers": sorted(pipeline.providers),
+            },
+        )
 
     router.add("GET", "/healthz", healthz)
     if extra is not None:
@@ -323,5 +397,5 @@ def build_router(pipeline: WebhookPipeline, *, extra: Callable[[Router], None] |
 def _route_handler(pipeline: WebhookPipeline, route: str):  # type: ignore[no-untyped-def]
     async def handler(request: Request) -> Response:
         return await pipeline.handle(route, request)
-    return handler
 
+    return handler

@@ -56,15 +56,15 @@ class Response:
     headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     @classmethod
-    def json(cls, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> "Response":
+    def json(cls, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         return cls(status=status, body=body, content_type="application/json", headers=headers)
 
     @classmethod
-    def error(cls, status: int, message: str, **extra: Any) -> "Response":
+    def error(cls, status: int, message: str, **extra: Any) -> Response:
         """Errors are JSON: {"error": {"status": 4xx, "message": "..."}}."""
         return cls.json(status, {"error": {"status": status, "message": message, **extra}})
 
     @classmethod
-    def text(cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> "Response":
+    def text(cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> Response:
         return cls(status=status, body=text.encode(), content_type=content_type)

@@ -45,7 +45,9 @@ class KeysUsage(Exception):
 def no_keyring(write: Callable[[str], object], problem: str, *, wrote: bool = True) -> int:
     """Why no key can be kept, and the environment variables that work instead, told through `write`."""
     write(f"voice-console keys: {problem}\n")
-    env_list = ", ".join(sorted({f"VOICE_CONSOLE_{name.upper()}" for names in PROVIDER_KEYS.values() for name in names}))
+    env_list = ", ".join(
+        sorted({f"VOICE_CONSOLE_{name.upper()}" for names in PROVIDER_KEYS.values() for name in names})
+    )
     write(f"  The environment variables are: {env_list}.\n")
     if wrote:
         write("  Nothing was written to a file: voice-console never stores keys in plaintext.\n")
@@ -134,7 +136,9 @@ async def _test_vapi(store: SecretStore, base_url: str, report: _Lines) -> int:
         try:
             await client.list_assistants(limit=1)
         except VapiAuthError:
-            report.err(f"vapi_api_key ({lookup.source}): refused by {base_url} (401). Check that it is the private key.\n")
+            report.err(
+                f"vapi_api_key ({lookup.source}): refused by {base_url} (401). Check that it is the private key.\n"
+            )
             return EXIT_FAIL
         except VapiConnectionError as exc:
             report.err(f"vapi_api_key ({lookup.source}): not tested, {exc}.\n")
@@ -165,7 +169,10 @@ async def _probe(name: str, request: httpx.Request, source: str, report: _Lines)
         async with httpx.AsyncClient(timeout=10) as client:
             response = await client.send(request)
     except httpx.TransportError as exc:
-        report.err(f"{name} ({source}): not tested, {request.url.scheme}://{request.url.host} unreachable ({type(exc).__name__}).\n")
+        report.err(
+            f"{name} ({source}): not tested, {request.url.scheme}://{request.url.host} unreachable "
+            f"({type(exc).__name__}).\n"
+        )
         return EXIT_FAIL
     where = f"{request.url.scheme}://{request.url.netloc.decode()}"
     if response.is_success:
@@ -184,8 +191,9 @@ async def _test_retell(store: SecretStore, base_url: str, report: _Lines) -> int
         return code
     assert lookup.value is not None
     # `POST /v2/list-agents` (2026 API): the cheapest authenticated read.
-    request = httpx.Request("POST", f"{base_url}/v2/list-agents", json={"limit": 1},
-                            headers={"Authorization": f"Bearer {lookup.value}"})
+    request = httpx.Request(
+        "POST", f"{base_url}/v2/list-agents", json={"limit": 1}, headers={"Authorization": f"Bearer {lookup.value}"}
+    )
     return await _probe("retell_api_key", request, lookup.source, report)
 
 
@@ -197,8 +205,11 @@ async def _test_twilio(store: SecretStore, base_url: str, report: _Lines) -> int
     if not sid.value.startswith("AC") or "/" in sid.value:
         raise KeysUsage("twilio_account_sid should look like AC followed by 32 hex digits.")
     # Fetching the account itself needs both halves and changes nothing.
-    request = httpx.Request("GET", f"{base_url}/2010-04-01/Accounts/{sid.value}.json",
-                            headers={"Authorization": "Basic " + base64.b64encode(f"{sid.value}:{token.value}".encode()).decode()})
+    request = httpx.Request(
+        "GET",
+        f"{base_url}/2010-04-01/Accounts/{sid.value}.json",
+        headers={"Authorization": "Basic " + base64.b64encode(f"{sid.value}:{token.value}".encode()).decode()},
+    )
     return await _probe("twilio_auth_token", request, f"{sid.source}/{token.source}", report)
 
 
@@ -222,8 +233,10 @@ async def probe_keys(
         elif provider == "twilio":
             code = await _test_twilio(store, (twilio_base_url or TWILIO_BASE_URL).rstrip("/"), report)
         else:
-            report.err(f"voice-console keys: unknown provider {provider!r}; "
-                       f"choose one of {', '.join(sorted(PROVIDER_KEYS))}.\n")
+            report.err(
+                f"voice-console keys: unknown provider {provider!r}; "
+                f"choose one of {', '.join(sorted(PROVIDER_KEYS))}.\n"
+            )
             code = EXIT_USAGE
     except KeysUsage as exc:
         report.err(f"voice-console keys: {exc}\n")

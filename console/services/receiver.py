@@ -61,17 +61,26 @@ def startup_warnings(settings: Settings, secrets: dict[str, SecretLookup]) -> li
     auth = settings.vapi.webhook.auth
     if auth == "none":
         if is_loopback(settings.receiver.host):
-            warnings.append("Vapi webhook authentication is OFF (vapi.webhook.auth = \"none\"); accepted because the receiver is on loopback only.")
+            warnings.append(
+                'Vapi webhook authentication is OFF (vapi.webhook.auth = "none"); '
+                "accepted because the receiver is on loopback only."
+            )
         else:
-            warnings.append("vapi.webhook.auth = \"none\" is refused on a non-loopback address: every Vapi webhook will be rejected.")
+            warnings.append(
+                'vapi.webhook.auth = "none" is refused on a non-loopback address: every Vapi webhook will be rejected.'
+            )
     elif not secret_value(secrets, "vapi_webhook_secret"):
-        warnings.append(f"Vapi webhooks will be refused: no webhook secret ({auth} mode). Set VOICE_CONSOLE_VAPI_WEBHOOK_SECRET.")
+        warnings.append(
+            f"Vapi webhooks will be refused: no webhook secret ({auth} mode). Set VOICE_CONSOLE_VAPI_WEBHOOK_SECRET."
+        )
     if not secret_value(secrets, "retell_api_key"):
         warnings.append("Retell webhooks will be refused: no Retell API key. Set VOICE_CONSOLE_RETELL_API_KEY.")
     if settings.twilio.validate_signature and not secret_value(secrets, "twilio_auth_token"):
         warnings.append("Twilio webhooks will be refused: no Twilio auth token. Set VOICE_CONSOLE_TWILIO_AUTH_TOKEN.")
     if settings.twilio.validate_signature and not settings.receiver.public_url:
-        warnings.append("No --public-url: Twilio signatures are checked against the Host header, which fails behind a tunnel.")
+        warnings.append(
+            "No --public-url: Twilio signatures are checked against the Host header, which fails behind a tunnel."
+        )
     if any(lookup.note == NO_KEYRING_HELP for lookup in secrets.values()):
         warnings.append(NO_KEYRING_HELP)
     return warnings
@@ -95,14 +104,18 @@ def build_providers(settings: Settings, secrets: dict[str, SecretLookup]) -> dic
     }
 
 
-def forward_signer(settings: Settings, secrets: dict[str, SecretLookup]) -> Callable[[ToolBatch, bytes], dict[str, str]]:
+def forward_signer(
+    settings: Settings, secrets: dict[str, SecretLookup]
+) -> Callable[[ToolBatch, bytes], dict[str, str]]:
     """Re-authenticate a rebuilt tool-call body the way the platform would have."""
     vapi_secret = secret_value(secrets, "vapi_webhook_secret")
     retell_key = secret_value(secrets, "retell_api_key")
 
     def sign(batch: ToolBatch, body: bytes) -> dict[str, str]:
         if batch.provider == "vapi" and vapi_secret and settings.vapi.webhook.auth != "none":
-            return sign_vapi_request(settings.vapi, vapi_secret, body, method=batch.method, url=settings.forward.to or "")
+            return sign_vapi_request(
+                settings.vapi, vapi_secret, body, method=batch.method, url=settings.forward.to or ""
+            )
         if batch.provider == "retell" and retell_key:
             return {"x-retell-signature": sign_retell(body, retell_key, int(time.time() * 1000))}
         return {}
@@ -216,7 +229,7 @@ class ReceiverService:
         on_delivery: DeliverySink | None = None,
         tool_handler: ToolCallHandler | None = None,
         policy: Policy | None = None,
-    ) -> "ReceiverService":
+    ) -> ReceiverService:
         """Start the receiver. Tool calls go to `tool_handler` if given, else through a
         `ToolGate` with `policy` (default: approve through --forward-to when it is
         set, otherwise hold for an operator)."""
@@ -241,8 +254,12 @@ class ReceiverService:
         try:
             if tool_handler is None:
                 forward = (
-                    ForwardingToolHandler(settings.forward.to, http_client, timeout_s=settings.forward.timeout_seconds,
-                                          signer=forward_signer(settings, secrets))
+                    ForwardingToolHandler(
+                        settings.forward.to,
+                        http_client,
+                        timeout_s=settings.forward.timeout_seconds,
+                        signer=forward_signer(settings, secrets),
+                    )
                     if settings.forward.to
                     else None
                 )
@@ -253,10 +270,14 @@ class ReceiverService:
                 async def filler(pending: PendingCall) -> None:
                     url = control_urls.get(pending.call_id) if control_urls else None
                     if url:  # Vapi's live control: make the assistant say something while we wait
-                        await http_client.post(url, json={"type": "say", "content": settings.gate.filler_text}, timeout=5)
+                        await http_client.post(
+                            url, json={"type": "say", "content": settings.gate.filler_text}, timeout=5
+                        )
 
                 gate = ToolGate(
-                    policy, forward=forward, safety_margin_s=settings.gate.safety_margin_seconds,
+                    policy,
+                    forward=forward,
+                    safety_margin_s=settings.gate.safety_margin_seconds,
                     present=lambda event: redact_gate_event(event, redactor),
                     filler=filler if settings.gate.filler_after_seconds > 0 else None,
                     filler_after_s=settings.gate.filler_after_seconds or None,
@@ -272,7 +293,9 @@ class ReceiverService:
                             gate.mark_stalling(event.call_id)
 
             pipeline = WebhookPipeline(
-                build_providers(settings, secrets), store, tool_handler,
+                build_providers(settings, secrets),
+                store,
+                tool_handler,
                 tracker=CallTracker(),
                 # Live consumers see what the history stores: configured secrets masked.
                 on_events=compose_sinks(watch_hangs, redacting_sink(on_events, redactor)),
@@ -295,8 +318,17 @@ class ReceiverService:
             await http_client.aclose()
             await store.close()
             raise
-        return cls(settings, store, pipeline, server, redactor, http_client, gate, control_token,
-                   startup_warnings(settings, secrets))
+        return cls(
+            settings,
+            store,
+            pipeline,
+            server,
+            redactor,
+            http_client,
+            gate,
+            control_token,
+            startup_warnings(settings, secrets),
+        )
 
     async def close(self) -> None:
         """Stop taking requests, finish in-flight ones, then flush and close the store."""
@@ -313,7 +345,8 @@ def listen_failure(host: str, port: int, exc: OSError) -> str:
     if exc.errno != errno.EADDRINUSE:
         return f"cannot listen on {where}: {exc.strerror or exc}"
     holder = read_state(state_file(port))
-    by = (f" by another `voice-console serve` (pid {holder.pid})"
-          if holder is not None and pid_alive(holder.pid) else "")
-    return (f"cannot listen on {where}: the port is already in use{by}. "
-            "Choose another with `--port P` (or `[receiver] port` in the config), or `--port 0` for any free port.")
+    by = f" by another `voice-console serve` (pid {holder.pid})" if holder is not None and pid_alive(holder.pid) else ""
+    return (
+        f"cannot listen on {where}: the port is already in use{by}. "
+        "Choose another with `--port P` (or `[receiver] port` in the config), or `--port 0` for any free port."
+    )

@@ -231,11 +231,19 @@ async def stored_deliveries(store: Store, call_id: str) -> list[StoredDelivery]:
     for row in rows:
         headers = json.loads(row["headers"])
         content_type = next((value for name, value in headers if name.lower() == "content-type"), None)
-        out.append(StoredDelivery(
-            id=row["id"], received_at=row["received_at"], provider=row["provider"], route=row["route"],
-            method=row["method"], path=row["path"], message_type=row["message_type"],
-            content_type=content_type, body=bytes(row["body"]),
-        ))
+        out.append(
+            StoredDelivery(
+                id=row["id"],
+                received_at=row["received_at"],
+                provider=row["provider"],
+                route=row["route"],
+                method=row["method"],
+                path=row["path"],
+                message_type=row["message_type"],
+                content_type=content_type,
+                body=bytes(row["body"]),
+            )
+        )
     return out
 
 
@@ -269,8 +277,10 @@ class DeliverySigner:
         if not self.needs(provider) or self._secrets.get(SIGNING_SECRET[provider]):
             return None
         name = SIGNING_SECRET[provider]
-        return (f"no {_SECRET_WHAT[provider]} (set {SECRET_ENV[name]} or `voice-console keys set {provider}`): "
-                f"{provider} deliveries are sent unsigned and a receiver will refuse them")
+        return (
+            f"no {_SECRET_WHAT[provider]} (set {SECRET_ENV[name]} or `voice-console keys set {provider}`): "
+            f"{provider} deliveries are sent unsigned and a receiver will refuse them"
+        )
 
     def sign(self, delivery: StoredDelivery, body: bytes) -> tuple[str, dict[str, str]]:
         """The request target to post to (a Twilio body hash refreshed) and the auth headers."""
@@ -286,8 +296,11 @@ class DeliverySigner:
         if delivery.provider == "retell":
             return path, {"x-retell-signature": sign_retell(body, secret, int(time.time() * 1000))}
         if delivery.provider == "twilio":
-            form = body_hash_param(url) is None and delivery.method == "POST" and \
-                (delivery.content_type or "").split(";")[0].strip() in ("", "application/x-www-form-urlencoded")
+            form = (
+                body_hash_param(url) is None
+                and delivery.method == "POST"
+                and (delivery.content_type or "").split(";")[0].strip() in ("", "application/x-www-form-urlencoded")
+            )
             params = parse_form(body) if form and body else None
             return path, {"x-twilio-signature": sign_twilio(url, params, secret)}
         return path, {}
@@ -298,8 +311,10 @@ def _refresh_body_hash(path: str, body: bytes) -> str:
     target, _, query = path.partition("?")
     if "bodySHA256" not in query:
         return path
-    pairs = [(k, hashlib.sha256(body).hexdigest() if k == "bodySHA256" else v)
-             for k, v in parse_qsl(query, keep_blank_values=True)]
+    pairs = [
+        (k, hashlib.sha256(body).hexdigest() if k == "bodySHA256" else v)
+        for k, v in parse_qsl(query, keep_blank_values=True)
+    ]
     return f"{target}?{urlencode(pairs)}"
 
 
@@ -346,7 +361,7 @@ async def replay_deliveries(
         offset = delivery.received_at - origin
         try:
             path, headers = signer.sign(delivery, body)
-        except Exception as exc:  # noqa: BLE001 - a secret of the wrong form, a body no longer a form
+        except Exception as exc:
             return DeliveryResult(delivery, offset, None, 0.0, f"cannot sign it: {exc}")
         headers["user-agent"] = f"voice-console-replay/{__version__}"
         headers[REPLAY_HEADER] = run_id
@@ -356,10 +371,20 @@ async def replay_deliveries(
         try:
             response = await client.request(delivery.method, base_url + path, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            return DeliveryResult(delivery, offset, None, (time.perf_counter() - started) * 1000,
-                                  f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-        return DeliveryResult(delivery, offset, response.status_code, (time.perf_counter() - started) * 1000,
-                              None if response.is_success else _reason(response))
+            return DeliveryResult(
+                delivery,
+                offset,
+                None,
+                (time.perf_counter() - started) * 1000,
+                f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+            )
+        return DeliveryResult(
+            delivery,
+            offset,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+            None if response.is_success else _reason(response),
+        )
 
     queue: asyncio.Queue[asyncio.Task[DeliveryResult] | None] = asyncio.Queue()
 

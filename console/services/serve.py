@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TextIO
 
 from console.config import Settings
@@ -67,9 +67,11 @@ def _announce(event: GateEvent, err: TextIO, redactor: Redactor) -> None:
     if kind == "pending":
         # Redact before cutting, so a secret straddling the cut cannot leave a prefix behind.
         arguments = redactor.text(json.dumps(payload.arguments, ensure_ascii=False))[:200]
-        line = (f"tool call pending: {payload.tool_call_id} {payload.name}({arguments}) · "
-                f"{payload.remaining_s():.0f}s to decide: voice-console decide {payload.tool_call_id} "
-                f"--approve | --edit JSON | --override JSON | --reject REASON")
+        line = (
+            f"tool call pending: {payload.tool_call_id} {payload.name}({arguments}) · "
+            f"{payload.remaining_s():.0f}s to decide: voice-console decide {payload.tool_call_id} "
+            f"--approve | --edit JSON | --override JSON | --reject REASON"
+        )
     elif kind == "stalling":
         line = f"the platform reports the call stalling while {payload.tool_call_id} waits"
     elif kind == "resolved":
@@ -103,8 +105,12 @@ async def run_serve(
         print(f"voice-console serve: {listen_failure(settings.receiver.host, settings.receiver.port, exc)}", file=err)
         return 1
     printer.redactor = service.redactor
-    state = ServeState(url=service.server.url, token=service.control_token, pid=os.getpid(),
-                       started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    state = ServeState(
+        url=service.server.url,
+        token=service.control_token,
+        pid=os.getpid(),
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
     state_path = write_state(state)
     if service.gate is not None:
         service.gate.subscribe(lambda event: _announce(event, err, service.redactor))

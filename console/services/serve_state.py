@@ -66,8 +66,9 @@ def remove_state(state: ServeState, path: Path | None = None) -> None:
 def read_state(path: Path) -> ServeState | None:
     try:
         data = json.loads(path.read_text())
-        state = ServeState(url=str(data["url"]), token=str(data["token"]), pid=int(data["pid"]),
-                           started=str(data.get("started") or ""))
+        state = ServeState(
+            url=str(data["url"]), token=str(data["token"]), pid=int(data["pid"]), started=str(data.get("started") or "")
+        )
         state.port  # noqa: B018  (a URL with an impossible port raises here, not later)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

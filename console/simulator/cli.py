@@ -85,18 +85,25 @@ def not_found_hint(provider: str, target: str, posted: str, count: int) -> str:
         where = f"the console's receiver takes Vapi messages on {VAPI_PATH}: try --target {origin}{VAPI_PATH}"
     else:
         routes = RETELL_ROUTES if provider == "retell" else TWILIO_ROUTES[:2]
-        where = (f"the console's receiver takes {provider} webhooks on {' and '.join(reversed(routes))} under "
-                 f"its base URL: try --target {origin}")
-    return (f"the first {count} deliveries to {posted} all got 404 Not Found, so the run stopped early; "
-            f"{where} (is the URL the receiver's, and is `voice-console serve` running there?)")
+        where = (
+            f"the console's receiver takes {provider} webhooks on {' and '.join(reversed(routes))} under "
+            f"its base URL: try --target {origin}"
+        )
+    return (
+        f"the first {count} deliveries to {posted} all got 404 Not Found, so the run stopped early; "
+        f"{where} (is the URL the receiver's, and is `voice-console serve` running there?)"
+    )
 
 
 async def _webhook_auth(args: argparse.Namespace) -> tuple[Settings, str | None]:
     settings = load_settings(getattr(args, "config", None))
     lookup = await SecretStore().aget("vapi_webhook_secret")
     if lookup.value is None and settings.vapi.webhook.auth != "none":
-        print(f"voice-console: warning: no Vapi webhook secret ({lookup.note}); messages are sent unsigned "
-              "and a receiver will refuse them.", file=sys.stderr)
+        print(
+            f"voice-console: warning: no Vapi webhook secret ({lookup.note}); messages are sent unsigned "
+            "and a receiver will refuse them.",
+            file=sys.stderr,
+        )
     return settings, lookup.value
 
 
@@ -107,8 +114,14 @@ async def run_platform(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"voice-console: {exc}", file=sys.stderr)
         return 2
-    platform = SimulatedPlatform(args.webhook, webhook_settings=settings.vapi, webhook_secret=secret,
-                                 speed=args.speed, scenario=scenario, port=args.platform_port)
+    platform = SimulatedPlatform(
+        args.webhook,
+        webhook_settings=settings.vapi,
+        webhook_secret=secret,
+        speed=args.speed,
+        scenario=scenario,
+        port=args.platform_port,
+    )
     try:
         await platform.start()
     except OSError as exc:
@@ -119,8 +132,11 @@ async def run_platform(args: argparse.Namespace) -> int:
     print(f"  server URL:      {args.webhook} ({settings.vapi.webhook.auth} auth)")
     print(f"  scenario:        {scenario.name} at speed {args.speed:g}")
     print(f"  assistant:       {RECEPTIONIST_ID}\n  phone number:    {PHONE_NUMBER_ID}")
-    print(f"Point the console at it: VOICE_CONSOLE_VAPI_BASE_URL={platform.url} "
-          f"VOICE_CONSOLE_VAPI_API_KEY={platform.api_key}", flush=True)
+    print(
+        f"Point the console at it: VOICE_CONSOLE_VAPI_BASE_URL={platform.url} "
+        f"VOICE_CONSOLE_VAPI_API_KEY={platform.api_key}",
+        flush=True,
+    )
     try:
         await asyncio.Event().wait()  # until Ctrl-C
     finally:
@@ -143,25 +159,45 @@ def simulate_report(records: list[DeliveryRecord], calls: int, elapsed_s: float)
     failures = [r for r in records if r.error]
     bad = [r for r in records if r.bad_reply]
     lines = [f"{calls} calls, {len(records)} messages in {elapsed_s:.1f} s"]
-    lines += [f"  {kind:<26} " + ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
-              for kind, counts in sorted(by_type.items())]
+    lines += [
+        f"  {kind:<26} " + ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
+        for kind, counts in sorted(by_type.items())
+    ]
     if latencies:
-        lines.append(f"latency ms: p50 {_percentile(latencies, 0.5):.1f}, p99 {_percentile(latencies, 0.99):.1f}"
-                     + (f"; tool calls p50 {_percentile(tool_latencies, 0.5):.1f}, "
-                        f"p99 {_percentile(tool_latencies, 0.99):.1f}" if tool_latencies else ""))
+        lines.append(
+            f"latency ms: p50 {_percentile(latencies, 0.5):.1f}, p99 {_percentile(latencies, 0.99):.1f}"
+            + (
+                f"; tool calls p50 {_percentile(tool_latencies, 0.5):.1f}, p99 {_percentile(tool_latencies, 0.99):.1f}"
+                if tool_latencies
+                else ""
+            )
+        )
     else:
         lines.append("latency: the target never answered")
-    lines.append(f"failed deliveries: {len(failures)}" + "".join(
-        f"\n  {r.type} ({r.call_id}): {r.error}" for r in failures[:5]))
-    lines.append(f"tool-call replies of the wrong shape: {len(bad)}" + "".join(
-        f"\n  {r.call_id}: {r.bad_reply}" for r in bad[:5]))
+    lines.append(
+        f"failed deliveries: {len(failures)}" + "".join(f"\n  {r.type} ({r.call_id}): {r.error}" for r in failures[:5])
+    )
+    lines.append(
+        f"tool-call replies of the wrong shape: {len(bad)}"
+        + "".join(f"\n  {r.call_id}: {r.bad_reply}" for r in bad[:5])
+    )
     return "\n".join(lines), not failures and not bad
 
 
-async def simulate(target: str, scenario: Scenario, *, calls: int, concurrency: int, speed: float,
-                   settings: Settings | None = None, secret: str | None = None,
-                   progress: Any = None, provider: str = "vapi", public_url: str | None = None,
-                   media_stream: bool = False) -> tuple[list[DeliveryRecord], float]:
+async def simulate(
+    target: str,
+    scenario: Scenario,
+    *,
+    calls: int,
+    concurrency: int,
+    speed: float,
+    settings: Settings | None = None,
+    secret: str | None = None,
+    progress: Any = None,
+    provider: str = "vapi",
+    public_url: str | None = None,
+    media_stream: bool = False,
+) -> tuple[list[DeliveryRecord], float]:
     """Play `calls` calls straight at `target` (no REST); the delivery records and the run time.
 
     `secret` is the provider's signing secret: the Vapi webhook secret, the Retell
@@ -181,6 +217,7 @@ async def simulate(target: str, scenario: Scenario, *, calls: int, concurrency: 
         records.append(delivery)
         if len(records) == NOT_FOUND_LIMIT and all(r.status == 404 for r in records):
             wrong_url.set()
+
     seed = SimulatedPlatform(target, scenario=scenario)  # not started: only its demo assistant and number
     assistant, number = seed.assistants[RECEPTIONIST_ID], seed.phone_numbers[PHONE_NUMBER_ID]
     limit = asyncio.Semaphore(concurrency)
@@ -194,8 +231,9 @@ async def simulate(target: str, scenario: Scenario, *, calls: int, concurrency: 
             if retell is not None:
                 await RetellCallPlayer(scenario, retell, dialect, api_key=secret, speed=speed).run()
             elif twilio is not None:
-                await TwilioCallPlayer(scenario, twilio, dialect, auth_token=secret, speed=speed,
-                                       media_stream=media_stream).run()
+                await TwilioCallPlayer(
+                    scenario, twilio, dialect, auth_token=secret, speed=speed, media_stream=media_stream
+                ).run()
             else:
                 call = new_call(assistant=assistant, scenario=scenario, phone_number=number, webhook_url=target)
                 await CallEngine(call, webhook, speed=speed).run()
@@ -236,8 +274,11 @@ async def _signing_secret(args: argparse.Namespace) -> tuple[Settings, str | Non
     if lookup.value is None:
         what = "Retell API key" if args.provider == "retell" else "Twilio auth token"
         header = "X-Retell-Signature" if args.provider == "retell" else "X-Twilio-Signature"
-        print(f"voice-console: warning: no {what} ({lookup.note}); requests are sent without {header} "
-              "and a receiver will refuse them.", file=sys.stderr)
+        print(
+            f"voice-console: warning: no {what} ({lookup.note}); requests are sent without {header} "
+            "and a receiver will refuse them.",
+            file=sys.stderr,
+        )
     return settings, lookup.value
 
 
@@ -260,8 +301,11 @@ async def run_simulate(args: argparse.Namespace) -> int:
     if args.provider == "vapi":
         target, appended = vapi_target(target)
         if appended:
-            print(f"voice-console: --target {args.target} has no path; posting to {target} "
-                  "(the console's Vapi webhook route)", file=sys.stderr)
+            print(
+                f"voice-console: --target {args.target} has no path; posting to {target} "
+                "(the console's Vapi webhook route)",
+                file=sys.stderr,
+            )
     elif urlsplit(target).path in ("", "/"):
         if args.provider == "retell":
             retell = retell_endpoints(target)
@@ -277,10 +321,19 @@ async def run_simulate(args: argparse.Namespace) -> int:
         print(("\r" + text) if tty else text, end="" if tty and done < total else "\n", file=sys.stderr, flush=True)
 
     try:
-        records, elapsed = await simulate(target, scenario, calls=args.calls, concurrency=args.concurrency,
-                                          speed=args.speed, settings=settings, secret=secret, progress=progress,
-                                          provider=args.provider, public_url=public_url,
-                                          media_stream=getattr(args, "media_stream", False))
+        records, elapsed = await simulate(
+            target,
+            scenario,
+            calls=args.calls,
+            concurrency=args.concurrency,
+            speed=args.speed,
+            settings=settings,
+            secret=secret,
+            progress=progress,
+            provider=args.provider,
+            public_url=public_url,
+            media_stream=getattr(args, "media_stream", False),
+        )
     except TargetNotFound as exc:
         print(("\n" if tty else "") + f"voice-console: {exc}", file=sys.stderr)
         return 1

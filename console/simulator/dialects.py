@@ -118,7 +118,11 @@ _RETELL_REASONS = {
     "customer-busy": "dial_busy",
     "assistant-forwarded-call": "call_transfer",
 }
-_TWILIO_FINAL = {"customer-did-not-answer": "no-answer", "customer-busy": "busy", "twilio-failed-to-connect-call": "failed"}
+_TWILIO_FINAL = {
+    "customer-did-not-answer": "no-answer",
+    "customer-busy": "busy",
+    "twilio-failed-to-connect-call": "failed",
+}
 
 
 # ---------------------------------------------------------------- endpoints
@@ -356,8 +360,9 @@ class RetellCallPlayer:
 
     async def _event(self, event: str, call: dict[str, Any] | None = None) -> httpx.Response | None:
         body = _compact({"event": event, "call": call if call is not None else self._call_object()})
-        return await self.webhook.post(self.endpoints.webhook, kind=event, call_id=self.call_id,
-                                       body=body, headers=self._headers(body))
+        return await self.webhook.post(
+            self.endpoints.webhook, kind=event, call_id=self.call_id, body=body, headers=self._headers(body)
+        )
 
     # ---------------------------------------------------------- lifecycle
 
@@ -397,19 +402,33 @@ class RetellCallPlayer:
         cents_per_second = round(10.0 / 60, 6)  # ~ $0.10 a minute; Retell prices in cents per second
         cents = round(duration / 1000 * cents_per_second, 4)
         self._call.update(
-            call_status="ended", end_timestamp=now, duration_ms=duration, disconnection_reason=reason,
-            call_cost={"product_costs": [{"product": "retell_platform", "unit_price": cents_per_second,
-                                          "cost": cents}],
-                       "total_duration_seconds": round(duration / 1000),
-                       "total_duration_unit_price": cents_per_second, "combined_cost": cents},
+            call_status="ended",
+            end_timestamp=now,
+            duration_ms=duration,
+            disconnection_reason=reason,
+            call_cost={
+                "product_costs": [{"product": "retell_platform", "unit_price": cents_per_second, "cost": cents}],
+                "total_duration_seconds": round(duration / 1000),
+                "total_duration_unit_price": cents_per_second,
+                "combined_cost": cents,
+            },
         )
         await self._event("transcript_updated")  # once more when the call ends
         await self._event("call_ended")
         summary = self.scenario.summary or f"A simulated call ({self.scenario.name})."
-        await self._event("call_analyzed", call=self._call_object() | {"call_analysis": {
-            "call_summary": summary, "in_voicemail": False, "user_sentiment": "Positive",
-            "call_successful": True, "custom_analysis_data": {},
-        }})
+        await self._event(
+            "call_analyzed",
+            call=self._call_object()
+            | {
+                "call_analysis": {
+                    "call_summary": summary,
+                    "in_voicemail": False,
+                    "user_sentiment": "Positive",
+                    "call_successful": True,
+                    "custom_analysis_data": {},
+                }
+            },
+        )
 
     # ---------------------------------------------------------- steps
 
@@ -446,19 +465,31 @@ class RetellCallPlayer:
         for spec in step.calls:
             tool_call_id = "tc_" + uuid.uuid4().hex[:12]
             arguments = json.dumps(spec.arguments, separators=(",", ":"), ensure_ascii=False)
-            self._with_tools.append({"role": "tool_call_invocation", "tool_call_id": tool_call_id,
-                                     "name": spec.name, "arguments": arguments})
+            self._with_tools.append(
+                {
+                    "role": "tool_call_invocation",
+                    "tool_call_id": tool_call_id,
+                    "name": spec.name,
+                    "arguments": arguments,
+                }
+            )
             body = _compact({"name": spec.name, "args": spec.arguments, "call": self._call_object()})
             response = await self.webhook.post(
-                self.endpoints.function, kind=FUNCTION_TYPE, call_id=self.call_id, body=body,
-                headers=self._headers(body), timeout=step.timeout_seconds, check=retell_function_reply_problem,
+                self.endpoints.function,
+                kind=FUNCTION_TYPE,
+                call_id=self.call_id,
+                body=body,
+                headers=self._headers(body),
+                timeout=step.timeout_seconds,
+                check=retell_function_reply_problem,
             )
             text, failed = _function_answer(response)
             timed_out = timed_out or response is None
             values[spec.name] = text
             (errors if failed else results).append(text)
-            self._with_tools.append({"role": "tool_call_result", "tool_call_id": tool_call_id,
-                                     "content": text, "successful": not failed})
+            self._with_tools.append(
+                {"role": "tool_call_result", "tool_call_id": tool_call_id, "content": text, "successful": not failed}
+            )
         values["result"], values["error"] = "; ".join(results), "; ".join(errors)
         if timed_out:
             reply = step.on_timeout
@@ -573,9 +604,16 @@ class TwilioCallPlayer:
         stop = asyncio.Event()
         try:
             ringing_since = time.time()
-            await self._post(self.endpoints.voice, "voice", self._base_params("ringing") | {
-                "CallerCountry": "US", "FromCountry": "US", "StirVerstat": "TN-Validation-Passed-A",
-            })
+            await self._post(
+                self.endpoints.voice,
+                "voice",
+                self._base_params("ringing")
+                | {
+                    "CallerCountry": "US",
+                    "FromCountry": "US",
+                    "StirVerstat": "TN-Validation-Passed-A",
+                },
+            )
             await self._status("initiated")
             await self._status("ringing")
             await self._player.sleep(1.5)
@@ -605,8 +643,12 @@ class TwilioCallPlayer:
                 with contextlib.suppress(Exception):
                     await stream
         duration = time.monotonic() - self._answered_at if self._answered_at is not None else 0.0
-        await self._status(final, CallDuration=str(round(duration)), Duration=str(math.ceil(duration / 60)),
-                           SipResponseCode="200" if final == "completed" else "487")
+        await self._status(
+            final,
+            CallDuration=str(round(duration)),
+            Duration=str(math.ceil(duration / 60)),
+            SipResponseCode="200" if final == "completed" else "487",
+        )
 
     async def _play(self, step: Any) -> None:
         player = self._player
@@ -637,8 +679,9 @@ class TwilioCallPlayer:
                 self.webhook.record(DeliveryRecord(self.call_sid, "media-stream", 101, _ms(started)))
                 await self._stream_frames(ws, stop)
         except (OSError, TimeoutError, WebSocketException) as exc:
-            self.webhook.record(DeliveryRecord(self.call_sid, "media-stream", None, _ms(started),
-                                               f"{type(exc).__name__}: {exc}"))
+            self.webhook.record(
+                DeliveryRecord(self.call_sid, "media-stream", None, _ms(started), f"{type(exc).__name__}: {exc}")
+            )
 
     async def _stream_frames(self, ws: ClientConnection, stop: asyncio.Event) -> None:
         stream_sid = "MZ" + uuid.uuid4().hex
@@ -652,11 +695,20 @@ class TwilioCallPlayer:
             await ws.send(json.dumps(frame, separators=(",", ":")))
 
         await send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        await send({"event": "start", "start": {
-            "streamSid": stream_sid, "accountSid": self.account_sid, "callSid": self.call_sid,
-            "tracks": list(_TRACKS), "customParameters": {"simulator": self.scenario.name},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-        }, "streamSid": stream_sid})
+        await send(
+            {
+                "event": "start",
+                "start": {
+                    "streamSid": stream_sid,
+                    "accountSid": self.account_sid,
+                    "callSid": self.call_sid,
+                    "tracks": list(_TRACKS),
+                    "customParameters": {"simulator": self.scenario.name},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+                "streamSid": stream_sid,
+            }
+        )
         loop = asyncio.get_running_loop()
         begin = loop.time()
         chunk = 0
@@ -664,13 +716,26 @@ class TwilioCallPlayer:
             chunk += 1
             for track, (role, voiced, quiet) in _TRACKS.items():
                 frames = voiced if role in self._player.speaking else quiet
-                await send({"event": "media", "media": {
-                    "track": track, "chunk": str(chunk), "timestamp": str(round((chunk - 1) * _FRAME_S * 1000)),
-                    "payload": frames[chunk % len(frames)],
-                }, "streamSid": stream_sid})
+                await send(
+                    {
+                        "event": "media",
+                        "media": {
+                            "track": track,
+                            "chunk": str(chunk),
+                            "timestamp": str(round((chunk - 1) * _FRAME_S * 1000)),
+                            "payload": frames[chunk % len(frames)],
+                        },
+                        "streamSid": stream_sid,
+                    }
+                )
             delay = begin + chunk * _FRAME_S - loop.time()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-        await send({"event": "stop", "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                    "streamSid": stream_sid})
+        await send(
+            {
+                "event": "stop",
+                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+                "streamSid": stream_sid,
+            }
+        )

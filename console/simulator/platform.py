@@ -85,20 +85,51 @@ PHONE_NUMBER_ID = str(uuid.uuid5(_NS, "phone:front-desk"))
 
 # OAS CreateAssistantDTO.serverMessages default (vapi.md §2): no transcript.
 DEFAULT_SERVER_MESSAGES = [
-    "conversation-update", "end-of-call-report", "function-call", "hang", "speech-update", "status-update",
-    "tool-calls", "transfer-destination-request", "handoff-destination-request", "user-interrupted",
+    "conversation-update",
+    "end-of-call-report",
+    "function-call",
+    "hang",
+    "speech-update",
+    "status-update",
+    "tool-calls",
+    "transfer-destination-request",
+    "handoff-destination-request",
+    "user-interrupted",
     "assistant.started",
 ]
-CONSOLE_SERVER_MESSAGES = [*DEFAULT_SERVER_MESSAGES, "transcript", "model-output", "assistant.speechStarted",
-                           "transfer-update"]
+CONSOLE_SERVER_MESSAGES = [
+    *DEFAULT_SERVER_MESSAGES,
+    "transcript",
+    "model-output",
+    "assistant.speechStarted",
+    "transfer-update",
+]
 # Every message type the engine can send; those missing from serverMessages are not sent.
-CREATE_CALL_PROPERTIES = frozenset({
-    "assistantId", "assistantVersion", "assistant", "assistantOverrides", "squadId", "squad", "squadOverrides",
-    "workflowId", "workflow", "workflowOverrides", "phoneNumberId", "phoneNumber", "customer", "customerId",
-    "customers", "name", "schedulePlan", "transport",
-})
-CUSTOMER_PROPERTIES = frozenset({"number", "extension", "sipUri", "name", "email", "externalId",
-                                 "numberE164CheckEnabled", "assistantOverrides"})
+CREATE_CALL_PROPERTIES = frozenset(
+    {
+        "assistantId",
+        "assistantVersion",
+        "assistant",
+        "assistantOverrides",
+        "squadId",
+        "squad",
+        "squadOverrides",
+        "workflowId",
+        "workflow",
+        "workflowOverrides",
+        "phoneNumberId",
+        "phoneNumber",
+        "customer",
+        "customerId",
+        "customers",
+        "name",
+        "schedulePlan",
+        "transport",
+    }
+)
+CUSTOMER_PROPERTIES = frozenset(
+    {"number", "extension", "sipUri", "name", "email", "externalId", "numberE164CheckEnabled", "assistantOverrides"}
+)
 
 SAMPLE_RATE = 16_000
 FRAME_S = 0.02  # 20 ms listen frames
@@ -324,11 +355,15 @@ class CallEngine:
         return message
 
     def _artifact(self) -> dict[str, Any]:
-        return {"messages": list(self._messages), "messagesOpenAIFormatted": list(self._openai),
-                "transcript": "\n".join(self._lines)}
+        return {
+            "messages": list(self._messages),
+            "messagesOpenAIFormatted": list(self._openai),
+            "transcript": "\n".join(self._lines),
+        }
 
-    async def send(self, type_: str, *, url: str | None = None, timeout: float = 20.0,
-                   **fields: Any) -> httpx.Response | None:
+    async def send(
+        self, type_: str, *, url: str | None = None, timeout: float = 20.0, **fields: Any
+    ) -> httpx.Response | None:
         if type_ not in self._subscribed:
             return None
         response, _ = await self.webhook.post(url or self.server_url, self._envelope(type_, **fields), timeout=timeout)
@@ -393,8 +428,9 @@ class CallEngine:
         seconds = time.time() - (self._start_epoch or self._started)
         # A tool result carries `result`, not `message` (OAS ToolCallResultMessage).
         said = {} if role == "tool_call_result" else {"message": text}
-        self._messages.append({"role": role, **said, "time": int(time.time() * 1000),
-                               "secondsFromStart": round(seconds, 3), **extra})
+        self._messages.append(
+            {"role": role, **said, "time": int(time.time() * 1000), "secondsFromStart": round(seconds, 3), **extra}
+        )
         openai_role = {"bot": "assistant", "user": "user"}.get(role, role)
         if openai_role in ("assistant", "user", "system"):
             self._openai.append({"role": openai_role, "content": text})
@@ -460,14 +496,25 @@ class CallEngine:
         ]
         cost = round(sum(item["cost"] for item in costs), 4)
         summary = self.call.scenario.summary or f"A simulated call ({self.call.scenario.name})."
-        self.call.data.update(endedReason=reason, endedAt=iso(ended), cost=cost, costs=costs,
-                              artifact=self._artifact(), analysis={"summary": summary})
+        self.call.data.update(
+            endedReason=reason,
+            endedAt=iso(ended),
+            cost=cost,
+            costs=costs,
+            artifact=self._artifact(),
+            analysis={"summary": summary},
+        )
         self.call.data.setdefault("startedAt", iso(started))
         await self._status("ended", endedReason=reason)
         await self.send(
-            "end-of-call-report", endedReason=reason, artifact=self._artifact(),
-            analysis={"summary": summary, "successEvaluation": "true"}, cost=cost, costs=costs,
-            startedAt=iso(started), endedAt=iso(ended),
+            "end-of-call-report",
+            endedReason=reason,
+            artifact=self._artifact(),
+            analysis={"summary": summary, "successEvaluation": "true"},
+            cost=cost,
+            costs=costs,
+            startedAt=iso(started),
+            endedAt=iso(ended),
         )
         self.call.ended.set()
 
@@ -491,8 +538,15 @@ class CallEngine:
             self.call.speaking.discard(role)
         await self.send("speech-update", status=status, role=role, turn=self._turn if turn is None else turn)
 
-    async def speak(self, role: str, text: str, *, cut_after: int | None = None,
-                    over_assistant: bool = False, then_obey: bool = True) -> None:
+    async def speak(
+        self,
+        role: str,
+        text: str,
+        *,
+        cut_after: int | None = None,
+        over_assistant: bool = False,
+        then_obey: bool = True,
+    ) -> None:
         """One turn: speech started, partials, final, stopped. An assistant turn
         streams its model output first (with a turnId) so a cut is knowable;
         `cut_after` stops it after that many words (the user barges in)."""
@@ -515,7 +569,7 @@ class CallEngine:
 
     async def _assistant_turn(self, words: list[str], cut_after: int | None) -> None:
         turn_id = f"turn_{uuid.uuid4().hex[:10]}"
-        segments = [words[i:i + 6] for i in range(0, len(words), 6)]
+        segments = [words[i : i + 6] for i in range(0, len(words), 6)]
         for segment in segments:  # the model streams ahead of the voice
             await self.send("model-output", output=" ".join(segment) + " ", turnId=turn_id)
         await self.sleep(0.25)  # voice latency
@@ -525,13 +579,15 @@ class CallEngine:
         for segment in segments:
             if said >= limit:
                 break
-            await self.send("assistant.speechStarted", text=" ".join(words[:said + len(segment)]),
-                            turn=self._turn, source="model")
+            await self.send(
+                "assistant.speechStarted", text=" ".join(words[: said + len(segment)]), turn=self._turn, source="model"
+            )
             for chunk in _chunks(segment[: limit - said], 3):
                 await self.sleep(len(chunk) * self._word_s())
                 said += len(chunk)
-                await self.send("transcript", role="assistant", transcriptType="partial",
-                                transcript=" ".join(words[:said]))
+                await self.send(
+                    "transcript", role="assistant", transcriptType="partial", transcript=" ".join(words[:said])
+                )
         text = " ".join(words[:said])
         if cut_after is not None:
             # The user starts over the assistant (the user's turn is the next one);
@@ -548,8 +604,9 @@ class CallEngine:
         self.call.speaking.discard("assistant")
         await self.send("speech-update", status="stopped", role="assistant", turn=turn)
         self._record_message("bot", text)
-        await self.send("conversation-update", messages=list(self._messages),
-                        messagesOpenAIFormatted=list(self._openai))
+        await self.send(
+            "conversation-update", messages=list(self._messages), messagesOpenAIFormatted=list(self._openai)
+        )
 
     async def _user_turn(self, words: list[str], over_assistant: bool) -> None:
         if not over_assistant:  # after a barge-in the user is already speaking
@@ -565,8 +622,9 @@ class CallEngine:
         text = " ".join(words)
         await self.send("transcript", role="user", transcriptType="final", transcript=text)
         self._record_message("user", text)
-        await self.send("conversation-update", messages=list(self._messages),
-                        messagesOpenAIFormatted=list(self._openai))
+        await self.send(
+            "conversation-update", messages=list(self._messages), messagesOpenAIFormatted=list(self._openai)
+        )
 
     # ---------------------------------------------------------- tools
 
@@ -579,8 +637,12 @@ class CallEngine:
         else:
             # A tool the assistant does not define: describe it from the scenario's arguments
             # (Vapi's schema requires `properties`).
-            config = {"type": "function", "async": False, "messages": [],
-                      "function": {"name": name, "parameters": _parameters_for(arguments)}}
+            config = {
+                "type": "function",
+                "async": False,
+                "messages": [],
+                "function": {"name": name, "parameters": _parameters_for(arguments)},
+            }
         server = dict(config.get("server") or {})
         server.setdefault("url", self.server_url)
         server["timeoutSeconds"] = timeout_s  # the scenario decides the deadline it tests
@@ -590,9 +652,14 @@ class CallEngine:
     async def _tools(self, step: ToolsStep) -> None:
         if step.filler:
             await self.speak("assistant", step.filler)
-        calls = [{"id": f"call_{uuid.uuid4().hex[:16]}", "type": "function",
-                  "function": {"name": spec.name, "arguments": json.dumps(spec.arguments, separators=(",", ":"))}}
-                 for spec in step.calls]
+        calls = [
+            {
+                "id": f"call_{uuid.uuid4().hex[:16]}",
+                "type": "function",
+                "function": {"name": spec.name, "arguments": json.dumps(spec.arguments, separators=(",", ":"))},
+            }
+            for spec in step.calls
+        ]
         configs = [self._tool_config(spec.name, step.timeout_seconds, spec.arguments) for spec in step.calls]
         tools = [{**config, "toolCall": call} for config, call in zip(configs, calls, strict=True)]
         turn_id = f"turn_{uuid.uuid4().hex[:10]}"
@@ -601,8 +668,14 @@ class CallEngine:
         self._record_message("tool_calls", "", toolCalls=calls)
         url = configs[0]["server"].get("url") or self.server_url
         request = asyncio.ensure_future(
-            self.send("tool-calls", url=url, timeout=step.timeout_seconds, toolCallList=calls,
-                      toolWithToolCallList=tools, artifact=self._artifact())
+            self.send(
+                "tool-calls",
+                url=url,
+                timeout=step.timeout_seconds,
+                toolCallList=calls,
+                toolWithToolCallList=tools,
+                artifact=self._artifact(),
+            )
         )
         try:
             response = await self._await_tool(request, step.hang_after)
@@ -632,8 +705,9 @@ class CallEngine:
             reply = render(step.say, values)
         await self.speak("assistant", reply)
 
-    async def _await_tool(self, request: asyncio.Future[httpx.Response | None],
-                          hang_after: float) -> httpx.Response | None:
+    async def _await_tool(
+        self, request: asyncio.Future[httpx.Response | None], hang_after: float
+    ) -> httpx.Response | None:
         """The webhook's answer; `hang` if it is slow; control commands obeyed meanwhile."""
         hang_at = self._loop.time() + hang_after / self.speed
         hung = False
@@ -658,8 +732,14 @@ def _without_server_fields(resource: dict[str, Any], *also: str) -> dict[str, An
     return {key: value for key, value in resource.items() if key not in _SERVER_FIELDS and key not in also}
 
 
-_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"),
-               (dict, "object"))
+_JSON_TYPES = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
 
 
 def _parameters_for(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -672,7 +752,7 @@ def _parameters_for(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _chunks(words: list[str], size: int) -> list[list[str]]:
-    return [words[i:i + size] for i in range(0, len(words), size)]
+    return [words[i : i + size] for i in range(0, len(words), size)]
 
 
 def _results_by_id(response: httpx.Response | None) -> dict[str, dict[str, Any]]:
@@ -789,14 +869,27 @@ class SimulatedPlatform:
     def _seed(self) -> None:
         now = iso()
         tools = [
-            _tool("check_availability", "Find open appointment slots on a given day.",
-                  {"date": {"type": "string", "description": "ISO date, e.g. 2026-02-17"},
-                   "reason": {"type": "string"}}, ["date"], "Let me check the calendar."),
-            _tool("lookup_patient", "Find a patient record by phone number.",
-                  {"phone": {"type": "string"}}, ["phone"], None),
-            _tool("book_appointment", "Book an appointment slot for a patient.",
-                  {"patient_name": {"type": "string"}, "date": {"type": "string"}, "time": {"type": "string"}},
-                  ["patient_name", "date", "time"], "One moment while I book that."),
+            _tool(
+                "check_availability",
+                "Find open appointment slots on a given day.",
+                {"date": {"type": "string", "description": "ISO date, e.g. 2026-02-17"}, "reason": {"type": "string"}},
+                ["date"],
+                "Let me check the calendar.",
+            ),
+            _tool(
+                "lookup_patient",
+                "Find a patient record by phone number.",
+                {"phone": {"type": "string"}},
+                ["phone"],
+                None,
+            ),
+            _tool(
+                "book_appointment",
+                "Book an appointment slot for a patient.",
+                {"patient_name": {"type": "string"}, "date": {"type": "string"}, "time": {"type": "string"}},
+                ["patient_name", "date", "time"],
+                "One moment while I book that.",
+            ),
         ]
         for tool in tools:
             if self._server():
@@ -804,29 +897,57 @@ class SimulatedPlatform:
             tool_id = str(uuid.uuid5(_NS, "tool:" + tool["function"]["name"]))
             self.tools[tool_id] = {"id": tool_id, "orgId": ORG_ID, "createdAt": now, "updatedAt": now, **tool}
         base = {
-            "orgId": ORG_ID, "createdAt": now, "updatedAt": now,
+            "orgId": ORG_ID,
+            "createdAt": now,
+            "updatedAt": now,
             "transcriber": {"provider": "deepgram", "model": "nova-3", "language": "en"},
             "voice": {"provider": "vapi", "voiceId": "Elliot"},
             "firstMessage": "Thanks for calling Sunrise Dental, this is Ava. How can I help?",
             "monitorPlan": {"listenEnabled": True, "controlEnabled": True},
         }
-        model = {"provider": "openai", "model": "gpt-4o", "temperature": 0.3,
-                 "messages": [{"role": "system", "content": "You are Ava, the receptionist at Sunrise Dental."}],
-                 "toolIds": list(self.tools), "tools": tools}
-        self.assistants[RECEPTIONIST_ID] = _compact({
-            "id": RECEPTIONIST_ID, "name": "Sunrise Dental Receptionist (simulated)", **base, "model": model,
-            "serverMessages": CONSOLE_SERVER_MESSAGES, "server": self._server(),
-        })
+        model = {
+            "provider": "openai",
+            "model": "gpt-4o",
+            "temperature": 0.3,
+            "messages": [{"role": "system", "content": "You are Ava, the receptionist at Sunrise Dental."}],
+            "toolIds": list(self.tools),
+            "tools": tools,
+        }
+        self.assistants[RECEPTIONIST_ID] = _compact(
+            {
+                "id": RECEPTIONIST_ID,
+                "name": "Sunrise Dental Receptionist (simulated)",
+                **base,
+                "model": model,
+                "serverMessages": CONSOLE_SERVER_MESSAGES,
+                "server": self._server(),
+            }
+        )
         # Vapi's defaults: no transcript, so the console's operator check has something to flag.
-        self.assistants[DEFAULTS_ID] = _compact({
-            "id": DEFAULTS_ID, "name": "Defaults-only assistant (simulated)", **base, "model": model,
-            "serverMessages": DEFAULT_SERVER_MESSAGES, "server": self._server(),
-        })
-        self.phone_numbers[PHONE_NUMBER_ID] = _compact({
-            "id": PHONE_NUMBER_ID, "orgId": ORG_ID, "provider": "vapi", "number": "+16505550199",
-            "name": "Front desk (simulated)", "assistantId": RECEPTIONIST_ID, "status": "active",
-            "createdAt": now, "updatedAt": now, "server": self._server(),
-        })
+        self.assistants[DEFAULTS_ID] = _compact(
+            {
+                "id": DEFAULTS_ID,
+                "name": "Defaults-only assistant (simulated)",
+                **base,
+                "model": model,
+                "serverMessages": DEFAULT_SERVER_MESSAGES,
+                "server": self._server(),
+            }
+        )
+        self.phone_numbers[PHONE_NUMBER_ID] = _compact(
+            {
+                "id": PHONE_NUMBER_ID,
+                "orgId": ORG_ID,
+                "provider": "vapi",
+                "number": "+16505550199",
+                "name": "Front desk (simulated)",
+                "assistantId": RECEPTIONIST_ID,
+                "status": "active",
+                "createdAt": now,
+                "updatedAt": now,
+                "server": self._server(),
+            }
+        )
 
     # ---------------------------------------------------------- HTTP
 
@@ -836,11 +957,16 @@ class SimulatedPlatform:
         if len(parts) == 2 and parts[1] == "control" and method == "POST":
             return self._control(parts[0], request)
         route = {
-            ("GET", "assistant", 1): self._list_assistants, ("POST", "assistant", 1): self._create_assistant,
-            ("GET", "assistant", 2): self._get_assistant, ("PATCH", "assistant", 2): self._patch_assistant,
-            ("GET", "phone-number", 1): self._list_phone_numbers, ("GET", "phone-number", 2): self._get_phone_number,
-            ("GET", "tool", 1): self._list_tools, ("GET", "call", 1): self._list_calls,
-            ("POST", "call", 1): self._create_call, ("GET", "call", 2): self._get_call,
+            ("GET", "assistant", 1): self._list_assistants,
+            ("POST", "assistant", 1): self._create_assistant,
+            ("GET", "assistant", 2): self._get_assistant,
+            ("PATCH", "assistant", 2): self._patch_assistant,
+            ("GET", "phone-number", 1): self._list_phone_numbers,
+            ("GET", "phone-number", 2): self._get_phone_number,
+            ("GET", "tool", 1): self._list_tools,
+            ("GET", "call", 1): self._list_calls,
+            ("POST", "call", 1): self._create_call,
+            ("GET", "call", 2): self._get_call,
         }.get((method, parts[0] if parts else "", len(parts)))
         if route is None:
             return nest_error(404, f"Cannot {request.method} {request.path}")
@@ -931,14 +1057,19 @@ class SimulatedPlatform:
         if customer is not None and not isinstance(customer, dict):
             problems.append("customer must be an object")
         elif customer:
-            problems += [f"property customer.{key} should not exist" for key in customer
-                         if key not in CUSTOMER_PROPERTIES]
+            problems += [
+                f"property customer.{key} should not exist" for key in customer if key not in CUSTOMER_PROPERTIES
+            ]
             number = customer.get("number")
-            if number is not None and customer.get("numberE164CheckEnabled", True) and not (
-                isinstance(number, str) and E164.fullmatch(number)
+            if (
+                number is not None
+                and customer.get("numberE164CheckEnabled", True)
+                and not (isinstance(number, str) and E164.fullmatch(number))
             ):
-                problems.append("customer.number must be a valid phone number in the E.164 format "
-                                "(e.g. +14155550142). Hot tip, you may be missing the country code.")
+                problems.append(
+                    "customer.number must be a valid phone number in the E.164 format "
+                    "(e.g. +14155550142). Hot tip, you may be missing the country code."
+                )
         if problems:
             return nest_error(400, problems)
         for unsupported in ("squadId", "squad", "workflowId", "workflow", "customers", "customerId", "phoneNumber"):
@@ -957,7 +1088,8 @@ class SimulatedPlatform:
         overrides = body.get("assistantOverrides") or {}
         scenario = self.scenario
         chosen = (overrides.get("variableValues") or {}).get("scenario") or (overrides.get("metadata") or {}).get(
-            "scenario")
+            "scenario"
+        )
         if chosen:
             # Bundled names only: a path here would let any API caller read local files.
             if str(chosen) not in bundled_scenarios():
@@ -966,14 +1098,24 @@ class SimulatedPlatform:
         http_base = self.url
         ws_base = "ws://" + http_base.removeprefix("http://")
         extra = {key: body[key] for key in ("name", "assistantOverrides", "schedulePlan", "transport") if key in body}
-        call = new_call(assistant=assistant, scenario=scenario, phone_number=phone_number, customer=customer,
-                        base_http=http_base, base_ws=ws_base, webhook_url=self.webhook_url, extra=extra)
+        call = new_call(
+            assistant=assistant,
+            scenario=scenario,
+            phone_number=phone_number,
+            customer=customer,
+            base_http=http_base,
+            base_ws=ws_base,
+            webhook_url=self.webhook_url,
+            extra=extra,
+        )
         self.calls[call.id] = call
         self._router.add_websocket(f"/{call.id}/listen", self._listen)
         assert self._webhook is not None, "start() the platform first"
         call.task = asyncio.create_task(CallEngine(call, self._webhook, speed=self.speed).run())
-        response = {**call.data, "subscriptionLimits": {"concurrencyBlocked": False, "concurrencyLimit": 10,
-                                                         "remainingConcurrentCalls": 9}}
+        response = {
+            **call.data,
+            "subscriptionLimits": {"concurrencyBlocked": False, "concurrencyLimit": 10, "remainingConcurrentCalls": 9},
+        }
         return Response.json(201, response)
 
     def _call_assistant(self, body: dict[str, Any]) -> dict[str, Any] | Response:
@@ -1029,12 +1171,20 @@ class SimulatedPlatform:
             return
 
 
-def _tool(name: str, description: str, properties: dict[str, Any], required: list[str],
-          request_start: str | None) -> dict[str, Any]:
+def _tool(
+    name: str, description: str, properties: dict[str, Any], required: list[str], request_start: str | None
+) -> dict[str, Any]:
     messages = [{"type": "request-start", "content": request_start}] if request_start else []
-    return {"type": "function", "async": False, "messages": messages,
-            "function": {"name": name, "description": description,
-                         "parameters": {"type": "object", "properties": properties, "required": required}}}
+    return {
+        "type": "function",
+        "async": False,
+        "messages": messages,
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
 
 
 def _compact(data: dict[str, Any]) -> dict[str, Any]:

@@ -163,9 +163,7 @@ class EndStep(_Step):
     reason: str = "customer-ended-call"
 
 
-Step = Annotated[
-    SayStep | BargeInStep | ToolsStep | SilenceStep | TransferStep | EndStep, Field(discriminator="kind")
-]
+Step = Annotated[SayStep | BargeInStep | ToolsStep | SilenceStep | TransferStep | EndStep, Field(discriminator="kind")]
 
 
 class Scenario(_Model):

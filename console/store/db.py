@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -231,7 +231,7 @@ def iso_from_epoch(value: float | None) -> str | None:
     """The same ISO form pydantic writes in event JSON (`...Z`, microseconds when set)."""
     if value is None:
         return None
-    text = datetime.fromtimestamp(value, tz=timezone.utc).isoformat()
+    text = datetime.fromtimestamp(value, tz=UTC).isoformat()
     return text.removesuffix("+00:00") + "Z"
 
 
@@ -403,9 +403,19 @@ class _CallAgg:
 
     def row(self, call_id: str) -> tuple[Any, ...]:
         return (
-            call_id, self.provider, self.status, self.status_at, self.started_at, self.ended_at,
-            self.ended_reason, self.summary, self.cost, self.duration_s, self.barge_ins,
-            self.first, self.last,
+            call_id,
+            self.provider,
+            self.status,
+            self.status_at,
+            self.started_at,
+            self.ended_at,
+            self.ended_reason,
+            self.summary,
+            self.cost,
+            self.duration_s,
+            self.barge_ins,
+            self.first,
+            self.last,
         )
 
 
@@ -442,18 +452,35 @@ class _Plan:
                 self.transcripts.append((event_id, r.call_id, r.at, d["role"], d["text"]))
             elif r.kind == "tool.requested":
                 self.tool_requests.append(
-                    (d["tool_call_id"], r.call_id, r.provider, d["name"], _dumps(d.get("arguments", {})), r.at,
-                     self.session_id)
+                    (
+                        d["tool_call_id"],
+                        r.call_id,
+                        r.provider,
+                        d["name"],
+                        _dumps(d.get("arguments", {})),
+                        r.at,
+                        self.session_id,
+                    )
                 )
                 if r.call_id:
                     self.tool_call_counts.add(r.call_id)
             elif r.kind == "tool.decided":
                 sent = d.get("arguments")
-                self.tool_decisions.append((
-                    d["tool_call_id"], r.call_id, r.provider, d["name"], d["decision"], d["by"],
-                    d.get("result"), d.get("error"), d.get("latency_ms"), r.at,
-                    None if sent is None else _dumps(sent),
-                ))
+                self.tool_decisions.append(
+                    (
+                        d["tool_call_id"],
+                        r.call_id,
+                        r.provider,
+                        d["name"],
+                        d["decision"],
+                        d["by"],
+                        d.get("result"),
+                        d.get("error"),
+                        d.get("latency_ms"),
+                        r.at,
+                        None if sent is None else _dumps(sent),
+                    )
+                )
             if r.call_id:
                 self.call(r.call_id, r.provider, r.at).absorb(r.kind, r.at, d)
 
@@ -582,7 +609,7 @@ class Store:
         commit_interval_ms: float = 2.0,
         fts: bool = True,
         session: bool = False,
-    ) -> "Store":
+    ) -> Store:
         """Open (creating if needed) and migrate the database.
 
         `fts=False` uses the LIKE search even when FTS5 is available (tests,
@@ -633,13 +660,21 @@ class Store:
                 raise StoreError(f"{path}: cannot open the history database ({exc})") from exc
             raise
         if recovered is not None and recovered.interrupted:
-            log.warning("%s: %d tool call(s) left undecided by a stopped voice-console marked interrupted",
-                        path, len(recovered.interrupted))
+            log.warning(
+                "%s: %d tool call(s) left undecided by a stopped voice-console marked interrupted",
+                path,
+                len(recovered.interrupted),
+            )
         if recovered is not None and recovered.unknown_calls:
-            log.warning("%s: %d call(s) a stopped voice-console never saw end marked unknown",
-                        path, len(recovered.unknown_calls))
+            log.warning(
+                "%s: %d call(s) a stopped voice-console never saw end marked unknown",
+                path,
+                len(recovered.unknown_calls),
+            )
         return cls(
-            path, writer, reader,
+            path,
+            writer,
+            reader,
             redactor=redactor or Redactor(),
             commit_interval_ms=commit_interval_ms,
             fts_enabled=fts and available,
@@ -670,7 +705,7 @@ class Store:
                 # Last: closing the last connection checkpoints and removes the WAL.
                 await self._db.close()
 
-    async def __aenter__(self) -> "Store":
+    async def __aenter__(self) -> Store:
         return self
 
     async def __aexit__(
@@ -696,9 +731,19 @@ class Store:
             # A replay repeats the platform's bodies: it is de-duplicated within its own run only.
             key = f"replay:{rec.replay_run}:{key}"
         row = (
-            epoch(rec.received_at), rec.provider, rec.route, rec.method, r.text(rec.path), rec.message_type,
-            rec.call_id, rec.auth_scheme, compact_json(r.headers(rec.headers)), _mask_monitor_bytes(r.bytes(rec.body)),
-            body_hash, key, rec.replay_run,
+            epoch(rec.received_at),
+            rec.provider,
+            rec.route,
+            rec.method,
+            r.text(rec.path),
+            rec.message_type,
+            rec.call_id,
+            rec.auth_scheme,
+            compact_json(r.headers(rec.headers)),
+            _mask_monitor_bytes(r.bytes(rec.body)),
+            body_hash,
+            key,
+            rec.replay_run,
         )
         receipt: DeliveryReceipt = await self._submit(_DeliveryOp(row, key, self._event_rows(events)))
         return receipt
@@ -741,8 +786,16 @@ class Store:
         # Redact before cutting, so a secret straddling the cut cannot leave a prefix behind.
         excerpt = _mask_monitor_bytes(r.bytes(body))[:EXCERPT_BYTES].decode("utf-8", errors="replace")
         row = (
-            epoch(at), provider, route, method, r.text(path), client, r.text(reason),
-            _dumps(r.headers(headers)), len(body), excerpt,
+            epoch(at),
+            provider,
+            route,
+            method,
+            r.text(path),
+            client,
+            r.text(reason),
+            _dumps(r.headers(headers)),
+            len(body),
+            excerpt,
         )
         await self._submit(_RowOp("rejected", row))
 
@@ -753,8 +806,7 @@ class Store:
             return
         ts = epoch(at)
         rows = [
-            (c.tool_call_id, call_id, provider, c.name, _dumps(self._redactor.json(c.arguments)), ts,
-             self._session_id)
+            (c.tool_call_id, call_id, provider, c.name, _dumps(self._redactor.json(c.arguments)), ts, self._session_id)
             for c in calls
         ]
         await self._submit(_ToolRequestsOp(rows, call_id, provider, ts))
@@ -765,9 +817,17 @@ class Store:
         """Update tool_calls and add the matching tool.decided events, in one transaction."""
         events: list[Event] = [
             ToolDecided(
-                at=decided_at, provider=provider, call_id=call_id,  # type: ignore[arg-type]
-                tool_call_id=o.tool_call_id, name=o.name, decision=o.decision, by=o.by,
-                result=o.result, error=o.error, latency_ms=o.latency_ms, arguments=o.arguments_sent,
+                at=decided_at,
+                provider=provider,
+                call_id=call_id,  # type: ignore[arg-type]
+                tool_call_id=o.tool_call_id,
+                name=o.name,
+                decision=o.decision,
+                by=o.by,
+                result=o.result,
+                error=o.error,
+                latency_ms=o.latency_ms,
+                arguments=o.arguments_sent,
             )
             for o in outcomes
         ]
@@ -795,8 +855,13 @@ class Store:
         if row is None:
             return None
         return ToolOutcome(
-            tool_call_id=row["tool_call_id"], name=row["name"], decision=row["decision"], by=row["decided_by"],
-            result=row["result"], error=row["error"], latency_ms=row["latency_ms"],
+            tool_call_id=row["tool_call_id"],
+            name=row["name"],
+            decision=row["decision"],
+            by=row["decided_by"],
+            result=row["result"],
+            error=row["error"],
+            latency_ms=row["latency_ms"],
             arguments_sent=None if row["arguments_sent"] is None else json.loads(row["arguments_sent"]),
         )
 
@@ -995,7 +1060,7 @@ def _settle(op: _Op, result: Any = None, *, exc: BaseException | None = None) ->
 INTERRUPTED = "interrupted"
 INTERRUPTED_ERRORS = {
     "crash": "voice-console stopped (crashed or was killed) before this tool call was decided; "
-             "the platform got no answer from it.",
+    "the platform got no answer from it.",
     "shutdown": "voice-console shut down before this tool call was decided; the platform got no answer from it.",
 }
 
@@ -1017,7 +1082,7 @@ class Session:
 
 
 def utc_text(value: float) -> str:
-    return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def stopped_reason(end_reason: str | None, stopped_at: float | None, last_event_at: float | None) -> str:
@@ -1102,11 +1167,17 @@ def _interrupt(conn: sqlite3.Connection, where: str, params: Sequence[Any], by: 
     ).fetchall()
     if not rows:
         return []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     events = [
         ToolDecided(
-            at=now, provider=provider, call_id=call_id, tool_call_id=tool_call_id, name=name,
-            decision=INTERRUPTED, by=by, error=INTERRUPTED_ERRORS[by],  # type: ignore[arg-type]
+            at=now,
+            provider=provider,
+            call_id=call_id,
+            tool_call_id=tool_call_id,
+            name=name,
+            decision=INTERRUPTED,
+            by=by,
+            error=INTERRUPTED_ERRORS[by],  # type: ignore[arg-type]
         )
         for tool_call_id, call_id, provider, name in rows
     ]
@@ -1130,12 +1201,17 @@ def _open_session(conn: sqlite3.Connection, redactor: Redactor) -> Session:
             if not _process_alive(pid, host, proc_start)
         ]
         now = time.time()
-        conn.executemany("UPDATE sessions SET ended_at = ?, end_reason = 'crashed' WHERE id = ?",
-                         [(now, session_id) for session_id in crashed])
+        conn.executemany(
+            "UPDATE sessions SET ended_at = ?, end_reason = 'crashed' WHERE id = ?",
+            [(now, session_id) for session_id in crashed],
+        )
         # Undecided and owned by no running session (rows from before sessions existed included).
         interrupted = _interrupt(
-            conn, "session_id IS NULL OR session_id NOT IN (SELECT id FROM sessions WHERE ended_at IS NULL)",
-            (), "crash", redactor,
+            conn,
+            "session_id IS NULL OR session_id NOT IN (SELECT id FROM sessions WHERE ended_at IS NULL)",
+            (),
+            "crash",
+            redactor,
         )
         # After the interruptions: their markers are dated now and must not look like a live call.
         unknown = _close_orphaned_calls(conn, now)

@@ -19,6 +19,7 @@ ExportFormat = Literal["jsonl", "csv"]
 CSV_COLUMNS = ("at", "provider", "call_id", "kind", "role", "text", "detail")
 _PAGE = 2000
 
+
 def csv_row(event: dict[str, Any]) -> list[str]:
     """The CSV columns of one event; `detail` holds every other field as JSON ('' when none)."""
     rest = {k: v for k, v in event.items() if k not in CSV_COLUMNS}
@@ -52,7 +53,11 @@ async def _pages(store: Store, call_id: str | None, include_replays: bool) -> As
 
 
 async def export(
-    store: Store, out: TextIO, fmt: ExportFormat = "jsonl", call_id: str | None = None, *,
+    store: Store,
+    out: TextIO,
+    fmt: ExportFormat = "jsonl",
+    call_id: str | None = None,
+    *,
     include_replays: bool = False,
 ) -> int:
     """Write every event (or one call's) to `out`; returns the number of rows written.

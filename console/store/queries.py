@@ -11,7 +11,14 @@ from console.core.replays import REPLAY_MARK, replay_call_id
 from console.store.db import Store, iso_from_epoch
 
 CALL_LIST_FIELDS = (
-    "call_id", "provider", "status", "started_at", "ended_at", "ended_reason", "barge_ins", "tool_calls",
+    "call_id",
+    "provider",
+    "status",
+    "started_at",
+    "ended_at",
+    "ended_reason",
+    "barge_ins",
+    "tool_calls",
 )
 _TIME_FIELDS = frozenset({"started_at", "ended_at", "status_at", "first_seen_at", "last_event_at", "at"})
 

@@ -70,22 +70,27 @@ class Services:
             found["vapi_webhook_secret"] = SecretLookup("vapi_webhook_secret", token_source.token_urlsafe(24), "env")
         return found
 
-    async def start_receiver(self, secrets: dict[str, SecretLookup],
-                             on_events: Callable[[list[Event]], None],
-                             on_delivery: Callable[[DeliverySeen], None] | None = None) -> ReceiverService:
+    async def start_receiver(
+        self,
+        secrets: dict[str, SecretLookup],
+        on_events: Callable[[list[Event]], None],
+        on_delivery: Callable[[DeliverySeen], None] | None = None,
+    ) -> ReceiverService:
         """The receiver on the configured port; the demo, which needs no particular port,
         takes a free one when that is busy (a `serve` running) and sets `busy_port`."""
         try:
-            return await ReceiverService.start(self.settings, secrets, on_events=on_events, on_delivery=on_delivery,
-                                               policy=self.policy)
+            return await ReceiverService.start(
+                self.settings, secrets, on_events=on_events, on_delivery=on_delivery, policy=self.policy
+            )
         except OSError as exc:
             if not self.demo or exc.errno != errno.EADDRINUSE or self.settings.receiver.port == 0:
                 raise
         self.busy_port = self.settings.receiver.port
         receiver = self.settings.receiver.model_copy(update={"port": 0})
         self.settings = self.settings.model_copy(update={"receiver": receiver})
-        return await ReceiverService.start(self.settings, secrets, on_events=on_events, on_delivery=on_delivery,
-                                           policy=self.policy)
+        return await ReceiverService.start(
+            self.settings, secrets, on_events=on_events, on_delivery=on_delivery, policy=self.policy
+        )
 
     async def start_platform(self, receiver: ReceiverService, secrets: dict[str, SecretLookup]) -> SimulatedPlatform:
         platform = SimulatedPlatform(
@@ -97,8 +102,9 @@ class Services:
             port=0,
         )
         # As the operator of a real assistant may: its tools get more time than Vapi's default 20 s.
-        lengthen_server_timeouts([platform.assistants, platform.tools, platform.phone_numbers],
-                                 self.demo_tool_timeout_s)
+        lengthen_server_timeouts(
+            [platform.assistants, platform.tools, platform.phone_numbers], self.demo_tool_timeout_s
+        )
         await platform.start()
         return platform
 
@@ -128,8 +134,9 @@ class VoiceConsoleApp(App[None]):
         self.themes.install(self)
         self.feed = Feed()
         self.replay = ReplayController(self, self.feed)
-        self.context = ConsoleContext(services.settings, services.secret_store or SecretStore(), self.replay,
-                                      demo=services.demo)
+        self.context = ConsoleContext(
+            services.settings, services.secret_store or SecretStore(), self.replay, demo=services.demo
+        )
         self.main = MainScreen(self.feed, self.context)
         self._phone_number_id: str | None = None
         self._assistant_id: str | None = None
@@ -158,8 +165,10 @@ class VoiceConsoleApp(App[None]):
         try:
             receiver = await services.start_receiver(secrets, self.feed.events_in, self.feed.deliveries_in)
         except OSError as exc:
-            self.exit(return_code=1,
-                      message=f"voice-console: {listen_failure(settings.receiver.host, settings.receiver.port, exc)}")
+            self.exit(
+                return_code=1,
+                message=f"voice-console: {listen_failure(settings.receiver.host, settings.receiver.port, exc)}",
+            )
             return
         settings = services.settings  # the demo may have moved to a free port
         if receiver.gate is not None:
@@ -171,11 +180,14 @@ class VoiceConsoleApp(App[None]):
         if services.demo:
             platform = self.context.platform = await services.start_platform(receiver, secrets)
             self.sub_title = f"DEMO · simulated platform {platform.url} · receiver {receiver.server.url}"
-            self.feed.note(f"demo: simulated Vapi platform on {platform.url}; a call every "
-                           f"{services.demo_interval_s:g} s")
+            self.feed.note(
+                f"demo: simulated Vapi platform on {platform.url}; a call every {services.demo_interval_s:g} s"
+            )
             if services.busy_port is not None:
-                moved = (f"Port {services.busy_port} is in use (by `voice-console serve`?), so the demo's "
-                         f"receiver listens on {receiver.server.url} instead.")
+                moved = (
+                    f"Port {services.busy_port} is in use (by `voice-console serve`?), so the demo's "
+                    f"receiver listens on {receiver.server.url} instead."
+                )
                 self.feed.note(f"demo: {moved}")
                 self.notify(moved, title="Demo", markup=False, timeout=10)
             self.dial_demo_call()
@@ -205,8 +217,11 @@ class VoiceConsoleApp(App[None]):
                 if self._phone_number_id is None or self._assistant_id is None:
                     self._phone_number_id = (await client.list_phone_numbers())[0]["id"]
                     self._assistant_id = (await client.list_assistants(limit=1))[0]["id"]
-                call = await client.create_phone_call(phone_number_id=self._phone_number_id,
-                                                      customer_number=DEMO_CUSTOMER, assistant_id=self._assistant_id)
+                call = await client.create_phone_call(
+                    phone_number_id=self._phone_number_id,
+                    customer_number=DEMO_CUSTOMER,
+                    assistant_id=self._assistant_id,
+                )
         except (VapiError, IndexError, KeyError) as exc:
             self.feed.note(f"demo: could not dial: {exc}")
             return

@@ -70,8 +70,10 @@ def group_by_action(bindings: Iterable[Binding]) -> list[BoundAction]:
     for binding in bindings:
         if binding.description and binding.action not in PALETTE_ACTIONS and not binding.system:
             grouped.setdefault(binding.action, []).append(binding)
-    return [BoundAction(action, items[0].description, next((b.tooltip for b in items if b.tooltip), ""), tuple(items))
-            for action, items in grouped.items()]
+    return [
+        BoundAction(action, items[0].description, next((b.tooltip for b in items if b.tooltip), ""), tuple(items))
+        for action, items in grouped.items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -110,23 +112,38 @@ def console_commands(screen: Screen[Any]) -> list[ConsoleCommand]:
     for node, bound in active_actions(screen):
         keys = bound.keys(app)
         actions.add(bound.action.removeprefix("app."))
-        commands.append(ConsoleCommand(bound.description, keys, bound.tooltip,
-                                       partial(app.run_action, bound.action, node)))
+        commands.append(
+            ConsoleCommand(bound.description, keys, bound.tooltip, partial(app.run_action, bound.action, node))
+        )
     if "help" not in actions and hasattr(app, "action_help"):
-        commands.append(ConsoleCommand("Help", "", "Every key, and how approvals and deadlines work",
-                                       partial(app.run_action, "app.help")))
-    commands.append(ConsoleCommand("Change theme…", "", "Pick a colour theme (remembered for next time)",
-                                   app.action_change_theme))
+        commands.append(
+            ConsoleCommand(
+                "Help", "", "Every key, and how approvals and deadlines work", partial(app.run_action, "app.help")
+            )
+        )
+    commands.append(
+        ConsoleCommand("Change theme…", "", "Pick a colour theme (remembered for next time)", app.action_change_theme)
+    )
     for name in sorted(app.available_themes):
-        commands.append(ConsoleCommand(f"Theme: {name}", "", "in use now" if name == app.theme else "",
-                                       partial(setattr, app, "theme", name)))
+        commands.append(
+            ConsoleCommand(
+                f"Theme: {name}", "", "in use now" if name == app.theme else "", partial(setattr, app, "theme", name)
+            )
+        )
     if screen.maximized is not None:
         commands.append(ConsoleCommand("Restore pane size", "", "Undo maximize", screen.action_minimize))
     elif screen.focused is not None and screen.focused.allow_maximize:
-        commands.append(ConsoleCommand("Maximize pane", "", "Give the focused pane the whole screen",
-                                       screen.action_maximize))
-    commands.append(ConsoleCommand("Save screenshot", "", "Save an SVG of the screen in the current directory",
-                                   lambda: app.set_timer(0.1, app.deliver_screenshot)))
+        commands.append(
+            ConsoleCommand("Maximize pane", "", "Give the focused pane the whole screen", screen.action_maximize)
+        )
+    commands.append(
+        ConsoleCommand(
+            "Save screenshot",
+            "",
+            "Save an SVG of the screen in the current directory",
+            lambda: app.set_timer(0.1, app.deliver_screenshot),
+        )
+    )
     return commands
 
 
@@ -149,8 +166,9 @@ class ConsoleCommands(Provider):
 
     async def discover(self) -> Hits:
         for command in self._commands:
-            yield DiscoveryHit(_display(command.title, command.keys), command.run, text=command.title,
-                               help=command.help or None)
+            yield DiscoveryHit(
+                _display(command.title, command.keys), command.run, text=command.title, help=command.help or None
+            )
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
@@ -159,5 +177,10 @@ class ConsoleCommands(Provider):
             if score > 0:
                 # The highlighter reads markup: only plain titles get highlighted letters.
                 matched = matcher.highlight(command.title) if not re.search(r"[\[\]]", command.title) else None
-                yield Hit(score, _display(command.title, command.keys, matched), command.run, text=command.title,
-                          help=command.help or None)
+                yield Hit(
+                    score,
+                    _display(command.title, command.keys, matched),
+                    command.run,
+                    text=command.title,
+                    help=command.help or None,
+                )

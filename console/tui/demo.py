@@ -20,14 +20,20 @@ DEMO_INTERVAL_S = 60
 
 # In the demo there is no tool server: an approved call answers these made-up
 # results, so the simulated assistant has something real to say.
-DEMO_POLICY = Policy(tools={
-    "default": ToolRule(action="hold", timeout_seconds=DEMO_HOLD_S, result='{"ok": true}'),
-    "check_availability": ToolRule(action="hold", timeout_seconds=DEMO_HOLD_S, result='{"slots": ["09:30", "14:15"]}'),
-    "lookup_patient": ToolRule(action="hold", timeout_seconds=DEMO_HOLD_S,
-                               result='{"found": true, "name": "Dana Whitfield"}'),
-    "book_appointment": ToolRule(action="hold", timeout_seconds=DEMO_HOLD_S,
-                                 result='{"booked": true, "confirmation": "SD-4821"}'),
-})
+DEMO_POLICY = Policy(
+    tools={
+        "default": ToolRule(action="hold", timeout_seconds=DEMO_HOLD_S, result='{"ok": true}'),
+        "check_availability": ToolRule(
+            action="hold", timeout_seconds=DEMO_HOLD_S, result='{"slots": ["09:30", "14:15"]}'
+        ),
+        "lookup_patient": ToolRule(
+            action="hold", timeout_seconds=DEMO_HOLD_S, result='{"found": true, "name": "Dana Whitfield"}'
+        ),
+        "book_appointment": ToolRule(
+            action="hold", timeout_seconds=DEMO_HOLD_S, result='{"booked": true, "confirmation": "SD-4821"}'
+        ),
+    }
+)
 
 
 def lengthen_server_timeouts(records: Iterable[Any], timeout_s: float) -> None:
@@ -48,8 +54,10 @@ def demo_scenario(tool_timeout_s: float = DEMO_TOOL_TIMEOUT_S) -> Scenario:
     """The bundled default scenario, its tool calls given `tool_timeout_s` (the deadline
     the simulated platform puts in each tool's `server.timeoutSeconds`)."""
     scenario = load_scenario(None)
-    steps = [step.model_copy(update={"timeout_seconds": tool_timeout_s}) if isinstance(step, ToolsStep) else step
-             for step in scenario.steps]
+    steps = [
+        step.model_copy(update={"timeout_seconds": tool_timeout_s}) if isinstance(step, ToolsStep) else step
+        for step in scenario.steps
+    ]
     return scenario.model_copy(update={"steps": steps})
 
 

@@ -66,21 +66,45 @@ class MainScreen(Screen[None]):
         Binding("r", "reject", "Reject", tooltip="refuse, with a reason the agent may say"),
         Binding("d", "dial", "Dial", tooltip="place a test call (assistant, from-number, number to call)"),
         Binding("s", "say", "Say", show=False, tooltip="the assistant says your words now (selected call)"),
-        Binding("n", "add_message", "Add msg", show=False,
-                tooltip="insert a system or user message into the selected call's conversation"),
+        Binding(
+            "n",
+            "add_message",
+            "Add msg",
+            show=False,
+            tooltip="insert a system or user message into the selected call's conversation",
+        ),
         Binding("m", "mute", "Mute", show=False, tooltip="mute / unmute the assistant on the selected call"),
-        Binding("t", "transfer", "Transfer", show=False,
-                tooltip="transfer the selected call to a number (national, or + and the country code)"),
+        Binding(
+            "t",
+            "transfer",
+            "Transfer",
+            show=False,
+            tooltip="transfer the selected call to a number (national, or + and the country code)",
+        ),
         Binding("ctrl+e", "end_call", "End call", show=False, tooltip="hang up the selected call (asks first: y / n)"),
         Binding("k", "keys", "Keys", show=False, tooltip="API keys: where each comes from; set, test, delete"),
         Binding("h", "history", "History"),
         # Global: whatever has focus, `/` filters the Events pane (and what is typed next goes there).
-        Binding("slash", "filter_events", "Filter",
-                tooltip="filter the Events pane from anywhere: type to narrow, enter keeps, escape clears"),
-        Binding("right_square_bracket", "bottom_tab(1)", "Next pane", show=False,
-                tooltip="bottom area: timeline → events → assistants (at 120 columns they share one place)"),
-        Binding("left_square_bracket", "bottom_tab(-1)", "Previous pane", show=False,
-                tooltip="bottom area: the previous of timeline, events, assistants"),
+        Binding(
+            "slash",
+            "filter_events",
+            "Filter",
+            tooltip="filter the Events pane from anywhere: type to narrow, enter keeps, escape clears",
+        ),
+        Binding(
+            "right_square_bracket",
+            "bottom_tab(1)",
+            "Next pane",
+            show=False,
+            tooltip="bottom area: timeline → events → assistants (at 120 columns they share one place)",
+        ),
+        Binding(
+            "left_square_bracket",
+            "bottom_tab(-1)",
+            "Previous pane",
+            show=False,
+            tooltip="bottom area: the previous of timeline, events, assistants",
+        ),
     ]
 
     def __init__(self, feed: Feed, context: ConsoleContext) -> None:
@@ -110,8 +134,12 @@ class MainScreen(Screen[None]):
                 pane.border_title = "Function calls"
                 yield FunctionCallsTable(id="tools")
         # Narrow: one bottom pane at a time, picked by the tabs; wide (-wide): all side by side.
-        yield Tabs(Tab("Timeline", id="tab-timeline"), Tab("Events", id="tab-events"),
-                   Tab("Assistants", id="tab-assistants"), id="bottom-tabs")
+        yield Tabs(
+            Tab("Timeline", id="tab-timeline"),
+            Tab("Events", id="tab-events"),
+            Tab("Assistants", id="tab-assistants"),
+            id="bottom-tabs",
+        )
         with Horizontal(id="bottom"):
             with Vertical(id="timeline-pane", classes="pane bottom-pane -shown") as pane:
                 pane.border_title = "Barge-in timeline"
@@ -219,17 +247,26 @@ class MainScreen(Screen[None]):
                 requested = self._requested.get(payload.tool_call_id)
                 if requested is not None:
                     decided = ToolDecided(
-                        at=utc_now(), provider=requested.provider, call_id=requested.call_id,
-                        tool_call_id=payload.tool_call_id, name=payload.name, decision=payload.decision,
-                        by=payload.by, result=payload.result, error=payload.error, latency_ms=payload.latency_ms,
+                        at=utc_now(),
+                        provider=requested.provider,
+                        call_id=requested.call_id,
+                        tool_call_id=payload.tool_call_id,
+                        name=payload.name,
+                        decision=payload.decision,
+                        by=payload.by,
+                        result=payload.result,
+                        error=payload.error,
+                        latency_ms=payload.latency_ms,
                         arguments=payload.arguments_sent,
                     )
                     self._decided_row(decided)
                     if requested.call_id in self.transcripts:
                         self.transcripts[requested.call_id].apply(decided)
             elif kind == "pending":
-                lines.append(f"tool call waiting: {payload.name} on {short_id(payload.call_id)} · "
-                             f"{payload.remaining_s():.0f} s to decide (a/e/o/r)")
+                lines.append(
+                    f"tool call waiting: {payload.name} on {short_id(payload.call_id)} · "
+                    f"{payload.remaining_s():.0f} s to decide (a/e/o/r)"
+                )
             elif kind == "stalling":
                 lines.append(f"the platform is stalling while {payload.name} waits ({short_id(payload.call_id)})")
         if lines or deliveries:
@@ -246,8 +283,9 @@ class MainScreen(Screen[None]):
     def _show_timeline(self) -> None:
         timeline = self.timelines.get(self.selected_call)
         pane = self.query_one("#timeline-pane")
-        retitle(pane, f"Barge-in timeline · {short_id(self.selected_call)}" if self.selected_call
-                else "Barge-in timeline")
+        retitle(
+            pane, f"Barge-in timeline · {short_id(self.selected_call)}" if self.selected_call else "Barge-in timeline"
+        )
         self.query_one(BargeTimeline).show(timeline, self.clock())
 
     def _decided_row(self, event: ToolDecided) -> None:
@@ -334,18 +372,27 @@ class MainScreen(Screen[None]):
             # Shown at once; the gate's outcome replaces it when the call is answered (an
             # approval is answered with the rest of its batch, after the tool ran).
             shown = ToolDecided(
-                at=utc_now(), provider=call.provider, call_id=call.call_id,  # type: ignore[arg-type]
-                tool_call_id=call.tool_call_id, name=call.name, decision=decision.decision, by="operator",
+                at=utc_now(),
+                provider=call.provider,
+                call_id=call.call_id,  # type: ignore[arg-type]
+                tool_call_id=call.tool_call_id,
+                name=call.name,
+                decision=decision.decision,
+                by="operator",
                 error=decision.reason if decision.decision == "rejected" else None,
-                result=None if decision.result is None else str(decision.result), arguments=decision.arguments,
+                result=None if decision.result is None else str(decision.result),
+                arguments=decision.arguments,
             )
             self._decided_row(shown)
             if call.call_id in self.transcripts:
                 self.transcripts[call.call_id].apply(shown)
                 self._show_transcript()
         else:
-            self.notify(self.settled(call) or f"{call.name} was already decided (or timed out).",
-                        severity="warning", markup=False)
+            self.notify(
+                self.settled(call) or f"{call.name} was already decided (or timed out).",
+                severity="warning",
+                markup=False,
+            )
         self.refresh_tables()
 
     def _with_target(self) -> PendingCall | None:
@@ -367,19 +414,34 @@ class MainScreen(Screen[None]):
 
     def action_reject(self) -> None:
         if call := self._with_target():
-            self._ask(PromptScreen(f"Reject {call.name}", "Reason the agent may say to the caller:",
-                                   DEFAULT_REJECT_REASON, pending=call, settled=self.settled),
-                      lambda reason: self.decide(call, OperatorDecision("rejected", reason=reason)))
+            self._ask(
+                PromptScreen(
+                    f"Reject {call.name}",
+                    "Reason the agent may say to the caller:",
+                    DEFAULT_REJECT_REASON,
+                    pending=call,
+                    settled=self.settled,
+                ),
+                lambda reason: self.decide(call, OperatorDecision("rejected", reason=reason)),
+            )
 
     def action_override(self) -> None:
         if call := self._with_target():
-            self._ask(PromptScreen(f"Override {call.name}", "Result to send instead of running the tool (text or JSON):",
-                                   "", check=lambda value: None if value.strip() else "Type a result.", pending=call,
-                                   settled=self.settled),
-                      lambda result: self.decide(call, OperatorDecision("overridden", result=result)))
+            self._ask(
+                PromptScreen(
+                    f"Override {call.name}",
+                    "Result to send instead of running the tool (text or JSON):",
+                    "",
+                    check=lambda value: None if value.strip() else "Type a result.",
+                    pending=call,
+                    settled=self.settled,
+                ),
+                lambda result: self.decide(call, OperatorDecision("overridden", result=result)),
+            )
 
     def action_edit(self) -> None:
         if call := self._with_target():
+
             def edited(arguments: dict[str, Any] | None) -> None:
                 if arguments is not None:
                     self.decide(call, OperatorDecision("edited", arguments=arguments))
@@ -390,7 +452,6 @@ class MainScreen(Screen[None]):
         """`/` anywhere on the main screen: the Events pane comes forward with its filter focused."""
         self.show_bottom("events")
         self.call_after_refresh(self.query_one(EventsPane).action_filter)
-
 
     # --- dial, keys, history and live call control (console/tui/screens) ----------------------
 
@@ -404,18 +465,28 @@ class MainScreen(Screen[None]):
         if dialed.control_url:
             self.context.learn_control_url(dialed.call_id, dialed.control_url)
         self.query_one(LiveCallsTable).follow(dialed.call_id)  # the operator dialed it to watch it
-        self.notify(f"Dialed {dialed.to}: call {dialed.call_id} ({dialed.call.get('status', '?')}). It is selected in "
-                    "Live calls as soon as the platform reports it.", markup=False, title="Dial")
+        self.notify(
+            f"Dialed {dialed.to}: call {dialed.call_id} ({dialed.call.get('status', '?')}). It is selected in "
+            "Live calls as soon as the platform reports it.",
+            markup=False,
+            title="Dial",
+        )
 
     def action_keys(self) -> None:
         settings = self.context.settings
-        self.app.push_screen(KeysScreen(self.context.secrets, vapi_base_url=settings.vapi.base_url,
-                                        retell_base_url=settings.retell.base_url,
-                                        twilio_base_url=settings.twilio.base_url))
+        self.app.push_screen(
+            KeysScreen(
+                self.context.secrets,
+                vapi_base_url=settings.vapi.base_url,
+                retell_base_url=settings.retell.base_url,
+                twilio_base_url=settings.twilio.base_url,
+            )
+        )
 
     def action_history(self) -> None:
-        self.app.push_screen(HistoryScreen(self.context.store, self.context.settings.db_path, self.context.replay),
-                             self.replay_started)
+        self.app.push_screen(
+            HistoryScreen(self.context.store, self.context.settings.db_path, self.context.replay), self.replay_started
+        )
 
     def replay_started(self, started: ReplayStarted | None) -> None:
         """Watch the replay: its call is selected, its transcript starts afresh."""

@@ -55,8 +55,7 @@ class ReplayController:
         # A fresh state per replay: replaying a call again starts it from ringing, not "ended".
         self.tracker = CallTracker(max_calls=20)
         self.clock = ReplayClock(self.speed)
-        self.app.run_worker(self._play(store, call_id, self.clock), group="replay", exclusive=True,
-                            exit_on_error=False)
+        self.app.run_worker(self._play(store, call_id, self.clock), group="replay", exclusive=True, exit_on_error=False)
         self.app.refresh_bindings()  # the replay keys show while it plays
         return REPLAY_MARK + call_id
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from functools import partial
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,8 +110,10 @@ class AnsiPalette(BaseModel):
             return Color.parse(value).rgb
 
         names = [*ANSI_NAMES, *(f"bright_{name}" for name in ANSI_NAMES)]
-        colours = [rgb(value) if (value := getattr(self, name)) else tuple(base.ansi_colors[index])
-                   for index, name in enumerate(names)]
+        colours = [
+            rgb(value) if (value := getattr(self, name)) else tuple(base.ansi_colors[index])
+            for index, name in enumerate(names)
+        ]
         return TerminalTheme(rgb(background), rgb(foreground), colours[:8], colours[8:])  # type: ignore[arg-type]
 
 
@@ -139,18 +141,40 @@ class ThemeFile(BaseModel):
     variables: dict[str, str] = Field(default_factory=dict)
     ansi: AnsiPalette = Field(default_factory=AnsiPalette)
 
-    @field_validator("primary", "foreground", "background", "secondary", "accent", "warning", "error",
-                     "success", "surface", "panel", "boost")
+    @field_validator(
+        "primary",
+        "foreground",
+        "background",
+        "secondary",
+        "accent",
+        "warning",
+        "error",
+        "success",
+        "surface",
+        "panel",
+        "boost",
+    )
     @classmethod
     def _is_colour(cls, value: str | None) -> str | None:
         return None if value is None else _colour(value)
 
     def to_textual(self) -> Theme:
         return Theme(
-            name=self.name, primary=self.primary, secondary=self.secondary, accent=self.accent,
-            warning=self.warning, error=self.error, success=self.success, foreground=self.foreground,
-            background=self.background, surface=self.surface, panel=self.panel, boost=self.boost,
-            dark=self.dark, luminosity_spread=self.luminosity_spread, text_alpha=self.text_alpha,
+            name=self.name,
+            primary=self.primary,
+            secondary=self.secondary,
+            accent=self.accent,
+            warning=self.warning,
+            error=self.error,
+            success=self.success,
+            foreground=self.foreground,
+            background=self.background,
+            surface=self.surface,
+            panel=self.panel,
+            boost=self.boost,
+            dark=self.dark,
+            luminosity_spread=self.luminosity_spread,
+            text_alpha=self.text_alpha,
             variables=dict(self.variables),
         )
 
@@ -251,8 +275,16 @@ def load_themes(bundled: Path | None = None, user: Path | None = None) -> ThemeC
 
 
 def _last_resort() -> LoadedTheme:
-    theme = ThemeFile(name=DEFAULT_THEME, primary="#4AA3FF", foreground="#D8DEE9", background="#0E1117",
-                      accent="#FFB454", warning="#FFB454", error="#FF6B6B", success="#5FD38D")
+    theme = ThemeFile(
+        name=DEFAULT_THEME,
+        primary="#4AA3FF",
+        foreground="#D8DEE9",
+        background="#0E1117",
+        accent="#FFB454",
+        warning="#FFB454",
+        error="#FF6B6B",
+        success="#5FD38D",
+    )
     return LoadedTheme(theme.to_textual(), theme.terminal_theme(), Path("(built in)"), False)
 
 
@@ -311,8 +343,14 @@ class AppThemes:
     `start` runs in `on_mount` (toasts and watchers need a running app).
     """
 
-    def __init__(self, requested: str | None = None, *, bundled: Path | None = None, user: Path | None = None,
-                 state_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        requested: str | None = None,
+        *,
+        bundled: Path | None = None,
+        user: Path | None = None,
+        state_path: Path | None = None,
+    ) -> None:
         self.catalog = load_themes(bundled, user)
         self.state_path = state_path or theme_state_path()
         self.requested = requested
@@ -376,8 +414,14 @@ class AppThemes:
         self._apply_terminal_colours(app, theme)
         if theme.name != self._last_remembered:
             self._last_remembered = theme.name
-            app.run_worker(partial(self._remember, app, theme.name), thread=True, exit_on_error=False,
-                           group="theme-state", exclusive=True, description="remember the theme")
+            app.run_worker(
+                partial(self._remember, app, theme.name),
+                thread=True,
+                exit_on_error=False,
+                group="theme-state",
+                exclusive=True,
+                description="remember the theme",
+            )
 
     def _remember(self, app: App[Any], name: str) -> None:
         try:
@@ -386,5 +430,8 @@ class AppThemes:
             log.warning("cannot remember the theme in %s: %s", self.state_path, exc)
             if not self._write_failed:
                 self._write_failed = True
-                app.notify(escape(f"The theme choice cannot be saved to {self.state_path}: {exc.strerror or exc}"),
-                           title="Themes", severity="warning")
+                app.notify(
+                    escape(f"The theme choice cannot be saved to {self.state_path}: {exc.strerror or exc}"),
+                    title="Themes",
+                    severity="warning",
+                )

@@ -19,19 +19,22 @@ HOLD_POLICY = '[tools.default]\naction = "hold"\ntimeout_seconds = 240\n'
 def cli_env(db: Path) -> dict[str, str]:
     """The test's isolated environment (conftest set HOME and the XDG dirs) plus known secrets."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICE_CONSOLE_")}
-    env.update({
-        "VOICE_CONSOLE_DB": str(db),
-        "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": VAPI_SECRET,
-        "VOICE_CONSOLE_RETELL_API_KEY": RETELL_KEY,
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "VOICE_CONSOLE_DB": str(db),
+            "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": VAPI_SECRET,
+            "VOICE_CONSOLE_RETELL_API_KEY": RETELL_KEY,
+            "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
 def cli(db: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console", *args], capture_output=True, text=True,
-                          env=cli_env(db), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "console", *args], capture_output=True, text=True, env=cli_env(db), timeout=timeout
+    )
 
 
 def history(db: Path, *args: str) -> subprocess.CompletedProcess:
@@ -53,7 +56,10 @@ class Serve:
             extra = (*extra, "--policy", str(policy))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "console", "serve", "--port", "0", *extra],
-            env=cli_env(db), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=cli_env(db),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         line = self.proc.stderr.readline()
         match = re.search(r"listening on (http://127\.0\.0\.1:(\d+))", line)

@@ -22,8 +22,12 @@ EXAMPLES = int(os.environ.get("VOICE_CONSOLE_FUZZ_EXAMPLES", "4000" if LONG else
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-                           HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 
 # ------------------------------------------------------------------ strategies
@@ -40,7 +44,7 @@ RAW_TOKENS = {
     "@@LOW_SURROGATE@@": '"\\udfff"',
     "@@PAIRED_SURROGATE@@": '"\\ud83d\\ude00"',  # a valid emoji, must be accepted
     "@@DEEP_OK@@": "[" * 60 + "]" * 60,
-    "@@DEEP_64@@": "{\"a\":" * 63 + "1" + "}" * 63,
+    "@@DEEP_64@@": '{"a":' * 63 + "1" + "}" * 63,
     "@@DEEP_65@@": "[" * 65 + "]" * 65,
     "@@DEEP_2000@@": "[" * 2000 + "]" * 2000,
     "@@DEEP_100K@@": "[" * 100_000,  # unterminated as well
@@ -54,8 +58,27 @@ scalars = st.one_of(
     st.integers(min_value=-(10**40), max_value=10**40),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30),
-    st.sampled_from(["", " ", "null", "0", "-1", "1e309", "NaN", "2026-13-45T99:99:99Z", "\x00", "é" * 3,
-                     "true", "{}", "[]", '{"a": 1}', "ended", "user", "tool-calls"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "null",
+            "0",
+            "-1",
+            "1e309",
+            "NaN",
+            "2026-13-45T99:99:99Z",
+            "\x00",
+            "é" * 3,
+            "true",
+            "{}",
+            "[]",
+            '{"a": 1}',
+            "ended",
+            "user",
+            "tool-calls",
+        ]
+    ),
     st.sampled_from(sorted(RAW_TOKENS)),
 )
 json_values = st.recursive(
@@ -117,9 +140,25 @@ def mutated_json(draw: st.DrawFn, documents: list[Any]) -> bytes:
 
 raw_garbage = st.one_of(
     st.binary(max_size=200),
-    st.sampled_from([b"", b" ", b"null", b"[]", b'""', b"{", b'{"message":', b"\xff\xfe{\x00}\x00", b"\xef\xbb\xbf{}",
-                     b'{"a":1}\x00', b"\xed\xa0\x80", b'{"message":{"type":"\xed\xa0\x80"}}', b"[" * 100_000,
-                     b"9" * 5000, b'{"event":"call_ended","call":' + b"[" * 3000 + b"}"]),
+    st.sampled_from(
+        [
+            b"",
+            b" ",
+            b"null",
+            b"[]",
+            b'""',
+            b"{",
+            b'{"message":',
+            b"\xff\xfe{\x00}\x00",
+            b"\xef\xbb\xbf{}",
+            b'{"a":1}\x00',
+            b"\xed\xa0\x80",
+            b'{"message":{"type":"\xed\xa0\x80"}}',
+            b"[" * 100_000,
+            b"9" * 5000,
+            b'{"event":"call_ended","call":' + b"[" * 3000 + b"}",
+        ]
+    ),
 )
 
 
@@ -129,8 +168,9 @@ def fixture_documents(provider: str) -> list[Any]:
 
 VAPI_DOCS = fixture_documents("vapi")
 RETELL_DOCS = fixture_documents("retell")
-TWILIO_FORMS = [dict(parse_qsl(p.read_text().strip(), keep_blank_values=True))
-                for p in sorted((PAYLOADS / "twilio").glob("*.form"))]
+TWILIO_FORMS = [
+    dict(parse_qsl(p.read_text().strip(), keep_blank_values=True)) for p in sorted((PAYLOADS / "twilio").glob("*.form"))
+]
 TWILIO_DOCS = fixture_documents("twilio")
 
 

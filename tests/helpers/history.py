@@ -44,15 +44,25 @@ def call_events(n: int, length_s: float = 60.0) -> list[Event]:
         SpeechStarted(at=at(1.5), role="assistant", **common),
         TranscriptFinal(at=at(2), role="assistant", text="Sunrise Dental, this is Ava. How can I help?", **common),
         TranscriptPartial(at=at(3), role="user", text="I'd like to", **common),
-        TranscriptFinal(at=at(4), role="user", text=f"I'd like to book a cleaning, reference ref{n:03d}x.",
-                        **common),
+        TranscriptFinal(at=at(4), role="user", text=f"I'd like to book a cleaning, reference ref{n:03d}x.", **common),
         BargeIn(at=at(5), cut_text="Before I look, could you tell me", **common),
-        ToolRequested(at=at(6), tool_call_id=f"{cid}-t1", name="book_appointment",
-                      arguments={"date": "2026-03-10", "time": "09:30"}, **common),
+        ToolRequested(
+            at=at(6),
+            tool_call_id=f"{cid}-t1",
+            name="book_appointment",
+            arguments={"date": "2026-03-10", "time": "09:30"},
+            **common,
+        ),
         TranscriptFinal(at=at(8), role="assistant", text="You're booked for Tuesday at 9:30.", **common),
         CallStatus(at=at(59.5), status="ended", ended_reason="customer-ended-call", **common),
-        CallEnded(at=at(60), reason="customer-ended-call", summary=f"Booked a cleaning ({cid}).", cost=0.0425,
-                  duration_s=length_s, **common),
+        CallEnded(
+            at=at(60),
+            reason="customer-ended-call",
+            summary=f"Booked a cleaning ({cid}).",
+            cost=0.0425,
+            duration_s=length_s,
+            **common,
+        ),
     ]
 
 
@@ -64,16 +74,36 @@ async def write_history(path: Path, calls: int = CALLS, length_s: float = 60.0) 
             events = call_events(n, length_s)
             body = json.dumps({"message": {"type": "end-of-call-report", "call": {"id": call_id(n)}}}).encode()
             await store.record_delivery(
-                DeliveryRecord("vapi", "vapi", "POST", "/webhook/vapi", "end-of-call-report", call_id(n),
-                               events[0].at, body, [("content-type", "application/json")], "secret"),
+                DeliveryRecord(
+                    "vapi",
+                    "vapi",
+                    "POST",
+                    "/webhook/vapi",
+                    "end-of-call-report",
+                    call_id(n),
+                    events[0].at,
+                    body,
+                    [("content-type", "application/json")],
+                    "secret",
+                ),
                 events,
             )
             tool_id = f"{call_id(n)}-t1"
-            await store.record_tool_requests("vapi", call_id(n), [ToolCall(tool_id, "book_appointment", {})],
-                                             events[7].at)
+            await store.record_tool_requests(
+                "vapi", call_id(n), [ToolCall(tool_id, "book_appointment", {})], events[7].at
+            )
             await store.record_tool_outcomes(
-                "vapi", call_id(n),
-                [ToolOutcome(tool_id, "book_appointment", "approved", "operator", result='{"booked": true}',
-                             latency_ms=1840.0)],
+                "vapi",
+                call_id(n),
+                [
+                    ToolOutcome(
+                        tool_id,
+                        "book_appointment",
+                        "approved",
+                        "operator",
+                        result='{"booked": true}',
+                        latency_ms=1840.0,
+                    )
+                ],
                 events[7].at + timedelta(seconds=2),
             )

@@ -36,7 +36,9 @@ async def start_service(tmp_path: Path, *, tool_handler=None, policy=None, **ove
     seen: list = []
     if tool_handler is None and policy is None and "forward" not in overrides:
         tool_handler = NoToolHandler()
-    service = await ReceiverService.start(settings, secret_lookups(), on_events=seen.extend, tool_handler=tool_handler, policy=policy)
+    service = await ReceiverService.start(
+        settings, secret_lookups(), on_events=seen.extend, tool_handler=tool_handler, policy=policy
+    )
     return service, seen
 
 
@@ -145,6 +147,14 @@ def post_bytes(path: str, body: bytes, headers: dict[str, str], *, close: bool =
 
 
 def signed_vapi_delivery(svc: ServiceThread, call_id: str = "call-still-alive") -> bytes:
-    body = json.dumps({"message": {"type": "status-update", "status": "in-progress",
-                                   "timestamp": int(time.time() * 1000), "call": {"id": call_id}}}).encode()
+    body = json.dumps(
+        {
+            "message": {
+                "type": "status-update",
+                "status": "in-progress",
+                "timestamp": int(time.time() * 1000),
+                "call": {"id": call_id},
+            }
+        }
+    ).encode()
     return post_bytes("/webhook/vapi", body, vapi_headers(svc.service, body))

@@ -46,10 +46,15 @@ class ToolServer:
         calls = tool_calls(request)
         if calls is None:
             return Response.json(200, {"result": "ran"})
-        return Response.json(200, {"results": [
-            {"toolCallId": tool_call_id, "result": self.result(tool_call_id, name, arguments)}
-            for tool_call_id, name, arguments in calls
-        ]})
+        return Response.json(
+            200,
+            {
+                "results": [
+                    {"toolCallId": tool_call_id, "result": self.result(tool_call_id, name, arguments)}
+                    for tool_call_id, name, arguments in calls
+                ]
+            },
+        )
 
     @property
     def url(self) -> str:

@@ -21,15 +21,31 @@ SIZE = (120, 36)
 # every call in it is settled, so most tests hold only one of them (check_availability).
 ONE_HELD = Policy(tools={"default": ToolRule(action="hold"), "lookup_patient": ToolRule(action="approve")})
 # Pilot's names for the characters that are not their own key name.
-KEYS = {" ": "space", "+": "plus", "-": "minus", "(": "left_parenthesis", ")": "right_parenthesis",
-        "/": "slash", "{": "left_curly_bracket", "}": "right_curly_bracket", '"': "quotation_mark",
-        ":": "colon", ",": "comma", ".": "full_stop"}
+KEYS = {
+    " ": "space",
+    "+": "plus",
+    "-": "minus",
+    "(": "left_parenthesis",
+    ")": "right_parenthesis",
+    "/": "slash",
+    "{": "left_curly_bracket",
+    "}": "right_curly_bracket",
+    '"': "quotation_mark",
+    ":": "colon",
+    ",": "comma",
+    ".": "full_stop",
+}
 
 
 def demo_app(settings: Settings, **overrides: Any) -> VoiceConsoleApp:
-    services = Services(settings, secret_store=SecretStore(env={}), demo=True,
-                        demo_speed=overrides.pop("demo_speed", 6.0), demo_interval_s=overrides.pop("interval", 120.0),
-                        **overrides)
+    services = Services(
+        settings,
+        secret_store=SecretStore(env={}),
+        demo=True,
+        demo_speed=overrides.pop("demo_speed", 6.0),
+        demo_interval_s=overrides.pop("interval", 120.0),
+        **overrides,
+    )
     return VoiceConsoleApp(services)
 
 
@@ -47,8 +63,11 @@ async def wait_for_pending(pilot, app: VoiceConsoleApp) -> PendingCall:
     """Until a live call is listed and a tool call waits on screen; the call the keys act on."""
     await wait_for(pilot, lambda: app.main.query_one(LiveCallsTable).row_count >= 1, what="a live call on screen")
     table = app.main.query_one(FunctionCallsTable)
-    await wait_for(pilot, lambda: any("⏳" in str(table.get_row_at(i)[2]) for i in range(table.row_count)),
-                   what="a pending tool call on screen")
+    await wait_for(
+        pilot,
+        lambda: any("⏳" in str(table.get_row_at(i)[2]) for i in range(table.row_count)),
+        what="a pending tool call on screen",
+    )
     target = app.main.target()
     assert target is not None
     return target

@@ -23,8 +23,8 @@ from console.core.tools import ToolBatch, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
 from console.providers.twilio.auth import (
     HEADER,
-    NO_TOKEN_REASON,
     HMAC_SHA1,
+    NO_TOKEN_REASON,
     SCHEME,
     SETTINGS_HEADER,
     SHARED_KEY_SCHEME,
@@ -71,8 +71,9 @@ class TwilioProvider:
     name = PROVIDER
     routes = (ROUTE_VOICE, ROUTE_STATUS)
 
-    def __init__(self, settings: TwilioSettings, auth_token: str | None, public_url: str | None,
-                 shared_key: str | None = None) -> None:
+    def __init__(
+        self, settings: TwilioSettings, auth_token: str | None, public_url: str | None, shared_key: str | None = None
+    ) -> None:
         self._settings = settings
         self._token = auth_token or None
         self._shared_key = shared_key or None  # the SharedKey secret, for X-Twilio-Webhooks-Signature-Settings
@@ -114,8 +115,9 @@ class TwilioProvider:
         try:
             urlsplit(url)
         except ValueError:  # e.g. "Host: [" (an unclosed IPv6 literal)
-            return Verdict.failed(scheme, "The Host header is not a valid host, so the signed URL cannot be rebuilt."
-                                  + note)
+            return Verdict.failed(
+                scheme, "The Host header is not a valid host, so the signed URL cannot be rebuilt." + note
+            )
         params: FormPairs = []
         if body_hash_param(url) is not None:
             # JSON body: the URL carries the body's hash and only the URL is signed.
@@ -150,12 +152,16 @@ class TwilioProvider:
         if shared is None:
             return None if self._token else NO_TOKEN_REASON
         if not shared.supported:
-            return (f"{shared.describe()} names an algorithm voice-console does not know; "
-                    "Twilio documents HMAC_SHA1 and HMAC_SHA256.")
+            return (
+                f"{shared.describe()} names an algorithm voice-console does not know; "
+                "Twilio documents HMAC_SHA1 and HMAC_SHA256."
+            )
         if not self._shared_key:
-            return (f"The request carries {shared.describe()}: Twilio signed it with a SharedKey, and no "
-                    "SharedKey secret is configured. Set it with `voice-console keys set twilio --name shared_key` "
-                    "or the VOICE_CONSOLE_TWILIO_SHARED_KEY environment variable.")
+            return (
+                f"The request carries {shared.describe()}: Twilio signed it with a SharedKey, and no "
+                "SharedKey secret is configured. Set it with `voice-console keys set twilio --name shared_key` "
+                "or the VOICE_CONSOLE_TWILIO_SHARED_KEY environment variable."
+            )
         return None
 
     # -- parsing --------------------------------------------------------------

@@ -133,8 +133,9 @@ def body_hash_param(url: str) -> str | None:
 def signature_matches(url: str, params: Params | None, header: str, token: str, algorithm: str = HMAC_SHA1) -> bool:
     given = header.encode("utf-8", "replace")
     # Evaluate every variant so timing does not reveal which one matched.
-    results = [hmac.compare_digest(compute_signature(u, params, token, algorithm).encode(), given)
-               for u in url_variants(url)]
+    results = [
+        hmac.compare_digest(compute_signature(u, params, token, algorithm).encode(), given) for u in url_variants(url)
+    ]
     return any(results)
 
 

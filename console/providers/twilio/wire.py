@@ -8,7 +8,7 @@ because Twilio adds parameters over time.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -170,7 +170,7 @@ class StopFrame(_Frame):
 
 
 StreamFrame = Annotated[
-    Union[ConnectedFrame, StartFrame, MediaFrame, DtmfFrame, MarkFrame, StopFrame],
+    ConnectedFrame | StartFrame | MediaFrame | DtmfFrame | MarkFrame | StopFrame,
     Field(discriminator="event"),
 ]
 STREAM_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})

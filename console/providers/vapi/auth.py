@@ -32,8 +32,7 @@ from console.providers.vapi.wire import epoch_seconds
 from console.receiver.types import Request
 
 NO_SECRET_REASON = (
-    "no Vapi webhook secret is configured "
-    "(set VOICE_CONSOLE_VAPI_WEBHOOK_SECRET or `voice-console keys set vapi`)"
+    "no Vapi webhook secret is configured (set VOICE_CONSOLE_VAPI_WEBHOOK_SECRET or `voice-console keys set vapi`)"
 )
 NONE_OFF_LOOPBACK_REASON = (
     'vapi.webhook.auth is "none", which is accepted only while the receiver listens '
@@ -93,9 +92,7 @@ def _verify_header_token(scheme: str, request: Request, header: str, secret: str
     if prefix:
         kind, _, rest = token.partition(" ")
         if kind.lower() != "bearer" or not rest.strip():
-            return Verdict.failed(
-                scheme, f"{header} header is not 'Bearer <token>' (vapi.webhook.bearer_prefix is on)"
-            )
+            return Verdict.failed(scheme, f"{header} header is not 'Bearer <token>' (vapi.webhook.bearer_prefix is on)")
         token = rest.strip()
     if hmac.compare_digest(token.encode(), secret.encode()):
         return _PASSED[scheme]
@@ -123,9 +120,7 @@ def _verify_hmac(plan: VapiHmacSettings, secret: str, request: Request, *, url: 
         if age > plan.skew_seconds:
             return Verdict.failed("hmac", f"{ts_header} is {age:.0f} s old, outside the {window} s window")
         if -age > plan.skew_seconds:
-            return Verdict.failed(
-                "hmac", f"{ts_header} is {-age:.0f} s in the future, outside the {window} s window"
-            )
+            return Verdict.failed("hmac", f"{ts_header} is {-age:.0f} s in the future, outside the {window} s window")
         timestamp = ts_value.strip()
 
     key = _hmac_key(plan, secret)

@@ -99,7 +99,9 @@ def check_assistant(assistant: dict[str, Any], *, public_url: str | None = None)
 
     missing = missing_server_messages(assistant)
     if missing:
-        default_note = " (it has no serverMessages, so it gets Vapi's defaults)" if assistant.get("serverMessages") is None else ""
+        default_note = (
+            " (it has no serverMessages, so it gets Vapi's defaults)" if assistant.get("serverMessages") is None else ""
+        )
         checks.append(
             Check(
                 "warning",
@@ -158,7 +160,11 @@ def check_assistant(assistant: dict[str, Any], *, public_url: str | None = None)
                 "monitor-unauthenticated",
                 f"{name}'s {which} URL{'s are' if len(open_urls) > 1 else ' is'} unauthenticated: anyone who "
                 f"sees {'them' if len(open_urls) > 1 else 'it'} can "
-                + ("listen to and steer" if len(open_urls) > 1 else ("listen to" if open_urls == ["listen"] else "steer"))
+                + (
+                    "listen to and steer"
+                    if len(open_urls) > 1
+                    else ("listen to" if open_urls == ["listen"] else "steer")
+                )
                 + " the call.",
                 "Set monitorPlan.listenAuthenticationEnabled and controlAuthenticationEnabled to true "
                 "(the console then needs your Vapi public key), and keep these URLs out of logs.",

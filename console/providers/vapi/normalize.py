@@ -225,8 +225,11 @@ def _speech_update(ctx: _Context) -> Inbound:
     status = message.get("status")
     role = role_value(message.get("role"))
     turn = message.get("turn")
-    if (status == "started" or status == "stopped") and type(status) is str and role and (
-        turn is None or type(turn) is int
+    if (
+        (status == "started" or status == "stopped")
+        and type(status) is str
+        and role
+        and (turn is None or type(turn) is int)
     ):
         event_type = SpeechStarted if status == "started" else SpeechStopped
         return ctx.inbound([event_type(**ctx.base(), role=role, turn=turn)])
@@ -361,8 +364,11 @@ def _platform_timeout(ctx: _Context, tool_servers: list[Any]) -> float:
     return min(present) if present else ctx.settings.default_tool_timeout_seconds
 
 
-def _parse_tool_item(raw: Any, names_by_id: dict[str, str],
-                     schemas: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] = ({}, {})) -> ToolCall | None:
+def _parse_tool_item(
+    raw: Any,
+    names_by_id: dict[str, str],
+    schemas: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] = ({}, {}),
+) -> ToolCall | None:
     if not isinstance(raw, dict):
         return None
     item = ToolCallItem.model_validate(raw)  # every field lenient
@@ -372,8 +378,12 @@ def _parse_tool_item(raw: Any, names_by_id: dict[str, str],
     if not name:
         return None
     by_id, by_name = schemas
-    return ToolCall(tool_call_id=item.id, name=name, arguments=coerce_arguments(item.raw_arguments),
-                    arguments_schema=by_id.get(item.id) or by_name.get(name))
+    return ToolCall(
+        tool_call_id=item.id,
+        name=name,
+        arguments=coerce_arguments(item.raw_arguments),
+        arguments_schema=by_id.get(item.id) or by_name.get(name),
+    )
 
 
 def _argument_schemas(tools: list[ToolWithToolCall]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:

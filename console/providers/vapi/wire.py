@@ -11,10 +11,9 @@ normalizer turns a failure into a `raw` event instead of rejecting the body.
 
 from __future__ import annotations
 
-import json
 import math
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Optional, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -27,7 +26,7 @@ from pydantic import (
 )
 
 from console.core.events import to_utc
-from console.core.tools import RAW_ARGUMENTS_KEY, decode_arguments
+from console.core.tools import decode_arguments
 
 # --- time -------------------------------------------------------------------
 
@@ -52,7 +51,7 @@ def _from_epoch(value: float) -> datetime | None:
     if not math.isfinite(value):
         return None
     try:
-        return datetime.fromtimestamp(epoch_seconds(value), timezone.utc)
+        return datetime.fromtimestamp(epoch_seconds(value), UTC)
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -98,9 +97,9 @@ def _none_on_error(value: Any, handler: Any) -> Any:
 
 
 # A field that becomes None instead of failing its model when malformed.
-Lenient = Annotated[Optional[T], WrapValidator(_none_on_error)]
+Lenient = Annotated[T | None, WrapValidator(_none_on_error)]
 # A Vapi timestamp in any documented form; unparsable -> None.
-VapiTime = Annotated[Optional[datetime], PlainValidator(parse_vapi_time)]
+VapiTime = Annotated[datetime | None, PlainValidator(parse_vapi_time)]
 
 _ROLE_ALIASES = {"bot": "assistant", "agent": "assistant", "customer": "user"}
 
@@ -212,21 +211,21 @@ class StatusUpdateMessage(ServerMessage):
 class SpeechUpdateMessage(ServerMessage):
     status: Literal["started", "stopped"]
     role: Role
-    turn: Optional[int] = None
+    turn: int | None = None
 
 
 class TranscriptMessage(ServerMessage):
     """`transcript` and `transcript[transcriptType="final"]`."""
 
     role: Role
-    transcriptType: Optional[Literal["partial", "final"]] = None
+    transcriptType: Literal["partial", "final"] | None = None
     transcript: str
-    isFiltered: Optional[bool] = None
-    originalTranscript: Optional[str] = None
+    isFiltered: bool | None = None
+    originalTranscript: str | None = None
 
 
 class UserInterruptedMessage(ServerMessage):
-    turnId: Optional[str] = None
+    turnId: str | None = None
 
 
 class HangMessage(ServerMessage):

@@ -30,8 +30,13 @@ from console.tui.widgets.panes import short_id
 from console.tui.widgets.prompt import HeldCallStatus
 
 JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
-    "object": (dict,), "array": (list,), "null": (type(None),),
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+    "null": (type(None),),
 }
 MAX_PROBLEMS_SHOWN = 3
 
@@ -155,7 +160,9 @@ def settled_sentence(event: ToolDecided, pending: PendingCall | None = None) -> 
         rule = f"the policy's on_timeout ({pending.on_timeout})" if pending is not None else "the policy's on_timeout"
         return f"{event.name} was {event.decision} by timeout: {rule} applied when its time ran out{said}."
     if event.by == "operator":
-        return f"{event.name} was already {event.decision} by an operator elsewhere (another console or `decide`){said}."
+        return (
+            f"{event.name} was already {event.decision} by an operator elsewhere (another console or `decide`){said}."
+        )
     return f"{event.name} was {event.decision} ({event.by}){said}."
 
 
@@ -203,7 +210,9 @@ class EditArgumentsScreen(ModalScreen[dict[str, Any] | None]):
     or None when cancelled or when the call was settled meanwhile."""
 
     BINDINGS = [
-        Binding("ctrl+s", "send", "Send edited", tooltip="run the tool with these arguments (only when they are valid)"),
+        Binding(
+            "ctrl+s", "send", "Send edited", tooltip="run the tool with these arguments (only when they are valid)"
+        ),
         Binding("escape", "cancel", "Cancel", tooltip="close without deciding; the call keeps waiting"),
     ]
     DEFAULT_CSS = """
@@ -234,8 +243,14 @@ class EditArgumentsScreen(ModalScreen[dict[str, Any] | None]):
         with Vertical(id="edit-box") as box:
             box.border_title = f"Edit {pending.name} · call {short_id(pending.call_id)}"
             yield Label(schema_summary(pending.arguments_schema), id="edit-schema", markup=False)
-            yield JsonArea(editable_text(pending.arguments), language="json", soft_wrap=True,
-                           show_line_numbers=True, tab_behavior="focus", id="edit-arguments")
+            yield JsonArea(
+                editable_text(pending.arguments),
+                language="json",
+                soft_wrap=True,
+                show_line_numbers=True,
+                tab_behavior="focus",
+                id="edit-arguments",
+            )
             yield Label("", id="edit-problem", markup=False)
             yield HeldCallStatus(pending, self._settled, id="prompt-countdown")
             with Horizontal(id="edit-buttons"):

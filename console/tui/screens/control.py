@@ -26,8 +26,10 @@ from console.tui.context import ConsoleContext
 from console.tui.widgets.panes import short_id
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
 
-NO_CONTROL_URL = ("No control URL is known for call {call}: Vapi sends it (call.monitor.controlUrl) with status "
-                  "updates and in the dial answer, when the assistant's monitorPlan.controlEnabled is on.")
+NO_CONTROL_URL = (
+    "No control URL is known for call {call}: Vapi sends it (call.monitor.controlUrl) with status "
+    "updates and in the dial answer, when the assistant's monitorPlan.controlEnabled is on."
+)
 
 
 def _not_empty(text: str) -> str | None:
@@ -47,8 +49,12 @@ class AddMessageScreen(ModalScreen[tuple[str, str, bool] | None]):
         with Vertical(id="message-box") as box:
             box.border_title = f"Add a message · call {self._call_label}"
             yield Label("Role", classes="dial-label")
-            yield Select([("system (an instruction to the assistant)", "system"), ("user (as if the caller said it)", "user")],
-                         value="system", allow_blank=False, id="message-role")
+            yield Select(
+                [("system (an instruction to the assistant)", "system"), ("user (as if the caller said it)", "user")],
+                value="system",
+                allow_blank=False,
+                id="message-role",
+            )
             yield Label("Message", classes="dial-label")
             yield Input(placeholder="e.g. The caller is a VIP: offer the earliest slot.", id="message-text")
             yield Checkbox("The assistant answers it now", value=True, id="message-respond")
@@ -100,8 +106,10 @@ class CallControls:
             elif state.status == "ended":
                 problem = f"Call {short_id(call_id)} has ended: there is nothing left to control."
             elif state.provider != "vapi":
-                problem = (f"Call {short_id(call_id)} came through {state.provider}: live control is a Vapi feature "
-                           "(its control URL).")
+                problem = (
+                    f"Call {short_id(call_id)} came through {state.provider}: live control is a Vapi feature "
+                    "(its control URL)."
+                )
             elif not state.control_url:
                 problem = NO_CONTROL_URL.format(call=short_id(call_id))
             else:
@@ -111,8 +119,14 @@ class CallControls:
             return None
         return call_id, url
 
-    def send(self, call_id: str, url: str, what: str, operation: Callable[[CallControl], Awaitable[Any]],
-             then: Callable[[], None] | None = None) -> None:
+    def send(
+        self,
+        call_id: str,
+        url: str,
+        what: str,
+        operation: Callable[[CallControl], Awaitable[Any]],
+        then: Callable[[], None] | None = None,
+    ) -> None:
         """POST one control message in a worker; the outcome is notified in one line."""
         client = self.context.http_client
         assert client is not None
@@ -123,14 +137,22 @@ class CallControls:
                 async with CallControl(url, client=client) as control:
                     await operation(control)
             except LiveControlError as exc:  # already masked
-                self.screen.notify(f"{what} on call {label} failed: {exc}", markup=False, title="Call control", severity="error")
+                self.screen.notify(
+                    f"{what} on call {label} failed: {exc}", markup=False, title="Call control", severity="error"
+                )
                 return
             except ValueError as exc:
-                self.screen.notify(f"{what} on call {label} refused: {exc}", markup=False, title="Call control", severity="error")
+                self.screen.notify(
+                    f"{what} on call {label} refused: {exc}", markup=False, title="Call control", severity="error"
+                )
                 return
-            except Exception as exc:  # noqa: BLE001 - shown, never with the URL
-                self.screen.notify(f"{what} on call {label} failed ({type(exc).__name__}) via {mask_url(url)}",
-                                   markup=False, title="Call control", severity="error")
+            except Exception as exc:
+                self.screen.notify(
+                    f"{what} on call {label} failed ({type(exc).__name__}) via {mask_url(url)}",
+                    markup=False,
+                    title="Call control",
+                    severity="error",
+                )
                 return
             if then is not None:
                 then()
@@ -151,9 +173,12 @@ class CallControls:
         if (target := self.target()) is None:
             return
         call_id, url = target
-        self._ask(PromptScreen(f"Say · call {short_id(call_id)}", "What the assistant says now, word for word:",
-                               check=_not_empty),
-                  lambda text: self.send(call_id, url, "Say", lambda control: control.say(text)))
+        self._ask(
+            PromptScreen(
+                f"Say · call {short_id(call_id)}", "What the assistant says now, word for word:", check=_not_empty
+            ),
+            lambda text: self.send(call_id, url, "Say", lambda control: control.say(text)),
+        )
 
     def add_message(self) -> None:
         if (target := self.target()) is None:
@@ -162,8 +187,12 @@ class CallControls:
 
         def send(answer: tuple[str, str, bool]) -> None:
             role, text, respond = answer
-            self.send(call_id, url, f"Add {role} message",
-                      lambda control: control.add_message(role, text, trigger_response=respond))  # type: ignore[arg-type]
+            self.send(
+                call_id,
+                url,
+                f"Add {role} message",
+                lambda control: control.add_message(role, text, trigger_response=respond),
+            )  # type: ignore[arg-type]
 
         self._ask(AddMessageScreen(short_id(call_id)), send)
 
@@ -172,11 +201,21 @@ class CallControls:
             return
         call_id, url = target
         if call_id in self._muted:
-            self.send(call_id, url, "Unmute the assistant", lambda control: control.unmute_assistant(),
-                      then=lambda: self._muted.discard(call_id))
+            self.send(
+                call_id,
+                url,
+                "Unmute the assistant",
+                lambda control: control.unmute_assistant(),
+                then=lambda: self._muted.discard(call_id),
+            )
         else:
-            self.send(call_id, url, "Mute the assistant (m again to unmute)", lambda control: control.mute_assistant(),
-                      then=lambda: self._muted.add(call_id))
+            self.send(
+                call_id,
+                url,
+                "Mute the assistant (m again to unmute)",
+                lambda control: control.mute_assistant(),
+                then=lambda: self._muted.add(call_id),
+            )
 
     def is_muted(self, call_id: str) -> bool:
         return call_id in self._muted
@@ -204,21 +243,32 @@ class CallControls:
 
         def send(text: str) -> None:
             number = self.phone(text)  # checked by the dialog already
-            self.send(call_id, url, f"Transfer to {number.describe()}",
-                      lambda control: control.transfer(number=number.e164))
+            self.send(
+                call_id, url, f"Transfer to {number.describe()}", lambda control: control.transfer(number=number.e164)
+            )
 
-        self._ask(PromptScreen(f"Transfer · call {short_id(call_id)}",
-                               f"Transfer the caller to (a {region} number, or + and the country code):",
-                               check=self.phone_problem, live_check=True,
-                               preview=lambda text: f"→ {self.phone(text).describe()}",
-                               placeholder="(415) 555-0199 or +44 20 7946 0958"),
-                  send)
+        self._ask(
+            PromptScreen(
+                f"Transfer · call {short_id(call_id)}",
+                f"Transfer the caller to (a {region} number, or + and the country code):",
+                check=self.phone_problem,
+                live_check=True,
+                preview=lambda text: f"→ {self.phone(text).describe()}",
+                placeholder="(415) 555-0199 or +44 20 7946 0958",
+            ),
+            send,
+        )
 
     def end(self) -> None:
         if (target := self.target()) is None:
             return
         call_id, url = target
-        self._ask(ConfirmScreen(f"End call {short_id(call_id)}",
-                                "Hang up this call for everyone on it? This cannot be undone.\n"
-                                "Press y to end it, n or escape to keep it.", yes="End call"),
-                  lambda _: self.send(call_id, url, "End call", lambda control: control.end_call()))
+        self._ask(
+            ConfirmScreen(
+                f"End call {short_id(call_id)}",
+                "Hang up this call for everyone on it? This cannot be undone.\n"
+                "Press y to end it, n or escape to keep it.",
+                yes="End call",
+            ),
+            lambda _: self.send(call_id, url, "End call", lambda control: control.end_call()),
+        )

@@ -26,8 +26,10 @@ from console.tui.messages import CallDialed
 
 PROVIDERS = ("vapi", "retell", "twilio")
 # `voice-console dial` places calls through Vapi only; say so before anyone fills the form.
-NOT_DIALABLE = ("{provider} calls cannot be placed from here (nor with `voice-console dial`): this build dials "
-                "through Vapi only. Their webhooks are still received and shown.")
+NOT_DIALABLE = (
+    "{provider} calls cannot be placed from here (nor with `voice-console dial`): this build dials "
+    "through Vapi only. Their webhooks are still received and shown."
+)
 NUMBER_HINT = "Type the number: national, read as a {region} number, or '+' and the country code."
 # Fewer rows than this: inputs, selects and buttons without their borders, so the dialog fits.
 COMPACT_BELOW_ROWS = 30
@@ -65,8 +67,7 @@ class DialScreen(ModalScreen[CallDialed | None]):
             yield Select([], prompt="loading…", id="dial-assistant")
             yield Label("Call from (phone number)", classes="dial-label")
             yield Select([], prompt="loading…", id="dial-from")
-            yield Label(f"Number to call (national in {self._region}, or + and the country code)",
-                        classes="dial-label")
+            yield Label(f"Number to call (national in {self._region}, or + and the country code)", classes="dial-label")
             yield Input(placeholder="(415) 555-0142 or +14155550142", id="dial-to")
             yield Label(NUMBER_HINT.format(region=self._region), id="dial-to-error", markup=False)
             yield Label("", id="dial-status", markup=False)
@@ -109,9 +110,17 @@ class DialScreen(ModalScreen[CallDialed | None]):
             self._unavailable(f"Could not list assistants and phone numbers from {access.where}: {exc}")
             return
         self._access = access
-        self._fill("#dial-assistant", [(str(a.get("name") or a["id"]), str(a["id"])) for a in assistants if a.get("id")])
-        self._fill("#dial-from", [(f"{n.get('number') or n.get('sipUri') or n['id']}  {n.get('name') or ''}".rstrip(),
-                                   str(n["id"])) for n in numbers if n.get("id")])
+        self._fill(
+            "#dial-assistant", [(str(a.get("name") or a["id"]), str(a["id"])) for a in assistants if a.get("id")]
+        )
+        self._fill(
+            "#dial-from",
+            [
+                (f"{n.get('number') or n.get('sipUri') or n['id']}  {n.get('name') or ''}".rstrip(), str(n["id"]))
+                for n in numbers
+                if n.get("id")
+            ],
+        )
         if not assistants:
             self._set_blocked(f"{access.where} has no assistant to dial with; create one first.")
         elif not numbers:
@@ -206,15 +215,20 @@ class DialScreen(ModalScreen[CallDialed | None]):
         self.query_one("#dial-go", Button).disabled = True
         to = number.e164  # what platforms take, whatever was typed
         self.query_one("#dial-status", Label).update(f"Dialing {number.describe()} through {self._access.where}…")
-        self.place_call(self._access, str(self.query_one("#dial-assistant", Select).value),
-                        str(self.query_one("#dial-from", Select).value), to)
+        self.place_call(
+            self._access,
+            str(self.query_one("#dial-assistant", Select).value),
+            str(self.query_one("#dial-from", Select).value),
+            to,
+        )
 
     @work(exclusive=True, group="dial", exit_on_error=False)
     async def place_call(self, access: VapiAccess, assistant_id: str, number_id: str, to: str) -> None:
         try:
             async with VapiClient(access.api_key, base_url=access.base_url) as client:
-                call = await client.create_phone_call(phone_number_id=number_id, customer_number=to,
-                                                      assistant_id=assistant_id)
+                call = await client.create_phone_call(
+                    phone_number_id=number_id, customer_number=to, assistant_id=assistant_id
+                )
         except (VapiError, ValueError) as exc:
             self._dialing = False
             self.notify(f"Dial failed: {exc}", markup=False, title="Dial", severity="error")
@@ -230,4 +244,3 @@ class DialScreen(ModalScreen[CallDialed | None]):
             self.notify("A call is being placed; wait for the platform's answer.", severity="warning", markup=False)
             return
         self.dismiss(None)
-

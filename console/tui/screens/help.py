@@ -86,13 +86,20 @@ def help_groups(app: App[Any], origin: Screen[Any] | None = None) -> list[tuple[
     """(title, actions) per place: everywhere (the app), the screen help was opened on,
     then every other screen and widget of the project that binds keys."""
     _import_project_screens()
-    palette = BoundAction("command_palette", "Command palette", "find any action or theme by name",
-                          (Binding(app.COMMAND_PALETTE_BINDING, "command_palette",
-                                   key_display=app.COMMAND_PALETTE_DISPLAY),))
+    palette = BoundAction(
+        "command_palette",
+        "Command palette",
+        "find any action or theme by name",
+        (Binding(app.COMMAND_PALETTE_BINDING, "command_palette", key_display=app.COMMAND_PALETTE_DISPLAY),),
+    )
     groups = [("Everywhere", [*group_by_action(own_bindings(type(app))), palette])]
-    candidates = {cls for cls in _subclasses(DOMNode)
-                  if cls.__module__.startswith(PROJECT_MODULE_PREFIX) and "BINDINGS" in cls.__dict__
-                  and not issubclass(cls, (App, HelpScreen))}
+    candidates = {
+        cls
+        for cls in _subclasses(DOMNode)
+        if cls.__module__.startswith(PROJECT_MODULE_PREFIX)
+        and "BINDINGS" in cls.__dict__
+        and not issubclass(cls, (App, HelpScreen))
+    }
     first = [type(origin)] if origin is not None and type(origin) in candidates else []
     screens = sorted((cls for cls in candidates if issubclass(cls, Screen) and cls not in first), key=help_title)
     widgets = sorted((cls for cls in candidates if not issubclass(cls, Screen)), key=help_title)

@@ -45,14 +45,27 @@ from console.tui.widgets.transcript import ROLE_LABEL, ROLE_STYLE, short_json
 PAGE_SIZE = 20
 LIST_TIME = "%m-%d %H:%M"  # the lists are narrow; the timeline shows the full date
 # (key, label, width): together with the cell padding they fill the 66-cell list pane (app.tcss).
-CALL_COLUMNS = [("started", "started", 11), ("call", "call", 9), ("via", "via", 6), ("status", "status", 11),
-                ("time", "time", 6), ("barge_ins", "⚡", 2), ("tools", "tools", 5)]
+CALL_COLUMNS = [
+    ("started", "started", 11),
+    ("call", "call", 9),
+    ("via", "via", 6),
+    ("status", "status", 11),
+    ("time", "time", 6),
+    ("barge_ins", "⚡", 2),
+    ("tools", "tools", 5),
+]
 HIT_TEXT_WIDTH = 29
 HIT_COLUMNS = [("at", "at", 11), ("call", "call", 8), ("role", "who", 6), ("text", "text", HIT_TEXT_WIDTH + 2)]
 MAX_TIMELINE_EVENTS = 1000
 EXPORT_FORMATS: dict[str, ExportFormat] = {".jsonl": "jsonl", ".csv": "csv"}
-STATUS_STYLE = {"in-progress": "bold green", "ringing": "yellow", "queued": "dim", "forwarding": "cyan",
-                "ended": "dim", "unknown": "bold italic dark_orange"}
+STATUS_STYLE = {
+    "in-progress": "bold green",
+    "ringing": "yellow",
+    "queued": "dim",
+    "forwarding": "cyan",
+    "ended": "dim",
+    "unknown": "bold italic dark_orange",
+}
 # How a status reads in the lists: `unknown` (the console stopped before the call's end
 # was seen) must never pass for a call that ended or is still going.
 STATUS_LABEL = {"unknown": "? unknown"}
@@ -91,7 +104,7 @@ def snippet(text: str, words: list[str], width: int = 44) -> Text:
     start = 0
     if found is not None and found.start() > width // 3 and len(text) > width:
         start = min(found.start() - width // 3, len(text) - width + 1)
-    cut = text[start:start + width]
+    cut = text[start : start + width]
     shown = Text(("…" if start else "") + cut + ("…" if start + width < len(text) else ""))
     if pattern is not None:
         shown.highlight_regex(pattern, "bold reverse")
@@ -102,7 +115,11 @@ def span(seconds: float | None) -> str:
     if seconds is None or seconds < 0:
         return "—"
     whole = int(seconds)
-    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}" if whole >= 3600 else f"{whole // 60}:{whole % 60:02d}"
+    return (
+        f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+        if whole >= 3600
+        else f"{whole // 60}:{whole % 60:02d}"
+    )
 
 
 def relative(seconds: float) -> str:
@@ -124,13 +141,17 @@ def describe_event(event: dict[str, Any]) -> tuple[Text, Text]:
     kind = event.get("kind", "")
     if kind == "call.status":
         reason = event.get("ended_reason")
-        return Text("status", style="bold"), Text(event.get("status", "") + (f" ({reason})" if reason else ""),
-                                                  style=STATUS_STYLE.get(event.get("status", ""), ""))
+        return Text("status", style="bold"), Text(
+            event.get("status", "") + (f" ({reason})" if reason else ""),
+            style=STATUS_STYLE.get(event.get("status", ""), ""),
+        )
     if kind in ("transcript.final", "transcript.partial"):
         role = event.get("role", "")
         final = kind == "transcript.final"
-        return (Text(ROLE_LABEL.get(role, role), style=ROLE_STYLE.get(role, "bold")),
-                Text(event.get("text", ""), style="" if final else "italic dim"))
+        return (
+            Text(ROLE_LABEL.get(role, role), style=ROLE_STYLE.get(role, "bold")),
+            Text(event.get("text", ""), style="" if final else "italic dim"),
+        )
     if kind in ("speech.started", "speech.stopped"):
         role = ROLE_LABEL.get(event.get("role", ""), event.get("role", ""))
         verb = "starts" if kind == "speech.started" else "stops"
@@ -152,8 +173,10 @@ def describe_event(event: dict[str, Any]) -> tuple[Text, Text]:
         decision = event.get("decision", "")
         good = decision in ("approved", "edited", "overridden")
         detail = Text(f"{event.get('name', '')} ", style="magenta")
-        detail.append(f"{decision} by {event.get('by', '')}",
-                      style="bold red" if event.get("by") == "timeout" else "green" if good else "red")
+        detail.append(
+            f"{decision} by {event.get('by', '')}",
+            style="bold red" if event.get("by") == "timeout" else "green" if good else "red",
+        )
         if event.get("latency_ms") is not None:
             detail.append(f" in {event['latency_ms']:.0f} ms", style="dim")
         outcome = event.get("error") if event.get("error") is not None else event.get("result")
@@ -186,8 +209,10 @@ def timeline_view(detail: dict[str, Any]) -> Group:
     if call.get("ended_reason"):
         title.append(f" ({call['ended_reason']})", style="dim")
     facts = Text(style="dim")
-    facts.append(f"started {local_time(call.get('started_at') or call.get('first_seen_at'))} · "
-                 f"{span(call_duration(call))} long · {call['barge_ins']} barge-ins · {call['tool_calls']} tool calls")
+    facts.append(
+        f"started {local_time(call.get('started_at') or call.get('first_seen_at'))} · "
+        f"{span(call_duration(call))} long · {call['barge_ins']} barge-ins · {call['tool_calls']} tool calls"
+    )
     if call.get("cost") is not None:
         facts.append(f" · cost {call['cost']:.4f}")
     parts: list[Any] = [title, facts]
@@ -201,8 +226,10 @@ def timeline_view(detail: dict[str, Any]) -> Group:
             decision = tool["decision"] or "pending"
             good = decision in ("approved", "edited", "overridden")
             outcome = tool["error"] if tool["error"] is not None else tool["result"]
-            line = Text(f"{decision}" + (f" by {tool['by']}" if tool["by"] else ""),
-                        style="bold red" if tool["by"] == "timeout" else "green" if good else "red")
+            line = Text(
+                f"{decision}" + (f" by {tool['by']}" if tool["by"] else ""),
+                style="bold red" if tool["by"] == "timeout" else "green" if good else "red",
+            )
             if tool["latency_ms"] is not None:
                 line.append(f" in {tool['latency_ms']:.0f} ms", style="dim")
             if outcome:
@@ -290,8 +317,13 @@ class HistoryScreen(Screen[ReplayStarted | None]):
         Binding("E", "export(True)", "Export all"),
         Binding("a", "toggle_partials", "Partials", show=False),
         # Off the footer (it is full at 120 columns); the status line and the help (f1) list it.
-        Binding("r", "toggle_raw", "Raw messages", show=False,
-                tooltip="show or hide the timeline's raw rows: messages no normalizer knows, e.g. model-output"),
+        Binding(
+            "r",
+            "toggle_raw",
+            "Raw messages",
+            show=False,
+            tooltip="show or hide the timeline's raw rows: messages no normalizer knows, e.g. model-output",
+        ),
     ]
 
     def __init__(self, store: Callable[[], Store | None], db_path: Path, replay: ReplayController | None) -> None:
@@ -311,8 +343,10 @@ class HistoryScreen(Screen[ReplayStarted | None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="Search transcripts: type words and press enter (escape: back to the calls)",
-                    id="history-search")
+        yield Input(
+            placeholder="Search transcripts: type words and press enter (escape: back to the calls)",
+            id="history-search",
+        )
         with Horizontal(id="history-body"):
             with Vertical(id="history-list-pane", classes="pane") as pane:
                 pane.border_title = "Calls"
@@ -345,7 +379,8 @@ class HistoryScreen(Screen[ReplayStarted | None]):
         store = self._store()
         if store is None:
             self.query_one("#history-timeline", Static).update(
-                "The history opens once the receiver has started; trying again…")
+                "The history opens once the receiver has started; trying again…"
+            )
             self.set_timer(0.5, self.load_page)
         return store
 
@@ -365,9 +400,17 @@ class HistoryScreen(Screen[ReplayStarted | None]):
             for hit in hits:
                 text = snippet(hit["text"], words, HIT_TEXT_WIDTH)
                 role = hit["role"]
-                rows.append((str(hit["id"]), (local_time(hit["at"], LIST_TIME), short_id(hit["call_id"], 8),
-                                              Text(ROLE_LABEL.get(role, role), style=ROLE_STYLE.get(role, "")),
-                                              text)))
+                rows.append(
+                    (
+                        str(hit["id"]),
+                        (
+                            local_time(hit["at"], LIST_TIME),
+                            short_id(hit["call_id"], 8),
+                            Text(ROLE_LABEL.get(role, role), style=ROLE_STYLE.get(role, "")),
+                            text,
+                        ),
+                    )
+                )
             self.query_one("#history-hits", WindowTable).sync(rows)
             pane.border_title = f"Search: {self.query_text}"
             what = "lines"
@@ -375,15 +418,21 @@ class HistoryScreen(Screen[ReplayStarted | None]):
             self.total = await queries.count_calls(store)
             self._clamp_page()
             calls = await queries.list_calls(store, limit=PAGE_SIZE, offset=self.page * PAGE_SIZE)
-            rows = [(c["call_id"], (
-                local_time(c["started_at"], LIST_TIME) if c["started_at"] else Text("—", style="dim"),
-                short_id(c["call_id"], 9),
-                c["provider"],
-                status_text(c["status"]),
-                span(call_duration(c)),
-                Text(str(c["barge_ins"]), style="bold red" if c["barge_ins"] else "dim"),
-                Text(str(c["tool_calls"]), style="" if c["tool_calls"] else "dim"),
-            )) for c in calls]
+            rows = [
+                (
+                    c["call_id"],
+                    (
+                        local_time(c["started_at"], LIST_TIME) if c["started_at"] else Text("—", style="dim"),
+                        short_id(c["call_id"], 9),
+                        c["provider"],
+                        status_text(c["status"]),
+                        span(call_duration(c)),
+                        Text(str(c["barge_ins"]), style="bold red" if c["barge_ins"] else "dim"),
+                        Text(str(c["tool_calls"]), style="" if c["tool_calls"] else "dim"),
+                    ),
+                )
+                for c in calls
+            ]
             self.query_one("#history-calls", WindowTable).sync(rows)
             pane.border_title = "Calls"
             what = "calls"
@@ -392,7 +441,8 @@ class HistoryScreen(Screen[ReplayStarted | None]):
         pane.border_subtitle = f"page {self.page + 1} · {what} {first}–{last} of {self.total}"
         if not self.total:
             self.query_one("#history-timeline", Static).update(
-                f"No transcript line matches {self.query_text!r}." if self.query_text else "No calls recorded yet.")
+                f"No transcript line matches {self.query_text!r}." if self.query_text else "No calls recorded yet."
+            )
         self._follow_cursor()
 
     def _clamp_page(self) -> None:
@@ -430,8 +480,9 @@ class HistoryScreen(Screen[ReplayStarted | None]):
         store = self._store()
         if store is None:
             return
-        detail = await queries.call_timeline(store, call_id, MAX_TIMELINE_EVENTS, partials=self.show_partials,
-                                             raw=self.show_raw)
+        detail = await queries.call_timeline(
+            store, call_id, MAX_TIMELINE_EVENTS, partials=self.show_partials, raw=self.show_raw
+        )
         pane = self.query_one("#history-detail-pane")
         body = self.query_one("#history-timeline", Static)
         if detail is None:
@@ -444,8 +495,9 @@ class HistoryScreen(Screen[ReplayStarted | None]):
     # --- actions ---------------------------------------------------------------------------
 
     def action_back(self) -> None:
-        if self.focused is self.query_one("#history-search", Input) or \
-                self.focused is self.query_one("#history-detail", VerticalScroll):
+        if self.focused is self.query_one("#history-search", Input) or self.focused is self.query_one(
+            "#history-detail", VerticalScroll
+        ):
             self._table().focus()
         elif self.query_text:
             self._set_query("")
@@ -510,8 +562,13 @@ class HistoryScreen(Screen[ReplayStarted | None]):
             self.notify("Select a call to export (or E for the whole history).", severity="warning")
             return
         what = "the whole history" if call_id is None else f"call {call_id}"
-        prompt = PromptScreen(f"Export {what}", "Write to (.jsonl or .csv picks the format):",
-                              str(default_export_path(call_id)), check=export_path_problem, live_check=True)
+        prompt = PromptScreen(
+            f"Export {what}",
+            "Write to (.jsonl or .csv picks the format):",
+            str(default_export_path(call_id)),
+            check=export_path_problem,
+            live_check=True,
+        )
 
         def chosen(path: str | None) -> None:
             if path is not None:
@@ -542,12 +599,14 @@ class HistoryScreen(Screen[ReplayStarted | None]):
             if now - last[0] >= 0.2:
                 last[0] = now
                 self.app.call_from_thread(
-                    self._export_note, _markup_safe(f"exporting to {path}: {lines:,} of {total:,} events…"))
+                    self._export_note, _markup_safe(f"exporting to {path}: {lines:,} of {total:,} events…")
+                )
 
         async with await Store.open(self.db_path) as store:
             # The same events the export writes: a whole-history export leaves replays out.
-            where, params = ("WHERE call_id = ?", (call_id,)) if call_id is not None \
-                else (f"WHERE {queries.NOT_REPLAYED}", ())
+            where, params = (
+                ("WHERE call_id = ?", (call_id,)) if call_id is not None else (f"WHERE {queries.NOT_REPLAYED}", ())
+            )
             row = await store.fetchone(f"SELECT count(*) AS n FROM events {where}", params)
             total = row["n"] if row is not None else 0
             created = not path.exists()
@@ -585,4 +644,3 @@ class HistoryScreen(Screen[ReplayStarted | None]):
 
 def _markup_safe(text: str) -> str:
     return text.replace("[", r"\[")
-

@@ -9,7 +9,6 @@ screen says so and what to do instead, and set shows that explanation.
 
 from __future__ import annotations
 
-
 import keyring
 from rich.text import Text
 from textual import work
@@ -19,8 +18,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
-from console.services.keys import PROVIDER_KEYS, check_keyring, env_override_note, probe_keys, source_label
 from console.secrets import SECRET_ENV, SERVICE, KeyringUnavailable, SecretStore, SecretStoreError
+from console.services.keys import PROVIDER_KEYS, check_keyring, env_override_note, probe_keys, source_label
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
 
 SOURCE_STYLE = {"keyring": "green", "none": "dim"}
@@ -43,12 +42,21 @@ class KeysScreen(Screen[None]):
         Binding("f5", "reload", "Reload", tooltip="read the sources again"),
     ]
 
-    def __init__(self, store: SecretStore, *, vapi_base_url: str | None = None, retell_base_url: str | None = None,
-                 twilio_base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        store: SecretStore,
+        *,
+        vapi_base_url: str | None = None,
+        retell_base_url: str | None = None,
+        twilio_base_url: str | None = None,
+    ) -> None:
         super().__init__()
         self.store = store
-        self._base_urls = {"vapi_base_url": vapi_base_url, "retell_base_url": retell_base_url,
-                           "twilio_base_url": twilio_base_url}
+        self._base_urls = {
+            "vapi_base_url": vapi_base_url,
+            "retell_base_url": retell_base_url,
+            "twilio_base_url": twilio_base_url,
+        }
         self.keyring_problem: str | None = None
         self.sources: dict[str, str] = {}  # name -> where it comes from (never the value)
 
@@ -59,12 +67,16 @@ class KeysScreen(Screen[None]):
             pane.border_subtitle = "values are never shown"
             yield Label("Checking the OS keyring…", id="keys-keyring", markup=False)
             yield DataTable(id="keys-table", cursor_type="row", zebra_stripes=True)
-            yield Label("s: set (typed hidden) · t: test against the provider · x: delete from the keyring · "
-                        "escape: back", id="keys-help")
+            yield Label(
+                "s: set (typed hidden) · t: test against the provider · x: delete from the keyring · escape: back",
+                id="keys-help",
+            )
         with Vertical(id="keys-result-pane", classes="pane") as pane:
             pane.border_title = "Result"
-            yield Static("Select a key and press t to check it against the provider's API (one read-only request).",
-                         id="keys-result")
+            yield Static(
+                "Select a key and press t to check it against the provider's API (one read-only request).",
+                id="keys-result",
+            )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -95,16 +107,21 @@ class KeysScreen(Screen[None]):
         if self.keyring_problem:
             banner.update(f"⚠ {self.keyring_problem}")
         else:
-            banner.update(f"OS keyring: {backend} (service {SERVICE!r}). Keys set here are stored there, "
-                          "never in a file.")
+            banner.update(
+                f"OS keyring: {backend} (service {SERVICE!r}). Keys set here are stored there, never in a file."
+            )
         banner.set_class(bool(self.keyring_problem), "warning")
         table = self.query_one("#keys-table", DataTable)
         for names in PROVIDER_KEYS.values():
             for name in names:
                 lookup = await self.store.aget(name)
                 self.sources[name] = source_label(self.store, lookup)
-                table.update_cell(name, "source", Text(lookup.source, style=SOURCE_STYLE.get(lookup.source, "bold cyan")))
-                table.update_cell(name, "env", Text(SECRET_ENV[name], style="bold cyan" if lookup.source == "env" else ""))
+                table.update_cell(
+                    name, "source", Text(lookup.source, style=SOURCE_STYLE.get(lookup.source, "bold cyan"))
+                )
+                table.update_cell(
+                    name, "env", Text(SECRET_ENV[name], style="bold cyan" if lookup.source == "env" else "")
+                )
 
     def selected(self) -> tuple[str, str] | None:
         """(provider, key name) of the selected row."""
@@ -139,9 +156,15 @@ class KeysScreen(Screen[None]):
             if value:
                 self.store_key(name, value.strip())
 
-        self.app.push_screen(PromptScreen(f"Set {name}", f"{name} (hidden; stored in the OS keyring only):",
-                                          check=lambda text: None if text.strip() else "Type or paste the key.",
-                                          password=True), typed)
+        self.app.push_screen(
+            PromptScreen(
+                f"Set {name}",
+                f"{name} (hidden; stored in the OS keyring only):",
+                check=lambda text: None if text.strip() else "Type or paste the key.",
+                password=True,
+            ),
+            typed,
+        )
 
     @work(exclusive=True, group="keys-write", exit_on_error=False)
     async def store_key(self, name: str, value: str) -> None:
@@ -169,8 +192,9 @@ class KeysScreen(Screen[None]):
             if yes:
                 self.delete_key(name)
 
-        self.app.push_screen(ConfirmScreen(f"Delete {name}", f"Remove {name} from the OS keyring?", yes="Delete"),
-                             answered)
+        self.app.push_screen(
+            ConfirmScreen(f"Delete {name}", f"Remove {name} from the OS keyring?", yes="Delete"), answered
+        )
 
     @work(exclusive=True, group="keys-write", exit_on_error=False)
     async def delete_key(self, name: str) -> None:
@@ -190,8 +214,9 @@ class KeysScreen(Screen[None]):
         self.reload()
 
     def _no_keyring(self, problem: str, what: str) -> None:
-        self._show(f"{what}: {problem}\nNothing was written to a file: voice-console never stores keys in "
-                   "plaintext.", ok=False)
+        self._show(
+            f"{what}: {problem}\nNothing was written to a file: voice-console never stores keys in plaintext.", ok=False
+        )
         self.notify(problem, markup=False, title=what, severity="error", timeout=10)
 
     def _failed(self, message: str) -> None:
@@ -211,5 +236,9 @@ class KeysScreen(Screen[None]):
         code = probe.code
         lines = [line.removeprefix("voice-console keys: ") for line in probe.text().strip().splitlines()]
         self._show("\n".join([f"{'✓' if code == 0 else '✗'} {provider}", *lines]), ok=code == 0)
-        self.notify(f"{provider}: {'keys accepted' if code == 0 else 'test failed (details on the keys screen)'}",
-                    markup=False, title="Keys", severity="information" if code == 0 else "error")
+        self.notify(
+            f"{provider}: {'keys accepted' if code == 0 else 'test failed (details on the keys screen)'}",
+            markup=False,
+            title="Keys",
+            severity="information" if code == 0 else "error",
+        )

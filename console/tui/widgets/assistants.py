@@ -20,7 +20,6 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.events import Resize
 from textual.widgets import DataTable, Static
 
-from console.services.assistants import fix_server_messages
 from console.providers.vapi.checks import (
     Check,
     assistant_server_url,
@@ -29,6 +28,7 @@ from console.providers.vapi.checks import (
     missing_server_messages,
 )
 from console.providers.vapi.client import VapiClient, VapiError
+from console.services.assistants import fix_server_messages
 from console.tui.context import AssistantAccess
 from console.tui.widgets.table import WindowTable
 
@@ -63,8 +63,9 @@ def config_view(assistant: dict[str, Any], checks: list[Check]) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(ratio=1)
-    grid.add_row("name", Text.assemble((str(shown.get("name") or "(unnamed)"), "bold"),
-                                       (f"  {shown.get('id') or ''}", "dim")))
+    grid.add_row(
+        "name", Text.assemble((str(shown.get("name") or "(unnamed)"), "bold"), (f"  {shown.get('id') or ''}", "dim"))
+    )
     for check in checks:
         line = Text(f"{LEVEL_MARK[check.level]} {check.message}", style=LEVEL_STYLE[check.level])
         fix = Text(f"fix: {check.fix}", style="dim")
@@ -75,8 +76,12 @@ def config_view(assistant: dict[str, Any], checks: list[Check]) -> Table:
         grid.add_row(Text("ok", style="bold green"), "Nothing to fix: the console sees this assistant's calls.")
     model = shown.get("model") or {}
     tools = len(model.get("toolIds") or model.get("tools") or [])
-    grid.add_row("model", " ".join(str(part) for part in (model.get("provider"), model.get("model")) if part)
-                 + (f" · {tools} tools" if tools else "") or "—")
+    grid.add_row(
+        "model",
+        " ".join(str(part) for part in (model.get("provider"), model.get("model")) if part)
+        + (f" · {tools} tools" if tools else "")
+        or "—",
+    )
     voice = shown.get("voice") or {}
     grid.add_row("voice", " ".join(str(part) for part in (voice.get("provider"), voice.get("voiceId")) if part) or "—")
     server = shown.get("server") if isinstance(shown.get("server"), dict) else {}
@@ -102,7 +107,9 @@ class AssistantsPane(Horizontal):
     """Left: the list; right: the selected assistant's config and checks."""
 
     BINDINGS = [
-        Binding("F", "fix", "Fix msgs", tooltip="add the server messages the console needs (PATCH, as assistants --fix)"),
+        Binding(
+            "F", "fix", "Fix msgs", tooltip="add the server messages the console needs (PATCH, as assistants --fix)"
+        ),
         Binding("R", "reload", "Reload", show=False, tooltip="list the assistants again"),
     ]
 
@@ -156,7 +163,9 @@ class AssistantsPane(Horizontal):
         self._public_url = access.public_url
         self.table.display = True
         self.assistants = {str(item.get("id")): item for item in found}
-        self.checks = {key: check_assistant(item, public_url=access.public_url) for key, item in self.assistants.items()}
+        self.checks = {
+            key: check_assistant(item, public_url=access.public_url) for key, item in self.assistants.items()
+        }
         self.table.sync([(key, self._row(key)) for key in self.assistants])
         if select in self.assistants:
             self.table.move_cursor(row=list(self.assistants).index(select), animate=False)
@@ -175,8 +184,9 @@ class AssistantsPane(Horizontal):
     def _show(self, key: str | None) -> None:
         body = self.query_one("#assistant-config", Static)
         if key is None or key not in self.assistants:
-            body.update(Text("No assistants on this account." if not self.assistants else "Select an assistant.",
-                             style="dim"))
+            body.update(
+                Text("No assistants on this account." if not self.assistants else "Select an assistant.", style="dim")
+            )
             return
         body.update(config_view(self.assistants[key], self.checks.get(key, [])))
 

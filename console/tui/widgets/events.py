@@ -64,10 +64,19 @@ class LogRow:
         seen = self.seen
         if seen is None:
             return f"note {self.note}".lower()
-        return " ".join(str(part) for part in (
-            seen.provider, seen.route, seen.message_type or "", seen.call_id or "", seen.verdict,
-            seen.reason or "", seen.status, "duplicate" if seen.duplicate else "",
-        )).lower()
+        return " ".join(
+            str(part)
+            for part in (
+                seen.provider,
+                seen.route,
+                seen.message_type or "",
+                seen.call_id or "",
+                seen.verdict,
+                seen.reason or "",
+                seen.status,
+                "duplicate" if seen.duplicate else "",
+            )
+        ).lower()
 
 
 def clock(at: datetime) -> str:
@@ -113,8 +122,21 @@ def row_segments(row: LogRow) -> list[Segment]:
     return out
 
 
-HEADER = (fit("time", 12) + " " + fit("sig", W_VERDICT) + " " + "ans".rjust(W_STATUS) + " "
-          + "took".rjust(W_MS) + " " + fit("via", W_PROVIDER) + " " + fit("message", W_TYPE) + " " + "call")
+HEADER = (
+    fit("time", 12)
+    + " "
+    + fit("sig", W_VERDICT)
+    + " "
+    + "ans".rjust(W_STATUS)
+    + " "
+    + "took".rjust(W_MS)
+    + " "
+    + fit("via", W_PROVIDER)
+    + " "
+    + fit("message", W_TYPE)
+    + " "
+    + "call"
+)
 
 
 class DeliveryLog:
@@ -274,7 +296,7 @@ class DeliveryView(ScrollView, can_focus=True):
 
     def _remember_line(self, row: LogRow, strip: Strip, scroll_y: int) -> None:
         if len(self._lines) >= 3 * max(self.size.height, 10):  # keep what is on screen now
-            shown = {id(on_screen) for on_screen in self.model.visible[scroll_y:scroll_y + self.size.height]}
+            shown = {id(on_screen) for on_screen in self.model.visible[scroll_y : scroll_y + self.size.height]}
             self._lines = {key: line for key, line in self._lines.items() if key in shown}
         self._lines[id(row)] = (row, strip)
 
@@ -286,7 +308,9 @@ class EventsPane(Vertical):
     """Header, the delivery view and a filter line (shown by `/`)."""
 
     BINDINGS = [
-        Binding("slash", "filter", "Filter", tooltip="show only deliveries matching a text (provider, type, call, verdict)"),
+        Binding(
+            "slash", "filter", "Filter", tooltip="show only deliveries matching a text (provider, type, call, verdict)"
+        ),
         Binding("v", "raw", "Raw JSON", tooltip="the selected delivery as stored: body, headers, our reply"),
         Binding("enter", "raw", "Raw JSON", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -301,8 +325,9 @@ class EventsPane(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(Text(HEADER, style="bold"), id="events-header")
         yield DeliveryView(self.model, id="events")
-        yield Input(placeholder="filter: provider, type, call, ok/rejected… (enter keeps, escape clears)",
-                    id="events-filter")
+        yield Input(
+            placeholder="filter: provider, type, call, ok/rejected… (enter keeps, escape clears)", id="events-filter"
+        )
 
     @property
     def view(self) -> DeliveryView:
@@ -380,8 +405,11 @@ class RawDeliveryScreen(ModalScreen[None]):
     #raw-box { width: 90%; height: 90%; border: thick $accent; background: $surface; padding: 0 1; }
     #raw-scroll { height: 1fr; }
     """
-    BINDINGS = [Binding("escape", "close", "Close"), Binding("q", "close", "Close", show=False),
-                Binding("v", "close", "Close", show=False)]
+    BINDINGS = [
+        Binding("escape", "close", "Close"),
+        Binding("q", "close", "Close", show=False),
+        Binding("v", "close", "Close", show=False),
+    ]
 
     def __init__(self, seen: DeliverySeen, store: Any) -> None:
         super().__init__()
@@ -405,8 +433,9 @@ class RawDeliveryScreen(ModalScreen[None]):
             self.text = await raw_delivery_text(self.store, self.seen)
         except Exception as exc:  # a closed or broken history: say so in the dialog
             self.text = f"Could not read this delivery from the history: {exc}"
-        self.query_one("#raw-body", Static).update(Syntax(self.text, "json", word_wrap=True, theme="ansi_dark",
-                                                          background_color="default"))
+        self.query_one("#raw-body", Static).update(
+            Syntax(self.text, "json", word_wrap=True, theme="ansi_dark", background_color="default")
+        )
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -441,34 +470,57 @@ async def raw_delivery_text(store: Any, seen: DeliverySeen) -> str:
     where bodies, headers and replies were redacted before they were written."""
     if store is None:
         return "The history is not open."
-    summary = {"at": seen.at.isoformat(), "provider": seen.provider, "route": seen.route, "method": seen.method,
-               "verdict": seen.verdict, "reason": seen.reason, "auth": seen.auth_scheme,
-               "reply_status": seen.status, "elapsed_ms": round(seen.elapsed_ms, 2)}
+    summary = {
+        "at": seen.at.isoformat(),
+        "provider": seen.provider,
+        "route": seen.route,
+        "method": seen.method,
+        "verdict": seen.verdict,
+        "reason": seen.reason,
+        "auth": seen.auth_scheme,
+        "reply_status": seen.status,
+        "elapsed_ms": round(seen.elapsed_ms, 2),
+    }
     if seen.delivery_id is None:
         row = await store.fetchone(
             "SELECT path, client, reason, headers, body_size, body_excerpt FROM rejected_requests"
-            " WHERE at = ? AND route = ? ORDER BY id DESC LIMIT 1", (seen.at.timestamp(), seen.route))
+            " WHERE at = ? AND route = ? ORDER BY id DESC LIMIT 1",
+            (seen.at.timestamp(), seen.route),
+        )
         if row is None:
             return "This refused request is not in the history (yet)."
         parts = [
-            "// refused request", json.dumps({**summary, "path": row["path"], "client": row["client"]}, indent=2),
-            "// headers (redacted)", _headers(row["headers"]),
-            f"// body: {row['body_size']} bytes, first 2 KB (redacted)", _pretty(row["body_excerpt"]),
+            "// refused request",
+            json.dumps({**summary, "path": row["path"], "client": row["client"]}, indent=2),
+            "// headers (redacted)",
+            _headers(row["headers"]),
+            f"// body: {row['body_size']} bytes, first 2 KB (redacted)",
+            _pretty(row["body_excerpt"]),
         ]
         return "\n".join(parts)
     row = await store.fetchone(
         "SELECT path, message_type, call_id, headers, body, duplicate_of, reply_status, reply_body, reply_ms"
-        " FROM deliveries WHERE id = ?", (seen.delivery_id,))
+        " FROM deliveries WHERE id = ?",
+        (seen.delivery_id,),
+    )
     if row is None:
         return f"Delivery {seen.delivery_id} is not in the history."
     events = await store.fetchall("SELECT data FROM events WHERE delivery_id = ? ORDER BY id", (seen.delivery_id,))
-    header = {**summary, "delivery_id": seen.delivery_id, "path": row["path"], "call_id": row["call_id"],
-              "duplicate_of": row["duplicate_of"]}
+    header = {
+        **summary,
+        "delivery_id": seen.delivery_id,
+        "path": row["path"],
+        "call_id": row["call_id"],
+        "duplicate_of": row["duplicate_of"],
+    }
     reply = row["reply_body"]
     parts = [
-        "// delivery", json.dumps(header, indent=2),
-        "// headers (redacted)", _headers(row["headers"]),
-        "// body (redacted)", _pretty(row["body"]),
+        "// delivery",
+        json.dumps(header, indent=2),
+        "// headers (redacted)",
+        _headers(row["headers"]),
+        "// body (redacted)",
+        _pretty(row["body"]),
         f"// our reply: {row['reply_status'] or seen.status}"
         + (f" in {row['reply_ms']:.1f} ms" if row["reply_ms"] is not None else ""),
         _pretty(reply) if reply is not None else "(not written to the history yet)",
@@ -476,4 +528,3 @@ async def raw_delivery_text(store: Any, seen: DeliverySeen) -> str:
         json.dumps([json.loads(event["data"]) for event in events], indent=2, ensure_ascii=False),
     ]
     return "\n".join(parts)
-

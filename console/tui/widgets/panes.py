@@ -19,10 +19,13 @@ MAX_CALL_ROWS = 100
 # what no pane shows is cut before (the transcript and the dialogs show them whole).
 MIN_ARGUMENTS_WIDTH = 12
 MAX_ARGUMENTS_SHOWN = 400
-SPEAKING = {frozenset(): "", frozenset({"assistant"}): "agent", frozenset({"user"}): "caller",
-            frozenset({"assistant", "user"}): "both"}
-STATUS_STYLE = {"in-progress": "bold green", "ringing": "yellow", "queued": "dim", "forwarding": "cyan",
-                "ended": "dim"}
+SPEAKING = {
+    frozenset(): "",
+    frozenset({"assistant"}): "agent",
+    frozenset({"user"}): "caller",
+    frozenset({"assistant", "user"}): "both",
+}
+STATUS_STYLE = {"in-progress": "bold green", "ringing": "yellow", "queued": "dim", "forwarding": "cyan", "ended": "dim"}
 
 
 def short_id(value: str | None, size: int = 8) -> str:
@@ -39,15 +42,24 @@ def seconds(value: float) -> str:
 
 class LiveCallsTable(WindowTable):
     # Short labels: at 80 columns every column fits.
-    COLUMNS = [("call", "call"), ("status", "status"), ("speaking", "speaking"), ("barge_ins", "barge-ins"),
-               ("latency", "turn ms"), ("pending", "waiting"), ("duration", "time"), ("provider", "via")]
+    COLUMNS = [
+        ("call", "call"),
+        ("status", "status"),
+        ("speaking", "speaking"),
+        ("barge_ins", "barge-ins"),
+        ("latency", "turn ms"),
+        ("pending", "waiting"),
+        ("duration", "time"),
+        ("provider", "via"),
+    ]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(self.COLUMNS, id=id)
 
     @staticmethod
-    def rows(calls: Iterable[CallState], pending: dict[str, int], now: datetime | None = None
-             ) -> list[tuple[str, tuple[object, ...]]]:
+    def rows(
+        calls: Iterable[CallState], pending: dict[str, int], now: datetime | None = None
+    ) -> list[tuple[str, tuple[object, ...]]]:
         now = now or utc_now()
         ordered = sorted(calls, key=lambda c: (c.status == "ended", -(c.first_at or now).timestamp()))
         out = []
@@ -55,16 +67,21 @@ class LiveCallsTable(WindowTable):
             start, last = call.first_at or now, call.last_at or now
             duration = (last if call.status == "ended" else now) - start
             waiting = pending.get(call.call_id, 0)
-            out.append((call.call_id, (
-                short_id(call.call_id),
-                Text(call.status or "?", style=STATUS_STYLE.get(call.status or "", "")),
-                Text(SPEAKING.get(frozenset(call.speaking), ""), style="bold"),
-                Text(str(call.barge_ins), style="bold red" if call.barge_ins else "dim"),
-                f"{call.last_turn_latency_ms:.0f}" if call.last_turn_latency_ms is not None else "—",
-                Text(f"⏳ {waiting}", style="bold yellow") if waiting else Text("—", style="dim"),
-                seconds(duration.total_seconds()),
-                call.provider,
-            )))
+            out.append(
+                (
+                    call.call_id,
+                    (
+                        short_id(call.call_id),
+                        Text(call.status or "?", style=STATUS_STYLE.get(call.status or "", "")),
+                        Text(SPEAKING.get(frozenset(call.speaking), ""), style="bold"),
+                        Text(str(call.barge_ins), style="bold red" if call.barge_ins else "dim"),
+                        f"{call.last_turn_latency_ms:.0f}" if call.last_turn_latency_ms is not None else "—",
+                        Text(f"⏳ {waiting}", style="bold yellow") if waiting else Text("—", style="dim"),
+                        seconds(duration.total_seconds()),
+                        call.provider,
+                    ),
+                )
+            )
         return out
 
 
@@ -72,8 +89,14 @@ class FunctionCallsTable(WindowTable):
     """Pending calls first (oldest first, live countdown), then decided ones (newest first).
     The most useful columns come first; arguments last, as wide as the pane has room for."""
 
-    COLUMNS = [("call", "call"), ("tool", "tool"), ("state", "state"), ("by", "by"), ("latency", "ms"),
-               ("arguments", "arguments")]
+    COLUMNS = [
+        ("call", "call"),
+        ("tool", "tool"),
+        ("state", "state"),
+        ("by", "by"),
+        ("latency", "ms"),
+        ("arguments", "arguments"),
+    ]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(self.COLUMNS, id=id)
@@ -85,8 +108,12 @@ class FunctionCallsTable(WindowTable):
         used = 0
         for index, (key, column) in enumerate(self.columns.items()):
             if key.value != "arguments":
-                widest = max([column.label.cell_len if fresh else column.content_width,
-                              *(cell_width(cells[index]) for _, cells in rows)])
+                widest = max(
+                    [
+                        column.label.cell_len if fresh else column.content_width,
+                        *(cell_width(cells[index]) for _, cells in rows),
+                    ]
+                )
                 used += widest + 2 * self.cell_padding
         room = self.scrollable_content_region.width - used - 2 * self.cell_padding
         return max(MIN_ARGUMENTS_WIDTH, room)
@@ -105,25 +132,46 @@ class FunctionCallsTable(WindowTable):
         super().sync([(key, (*cells[:-1], cut(cells[-1], room))) for key, cells in rows], rebuild=rebuild)
 
     @staticmethod
-    def rows(pending: Iterable[PendingCall], decided: Iterable[tuple[ToolDecided, dict | None]],
-             now: datetime | None = None) -> list[tuple[str, tuple[object, ...]]]:
+    def rows(
+        pending: Iterable[PendingCall], decided: Iterable[tuple[ToolDecided, dict | None]], now: datetime | None = None
+    ) -> list[tuple[str, tuple[object, ...]]]:
         now = now or utc_now()
         out: list[tuple[str, tuple[object, ...]]] = []
         for call in pending:
             state = Text(f"⏳ {call.remaining_s(now):4.1f}s", style="bold yellow")
             if call.stalling:
                 state.append(" ⚠ stalling", style="bold red")
-            out.append((call.tool_call_id, (short_id(call.call_id), call.name, state,
-                                            Text(f"→{call.on_timeout}", style="dim"), "",
-                                            Text(short_json(call.arguments, MAX_ARGUMENTS_SHOWN)))))
+            out.append(
+                (
+                    call.tool_call_id,
+                    (
+                        short_id(call.call_id),
+                        call.name,
+                        state,
+                        Text(f"→{call.on_timeout}", style="dim"),
+                        "",
+                        Text(short_json(call.arguments, MAX_ARGUMENTS_SHOWN)),
+                    ),
+                )
+            )
         for event, requested in decided:
             arguments = event.arguments if event.arguments is not None else requested
             good = event.decision in ("approved", "edited", "overridden")
             state = Text(("✓ " if good else "✗ ") + event.decision, style="green" if good else "red")
             by = Text(event.by, style="bold red" if event.by == "timeout" else "")
-            out.append((event.tool_call_id, (short_id(event.call_id), event.name, state, by,
-                                             f"{event.latency_ms:.0f}" if event.latency_ms is not None else "",
-                                             Text(short_json(arguments, MAX_ARGUMENTS_SHOWN) if arguments else ""))))
+            out.append(
+                (
+                    event.tool_call_id,
+                    (
+                        short_id(event.call_id),
+                        event.name,
+                        state,
+                        by,
+                        f"{event.latency_ms:.0f}" if event.latency_ms is not None else "",
+                        Text(short_json(arguments, MAX_ARGUMENTS_SHOWN) if arguments else ""),
+                    ),
+                )
+            )
         return out
 
 

@@ -14,7 +14,6 @@ from textual.widgets import Button, Input, Label
 
 from console.core.gate import PendingCall
 
-
 # What `settled` answers for a held call: None while it waits for this console's decision,
 # SETTLING once it no longer waits but its outcome is not known yet, else what happened.
 SETTLING = ""
@@ -29,8 +28,9 @@ class HeldCallStatus(Label):
     `settled(call)` is None while the call waits, SETTLING while its outcome is on its
     way, else one sentence saying what happened."""
 
-    def __init__(self, pending: PendingCall, settled: Callable[[PendingCall], str | None] | None = None,
-                 *, id: str | None = None) -> None:
+    def __init__(
+        self, pending: PendingCall, settled: Callable[[PendingCall], str | None] | None = None, *, id: str | None = None
+    ) -> None:
         super().__init__("", id=id, markup=False)
         self.pending = pending
         self._settled = settled
@@ -46,8 +46,13 @@ class HeldCallStatus(Label):
         if state:  # settled without this dialog: say so, and close it
             if self.outcome is None and self.screen.is_current:  # (not from under help: that would close help)
                 self.outcome = state
-                self.app.notify(f"{state} Nothing from this dialog was sent.", title=f"{pending.name}: too late",
-                                severity="warning", timeout=12, markup=False)
+                self.app.notify(
+                    f"{state} Nothing from this dialog was sent.",
+                    title=f"{pending.name}: too late",
+                    severity="warning",
+                    timeout=12,
+                    markup=False,
+                )
                 self.screen.dismiss(None)
             return
         left = pending.remaining_s()
@@ -102,8 +107,13 @@ class PromptScreen(ModalScreen[str | None]):
         with Vertical(id="prompt-box") as box:
             box.border_title = self._title
             yield Label(self._prompt, id="prompt-text")
-            yield Input(self._default, id="prompt-input", select_on_focus=True, password=self._password,
-                        placeholder=self._placeholder)
+            yield Input(
+                self._default,
+                id="prompt-input",
+                select_on_focus=True,
+                password=self._password,
+                placeholder=self._placeholder,
+            )
             yield Label("", id="prompt-error", markup=False)  # echoes what was typed
             if self._preview is not None:
                 yield Label("", id="prompt-preview", markup=False)

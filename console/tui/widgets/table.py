@@ -18,7 +18,6 @@ from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotEx
 
 from console.tui.widgets.scrolling import resize_virtual
 
-
 # Render caches hold this many screens' worth of rows (the cursor row and hover variants).
 CACHE_SCREENS = 3
 MIN_CACHED_LINES = 50
@@ -126,8 +125,15 @@ class WindowTable(DataTable):
             return
         # DataTable's private cache attributes (textual is pinned below 9; the widget tests
         # check them). New caches, not a smaller maxsize: a full LRUCache never shrinks.
-        for cache in (self._row_render_cache, self._row_renderable_cache, self._line_cache,
-                      self._cell_render_cache, self._offset_cache, self._ordered_row_cache, self._cells_by_content):
+        for cache in (
+            self._row_render_cache,
+            self._row_renderable_cache,
+            self._line_cache,
+            self._cell_render_cache,
+            self._offset_cache,
+            self._ordered_row_cache,
+            self._cells_by_content,
+        ):
             unlink(cache)
         self._row_render_cache = RingFreeCache(lines)
         self._row_renderable_cache = RingFreeCache(lines)
@@ -138,8 +144,15 @@ class WindowTable(DataTable):
         self._ordered_row_cache = RingFreeCache(1)
         self._cells_by_content = RingFreeCache(lines * max(1, len(self._columns)))
 
-    def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
-                     cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> list[list[Segment]]:
         """DataTable's cell, drawn without Rich's layout engine and cached by what it shows.
 
         DataTable keys its cell cache by its update count, so one changed cell (a call's
@@ -167,8 +180,16 @@ class WindowTable(DataTable):
         if token is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         component_style, post_style = self._get_styles_to_render_cell(
-            header, False, False, hover, cursor, self.show_cursor, self._show_hover_cursor,
-            self.cursor_foreground_priority == "css", self.cursor_background_priority == "css")
+            header,
+            False,
+            False,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
         key = (row_index, column_index, token, width, base_style, component_style, post_style)
         lines = self._cells_by_content.get(key)
         if lines is None:

@@ -82,8 +82,13 @@ def render_timeline(timeline: CallTimeline, now: datetime, width: int, height: i
     out.append("\n")
     out.append("agent ".ljust(LABEL), style=f"bold {STYLE_AGENT}")
     # where both talk, the agent's lane turns red: the caller is talking over it
-    append_runs(out, [("█", STYLE_OVERLAP if over else STYLE_AGENT) if filled else ("·", STYLE_DIM)
-                      for filled, over in zip(agent, caller, strict=True)])
+    append_runs(
+        out,
+        [
+            ("█", STYLE_OVERLAP if over else STYLE_AGENT) if filled else ("·", STYLE_DIM)
+            for filled, over in zip(agent, caller, strict=True)
+        ],
+    )
     out.append("\n")
 
     # marks row: ↯ at barge-ins, then latency numbers at the agent's starts where they fit
@@ -115,7 +120,7 @@ def render_timeline(timeline: CallTimeline, now: datetime, width: int, height: i
             if column + offset < columns:
                 axis[column + offset] = char
     edge = "end" if timeline.ended_at is not None else "now"
-    axis[columns - len(edge):] = list(edge)
+    axis[columns - len(edge) :] = list(edge)
     out.append("".ljust(LABEL) + "".join(axis), style=STYLE_DIM)
 
     lines = 4
@@ -140,8 +145,10 @@ def render_timeline(timeline: CallTimeline, now: datetime, width: int, height: i
     for mark in timeline.barge_ins:
         line = Text("⚡ barge-in", style=STYLE_MARK)
         stop = mark.time_to_stop_ms
-        line.append(f"  agent stopped after {ms(stop)}" if stop is not None else "  agent still talking",
-                    style="" if stop is not None else "bold yellow")
+        line.append(
+            f"  agent stopped after {ms(stop)}" if stop is not None else "  agent still talking",
+            style="" if stop is not None else "bold yellow",
+        )
         if mark.cut_text:
             line.append("  cut: ", style=STYLE_DIM)
             line.append(mark.cut_text, style="strike red")

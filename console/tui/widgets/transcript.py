@@ -14,7 +14,16 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from console.core.events import BargeIn, CallEnded, CallStatus, Event, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
+from console.core.events import (
+    BargeIn,
+    CallEnded,
+    CallStatus,
+    Event,
+    ToolDecided,
+    ToolRequested,
+    TranscriptFinal,
+    TranscriptPartial,
+)
 from console.tui.widgets.scrolling import resize_virtual
 
 MAX_ENTRIES = 400
@@ -72,19 +81,25 @@ class CallTranscript:
             self._add(Entry("barge", text=event.cut_text or ""))
         elif isinstance(event, ToolRequested):
             self._tools[event.tool_call_id] = self._add(
-                Entry("tool", text=tool_call_text(event.name, event.arguments), tool_call_id=event.tool_call_id))
+                Entry("tool", text=tool_call_text(event.name, event.arguments), tool_call_id=event.tool_call_id)
+            )
         elif isinstance(event, ToolDecided):
             entry = self._tools.get(event.tool_call_id)
             if entry is None:
                 entry = self._tools[event.tool_call_id] = self._add(
-                    Entry("tool", text=f"{event.name}(…)", tool_call_id=event.tool_call_id))
+                    Entry("tool", text=f"{event.name}(…)", tool_call_id=event.tool_call_id)
+                )
             if event.decision == "edited" and event.arguments is not None:
                 # What the tool ran with, not what the agent asked for.
                 entry.text = "✎ " + tool_call_text(event.name, event.arguments)
             outcome = event.result if event.result is not None else event.error
-            entry.decision = f"{event.decision} by {event.by}" + (f": {short_json(outcome, OUTCOME_LIMIT)}" if outcome else "")
+            entry.decision = f"{event.decision} by {event.by}" + (
+                f": {short_json(outcome, OUTCOME_LIMIT)}" if outcome else ""
+            )
         elif isinstance(event, CallStatus) and event.status != "in-progress":
-            self._add(Entry("note", text=f"call {event.status}" + (f" ({event.ended_reason})" if event.ended_reason else "")))
+            self._add(
+                Entry("note", text=f"call {event.status}" + (f" ({event.ended_reason})" if event.ended_reason else ""))
+            )
         elif isinstance(event, CallEnded) and event.summary:
             self._add(Entry("note", text=f"summary: {event.summary}"))
         else:
@@ -113,8 +128,9 @@ class CallTranscript:
                 text = Text(entry.text, style="" if entry.final else "italic dim")
                 if not entry.final:
                     text.append(" …", style="dim")
-                grid.add_row(Text(ROLE_LABEL.get(entry.role, entry.role), style=ROLE_STYLE.get(entry.role, "bold")),
-                             text)
+                grid.add_row(
+                    Text(ROLE_LABEL.get(entry.role, entry.role), style=ROLE_STYLE.get(entry.role, "bold")), text
+                )
             elif entry.kind == "barge":
                 text = Text("barge-in ", style="bold red")
                 if entry.text:
@@ -189,8 +205,9 @@ class TranscriptPane(ScrollView, can_focus=True):
             return
         renderable = self._transcript.render() if self._transcript is not None else Text(PLACEHOLDER)
         console = self.app.console
-        lines = console.render_lines(renderable, self.app.console_options.update(width=width, height=None),
-                                     style=self.rich_style, pad=True)
+        lines = console.render_lines(
+            renderable, self.app.console_options.update(width=width, height=None), style=self.rich_style, pad=True
+        )
         self._lines = [Strip(line, width) for line in lines]
         size = Size(width, len(self._lines))
         if resize_virtual(self, size):
