@@ -11,7 +11,7 @@ import datetime
 import math
 import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -326,7 +326,10 @@ def _unknown_setting(loc: tuple[Any, ...]) -> str:
 
 
 # Environment variables that set one key each.
-ENV_KEYS = {"VOICE_CONSOLE_DB": ("storage", "db"), "VOICE_CONSOLE_VAPI_BASE_URL": ("vapi", "base_url")}
+ENV_KEYS: dict[str, tuple[str, ...]] = {
+    "VOICE_CONSOLE_DB": ("storage", "db"),
+    "VOICE_CONSOLE_VAPI_BASE_URL": ("vapi", "base_url"),
+}
 
 
 def _leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
@@ -350,7 +353,7 @@ def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 def load_settings(
     path: Path | str | None = None,
     *,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
     flags: dict[str, str] | None = None,
 ) -> Settings:
@@ -362,7 +365,8 @@ def load_settings(
     for messages. `path` None means `VOICE_CONSOLE_CONFIG` or the default location
     (which may be absent). An explicitly named file that does not exist is an error.
     """
-    env = os.environ if env is None else env
+    if env is None:
+        env = os.environ
     explicit = path is not None or bool(env.get("VOICE_CONSOLE_CONFIG"))
     file = Path(path or env.get("VOICE_CONSOLE_CONFIG") or default_config_path()).expanduser()
 

@@ -10,8 +10,8 @@ from textual.widgets import Footer, Input, Tabs
 from textual.widgets._footer import FooterKey
 
 from console.tui.widgets.events import EventsPane
-from tests.helpers.tui import record_notifications, type_text
-from tests.tui_fixtures import pinned_app, settle, until
+from tests.helpers.pinned import pinned_app, settle
+from tests.helpers.tui import record_notifications, type_text, wait_for
 
 
 def focusable_panes(main) -> list:
@@ -61,4 +61,4 @@ async def test_a_panes_own_keys_show_only_while_it_has_focus_and_filter_always(t
                 # `/` always (the Events pane's own binding or the screen's); Raw JSON only in Events.
                 return bool({"filter", "filter_events"} & actions) and ("raw" in actions) == in_events
 
-            await until(pilot, footer_fits, f"the footer for {pane}")
+            await wait_for(pilot, footer_fits, f"the footer for {pane}")

@@ -18,8 +18,7 @@ from console.tui.main_screen import MainScreen
 from console.tui.screens.help import APPROVALS_TEXT, HelpScreen
 from console.tui.themes import load_themes
 from console.tui.widgets.prompt import PromptScreen
-from tests.helpers.tui import ONE_HELD, decision_in_history, demo_app, wait_for_pending
-from tests.tui_fixtures import until
+from tests.helpers.tui import ONE_HELD, decision_in_history, demo_app, wait_for, wait_for_pending
 
 pytestmark = pytest.mark.e2e  # runs the whole simulated platform (--demo)
 
@@ -53,11 +52,11 @@ def keys_of(app: VoiceConsoleApp, binding: Binding) -> list[str]:
 
 async def open_palette(pilot, app: VoiceConsoleApp, query: str = "") -> dict[str, object]:
     await pilot.press("ctrl+p")
-    palette = await until(pilot, lambda: isinstance(app.screen, CommandPalette) and app.screen, "the palette")
+    palette = await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette) and app.screen, "the palette")
     if query:
         await pilot.press(*query)
     options = palette.query_one(CommandList)
-    await until(pilot, lambda: options.option_count > 0, "palette entries")
+    await wait_for(pilot, lambda: options.option_count > 0, "palette entries")
     count = -1
     while count != options.option_count:  # until the list stops growing
         count = options.option_count
@@ -68,7 +67,7 @@ async def open_palette(pilot, app: VoiceConsoleApp, query: str = "") -> dict[str
 async def test_palette_lists_every_bound_action_with_its_key_and_the_themes(settings):
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         main = app.screen
         enabled = {
             (active.binding.action, active.binding.key) for active in main.active_bindings.values() if active.enabled
@@ -90,7 +89,7 @@ async def test_palette_lists_every_bound_action_with_its_key_and_the_themes(sett
 async def test_palette_adds_the_focused_panes_own_actions(settings):
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         main = app.screen
         panes = [
             widget
@@ -109,23 +108,23 @@ async def test_palette_adds_the_focused_panes_own_actions(settings):
             assert not hidden & set(hits), pane
             assert "Approve" in hits  # the screen's actions stay
             await pilot.press("escape")
-            await until(pilot, lambda: app.screen is main, "the palette closed")
+            await wait_for(pilot, lambda: app.screen is main, "the palette closed")
 
 
 async def test_a_palette_hit_runs_its_action(settings):
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         hits = await open_palette(pilot, app, "help")
         assert "Help" in hits
         await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen from the palette")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen from the palette")
         await pilot.press("escape")
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "back on the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "back on the main screen")
 
         hits = await open_palette(pilot, app, "Theme: console-phosphor")
         await pilot.press("enter")
-        await until(pilot, lambda: app.theme == "console-phosphor", "the theme from the palette")
+        await wait_for(pilot, lambda: app.theme == "console-phosphor", "the theme from the palette")
 
 
 async def test_approving_from_the_palette_decides_the_waiting_call(settings):
@@ -142,9 +141,9 @@ async def test_approving_from_the_palette_decides_the_waiting_call(settings):
 async def test_help_lists_every_binding_by_area_and_closes_with_escape(settings):
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         await pilot.press("f1")
-        help_screen = await until(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, "help")
+        help_screen = await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, "help")
         titles = [str(label.render()) for label in help_screen.query(".help-group")]
         assert titles[:2] == ["Everywhere", "Main screen"]
 
@@ -167,19 +166,19 @@ async def test_help_lists_every_binding_by_area_and_closes_with_escape(settings)
         assert "How approvals and deadlines work" in about and "on_timeout" in about
         assert "How approvals" in APPROVALS_TEXT
         await pilot.press("escape")
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "help closed")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "help closed")
         await pilot.press("question_mark")
-        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help on ?")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help on ?")
         await pilot.press("question_mark")  # ? again closes it
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "help closed by ?")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "help closed by ?")
 
 
 async def test_question_mark_in_a_text_box_is_typed_not_help(settings):
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         app.push_screen(PromptScreen("Say", "Text to say:"))
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen), "the prompt")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the prompt")
         await pilot.press("o", "k", "question_mark")
         await pilot.pause(0.1)
         assert isinstance(app.screen, PromptScreen)
@@ -189,7 +188,7 @@ async def test_question_mark_in_a_text_box_is_typed_not_help(settings):
 async def test_footer_shows_the_important_keys_within_120_columns_whatever_has_focus(settings):
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         main = app.screen
         focusable = [widget for widget in main.query("*") if widget.focusable]
         assert len(focusable) >= 3
@@ -207,7 +206,7 @@ async def test_footer_shows_the_important_keys_within_120_columns_whatever_has_f
                 keys = list(footer.query(FooterKey))
                 return important <= {key.action for key in keys} and all(key.region.width for key in keys)
 
-            await until(pilot, laid_out, f"the important keys in the footer, focus on {widget}")
+            await wait_for(pilot, laid_out, f"the important keys in the footer, focus on {widget}")
             keys = list(footer.query(FooterKey))
             # Every shown key is fully on screen: none cut off or hidden under the
             # palette key docked at the right.

@@ -267,7 +267,7 @@ def test_timeline_rows_stay_in_line_at_any_width():
 
     from console.core.calls import CallTracker
     from console.core.timeline import TimelineBook
-    from tests.tui_fixtures import CALL_ID, PINNED_NOW, script
+    from tests.helpers.pinned import CALL_ID, PINNED_NOW, script
 
     book = TimelineBook()
     book.apply(CallTracker().process(script()))  # as the pipeline delivers them: one barge-in, at the overlap

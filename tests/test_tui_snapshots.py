@@ -18,7 +18,8 @@ import httpx
 
 from console.secrets import SecretStore
 from console.tui.app import Services, VoiceConsoleApp
-from tests.tui_fixtures import CALL_ID, PINNED_NOW, ago, pinned_app, pinned_settings, pinned_tz, settle, until
+from tests.helpers.pinned import CALL_ID, PINNED_NOW, ago, pinned_app, pinned_settings, pinned_tz, settle
+from tests.helpers.tui import wait_for
 
 HELD_FOR_S = 3  # the held call arrived this long before the pinned clock: "⏳ 12.0s" at the default 15 s
 WEBHOOK_SECRET = "snapshot-webhook-secret"
@@ -65,7 +66,7 @@ async def settle_with_held_call(pilot) -> None:
             )
 
     app.run_worker(post(), exit_on_error=False)
-    await until(pilot, lambda: app.service.gate.pending(), "the held tool call")
+    await wait_for(pilot, lambda: app.service.gate.pending(), "the held tool call")
     await pilot.pause(0.3)
     app.main.flush()
     app.main.refresh_tables()
@@ -131,7 +132,7 @@ def test_dial_dialog_80x24(snap_compare, tmp_path):
         await _open(pilot, key="d", screen_type=DialScreen, then=tuple("4155550142"))
         dialog = pilot.app.screen
         # No key here: wait for that verdict (the keyring lookup runs in a worker), not a clock.
-        await until(pilot, lambda: "No Vapi API key" in str(dialog.query_one("#dial-status").content), "the verdict")
+        await wait_for(pilot, lambda: "No Vapi API key" in str(dialog.query_one("#dial-status").content), "the verdict")
         await pilot.pause(0.2)
         await pilot.wait_for_scheduled_animations()
 

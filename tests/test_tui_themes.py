@@ -31,7 +31,7 @@ from console.tui.themes import (
     read_remembered_theme,
     theme_state_path,
 )
-from tests.tui_fixtures import until
+from tests.helpers.tui import wait_for
 
 SIZE = (120, 36)
 GOOD_USER_THEME = """
@@ -141,7 +141,7 @@ def test_a_bad_theme_file_says_what_is_wrong(tmp_path, text, expected):
 async def test_the_app_offers_exactly_the_bundled_themes_and_starts_on_the_default(settings):
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         assert app.theme == DEFAULT_THEME
         assert set(app.available_themes) == set(load_themes().themes)
         assert not set(app.available_themes) & set(BUILTIN_THEMES)  # Textual's own are hidden
@@ -152,18 +152,18 @@ async def test_the_app_offers_exactly_the_bundled_themes_and_starts_on_the_defau
 async def test_theme_picked_in_the_palette_is_applied_and_remembered_by_the_next_run(settings):
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         await pilot.press("ctrl+p")
-        await until(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
         await pilot.press(*"theme light")
         await pilot.pause(0.5)  # the palette searches in the background
         await pilot.press("enter")
-        await until(pilot, lambda: app.theme == "console-light", "the light theme")
+        await wait_for(pilot, lambda: app.theme == "console-light", "the light theme")
         assert not app.current_theme.dark
         assert app.ansi_theme_light is app.themes.catalog.themes["console-light"].terminal
         # The main screen's background really is the theme's.
         assert app.screen.styles.background.hex.upper() == "#F6F8FA"
-        await until(pilot, lambda: read_remembered_theme() == "console-light", "the state file")
+        await wait_for(pilot, lambda: read_remembered_theme() == "console-light", "the state file")
     assert json.loads(theme_state_path().read_text()) == {"theme": "console-light"}
 
     again = console_app(settings)
@@ -183,7 +183,7 @@ async def test_a_user_theme_from_the_config_dir_is_offered_and_usable(settings):
     user_theme("harbour.toml", GOOD_USER_THEME)
     app = console_app(settings, theme="harbour-night")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         assert app.theme == "harbour-night"
         assert "harbour-night" in app.available_themes
         assert notifications(app) == []
@@ -201,7 +201,7 @@ async def test_broken_user_themes_give_one_error_toast_and_a_working_fallback(se
     theme_state_path().write_text(json.dumps({"theme": "half"}))  # last time's theme is now broken
     app = console_app(settings)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         await pilot.pause(0.3)
         shown = notifications(app)
         assert len(shown) == 1
@@ -221,7 +221,7 @@ async def test_broken_user_themes_give_one_error_toast_and_a_working_fallback(se
         assert app.theme == DEFAULT_THEME
         assert "harbour-night" in app.available_themes and "half" not in app.available_themes
         await pilot.press("f1")  # and the console works
-        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
 
 
 async def test_unknown_theme_in_the_app_falls_back_with_a_warning(settings):
@@ -239,9 +239,9 @@ async def test_a_state_file_that_cannot_be_written_is_not_fatal(settings):
     state.parent.write_text("a file where the state folder should be")
     app = console_app(settings)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         app.theme = "console-solarized"
-        toast = await until(pilot, lambda: notifications(app), "the warning")
+        toast = await wait_for(pilot, lambda: notifications(app), "the warning")
         assert toast[0].severity == "warning" and "cannot be saved" in toast[0].message
         assert app.theme == "console-solarized" and app.is_running
 
@@ -287,13 +287,13 @@ async def test_the_theme_picker_offers_only_the_console_themes(settings):
     user_theme("harbour.toml", GOOD_USER_THEME)
     app = console_app(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "the main screen")
         await pilot.press("ctrl+p")
-        await until(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
         await pilot.press(*"change theme")
         await pilot.pause(0.5)
         await pilot.press("enter")
-        picker = await until(
+        picker = await wait_for(
             pilot,
             lambda: (
                 isinstance(app.screen, CommandPalette)
@@ -303,7 +303,7 @@ async def test_the_theme_picker_offers_only_the_console_themes(settings):
             "the picker",
         )
         options = picker.query_one(CommandList)
-        await until(pilot, lambda: options.option_count > 0, "theme names")
+        await wait_for(pilot, lambda: options.option_count > 0, "theme names")
         await pilot.pause(0.3)
         offered = {option.hit.text for option in options.options}
         assert offered == set(load_themes().names) and "harbour-night" in offered
@@ -361,7 +361,7 @@ async def test_the_selected_row_stands_out_in_256_and_16_colours_in_every_theme(
 
     app = console_app(settings)
     async with app.run_test(size=(160, 48)) as pilot:
-        await until(pilot, lambda: app.service is not None, "the receiver")
+        await wait_for(pilot, lambda: app.service is not None, "the receiver")
         table = app.main.query_one(FunctionCallsTable)
         for n in range(4):  # four decided tool calls, through the feed as the receiver reports them
             common = {
@@ -377,7 +377,7 @@ async def test_the_selected_row_stands_out_in_256_and_16_colours_in_every_theme(
                     ToolDecided(decision="approved" if n % 2 else "rejected", by="operator", **common),
                 ]
             )
-        await until(pilot, lambda: table.row_count == 4, "four rows")
+        await wait_for(pilot, lambda: table.row_count == 4, "four rows")
         table.move_cursor(row=1, animate=False)
         (table if focused else app.main.query_one("#calls")).focus()
         for name in load_themes().names:

@@ -418,7 +418,7 @@ class TimelineApp(App[None]):
 def live_timeline():
     from console.core.calls import CallTracker
     from console.core.timeline import TimelineBook
-    from tests.tui_fixtures import CALL_ID, script
+    from tests.helpers.pinned import CALL_ID, script
 
     book = TimelineBook()
     book.apply(CallTracker().process(script()))
@@ -426,7 +426,7 @@ def live_timeline():
 
 
 async def test_timeline_repaints_when_its_lanes_move_a_column_not_every_flush():
-    from tests.tui_fixtures import PINNED_NOW
+    from tests.helpers.pinned import PINNED_NOW
 
     app = TimelineApp()
     async with app.run_test() as pilot:
@@ -456,7 +456,7 @@ async def test_timeline_repaints_when_its_lanes_move_a_column_not_every_flush():
 
 
 def test_timeline_cells_are_appended_one_span_per_run_with_the_same_styles():
-    from tests.tui_fixtures import PINNED_NOW
+    from tests.helpers.pinned import PINNED_NOW
 
     cells = [("█", "yellow")] * 3 + [("·", "dim")] * 2 + [("█", "yellow"), ("↯", "bold red"), (" ", "")]
     runs, per_cell = Text(), Text()

@@ -21,13 +21,13 @@ from console.config import (
 )
 from console.core.calls import CallTracker
 from console.core.events import event_from_dict, event_to_dict
-from console.core.tools import ToolBatch, ToolCall, ToolOutcome
+from console.core.tools import RAW_ARGUMENTS_KEY, ToolBatch, ToolCall, ToolOutcome
 from console.providers.base import BadPayload, Inbound
 from console.providers.vapi import VapiProvider, sign_vapi_request
 from console.providers.vapi.auth import NO_SECRET_REASON
 from console.providers.vapi.normalize import function_call_id
 from console.providers.vapi.replies import NO_OUTCOME_ERROR, one_line, tool_reply
-from console.providers.vapi.wire import MESSAGE_MODELS, RAW_ARGUMENTS_KEY, parse_vapi_time
+from console.providers.vapi.wire import MESSAGE_MODELS, parse_vapi_time
 from console.receiver.types import Request
 from tests.helpers.secrets import VAPI_SECRET
 

@@ -56,6 +56,7 @@ def loads(document: bytes | str) -> Any:
     except ValueError as exc:  # the int/str digit limit
         raise JsonRefused(f"a number in the JSON is too long ({exc})") from None
     # Depth can only exceed the limit when there are more openers than the limit.
+    suspect: object
     if isinstance(document, str):
         suspect = document.count("{") + document.count("[") > MAX_DEPTH or _MAYBE_SURROGATE_TEXT.search(document)
     else:

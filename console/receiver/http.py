@@ -550,7 +550,7 @@ class _HttpConnection(asyncio.Protocol):
         content_length = -1
         chunked = False
         keep_alive = event.http_version == b"1.1"
-        headers = []
+        headers: list[tuple[str, str]] = []
         append = headers.append
         try:
             items = event.headers._full_items  # (raw, lower-cased, value); skips Sequence.__iter__
@@ -612,10 +612,11 @@ class _HttpConnection(asyncio.Protocol):
             if ws_routes and method == "GET" and path in ws_routes and _wants_websocket(request):
                 self._upgrade(request, ws_routes[path])
                 return
-            handler = router.match(method, path)
-            if type(handler) is Response:
-                self._sync_response = handler
+            matched = router.match(method, path)
+            if isinstance(matched, Response):  # 404/405: answered without a task
+                self._sync_response = matched
                 return
+            handler = matched
         self._gen += 1
         self._arm(self._loop.time() + self._limits.handler_timeout_s)
         task = self._loop.create_task(self._run(handler, request, self._gen))  # type: ignore[arg-type]
@@ -896,8 +897,8 @@ class HttpServer:
         stats.connections_open = len(self._connections)
         return len(self._connections) <= self.limits.max_connections and not self._closing
 
-    def _detach(self, conn: object) -> None:
-        self._connections.discard(conn)  # type: ignore[arg-type]
+    def _detach(self, conn: _HttpConnection | WebSocket) -> None:
+        self._connections.discard(conn)
         self.stats.connections_open = len(self._connections)
         if not self._connections and self._idle is not None:
             self._idle.set()

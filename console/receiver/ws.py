@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeaderValue, InvalidState
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 from websockets.protocol import CLOSED, OPEN
@@ -215,15 +215,18 @@ class WebSocket(asyncio.Protocol):
         events = protocol.events_received()
         self._flush()
         for frame in events:
+            if not isinstance(frame, Frame):  # the handshake's request/response events came earlier
+                continue
             opcode = frame.opcode
+            data = bytes(frame.data)  # the same object when it is bytes already (it is, from the parser)
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 if frame.fin:
-                    self._deliver(frame.data, opcode is Opcode.TEXT)
+                    self._deliver(data, opcode is Opcode.TEXT)
                 else:
-                    self._fragments = [frame.data]
+                    self._fragments = [data]
                     self._fragment_text = opcode is Opcode.TEXT
             elif opcode is Opcode.CONT:
-                self._fragments.append(frame.data)
+                self._fragments.append(data)
                 if frame.fin:
                     payload = b"".join(self._fragments)
                     self._fragments = []

@@ -310,11 +310,11 @@ class MainScreen(Screen[None]):
             if call.call_id:
                 per_call[call.call_id] = per_call.get(call.call_id, 0) + 1
         now = self.clock()
-        self.query_one(LiveCallsTable).sync(LiveCallsTable.rows(self.context.live_calls(), per_call, now))
+        self.query_one(LiveCallsTable).sync(LiveCallsTable.rows_for(self.context.live_calls(), per_call, now))
         self._fit_calls_pane()
         decided = [self.decided[key] for key in reversed(self.decided)]
         tools = self.query_one(FunctionCallsTable)
-        tools.sync(FunctionCallsTable.rows(pending, decided, now))
+        tools.sync(FunctionCallsTable.rows_for(pending, decided, now))
         waiting_keys = [call.tool_call_id for call in pending]
         if waiting_keys != self._waiting_keys:
             self._waiting_keys = waiting_keys

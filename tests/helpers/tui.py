@@ -49,7 +49,8 @@ def demo_app(settings: Settings, **overrides: Any) -> VoiceConsoleApp:
     return VoiceConsoleApp(services)
 
 
-async def wait_for(pilot, condition: Callable[[], object], timeout: float = 15.0, what: str = "condition"):
+async def wait_for(pilot, condition: Callable[[], object], what: str = "condition", timeout: float = 15.0):
+    """Pause the pilot until `condition()` is truthy; its value. Fails naming `what`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()

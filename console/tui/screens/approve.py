@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -39,6 +39,8 @@ JSON_TYPES: dict[str, tuple[type, ...]] = {
     "null": (type(None),),
 }
 MAX_PROBLEMS_SHOWN = 3
+# dict or list: the containers a JSON schema keyword may hold.
+_C = TypeVar("_C", dict[str, Any], list[Any])
 
 
 # --- the check --------------------------------------------------------------------------------
@@ -63,6 +65,12 @@ def _has_type(value: Any, name: str) -> bool:
     if name == "integer" and isinstance(value, float):
         return value.is_integer()
     return isinstance(value, JSON_TYPES[name])
+
+
+def _member(schema: dict[str, Any], key: str, kind: type[_C]) -> _C:
+    """`schema[key]` when it is a `kind` (dict or list), else an empty one: schemas from the wire may be anything."""
+    value = schema.get(key)
+    return value if isinstance(value, kind) else kind()
 
 
 def _declared_types(schema: dict[str, Any]) -> list[str]:
@@ -90,8 +98,8 @@ def schema_problems(value: Any, schema: Any, where: str = "") -> list[str]:
         return [f"{label}: must be one of {', '.join(json.dumps(option, default=str) for option in enum)}"]
     problems: list[str] = []
     if isinstance(value, dict):
-        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-        required = schema.get("required") if isinstance(schema.get("required"), list) else []
+        properties = _member(schema, "properties", dict)
+        required = _member(schema, "required", list)
         for name in required:
             if isinstance(name, str) and name not in value:
                 problems.append(f"{_path(where, name)}: required, missing")
@@ -132,7 +140,7 @@ def schema_summary(schema: dict[str, Any] | None) -> str:
     """One line: each parameter with its type, required ones marked with *."""
     if not schema or not isinstance(schema.get("properties"), dict):
         return "The platform sent no schema for this tool: any JSON object is accepted."
-    required = schema.get("required") if isinstance(schema.get("required"), list) else []
+    required = _member(schema, "required", list)
     parts = []
     for name, spec in schema["properties"].items():
         spec = spec if isinstance(spec, dict) else {}

@@ -8,7 +8,7 @@ import importlib
 import logging
 import pkgutil
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -25,6 +25,7 @@ from console.tui.commands import (
     own_bindings,
 )
 
+_T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 # Where the project's screens and widgets live; imported so every one is listed.
@@ -66,8 +67,8 @@ def _import_project_screens() -> None:
             log.exception("help: cannot import %s", package_name)
 
 
-def _subclasses(cls: type) -> list[type]:
-    found: list[type] = []
+def _subclasses(cls: type[_T]) -> list[type[_T]]:
+    found: list[type[_T]] = []
     for sub in cls.__subclasses__():
         found.append(sub)
         found.extend(_subclasses(sub))

@@ -57,12 +57,12 @@ class LiveCallsTable(WindowTable):
         super().__init__(self.COLUMNS, id=id)
 
     @staticmethod
-    def rows(
+    def rows_for(
         calls: Iterable[CallState], pending: dict[str, int], now: datetime | None = None
     ) -> list[tuple[str, tuple[object, ...]]]:
         now = now or utc_now()
         ordered = sorted(calls, key=lambda c: (c.status == "ended", -(c.first_at or now).timestamp()))
-        out = []
+        out: list[tuple[str, tuple[object, ...]]] = []
         for call in ordered[:MAX_CALL_ROWS]:
             start, last = call.first_at or now, call.last_at or now
             duration = (last if call.status == "ended" else now) - start
@@ -132,7 +132,7 @@ class FunctionCallsTable(WindowTable):
         super().sync([(key, (*cells[:-1], cut(cells[-1], room))) for key, cells in rows], rebuild=rebuild)
 
     @staticmethod
-    def rows(
+    def rows_for(
         pending: Iterable[PendingCall], decided: Iterable[tuple[ToolDecided, dict | None]], now: datetime | None = None
     ) -> list[tuple[str, tuple[object, ...]]]:
         now = now or utc_now()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import cast
 
 from rich.cells import cell_len
 from rich.segment import Segment
@@ -194,7 +195,8 @@ class WindowTable(DataTable):
         lines = self._cells_by_content.get(key)
         if lines is None:
             style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
-            lines = [self._cell_line(value, width, style, post_style)]
+            # A token means the value is one-line str or Text (`cell_token`).
+            lines = [self._cell_line(cast("str | Text", value), width, style, post_style)]
             self._cells_by_content[key] = lines
         return lines
 

@@ -195,13 +195,3 @@ def pinned_tz(zone: str = "UTC") -> Iterator[None]:
         else:
             os.environ["TZ"] = before
         time.tzset()
-
-
-async def until(pilot: Pilot, condition, what: str, timeout: float = 10.0):
-    """Pause the pilot until `condition()` is truthy; its value. Fails naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
