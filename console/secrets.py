@@ -57,24 +57,22 @@ def in_daemon_thread(func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[_T] = loop.create_future()
 
-    def settle(result: _T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
+    def settle(result: _T) -> None:
+        if not future.done():
+            future.set_result(result)
+
+    def fail(error: BaseException) -> None:
+        if not future.done():
             future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
 
     def work() -> None:
         try:
-            result = func(*args)
-        except BaseException as exc:
-            error: BaseException | None = exc
-            result = None
-        else:
-            error = None
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
+            try:
+                result = func(*args)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(fail, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result)
         except RuntimeError:
             pass  # the loop is gone: nobody is waiting any more
 

@@ -368,6 +368,7 @@ class ToolGate:
     async def _pass_through(self, run: _Run, calls: list[ToolCall], verdicts: dict[str, _Verdict]) -> None:
         loop = asyncio.get_running_loop()
         sent = [replace(c, arguments=verdicts[c.tool_call_id].arguments or {}) for c in calls]
+        answers: dict[str, tuple[str | None, str | None]]
         if self.forward is None:
             answers = {c.tool_call_id: (_rule_result(self.policy.rule_for(c.name)), None) for c in sent}
         else:

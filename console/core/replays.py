@@ -41,7 +41,7 @@ def replay_call_id(call_id: str | None) -> str | None:
 
 
 def is_replay_call(call_id: str | None) -> bool:
-    return bool(call_id) and call_id.startswith(REPLAY_MARK)  # type: ignore[union-attr]
+    return call_id is not None and call_id.startswith(REPLAY_MARK)
 
 
 def original_call_id(call_id: str) -> str:

@@ -40,7 +40,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h11
 
@@ -351,6 +351,7 @@ class _HttpConnection(asyncio.Protocol):
         self._stats = server.stats
         self._logger = server.logger
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=server.limits.max_head_bytes)
+        # Set by connection_made before any other call; never None after that (no checks on the hot path).
         self._transport: asyncio.Transport = None  # type: ignore[assignment]
         self._client: tuple[str, int] = ("", 0)
         self._state = _IDLE
@@ -413,7 +414,7 @@ class _HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------- protocol events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = cast(asyncio.Transport, transport)  # asyncio.start_server's transports are streams
         self._client = _client_address(transport)
         if not self._server._attach(self):
             self._stats.connections_rejected += 1
@@ -505,23 +506,22 @@ class _HttpConnection(asyncio.Protocol):
             except h11.RemoteProtocolError as exc:
                 self._protocol_error(exc)
                 return
-            kind = type(event)
-            if kind is h11.Data:
-                data = event.data  # type: ignore[union-attr]
+            if isinstance(event, h11.Data):
+                data = event.data
                 self._body_size += len(data)
                 if self._body_size > self._limits.max_body_bytes:
                     self._fail(413, f"request body exceeds the {self._limits.max_body_bytes}-byte limit")
                     return
                 self._body.append(data)
-            elif kind is h11.Request:
-                if not self._on_head(event):  # type: ignore[arg-type]
+            elif isinstance(event, h11.Request):
+                if not self._on_head(event):
                     return
-            elif kind is h11.EndOfMessage:
+            elif isinstance(event, h11.EndOfMessage):
                 self._dispatch()
                 return
             elif event is h11.NEED_DATA or event is h11.PAUSED:
                 return
-            elif kind is h11.ConnectionClosed:
+            elif isinstance(event, h11.ConnectionClosed):
                 self._close()
                 return
             else:  # pragma: no cover - h11 produces no other server-side events
@@ -605,7 +605,7 @@ class _HttpConnection(asyncio.Protocol):
         server = self._server
         router = server.router
         if router is None:
-            handler = server._handler
+            handler = cast(Handler, server._handler)  # no router means a handler (__init__)
         else:
             path = target.split("?", 1)[0]
             ws_routes = router._ws
@@ -619,7 +619,7 @@ class _HttpConnection(asyncio.Protocol):
             handler = matched
         self._gen += 1
         self._arm(self._loop.time() + self._limits.handler_timeout_s)
-        task = self._loop.create_task(self._run(handler, request, self._gen))  # type: ignore[arg-type]
+        task = self._loop.create_task(self._run(handler, request, self._gen))
         if not task.done():  # an eager task factory may have finished it already
             self._task = task
             server._tasks.add(task)
@@ -846,6 +846,7 @@ class HttpServer:
         self.limits = limits or Limits()
         self.logger = logger or logging.getLogger("console.receiver.http")
         self.stats = ServerStats()
+        # Set by start(); the server does nothing before it.
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._server: asyncio.Server | None = None
         self._connections: set[_HttpConnection | WebSocket] = set()

@@ -111,10 +111,10 @@ class AnsiPalette(BaseModel):
 
         names = [*ANSI_NAMES, *(f"bright_{name}" for name in ANSI_NAMES)]
         colours = [
-            rgb(value) if (value := getattr(self, name)) else tuple(base.ansi_colors[index])
+            rgb(value) if (value := getattr(self, name)) else base.ansi_colors[index]
             for index, name in enumerate(names)
         ]
-        return TerminalTheme(rgb(background), rgb(foreground), colours[:8], colours[8:])  # type: ignore[arg-type]
+        return TerminalTheme(rgb(background), rgb(foreground), colours[:8], colours[8:])
 
 
 class ThemeFile(BaseModel):
