@@ -117,6 +117,9 @@ async def _open(pilot, key: str, screen_type: type, *, then: tuple[str, ...] = (
     while not isinstance(pilot.app.screen, screen_type) and time.monotonic() < deadline:
         await pilot.pause(0.05)
     assert isinstance(pilot.app.screen, screen_type)
+    # A blinking cursor is drawn or not depending on when the frame is taken: keep it on.
+    for field in pilot.app.screen.query("Input, TextArea"):
+        field.cursor_blink = False
     await pilot.pause(0.5)  # the screen's first query or worker
     if then:
         await pilot.press(*then)
