@@ -9,6 +9,7 @@ The JSON form (`event.model_dump(mode="json")`) is a contract: every event has
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -187,14 +188,12 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 # encoder is built once without circular-reference markers (a stale marker left
 # by a failed call could break later ones): event dicts come from JSON-shaped data.
 _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-try:
-    from json.encoder import c_make_encoder as _c_make_encoder
-    from json.encoder import encode_basestring as _encode_basestring
-except ImportError:  # pragma: no cover - no C accelerator
-    _c_make_encoder = None
+# Not in the stubs: the C accelerator is an implementation detail (None without it).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode: Callable[[Any], str]
 if _c_make_encoder is not None:
     _c_encode_dict = _c_make_encoder(
-        None, _json_encoder.default, _encode_basestring, None, ":", ",", False, False, True
+        None, _json_encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
     )
 
     def _encode(value: dict[str, Any]) -> str:
@@ -212,7 +211,7 @@ def compact_json(value: Any) -> str:
     return _json_encoder.encode(value)
 
 
-_json_cache_slot = _EventBase._json_cache  # the slot's descriptor: no BaseModel.__getattr__ detour
+_json_cache_slot = _EventBase.__dict__["_json_cache"]  # the slot's descriptor: no BaseModel.__getattr__ detour
 
 
 def event_json(event: Event) -> str:
