@@ -44,7 +44,7 @@ TOOL_SERVER = """
 import asyncio, json, sys
 sys.path.insert(0, sys.argv[1])
 from console.receiver.http import HttpServer, Router
-from console.receiver.types import Response
+from console.core.http_types import Response
 async def tools(request):
     calls = json.loads(request.body)["message"]["toolCallList"]
     return Response.json(200, {"results": [{"toolCallId": c["id"], "result": "ok"} for c in calls]})

@@ -19,20 +19,23 @@ import keyring.backends.fail
 import keyring.backends.null
 import keyring.errors
 
+from console.providers import registry
+
 SERVICE = "voice-console"
 
 _T = TypeVar("_T")
 
-# name -> environment variable that overrides the keyring (DESIGN.md contract).
-SECRET_ENV = {
-    "vapi_api_key": "VOICE_CONSOLE_VAPI_API_KEY",
-    "vapi_webhook_secret": "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET",
-    "retell_api_key": "VOICE_CONSOLE_RETELL_API_KEY",
-    "twilio_account_sid": "VOICE_CONSOLE_TWILIO_ACCOUNT_SID",
-    "twilio_auth_token": "VOICE_CONSOLE_TWILIO_AUTH_TOKEN",
-    # The secret of a Twilio webhook SharedKey (X-Twilio-Webhooks-Signature-Settings).
-    "twilio_shared_key": "VOICE_CONSOLE_TWILIO_SHARED_KEY",
-}
+
+def secret_env() -> dict[str, str]:
+    """Every secret's name -> the environment variable that overrides the keyring (DESIGN.md
+    contract), from the providers' specs: a provider added to the registry adds its secrets."""
+    return {name: secret.env for name, secret in registry.secret_names().items()}
+
+
+def env_name(name: str) -> str:
+    """`VOICE_CONSOLE_<NAME>`; a KeyError for names no provider declares (a programming error)."""
+    return registry.secret_names()[name].env
+
 
 NO_KEYRING_HELP = (
     "No usable OS keyring was found (common on headless Linux). Set the "
@@ -120,20 +123,20 @@ class SecretStore:
 
     def get(self, name: str) -> SecretLookup:
         """Blocking lookup; call from a thread (or use `aget`)."""
-        env_name = SECRET_ENV[name]
-        if self._env.get(env_name):
-            return SecretLookup(name, self._env[env_name], "env")
+        variable = env_name(name)
+        if self._env.get(variable):
+            return SecretLookup(name, self._env[variable], "env")
         return self.get_from_keyring(name)
 
     def env_name(self, name: str) -> str:
-        return SECRET_ENV[name]
+        return env_name(name)
 
     def env_has(self, name: str) -> bool:
-        return bool(self._env.get(SECRET_ENV[name]))
+        return bool(self._env.get(env_name(name)))
 
     def get_from_keyring(self, name: str) -> SecretLookup:
         """Blocking keyring-only lookup (ignores the environment override)."""
-        env_name = SECRET_ENV[name]
+        variable = env_name(name)
         try:
             value = keyring.get_password(SERVICE, name)
         except keyring.errors.NoKeyringError:
@@ -142,7 +145,7 @@ class SecretStore:
             return SecretLookup(name, None, "none", f"the keyring refused the lookup ({type(exc).__name__}).")
         if value:
             return SecretLookup(name, value, "keyring")
-        return SecretLookup(name, None, "none", f"not set: use `{env_name}` or the OS keyring.")
+        return SecretLookup(name, None, "none", f"not set: use `{variable}` or the OS keyring.")
 
     async def aget(self, name: str) -> SecretLookup:
         try:
@@ -151,12 +154,12 @@ class SecretStore:
             return SecretLookup(name, None, "none", f"the keyring did not answer within {self._timeout_s:g} s.")
 
     async def aget_all(self) -> dict[str, SecretLookup]:
-        lookups = await asyncio.gather(*(self.aget(name) for name in SECRET_ENV))
+        lookups = await asyncio.gather(*(self.aget(name) for name in registry.secret_names()))
         return {lookup.name: lookup for lookup in lookups}
 
     def set(self, name: str, value: str) -> None:
         """Blocking keyring write; raises SecretStoreError (never writes anywhere else)."""
-        SECRET_ENV[name]  # unknown names are a programming error
+        env_name(name)  # unknown names are a programming error
         if not value:
             raise SecretStoreError("refusing to store an empty value.")
         problem = keyring_problem()
@@ -173,7 +176,7 @@ class SecretStore:
 
     def delete(self, name: str) -> bool:
         """Blocking keyring delete; False when there was nothing stored."""
-        SECRET_ENV[name]
+        env_name(name)
         problem = keyring_problem()
         if problem:
             raise KeyringUnavailable(problem)

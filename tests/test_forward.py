@@ -19,10 +19,10 @@ import pytest
 
 from console.config import RetellSettings, VapiSettings, VapiWebhookSettings
 from console.core.forward import ForwardingToolHandler, rebuild_body
+from console.core.http_types import Request
 from console.core.tools import ToolBatch, ToolCall
 from console.providers.retell import RetellProvider, sign_retell, verify_retell_signature
 from console.providers.vapi import VapiProvider, sign_vapi_request, verify_vapi_request
-from console.receiver.types import Request
 from tests.helpers.secrets import PAYLOADS, RETELL_KEY, VAPI_SECRET
 from tests.helpers.tool_server import ToolServer, recording_tool_server
 
@@ -359,10 +359,10 @@ async def test_retell_get_function_keeps_its_query_string():
     import httpx as _httpx
 
     from console.core.forward import ForwardingToolHandler as _Forward
+    from console.core.http_types import Response as _Response
     from console.core.tools import ToolBatch as _Batch
     from console.core.tools import ToolCall as _Call
     from console.receiver.http import HttpServer, Router
-    from console.receiver.types import Response as _Response
 
     targets = []
 

@@ -27,12 +27,12 @@ from hypothesis import strategies as st
 from console.config import load_settings
 from console.core import strictjson
 from console.core.events import event_json
+from console.core.http_types import Request, Response
 from console.core.tools import ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
 from console.providers.retell import RetellProvider
 from console.providers.twilio import TwilioProvider
 from console.providers.vapi import VapiProvider
-from console.receiver.types import Request, Response
 from tests.helpers.fuzz import FUZZ, RETELL_DOCS, TWILIO_DOCS, TWILIO_FORMS, VAPI_DOCS, bodies, raw_garbage
 from tests.helpers.secrets import PUBLIC_URL
 

@@ -13,9 +13,9 @@ import time
 import httpx
 
 from console.core import gate as gate_module
+from console.core.http_types import Request, Response
 from console.core.policy import Policy, ToolRule
 from console.receiver.http import HttpServer, Router
-from console.receiver.types import Request, Response
 from console.store import queries
 from tests.helpers.receiver import vapi_headers
 from tests.helpers.secrets import PAYLOADS, RETELL_KEY

@@ -20,8 +20,8 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from console.config import ReceiverSettings
+from console.core.http_types import Request, Response
 from console.receiver.http import HttpServer, Limits, Router
-from console.receiver.types import Request, Response
 from console.receiver.ws import WebSocket, WebSocketClosed
 
 TEST_LIMITS = Limits(

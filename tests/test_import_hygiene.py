@@ -61,8 +61,10 @@ def test_console_package_is_this_checkout():
 
 
 # core ← providers ← receiver, store (and the simulator) ← services ← commands, tui ← cli.
-# Top-level modules (config, secrets, redact, phone) sit with core.
+# Top-level modules (config, redact, phone) sit with core; secrets (the keyring, and the
+# providers' secret names from their registry) beside the receiver and the store.
 LAYER = {
+    "secrets": 2,
     "core": 0,
     "providers": 1,
     "receiver": 2,
@@ -77,10 +79,7 @@ LAYER = {
 # Side by side, never into each other: the CLI and the TUI share services only.
 APART = {("commands", "tui"), ("tui", "commands")}
 # Known exceptions, each with why; remove one when its import goes.
-ALLOWED = {
-    # HTTP request/response types the providers build on; they move to core (issue 13, another change).
-    ("console.providers", "console.receiver.types"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _area(module: str) -> str:
@@ -102,7 +101,7 @@ def _imports(source: str, name: str, *, package: bool = False) -> list[str]:
             found += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:  # relative: `from .types` in console.receiver.http is console.receiver.types
+            if node.level:  # relative: `from .ws` in console.receiver.http is console.receiver.ws
                 parts = here.split(".")
                 anchor = parts[: len(parts) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
@@ -134,7 +133,7 @@ def test_layers_import_only_downwards():
 def test_layer_check_sees_relative_typing_and_local_imports():
     source = (
         "from typing import TYPE_CHECKING\n"
-        "from .types import Request\n"
+        "from .ws import WebSocket\n"
         "from ..config import Settings\n"
         "if TYPE_CHECKING:\n"
         "    from console.tui.app import ConsoleApp\n"
@@ -142,7 +141,7 @@ def test_layer_check_sees_relative_typing_and_local_imports():
         "    import console.commands.serve\n"
     )
     found = _imports(source, "console.receiver.http")
-    assert {"console.receiver.types", "console.config", "console.tui.app", "console.commands.serve"} <= set(found)
+    assert {"console.receiver.ws", "console.config", "console.tui.app", "console.commands.serve"} <= set(found)
     assert [_area(m) for m in ("console.services.receiver", "console.config", "console.cli")] == [
         "services",
         "base",
@@ -152,15 +151,17 @@ def test_layer_check_sees_relative_typing_and_local_imports():
 
 def test_parser_builds_without_the_heavy_parts():
     """`voice-console --help`, `decide` and `history calls` start fast: building the parser imports
-    no pydantic, httpx, Textual, SQLite driver or keyring, and none of the receiving side."""
+    no pydantic, httpx, Textual, SQLite driver or keyring, and none of the receiving side. The
+    provider registry is read for the providers' names, and loads none of them."""
     code = (
         "import sys\n"
         "from console.cli import build_parser\n"
         "build_parser()\n"
         "heavy = {'pydantic', 'httpx', 'textual', 'aiosqlite', 'keyring', 'asyncio', 'websockets'}\n"
+        "light = {'console.providers', 'console.providers.registry'}\n"
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy\n"
-        "    or m.startswith(('console.providers', 'console.receiver', 'console.store', 'console.simulator',\n"
-        "                     'console.config', 'console.tui')))))\n"
+        "    or m not in light and m.startswith(('console.providers', 'console.receiver', 'console.store',\n"
+        "                                        'console.simulator', 'console.config', 'console.tui')))))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""

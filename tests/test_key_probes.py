@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from console.commands.keys import run_keys_async
+from console.core.http_types import Request, Response
 from console.receiver.http import HttpServer
-from console.receiver.types import Request, Response
 from console.secrets import SecretStore
 from console.services.keys import EXIT_FAIL, EXIT_OK, EXIT_USAGE, KeyProbe, probe_keys
 
@@ -30,12 +30,12 @@ async def retell_api() -> AsyncIterator[HttpServer]:
     await server.close()
 
 
-async def probe(provider: str, env: dict[str, str], **base_urls: str) -> KeyProbe:
-    return await probe_keys(provider, SecretStore(env), **base_urls)
+async def probe(provider: str, env: dict[str, str], base_urls: dict[str, str] | None = None) -> KeyProbe:
+    return await probe_keys(provider, SecretStore(env), base_urls)
 
 
 async def test_accepted_key_is_one_ok_line_on_stdout(retell_api: HttpServer) -> None:
-    result = await probe("retell", {"VOICE_CONSOLE_RETELL_API_KEY": GOOD_KEY}, retell_base_url=retell_api.url)
+    result = await probe("retell", {"VOICE_CONSOLE_RETELL_API_KEY": GOOD_KEY}, base_urls={"retell": retell_api.url})
     assert result.ok and result.code == EXIT_OK
     assert [(line.text, line.error) for line in result.lines] == [
         (f"retell_api_key (env): ok, accepted by {retell_api.url}.\n", False)
@@ -43,7 +43,7 @@ async def test_accepted_key_is_one_ok_line_on_stdout(retell_api: HttpServer) -> 
 
 
 async def test_refused_key_is_an_error_line_without_the_key(retell_api: HttpServer) -> None:
-    result = await probe("retell", {"VOICE_CONSOLE_RETELL_API_KEY": "sk-wrong"}, retell_base_url=retell_api.url)
+    result = await probe("retell", {"VOICE_CONSOLE_RETELL_API_KEY": "sk-wrong"}, base_urls={"retell": retell_api.url})
     assert result.code == EXIT_FAIL and not result.ok
     assert [line.error for line in result.lines] == [True]
     assert f"refused by {retell_api.url} (401)" in result.text() and "sk-wrong" not in result.text()
@@ -73,8 +73,13 @@ async def test_cli_prints_the_probe_lines_to_their_streams(retell_api: HttpServe
     args = argparse.Namespace(keys_command="test", provider="retell")
     env = {"VOICE_CONSOLE_RETELL_API_KEY": "sk-wrong"}
     code = await run_keys_async(
-        args, secret_store=SecretStore(env), stdin=io.StringIO(""), out=out, err=err, retell_base_url=retell_api.url
+        args,
+        secret_store=SecretStore(env),
+        stdin=io.StringIO(""),
+        out=out,
+        err=err,
+        base_urls={"retell": retell_api.url},
     )
-    expected = await probe("retell", env, retell_base_url=retell_api.url)
+    expected = await probe("retell", env, base_urls={"retell": retell_api.url})
     assert code == expected.code == EXIT_FAIL
     assert out.getvalue() == "" and err.getvalue() == expected.text()

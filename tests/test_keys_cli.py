@@ -23,10 +23,10 @@ import pytest
 import console.commands.keys
 from console.commands.keys import register as add_keys_parser
 from console.commands.keys import run_keys, run_keys_async
+from console.core.http_types import Request, Response
 from console.receiver.http import HttpServer
-from console.receiver.types import Request, Response
 from console.secrets import SERVICE, SecretStore
-from console.services.keys import PROVIDER_KEYS
+from console.services.keys import provider_keys
 
 SECRET = "sk-live-super-secret-value-42"
 GOOD_KEY = "sk-good-key-1234"
@@ -118,7 +118,7 @@ def test_list_shows_sources_never_values(isolated_environment: Any) -> None:
     code, out, err = run("list", env=env)
     assert code == 0, err
     lines = dict(line.split(None, 1) for line in out.strip().splitlines())
-    every_key = [name for names in PROVIDER_KEYS.values() for name in names]
+    every_key = [name for names in provider_keys().values() for name in names]
     assert lines == {
         **dict.fromkeys(every_key, "none"),
         "vapi_api_key": "env (VOICE_CONSOLE_VAPI_API_KEY)",
@@ -127,7 +127,7 @@ def test_list_shows_sources_never_values(isolated_environment: Any) -> None:
     assert SECRET not in out + err and "env-secret-value" not in out + err and "AC123" not in out
     code, out, _ = run("list", "twilio")
     listed = dict(line.split(None, 1) for line in out.strip().splitlines())
-    assert code == 0 and list(listed) == list(PROVIDER_KEYS["twilio"])
+    assert code == 0 and list(listed) == list(provider_keys()["twilio"])
     assert listed["twilio_account_sid"] == "keyring" and listed["twilio_auth_token"] == "none"
 
 
@@ -256,7 +256,7 @@ async def run_test(server_url: str, env: dict[str, str] | None = None) -> tuple[
         stdin=io.StringIO(""),
         out=out,
         err=err,
-        vapi_base_url=server_url,
+        base_urls={"vapi": server_url},
     )
     return code, out.getvalue(), err.getvalue()
 
@@ -327,8 +327,7 @@ async def run_other(provider: str, url: str, env: dict[str, str]) -> tuple[int, 
         stdin=io.StringIO(""),
         out=out,
         err=err,
-        retell_base_url=url,
-        twilio_base_url=url,
+        base_urls={"retell": url, "twilio": url},
     )
     return code, out.getvalue(), err.getvalue()
 

@@ -15,10 +15,10 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
+from console.core.http_types import Request, Response
 from console.core.tools import NO_HANDLER_MESSAGE
 from console.providers.retell import sign_retell
 from console.providers.twilio.auth import sign_twilio
-from console.receiver.types import Request, Response
 from console.store import queries
 from tests.helpers.receiver import vapi_headers
 from tests.helpers.secrets import PAYLOADS, PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN, VAPI_SECRET

@@ -18,10 +18,10 @@ from console.core.events import (
     event_from_dict,
     event_to_dict,
 )
+from console.core.http_types import Request
 from console.core.tools import ToolOutcome
 from console.providers.base import BadPayload, WebhookProvider
 from console.providers.retell import FUNCTION_REPLY_LIMIT, RetellProvider, sign_retell, verify_retell_signature
-from console.receiver.types import Request
 from tests.helpers.secrets import RETELL_KEY
 
 PAYLOADS = Path(__file__).parent / "payloads" / "retell"

@@ -49,9 +49,9 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 from vapi.core.serialization import convert_and_respect_annotation_metadata, get_field_to_alias_mapping
 
+from console.core.http_types import Request, Response
 from console.core.policy import Policy, ToolRule
 from console.receiver.http import Handler, HttpServer, Router
-from console.receiver.types import Request, Response
 from console.services.receiver import ReceiverService
 from console.simulator import load_scenario
 from console.simulator.cli import simulate

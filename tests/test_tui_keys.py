@@ -8,7 +8,7 @@ import keyring.backends.fail
 import keyring.backends.null
 from textual.widgets import DataTable, Input, Static
 
-from console.secrets import NO_KEYRING_HELP, NULL_KEYRING_HELP, SECRET_ENV, SERVICE, SecretStore
+from console.secrets import NO_KEYRING_HELP, NULL_KEYRING_HELP, SERVICE, SecretStore, secret_env
 from console.simulator.platform import SimulatedPlatform
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.keys import KeysScreen
@@ -26,7 +26,7 @@ async def open_keys(pilot, app: VoiceConsoleApp) -> KeysScreen:
     await wait_for(pilot, lambda: app.service is not None, what="the receiver")
     await pilot.press("k")
     screen = await wait_for(pilot, lambda: isinstance(app.screen, KeysScreen) and app.screen, what="the keys screen")
-    await wait_for(pilot, lambda: len(screen.sources) == len(SECRET_ENV), what="the sources")
+    await wait_for(pilot, lambda: len(screen.sources) == len(secret_env()), what="the sources")
     return screen
 
 

@@ -17,6 +17,7 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 
 from console.config import TwilioSettings, load_settings
 from console.core.events import CallEnded, CallStatus, Raw, SpeechStarted, SpeechStopped, event_from_dict, event_to_dict
+from console.core.http_types import Request
 from console.providers.base import BadPayload, WebhookProvider
 from console.providers.twilio import (
     EMPTY_TWIML,
@@ -32,7 +33,6 @@ from console.providers.twilio import (
 from console.providers.twilio.auth import url_variants
 from console.providers.twilio.stream import ULAW_TO_LINEAR
 from console.providers.twilio.wire import parse_form
-from console.receiver.types import Request
 from console.services.receiver import ReceiverService
 from console.store import queries
 from tests.helpers.receiver import start_service

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from console.core.http_types import Request, Response
 from console.providers.vapi.client import (
     VapiAuthError,
     VapiClient,
@@ -21,7 +22,6 @@ from console.providers.vapi.client import (
     validate_e164,
 )
 from console.receiver.http import HttpServer
-from console.receiver.types import Request, Response
 
 KEY = "sk-test-0123456789abcdef"
 ASSISTANT = {

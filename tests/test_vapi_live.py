@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from console.core.http_types import Request, Response
 from console.providers.vapi.live import (
     CallControl,
     LevelFrame,
@@ -22,7 +23,6 @@ from console.providers.vapi.live import (
     listen,
 )
 from console.receiver.http import HttpServer
-from console.receiver.types import Request, Response
 from console.redact import mask_url
 
 SECRET_PATH = "/7f3c9a1e-call/control-s3cr3t"

@@ -21,6 +21,7 @@ from console.config import (
 )
 from console.core.calls import CallTracker
 from console.core.events import event_from_dict, event_to_dict
+from console.core.http_types import Request
 from console.core.tools import RAW_ARGUMENTS_KEY, ToolBatch, ToolCall, ToolOutcome
 from console.providers.base import BadPayload, Inbound
 from console.providers.vapi import VapiProvider, sign_vapi_request
@@ -28,7 +29,6 @@ from console.providers.vapi.auth import NO_SECRET_REASON
 from console.providers.vapi.normalize import function_call_id
 from console.providers.vapi.replies import NO_OUTCOME_ERROR, one_line, tool_reply
 from console.providers.vapi.wire import MESSAGE_MODELS, parse_vapi_time
-from console.receiver.types import Request
 from tests.helpers.secrets import VAPI_SECRET
 
 PAYLOADS = Path(__file__).parent / "payloads" / "vapi"
@@ -650,7 +650,9 @@ def test_end_of_call_report_survives_bad_fields_and_uses_costs() -> None:
 
 def test_user_interrupted_exposes_turn_id_outside_the_event() -> None:
     inbound = parse(load("user-interrupted.json"))
-    assert inbound.extra == {"turn_id": "turn_7c1e9a2b4d"}
+    # Beside it, as beside every message with call.monitor: the control URL the call tracker keeps.
+    control_url = json.loads(load("user-interrupted.json"))["message"]["call"]["monitor"]["controlUrl"]
+    assert inbound.extra == {"turn_id": "turn_7c1e9a2b4d", "control_url": control_url}
     assert inbound.events[0].cut_text is None
 
 

@@ -17,8 +17,13 @@ if TYPE_CHECKING:
 # In the order `voice-console --help` lists them.
 COMMANDS = ("serve", "decide", "keys", "platform", "simulate", "dial", "assistants", "history", "replay", "locate")
 
-# Static, so parsers need not import the provider packages to offer them.
-PROVIDER_NAMES = ("vapi", "retell", "twilio")
+
+def provider_names() -> tuple[str, ...]:
+    """The registry's provider names, read without importing the provider packages (parsers offer them)."""
+    from console.providers import registry
+
+    return registry.names()
+
 
 # The settings each flag overrides, so a bad value names the flag.
 FLAG_KEYS = {

@@ -14,11 +14,12 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from console.commands import PROVIDER_NAMES, load_settings_or_report
+from console.commands import load_settings_or_report, provider_names
 
 if TYPE_CHECKING:
     from console.config import Settings
     from console.phone import PhoneNumber
+    from console.providers.base import PhoneLine
     from console.secrets import SecretStore
 
 
@@ -38,7 +39,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--assistant", metavar="ID", help="assistant id (default: the first assistant)")
     parser.add_argument("--phone-number", metavar="ID", help="phone number id to call from (default: the first one)")
-    parser.add_argument("--provider", choices=list(PROVIDER_NAMES), default="vapi")
+    parser.add_argument("--provider", choices=list(provider_names()), default="vapi")
     parser.add_argument("--json", action="store_true", help="print the created call as JSON")
 
 
@@ -51,9 +52,18 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(run_dial(args, settings))
 
 
-def _number_id(numbers: list[dict[str, Any]], wanted: PhoneNumber) -> str | None:
+def _line_id(lines: list[PhoneLine], wanted: PhoneNumber) -> str | None:
     """The id of the account's phone number that is `wanted` (the platform keeps them as E.164)."""
-    return next((str(n["id"]) for n in numbers if n.get("number") == wanted.e164 and n.get("id")), None)
+    return next((line.id for line in lines if line.number == wanted.e164), None)
+
+
+def _masked(value: Any, urls: dict[str, str]) -> Any:
+    """The platform's answer with its live URLs masked wherever they appear (for --json)."""
+    if isinstance(value, dict):
+        return {key: _masked(item, urls) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, urls) for item in value]
+    return urls.get(value, value) if isinstance(value, str) else value
 
 
 async def run_dial(
@@ -65,13 +75,16 @@ async def run_dial(
     err: TextIO = sys.stderr,
 ) -> int:
     from console.phone import PhoneNumberError, parse_phone
-    from console.providers.vapi.client import VapiClient, VapiError
+    from console.providers import registry
+    from console.providers.base import PlatformError
     from console.redact import mask_url
     from console.secrets import SecretStore
     from console.services.keys import missing_key_message
 
-    if args.provider != "vapi":
-        print(f"voice-console dial: --provider {args.provider} is not in this build yet; use vapi.", file=err)
+    spec = registry.spec(args.provider)
+    if spec.dialing is None or spec.base_url is None:
+        dialable = ", ".join(each.name for each in registry.specs() if each.can_dial)
+        print(f"voice-console dial: --provider {args.provider} is not in this build yet; use {dialable}.", file=err)
         return 2
     region = settings.dial.default_region
     from_text = getattr(args, "from_number", None)
@@ -84,57 +97,58 @@ async def run_dial(
     if from_ and args.phone_number:
         print("voice-console dial: give --from NUMBER or --phone-number ID, not both.", file=err)
         return 2
-    key = await (secret_store or SecretStore()).aget("vapi_api_key")
-    if not key.value:
-        print(f"voice-console dial: {missing_key_message(key)}", file=err)
-        return 1
+    store = secret_store or SecretStore()
+    keys = {}
+    for name in spec.dialing.needs:
+        lookup = await store.aget(name)
+        if not lookup.value:
+            print(f"voice-console dial: {missing_key_message(lookup, spec.secret(name).label)}", file=err)
+            return 1
+        keys[name] = lookup.value
+    agent_word = spec.dialing.agent_word
     try:
-        async with VapiClient(key.value, base_url=settings.vapi.base_url) as client:
+        async with spec.dialing.client(keys, spec.base_url(settings)) as client:
             assistant = args.assistant
             if not assistant:
-                assistants = await client.list_assistants(limit=1)
-                if not assistants:
-                    print("voice-console dial: the account has no assistant; create one or pass --assistant.", file=err)
+                agents = await client.agents(limit=1)
+                if not agents:
+                    print(
+                        f"voice-console dial: the account has no {agent_word}; create one or pass --assistant.",
+                        file=err,
+                    )
                     return 1
-                assistant = assistants[0]["id"]
+                assistant = agents[0].id
             number = args.phone_number
             if not number:
-                numbers = await client.list_phone_numbers()
-                if not numbers:
+                lines = await client.phone_lines()
+                if not lines:
                     print(
                         "voice-console dial: the account has no phone number to call from; pass --phone-number.",
                         file=err,
                     )
                     return 1
-                number = _number_id(numbers, from_) if from_ else numbers[0]["id"]
+                number = _line_id(lines, from_) if from_ else lines[0].id
                 if number is None:
-                    known = ", ".join(str(n.get("number") or n.get("id")) for n in numbers)
+                    known = ", ".join(line.number for line in lines)
                     print(
                         f"voice-console dial: the account has no phone number {from_.describe()} to call from; "
                         f"its numbers are {known}.",
                         file=err,
                     )
                     return 1
-            call = await client.create_phone_call(
-                phone_number_id=number, customer_number=to.e164, assistant_id=assistant
-            )
-    except VapiError as exc:
+            call = await client.place_call(to=to.e164, line_id=number, agent_id=assistant)
+    except PlatformError as exc:
         print(f"voice-console dial: {exc}", file=err)
         return 1
-    monitor = call.get("monitor") or {}
+    live = {url: mask_url(url) for url in (call.control_url, call.listen_url) if url}
     if args.json:
-        masked = {**call, "monitor": {k: mask_url(v) if isinstance(v, str) else v for k, v in monitor.items()}}
-        print(json.dumps(masked, indent=2), file=out)
+        print(json.dumps(_masked(call.raw, live), indent=2), file=out)
     else:
         from_label = from_.describe() if from_ else number
-        print(
-            f"{call.get('id')}  {call.get('status')}  to {to.describe()} from {from_label} with assistant {assistant}",
-            file=out,
-        )
-        if monitor:
+        print(f"{call.id}  {call.status}  to {to.describe()} from {from_label} with {agent_word} {assistant}", file=out)
+        if live:
             print(
-                f"  control {mask_url(monitor.get('controlUrl', ''))}"
-                f" · listen {mask_url(monitor.get('listenUrl', ''))}",
+                f"  control {mask_url(call.control_url or '')} · listen {mask_url(call.listen_url or '')}",
                 file=out,
             )
     return 0

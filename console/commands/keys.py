@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
-from console.commands import PROVIDER_NAMES, load_settings_or_report
+from console.commands import load_settings_or_report, provider_names
 
 if TYPE_CHECKING:
     from console.secrets import SecretStore
@@ -27,7 +28,7 @@ def register(subparsers: Any) -> None:
         "input or piped on stdin, never given as arguments.",
     )
     commands = parser.add_subparsers(dest="keys_command", required=True, metavar="set|delete|list|test")
-    providers = sorted(PROVIDER_NAMES)
+    providers = sorted(provider_names())
 
     set_cmd = commands.add_parser("set", help="store a key (hidden input, or one line from stdin)")
     set_cmd.add_argument("provider", choices=providers)
@@ -48,20 +49,17 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings_or_report(args)
     if settings is None:
         return 2
-    return run_keys(
-        args,
-        vapi_base_url=settings.vapi.base_url,
-        retell_base_url=settings.retell.base_url,
-        twilio_base_url=settings.twilio.base_url,
-    )
+    from console.providers import registry
+
+    return run_keys(args, base_urls={spec.name: spec.base_url(settings) for spec in registry.specs() if spec.base_url})
 
 
 def _resolve_name(provider: str, name: str | None) -> str | None:
-    from console.services.keys import PROVIDER_KEYS, KeysUsage
+    from console.services.keys import KeysUsage, provider_keys
 
     if name is None:
         return None
-    names = PROVIDER_KEYS[provider]
+    names = provider_keys()[provider]
     for candidate in names:
         if name in (candidate, candidate.removeprefix(f"{provider}_")):
             return candidate
@@ -76,9 +74,9 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def _choose_name(provider: str, stdin: TextIO, err: TextIO) -> str:
-    from console.services.keys import PROVIDER_KEYS, KeysUsage
+    from console.services.keys import KeysUsage, provider_keys
 
-    names = PROVIDER_KEYS[provider]
+    names = provider_keys()[provider]
     if len(names) == 1:
         return names[0]
     if not _isatty(stdin):
@@ -135,10 +133,10 @@ async def _set(args: argparse.Namespace, store: SecretStore, stdin: TextIO, out:
 
 async def _delete(args: argparse.Namespace, store: SecretStore, out: TextIO, err: TextIO) -> int:
     from console.secrets import KeyringUnavailable, SecretStoreError
-    from console.services.keys import EXIT_FAIL, EXIT_OK, PROVIDER_KEYS, check_keyring, env_override_note, no_keyring
+    from console.services.keys import EXIT_FAIL, EXIT_OK, check_keyring, env_override_note, no_keyring, provider_keys
 
     name = _resolve_name(args.provider, args.name)
-    names = (name,) if name else PROVIDER_KEYS[args.provider]
+    names = (name,) if name else provider_keys()[args.provider]
     problem = await check_keyring(store)
     if problem:
         return no_keyring(err.write, problem)
@@ -159,10 +157,11 @@ async def _delete(args: argparse.Namespace, store: SecretStore, out: TextIO, err
 async def _list(args: argparse.Namespace, store: SecretStore, out: TextIO, err: TextIO) -> int:
     import asyncio
 
-    from console.services.keys import EXIT_OK, PROVIDER_KEYS, check_keyring, no_keyring, source_label
+    from console.services.keys import EXIT_OK, check_keyring, no_keyring, provider_keys, source_label
 
-    providers = [args.provider] if args.provider else list(PROVIDER_KEYS)
-    names = [name for provider in providers for name in PROVIDER_KEYS[provider]]
+    keys = provider_keys()
+    providers = [args.provider] if args.provider else list(keys)
+    names = [name for provider in providers for name in keys[provider]]
     problem = await check_keyring(store)
     lookups = await asyncio.gather(*(store.aget(name) for name in names))
     width = max(len(name) for name in names)
@@ -181,9 +180,7 @@ async def run_keys_async(
     stdin: TextIO | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
-    vapi_base_url: str | None = None,
-    retell_base_url: str | None = None,
-    twilio_base_url: str | None = None,
+    base_urls: Mapping[str, str | None] | None = None,
 ) -> int:
     from console.secrets import SecretStore
     from console.services.keys import EXIT_USAGE, KeysUsage, probe_keys
@@ -200,13 +197,7 @@ async def run_keys_async(
         if args.keys_command == "list":
             return await _list(args, store, out, err)
         if args.keys_command == "test":
-            probe = await probe_keys(
-                args.provider,
-                store,
-                vapi_base_url=vapi_base_url,
-                retell_base_url=retell_base_url,
-                twilio_base_url=twilio_base_url,
-            )
+            probe = await probe_keys(args.provider, store, base_urls)
             probe.print(out, err)
             return probe.code
     except KeysUsage as exc:
@@ -223,9 +214,7 @@ def run_keys(
     stdin: TextIO = sys.stdin,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
-    vapi_base_url: str | None = None,
-    retell_base_url: str | None = None,
-    twilio_base_url: str | None = None,
+    base_urls: Mapping[str, str | None] | None = None,
 ) -> int:
     """Synchronous entry point for the CLI (use `run_keys_async` inside a running loop)."""
     import asyncio
@@ -238,9 +227,7 @@ def run_keys(
                 stdin=stdin,
                 out=out,
                 err=err,
-                vapi_base_url=vapi_base_url,
-                retell_base_url=retell_base_url,
-                twilio_base_url=twilio_base_url,
+                base_urls=base_urls,
             )
         )
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from console.commands import PROVIDER_NAMES, load_settings_or_report
+from console.commands import load_settings_or_report, provider_names
 
 SCENARIO_PLACEHOLDER = "{bundled scenarios}"
 SCENARIO_HELP = f"a bundled scenario ({SCENARIO_PLACEHOLDER}) or a TOML file; default booking"
@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--provider",
         default="vapi",
-        choices=list(PROVIDER_NAMES),
+        choices=list(provider_names()),
         help="which platform's webhooks to send (default vapi)",
     )
     parser.add_argument("--scenario", metavar="NAME|FILE", default=None, help=SCENARIO_HELP)

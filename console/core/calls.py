@@ -105,6 +105,13 @@ class CallTracker:
         if len(self._early_control_urls) > 64:
             self._early_control_urls.popitem(last=False)
 
+    def control_url(self, call_id: str | None) -> str | None:
+        """The call's live-control URL, however it was learnt (webhooks, the dial answer)."""
+        if call_id is None:
+            return None
+        state = self._calls.get(call_id)
+        return state.control_url if state is not None else self._early_control_urls.get(call_id)
+
     def calls(self) -> list[CallState]:
         return list(self._calls.values())
 

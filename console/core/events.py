@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-Provider = Literal["vapi", "retell", "twilio"]
+# A provider's name as its spec declares it (console.providers.registry): the core names none.
+Provider = str
 CallStatusValue = Literal["queued", "ringing", "in-progress", "forwarding", "ended"]
 Role = Literal["user", "assistant"]
 # "interrupted" (by "crash" or "shutdown"): voice-console stopped while the call was

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from console.core.events import Event
+from console.core.http_types import Request, Response
 from console.core.tools import ToolBatch, ToolOutcome
-from console.receiver.types import Request, Response
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,58 @@ class WebhookProvider(Protocol):
     def ack(self, inbound: Inbound) -> Response:
         """The acknowledgement for a delivery that needs no answer."""
         ...
+
+
+class StreamSession(Protocol):
+    """One live WebSocket the platform streams a call on (Twilio Media Streams): frames in, events out."""
+
+    def feed(self, text_frame: str | bytes, received_at: datetime) -> list[Event]: ...
+
+
+# -- placing calls (`voice-console dial`, the dial dialog) -----------------------------------
+
+
+class PlatformError(Exception):
+    """A platform's REST API failed; the text is one readable line without secrets."""
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An assistant (Vapi) or agent (Retell) a call can be placed with."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PhoneLine:
+    """One of the account's phone numbers a call can be placed from."""
+
+    id: str
+    number: str  # E.164 (or a SIP URI), as the platform keeps it
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    """A call the platform created. `raw` is its answer: it may carry live URLs, never print it whole."""
+
+    id: str
+    status: str
+    control_url: str | None = None
+    listen_url: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+class PlatformClient(Protocol):
+    """What dialing needs of a platform's REST API (an async context manager)."""
+
+    async def __aenter__(self) -> PlatformClient: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def agents(self, limit: int = 100) -> list[Agent]: ...
+
+    async def phone_lines(self, limit: int = 100) -> list[PhoneLine]: ...
+
+    async def place_call(self, *, to: str, line_id: str, agent_id: str) -> PlacedCall: ...

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import h11
 
-from .types import Request, Response
+from console.core.http_types import Request, Response
 
 if TYPE_CHECKING:
     from ..config import ReceiverSettings

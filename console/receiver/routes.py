@@ -18,11 +18,12 @@ from datetime import datetime
 from console import __version__
 from console.core.calls import CallTracker
 from console.core.events import Event, ToolDecided, utc_now
+from console.core.http_types import Request, Response
 from console.core.replays import REPLAY_HEADER, mark_replayed, replay_call_id, replay_run
 from console.core.tools import ToolBatch, ToolCallHandler, ToolOutcome
+from console.providers import registry
 from console.providers.base import BadPayload, Inbound, WebhookProvider
 from console.receiver.http import Router
-from console.receiver.types import Request, Response
 from console.store.db import DeliveryRecord, Store
 
 log = logging.getLogger(__name__)
@@ -60,17 +61,6 @@ DeliverySink = Callable[[DeliverySeen], None]
 # handler does. The gate keeps its own, larger margin; this catches anything else.
 DEADLINE_MARGIN_S = 0.75
 _REPLAY_RUNS_KEPT = 256
-
-# route name -> (methods, path)
-WEBHOOK_ROUTES: dict[str, tuple[tuple[str, ...], str]] = {
-    "vapi": (("POST",), "/webhook/vapi"),
-    "retell": (("POST",), "/webhook/retell"),
-    # Retell custom functions may be configured with any of these methods.
-    "retell.function": (("POST", "GET", "PUT", "PATCH", "DELETE"), "/webhook/retell/function"),
-    # A Twilio number's voice and status URLs may be set to GET (parameters in the query).
-    "twilio.voice": (("POST", "GET"), "/webhook/twilio/voice"),
-    "twilio.status": (("POST", "GET"), "/webhook/twilio/status"),
-}
 
 
 @dataclass
@@ -118,7 +108,7 @@ class WebhookPipeline:
                 request,
                 received_at,
                 f"authentication failed ({verdict.scheme}): {verdict.reason}",
-                403 if provider.name == "twilio" else 401,
+                registry.auth_failure_status(provider.name),
                 started,
                 verdict.scheme,
             )
@@ -370,12 +360,13 @@ class WebhookPipeline:
 def build_router(pipeline: WebhookPipeline, *, extra: Callable[[Router], None] | None = None) -> Router:
     router = Router()
     started = time.monotonic()
-    for route, (methods, path) in WEBHOOK_ROUTES.items():
-        if route.split(".", 1)[0] not in pipeline.providers:
+    for spec in registry.specs():
+        if spec.name not in pipeline.providers:
             continue
-        handler = _route_handler(pipeline, route)
-        for method in methods:
-            router.add(method, path, handler)
+        for route in spec.routes:
+            handler = _route_handler(pipeline, route.name)
+            for method in route.methods:
+                router.add(method, route.path, handler)
 
     async def healthz(request: Request) -> Response:
         return Response.json(

@@ -1,37 +1,41 @@
-"""`GET /stream/twilio`: Twilio Media Streams over the receiver's WebSocket.
+"""The platforms' live WebSockets (Twilio Media Streams at `GET /stream/twilio`), one
+route per `Stream` in a provider's spec.
 
-Frames are turned into normalized events by the sans-I/O `MediaStreamSession`;
+Frames are turned into normalized events by the provider's sans-I/O session;
 only derived events (speech start/stop, start/stop/dtmf/mark) are stored, never
 the 50 audio frames a second themselves.
 """
 
 from __future__ import annotations
 
-import logging
-
 from console.core.events import utc_now
-from console.providers.twilio.stream import MediaStreamSession
+from console.core.http_types import Request
+from console.providers import registry
+from console.providers.registry import Stream
 from console.receiver.http import Router
 from console.receiver.routes import WebhookPipeline
-from console.receiver.types import Request
 from console.receiver.ws import WebSocket
 
-log = logging.getLogger(__name__)
 
-STREAM_PATH = "/stream/twilio"
-
-
-def add_twilio_stream_route(router: Router, pipeline: WebhookPipeline) -> None:
-    async def media_stream(request: Request, ws: WebSocket) -> None:
-        session = MediaStreamSession()
+def add_stream_route(router: Router, pipeline: WebhookPipeline, stream: Stream) -> None:
+    async def live_stream(request: Request, ws: WebSocket) -> None:
+        session = stream.session()
         while True:
             frame = await ws.recv()
             if frame is None:
                 break
             if isinstance(frame, bytes):
-                continue  # Twilio only sends text frames
+                continue  # the platforms stream JSON in text frames
             events = session.feed(frame, utc_now())
             if events:
                 await pipeline.ingest_events(events)
 
-    router.add_websocket(STREAM_PATH, media_stream)
+    router.add_websocket(stream.path, live_stream)
+
+
+def add_stream_routes(router: Router, pipeline: WebhookPipeline) -> None:
+    """Every stream of every provider the pipeline receives for."""
+    for spec in registry.specs():
+        if spec.name in pipeline.providers:
+            for stream in spec.streams:
+                add_stream_route(router, pipeline, stream)

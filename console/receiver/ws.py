@@ -31,7 +31,7 @@ from websockets.http11 import Response as WsResponse
 from websockets.protocol import CLOSED, OPEN
 from websockets.server import ServerProtocol
 
-from .types import Request
+from console.core.http_types import Request
 
 __all__ = ["WebSocket", "WebSocketClosed"]
 

@@ -17,18 +17,14 @@ import secrets
 from typing import Any
 
 from console.core.gate import OperatorDecision, ToolGate
+from console.core.http_types import Request, Response, is_loopback
 from console.receiver.http import Router
-from console.receiver.types import Request, Response
 
 DECISIONS = {"approve": "approved", "edit": "edited", "override": "overridden", "reject": "rejected"}
 
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
 
 
 def parse_decision(body: dict[str, Any]) -> tuple[str, OperatorDecision]:
@@ -61,7 +57,7 @@ def parse_decision(body: dict[str, Any]) -> tuple[str, OperatorDecision]:
 
 def add_control_routes(router: Router, gate: ToolGate, token: str) -> None:
     def refused(request: Request) -> Response | None:
-        if not _is_loopback(request.client[0]):
+        if not is_loopback(request.client[0]):
             return Response.error(403, "the control API answers loopback clients only")
         supplied = (request.header("authorization") or "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(supplied.encode(), token.encode()):

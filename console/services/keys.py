@@ -5,37 +5,30 @@ the provider's API and returns the result (no line of it ever contains a key).
 
 from __future__ import annotations
 
-import base64
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
 import httpx
 
-from console.providers.vapi.client import (
-    DEFAULT_BASE_URL,
-    VapiAuthError,
-    VapiClient,
-    VapiConnectionError,
-    VapiError,
-)
+from console.config import ENV_KEYS, Settings
+from console.providers import registry
 from console.secrets import (
     SecretLookup,
     SecretStore,
     SecretStoreError,
     keyring_problem,
+    secret_env,
 )
 
-PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
-    "vapi": ("vapi_api_key", "vapi_webhook_secret"),
-    "retell": ("retell_api_key",),
-    "twilio": ("twilio_account_sid", "twilio_auth_token", "twilio_shared_key"),
-}
+
+def provider_keys() -> dict[str, tuple[str, ...]]:
+    """Each provider's secret names, in the order they are listed (from the providers' specs)."""
+    return {spec.name: tuple(secret.name for secret in spec.secrets) for spec in registry.specs()}
+
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-RETELL_BASE_URL = "https://api.retellai.com"
-TWILIO_BASE_URL = "https://api.twilio.com"
 
 
 class KeysUsage(Exception):
@@ -45,9 +38,7 @@ class KeysUsage(Exception):
 def no_keyring(write: Callable[[str], object], problem: str, *, wrote: bool = True) -> int:
     """Why no key can be kept, and the environment variables that work instead, told through `write`."""
     write(f"voice-console keys: {problem}\n")
-    env_list = ", ".join(
-        sorted({f"VOICE_CONSOLE_{name.upper()}" for names in PROVIDER_KEYS.values() for name in names})
-    )
+    env_list = ", ".join(sorted(secret_env().values()))
     write(f"  The environment variables are: {env_list}.\n")
     if wrote:
         write("  Nothing was written to a file: voice-console never stores keys in plaintext.\n")
@@ -119,37 +110,6 @@ class _Lines:
         self.lines.append(ProbeLine(text, error=True))
 
 
-async def _test_vapi(store: SecretStore, base_url: str, report: _Lines) -> int:
-    lookup = await store.aget("vapi_api_key")
-    secret = await store.aget("vapi_webhook_secret")
-    if secret.value is None:
-        report.out("vapi_webhook_secret: not set (needed to verify webhooks in the default 'secret' mode).\n")
-    else:
-        report.out(
-            f"vapi_webhook_secret: set ({secret.source}); Vapi sends it to the console, so it is checked "
-            "when a webhook arrives, not here.\n"
-        )
-    if (code := await _missing(store, [lookup], report)) is not None:
-        return code
-    assert lookup.value is not None
-    async with VapiClient(lookup.value, base_url=base_url, max_retries=1, timeout_s=10) as client:
-        try:
-            await client.list_assistants(limit=1)
-        except VapiAuthError:
-            report.err(
-                f"vapi_api_key ({lookup.source}): refused by {base_url} (401). Check that it is the private key.\n"
-            )
-            return EXIT_FAIL
-        except VapiConnectionError as exc:
-            report.err(f"vapi_api_key ({lookup.source}): not tested, {exc}.\n")
-            return EXIT_FAIL
-        except VapiError as exc:
-            report.err(f"vapi_api_key ({lookup.source}): the test request failed: {exc}\n")
-            return EXIT_FAIL
-    report.out(f"vapi_api_key ({lookup.source}): ok, accepted by {base_url}.\n")
-    return EXIT_OK
-
-
 async def _missing(store: SecretStore, lookups: list[SecretLookup], report: _Lines) -> int | None:
     """Exit code when a needed key is missing (explaining a missing keyring first), else None."""
     absent = [lookup for lookup in lookups if lookup.value is None]
@@ -163,7 +123,7 @@ async def _missing(store: SecretStore, lookups: list[SecretLookup], report: _Lin
     return EXIT_FAIL
 
 
-async def _probe(name: str, request: httpx.Request, source: str, report: _Lines) -> int:
+async def _send(name: str, request: httpx.Request, source: str, hint: str, report: _Lines) -> int:
     """Send one read-only request; 2xx = ok, 401/403 = refused, anything else reported as is."""
     try:
         async with httpx.AsyncClient(timeout=10) as client:
@@ -179,65 +139,53 @@ async def _probe(name: str, request: httpx.Request, source: str, report: _Lines)
         report.out(f"{name} ({source}): ok, accepted by {where}.\n")
         return EXIT_OK
     if response.status_code in (401, 403):
-        report.err(f"{name} ({source}): refused by {where} ({response.status_code}).\n")
+        report.err(f"{name} ({source}): refused by {where} ({response.status_code}).{hint}\n")
         return EXIT_FAIL
     report.err(f"{name} ({source}): the test request failed: {where} answered {response.status_code}.\n")
     return EXIT_FAIL
 
 
-async def _test_retell(store: SecretStore, base_url: str, report: _Lines) -> int:
-    lookup = await store.aget("retell_api_key")
-    if (code := await _missing(store, [lookup], report)) is not None:
-        return code
-    assert lookup.value is not None
-    # `POST /v2/list-agents` (2026 API): the cheapest authenticated read.
-    request = httpx.Request(
-        "POST", f"{base_url}/v2/list-agents", json={"limit": 1}, headers={"Authorization": f"Bearer {lookup.value}"}
-    )
-    return await _probe("retell_api_key", request, lookup.source, report)
-
-
-async def _test_twilio(store: SecretStore, base_url: str, report: _Lines) -> int:
-    sid, token = await store.aget("twilio_account_sid"), await store.aget("twilio_auth_token")
-    if (code := await _missing(store, [sid, token], report)) is not None:
-        return code
-    assert sid.value is not None and token.value is not None
-    if not sid.value.startswith("AC") or "/" in sid.value:
-        raise KeysUsage("twilio_account_sid should look like AC followed by 32 hex digits.")
-    # Fetching the account itself needs both halves and changes nothing.
-    request = httpx.Request(
-        "GET",
-        f"{base_url}/2010-04-01/Accounts/{sid.value}.json",
-        headers={"Authorization": "Basic " + base64.b64encode(f"{sid.value}:{token.value}".encode()).decode()},
-    )
-    return await _probe("twilio_auth_token", request, f"{sid.source}/{token.source}", report)
+async def _test(
+    check: registry.KeyCheck, spec: registry.ProviderSpec, store: SecretStore, base_url: str, report: _Lines
+) -> int:
+    lookups = {secret.name: await store.aget(secret.name) for secret in spec.secrets}
+    for line in check.notes({name: lookup.source if lookup.value else None for name, lookup in lookups.items()}):
+        report.out(line + "\n")
+    needed = [lookups[name] for name in check.needs]
+    code = await _missing(store, needed, report)
+    if code is None:
+        values = {lookup.name: lookup.value for lookup in needed if lookup.value is not None}
+        if (problem := check.problem(values)) is not None:
+            raise KeysUsage(problem)
+        source = "/".join(lookup.source for lookup in needed)
+        code = await _send(check.proves, check.request(values, base_url), source, check.refused_hint, report)
+    return code
 
 
 async def probe_keys(
     provider: str,
     store: SecretStore,
-    *,
-    vapi_base_url: str | None = None,
-    retell_base_url: str | None = None,
-    twilio_base_url: str | None = None,
+    base_urls: Mapping[str, str | None] | None = None,
 ) -> KeyProbe:
-    """`keys test PROVIDER`: one read-only request with the provider's keys. The CLI prints
-    the result and the TUI's keys screen shows it; no line of it contains a key."""
+    """`keys test PROVIDER`: one read-only request with the provider's keys, sent to
+    `base_urls[provider]` (default: the settings' base URL). The CLI prints the result
+    and the TUI's keys screen shows it; no line of it contains a key."""
     report = _Lines()
     try:
-        if provider == "vapi":
-            base_url = vapi_base_url or os.environ.get("VOICE_CONSOLE_VAPI_BASE_URL") or DEFAULT_BASE_URL
-            code = await _test_vapi(store, base_url.rstrip("/"), report)
-        elif provider == "retell":
-            code = await _test_retell(store, (retell_base_url or RETELL_BASE_URL).rstrip("/"), report)
-        elif provider == "twilio":
-            code = await _test_twilio(store, (twilio_base_url or TWILIO_BASE_URL).rstrip("/"), report)
-        else:
-            report.err(
-                f"voice-console keys: unknown provider {provider!r}; "
-                f"choose one of {', '.join(sorted(PROVIDER_KEYS))}.\n"
-            )
-            code = EXIT_USAGE
+        spec = registry.spec(provider)
+    except registry.UnknownProvider:
+        spec = None
+    if spec is None or spec.key_check is None:
+        testable = [spec.name for spec in registry.specs() if spec.key_check is not None]
+        report.err(f"voice-console keys: unknown provider {provider!r}; choose one of {', '.join(testable)}.\n")
+        return KeyProbe(EXIT_USAGE, report.lines)
+    base_url = (base_urls or {}).get(provider) or next(
+        (os.environ.get(variable) for variable, key in ENV_KEYS.items() if key == (provider, "base_url")), None
+    )
+    if not base_url and spec.base_url is not None:
+        base_url = spec.base_url(Settings())
+    try:
+        code = await _test(spec.key_check, spec, store, (base_url or "").rstrip("/"), report)
     except KeysUsage as exc:
         report.err(f"voice-console keys: {exc}\n")
         code = EXIT_USAGE

@@ -7,11 +7,7 @@ uses is passed in or built from settings here, never taken from globals.
 from __future__ import annotations
 
 import errno
-import ipaddress
-import json
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -23,15 +19,12 @@ from console.core.events import CallHang, Event, event_from_dict, event_json, ev
 from console.core.forward import ForwardingToolHandler
 from console.core.gate import GateEvent, PendingCall, ToolGate
 from console.core.policy import Policy
-from console.core.replays import is_replay_call
 from console.core.tools import ToolBatch, ToolCallHandler, ToolOutcome
+from console.providers import registry
 from console.providers.base import WebhookProvider
-from console.providers.retell import RetellProvider, sign_retell
-from console.providers.twilio import TwilioProvider
-from console.providers.vapi import VapiProvider, sign_vapi_request
 from console.receiver.http import HttpServer, Limits, Router
 from console.receiver.routes import DeliverySeen, DeliverySink, EventSink, WebhookPipeline, build_router
-from console.receiver.stream import add_twilio_stream_route
+from console.receiver.stream import add_stream_routes
 from console.redact import Redactor
 from console.secrets import NO_KEYRING_HELP, SecretLookup
 from console.services.control import add_control_routes, new_token
@@ -41,111 +34,49 @@ from console.store.db import Store
 log = logging.getLogger(__name__)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def secret_value(secrets: dict[str, SecretLookup], name: str) -> str | None:
     lookup = secrets.get(name)
     return lookup.value if lookup is not None else None
 
 
+def secret_values(secrets: dict[str, SecretLookup]) -> dict[str, str | None]:
+    return {name: lookup.value for name, lookup in secrets.items()}
+
+
 def startup_warnings(settings: Settings, secrets: dict[str, SecretLookup]) -> list[str]:
     """What an operator should know before the first webhook arrives."""
-    warnings = []
-    auth = settings.vapi.webhook.auth
-    if auth == "none":
-        if is_loopback(settings.receiver.host):
-            warnings.append(
-                'Vapi webhook authentication is OFF (vapi.webhook.auth = "none"); '
-                "accepted because the receiver is on loopback only."
-            )
-        else:
-            warnings.append(
-                'vapi.webhook.auth = "none" is refused on a non-loopback address: every Vapi webhook will be rejected.'
-            )
-    elif not secret_value(secrets, "vapi_webhook_secret"):
-        warnings.append(
-            f"Vapi webhooks will be refused: no webhook secret ({auth} mode). Set VOICE_CONSOLE_VAPI_WEBHOOK_SECRET."
-        )
-    if not secret_value(secrets, "retell_api_key"):
-        warnings.append("Retell webhooks will be refused: no Retell API key. Set VOICE_CONSOLE_RETELL_API_KEY.")
-    if settings.twilio.validate_signature and not secret_value(secrets, "twilio_auth_token"):
-        warnings.append("Twilio webhooks will be refused: no Twilio auth token. Set VOICE_CONSOLE_TWILIO_AUTH_TOKEN.")
-    if settings.twilio.validate_signature and not settings.receiver.public_url:
-        warnings.append(
-            "No --public-url: Twilio signatures are checked against the Host header, which fails behind a tunnel."
-        )
+    values = secret_values(secrets)
+    warnings = [warning for spec in registry.specs() for warning in spec.warnings(settings, values)]
     if any(lookup.note == NO_KEYRING_HELP for lookup in secrets.values()):
         warnings.append(NO_KEYRING_HELP)
     return warnings
 
 
 def build_providers(settings: Settings, secrets: dict[str, SecretLookup]) -> dict[str, WebhookProvider]:
-    return {
-        "vapi": VapiProvider(
-            settings.vapi,
-            secret_value(secrets, "vapi_webhook_secret"),
-            loopback=is_loopback(settings.receiver.host),
-            public_url=settings.receiver.public_url,
-        ),
-        "retell": RetellProvider(settings.retell, secret_value(secrets, "retell_api_key")),
-        "twilio": TwilioProvider(
-            settings.twilio,
-            secret_value(secrets, "twilio_auth_token"),
-            settings.receiver.public_url,
-            shared_key=secret_value(secrets, "twilio_shared_key"),
-        ),
-    }
+    values = secret_values(secrets)
+    return {spec.name: spec.build(settings, values) for spec in registry.specs()}
 
 
 def forward_signer(
     settings: Settings, secrets: dict[str, SecretLookup]
 ) -> Callable[[ToolBatch, bytes], dict[str, str]]:
     """Re-authenticate a rebuilt tool-call body the way the platform would have."""
-    vapi_secret = secret_value(secrets, "vapi_webhook_secret")
-    retell_key = secret_value(secrets, "retell_api_key")
+    values = secret_values(secrets)
 
     def sign(batch: ToolBatch, body: bytes) -> dict[str, str]:
-        if batch.provider == "vapi" and vapi_secret and settings.vapi.webhook.auth != "none":
-            return sign_vapi_request(
-                settings.vapi, vapi_secret, body, method=batch.method, url=settings.forward.to or ""
-            )
-        if batch.provider == "retell" and retell_key:
-            return {"x-retell-signature": sign_retell(body, retell_key, int(time.time() * 1000))}
-        return {}
+        try:
+            spec = registry.spec(batch.provider)
+        except registry.UnknownProvider:
+            return {}
+        secret = values.get(spec.signing_secret) if spec.signing_secret else None
+        if spec.sign is None or not secret or not spec.needs_signature(settings):
+            return {}
+        request = registry.SignRequest(
+            settings, secret, batch.method, settings.forward.to or "", body, batch.content_type
+        )
+        return spec.sign(request)
 
     return sign
-
-
-class ControlUrls:
-    """Remembers each Vapi call's control URL from its tool-call deliveries (for filler speech)."""
-
-    def __init__(self, inner: ToolCallHandler, limit: int = 1000) -> None:
-        self._inner = inner
-        self._urls: OrderedDict[str, str] = OrderedDict()
-        self._limit = limit
-
-    def get(self, call_id: str | None) -> str | None:
-        return self._urls.get(call_id) if call_id else None
-
-    async def decide(self, batch: ToolBatch) -> list[ToolOutcome]:
-        # A replay's monitor URLs were masked when stored: they lead to no live call.
-        if batch.provider == "vapi" and batch.call_id and not is_replay_call(batch.call_id):
-            try:
-                url = json.loads(batch.raw_body)["message"]["call"]["monitor"]["controlUrl"]
-            except (ValueError, KeyError, TypeError):
-                url = None
-            if isinstance(url, str) and url.startswith(("http://", "https://")):
-                self._urls[batch.call_id] = url
-                if len(self._urls) > self._limit:
-                    self._urls.popitem(last=False)
-        return await self._inner.decide(batch)
 
 
 def redact_event(event: Event, redactor: Redactor) -> Event:
@@ -236,11 +167,7 @@ class ReceiverService:
         control_token = new_token()
         redactor = Redactor(
             [control_token, *(lookup.value for lookup in secrets.values() if lookup.value)],
-            extra_headers=[
-                settings.vapi.webhook.secret_header,
-                settings.vapi.webhook.bearer_header,
-                settings.vapi.webhook.hmac.signature_header,
-            ],
+            extra_headers=[header for spec in registry.specs() for header in spec.secret_headers(settings)],
         )
         store = await Store.open(
             settings.db_path,
@@ -265,11 +192,10 @@ class ReceiverService:
                 )
                 if policy is None:
                     policy = Policy.default("approve" if forward is not None else "hold")
-                control_urls: ControlUrls | None = None
 
                 async def filler(pending: PendingCall) -> None:
-                    url = control_urls.get(pending.call_id) if control_urls else None
-                    if url:  # Vapi's live control: make the assistant say something while we wait
+                    url = pipeline.tracker.control_url(pending.call_id)
+                    if url:  # live control: make the assistant say something while we wait
                         await http_client.post(
                             url, json={"type": "say", "content": settings.gate.filler_text}, timeout=5
                         )
@@ -282,8 +208,7 @@ class ReceiverService:
                     filler=filler if settings.gate.filler_after_seconds > 0 else None,
                     filler_after_s=settings.gate.filler_after_seconds or None,
                 )
-                control_urls = ControlUrls(gate)
-                tool_handler = control_urls
+                tool_handler = gate
 
             def watch_hangs(events: list[Event]) -> None:
                 # Vapi sends `hang` while it waits on us: mark that call's pending tool calls as stalling.
@@ -303,7 +228,7 @@ class ReceiverService:
             )
 
             def extra_routes(router: Router) -> None:
-                add_twilio_stream_route(router, pipeline)
+                add_stream_routes(router, pipeline)
                 if gate is not None:
                     add_control_routes(router, gate, control_token)
 

@@ -19,7 +19,6 @@ through a `Redactor` holding every secret it signs with.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import math
 import time
@@ -27,7 +26,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Ma
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
@@ -35,11 +33,7 @@ from console import __version__
 from console.config import Settings
 from console.core.events import Event, event_from_dict
 from console.core.replays import REPLAY_HEADER, REPLAY_MARK, new_run_id
-from console.providers.retell import sign_retell
-from console.providers.twilio.auth import body_hash_param, sign_twilio
-from console.providers.twilio.wire import parse_form
-from console.providers.vapi.auth import sign_vapi_request
-from console.secrets import SECRET_ENV
+from console.providers import registry
 from console.store.db import Store
 from console.store.queries import call_event_pages
 
@@ -249,12 +243,10 @@ async def stored_deliveries(store: Store, call_id: str) -> list[StoredDelivery]:
 
 # --- signing --------------------------------------------------------------------------------
 
-SIGNING_SECRET = {"vapi": "vapi_webhook_secret", "retell": "retell_api_key", "twilio": "twilio_auth_token"}
-_SECRET_WHAT = {"vapi": "Vapi webhook secret", "retell": "Retell API key", "twilio": "Twilio auth token"}
-
 
 class DeliverySigner:
-    """The auth headers a platform would send with a body, as the receiver expects them.
+    """The auth headers a platform would send with a body, as the receiver expects them
+    (each provider's `sign` in its spec).
 
     `public_url` is the base URL the receiver believes it is called at: Twilio
     signs the full URL, and so does a Vapi HMAC payload with `{url}`.
@@ -265,57 +257,45 @@ class DeliverySigner:
         self._secrets = dict(secrets)
         self._public_url = public_url.rstrip("/")
 
+    def _spec(self, provider: str) -> registry.ProviderSpec | None:
+        try:
+            spec = registry.spec(provider)
+        except registry.UnknownProvider:
+            return None
+        return spec if spec.sign is not None and spec.signing_secret else None
+
     def needs(self, provider: str) -> bool:
-        if provider == "vapi":
-            return self._settings.vapi.webhook.auth != "none"
-        if provider == "twilio":
-            return self._settings.twilio.validate_signature
-        return provider == "retell"
+        spec = self._spec(provider)
+        return spec is not None and spec.needs_signature(self._settings)
 
     def missing(self, provider: str) -> str | None:
         """Why `provider`'s deliveries will go unsigned, or None when they can be signed."""
-        if not self.needs(provider) or self._secrets.get(SIGNING_SECRET[provider]):
+        spec = self._spec(provider)
+        if spec is None or spec.signing_secret is None or not self.needs(provider):
             return None
-        name = SIGNING_SECRET[provider]
+        if self._secrets.get(spec.signing_secret):
+            return None
+        secret = spec.secret(spec.signing_secret)
         return (
-            f"no {_SECRET_WHAT[provider]} (set {SECRET_ENV[name]} or `voice-console keys set {provider}`): "
+            f"no {secret.label} (set {secret.env} or `voice-console keys set {provider}`): "
             f"{provider} deliveries are sent unsigned and a receiver will refuse them"
         )
 
     def sign(self, delivery: StoredDelivery, body: bytes) -> tuple[str, dict[str, str]]:
-        """The request target to post to (a Twilio body hash refreshed) and the auth headers."""
+        """The request target to post to (made true for the body, e.g. Twilio's body hash) and the auth headers."""
         path = delivery.path
-        secret = self._secrets.get(SIGNING_SECRET.get(delivery.provider, ""))
-        if delivery.provider == "twilio":
-            path = _refresh_body_hash(path, body)
-        if not secret or not self.needs(delivery.provider):
+        spec = self._spec(delivery.provider)
+        if spec is None:
             return path, {}
-        url = self._public_url + path
-        if delivery.provider == "vapi":
-            return path, sign_vapi_request(self._settings.vapi, secret, body, method=delivery.method, url=url)
-        if delivery.provider == "retell":
-            return path, {"x-retell-signature": sign_retell(body, secret, int(time.time() * 1000))}
-        if delivery.provider == "twilio":
-            form = (
-                body_hash_param(url) is None
-                and delivery.method == "POST"
-                and (delivery.content_type or "").split(";")[0].strip() in ("", "application/x-www-form-urlencoded")
-            )
-            params = parse_form(body) if form and body else None
-            return path, {"x-twilio-signature": sign_twilio(url, params, secret)}
-        return path, {}
-
-
-def _refresh_body_hash(path: str, body: bytes) -> str:
-    """Twilio's JSON variant carries the body's SHA-256 in the query: keep it true."""
-    target, _, query = path.partition("?")
-    if "bodySHA256" not in query:
-        return path
-    pairs = [
-        (k, hashlib.sha256(body).hexdigest() if k == "bodySHA256" else v)
-        for k, v in parse_qsl(query, keep_blank_values=True)
-    ]
-    return f"{target}?{urlencode(pairs)}"
+        if spec.retarget is not None:
+            path = spec.retarget(path, body)
+        secret = self._secrets.get(spec.signing_secret or "")
+        if not secret or spec.sign is None or not self.needs(delivery.provider):
+            return path, {}
+        request = registry.SignRequest(
+            self._settings, secret, delivery.method, self._public_url + path, body, delivery.content_type
+        )
+        return path, spec.sign(request)
 
 
 # --- re-posting -----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from console.config import ConfigError, Settings, load_settings
+from console.providers import registry
 from console.secrets import SecretStore
 from console.simulator.dialects import (
     FUNCTION_TYPE,
@@ -57,9 +58,8 @@ from console.simulator.platform import (
 )
 from console.simulator.scenarios import Scenario, load_scenario
 
+# The platforms the simulator plays (a player per dialect in console.simulator.dialects).
 PROVIDERS = ("vapi", "retell", "twilio")
-# Where each provider's signing secret lives (console.secrets names).
-PROVIDER_SECRET = {"vapi": "vapi_webhook_secret", "retell": "retell_api_key", "twilio": "twilio_auth_token"}
 TOOL_TYPES = frozenset({"tool-calls", FUNCTION_TYPE})  # deliveries whose answer the call waits on
 VAPI_PATH = "/webhook/vapi"  # the console receiver's Vapi route (console/receiver/routes.py)
 # This many first deliveries all answered 404: the target is the wrong URL, stop.
@@ -269,10 +269,11 @@ async def _signing_secret(args: argparse.Namespace) -> tuple[Settings, str | Non
     if args.provider == "vapi":
         return await _webhook_auth(args)
     settings = load_settings(getattr(args, "config", None))
-    name = PROVIDER_SECRET[args.provider]
-    lookup = await SecretStore().aget(name)
+    spec = registry.spec(args.provider)
+    assert spec.signing_secret is not None
+    lookup = await SecretStore().aget(spec.signing_secret)
     if lookup.value is None:
-        what = "Retell API key" if args.provider == "retell" else "Twilio auth token"
+        what = spec.secret(spec.signing_secret).label
         header = "X-Retell-Signature" if args.provider == "retell" else "X-Twilio-Signature"
         print(
             f"voice-console: warning: no {what} ({lookup.note}); requests are sent without {header} "
@@ -283,6 +284,13 @@ async def _signing_secret(args: argparse.Namespace) -> tuple[Settings, str | Non
 
 
 async def run_simulate(args: argparse.Namespace) -> int:
+    if args.provider not in PROVIDERS:
+        print(
+            f"voice-console: the simulator does not play {args.provider} webhooks; "
+            f"choose one of {', '.join(PROVIDERS)}",
+            file=sys.stderr,
+        )
+        return 2
     public_url: str | None = getattr(args, "sim_public_url", None)
     for flag, url in (("--target", args.target), ("--public-url", public_url)):
         if url is not None and not (url.startswith(("http://", "https://")) and urlsplit(url).netloc):

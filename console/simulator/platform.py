@@ -54,9 +54,9 @@ from typing import Any
 import httpx
 
 from console.config import VapiSettings
+from console.core.http_types import Request, Response
 from console.providers.vapi.auth import sign_vapi_request
 from console.receiver.http import Handler, HttpServer, Limits, Router
-from console.receiver.types import Request, Response
 from console.receiver.ws import WebSocket, WebSocketClosed
 from console.simulator.scenarios import (
     E164,

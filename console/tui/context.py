@@ -3,7 +3,7 @@ handed to them in their constructors (messages up, calls down).
 
 It holds the running receiver (its history store, the call tracker, the tool-call
 gate, its HTTP client), the settings, the secret store, the in-process simulated
-platform under --demo, the replay controller, and the Vapi access the dial dialog
+platform under --demo, the replay controller, and the platform access the dial dialog
 and the Assistants pane use. The app fills it as it starts things; screens call down
 into it and hand their results back up (`dismiss`, see console/tui/messages.py).
 None of them reaches into the app. The receiver's internals are touched here only.
@@ -11,14 +11,18 @@ None of them reaches into the app. The receiver's internals are touched here onl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from console.config import Settings
 from console.core.calls import CallState
 from console.core.gate import ToolGate
+from console.providers import registry
+from console.providers.base import PlatformClient
+from console.providers.registry import ProviderSpec
 from console.secrets import SecretStore
 from console.store.db import Store
 
@@ -27,14 +31,22 @@ if TYPE_CHECKING:
     from console.simulator.platform import SimulatedPlatform
     from console.tui.replay import ReplayController
 
+# The platform `--demo` simulates in-process (console.simulator.platform).
+SIMULATED_PROVIDER = "vapi"
+
 
 @dataclass(frozen=True)
-class VapiAccess:
-    """Where to dial and with which key (never shown)."""
+class DialAccess:
+    """Where to dial, through which provider, and with which keys (never shown)."""
 
-    api_key: str = field(repr=False)
+    provider: ProviderSpec
+    keys: Mapping[str, str] = field(repr=False)
     base_url: str
     where: str  # for the operator: "the simulated platform" or the API's URL
+
+    def client(self, **options: Any) -> PlatformClient:
+        assert self.provider.dialing is not None
+        return self.provider.dialing.client(self.keys, self.base_url, **options)
 
 
 @dataclass(frozen=True)
@@ -92,18 +104,26 @@ class ConsoleContext:
 
     # --- the platform's API ------------------------------------------------------------------
 
-    async def vapi_access(self) -> VapiAccess | str:
-        """The Vapi API this console may dial through, or why there is none (one paragraph)."""
-        if self.platform is not None:
-            return VapiAccess(self.platform.api_key, self.platform.url, "the simulated platform (demo)")
-        if self.demo:
-            return "The simulated platform is still starting; try again in a moment."
-        key = await self.secrets.aget("vapi_api_key")  # the keyring may block: off the loop, with a timeout
-        if not key.value:  # the note already says where a key may come from: say it once
-            why = (key.note or "not set: use VOICE_CONSOLE_VAPI_API_KEY or the OS keyring").rstrip(".")
-            return f"No Vapi API key, so nothing can be dialed ({why}). Press k to store one on the keys screen."
-        base_url = self.settings.vapi.base_url
-        return VapiAccess(key.value, base_url, base_url)
+    async def dial_access(self, provider: str) -> DialAccess | str:
+        """The platform API this console may dial `provider`'s calls through, or why there is none (one paragraph)."""
+        spec = registry.spec(provider)
+        if spec.dialing is None or spec.base_url is None:
+            return f"{spec.title} calls cannot be dialed from this console."
+        if self.demo and provider == SIMULATED_PROVIDER:
+            if self.platform is None:
+                return "The simulated platform is still starting; try again in a moment."
+            keys = dict.fromkeys(spec.dialing.needs, self.platform.api_key)
+            return DialAccess(spec, keys, self.platform.url, "the simulated platform (demo)")
+        keys = {}
+        for name in spec.dialing.needs:
+            lookup = await self.secrets.aget(name)  # the keyring may block: off the loop, with a timeout
+            if not lookup.value:  # the note already says where a key may come from: say it once
+                secret = spec.secret(name)
+                why = (lookup.note or f"not set: use {secret.env} or the OS keyring").rstrip(".")
+                return f"No {secret.label}, so nothing can be dialed ({why}). Press k to store one on the keys screen."
+            keys[name] = lookup.value
+        base_url = spec.base_url(self.settings)
+        return DialAccess(spec, keys, base_url, base_url)
 
     async def assistant_access(self) -> AssistantAccess:
         """Where the Assistants pane lists from: the simulator under --demo, else Vapi with the stored key."""

@@ -26,6 +26,7 @@ from textual.widgets import DataTable, Footer, Header, Tab, Tabs
 from console.core.events import ToolDecided, ToolRequested, utc_now
 from console.core.gate import DEFAULT_REJECT_REASON, OperatorDecision, PendingCall
 from console.core.timeline import TimelineBook
+from console.providers import registry
 from console.tui.context import ConsoleContext
 from console.tui.feed import EVENT_LOG_LINES, Feed
 from console.tui.messages import CallDialed, ReplayStarted
@@ -466,7 +467,7 @@ class MainScreen(Screen[None]):
             self.context.learn_control_url(dialed.call_id, dialed.control_url)
         self.query_one(LiveCallsTable).follow(dialed.call_id)  # the operator dialed it to watch it
         self.notify(
-            f"Dialed {dialed.to}: call {dialed.call_id} ({dialed.call.get('status', '?')}). It is selected in "
+            f"Dialed {dialed.to}: call {dialed.call_id} ({dialed.call.status}). It is selected in "
             "Live calls as soon as the platform reports it.",
             markup=False,
             title="Dial",
@@ -477,9 +478,7 @@ class MainScreen(Screen[None]):
         self.app.push_screen(
             KeysScreen(
                 self.context.secrets,
-                vapi_base_url=settings.vapi.base_url,
-                retell_base_url=settings.retell.base_url,
-                twilio_base_url=settings.twilio.base_url,
+                base_urls={spec.name: spec.base_url(settings) for spec in registry.specs() if spec.base_url},
             )
         )
 

@@ -3,25 +3,26 @@ screen, which pushed them, acts on it (selects the call, keeps its control URL).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+
+from console.providers.base import PlacedCall
 
 
 @dataclass(frozen=True)
 class CallDialed:
     """The dial dialog placed a call: the created call as the platform returned it."""
 
-    call: dict[str, Any] = field(repr=False)  # carries monitor URLs: never printed whole
+    call: PlacedCall  # carries live URLs: never printed whole
     to: str
     where: str
 
     @property
     def call_id(self) -> str:
-        return str(self.call.get("id", "?"))
+        return self.call.id
 
     @property
     def control_url(self) -> str | None:
-        url = (self.call.get("monitor") or {}).get("controlUrl")
+        url = self.call.control_url
         return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 

@@ -16,15 +16,19 @@ from typing import Any
 from console.config import load_settings
 from console.core.tools import NoToolHandler
 from console.providers.vapi import sign_vapi_request
+from console.secrets import SecretLookup
 from console.services.receiver import ReceiverService
 from tests.helpers.secrets import PUBLIC_URL, VAPI_SECRET, secret_lookups
 
 READ_TIMEOUT_S = 6.0
 
 
-async def start_service(tmp_path: Path, *, tool_handler=None, policy=None, **overrides) -> tuple[ReceiverService, list]:
+async def start_service(
+    tmp_path: Path, *, tool_handler=None, policy=None, secrets=None, **overrides
+) -> tuple[ReceiverService, list]:
     """A running service on a free port. Without a forward target or a policy, tool
-    calls get the explicit "no tool handler" answer, as `serve` gave before the gate."""
+    calls get the explicit "no tool handler" answer, as `serve` gave before the gate.
+    `secrets` (name -> value) are added to the test credentials."""
     settings = load_settings(
         env={},
         overrides={
@@ -36,8 +40,9 @@ async def start_service(tmp_path: Path, *, tool_handler=None, policy=None, **ove
     seen: list = []
     if tool_handler is None and policy is None and "forward" not in overrides:
         tool_handler = NoToolHandler()
+    lookups = secret_lookups() | {name: SecretLookup(name, value, "env") for name, value in (secrets or {}).items()}
     service = await ReceiverService.start(
-        settings, secret_lookups(), on_events=seen.extend, tool_handler=tool_handler, policy=policy
+        settings, lookups, on_events=seen.extend, tool_handler=tool_handler, policy=policy
     )
     return service, seen
 

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from console.core.http_types import Request, Response
 from console.receiver.http import HttpServer, Router
-from console.receiver.types import Request, Response
 
 Answer = Callable[[Request], Awaitable[Response]]
 Result = Callable[[str, str, Any], Any]

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 SCHEME = "twilio-signature"
 SHARED_KEY_SCHEME = "twilio-shared-key"
@@ -142,3 +142,24 @@ def signature_matches(url: str, params: Params | None, header: str, token: str, 
 def body_hash_matches(url: str, body: bytes) -> bool:
     claimed = body_hash_param(url) or ""
     return hmac.compare_digest(body_sha256(body).encode(), claimed.lower().encode("utf-8", "replace"))
+
+
+def refresh_body_hash(target: str, body: bytes) -> str:
+    """A request target whose `bodySHA256` query parameter is made true for `body` (the JSON variant)."""
+    path, _, query = target.partition("?")
+    if "bodySHA256" not in query:
+        return target
+    pairs = [(k, body_sha256(body) if k == "bodySHA256" else v) for k, v in parse_qsl(query, keep_blank_values=True)]
+    return f"{path}?{urlencode(pairs)}"
+
+
+def sign_request(url: str, method: str, content_type: str | None, body: bytes, token: str) -> str:
+    """`X-Twilio-Signature` for a request Twilio would send to `url`: a form POST signs its
+    parameters, GET and the JSON variant (`bodySHA256` in the URL) sign the URL alone."""
+    form = (
+        body_hash_param(url) is None
+        and method == "POST"
+        and (content_type or "").split(";")[0].strip() in ("", "application/x-www-form-urlencoded")
+    )
+    params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if form else None
+    return sign_twilio(url, params, token)

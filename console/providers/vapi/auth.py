@@ -27,9 +27,9 @@ from datetime import datetime
 from typing import Literal
 
 from console.config import VapiHmacSettings, VapiSettings, VapiWebhookSettings
+from console.core.http_types import Request
 from console.providers.base import Verdict
 from console.providers.vapi.wire import epoch_seconds
-from console.receiver.types import Request
 
 NO_SECRET_REASON = (
     "no Vapi webhook secret is configured (set VOICE_CONSOLE_VAPI_WEBHOOK_SECRET or `voice-console keys set vapi`)"

@@ -16,10 +16,12 @@ import json
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
+
+from console.providers.base import Agent, PhoneLine, PlacedCall, PlatformError
 
 DEFAULT_BASE_URL = "https://api.vapi.ai"
 
@@ -31,7 +33,7 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SAFE_FOR_POST = frozenset({429, 503})
 
 
-class VapiError(Exception):
+class VapiError(PlatformError):
     """A failed Vapi API request. `str()` is one line, fit for a status bar."""
 
     def __init__(self, status: int, message: str, *, body: Any = None) -> None:
@@ -330,3 +332,53 @@ def _call_body(
     if name:
         body["name"] = name
     return body
+
+
+def assistants_probe(keys: Mapping[str, str], base_url: str) -> httpx.Request:
+    """`keys test vapi`: list one assistant, the cheapest read the private key allows."""
+    return httpx.Request(
+        "GET",
+        f"{base_url.rstrip('/')}/assistant",
+        params={"limit": 1},
+        headers={"Authorization": f"Bearer {keys['vapi_api_key']}", "Accept": "application/json"},
+    )
+
+
+class VapiDialer:
+    """The `PlatformClient` dialing uses (console.providers.base): assistants, phone numbers, `POST /call`."""
+
+    def __init__(self, client: VapiClient) -> None:
+        self._client = client
+
+    async def __aenter__(self) -> VapiDialer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._client.aclose()
+
+    async def agents(self, limit: int = 100) -> list[Agent]:
+        found = await self._client.list_assistants(limit=limit)
+        return [Agent(str(a["id"]), str(a.get("name") or a["id"])) for a in found if a.get("id")]
+
+    async def phone_lines(self, limit: int = 100) -> list[PhoneLine]:
+        found = await self._client.list_phone_numbers(limit=limit)
+        return [
+            PhoneLine(str(n["id"]), str(n.get("number") or n.get("sipUri") or n["id"]), str(n.get("name") or ""))
+            for n in found
+            if n.get("id")
+        ]
+
+    async def place_call(self, *, to: str, line_id: str, agent_id: str) -> PlacedCall:
+        call = await self._client.create_phone_call(phone_number_id=line_id, customer_number=to, assistant_id=agent_id)
+        monitor = call.get("monitor") or {}
+        return PlacedCall(
+            str(call.get("id", "?")),
+            str(call.get("status", "?")),
+            control_url=monitor.get("controlUrl"),
+            listen_url=monitor.get("listenUrl"),
+            raw=call,
+        )
+
+
+def dialer(keys: Mapping[str, str], base_url: str, **options: Any) -> VapiDialer:
+    return VapiDialer(VapiClient(keys["vapi_api_key"], base_url=base_url, **options))

@@ -36,6 +36,7 @@ from console.core.events import (
     TranscriptFinal,
     TranscriptPartial,
 )
+from console.core.http_types import Response
 from console.core.tools import ToolBatch, ToolCall
 from console.providers.base import BadPayload, Inbound
 from console.providers.vapi import replies
@@ -57,7 +58,6 @@ from console.providers.vapi.wire import (
     parse_vapi_time,
     role_value,
 )
-from console.receiver.types import Response
 
 PROVIDER = "vapi"
 
@@ -163,8 +163,12 @@ def normalize_message(message: dict[str, Any], *, received_at: datetime, setting
     else:
         envelope = ServerMessage.model_validate(message)  # every envelope field is lenient
         ctx = _Context(message, settings, envelope.call_id, envelope.timestamp or received_at, envelope)
-    handler = _HANDLERS.get(ctx.type, _raw)
-    return handler(ctx)
+    inbound = _HANDLERS.get(ctx.type, _raw)(ctx)
+    # Every message carries call.monitor: the live-control capability travels beside the
+    # events, never in them (events are stored), and the call tracker keeps it.
+    if (control_url := control_url_of(message)) is not None:
+        inbound.extra["control_url"] = control_url
+    return inbound
 
 
 # --- informational ---------------------------------------------------------------
@@ -206,10 +210,7 @@ def _status_inbound(ctx: _Context, wire_status: str, ended_reason: str | None, c
     reason = None
     if status == "ended":
         reason = ended_reason or call_reason
-    # The live-control capability travels beside the event, never in it (events are stored).
-    control_url = control_url_of(ctx.message)
-    extra = {"control_url": control_url} if control_url else {}
-    return ctx.inbound([CallStatus(**ctx.base(), status=status, ended_reason=reason)], extra=extra)
+    return ctx.inbound([CallStatus(**ctx.base(), status=status, ended_reason=reason)])
 
 
 def control_url_of(message: dict[str, Any]) -> str | None:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from console.config import VapiSettings
+from console.config import Settings, VapiSettings
 from console.core import strictjson
 from console.core.events import to_utc
+from console.core.http_types import Request, Response, is_loopback
 from console.core.tools import ToolBatch, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
+from console.providers.registry import Dialing, KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest
 from console.providers.vapi import replies
-from console.providers.vapi.auth import verify_vapi_request
+from console.providers.vapi.auth import sign_vapi_request, verify_vapi_request
+from console.providers.vapi.client import assistants_probe, dialer
 from console.providers.vapi.normalize import normalize_message
-from console.receiver.types import Request, Response
 
 _ENVELOPE_HINT = 'Vapi sends {"message": {"type": ..., ...}}'
 
@@ -113,3 +115,75 @@ class VapiProvider:
 
     def ack(self, inbound: Inbound) -> Response:
         return replies.ack()
+
+
+# -- the spec (console.providers.registry) ----------------------------------------------------
+
+
+def _build(settings: Settings, secrets: Secrets) -> VapiProvider:
+    return VapiProvider(
+        settings.vapi,
+        secrets.get("vapi_webhook_secret"),
+        loopback=is_loopback(settings.receiver.host),
+        public_url=settings.receiver.public_url,
+    )
+
+
+def _sign(request: SignRequest) -> dict[str, str]:
+    return sign_vapi_request(
+        request.settings.vapi, request.secret, request.body, method=request.method, url=request.url
+    )
+
+
+def _warnings(settings: Settings, secrets: Secrets) -> list[str]:
+    auth = settings.vapi.webhook.auth
+    if auth == "none":
+        if is_loopback(settings.receiver.host):
+            return [
+                'Vapi webhook authentication is OFF (vapi.webhook.auth = "none"); '
+                "accepted because the receiver is on loopback only."
+            ]
+        return ['vapi.webhook.auth = "none" is refused on a non-loopback address: every Vapi webhook will be rejected.']
+    if not secrets.get("vapi_webhook_secret"):
+        return [
+            f"Vapi webhooks will be refused: no webhook secret ({auth} mode). Set VOICE_CONSOLE_VAPI_WEBHOOK_SECRET."
+        ]
+    return []
+
+
+def _webhook_secret_note(sources: Mapping[str, str | None]) -> list[str]:
+    source = sources.get("vapi_webhook_secret")
+    if source is None:
+        return ["vapi_webhook_secret: not set (needed to verify webhooks in the default 'secret' mode)."]
+    return [
+        f"vapi_webhook_secret: set ({source}); Vapi sends it to the console, so it is checked "
+        "when a webhook arrives, not here."
+    ]
+
+
+SPEC = ProviderSpec(
+    name="vapi",
+    title="Vapi",
+    routes=(Route("vapi", "/webhook/vapi"),),
+    secrets=(Secret("vapi_api_key", "Vapi API key"), Secret("vapi_webhook_secret", "Vapi webhook secret")),
+    build=_build,
+    signing_secret="vapi_webhook_secret",
+    sign=_sign,
+    needs_signature=lambda settings: settings.vapi.webhook.auth != "none",
+    base_url=lambda settings: settings.vapi.base_url,
+    key_check=KeyCheck(
+        needs=("vapi_api_key",),
+        proves="vapi_api_key",
+        request=assistants_probe,
+        refused_hint=" Check that it is the private key.",
+        notes=_webhook_secret_note,
+    ),
+    secret_headers=lambda settings: [
+        settings.vapi.webhook.secret_header,
+        settings.vapi.webhook.bearer_header,
+        settings.vapi.webhook.hmac.signature_header,
+    ],
+    warnings=_warnings,
+    dialing=Dialing(needs=("vapi_api_key",), client=dialer),
+    can_control=True,
+)

@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from console.config import VapiSettings
+from console.core.http_types import Response
 from console.core.tools import ToolBatch, ToolOutcome
-from console.receiver.types import Response
 
 NO_OUTCOME_ERROR = "voice-console produced no decision for this tool call."
 REJECTED_ERROR = "The tool call was rejected."

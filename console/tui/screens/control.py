@@ -20,6 +20,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Checkbox, Input, Label, Select
 
 from console.phone import PhoneNumber, PhoneNumberError, parse_phone
+from console.providers import registry
 from console.providers.vapi.live import CallControl, LiveControlError
 from console.redact import mask_url
 from console.tui.context import ConsoleContext
@@ -34,6 +35,13 @@ NO_CONTROL_URL = (
 
 def _not_empty(text: str) -> str | None:
     return None if text.strip() else "Type something."
+
+
+def _can_control(provider: str) -> bool:
+    try:
+        return registry.spec(provider).can_control
+    except registry.UnknownProvider:
+        return False
 
 
 class AddMessageScreen(ModalScreen[tuple[str, str, bool] | None]):
@@ -105,9 +113,10 @@ class CallControls:
                 problem = f"Call {short_id(call_id)} is no longer tracked."
             elif state.status == "ended":
                 problem = f"Call {short_id(call_id)} has ended: there is nothing left to control."
-            elif state.provider != "vapi":
+            elif not _can_control(state.provider):
+                able = " and ".join(spec.title for spec in registry.specs() if spec.can_control)
                 problem = (
-                    f"Call {short_id(call_id)} came through {state.provider}: live control is a Vapi feature "
+                    f"Call {short_id(call_id)} came through {state.provider}: live control is a {able} feature "
                     "(its control URL)."
                 )
             elif not state.control_url:

@@ -1,7 +1,8 @@
 """The dial dialog (`d`): place a test call without leaving the console.
 
-It talks to Vapi with the operator's key (or, with --demo, to the in-process
-simulated platform) through the same `VapiClient` as `voice-console dial`. The
+It talks to the provider's API with the operator's key (or, with --demo, to the
+in-process simulated platform) through the provider's dialing client, the same as
+`voice-console dial`; every provider in the registry is offered. The
 number is checked while it is typed against libphonenumber's data (console/phone.py):
 national input is read in `[dial] default_region`, the number is shown formatted
 with its country, an invalid one is refused with the reason, and E.164 is sent.
@@ -20,15 +21,15 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
 from console.phone import PhoneNumber, PhoneNumberError, parse_phone
-from console.providers.vapi.client import VapiClient, VapiError
-from console.tui.context import ConsoleContext, VapiAccess
+from console.providers import registry
+from console.providers.base import PlatformError
+from console.tui.context import ConsoleContext, DialAccess
 from console.tui.messages import CallDialed
 
-PROVIDERS = ("vapi", "retell", "twilio")
-# `voice-console dial` places calls through Vapi only; say so before anyone fills the form.
+# Say which providers cannot dial before anyone fills the form.
 NOT_DIALABLE = (
     "{provider} calls cannot be placed from here (nor with `voice-console dial`): this build dials "
-    "through Vapi only. Their webhooks are still received and shown."
+    "through {dialable} only. Their webhooks are still received and shown."
 )
 NUMBER_HINT = "Type the number: national, read as a {region} number, or '+' and the country code."
 # Fewer rows than this: inputs, selects and buttons without their borders, so the dialog fits.
@@ -54,7 +55,7 @@ class DialScreen(ModalScreen[CallDialed | None]):
     def __init__(self, context: ConsoleContext) -> None:
         super().__init__()
         self.console_context = context
-        self._access: VapiAccess | None = None
+        self._access: DialAccess | None = None
         self._blocked: str | None = "Loading assistants and phone numbers…"  # why dialing is impossible now
         self._dialing = False
 
@@ -62,7 +63,9 @@ class DialScreen(ModalScreen[CallDialed | None]):
         with Vertical(id="dial-box") as box:
             box.border_title = "Dial a test call"
             yield Label("Provider", classes="dial-label")
-            yield Select([(name, name) for name in PROVIDERS], value="vapi", allow_blank=False, id="dial-provider")
+            yield Select(
+                [(name, name) for name in registry.names()], value=self._first, allow_blank=False, id="dial-provider"
+            )
             yield Label("Assistant", classes="dial-label")
             yield Select([], prompt="loading…", id="dial-assistant")
             yield Label("Call from (phone number)", classes="dial-label")
@@ -75,6 +78,14 @@ class DialScreen(ModalScreen[CallDialed | None]):
                 yield Button("Dial", id="dial-go", variant="success", disabled=True)
                 yield Button("Cancel", id="dial-cancel")
             yield Label("enter: dial · escape: cancel", id="dial-help")
+
+    @property
+    def _first(self) -> str:
+        return next((spec.name for spec in registry.specs() if spec.can_dial), registry.names()[0])
+
+    @property
+    def _provider(self) -> str:
+        return str(self.query_one("#dial-provider", Select).value)
 
     @property
     def _region(self) -> str:
@@ -98,29 +109,24 @@ class DialScreen(ModalScreen[CallDialed | None]):
 
     @work(exclusive=True, group="dial-load", exit_on_error=False)
     async def load(self) -> None:
-        access = await self.console_context.vapi_access()
+        self._access = None
+        if not registry.spec(self._provider).can_dial:
+            self._unavailable(None)
+            return
+        access = await self.console_context.dial_access(self._provider)
         if isinstance(access, str):
             self._unavailable(access)
             return
         try:
-            async with VapiClient(access.api_key, base_url=access.base_url, max_retries=1, timeout_s=10) as client:
-                assistants = await client.list_assistants(limit=100)
-                numbers = await client.list_phone_numbers(limit=100)
-        except VapiError as exc:
+            async with access.client(max_retries=1, timeout_s=10) as client:
+                assistants = await client.agents(limit=100)
+                numbers = await client.phone_lines(limit=100)
+        except PlatformError as exc:
             self._unavailable(f"Could not list assistants and phone numbers from {access.where}: {exc}")
             return
         self._access = access
-        self._fill(
-            "#dial-assistant", [(str(a.get("name") or a["id"]), str(a["id"])) for a in assistants if a.get("id")]
-        )
-        self._fill(
-            "#dial-from",
-            [
-                (f"{n.get('number') or n.get('sipUri') or n['id']}  {n.get('name') or ''}".rstrip(), str(n["id"]))
-                for n in numbers
-                if n.get("id")
-            ],
-        )
+        self._fill("#dial-assistant", [(agent.name, agent.id) for agent in assistants])
+        self._fill("#dial-from", [(f"{line.number}  {line.name}".rstrip(), line.id) for line in numbers])
         if not assistants:
             self._set_blocked(f"{access.where} has no assistant to dial with; create one first.")
         elif not numbers:
@@ -135,9 +141,11 @@ class DialScreen(ModalScreen[CallDialed | None]):
         if options:
             select.value = options[0][1]
 
-    def _unavailable(self, reason: str) -> None:
+    def _unavailable(self, reason: str | None) -> None:
         for selector in ("#dial-assistant", "#dial-from"):
-            self.query_one(selector, Select).prompt = "unavailable"
+            select: Select[str] = self.query_one(selector, Select)
+            select.set_options([])
+            select.prompt = "unavailable"
         self._set_blocked(reason)
 
     def _set_blocked(self, reason: str | None) -> None:
@@ -148,9 +156,9 @@ class DialScreen(ModalScreen[CallDialed | None]):
 
     def form_problem(self) -> str | None:
         """Why nothing can be dialed whatever the number (shown under the form), or None."""
-        provider = self.query_one("#dial-provider", Select).value
-        if provider != "vapi":
-            return NOT_DIALABLE.format(provider=provider)
+        if not registry.spec(self._provider).can_dial:
+            dialable = " and ".join(spec.title for spec in registry.specs() if spec.can_dial) or "no provider"
+            return NOT_DIALABLE.format(provider=self._provider, dialable=dialable)
         if self._blocked:
             return self._blocked
         if self.query_one("#dial-assistant", Select).is_blank():
@@ -185,12 +193,15 @@ class DialScreen(ModalScreen[CallDialed | None]):
         self.query_one("#dial-go", Button).disabled = bool(blocker or number_issue)
 
     def _where(self) -> str:
-        return self._access.where if self._access else "Vapi"
+        return self._access.where if self._access else registry.spec(self._provider).title
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self._refresh()
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "dial-provider" and self.is_mounted:
+            self._set_blocked("Loading assistants and phone numbers…")
+            self.load()
         self._refresh()
 
     # --- dialing ---------------------------------------------------------------------------
@@ -223,13 +234,11 @@ class DialScreen(ModalScreen[CallDialed | None]):
         )
 
     @work(exclusive=True, group="dial", exit_on_error=False)
-    async def place_call(self, access: VapiAccess, assistant_id: str, number_id: str, to: str) -> None:
+    async def place_call(self, access: DialAccess, assistant_id: str, number_id: str, to: str) -> None:
         try:
-            async with VapiClient(access.api_key, base_url=access.base_url) as client:
-                call = await client.create_phone_call(
-                    phone_number_id=number_id, customer_number=to, assistant_id=assistant_id
-                )
-        except (VapiError, ValueError) as exc:
+            async with access.client() as client:
+                call = await client.place_call(to=to, line_id=number_id, agent_id=assistant_id)
+        except (PlatformError, ValueError) as exc:
             self._dialing = False
             self.notify(f"Dial failed: {exc}", markup=False, title="Dial", severity="error")
             self._refresh()

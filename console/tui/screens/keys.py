@@ -9,6 +9,8 @@ screen says so and what to do instead, and set shows that explanation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import keyring
 from rich.text import Text
 from textual import work
@@ -18,8 +20,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
-from console.secrets import SECRET_ENV, SERVICE, KeyringUnavailable, SecretStore, SecretStoreError
-from console.services.keys import PROVIDER_KEYS, check_keyring, env_override_note, probe_keys, source_label
+from console.secrets import SERVICE, KeyringUnavailable, SecretStore, SecretStoreError, env_name
+from console.services.keys import check_keyring, env_override_note, probe_keys, provider_keys, source_label
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
 
 SOURCE_STYLE = {"keyring": "green", "none": "dim"}
@@ -46,17 +48,11 @@ class KeysScreen(Screen[None]):
         self,
         store: SecretStore,
         *,
-        vapi_base_url: str | None = None,
-        retell_base_url: str | None = None,
-        twilio_base_url: str | None = None,
+        base_urls: Mapping[str, str | None] | None = None,
     ) -> None:
         super().__init__()
         self.store = store
-        self._base_urls = {
-            "vapi_base_url": vapi_base_url,
-            "retell_base_url": retell_base_url,
-            "twilio_base_url": twilio_base_url,
-        }
+        self._base_urls = dict(base_urls or {})  # provider -> its API's base URL (default: the settings')
         self.keyring_problem: str | None = None
         self.sources: dict[str, str] = {}  # name -> where it comes from (never the value)
 
@@ -85,9 +81,9 @@ class KeysScreen(Screen[None]):
         table.add_column("key", key="key")
         table.add_column("comes from", key="source")
         table.add_column("environment variable (overrides the keyring)", key="env")
-        for provider, names in PROVIDER_KEYS.items():
+        for provider, names in provider_keys().items():
             for name in names:
-                table.add_row(provider, name, Text("…", style="dim"), SECRET_ENV[name], key=name)
+                table.add_row(provider, name, Text("…", style="dim"), env_name(name), key=name)
         table.focus()
         self.reload()
 
@@ -112,7 +108,7 @@ class KeysScreen(Screen[None]):
             )
         banner.set_class(bool(self.keyring_problem), "warning")
         table = self.query_one("#keys-table", DataTable)
-        for names in PROVIDER_KEYS.values():
+        for names in provider_keys().values():
             for name in names:
                 lookup = await self.store.aget(name)
                 self.sources[name] = source_label(self.store, lookup)
@@ -120,7 +116,7 @@ class KeysScreen(Screen[None]):
                     name, "source", Text(lookup.source, style=SOURCE_STYLE.get(lookup.source, "bold cyan"))
                 )
                 table.update_cell(
-                    name, "env", Text(SECRET_ENV[name], style="bold cyan" if lookup.source == "env" else "")
+                    name, "env", Text(env_name(name), style="bold cyan" if lookup.source == "env" else "")
                 )
 
     def selected(self) -> tuple[str, str] | None:
@@ -129,7 +125,7 @@ class KeysScreen(Screen[None]):
         if table.row_count == 0:
             return None
         name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        for provider, names in PROVIDER_KEYS.items():
+        for provider, names in provider_keys().items():
             if name in names:
                 return provider, name
         return None
@@ -232,7 +228,7 @@ class KeysScreen(Screen[None]):
 
     @work(exclusive=True, group="keys-test", exit_on_error=False)
     async def test_provider(self, provider: str) -> None:
-        probe = await probe_keys(provider, self.store, **self._base_urls)  # the CLI's own probe and wording
+        probe = await probe_keys(provider, self.store, self._base_urls)  # the CLI's own probe and wording
         code = probe.code
         lines = [line.removeprefix("voice-console keys: ") for line in probe.text().strip().splitlines()]
         self._show("\n".join([f"{'✓' if code == 0 else '✗'} {provider}", *lines]), ok=code == 0)

@@ -5,6 +5,7 @@ They carry no I/O, so providers and tests can build them directly.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,3 +69,13 @@ class Response:
     @classmethod
     def text(cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> Response:
         return cls(status=status, body=text.encode(), content_type=content_type)
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback host name or address (127.0.0.0/8, ::1, localhost): reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
