@@ -577,8 +577,8 @@ def structure_sizes(app) -> dict[str, Any]:
 
 async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from console.config import ReceiverSettings, Settings, StorageSettings
-    from console.receiver.routes import WebhookPipeline
     from console.secrets import SecretStore
+    from console.services.pipeline import WebhookPipeline
     from console.tui.app import Services, VoiceConsoleApp
     from console.tui.widgets.table import WindowTable
     from console.tui.widgets.transcript import TranscriptPane

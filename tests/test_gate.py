@@ -14,13 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from console.core import gate as gate_module
 from console.core.forward import ForwardingToolHandler
 from console.core.gate import (
     ABANDONED_ERROR,
     DEFAULT_REJECT_REASON,
     FORWARD_TIMEOUT_ERROR,
     NO_FORWARD_RESULT,
+    CallHeld,
+    CallSettled,
+    CallStalling,
     GateEvent,
     OperatorDecision,
     PendingCall,
@@ -60,15 +62,22 @@ def ran_result(name: str, arguments: dict[str, Any]) -> str:
 
 
 class Recorder:
+    """The gate's events as (kind, the pending call or the outcome)."""
+
     def __init__(self, gate: ToolGate) -> None:
-        self.events: list[GateEvent] = []
+        self.events: list[tuple[str, Any]] = []
         self.pending_seen = asyncio.Event()
         self.unsubscribe = gate.subscribe(self)
 
     def __call__(self, event: GateEvent) -> None:
-        self.events.append(event)
-        if event[0] == "pending":
-            self.pending_seen.set()
+        match event:
+            case CallHeld(call):
+                self.events.append(("pending", call))
+                self.pending_seen.set()
+            case CallStalling(call):
+                self.events.append(("stalling", call))
+            case CallSettled(outcome):
+                self.events.append(("resolved", outcome))
 
     def kinds(self) -> list[tuple[str, str]]:
         return [(kind, item.tool_call_id) for kind, item in self.events]
@@ -344,37 +353,15 @@ async def test_a_broken_forward_handler_still_answers_every_call() -> None:
 # --- idempotency ---------------------------------------------------------------------------------
 
 
-async def test_a_retry_joins_the_pending_decision(tool_server: ToolServer, forward: ForwardingToolHandler) -> None:
-    gate = ToolGate(policy(), forward=forward)
-    recorder = Recorder(gate)
-    first = asyncio.create_task(gate.decide(batch(call("t1"))))
-    await until_pending(gate, "t1")
-    retry = asyncio.create_task(gate.decide(batch(call("t1"), call("t2", "other"))))
-    await until_pending(gate, "t1", "t2")
-    assert [p.tool_call_id for p in gate.pending()] == ["t1", "t2"]  # no second PendingCall for t1
-    gate.resolve("t1", OperatorDecision("approved"))
-    (one,) = await first
-    gate.resolve("t2", OperatorDecision("rejected"))
-    joined, other = await retry
-    assert joined == one and other.decision == "rejected"
-    assert [kind for kind, item in recorder.events if item.tool_call_id == "t1"] == ["pending", "resolved"]
-    assert tool_server.ran == ["t1"]
-
-
-async def test_a_decided_call_is_never_run_twice(tool_server: ToolServer, forward: ForwardingToolHandler) -> None:
+async def test_the_same_call_twice_in_one_batch_is_decided_and_run_once(
+    tool_server: ToolServer, forward: ForwardingToolHandler
+) -> None:
+    """Redeliveries are joined by the webhook pipeline (tests/test_pipeline.py); within one
+    batch the gate itself decides an id once and answers both places with it."""
     gate = ToolGate(policy(book=ToolRule(action="approve")), forward=forward)
-    (first,) = await gate.decide(batch(call("t1")))
-    (again,) = await gate.decide(batch(call("t1")))
-    both = await gate.decide(batch(call("t1"), call("t1")))
-    assert again == first and both == [first, first]
+    first, second = await gate.decide(batch(call("t1"), call("t1")))
+    assert first == second and first.decision == "approved"
     assert tool_server.ran == ["t1"]
-
-
-async def test_decided_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gate_module, "DECIDED_MEMORY", 2)
-    gate = ToolGate(policy(book=ToolRule(action="approve", result="ok")))
-    await gate.decide(batch(call("t1"), call("t2"), call("t3")))
-    assert list(gate._decided) == ["t2", "t3"]
 
 
 # --- operator side: stalling, events, invalid decisions -----------------------------------------------
@@ -484,20 +471,3 @@ async def test_cancelling_decide_abandons_its_pending_calls() -> None:
     await until_pending(gate, "t1")
     gate.resolve("t1", OperatorDecision("overridden", result="later"))
     assert (await fresh)[0].result == "later"
-
-
-async def test_a_joined_retry_takes_over_when_the_first_delivery_is_abandoned() -> None:
-    gate = ToolGate(policy())
-    recorder = Recorder(gate)
-    first = asyncio.create_task(gate.decide(batch(call("t1"))))
-    await until_pending(gate, "t1")
-    retry = asyncio.create_task(gate.decide(batch(call("t1"))))
-    await asyncio.sleep(0.02)
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    await until_pending(gate, "t1")  # held again, now for the retry
-    assert gate.resolve("t1", OperatorDecision("approved")) is True
-    (outcome,) = await retry
-    assert (outcome.decision, outcome.by) == ("approved", "operator")
-    assert [kind for kind, _ in recorder.events] == ["pending", "resolved", "pending", "resolved"]

@@ -15,8 +15,8 @@ from textual.widgets import Static
 from console.core.events import utc_now
 from console.providers.vapi.checks import REQUIRED_SERVER_MESSAGES
 from console.providers.vapi.client import VapiClient
-from console.receiver.routes import DeliverySeen
 from console.secrets import SecretStore
+from console.services.pipeline import DeliverySeen
 from console.simulator.platform import PHONE_NUMBER_ID, RECEPTIONIST_ID
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.widgets.assistants import AssistantsPane

@@ -15,7 +15,7 @@ from textual.app import App, ComposeResult
 from textual.cache import LRUCache
 
 from console.core.events import BargeIn, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
-from console.receiver.routes import DeliverySeen
+from console.services.pipeline import DeliverySeen
 from console.tui.widgets.events import DeliveryLog, DeliveryView, LogRow
 from console.tui.widgets.table import CACHE_SCREENS, MIN_CACHED_LINES, RingFreeCache, WindowTable, same_cell
 from console.tui.widgets.timeline import LABEL, WINDOW, BargeTimeline, append_runs, render_timeline

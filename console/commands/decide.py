@@ -97,7 +97,7 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
     if args.edit is not None:
         try:
             arguments = json.loads(args.edit)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise SystemExit(f"voice-console decide: --edit needs a JSON object ({exc.msg})") from None
         if not isinstance(arguments, dict):
             raise SystemExit('voice-console decide: --edit needs a JSON object, e.g. \'{"date": "2026-12-01"}\'')

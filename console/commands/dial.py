@@ -128,7 +128,7 @@ async def run_dial(
                     )
                     return 1
                 number = _line_id(lines, from_) if from_ else lines[0].id
-                if number is None:
+                if number is None and from_ is not None:
                     known = ", ".join(line.number for line in lines)
                     print(
                         f"voice-console dial: the account has no phone number {from_.describe()} to call from; "

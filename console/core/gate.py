@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -40,12 +39,6 @@ ABANDONED_ERROR = "The request was abandoned before a decision was made (the pla
 GATE_FAILED_ERROR = "The tool could not be run: voice-console failed while deciding it."
 FORWARD_TIMEOUT_ERROR = "The tool server did not answer before the platform's deadline."
 NO_ANSWER_ERROR = "The tool server gave no answer for this call."
-JOIN_TIMEOUT_ERROR = "No decision was made before the platform's deadline."
-
-# How many decided outcomes are remembered, so a platform retry never runs a tool twice.
-# The receiver answers older retries from SQLite; this covers the gate on its own and
-# the moments before an outcome is on disk (10,000 held ~8 MB the collector kept walking).
-DECIDED_MEMORY = 1_000
 # Time kept for forwarding an approved call: at most this, at most a third of the budget.
 FORWARD_RESERVE_S = 2.0
 # decide() finishes this much before its budget: the caller measured the same
@@ -95,7 +88,29 @@ class PendingCall:
         }
 
 
-GateEvent = tuple[str, Any]  # ("pending", PendingCall) | ("resolved", ToolOutcome) | ("stalling", PendingCall)
+@dataclass(frozen=True, slots=True)
+class CallHeld:
+    """A tool call waits for an operator."""
+
+    call: PendingCall
+
+
+@dataclass(frozen=True, slots=True)
+class CallStalling:
+    """The platform reports the call stalling (Vapi's `hang`) while this held call waits."""
+
+    call: PendingCall
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettled:
+    """A tool call's outcome is final (by rule, operator or timeout), or it was abandoned."""
+
+    outcome: ToolOutcome
+
+
+# What the gate tells its subscribers (the TUI, serve's log).
+GateEvent = CallHeld | CallStalling | CallSettled
 
 
 @dataclass(frozen=True)
@@ -158,9 +173,6 @@ class ToolGate:
         self._filler_after_s = filler_after_s or 0.0
         self._clock = clock
         self._held: dict[str, _Held] = {}  # insertion order = oldest first
-        # tool_call_id -> the final outcome of a call being decided; None if abandoned.
-        self._inflight: dict[str, asyncio.Future[ToolOutcome | None]] = {}
-        self._decided: OrderedDict[str, ToolOutcome] = OrderedDict()
         self._subscribers: list[Callable[[GateEvent], None]] = []
 
     # --- for the operator side --------------------------------------------------------------
@@ -191,7 +203,7 @@ class ToolGate:
             if held.pending.call_id == call_id:
                 if not held.pending.stalling:
                     held.pending.stalling = True
-                    self._emit(("stalling", held.pending))
+                    self._emit(CallStalling(held.pending))
                 marked.append(held.pending)
         return marked
 
@@ -207,81 +219,29 @@ class ToolGate:
     # --- the handler ------------------------------------------------------------------------
 
     async def decide(self, batch: ToolBatch) -> list[ToolOutcome]:
+        """One outcome per call of `batch`, before its deadline. Redeliveries are the caller's
+        to join (the webhook pipeline does: one decision per tool call, recorded once); the
+        same id twice in one batch is decided once and answers both."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         budget = max(batch.platform_timeout_s - self.safety_margin_s, min(_MIN_BUDGET_S, batch.platform_timeout_s / 2))
         deadline = started + max(0.0, budget - _FINISH_SLACK_S)
-
-        outcomes: dict[str, ToolOutcome] = {}
-        own: list[ToolCall] = []
-        joined: dict[str, tuple[ToolCall, asyncio.Future[ToolOutcome | None]]] = {}
-        seen: set[str] = set()
+        own: dict[str, ToolCall] = {}
         for call in batch.calls:
-            tool_call_id = call.tool_call_id
-            if tool_call_id in seen:
-                continue  # the same id twice in one batch: one decision answers both
-            seen.add(tool_call_id)
-            if tool_call_id in self._decided:
-                outcomes[tool_call_id] = self._decided[tool_call_id]  # a repeat: never run twice
-            elif tool_call_id in self._inflight:
-                joined[tool_call_id] = (call, self._inflight[tool_call_id])  # a retry: join the first delivery
-            else:
-                own.append(call)
-
-        tasks: list[Awaitable[Any]] = []
-        if own:
-            tasks.append(self._run(_Run(batch, own, started, deadline), outcomes))
-        tasks.extend(self._join(batch, call, future, started, deadline, outcomes) for call, future in joined.values())
-        if tasks:
-            await asyncio.gather(*tasks)
+            own.setdefault(call.tool_call_id, call)
+        outcomes: dict[str, ToolOutcome] = {}
+        await self._run(_Run(batch, list(own.values()), started, deadline), outcomes)
         return [outcomes[call.tool_call_id] for call in batch.calls]
-
-    async def _join(
-        self,
-        batch: ToolBatch,
-        call: ToolCall,
-        future: asyncio.Future[ToolOutcome | None],
-        started: float,
-        deadline: float,
-        outcomes: dict[str, ToolOutcome],
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            # asyncio.wait never cancels the shared future, whatever happens to this task.
-            await asyncio.wait({future}, timeout=max(0.0, deadline - loop.time()))
-            if not future.done():
-                outcomes[call.tool_call_id] = ToolOutcome(
-                    tool_call_id=call.tool_call_id,
-                    name=call.name,
-                    decision="rejected",
-                    by="timeout",
-                    error=JOIN_TIMEOUT_ERROR,
-                    latency_ms=_ms(loop.time() - started),
-                )
-                return
-            outcome = future.result() or self._decided.get(call.tool_call_id)
-            if outcome is not None:
-                outcomes[call.tool_call_id] = outcome
-                return
-            # The first delivery was abandoned: take the call over, unless another retry already did.
-            next_future = self._inflight.get(call.tool_call_id)
-            if next_future is None:
-                await self._run(_Run(batch, [call], started, deadline), outcomes)
-                return
-            future = next_future
 
     async def _run(self, run: _Run, outcomes: dict[str, ToolOutcome]) -> None:
         """Decide, forward and publish `run.calls`; on cancellation, abandon what is left."""
-        loop = asyncio.get_running_loop()
-        for call in run.calls:
-            self._inflight[call.tool_call_id] = loop.create_future()
         try:
             await self._decide_own(run)
         except asyncio.CancelledError:
             self._abandon(run, ABANDONED_ERROR, "timeout")
             raise
         except Exception:
-            # A bug here must not strand the platform: answer, and let joiners take over.
+            # A bug here must not strand the platform: answer.
             log.exception("tool gate failed")
             run.final.update(self._abandon(run, GATE_FAILED_ERROR, "rule"))
         outcomes.update(run.final)
@@ -336,7 +296,7 @@ class ToolGate:
         self._held[call.tool_call_id] = item
         if self._filler is not None:
             item.filler = loop.create_task(self._run_filler(pending))
-        self._emit(("pending", pending))
+        self._emit(CallHeld(pending))
         return item
 
     async def _await_verdict(self, item: _Held) -> _Verdict:
@@ -427,15 +387,11 @@ class ToolGate:
                 arguments_sent=verdict.arguments if verdict.passes_through else None,
             )
             run.final[call.tool_call_id] = outcome
-            self._remember(outcome)
-            future = self._inflight.pop(call.tool_call_id, None)
-            if future is not None and not future.done():
-                future.set_result(outcome)
-            self._emit(("resolved", outcome))
+            self._emit(CallSettled(outcome))
 
     def _abandon(self, run: _Run, error: str, by: DecidedBy) -> dict[str, ToolOutcome]:
-        """Drop every call of `run` that has no final outcome yet, tell subscribers, and free
-        joined retries to take the call over (nothing is remembered: a retry may still decide)."""
+        """Drop every call of `run` that has no final outcome yet and tell subscribers (a
+        redelivery may still decide it: the pipeline hands it over)."""
         loop = asyncio.get_running_loop()
         dropped: dict[str, ToolOutcome] = {}
         for call in run.calls:
@@ -447,9 +403,6 @@ class ToolGate:
                     held.filler.cancel()
                 if not held.verdict.done():
                     held.verdict.cancel()
-            future = self._inflight.pop(call.tool_call_id, None)
-            if future is not None and not future.done():
-                future.set_result(None)  # a joined retry takes the call over
             outcome = ToolOutcome(
                 tool_call_id=call.tool_call_id,
                 name=call.name,
@@ -459,14 +412,8 @@ class ToolGate:
                 latency_ms=_ms(loop.time() - run.started),
             )
             dropped[call.tool_call_id] = outcome
-            self._emit(("resolved", outcome))
+            self._emit(CallSettled(outcome))
         return dropped
-
-    def _remember(self, outcome: ToolOutcome) -> None:
-        self._decided[outcome.tool_call_id] = outcome
-        self._decided.move_to_end(outcome.tool_call_id)
-        while len(self._decided) > DECIDED_MEMORY:
-            self._decided.popitem(last=False)
 
     def _emit(self, event: GateEvent) -> None:
         if self._present is not None and self._subscribers:

@@ -10,10 +10,11 @@ renders the platform's reply from the outcomes. The gate (hold / approve / edit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from console.core import strictjson
-from console.core.events import DecidedBy, Decision
+from console.core.events import DecidedBy, Decision, ToolDecided
 
 RAW_ARGUMENTS_KEY = "_raw_arguments"
 
@@ -90,6 +91,22 @@ class ToolOutcome:
     error: str | None = None
     latency_ms: float | None = None
     arguments_sent: dict[str, Any] | None = None
+
+    def event(self, *, provider: str, call_id: str | None, at: datetime) -> ToolDecided:
+        """The `tool.decided` event that records this outcome (the one place it is built)."""
+        return ToolDecided(
+            at=at,
+            provider=provider,
+            call_id=call_id,
+            tool_call_id=self.tool_call_id,
+            name=self.name,
+            decision=self.decision,
+            by=self.by,
+            result=self.result,
+            error=self.error,
+            latency_ms=self.latency_ms,
+            arguments=self.arguments_sent,
+        )
 
 
 class ToolCallHandler(Protocol):

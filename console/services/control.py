@@ -16,11 +16,16 @@ import json
 import secrets
 from typing import Any
 
-from console.core.gate import OperatorDecision, ToolGate
+from console.core.gate import OperatorChoice, OperatorDecision, ToolGate
 from console.core.http_types import Request, Response, is_loopback
 from console.receiver.http import Router
 
-DECISIONS = {"approve": "approved", "edit": "edited", "override": "overridden", "reject": "rejected"}
+DECISIONS: dict[str, OperatorChoice] = {
+    "approve": "approved",
+    "edit": "edited",
+    "override": "overridden",
+    "reject": "rejected",
+}
 
 
 def new_token() -> str:
@@ -48,7 +53,7 @@ def parse_decision(body: dict[str, Any]) -> tuple[str, OperatorDecision]:
     if reason is not None and not isinstance(reason, str):
         raise ValueError('"reason" must be text')
     return tool_call_id, OperatorDecision(
-        decision=decision,  # type: ignore[arg-type]
+        decision=decision,
         arguments=arguments if decision == "edited" else None,
         result=result if decision == "overridden" else None,
         reason=reason if decision == "rejected" else None,

@@ -9,25 +9,31 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import httpx
 
 from console.config import Settings
 from console.core.calls import CallTracker
-from console.core.events import CallHang, Event, event_from_dict, event_json, event_to_dict
 from console.core.forward import ForwardingToolHandler
-from console.core.gate import GateEvent, PendingCall, ToolGate
+from console.core.gate import ToolGate
 from console.core.policy import Policy
-from console.core.tools import ToolBatch, ToolCallHandler, ToolOutcome
+from console.core.tools import ToolBatch, ToolCallHandler
 from console.providers import registry
 from console.providers.base import WebhookProvider
 from console.receiver.http import HttpServer, Limits, Router
-from console.receiver.routes import DeliverySeen, DeliverySink, EventSink, WebhookPipeline, build_router
+from console.receiver.routes import build_router
 from console.receiver.stream import add_stream_routes
 from console.redact import Redactor
 from console.secrets import NO_KEYRING_HELP, SecretLookup
 from console.services.control import add_control_routes, new_token
+from console.services.pipeline import (
+    ControlUrlFiller,
+    DeliverySink,
+    EventSink,
+    WebhookPipeline,
+    redact_gate_event,
+)
 from console.services.serve_state import pid_alive, read_state, state_file
 from console.store.db import Store
 
@@ -79,65 +85,6 @@ def forward_signer(
     return sign
 
 
-def redact_event(event: Event, redactor: Redactor) -> Event:
-    """The event as live consumers (the TUI, NDJSON) may see it: configured secrets masked.
-
-    The same event object when it holds no secret (the common case: one scan of its JSON).
-    """
-    data = event_json(event)
-    if redactor.text(data) == data:
-        return event
-    return event_from_dict(redactor.json(event_to_dict(event)))
-
-
-def redact_gate_event(event: GateEvent, redactor: Redactor) -> GateEvent:
-    """A gate event for subscribers (the TUI, serve's log) with secrets masked; the gate keeps the originals."""
-    kind, payload = event
-    if isinstance(payload, PendingCall):
-        arguments = redactor.json(payload.arguments)
-        return event if arguments == payload.arguments else (kind, replace(payload, arguments=arguments))
-    if isinstance(payload, ToolOutcome):
-        masked = replace(
-            payload,
-            result=None if payload.result is None else redactor.text(payload.result),
-            error=None if payload.error is None else redactor.text(payload.error),
-            arguments_sent=None if payload.arguments_sent is None else redactor.json(payload.arguments_sent),
-        )
-        return event if masked == payload else (kind, masked)
-    return event
-
-
-def redacting_sink(sink: EventSink | None, redactor: Redactor) -> EventSink | None:
-    if sink is None:
-        return None
-
-    def emit(events: list[Event]) -> None:
-        sink([redact_event(event, redactor) for event in events])
-
-    return emit
-
-
-def redacting_delivery_sink(sink: DeliverySink | None, redactor: Redactor) -> DeliverySink | None:
-    if sink is None:
-        return None
-
-    def seen(delivery: DeliverySeen) -> None:
-        reason = None if delivery.reason is None else redactor.text(delivery.reason)
-        sink(replace(delivery, path=redactor.text(delivery.path), reason=reason))
-
-    return seen
-
-
-def compose_sinks(*sinks: Callable[[list[Event]], None] | None) -> Callable[[list[Event]], None]:
-    active = [sink for sink in sinks if sink is not None]
-
-    def emit(events: list[Event]) -> None:
-        for sink in active:
-            sink(events)
-
-    return emit
-
-
 @dataclass
 class ReceiverService:
     settings: Settings
@@ -177,6 +124,7 @@ class ReceiverService:
             session=True,  # this process receives: recover tool calls a crashed one left pending
         )
         http_client = httpx.AsyncClient(follow_redirects=False)
+        tracker = CallTracker()  # the pipeline's: it keeps each call's state and control URL
         gate: ToolGate | None = None
         try:
             if tool_handler is None:
@@ -193,47 +141,35 @@ class ReceiverService:
                 if policy is None:
                     policy = Policy.default("approve" if forward is not None else "hold")
 
-                async def filler(pending: PendingCall) -> None:
-                    url = pipeline.tracker.control_url(pending.call_id)
-                    if url:  # live control: make the assistant say something while we wait
-                        await http_client.post(
-                            url, json={"type": "say", "content": settings.gate.filler_text}, timeout=5
-                        )
-
                 gate = ToolGate(
                     policy,
                     forward=forward,
                     safety_margin_s=settings.gate.safety_margin_seconds,
                     present=lambda event: redact_gate_event(event, redactor),
-                    filler=filler if settings.gate.filler_after_seconds > 0 else None,
+                    filler=ControlUrlFiller(tracker, http_client, settings.gate.filler_text)
+                    if settings.gate.filler_after_seconds > 0
+                    else None,
                     filler_after_s=settings.gate.filler_after_seconds or None,
                 )
                 tool_handler = gate
-
-            def watch_hangs(events: list[Event]) -> None:
-                # Vapi sends `hang` while it waits on us: mark that call's pending tool calls as stalling.
-                if gate is not None:
-                    for event in events:
-                        if isinstance(event, CallHang) and event.call_id:
-                            gate.mark_stalling(event.call_id)
 
             pipeline = WebhookPipeline(
                 build_providers(settings, secrets),
                 store,
                 tool_handler,
-                tracker=CallTracker(),
-                # Live consumers see what the history stores: configured secrets masked.
-                on_events=compose_sinks(watch_hangs, redacting_sink(on_events, redactor)),
-                on_delivery=redacting_delivery_sink(on_delivery, redactor),
+                tracker=tracker,
+                redactor=redactor,
+                on_events=on_events,
+                on_delivery=on_delivery,
             )
 
             def extra_routes(router: Router) -> None:
-                add_stream_routes(router, pipeline)
+                add_stream_routes(router, pipeline.ingest_events, pipeline.providers)
                 if gate is not None:
                     add_control_routes(router, gate, control_token)
 
             server = HttpServer(
-                build_router(pipeline, extra=extra_routes),
+                build_router(pipeline.handle, pipeline.providers, extra=extra_routes),
                 host=settings.receiver.host,
                 port=settings.receiver.port,
                 limits=Limits.from_settings(settings.receiver),

@@ -22,7 +22,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -322,7 +322,7 @@ async def replay_deliveries(
     client: httpx.AsyncClient,
     *,
     run_id: str | None = None,
-) -> AsyncIterator[DeliveryResult]:
+) -> AsyncGenerator[DeliveryResult, None]:
     """Post each delivery to `base_url` + its original path at its original offset;
     results in the order they were sent.
 

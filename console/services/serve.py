@@ -17,7 +17,7 @@ from typing import TextIO
 
 from console.config import Settings
 from console.core.events import Event, event_json
-from console.core.gate import GateEvent
+from console.core.gate import CallHeld, CallSettled, CallStalling, GateEvent
 from console.core.policy import Policy
 from console.redact import Redactor
 from console.secrets import SecretStore
@@ -63,21 +63,19 @@ class NdjsonPrinter:
 
 def _announce(event: GateEvent, err: TextIO, redactor: Redactor) -> None:
     """Tell the operator which tool calls wait, and how to decide them (secrets masked)."""
-    kind, payload = event
-    if kind == "pending":
-        # Redact before cutting, so a secret straddling the cut cannot leave a prefix behind.
-        arguments = redactor.text(json.dumps(payload.arguments, ensure_ascii=False))[:200]
-        line = (
-            f"tool call pending: {payload.tool_call_id} {payload.name}({arguments}) · "
-            f"{payload.remaining_s():.0f}s to decide: voice-console decide {payload.tool_call_id} "
-            f"--approve | --edit JSON | --override JSON | --reject REASON"
-        )
-    elif kind == "stalling":
-        line = f"the platform reports the call stalling while {payload.tool_call_id} waits"
-    elif kind == "resolved":
-        line = f"tool call {payload.tool_call_id}: {payload.decision} by {payload.by}"
-    else:
-        return
+    match event:
+        case CallHeld(call):
+            # Redact before cutting, so a secret straddling the cut cannot leave a prefix behind.
+            arguments = redactor.text(json.dumps(call.arguments, ensure_ascii=False))[:200]
+            line = (
+                f"tool call pending: {call.tool_call_id} {call.name}({arguments}) · "
+                f"{call.remaining_s():.0f}s to decide: voice-console decide {call.tool_call_id} "
+                f"--approve | --edit JSON | --override JSON | --reject REASON"
+            )
+        case CallStalling(call):
+            line = f"the platform reports the call stalling while {call.tool_call_id} waits"
+        case CallSettled(outcome):
+            line = f"tool call {outcome.tool_call_id}: {outcome.decision} by {outcome.by}"
     try:
         print(f"voice-console serve: {redactor.text(line)}", file=err)
         err.flush()

@@ -249,7 +249,8 @@ async def simulate(
         run = asyncio.ensure_future(asyncio.gather(*(one() for _ in range(calls))))
         stop = asyncio.ensure_future(wrong_url.wait())
         try:
-            await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+            first: set[asyncio.Future[Any]] = {run, stop}
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
             stopped_early = not run.done()

@@ -490,7 +490,7 @@ class CallEngine:
         ended = time.time()
         started = self._start_epoch or ended
         minutes = max(ended - started, 0.0) / 60
-        costs = [
+        costs: list[dict[str, Any]] = [
             {"type": "transport", "provider": "vapi", "minutes": round(minutes, 4), "cost": round(minutes * 0.01, 4)},
             {"type": "vapi", "subType": "normal", "minutes": round(minutes, 4), "cost": round(minutes * 0.05, 4)},
         ]
@@ -652,7 +652,7 @@ class CallEngine:
     async def _tools(self, step: ToolsStep) -> None:
         if step.filler:
             await self.speak("assistant", step.filler)
-        calls = [
+        calls: list[dict[str, Any]] = [
             {
                 "id": f"call_{uuid.uuid4().hex[:16]}",
                 "type": "function",
@@ -715,7 +715,8 @@ class CallEngine:
             self.call.wake.clear()
             waiter = asyncio.ensure_future(self.call.wake.wait())
             timeout = None if hung else max(hang_at - self._loop.time(), 0)
-            done, _ = await asyncio.wait({request, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {request, waiter}
+            done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             if request in done:
                 return request.result()
@@ -1097,7 +1098,9 @@ class SimulatedPlatform:
             scenario = load_scenario(str(chosen))
         http_base = self.url
         ws_base = "ws://" + http_base.removeprefix("http://")
-        extra = {key: body[key] for key in ("name", "assistantOverrides", "schedulePlan", "transport") if key in body}
+        extra: dict[str, Any] = {
+            key: body[key] for key in ("name", "assistantOverrides", "schedulePlan", "transport") if key in body
+        }
         call = new_call(
             assistant=assistant,
             scenario=scenario,
@@ -1140,7 +1143,8 @@ class SimulatedPlatform:
         body = self._body(request)
         if isinstance(body, Response):
             return body
-        command = body.get("message") if isinstance(body.get("message"), dict) and "type" not in body else body
+        message = body.get("message")
+        command: dict[str, Any] = message if isinstance(message, dict) and "type" not in body else body
         kind = command.get("type")
         if kind not in ("say", "add-message", "control", "end-call", "transfer"):
             return nest_error(400, f"unknown control message type {kind!r}")

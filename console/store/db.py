@@ -33,7 +33,7 @@ from typing import Any
 
 import aiosqlite
 
-from console.core.events import Event, ToolDecided, compact_json, event_json, event_to_dict, to_utc
+from console.core.events import Event, compact_json, event_json, event_to_dict, to_utc
 from console.core.tools import ToolCall, ToolOutcome
 from console.redact import Redactor, mask_url
 
@@ -815,22 +815,7 @@ class Store:
         self, provider: str, call_id: str | None, outcomes: Sequence[ToolOutcome], decided_at: datetime
     ) -> None:
         """Update tool_calls and add the matching tool.decided events, in one transaction."""
-        events: list[Event] = [
-            ToolDecided(
-                at=decided_at,
-                provider=provider,
-                call_id=call_id,  # type: ignore[arg-type]
-                tool_call_id=o.tool_call_id,
-                name=o.name,
-                decision=o.decision,
-                by=o.by,
-                result=o.result,
-                error=o.error,
-                latency_ms=o.latency_ms,
-                arguments=o.arguments_sent,
-            )
-            for o in outcomes
-        ]
+        events: list[Event] = [o.event(provider=provider, call_id=call_id, at=decided_at) for o in outcomes]
         await self.record_events(events)
 
     # --- reads ------------------------------------------------------------
@@ -1169,15 +1154,8 @@ def _interrupt(conn: sqlite3.Connection, where: str, params: Sequence[Any], by: 
         return []
     now = datetime.now(UTC)
     events = [
-        ToolDecided(
-            at=now,
-            provider=provider,
-            call_id=call_id,
-            tool_call_id=tool_call_id,
-            name=name,
-            decision=INTERRUPTED,
-            by=by,
-            error=INTERRUPTED_ERRORS[by],  # type: ignore[arg-type]
+        ToolOutcome(tool_call_id, name, INTERRUPTED, by, error=INTERRUPTED_ERRORS[by]).event(  # type: ignore[arg-type]
+            provider=provider, call_id=call_id, at=now
         )
         for tool_call_id, call_id, provider, name in rows
     ]

@@ -26,8 +26,8 @@ from console.config import Settings
 from console.core.events import Event
 from console.core.policy import Policy
 from console.providers.vapi.client import VapiClient, VapiError
-from console.receiver.routes import DeliverySeen
 from console.secrets import SecretLookup, SecretStore
+from console.services.pipeline import DeliverySeen
 from console.services.receiver import ReceiverService, listen_failure
 from console.simulator.platform import SimulatedPlatform
 from console.tui.commands import ConsoleCommands

@@ -11,7 +11,7 @@ from collections import deque
 
 from console.core.events import Event
 from console.core.gate import GateEvent
-from console.receiver.routes import DeliverySeen
+from console.services.pipeline import DeliverySeen
 from console.tui.widgets.events import DELIVERY_CAP
 
 EVENT_LOG_LINES = DELIVERY_CAP

@@ -24,8 +24,16 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Tab, Tabs
 
 from console.core.events import ToolDecided, ToolRequested, utc_now
-from console.core.gate import DEFAULT_REJECT_REASON, OperatorDecision, PendingCall
+from console.core.gate import (
+    DEFAULT_REJECT_REASON,
+    CallHeld,
+    CallSettled,
+    CallStalling,
+    OperatorDecision,
+    PendingCall,
+)
 from console.core.timeline import TimelineBook
+from console.core.tools import ToolOutcome
 from console.providers import registry
 from console.tui.context import ConsoleContext
 from console.tui.feed import EVENT_LOG_LINES, Feed
@@ -241,35 +249,24 @@ class MainScreen(Screen[None]):
             elif isinstance(event, ToolDecided):
                 self._decided_row(event)
                 tools_changed = True
-        for kind, payload in gate_events:
-            if kind == "resolved":
-                # The gate settles each call at once; the pipeline reports (and records) a
-                # batch of parallel calls only when all are settled. Show it now.
-                requested = self._requested.get(payload.tool_call_id)
-                if requested is not None:
-                    decided = ToolDecided(
-                        at=utc_now(),
-                        provider=requested.provider,
-                        call_id=requested.call_id,
-                        tool_call_id=payload.tool_call_id,
-                        name=payload.name,
-                        decision=payload.decision,
-                        by=payload.by,
-                        result=payload.result,
-                        error=payload.error,
-                        latency_ms=payload.latency_ms,
-                        arguments=payload.arguments_sent,
+        for gate_event in gate_events:
+            match gate_event:
+                case CallSettled(outcome):
+                    # The gate settles each call at once; the pipeline reports (and records) a
+                    # batch of parallel calls only when all are settled. Show it now.
+                    requested = self._requested.get(outcome.tool_call_id)
+                    if requested is not None:
+                        decided = outcome.event(provider=requested.provider, call_id=requested.call_id, at=utc_now())
+                        self._decided_row(decided)
+                        if (transcript := self.transcripts.get(requested.call_id or "")) is not None:
+                            transcript.apply(decided)
+                case CallHeld(call):
+                    lines.append(
+                        f"tool call waiting: {call.name} on {short_id(call.call_id)} · "
+                        f"{call.remaining_s():.0f} s to decide (a/e/o/r)"
                     )
-                    self._decided_row(decided)
-                    if requested.call_id in self.transcripts:
-                        self.transcripts[requested.call_id].apply(decided)
-            elif kind == "pending":
-                lines.append(
-                    f"tool call waiting: {payload.name} on {short_id(payload.call_id)} · "
-                    f"{payload.remaining_s():.0f} s to decide (a/e/o/r)"
-                )
-            elif kind == "stalling":
-                lines.append(f"the platform is stalling while {payload.name} waits ({short_id(payload.call_id)})")
+                case CallStalling(call):
+                    lines.append(f"the platform is stalling while {call.name} waits ({short_id(call.call_id)})")
         if lines or deliveries:
             self.query_one(EventsPane).add(deliveries, [(now, line) for line in lines])
         if self.selected_call is None and self.transcripts:
@@ -372,21 +369,18 @@ class MainScreen(Screen[None]):
             self.feed.note(f"operator: {decision.decision} {call.name} ({short_id(call.tool_call_id, 12)})")
             # Shown at once; the gate's outcome replaces it when the call is answered (an
             # approval is answered with the rest of its batch, after the tool ran).
-            shown = ToolDecided(
-                at=utc_now(),
-                provider=call.provider,
-                call_id=call.call_id,  # type: ignore[arg-type]
-                tool_call_id=call.tool_call_id,
-                name=call.name,
-                decision=decision.decision,
-                by="operator",
+            shown = ToolOutcome(
+                call.tool_call_id,
+                call.name,
+                decision.decision,
+                "operator",
                 error=decision.reason if decision.decision == "rejected" else None,
                 result=None if decision.result is None else str(decision.result),
-                arguments=decision.arguments,
-            )
+                arguments_sent=decision.arguments,
+            ).event(provider=call.provider, call_id=call.call_id, at=utc_now())
             self._decided_row(shown)
-            if call.call_id in self.transcripts:
-                self.transcripts[call.call_id].apply(shown)
+            if (transcript := self.transcripts.get(call.call_id or "")) is not None:
+                transcript.apply(shown)
                 self._show_transcript()
         else:
             self.notify(

@@ -32,8 +32,8 @@ from console.core.events import (
     TranscriptFinal,
     TranscriptPartial,
 )
-from console.receiver.routes import DeliverySeen
 from console.secrets import SecretStore
+from console.services.pipeline import DeliverySeen
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.widgets.assistants import AssistantsPane
 

@@ -74,9 +74,9 @@ def _grouped(params: Params | None) -> dict[str, set[str]]:
     groups: dict[str, set[str]] = {}
     if params is None:
         return groups
-    items: Iterable[tuple[str, object]] = params.items() if isinstance(params, Mapping) else params
+    items: Iterable[tuple[str, str | Sequence[str]]] = params.items() if isinstance(params, Mapping) else params
     for name, value in items:
-        values = [value] if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        values = [value] if isinstance(value, str) else list(value)
         groups.setdefault(name, set()).update(str(v) for v in values)
     return groups
 

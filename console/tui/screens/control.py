@@ -11,7 +11,7 @@ the screen that hosts the controls (the main screen), never retried.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,7 +21,7 @@ from textual.widgets import Checkbox, Input, Label, Select
 
 from console.phone import PhoneNumber, PhoneNumberError, parse_phone
 from console.providers import registry
-from console.providers.vapi.live import CallControl, LiveControlError
+from console.providers.vapi.live import CallControl, LiveControlError, MessageRole
 from console.redact import mask_url
 from console.tui.context import ConsoleContext
 from console.tui.widgets.panes import short_id
@@ -44,7 +44,7 @@ def _can_control(provider: str) -> bool:
         return False
 
 
-class AddMessageScreen(ModalScreen[tuple[str, str, bool] | None]):
+class AddMessageScreen(ModalScreen[tuple[MessageRole, str, bool] | None]):
     """A system or user message to insert into the conversation; dismisses with (role, text, respond)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
@@ -77,7 +77,7 @@ class AddMessageScreen(ModalScreen[tuple[str, str, bool] | None]):
         if problem := _not_empty(event.value):
             self.query_one("#message-error", Label).update(problem)
             return
-        role = str(self.query_one("#message-role", Select).value)
+        role = cast(MessageRole, self.query_one("#message-role", Select).value)  # its options are roles
         self.dismiss((role, event.value, self.query_one("#message-respond", Checkbox).value))
 
     def action_cancel(self) -> None:
@@ -194,14 +194,14 @@ class CallControls:
             return
         call_id, url = target
 
-        def send(answer: tuple[str, str, bool]) -> None:
+        def send(answer: tuple[MessageRole, str, bool]) -> None:
             role, text, respond = answer
             self.send(
                 call_id,
                 url,
                 f"Add {role} message",
                 lambda control: control.add_message(role, text, trigger_response=respond),
-            )  # type: ignore[arg-type]
+            )
 
         self._ask(AddMessageScreen(short_id(call_id)), send)
 

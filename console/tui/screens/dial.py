@@ -103,7 +103,8 @@ class DialScreen(ModalScreen[CallDialed | None]):
     def _fit(self, rows: int) -> None:
         """In a short terminal (80x24) the fields lose their borders, so the whole form fits."""
         for widget in self.query("#dial-box Select, #dial-box Input, #dial-box Button"):
-            widget.compact = rows < COMPACT_BELOW_ROWS  # type: ignore[attr-defined]
+            if isinstance(widget, Select | Input | Button):
+                widget.compact = rows < COMPACT_BELOW_ROWS
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -181,7 +182,7 @@ class DialScreen(ModalScreen[CallDialed | None]):
         number = self.number()
         number_issue = number if isinstance(number, str) else None
         error = self.query_one("#dial-to-error", Label)
-        error.update(number_issue or f"✓ {number.describe()}")  # type: ignore[union-attr]
+        error.update(f"✓ {number.describe()}" if not isinstance(number, str) else number)
         error.set_class(bool(number_issue and typed.strip()), "invalid")
         error.set_class(not number_issue, "valid")
         if self._dialing:

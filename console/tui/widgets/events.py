@@ -32,7 +32,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, Static
 
-from console.receiver.routes import DeliverySeen
+from console.services.pipeline import DeliverySeen
 from console.tui.widgets.scrolling import resize_virtual
 
 DELIVERY_CAP = 2000
