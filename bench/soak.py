@@ -53,7 +53,8 @@ def capture_call_messages(scenario_name: str = "booking") -> list[dict[str, Any]
     """Play one simulated call through the real simulator into memory; its server messages in order."""
     import httpx
 
-    from console.simulator.platform import (
+    from console.simulator.scenarios import load_scenario
+    from console.simulator.vapi import (
         PHONE_NUMBER_ID,
         RECEPTIONIST_ID,
         CallEngine,
@@ -61,7 +62,6 @@ def capture_call_messages(scenario_name: str = "booking") -> list[dict[str, Any]
         Webhook,
         new_call,
     )
-    from console.simulator.scenarios import load_scenario
 
     captured: list[dict[str, Any]] = []
 

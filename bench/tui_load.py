@@ -163,7 +163,8 @@ async def drive(url: str, *, calls: int, duration: float, speed: float, ramp: fl
     import httpx
 
     from console.config import VapiSettings
-    from console.simulator.platform import (
+    from console.simulator.scenarios import load_scenario
+    from console.simulator.vapi import (
         PHONE_NUMBER_ID,
         RECEPTIONIST_ID,
         CallEngine,
@@ -171,7 +172,6 @@ async def drive(url: str, *, calls: int, duration: float, speed: float, ramp: fl
         Webhook,
         new_call,
     )
-    from console.simulator.scenarios import load_scenario
 
     plays = [load_scenario(name) for name in scenarios]
     seed = SimulatedPlatform(url, scenario=plays[0])  # not started: its demo assistant and number only

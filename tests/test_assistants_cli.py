@@ -8,7 +8,7 @@ import httpx
 from console.commands.assistants import run_assistants
 from console.config import load_settings
 from console.secrets import SecretStore
-from console.simulator.platform import SimulatedPlatform
+from console.simulator.vapi import SimulatedPlatform
 
 
 async def test_checks_and_fixes_missing_server_messages(tmp_path):

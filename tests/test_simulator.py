@@ -17,8 +17,8 @@ from console.commands.simulate import register as add_simulate_parser
 from console.core.policy import Policy, ToolRule
 from console.simulator import SimulatedPlatform, load_scenario
 from console.simulator.cli import TargetNotFound, run_simulate, simulate, simulate_report
-from console.simulator.platform import DEFAULTS_ID, PHONE_NUMBER_ID, RECEPTIONIST_ID
 from console.simulator.scenarios import BargeInStep, ScenarioError, ToolsStep, bundled_scenarios, parse_scenario
+from console.simulator.vapi import DEFAULTS_ID, PHONE_NUMBER_ID, RECEPTIONIST_ID
 from console.store import queries
 from tests.helpers.receiver import start_service
 from tests.helpers.secrets import SIMULATOR_KEY, VAPI_SECRET

@@ -14,15 +14,10 @@ from console.core.policy import Policy, ToolRule
 from console.providers.retell.normalize import epoch_to_dt
 from console.simulator import load_scenario
 from console.simulator.cli import run_simulate, simulate, simulate_report
-from console.simulator.dialects import (
-    DialectWebhook,
-    RetellCallPlayer,
-    retell_endpoints,
-    retell_function_reply_problem,
-    twilio_endpoints,
-)
-from console.simulator.platform import DeliveryRecord
+from console.simulator.common import DeliveryRecord, DialectWebhook
+from console.simulator.retell import RetellCallPlayer, retell_endpoints, retell_function_reply_problem
 from console.simulator.scenarios import parse_scenario
+from console.simulator.twilio import twilio_endpoints
 from console.store import queries
 from tests.helpers.secrets import PUBLIC_URL, RETELL_KEY, TWILIO_TOKEN
 

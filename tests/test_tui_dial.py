@@ -7,7 +7,7 @@ import pytest
 from textual.widgets import Button, Input, Label, Select
 
 from console.secrets import SERVICE, SecretStore
-from console.simulator.platform import SimulatedPlatform
+from console.simulator.vapi import SimulatedPlatform
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.dial import DialScreen
 from console.tui.widgets.panes import LiveCallsTable

@@ -9,7 +9,7 @@ import keyring.backends.null
 from textual.widgets import DataTable, Input, Static
 
 from console.secrets import NO_KEYRING_HELP, NULL_KEYRING_HELP, SERVICE, SecretStore, secret_env
-from console.simulator.platform import SimulatedPlatform
+from console.simulator.vapi import SimulatedPlatform
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.keys import KeysScreen
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen

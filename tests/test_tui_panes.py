@@ -17,7 +17,7 @@ from console.providers.vapi.checks import REQUIRED_SERVER_MESSAGES
 from console.providers.vapi.client import VapiClient
 from console.secrets import SecretStore
 from console.services.pipeline import DeliverySeen
-from console.simulator.platform import PHONE_NUMBER_ID, RECEPTIONIST_ID
+from console.simulator.vapi import PHONE_NUMBER_ID, RECEPTIONIST_ID
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.widgets.assistants import AssistantsPane
 from console.tui.widgets.events import DELIVERY_CAP, DeliveryView, EventsPane, RawDeliveryScreen

@@ -1,7 +1,9 @@
-"""The simulated platform: a local Vapi stand-in that plays TOML call scenarios."""
+"""The simulated platforms, a module per provider (vapi: REST + calls + control/listen; retell,
+twilio: call players), playing TOML call scenarios; common.py holds what they share."""
 
-from console.simulator.platform import CallEngine, DeliveryRecord, SimulatedPlatform, Webhook
+from console.simulator.common import DeliveryRecord
 from console.simulator.scenarios import Scenario, ScenarioError, bundled_scenarios, load_scenario
+from console.simulator.vapi import CallEngine, SimulatedPlatform, Webhook
 
 __all__ = [
     "CallEngine",

@@ -37,28 +37,20 @@ import httpx
 from console.config import ConfigError, Settings, load_settings
 from console.providers import registry
 from console.secrets import SecretStore
-from console.simulator.dialects import (
-    FUNCTION_TYPE,
-    RETELL_ROUTES,
-    TWILIO_ROUTES,
-    DialectWebhook,
-    RetellCallPlayer,
-    TwilioCallPlayer,
-    retell_endpoints,
-    twilio_endpoints,
-)
-from console.simulator.platform import (
+from console.simulator.common import DeliveryRecord, DialectWebhook
+from console.simulator.retell import FUNCTION_TYPE, RETELL_ROUTES, RetellCallPlayer, retell_endpoints
+from console.simulator.scenarios import Scenario, load_scenario
+from console.simulator.twilio import TWILIO_ROUTES, TwilioCallPlayer, twilio_endpoints
+from console.simulator.vapi import (
     PHONE_NUMBER_ID,
     RECEPTIONIST_ID,
     CallEngine,
-    DeliveryRecord,
     SimulatedPlatform,
     Webhook,
     new_call,
 )
-from console.simulator.scenarios import Scenario, load_scenario
 
-# The platforms the simulator plays (a player per dialect in console.simulator.dialects).
+# The platforms the simulator plays: a module each (console.simulator.vapi, .retell, .twilio).
 PROVIDERS = ("vapi", "retell", "twilio")
 TOOL_TYPES = frozenset({"tool-calls", FUNCTION_TYPE})  # deliveries whose answer the call waits on
 VAPI_PATH = "/webhook/vapi"  # the console receiver's Vapi route (console/receiver/routes.py)

@@ -29,7 +29,7 @@ from console.providers.vapi.client import VapiClient, VapiError
 from console.secrets import SecretLookup, SecretStore
 from console.services.pipeline import DeliverySeen
 from console.services.receiver import ReceiverService, listen_failure
-from console.simulator.platform import SimulatedPlatform
+from console.simulator.vapi import SimulatedPlatform
 from console.tui.commands import ConsoleCommands
 from console.tui.context import ConsoleContext
 from console.tui.demo import DEMO_INTERVAL_S, DEMO_TOOL_TIMEOUT_S, demo_scenario, lengthen_server_timeouts

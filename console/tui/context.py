@@ -28,10 +28,10 @@ from console.store.db import Store
 
 if TYPE_CHECKING:
     from console.services.receiver import ReceiverService
-    from console.simulator.platform import SimulatedPlatform
+    from console.simulator.vapi import SimulatedPlatform
     from console.tui.replay import ReplayController
 
-# The platform `--demo` simulates in-process (console.simulator.platform).
+# The platform `--demo` simulates in-process (console.simulator.vapi).
 SIMULATED_PROVIDER = "vapi"
 
 

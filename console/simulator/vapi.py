@@ -58,6 +58,7 @@ from console.core.http_types import Request, Response
 from console.providers.vapi.auth import sign_vapi_request
 from console.receiver.http import Handler, HttpServer, Limits, Router
 from console.receiver.ws import WebSocket, WebSocketClosed
+from console.simulator.common import DeliveryRecord
 from console.simulator.scenarios import (
     E164,
     BargeInStep,
@@ -147,18 +148,6 @@ def nest_error(status: int, message: str | list[str]) -> Response:
 
 
 # ----------------------------------------------------------------- delivery
-
-
-@dataclass(frozen=True)
-class DeliveryRecord:
-    """One server message posted: what the target answered, for reports."""
-
-    call_id: str
-    type: str
-    status: int | None  # None: no HTTP answer (refused, timed out)
-    latency_ms: float
-    error: str | None = None
-    bad_reply: str | None = None  # a tool-calls answer of the wrong shape
 
 
 class Webhook:

@@ -1,0 +1,293 @@
+"""Retell, as the simulator plays it: the same scenarios as Retell's webhooks and
+custom-function requests, signed as Retell signs them (reference/retell-twilio.md).
+
+`RetellCallPlayer` posts to `<base>/webhook/retell` and `<base>/webhook/retell/function`:
+- `call_started`; `transcript_updated` after every turn (and once more at the end)
+  with the growing `transcript_object` (word timings in seconds from call start)
+  and `transcript_with_tool_calls`;
+- a scenario's tool step is a custom-function request per call,
+  `{"name", "args", "call"}`, one after the other (a Retell LLM calls one function
+  at a time); the agent then speaks the target's actual answer;
+- `call_ended` (transcript, disconnection_reason, duration_ms, call_cost in cents)
+  and `call_analyzed` (call_analysis.call_summary).
+Every request carries `X-Retell-Signature: v=<ms>,d=<hex>` made with the API key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from console.providers import registry
+from console.providers.retell import FUNCTION_REPLY_LIMIT, sign_retell
+from console.simulator.common import AGENT_NUMBER, DialectWebhook, Player, compact_body, log, split_base
+from console.simulator.scenarios import (
+    BargeInStep,
+    EndStep,
+    SayStep,
+    Scenario,
+    SilenceStep,
+    ToolsStep,
+    TransferStep,
+    render,
+    spoken,
+)
+
+# The receiver's Retell routes, as Retell's spec declares them (longest first, to strip from a URL).
+RETELL_ROUTES = tuple(sorted((route.path for route in registry.spec("retell").routes), key=len, reverse=True))
+AGENT_ID = "agent_" + uuid.uuid5(uuid.NAMESPACE_URL, "voice-console/simulator/retell").hex[:24]
+FUNCTION_TYPE = "function_call"  # the delivery type of a Retell custom-function request
+
+_RETELL_REASONS = {
+    "customer-ended-call": "user_hangup",
+    "assistant-ended-call": "agent_hangup",
+    "assistant-ended-call-after-message-spoken": "agent_hangup",
+    "assistant-said-end-call-phrase": "agent_hangup",
+    "silence-timed-out": "inactivity",
+    "exceeded-max-duration": "max_duration_reached",
+    "voicemail": "voicemail_reached",
+    "customer-did-not-answer": "dial_no_answer",
+    "customer-busy": "dial_busy",
+    "assistant-forwarded-call": "call_transfer",
+}
+
+
+@dataclass(frozen=True)
+class RetellEndpoints:
+    webhook: str
+    function: str
+
+
+def retell_endpoints(target: str) -> RetellEndpoints:
+    """`target` is the receiver's base URL, or one of its Retell routes (stripped to the base)."""
+    base = split_base(target, RETELL_ROUTES)
+    return RetellEndpoints(webhook=base + "/webhook/retell", function=base + "/webhook/retell/function")
+
+
+def retell_function_reply_problem(response: httpx.Response) -> str | None:
+    """Why a custom-function answer is not what Retell needs (retell-twilio.md §4), or None."""
+    if not response.is_success:
+        return f"HTTP {response.status_code}: Retell counts a non-2xx answer as a failure and retries"
+    size = len(response.text)
+    if size > FUNCTION_REPLY_LIMIT:
+        return f"the body is {size:,} characters; Retell cuts what the LLM sees at {FUNCTION_REPLY_LIMIT:,}"
+    return None
+
+
+def _function_answer(response: httpx.Response | None) -> tuple[str, bool]:
+    """(what the agent is told, whether it failed), as Retell stringifies the body."""
+    if response is None:
+        return "no answer", True
+    if not response.is_success:
+        return f"HTTP {response.status_code}", True
+    text = response.text[:FUNCTION_REPLY_LIMIT]
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return " ".join(text.split()), False
+    if isinstance(body, dict):
+        if body.get("result") is not None:
+            return spoken(body["result"]), False
+        if body.get("error") is not None:
+            return spoken(body["error"]), True
+    return spoken(text), False
+
+
+class RetellCallPlayer:
+    """Plays one scenario as a Retell call: webhooks and custom-function requests."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        endpoints: RetellEndpoints,
+        webhook: DialectWebhook,
+        *,
+        api_key: str | None,
+        speed: float = 1.0,
+        agent_id: str = AGENT_ID,
+    ) -> None:
+        self.scenario = scenario
+        self.endpoints = endpoints
+        self.webhook = webhook
+        self.api_key = api_key
+        self.speed = speed
+        self.call_id = "call_" + uuid.uuid4().hex[:28]
+        self._player = Player(scenario, speed)
+        self._transcript: list[dict[str, Any]] = []  # transcript_object
+        self._with_tools: list[dict[str, Any]] = []  # transcript_with_tool_calls
+        self._call: dict[str, Any] = {
+            "call_type": "phone_call",
+            "from_number": scenario.customer_number,
+            "to_number": AGENT_NUMBER,
+            "direction": "inbound",
+            "call_id": self.call_id,
+            "agent_id": agent_id,
+            "agent_version": 1,
+            "agent_name": "voice-console simulator",
+            "call_status": "registered",
+            "metadata": {"simulator": scenario.name},
+        }
+
+    # ---------------------------------------------------------- plumbing
+
+    def _call_object(self) -> dict[str, Any]:
+        call = dict(self._call)
+        if self._transcript:
+            call["transcript"] = "".join(
+                f"{'Agent' if u['role'] == 'agent' else 'User'}: {u['content']}\n" for u in self._transcript
+            )
+            call["transcript_object"] = [dict(u) for u in self._transcript]
+            call["transcript_with_tool_calls"] = [dict(item) for item in self._with_tools]
+        return call
+
+    def _headers(self, body: bytes) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["x-retell-signature"] = sign_retell(body, self.api_key, int(time.time() * 1000))
+        return headers
+
+    async def _event(self, event: str, call: dict[str, Any] | None = None) -> httpx.Response | None:
+        body = compact_body({"event": event, "call": call if call is not None else self._call_object()})
+        return await self.webhook.post(
+            self.endpoints.webhook, kind=event, call_id=self.call_id, body=body, headers=self._headers(body)
+        )
+
+    # ---------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        """The whole call. Never raises (but CancelledError)."""
+        reason = "user_hangup"
+        transfer_to: str | None = None
+        try:
+            await self._player.sleep(1.5)  # ringing; Retell sends nothing until the call connects
+            self._player.answered()
+            self._call.update(call_status="ongoing", start_timestamp=int(time.time() * 1000))
+            await self._event("call_started")
+            for step in self.scenario.steps:
+                await self._player.sleep(step.pause)
+                if isinstance(step, EndStep):
+                    reason = _RETELL_REASONS.get(step.reason, "user_hangup")
+                    break
+                if isinstance(step, TransferStep):
+                    if step.say:
+                        await self._turn("agent", step.say)
+                    transfer_to, reason = step.destination, "call_transfer"
+                    break
+                await self._play(step)
+            await self._player.sleep(0.2)
+        except Exception:  # a bug must still end the call
+            log.exception("simulated Retell call %s failed", self.call_id)
+            reason = "error_unknown"
+        await self._finish(reason, transfer_to)
+
+    async def _finish(self, reason: str, transfer_to: str | None) -> None:
+        if transfer_to is not None:
+            self._call["transfer_destination"] = transfer_to
+            await self._event("transfer_started")
+        now = int(time.time() * 1000)
+        start = int(self._call.get("start_timestamp") or now)
+        duration = max(now - start, 0)
+        cents_per_second = round(10.0 / 60, 6)  # ~ $0.10 a minute; Retell prices in cents per second
+        cents = round(duration / 1000 * cents_per_second, 4)
+        self._call.update(
+            call_status="ended",
+            end_timestamp=now,
+            duration_ms=duration,
+            disconnection_reason=reason,
+            call_cost={
+                "product_costs": [{"product": "retell_platform", "unit_price": cents_per_second, "cost": cents}],
+                "total_duration_seconds": round(duration / 1000),
+                "total_duration_unit_price": cents_per_second,
+                "combined_cost": cents,
+            },
+        )
+        await self._event("transcript_updated")  # once more when the call ends
+        await self._event("call_ended")
+        summary = self.scenario.summary or f"A simulated call ({self.scenario.name})."
+        await self._event(
+            "call_analyzed",
+            call=self._call_object()
+            | {
+                "call_analysis": {
+                    "call_summary": summary,
+                    "in_voicemail": False,
+                    "user_sentiment": "Positive",
+                    "call_successful": True,
+                    "custom_analysis_data": {},
+                }
+            },
+        )
+
+    # ---------------------------------------------------------- steps
+
+    async def _play(self, step: Any) -> None:
+        if isinstance(step, SayStep):
+            await self._turn("agent" if step.role == "assistant" else "user", step.text)
+        elif isinstance(step, BargeInStep):
+            # The agent's utterance stops at the last word actually spoken.
+            await self._turn("agent", " ".join(step.text.split()[: step.cut_after_words]))
+            await self._turn("user", step.user)
+        elif isinstance(step, ToolsStep):
+            await self._tools(step)
+        elif isinstance(step, SilenceStep):
+            await self._player.sleep(step.seconds)
+
+    async def _turn(self, role: Literal["agent", "user"], text: str) -> None:
+        words = text.split()
+        if not words:
+            return
+        await self._player.sleep(0.25)  # voice latency / endpointing
+        timings = await self._player.utter("assistant" if role == "agent" else "user", words)
+        utterance = {"role": role, "content": " ".join(words), "words": timings}
+        self._transcript.append(utterance)
+        self._with_tools.append(utterance)
+        await self._event("transcript_updated")
+
+    async def _tools(self, step: ToolsStep) -> None:
+        if step.filler:
+            await self._turn("agent", step.filler)
+        values: dict[str, str] = {}
+        results: list[str] = []
+        errors: list[str] = []
+        timed_out = False
+        for spec in step.calls:
+            tool_call_id = "tc_" + uuid.uuid4().hex[:12]
+            arguments = json.dumps(spec.arguments, separators=(",", ":"), ensure_ascii=False)
+            self._with_tools.append(
+                {
+                    "role": "tool_call_invocation",
+                    "tool_call_id": tool_call_id,
+                    "name": spec.name,
+                    "arguments": arguments,
+                }
+            )
+            body = compact_body({"name": spec.name, "args": spec.arguments, "call": self._call_object()})
+            response = await self.webhook.post(
+                self.endpoints.function,
+                kind=FUNCTION_TYPE,
+                call_id=self.call_id,
+                body=body,
+                headers=self._headers(body),
+                timeout=step.timeout_seconds,
+                check=retell_function_reply_problem,
+            )
+            text, failed = _function_answer(response)
+            timed_out = timed_out or response is None
+            values[spec.name] = text
+            (errors if failed else results).append(text)
+            self._with_tools.append(
+                {"role": "tool_call_result", "tool_call_id": tool_call_id, "content": text, "successful": not failed}
+            )
+        values["result"], values["error"] = "; ".join(results), "; ".join(errors)
+        if timed_out:
+            reply = step.on_timeout
+        elif errors:
+            reply = render(step.on_error, values)
+        else:
+            reply = render(step.say, values)
+        await self._turn("agent", reply)
