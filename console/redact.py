@@ -7,6 +7,8 @@ or printed. Authentication headers are masked by name as well.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,3 +85,35 @@ def mask_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port else host
     return f"{parts.scheme}://{netloc}/…"
+
+
+# A Vapi call's listen and control URLs (call.monitor) are capabilities: whoever
+# has one can hear or steer the live call. They are only needed while the call
+# runs (the receiver takes them from the request in memory), so what is written
+# keeps scheme://host/… only: the history, its raw view, exports and replays.
+_MONITOR_KEYS = r'"(?:listenUrl|controlUrl|listen_url|control_url)"\s*:\s*'
+_MONITOR_URL = re.compile(f'({_MONITOR_KEYS})"((?:[^"\\\\]|\\\\.)*)"')
+_MONITOR_URL_BYTES = re.compile(_MONITOR_URL.pattern.encode())
+
+
+def _masked_value(raw: str) -> str:
+    try:
+        url = json.loads(f'"{raw}"')
+    except ValueError:
+        return "<url hidden>"
+    return json.dumps(mask_url(url), ensure_ascii=False)[1:-1] if isinstance(url, str) else raw
+
+
+def mask_monitor_urls(text: str) -> str:
+    """JSON text with every listenUrl/controlUrl value masked (a cheap no-op when there is none)."""
+    if 'Url"' not in text and '_url"' not in text:
+        return text
+    return _MONITOR_URL.sub(lambda m: f'{m.group(1)}"{_masked_value(m.group(2))}"', text)
+
+
+def mask_monitor_bytes(body: bytes) -> bytes:
+    if b'Url"' not in body and b'_url"' not in body:
+        return body
+    return _MONITOR_URL_BYTES.sub(
+        lambda m: m.group(1) + b'"' + _masked_value(m.group(2).decode("utf-8", "replace")).encode() + b'"', body
+    )

@@ -12,6 +12,7 @@ import pytest
 from pydantic_core import PydanticSerializationError
 
 import console.store.db as store_db
+import console.store.schema as store_schema
 from console.core.events import (
     BargeIn,
     CallEnded,
@@ -495,7 +496,7 @@ async def test_fts_index_is_rebuilt_after_a_sqlite_without_fts5_wrote(
         return False
 
     with monkeypatch.context() as m:
-        m.setattr(store_db, "_probe_fts5", no_fts5)
+        m.setattr(store_schema, "probe_fts5", no_fts5)
         async with await Store.open(db_path) as s:
             assert not s.fts_enabled
             assert sql(db_path, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'") == [(0,)]

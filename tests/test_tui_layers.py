@@ -11,6 +11,7 @@ out of reach, and so is the receiver's pipeline.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from textual.app import App
@@ -112,3 +113,29 @@ class DialScreen:
         "<source>:9 uses app.service",
         "<source>:9 uses the receiver's pipeline (ask the console context)",
     ]
+
+
+# The history's SQL lives in console/store (queries.py): the console asks it questions by name.
+SQL = re.compile(r"\bSELECT\b.*\bFROM\b|\bINSERT INTO\b|\bUPDATE \w+ SET\b|\bDELETE FROM\b|\bPRAGMA \w+", re.DOTALL)
+
+
+def sql_in(root: Path) -> list[str]:
+    """Every string constant under `root` that reads as an SQL statement."""
+    return [
+        f"{path.relative_to(root)}:{node.lineno}"
+        for path in sorted(root.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.search(node.value)
+    ]
+
+
+def test_no_sql_in_the_console():
+    assert sql_in(TUI) == []
+
+
+def test_the_sql_check_sees_a_query_in_a_string(tmp_path):
+    (tmp_path / "leaky.py").write_text(
+        'ROWS = "SELECT data FROM events WHERE delivery_id = ?"\nHELP = "select a row from the list"\n'
+        'COUNT = f"SELECT count(*) AS n FROM events {WHERE}"\n'
+    )
+    assert sql_in(tmp_path) == ["leaky.py:1", "leaky.py:3"]

@@ -19,11 +19,10 @@ from console.config import Settings
 from console.core.events import Event, event_json
 from console.core.gate import CallHeld, CallSettled, CallStalling, GateEvent
 from console.core.policy import Policy
-from console.redact import Redactor
+from console.redact import Redactor, mask_monitor_urls
 from console.secrets import SecretStore
 from console.services.receiver import ReceiverService, listen_failure
 from console.services.serve_state import ServeState, remove_state, write_state
-from console.store.db import mask_monitor_urls
 
 
 class NdjsonPrinter:

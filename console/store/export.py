@@ -9,13 +9,22 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import AsyncIterator
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol
 
 # Histories written before monitor URLs were masked at write time still get them masked here.
-from console.store.db import Store, mask_monitor_urls
+from console.redact import mask_monitor_urls
+from console.store.db import Store
 from console.store.queries import NOT_REPLAYED, call_event_pages
 
 ExportFormat = Literal["jsonl", "csv"]
+
+
+class TextSink(Protocol):
+    """Where an export is written: a text file, or anything with its `write`."""
+
+    def write(self, text: str, /) -> int: ...
+
+
 CSV_COLUMNS = ("at", "provider", "call_id", "kind", "role", "text", "detail")
 _PAGE = 2000
 
@@ -54,7 +63,7 @@ async def _pages(store: Store, call_id: str | None, include_replays: bool) -> As
 
 async def export(
     store: Store,
-    out: TextIO,
+    out: TextSink,
     fmt: ExportFormat = "jsonl",
     call_id: str | None = None,
     *,

@@ -53,7 +53,7 @@ NOT_REPLAYED = f"(call_id IS NULL OR substr(call_id, 1, 1) != '{REPLAY_MARK}')"
 def call_ids(call_id: str, include_replays: bool) -> tuple[str, ...]:
     """The call's own id, and with `include_replays` the id its replays were recorded under."""
     marked = replay_call_id(call_id)
-    return (call_id, marked) if include_replays and marked != call_id else (call_id,)
+    return (call_id, marked) if include_replays and marked is not None and marked != call_id else (call_id,)
 
 
 async def get_call(store: Store, call_id: str, *, include_replays: bool = False) -> dict[str, Any] | None:
@@ -312,3 +312,34 @@ async def call_event_pages(
             return
         yield rows
         last_at, last_id = rows[-1]["at"], rows[-1]["id"]
+
+
+async def count_events(store: Store, call_id: str | None = None) -> int:
+    """How many events one call has, or the whole history without replays (what an export writes)."""
+    where, params = ("WHERE call_id = ?", (call_id,)) if call_id is not None else (f"WHERE {NOT_REPLAYED}", ())
+    row = await store.fetchone(f"SELECT count(*) AS n FROM events {where}", params)
+    return row["n"] if row is not None else 0
+
+
+async def delivery(store: Store, delivery_id: int) -> sqlite3.Row | None:
+    """One accepted request as stored (body, headers and reply redacted)."""
+    return await store.fetchone(
+        "SELECT path, message_type, call_id, headers, body, duplicate_of, reply_status, reply_body, reply_ms"
+        " FROM deliveries WHERE id = ?",
+        (delivery_id,),
+    )
+
+
+async def delivery_events(store: Store, delivery_id: int) -> list[str]:
+    """The normalized events (JSON) one delivery produced, in order."""
+    rows = await store.fetchall("SELECT data FROM events WHERE delivery_id = ? ORDER BY id", (delivery_id,))
+    return [row["data"] for row in rows]
+
+
+async def rejected_request(store: Store, at: float, route: str) -> sqlite3.Row | None:
+    """The refused request received at `at` (Unix seconds) on `route`, as stored (redacted)."""
+    return await store.fetchone(
+        "SELECT path, client, reason, headers, body_size, body_excerpt FROM rejected_requests"
+        " WHERE at = ? AND route = ? ORDER BY id DESC LIMIT 1",
+        (at, route),
+    )

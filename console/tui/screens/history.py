@@ -396,7 +396,7 @@ class HistoryScreen(Screen[ReplayStarted | None]):
             hits = await queries.search_page(store, self.query_text, PAGE_SIZE, self.page * PAGE_SIZE)
             self._hit_calls = {str(hit["id"]): hit["call_id"] or "" for hit in hits}
             words = [word for word in self.query_text.split() if any(c.isalnum() for c in word)]
-            rows = []
+            rows: list[tuple[str, tuple[object, ...]]] = []
             for hit in hits:
                 text = snippet(hit["text"], words, HIT_TEXT_WIDTH)
                 role = hit["role"]
@@ -604,16 +604,12 @@ class HistoryScreen(Screen[ReplayStarted | None]):
 
         async with await Store.open(self.db_path) as store:
             # The same events the export writes: a whole-history export leaves replays out.
-            where, params = (
-                ("WHERE call_id = ?", (call_id,)) if call_id is not None else (f"WHERE {queries.NOT_REPLAYED}", ())
-            )
-            row = await store.fetchone(f"SELECT count(*) AS n FROM events {where}", params)
-            total = row["n"] if row is not None else 0
+            total = await queries.count_events(store, call_id)
             created = not path.exists()
             try:
                 # This loop is the export thread's own: blocking file writes are fine here.
                 with open(path, "w", encoding="utf-8", newline="") as handle:  # noqa: ASYNC230
-                    return await export(store, _CountingWriter(handle, tick), fmt, call_id=call_id)  # type: ignore[arg-type]
+                    return await export(store, _CountingWriter(handle, tick), fmt, call_id=call_id)
             except BaseException:
                 if created:
                     path.unlink(missing_ok=True)  # no half-written file left behind

@@ -30,9 +30,11 @@ from textual.geometry import Size
 from textual.screen import ModalScreen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from console.services.pipeline import DeliverySeen
+from console.store import queries
 from console.tui.widgets.scrolling import resize_virtual
 
 DELIVERY_CAP = 2000
@@ -346,7 +348,7 @@ class EventsPane(Vertical):
 
     def _subtitle(self) -> None:
         parent = self.parent
-        if parent is None:
+        if not isinstance(parent, Widget):
             return
         parts = [f"{self.counts['ok']} ok"]
         if self.counts["rejected"]:
@@ -482,11 +484,7 @@ async def raw_delivery_text(store: Any, seen: DeliverySeen) -> str:
         "elapsed_ms": round(seen.elapsed_ms, 2),
     }
     if seen.delivery_id is None:
-        row = await store.fetchone(
-            "SELECT path, client, reason, headers, body_size, body_excerpt FROM rejected_requests"
-            " WHERE at = ? AND route = ? ORDER BY id DESC LIMIT 1",
-            (seen.at.timestamp(), seen.route),
-        )
+        row = await queries.rejected_request(store, seen.at.timestamp(), seen.route)
         if row is None:
             return "This refused request is not in the history (yet)."
         parts = [
@@ -498,14 +496,10 @@ async def raw_delivery_text(store: Any, seen: DeliverySeen) -> str:
             _pretty(row["body_excerpt"]),
         ]
         return "\n".join(parts)
-    row = await store.fetchone(
-        "SELECT path, message_type, call_id, headers, body, duplicate_of, reply_status, reply_body, reply_ms"
-        " FROM deliveries WHERE id = ?",
-        (seen.delivery_id,),
-    )
+    row = await queries.delivery(store, seen.delivery_id)
     if row is None:
         return f"Delivery {seen.delivery_id} is not in the history."
-    events = await store.fetchall("SELECT data FROM events WHERE delivery_id = ? ORDER BY id", (seen.delivery_id,))
+    events = await queries.delivery_events(store, seen.delivery_id)
     header = {
         **summary,
         "delivery_id": seen.delivery_id,
@@ -525,6 +519,6 @@ async def raw_delivery_text(store: Any, seen: DeliverySeen) -> str:
         + (f" in {row['reply_ms']:.1f} ms" if row["reply_ms"] is not None else ""),
         _pretty(reply) if reply is not None else "(not written to the history yet)",
         f"// normalized events ({len(events)})",
-        json.dumps([json.loads(event["data"]) for event in events], indent=2, ensure_ascii=False),
+        json.dumps([json.loads(event) for event in events], indent=2, ensure_ascii=False),
     ]
     return "\n".join(parts)
