@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from console.core.events import Event, compact_json, event_from_dict, event_json, event_to_dict
+
 MASK = "[redacted]"
 
 # Headers that carry credentials or signatures, masked whatever their value.
@@ -117,3 +119,29 @@ def mask_monitor_bytes(body: bytes) -> bytes:
     return _MONITOR_URL_BYTES.sub(
         lambda m: m.group(1) + b'"' + _masked_value(m.group(2).decode("utf-8", "replace")).encode() + b'"', body
     )
+
+
+def masked_json(event: Event, redactor: Redactor) -> tuple[str, dict[str, Any] | None]:
+    """The event's JSON with configured secrets and live-call URLs masked, and its fields
+    when masking changed anything (None: the event's own JSON, nothing to mask)."""
+    data = event_json(event)
+    fields = None
+    # Scan the serialized form first (fast, C-level); walk the dict only when a secret is in it.
+    if redactor.has_secrets and redactor.text(data) != data:
+        fields = redactor.json(event_to_dict(event))
+        data = compact_json(fields)
+    masked = mask_monitor_urls(data)
+    if masked != data:
+        data, fields = masked, json.loads(masked)
+    return data, fields
+
+
+def mask_event(event: Event, redactor: Redactor) -> Event:
+    """The event as it may be kept or shown: configured secrets and live-call URLs masked.
+
+    The same object when there is nothing to mask (the common case: one scan of its
+    cached JSON). The webhook pipeline masks each event once, where it leaves the
+    pipeline, for the history and every live consumer alike.
+    """
+    _, fields = masked_json(event, redactor)
+    return event if fields is None else event_from_dict(fields)

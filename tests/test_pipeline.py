@@ -11,12 +11,13 @@ import json
 
 import pytest
 
+from console.core.events import event_json
 from console.core.gate import CallHeld, CallSettled, GateEvent, OperatorDecision
 from console.core.http_types import Request
 from console.core.policy import Policy, ToolRule
 from console.store import queries
 from tests.helpers.receiver import vapi_headers
-from tests.helpers.secrets import PAYLOADS
+from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
 
 PARALLEL = json.loads((PAYLOADS / "vapi" / "tool-calls.parallel.json").read_text())
 IDS = [c["id"] for c in PARALLEL["message"]["toolCallList"]]
@@ -89,3 +90,33 @@ async def test_the_gate_alone_holds_each_call_once_for_joined_redeliveries(start
     answers = [json.loads((await task).body) for task in deliveries]
     assert answers[0] == answers[1] == answers[2]
     assert [json.loads(r["result"]) for r in answers[0]["results"]] == [{"ok": True}, {"ok": True}]
+
+
+async def test_events_are_masked_once_and_the_history_and_live_consumers_get_the_same(start_receiver):
+    """A transcript that repeats the webhook secret, and a raw message carrying the call's live
+    URLs: the history and the live consumer get the same masked JSON, and nothing else."""
+    service, live = await start_receiver()
+    control = "https://phone-call-websocket.example/7f3c-secret-path/control"
+    call = {"id": "call-masked", "monitor": {"controlUrl": control, "listenUrl": "wss://x.example/9a-path/listen"}}
+    messages = [
+        {"type": "transcript", "transcriptType": "final", "role": "user", "transcript": f"my code is {VAPI_SECRET}"},
+        # Not modelled: kept raw (without its `call`), here with the live URLs in the message itself.
+        {"type": "language-changed", "language": "es", "monitor": call["monitor"]},
+    ]
+    for message in messages:
+        body = json.dumps({"message": {**message, "timestamp": 1771320600000, "call": call}}).encode()
+        response = await service.pipeline.handle(
+            "vapi", Request("POST", "/webhook/vapi", _headers(service, body), body)
+        )
+        assert response.status == 200
+    await asyncio.sleep(0.1)  # the group commit
+    stored = (await queries.get_call(service.store, "call-masked"))["events"]
+    shown = [json.loads(event_json(event)) for event in live]
+    assert sorted(map(json.dumps, shown)) == sorted(map(json.dumps, stored))
+    text = json.dumps(shown)
+    assert VAPI_SECRET not in text and "7f3c-secret-path" not in text and "9a-path" not in text
+    assert "phone-call-websocket.example" in text  # the host stays: scheme://host/…
+
+
+def _headers(service, body: bytes) -> tuple[tuple[str, str], ...]:
+    return tuple((name.lower(), value) for name, value in vapi_headers(service, body).items())

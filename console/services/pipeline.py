@@ -24,14 +24,14 @@ from typing import Protocol
 import httpx
 
 from console.core.calls import CallTracker
-from console.core.events import CallHang, DecidedBy, Event, event_from_dict, event_json, event_to_dict, utc_now
+from console.core.events import CallHang, DecidedBy, Event, utc_now
 from console.core.gate import CallSettled, GateEvent, PendingCall, ToolGate
 from console.core.http_types import Request, Response
 from console.core.replays import REPLAY_HEADER, mark_replayed, replay_call_id, replay_run
 from console.core.tools import ToolBatch, ToolCall, ToolCallHandler, ToolOutcome
 from console.providers import registry
 from console.providers.base import BadPayload, Inbound, WebhookProvider
-from console.redact import Redactor
+from console.redact import Redactor, mask_event
 from console.store.db import DeliveryReceipt, DeliveryRecord
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,13 @@ log = logging.getLogger(__name__)
 class HistoryWriter(Protocol):
     """What the pipeline needs of the history (console.store.db.Store)."""
 
-    async def record_delivery(self, rec: DeliveryRecord, events: Sequence[Event]) -> DeliveryReceipt: ...
+    async def record_delivery(
+        self, rec: DeliveryRecord, events: Sequence[Event], *, masked: bool = False
+    ) -> DeliveryReceipt: ...
 
-    async def record_events(self, events: Sequence[Event], delivery_id: int | None = None) -> None: ...
+    async def record_events(
+        self, events: Sequence[Event], delivery_id: int | None = None, *, masked: bool = False
+    ) -> None: ...
 
     def note_reply(self, delivery_id: int, status: int, body: bytes, elapsed_ms: float) -> None: ...
 
@@ -61,10 +65,6 @@ class HistoryWriter(Protocol):
 
     async def record_tool_requests(
         self, provider: str, call_id: str | None, calls: Sequence[ToolCall], at: datetime
-    ) -> None: ...
-
-    async def record_tool_outcomes(
-        self, provider: str, call_id: str | None, outcomes: Sequence[ToolOutcome], decided_at: datetime
     ) -> None: ...
 
     async def tool_outcome(self, tool_call_id: str) -> ToolOutcome | None: ...
@@ -171,7 +171,7 @@ class WebhookPipeline:
         run = replay_run(request.header(REPLAY_HEADER))
         if run is not None:
             inbound = self._as_replay(inbound, run)
-        events = self.tracker.process(inbound.events)
+        events = self._masked(self.tracker.process(inbound.events))
         if inbound.call_id and run is None and (control_url := inbound.extra.get("control_url")):
             self.tracker.note_control_url(inbound.call_id, control_url)
         receipt = await self.history.record_delivery(
@@ -190,6 +190,7 @@ class WebhookPipeline:
                 replay_run=run,
             ),
             events,
+            masked=True,
         )
         self.stats.accepted += 1
         self.stats.by_route[route] = self.stats.by_route.get(route, 0) + 1
@@ -251,9 +252,9 @@ class WebhookPipeline:
 
     async def ingest_events(self, events: list[Event]) -> None:
         """Events that arrive outside a webhook delivery (media streams): same path to disk."""
-        events = self.tracker.process(events)
+        events = self._masked(self.tracker.process(events))
         if events:
-            await self.history.record_events(events)
+            await self.history.record_events(events, masked=True)
             self._emit(events)
 
     async def _decide(self, inbound: Inbound) -> list[ToolOutcome]:
@@ -304,9 +305,12 @@ class WebhookPipeline:
                 await self.history.record_tool_requests(batch.provider, batch.call_id, fresh, inbound.at)
                 self.stats.tool_calls += len(fresh)
                 decided = await self._decide_in_time(replace(batch, calls=tuple(fresh)))
-                await self.history.record_tool_outcomes(batch.provider, batch.call_id, decided, utc_now())
                 now = utc_now()
-                self._emit([o.event(provider=batch.provider, call_id=batch.call_id, at=now) for o in decided])
+                events = self._masked(
+                    [o.event(provider=batch.provider, call_id=batch.call_id, at=now) for o in decided]
+                )
+                await self.history.record_events(events, masked=True)
+                self._emit(events)
                 for outcome in decided:
                     outcomes[outcome.tool_call_id] = outcome
                     futures[outcome.tool_call_id].set_result(outcome)
@@ -435,10 +439,14 @@ class WebhookPipeline:
                     self._gate.mark_stalling(event.call_id)
         if self.on_events is not None and events:
             try:
-                # Live consumers see what the history stores: configured secrets masked.
-                self.on_events([redact_event(event, self.redactor) for event in events])
+                self.on_events(events)
             except Exception:  # a consumer must never break ingestion
                 log.exception("event consumer failed")
+
+    def _masked(self, events: list[Event]) -> list[Event]:
+        """The one masking of events, where they leave the pipeline: the history and every live
+        consumer (the TUI, serve's NDJSON) get the same objects, secrets and live-call URLs masked."""
+        return [mask_event(event, self.redactor) for event in events]
 
 
 class ControlUrlFiller:
@@ -454,19 +462,6 @@ class ControlUrlFiller:
         url = self._tracker.control_url(pending.call_id)
         if url:
             await self._http.post(url, json={"type": "say", "content": self._text}, timeout=5)
-
-
-def redact_event(event: Event, redactor: Redactor) -> Event:
-    """The event as live consumers (the TUI, NDJSON) may see it: configured secrets masked.
-
-    The same event object when it holds no secret (the common case: one scan of its JSON).
-    """
-    if not redactor.has_secrets:
-        return event
-    data = event_json(event)
-    if redactor.text(data) == data:
-        return event
-    return event_from_dict(redactor.json(event_to_dict(event)))
 
 
 def redact_gate_event(event: GateEvent, redactor: Redactor) -> GateEvent:

@@ -19,7 +19,7 @@ from console.config import Settings
 from console.core.events import Event, event_json
 from console.core.gate import CallHeld, CallSettled, CallStalling, GateEvent
 from console.core.policy import Policy
-from console.redact import Redactor, mask_monitor_urls
+from console.redact import Redactor
 from console.secrets import SecretStore
 from console.services.receiver import ReceiverService, listen_failure
 from console.services.serve_state import ServeState, remove_state, write_state
@@ -34,7 +34,6 @@ class NdjsonPrinter:
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
-        self.redactor = Redactor()
         self.broken = False
         self._buffer: list[str] = []
         self._scheduled = False
@@ -43,7 +42,8 @@ class NdjsonPrinter:
         if self.broken:
             return
         for event in events:
-            self._buffer.append(mask_monitor_urls(self.redactor.text(event_json(event))) + "\n")
+            # Masked once by the pipeline (secrets, live-call URLs), as the history keeps them.
+            self._buffer.append(event_json(event) + "\n")
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
@@ -101,7 +101,6 @@ async def run_serve(
     except OSError as exc:
         print(f"voice-console serve: {listen_failure(settings.receiver.host, settings.receiver.port, exc)}", file=err)
         return 1
-    printer.redactor = service.redactor
     state = ServeState(
         url=service.server.url,
         token=service.control_token,

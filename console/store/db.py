@@ -29,9 +29,9 @@ from typing import Any
 
 import aiosqlite
 
-from console.core.events import Event, compact_json, event_json, event_to_dict, to_utc
+from console.core.events import Event, compact_json, event_json, to_utc
 from console.core.tools import ToolCall, ToolOutcome
-from console.redact import Redactor, mask_monitor_bytes, mask_monitor_urls
+from console.redact import Redactor, mask_monitor_bytes, masked_json
 from console.store import schema
 from console.store.errors import StoreClosed, StoreError
 from console.store.schema import MIGRATIONS
@@ -258,7 +258,10 @@ class Store:
 
     # --- writes (each returns only after its COMMIT) ------------------------
 
-    async def record_delivery(self, rec: DeliveryRecord, events: Sequence[Event]) -> DeliveryReceipt:
+    async def record_delivery(
+        self, rec: DeliveryRecord, events: Sequence[Event], *, masked: bool = False
+    ) -> DeliveryReceipt:
+        """Commit the request and its events (`masked`: as for `record_events`)."""
         r = self._redactor
         body_hash = hashlib.sha256(rec.body).hexdigest()
         key = rec.dedupe_key or f"sha256:{rec.route}:{body_hash}"
@@ -280,12 +283,15 @@ class Store:
             key,
             rec.replay_run,
         )
-        receipt: DeliveryReceipt = await self._submit(DeliveryOp(row, key, self._event_rows(events)))
+        receipt: DeliveryReceipt = await self._submit(DeliveryOp(row, key, self._event_rows(events, masked)))
         return receipt
 
-    async def record_events(self, events: Sequence[Event], delivery_id: int | None = None) -> None:
+    async def record_events(
+        self, events: Sequence[Event], delivery_id: int | None = None, *, masked: bool = False
+    ) -> None:
+        """Commit `events`; `masked`: secrets and live-call URLs are masked already (`mask_event`)."""
         if events:
-            await self._submit(EventsOp(self._event_rows(events), delivery_id))
+            await self._submit(EventsOp(self._event_rows(events, masked), delivery_id))
 
     def _reply_op(self, delivery_id: int, status: int, body: bytes, elapsed_ms: float) -> RowOp:
         return RowOp("reply", (status, self._redactor.bytes(body), elapsed_ms, delivery_id))
@@ -387,19 +393,16 @@ class Store:
 
     # --- the writer ---------------------------------------------------------
 
-    def _event_rows(self, events: Iterable[Event]) -> list[EventRow]:
-        redact = self._redactor.has_secrets
+    def _event_rows(self, events: Iterable[Event], masked: bool) -> list[EventRow]:
+        """`masked`: the caller masked the events already (the webhook pipeline, with this
+        store's redactor): written as they are, without a second scan."""
         rows = []
         for e in events:
-            data = event_json(e)
-            d: dict[str, Any] = e.__dict__  # the field values, read-only here
-            # Scan the serialized form first (fast, C-level); walk the dict only when a secret is in it.
-            if redact and self._redactor.text(data) != data:
-                d = self._redactor.json(event_to_dict(e))
-                data = dumps(d)
-            masked = mask_monitor_urls(data)
-            if masked != data:
-                data, d = masked, json.loads(masked)
+            if masked:
+                data, fields = event_json(e), None
+            else:
+                data, fields = masked_json(e, self._redactor)
+            d: dict[str, Any] = e.__dict__ if fields is None else fields  # read-only here
             rows.append(EventRow(e.call_id, e.provider, e.kind, e.at.timestamp(), data, d))
         return rows
 
