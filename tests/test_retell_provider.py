@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from console.config import RetellCallInboundSettings, RetellSettings
+from console.core.calls import CallTracker
 from console.core.events import (
+    BargeIn,
     CallEnded,
     CallStatus,
     Raw,
+    SpeechStarted,
+    SpeechStopped,
     ToolRequested,
     TranscriptFinal,
     event_from_dict,
@@ -250,6 +254,87 @@ def test_utterances_without_word_times_get_stable_times() -> None:
     assert [e.at for e in a.events] == [e.at for e in b.events]
     assert a.events[1].at == CALL_START + timedelta(seconds=1.5)  # the previous utterance's end
     assert isinstance(a.events[2], Raw) and a.events[2].type == "transfer_target"
+
+
+def _words(start: float, text: str, step: float = 0.5) -> list[dict]:
+    return [
+        {"word": word, "start": round(start + i * step, 3), "end": round(start + i * step + 0.4, 3)}
+        for i, word in enumerate(text.split())
+    ]
+
+
+# The agent offers two times (a word every 0.5 s from 1.0 s); the caller answers at 3.2 s, while
+# the agent's "or" is being said: what the caller talked over is the words after it, "two PM".
+OFFER = {"role": "agent", "content": "I have nine AM or two PM", "words": _words(1.0, "I have nine AM or two PM")}
+ANSWER = {"role": "user", "content": "Two PM please", "words": _words(3.2, "Two PM please")}
+BOOKED = {"role": "agent", "content": "Booked for two", "words": _words(5.5, "Booked for two")}
+
+
+def transcript_update(*utterances: dict, event: str = "transcript_updated") -> bytes:
+    call = {"call_id": "call_b", "start_timestamp": 1785772800000, "transcript_object": list(utterances)}
+    if event == "call_ended":
+        call |= {"end_timestamp": 1785772808000, "disconnection_reason": "user_hangup"}
+    return json.dumps({"event": event, "call": call}).encode()
+
+
+def derived(inbound) -> list[tuple[str, float, str | None]]:
+    """(kind and role, seconds from call start, cut text) of the speech events and barge-ins."""
+    out = []
+    for e in inbound.events:
+        if isinstance(e, (SpeechStarted, SpeechStopped, BargeIn)):
+            what = e.kind if isinstance(e, BargeIn) else f"{e.kind} {e.role}"
+            out.append((what, round((e.at - CALL_START).total_seconds(), 3), getattr(e, "cut_text", None)))
+    return out
+
+
+def test_word_timings_give_speech_events_and_a_barge_in_with_what_the_caller_talked_over() -> None:
+    p = provider()
+    first = p.parse("retell", request(transcript_update(OFFER, ANSWER)), RECEIVED)
+    # The caller's utterance is the last one: it may still grow, so only its barge-in is final.
+    assert derived(first) == [
+        ("speech.started assistant", 1.0, None),
+        ("barge_in", 3.2, "two PM"),
+        ("speech.stopped assistant", 4.4, None),
+    ]
+    [barge] = [e for e in first.events if isinstance(e, BargeIn)]
+    assert barge.source == "word-timings" and barge.call_id == "call_b"
+
+    # The next turn repeats the transcript: the caller's speech now, nothing twice.
+    second = p.parse("retell", request(transcript_update(OFFER, ANSWER, BOOKED)), RECEIVED)
+    assert derived(second) == [("speech.started user", 3.2, None), ("speech.stopped user", 4.6, None)]
+    ended = p.parse("retell", request(transcript_update(OFFER, ANSWER, BOOKED, event="call_ended")), RECEIVED)
+    assert derived(ended) == [("speech.started assistant", 5.5, None), ("speech.stopped assistant", 6.9, None)]
+
+
+def test_the_call_tracker_gets_one_barge_in_and_the_turn_latency_from_them() -> None:
+    p, tracker = provider(), CallTracker()
+    kept = []
+    for body in (
+        transcript_update(OFFER, ANSWER),
+        transcript_update(OFFER, ANSWER),  # a redelivery
+        transcript_update(OFFER, ANSWER, BOOKED),
+        transcript_update(OFFER, ANSWER, BOOKED, event="call_ended"),
+    ):
+        kept += tracker.process(p.parse("retell", request(body), RECEIVED).events)
+    barges = [e for e in kept if isinstance(e, BargeIn)]
+    assert [(b.cut_text, b.source) for b in barges] == [("two PM", "word-timings")]  # not also as an overlap
+    state = tracker.get("call_b")
+    assert state is not None and state.barge_ins == 1
+    assert state.last_turn_latency_ms == pytest.approx(900)  # the caller stops at 4.6 s, the agent starts at 5.5 s
+
+
+def test_a_barge_in_is_one_event_whatever_order_the_updates_arrive_in() -> None:
+    p = provider()
+    later = p.parse("retell", request(transcript_update(OFFER, ANSWER, BOOKED)), RECEIVED)
+    earlier = p.parse("retell", request(transcript_update(OFFER, ANSWER)), RECEIVED)
+    assert [what for what, _, _ in derived(later)].count("barge_in") == 1
+    assert derived(earlier) == []
+
+
+def test_speech_that_follows_the_agent_is_no_barge_in() -> None:
+    reply = {"role": "user", "content": "Two PM", "words": _words(4.5, "Two PM")}
+    inbound = provider().parse("retell", request(transcript_update(OFFER, reply, BOOKED)), RECEIVED)
+    assert "barge_in" not in [what for what, _, _ in derived(inbound)]
 
 
 def test_transfer_started() -> None:

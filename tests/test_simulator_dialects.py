@@ -77,8 +77,12 @@ async def test_retell_simulation_lands_in_history(receiver):
     assert {"call.status", "transcript.final", "tool.requested", "tool.decided", "call.ended"} <= kinds
     finals = [(e["role"], e["text"]) for e in events if e["kind"] == "transcript.final"]
     assert ("user", "Hi, I'd like to book a cleaning for next Tuesday.") in finals
-    # The barge-in: the agent's line stops where the caller cut in.
-    assert ("assistant", "Sure, I can help with that.") in finals
+    # The barge-in: the caller cuts in after six words, the agent stops two words later; the
+    # receiver derives it from the word times, with the words the caller talked over.
+    assert ("assistant", "Sure, I can help with that. Before I") in finals
+    barge_ins = [e for e in events if e["kind"] == "barge_in"]
+    assert [(b["cut_text"], b["source"]) for b in barge_ins] == [("Before I", "word-timings")]
+    assert call["barge_ins"] == 1
     # Repeated transcript_updated deliveries do not repeat the finals.
     assert len(finals) == len(set(finals))
     # The agent spoke the receiver's actual answers.

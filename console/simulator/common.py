@@ -141,17 +141,20 @@ class Player:
     def word_s(self) -> float:
         return 1.0 / self.scenario.words_per_second
 
-    async def utter(self, role: str, words: list[str]) -> list[dict[str, Any]]:
-        """Speak `words` in real (compressed) time; their Retell-style timings."""
+    def word_times(self, words: list[str], start: float) -> list[dict[str, Any]]:
+        """Retell-style timings of `words` said from `start` (seconds since the call was answered)."""
         per_word = self.word_s() / self.speed
-        start = self.elapsed()
-        timings = [
+        return [
             {"word": word, "start": round(start + i * per_word, 3), "end": round(start + (i + 0.85) * per_word, 3)}
             for i, word in enumerate(words)
         ]
+
+    async def utter(self, role: str, words: list[str]) -> list[dict[str, Any]]:
+        """Speak `words` in real (compressed) time; their Retell-style timings."""
+        timings = self.word_times(words, self.elapsed())
         self.speaking.add(role)
         try:
-            await asyncio.sleep(len(words) * per_word)
+            await asyncio.sleep(len(words) * self.word_s() / self.speed)
         finally:
             self.speaking.discard(role)
         return timings

@@ -15,6 +15,7 @@ Every request carries `X-Retell-Signature: v=<ms>,d=<hex>` made with the API key
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -42,6 +43,8 @@ from console.simulator.scenarios import (
 RETELL_ROUTES = tuple(sorted((route.path for route in registry.spec("retell").routes), key=len, reverse=True))
 AGENT_ID = "agent_" + uuid.uuid5(uuid.NAMESPACE_URL, "voice-console/simulator/retell").hex[:24]
 FUNCTION_TYPE = "function_call"  # the delivery type of a Retell custom-function request
+# Words the agent still says after the caller cuts in, before it stops (what the caller talks over).
+TALKED_OVER_WORDS = 2
 
 _RETELL_REASONS = {
     "customer-ended-call": "user_hangup",
@@ -229,13 +232,35 @@ class RetellCallPlayer:
         if isinstance(step, SayStep):
             await self._turn("agent" if step.role == "assistant" else "user", step.text)
         elif isinstance(step, BargeInStep):
-            # The agent's utterance stops at the last word actually spoken.
-            await self._turn("agent", " ".join(step.text.split()[: step.cut_after_words]))
-            await self._turn("user", step.user)
+            await self._barge_in(step)
         elif isinstance(step, ToolsStep):
             await self._tools(step)
         elif isinstance(step, SilenceStep):
             await self._player.sleep(step.seconds)
+
+    async def _barge_in(self, step: BargeInStep) -> None:
+        """The caller starts talking after the agent's `cut_after_words` words; the agent, as a
+        real one does, stops a moment later (`TALKED_OVER_WORDS` more words, which the caller
+        talked over), so the two utterances' word times overlap as in Retell's transcript."""
+        said = step.text.split()[: step.cut_after_words + TALKED_OVER_WORDS]
+        await self._player.sleep(0.25)  # voice latency
+        agent = await self._player.utter("assistant", said)
+        cut_in = agent[step.cut_after_words]["start"] if len(agent) > step.cut_after_words else agent[-1]["end"]
+        user = self._player.word_times(step.user.split(), cut_in)
+        self._add_utterance("agent", said, agent)
+        await self._event("transcript_updated")
+        self._player.speaking.add("user")
+        try:
+            await asyncio.sleep(max(0.0, user[-1]["end"] - self._player.elapsed()))
+        finally:
+            self._player.speaking.discard("user")
+        self._add_utterance("user", step.user.split(), user)
+        await self._event("transcript_updated")
+
+    def _add_utterance(self, role: str, words: list[str], timings: list[dict[str, Any]]) -> None:
+        utterance = {"role": role, "content": " ".join(words), "words": timings}
+        self._transcript.append(utterance)
+        self._with_tools.append(utterance)
 
     async def _turn(self, role: Literal["agent", "user"], text: str) -> None:
         words = text.split()
@@ -243,9 +268,7 @@ class RetellCallPlayer:
             return
         await self._player.sleep(0.25)  # voice latency / endpointing
         timings = await self._player.utter("assistant" if role == "agent" else "user", words)
-        utterance = {"role": role, "content": " ".join(words), "words": timings}
-        self._transcript.append(utterance)
-        self._with_tools.append(utterance)
+        self._add_utterance(role, words, timings)
         await self._event("transcript_updated")
 
     async def _tools(self, step: ToolsStep) -> None:

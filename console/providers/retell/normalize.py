@@ -5,6 +5,11 @@ repeats the whole transcript at every turn, so non-speech transcript items (tool
 invocations and results, DTMF, transfer-target speech, ...) are emitted as `raw`
 once per call instead of once per delivery. Repeated speech finals are left to
 the call tracker, which de-duplicates them by (call, role, at, text).
+
+Retell's webhooks carry no speech or interruption events, but every word of
+`transcript_object` has its start and end: `speech_events` derives who spoke
+when, and a `barge_in` wherever the caller started talking before the agent's
+last word (see its docstring).
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from console.core.events import CallEnded, CallStatus, Event, Raw, TranscriptFinal
+from console.core.events import (
+    BargeIn,
+    CallEnded,
+    CallStatus,
+    Event,
+    Raw,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+)
 from console.providers.retell.wire import SPEECH_ROLES, UTTERANCE_ROLES, RetellCall, Utterance
 
 PROVIDER: Final = "retell"
@@ -110,6 +124,59 @@ def transcript_events(call: RetellCall, fallback_at: datetime, seen: SeenOnce) -
     return events
 
 
+def speech_events(call: RetellCall, seen: SeenOnce, *, complete: bool) -> list[Event]:
+    """`speech.started`/`speech.stopped` per agent or user utterance from its word times, and a
+    `barge_in` wherever the user's first word starts while an agent utterance is still going:
+    `cut_text` is the agent's words from that moment on (what the caller talked over), `at`
+    the user's first word. Each is emitted once per call however often the transcript repeats
+    or in whatever order deliveries arrive. The last utterance may still grow, so its speech
+    events wait for the next update unless `complete` (the call ended); its barge-in does not.
+    The barge-in comes before the user's `speech.started` it explains, so the call tracker
+    keeps this one (with its cut text) and not the overlap it would derive itself.
+    """
+    start = epoch_to_dt(call.start_timestamp)
+    if start is None:
+        return []
+    spoken = [
+        (utt, SPEECH_ROLES[utt.role], first, last)
+        for utt in _speech(call)
+        if utt.role in SPEECH_ROLES
+        and (first := utt.first_word_start) is not None
+        and (last := utt.last_word_end) is not None
+    ]
+    timed: list[tuple[float, int, Event]] = []  # (seconds from call start, order at a tie, event)
+    cid = call.call_id
+    for index, (_, role, first, last) in enumerate(spoken):
+        if role == "user":
+            for agent, agent_role, agent_first, agent_last in spoken:
+                if agent_role == "assistant" and agent_first < first < agent_last:
+                    if seen.first(f"{cid}:barge:{first}"):
+                        cut = " ".join(
+                            w.word for w in agent.words if w.word and w.start is not None and w.start >= first
+                        )
+                        barge = BargeIn(
+                            at=start + timedelta(seconds=first),
+                            provider=PROVIDER,
+                            call_id=cid,
+                            cut_text=cut or None,
+                            source="word-timings",
+                        )
+                        timed.append((first, 0, barge))
+                    break
+        if (complete or index < len(spoken) - 1) and seen.first(f"{cid}:speech:{role}:{first}"):
+            timed.append(
+                (
+                    first,
+                    1,
+                    SpeechStarted(at=start + timedelta(seconds=first), provider=PROVIDER, call_id=cid, role=role),
+                )
+            )
+            timed.append(
+                (last, 2, SpeechStopped(at=start + timedelta(seconds=last), provider=PROVIDER, call_id=cid, role=role))
+            )
+    return [event for _, _, event in sorted(timed, key=lambda item: (item[0], item[1]))]
+
+
 def _duration_s(call: RetellCall) -> float | None:
     if call.duration_ms is not None:
         return call.duration_ms / 1000
@@ -151,11 +218,12 @@ def call_events(event: str, call: RetellCall, body: dict[str, Any], at: datetime
             ),
             call_ended(call, ended, summary=False),
             *transcript_events(call, at, seen),
+            *speech_events(call, seen, complete=True),
         ]
     if event == "call_analyzed":
         return [call_ended(call, ended, summary=True)]
     if event == "transcript_updated":
-        return transcript_events(call, at, seen)
+        return [*transcript_events(call, at, seen), *speech_events(call, seen, complete=False)]
     raw: list[Event] = [Raw(at=at, provider=PROVIDER, call_id=cid, type=event, data=body)]
     # A transfer moves the call out of the agent's hands and, if cancelled, back.
     if event == "transfer_started":
