@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 
 from console.core.http_types import Request, Response
+from console.providers.rest import error_line, retry_after_seconds
 from console.providers.vapi.client import (
     VapiAuthError,
     VapiClient,
     VapiConnectionError,
     VapiError,
-    error_line,
-    retry_after_seconds,
     validate_e164,
 )
 from console.receiver.http import HttpServer

@@ -10,18 +10,19 @@ because a repeated `POST /call` dials the customer twice.
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
-import json
-import random
 import re
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from console.providers.base import Agent, PhoneLine, PlacedCall, PlatformError
+from console.providers.base import Agent, PhoneLine, PlacedCall
+from console.providers.rest import (
+    ApiAuthError,
+    ApiConnectionError,
+    ApiError,
+    JsonApi,
+)
 
 DEFAULT_BASE_URL = "https://api.vapi.ai"
 
@@ -33,24 +34,15 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SAFE_FOR_POST = frozenset({429, 503})
 
 
-class VapiError(PlatformError):
+class VapiError(ApiError):
     """A failed Vapi API request. `str()` is one line, fit for a status bar."""
 
-    def __init__(self, status: int, message: str, *, body: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.body = body  # the parsed error body, when there was one
 
-    def __str__(self) -> str:
-        return self.message
-
-
-class VapiAuthError(VapiError):
+class VapiAuthError(VapiError, ApiAuthError):
     """401: the API key was refused."""
 
 
-class VapiConnectionError(VapiError):
+class VapiConnectionError(VapiError, ApiConnectionError):
     """The API could not be reached (DNS, refused, timeout); status is 0."""
 
 
@@ -64,57 +56,6 @@ def validate_e164(number: str, *, what: str = "phone number") -> str:
     return number
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def error_line(status: int, reason: str, body: bytes, *, secret: str | None = None) -> tuple[str, Any]:
-    """Turn an error response into ("Vapi API 400 Bad Request: ...", parsed body)."""
-    parsed: Any = None
-    detail = ""
-    try:
-        parsed = json.loads(body) if body else None
-    except ValueError:
-        detail = body.decode("utf-8", "replace")
-    if isinstance(parsed, dict):
-        reason = str(parsed.get("error") or reason)
-        message = parsed.get("message")
-        if isinstance(message, list):
-            detail = "; ".join(str(item) for item in message)
-        elif isinstance(message, (str, int, float)):
-            detail = str(message)
-        elif isinstance(message, dict):
-            detail = json.dumps(message, separators=(",", ":"))
-    elif parsed is not None:
-        detail = json.dumps(parsed)
-    if secret:
-        detail = detail.replace(secret, "***")
-    head = f"Vapi API {status} {reason}".rstrip()
-    if status == 401:
-        hint = "the API key was refused (check `voice-console keys set vapi` or VOICE_CONSOLE_VAPI_API_KEY)"
-        detail = f"{hint}; Vapi said: {detail}" if detail else hint
-    return (f"{head}: {_one_line(detail)}" if detail else head), parsed
-
-
-def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 def as_list(data: Any, *, what: str) -> list[dict[str, Any]]:
     """Vapi v1 lists are bare arrays; v2 ones are `{results: [...]}` envelopes."""
     if isinstance(data, list):
@@ -124,98 +65,17 @@ def as_list(data: Any, *, what: str) -> list[dict[str, Any]]:
     raise VapiError(200, f"Vapi API returned an unexpected shape for {what}: expected a list")
 
 
-class VapiClient:
+class VapiClient(JsonApi):
     """Async client for the part of Vapi's REST API the console uses."""
 
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        base_url: str = DEFAULT_BASE_URL,
-        client: httpx.AsyncClient | None = None,
-        max_retries: int = 3,
-        timeout_s: float = 15,
-        backoff_base_s: float = 0.5,
-        max_delay_s: float = 30.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        if not api_key:
-            raise ValueError("a Vapi API key is required")
-        self._api_key = api_key
-        self.base_url = base_url.rstrip("/")
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
-        self._timeout = httpx.Timeout(timeout_s)
-        self.max_retries = max(0, max_retries)
-        self.backoff_base_s = backoff_base_s
-        self.max_delay_s = max_delay_s
-        self._sleep = sleep
+    api = "Vapi API"
+    key_hint = "check `voice-console keys set vapi` or VOICE_CONSOLE_VAPI_API_KEY"
+    error = VapiError
+    auth_error = VapiAuthError
+    connection_error = VapiConnectionError
 
-    def __repr__(self) -> str:  # never show the key
-        return f"VapiClient(base_url={self.base_url!r})"
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> VapiClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    # transport
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_delay_s)
-        # "Full jitter": spread retries of many clients instead of synchronising them.
-        ceiling = min(self.max_delay_s, self.backoff_base_s * (2**attempt))
-        return random.uniform(ceiling / 2, ceiling)
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        params: dict[str, Any] | None = None,
-    ) -> Any:
-        method = method.upper()
-        url = f"{self.base_url}{path}"
-        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
-        clean_params = {k: v for k, v in (params or {}).items() if v is not None} or None
-        attempt = 0
-        while True:
-            try:
-                response = await self._client.request(
-                    method, url, json=json_body, params=clean_params, headers=headers, timeout=self._timeout
-                )
-            except httpx.TransportError as exc:
-                # A failed connect never reached Vapi; anything later might have, so a POST stops there.
-                reached = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-                if attempt < self.max_retries and (method in _IDEMPOTENT or not reached):
-                    await self._sleep(self._delay(attempt, None))
-                    attempt += 1
-                    continue
-                kind = type(exc).__name__
-                raise VapiConnectionError(0, f"Vapi API unreachable at {self.base_url} ({kind})") from None
-            status = response.status_code
-            if status < 400:
-                if status == 204 or not response.content:
-                    return None
-                try:
-                    return response.json()
-                except ValueError:
-                    raise VapiError(status, f"Vapi API {status}: the response was not JSON") from None
-            retryable = status == 429 or status >= 500
-            if retryable and attempt < self.max_retries and (method in _IDEMPOTENT or status in _SAFE_FOR_POST):
-                await self._sleep(self._delay(attempt, retry_after_seconds(response.headers.get("retry-after"))))
-                attempt += 1
-                continue
-            line, parsed = error_line(status, response.reason_phrase, response.content, secret=self._api_key)
-            error_type = VapiAuthError if status == 401 else VapiError
-            raise error_type(status, line, body=parsed)
+    def __init__(self, api_key: str, *, base_url: str = DEFAULT_BASE_URL, **options: Any) -> None:
+        super().__init__(api_key, base_url=base_url, **options)
 
     # assistants
 
