@@ -329,6 +329,8 @@ def _unknown_setting(loc: tuple[Any, ...]) -> str:
 ENV_KEYS: dict[str, tuple[str, ...]] = {
     "VOICE_CONSOLE_DB": ("storage", "db"),
     "VOICE_CONSOLE_VAPI_BASE_URL": ("vapi", "base_url"),
+    "VOICE_CONSOLE_RETELL_BASE_URL": ("retell", "base_url"),
+    "VOICE_CONSOLE_TWILIO_BASE_URL": ("twilio", "base_url"),
 }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from console.simulator.retell import SIM_RETELL_KEY
 from tests.helpers.cli import cli_env, history
 from tests.helpers.secrets import SIMULATOR_KEY
 
@@ -153,3 +154,55 @@ def test_dial_without_a_key_says_so_once(tmp_path):
     )
     assert result.returncode == 1 and "no Vapi API key" in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.count("VOICE_CONSOLE_VAPI_API_KEY") == 1, result.stderr  # the advice, once
+
+
+def test_a_retell_call_through_the_real_commands(tmp_path: Path):
+    """`serve` with the Retell key, `platform --provider retell` posting to it, `dial --provider
+    retell`, then `history`: the call ends in the history with the barge-in from its word times."""
+    db = tmp_path / "history.db"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    env = {**cli_env(db), "VOICE_CONSOLE_RETELL_API_KEY": SIM_RETELL_KEY}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "console", "serve", "--port", "0", "--policy", str(policy)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    receiver = re.search(r"listening on (\S+)", serve.stderr.readline()).group(1)
+    platform = subprocess.Popen(
+        [sys.executable, "-m", "console", "platform", "--provider", "retell", "--speed", "25", "--webhook", receiver],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = re.search(r"platform on (\S+)", platform.stdout.readline()).group(1)
+        placed = subprocess.run(
+            [sys.executable, "-m", "console", "dial", "--provider", "retell", "--to", "+14155550142", "--json"],
+            env={**env, "VOICE_CONSOLE_RETELL_BASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert placed.returncode == 0, placed.stderr
+        call = json.loads(placed.stdout)
+        assert call["call_status"] == "registered" and call["to_number"] == "+14155550142"
+        detail = None
+        for _ in range(300):
+            shown = history(db, "show", call["call_id"], "--json")
+            if shown.returncode == 0:
+                detail = json.loads(shown.stdout)
+                if any(e["kind"] == "call.ended" for e in detail["events"]):
+                    break
+            time.sleep(0.1)
+    finally:
+        platform.send_signal(signal.SIGINT)
+        serve.send_signal(signal.SIGTERM)
+        platform.communicate(timeout=30)
+        serve.communicate(timeout=30)
+    assert detail is not None and detail["call"]["provider"] == "retell" and detail["call"]["status"] == "ended"
+    assert [e["cut_text"] for e in detail["events"] if e["kind"] == "barge_in"] == ["Before I"]
+    assert detail["tool_calls"] and all(t["decision"] == "overridden" for t in detail["tool_calls"])

@@ -1,4 +1,5 @@
-"""`voice-console dial --to NUMBER [--from NUMBER]`: place a test call through the platform's API.
+"""`voice-console dial --to NUMBER [--from NUMBER] [--provider P]`: place a test call through the
+platform's API (Vapi or Retell: each provider's dialing client, from the registry).
 
 Numbers may be typed as people write them: `+14155550142`, or national, such as
 `(415) 555-0142`, read in `[dial] default_region`. They are checked against
@@ -37,9 +38,17 @@ def register(subparsers: Any) -> None:
         metavar="NUMBER",
         help="call from the account's phone number with this number (default: its first one)",
     )
-    parser.add_argument("--assistant", metavar="ID", help="assistant id (default: the first assistant)")
+    parser.add_argument(
+        "--assistant",
+        "--agent",
+        dest="assistant",
+        metavar="ID",
+        help="the assistant (Vapi) or agent (Retell) to call with (default: the account's first)",
+    )
     parser.add_argument("--phone-number", metavar="ID", help="phone number id to call from (default: the first one)")
-    parser.add_argument("--provider", choices=list(provider_names()), default="vapi")
+    parser.add_argument(
+        "--provider", choices=list(provider_names()), default="vapi", help="whose API places the call (default vapi)"
+    )
     parser.add_argument("--json", action="store_true", help="print the created call as JSON")
 
 

@@ -1,4 +1,6 @@
-"""`voice-console platform`: a simulated Vapi platform (the simulator is `console.simulator`)."""
+"""`voice-console platform [--provider vapi|retell]`: a simulated platform (the simulator is
+`console.simulator`): Vapi's REST API, server messages, control and listen URLs, or Retell's
+REST API and signed webhooks."""
 
 from __future__ import annotations
 
@@ -9,15 +11,21 @@ from console.commands import load_settings_or_report
 from console.commands.simulate import SCENARIO_HELP, ScenarioHelpFormatter, _positive_float
 
 DEFAULT_WEBHOOK = "http://127.0.0.1:8765/webhook/vapi"  # `voice-console serve` on its default port
+SIMULATED = ("vapi", "retell")
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "platform",
         formatter_class=ScenarioHelpFormatter,
-        help="run the simulated Vapi platform (REST, webhooks, control and listen URLs)",
+        help="run a simulated platform: Vapi (REST, webhooks, control and listen URLs) or Retell",
         description="A local stand-in for Vapi: its REST API, signed server messages to --webhook, "
-        "and per-call control and listen URLs, playing a call scenario for every call created.",
+        "and per-call control and listen URLs, playing a call scenario for every call created. "
+        "With --provider retell, Retell's REST API (agents, numbers, calls, live control) and its "
+        "signed webhooks to the agent's --webhook (the receiver's base URL).",
+    )
+    parser.add_argument(
+        "--provider", choices=SIMULATED, default="vapi", help="which platform to simulate (default vapi)"
     )
     parser.add_argument(
         "--port",
@@ -34,7 +42,8 @@ def register(subparsers: Any) -> None:
         "--webhook",
         metavar="URL",
         default=DEFAULT_WEBHOOK,
-        help=f"the server URL messages are posted to (default {DEFAULT_WEBHOOK})",
+        help=f"the server URL messages are posted to (default {DEFAULT_WEBHOOK}; "
+        "for retell the receiver's base URL, default http://127.0.0.1:8765)",
     )
     parser.add_argument("--scenario", metavar="NAME|FILE", default=None, help=SCENARIO_HELP)
 

@@ -37,8 +37,15 @@ import httpx
 from console.config import ConfigError, Settings, load_settings
 from console.providers import registry
 from console.secrets import SecretStore
-from console.simulator.common import DeliveryRecord, DialectWebhook
-from console.simulator.retell import FUNCTION_TYPE, RETELL_ROUTES, RetellCallPlayer, retell_endpoints
+from console.simulator.common import AGENT_NUMBER, DeliveryRecord, DialectWebhook
+from console.simulator.retell import AGENT_ID as RETELL_AGENT_ID
+from console.simulator.retell import (
+    FUNCTION_TYPE,
+    RETELL_ROUTES,
+    RetellCallPlayer,
+    SimulatedRetell,
+    retell_endpoints,
+)
 from console.simulator.scenarios import Scenario, load_scenario
 from console.simulator.twilio import TWILIO_ROUTES, TwilioCallPlayer, twilio_endpoints
 from console.simulator.vapi import (
@@ -54,6 +61,9 @@ from console.simulator.vapi import (
 PROVIDERS = ("vapi", "retell", "twilio")
 TOOL_TYPES = frozenset({"tool-calls", FUNCTION_TYPE})  # deliveries whose answer the call waits on
 VAPI_PATH = "/webhook/vapi"  # the console receiver's Vapi route (console/receiver/routes.py)
+DEFAULT_RECEIVER = "http://127.0.0.1:8765"  # `voice-console serve` on its default port
+DEFAULT_VAPI_WEBHOOK = DEFAULT_RECEIVER + VAPI_PATH
+RETELL_NUMBER = AGENT_NUMBER  # the simulated Retell account's number
 # This many first deliveries all answered 404: the target is the wrong URL, stop.
 NOT_FOUND_LIMIT = 5
 
@@ -100,6 +110,8 @@ async def _webhook_auth(args: argparse.Namespace) -> tuple[Settings, str | None]
 
 
 async def run_platform(args: argparse.Namespace) -> int:
+    if getattr(args, "provider", "vapi") == "retell":
+        return await _run_retell_platform(args)
     try:
         settings, secret = await _webhook_auth(args)
         scenario = load_scenario(args.scenario)
@@ -127,6 +139,36 @@ async def run_platform(args: argparse.Namespace) -> int:
     print(
         f"Point the console at it: VOICE_CONSOLE_VAPI_BASE_URL={platform.url} "
         f"VOICE_CONSOLE_VAPI_API_KEY={platform.api_key}",
+        flush=True,
+    )
+    try:
+        await asyncio.Event().wait()  # until Ctrl-C
+    finally:
+        await platform.close()
+    return 0
+
+
+async def _run_retell_platform(args: argparse.Namespace) -> int:
+    try:
+        scenario = load_scenario(args.scenario)
+    except ConfigError as exc:
+        print(f"voice-console: {exc}", file=sys.stderr)
+        return 2
+    webhook = args.webhook if args.webhook != DEFAULT_VAPI_WEBHOOK else DEFAULT_RECEIVER
+    platform = SimulatedRetell(webhook, speed=args.speed, scenario=scenario, port=args.platform_port)
+    try:
+        await platform.start()
+    except OSError as exc:
+        print(f"voice-console: cannot listen on port {args.platform_port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"Simulated Retell platform on {platform.url}", flush=True)
+    print(f"  API key (demo):  {platform.api_key} (it also signs the webhooks: give the receiver the same key)")
+    print(f"  webhook URL:     {webhook} (the agent's; the console's Retell routes are appended)")
+    print(f"  scenario:        {scenario.name} at speed {args.speed:g}")
+    print(f"  agent:           {RETELL_AGENT_ID}\n  phone number:    {RETELL_NUMBER}")
+    print(
+        f"Point the console at it: VOICE_CONSOLE_RETELL_BASE_URL={platform.url} "
+        f"VOICE_CONSOLE_RETELL_API_KEY={platform.api_key}",
         flush=True,
     )
     try:

@@ -16,17 +16,30 @@ Every request carries `X-Retell-Signature: v=<ms>,d=<hex>` made with the API key
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 
+from console.core.http_types import Request, Response
 from console.providers import registry
 from console.providers.retell import FUNCTION_REPLY_LIMIT, sign_retell
-from console.simulator.common import AGENT_NUMBER, DialectWebhook, Player, compact_body, log, split_base
+from console.receiver.http import HttpServer
+from console.simulator.common import (
+    AGENT_NUMBER,
+    DeliveryRecord,
+    DialectWebhook,
+    Player,
+    compact_body,
+    log,
+    split_base,
+)
 from console.simulator.scenarios import (
     BargeInStep,
     EndStep,
@@ -35,6 +48,7 @@ from console.simulator.scenarios import (
     SilenceStep,
     ToolsStep,
     TransferStep,
+    load_scenario,
     render,
     spoken,
 )
@@ -113,13 +127,16 @@ class RetellCallPlayer:
         api_key: str | None,
         speed: float = 1.0,
         agent_id: str = AGENT_ID,
+        call: dict[str, Any] | None = None,
     ) -> None:
+        """`call`: the call object a simulated platform created (an outbound call it placed);
+        without it the call is an inbound one to the agent's number."""
         self.scenario = scenario
         self.endpoints = endpoints
         self.webhook = webhook
         self.api_key = api_key
         self.speed = speed
-        self.call_id = "call_" + uuid.uuid4().hex[:28]
+        self.call_id = str(call["call_id"]) if call else "call_" + uuid.uuid4().hex[:28]
         self._player = Player(scenario, speed)
         self._transcript: list[dict[str, Any]] = []  # transcript_object
         self._with_tools: list[dict[str, Any]] = []  # transcript_with_tool_calls
@@ -134,13 +151,26 @@ class RetellCallPlayer:
             "agent_name": "voice-console simulator",
             "call_status": "registered",
             "metadata": {"simulator": scenario.name},
+            **(call or {}),
         }
+
+    def call_object(self) -> dict[str, Any]:
+        """The call as the get-call API shows it now."""
+        return self._call_object()
+
+    def inject(self, context: str) -> None:
+        """`update-live-call` with `additional_context`: in the transcript with role `injected`."""
+        self._with_tools.append({"role": "injected", "content": context})
+
+    async def end(self, reason: str) -> None:
+        """End the call now (`stop-call`): its end webhooks, as if it had ended by itself."""
+        await self._finish(reason, None)
 
     # ---------------------------------------------------------- plumbing
 
     def _call_object(self) -> dict[str, Any]:
         call = dict(self._call)
-        if self._transcript:
+        if self._transcript or self._with_tools:
             call["transcript"] = "".join(
                 f"{'Agent' if u['role'] == 'agent' else 'User'}: {u['content']}\n" for u in self._transcript
             )
@@ -314,3 +344,227 @@ class RetellCallPlayer:
         else:
             reply = render(step.say, values)
         await self._turn("agent", reply)
+
+
+# ---------------------------------------------------------------- the platform
+
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+SIM_RETELL_KEY = "sim-retell-key"  # the simulated platform's API key (it signs its webhooks with it too)
+_DIALED_NUMBER = AGENT_NUMBER  # the account's number calls are placed from
+
+
+class SimulatedRetell:
+    """A Retell stand-in on loopback: its REST API (agents, phone numbers, calls, live control) over
+    real HTTP; a call it places plays a scenario as the agent's webhooks, signed with its key.
+
+    `await start()`, `.url`, `await close()`. `webhook_url` is the receiver the agent points at
+    (its base URL or its Retell route); without one, calls are created and play nothing.
+    """
+
+    def __init__(
+        self,
+        webhook_url: str | None,
+        *,
+        api_key: str = SIM_RETELL_KEY,
+        speed: float = 1.0,
+        scenario: Scenario | str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.webhook_url = webhook_url
+        self.api_key = api_key
+        self.speed = speed
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        self.deliveries: deque[DeliveryRecord] = deque(maxlen=10_000)
+        self.server = HttpServer(self._handle, host=host, port=port)
+        now = int(time.time() * 1000)
+        self.agents: dict[str, dict[str, Any]] = {
+            AGENT_ID: {
+                "agent_id": AGENT_ID,
+                "agent_name": "Sunrise Dental Receptionist (simulated Retell)",
+                "version": 1,
+                "channel": "voice",
+                "is_suspended": False,
+                "tags": {},
+                "language": "en-US",
+                "voice_id": "11labs-Adrian",
+                "response_engine": {"type": "retell-llm", "llm_id": "llm_" + AGENT_ID[6:], "version": 1},
+                "interruption_sensitivity": 1,
+                "webhook_url": webhook_url,
+                "webhook_events": ["call_started", "call_ended", "call_analyzed", "transcript_updated"],
+                "last_modification_timestamp": now,
+                "user_modified_timestamp": now,
+            }
+        }
+        self.phone_numbers: dict[str, dict[str, Any]] = {
+            _DIALED_NUMBER: {
+                "phone_number": _DIALED_NUMBER,
+                "phone_number_pretty": "+1 (415) 555-0199",
+                "phone_number_type": "retell-twilio",
+                "nickname": "Front desk (simulated)",
+                "outbound_agents": [{"agent_id": AGENT_ID, "weight": 1}],
+                "inbound_agents": [{"agent_id": AGENT_ID, "weight": 1}],
+                "area_code": 415,
+                "last_modification_timestamp": now,
+            }
+        }
+        self.calls: dict[str, RetellCallPlayer] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient()
+        await self.server.start()
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=2)
+        await self.server.close()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> SimulatedRetell:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ---------------------------------------------------------- HTTP
+
+    async def _handle(self, request: Request) -> Response:
+        if request.header("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Invalid API key. Please check your API key and try again.")
+        parts = [part for part in request.path.split("/") if part]
+        body = _json_object(request.body)
+        if isinstance(body, Response):
+            return body
+        query = request.query_params()
+        match request.method, parts:
+            case "POST", ["v2", "list-agents"]:
+                return _page(list(self.agents.values()), query)
+            case "GET", ["get-agent", agent_id]:
+                agent = self.agents.get(agent_id)
+                return Response.json(200, agent) if agent else _error(404, f"Agent {agent_id} not found")
+            case "GET", ["v2", "list-phone-numbers"]:
+                return _page(list(self.phone_numbers.values()), query)
+            case "POST", ["v2", "create-phone-call"]:
+                return self._create_call(body)
+            case "GET", ["v2", "get-call", call_id]:
+                player = self.calls.get(call_id)
+                return Response.json(200, player.call_object()) if player else _error(404, "Call not found")
+            case "POST", ["v3", "list-calls"]:
+                calls = [player.call_object() for player in reversed(self.calls.values())]
+                return _page(calls, {key: str(value) for key, value in body.items() if value is not None})
+            case "POST", ["v2", "stop-call", call_id]:
+                return self._stop_call(call_id)
+            case "PATCH", ["v2", "update-live-call", call_id]:
+                return self._update_live_call(call_id, body)
+        return _error(404, f"Cannot {request.method} {request.path}")
+
+    def _create_call(self, body: dict[str, Any]) -> Response:
+        from_number, to_number = body.get("from_number"), body.get("to_number")
+        for name, number in (("from_number", from_number), ("to_number", to_number)):
+            if not isinstance(number, str) or not E164.match(number):
+                return _error(400, f"{name} must be an E.164 phone number, e.g. +14155550142")
+        if from_number not in self.phone_numbers:
+            return _error(400, f"from_number {from_number} is not a number of this account")
+        agent_id = body.get("override_agent_id") or AGENT_ID
+        agent = self.agents.get(str(agent_id))
+        if agent is None:
+            return _error(400, f"Agent {agent_id} not found")
+        call = {
+            "call_id": "call_" + uuid.uuid4().hex[:28],
+            "call_type": "phone_call",
+            "direction": "outbound",
+            "from_number": from_number,
+            "to_number": to_number,
+            "agent_id": agent["agent_id"],
+            "agent_version": agent["version"],
+            "agent_name": agent["agent_name"],
+            "call_status": "registered",
+            "metadata": body.get("metadata") or {},
+        }
+        assert self._client is not None, "start() the platform first"
+        webhook = DialectWebhook(self._client, on_record=self.deliveries.append)
+        player = RetellCallPlayer(
+            self.scenario,
+            retell_endpoints(agent["webhook_url"]) if agent.get("webhook_url") else RetellEndpoints("", ""),
+            webhook,
+            api_key=self.api_key,
+            speed=self.speed,
+            agent_id=agent["agent_id"],
+            call=call,
+        )
+        self.calls[player.call_id] = player
+        if agent.get("webhook_url"):
+            self._tasks[player.call_id] = asyncio.create_task(player.run(), name=f"retell-call:{player.call_id}")
+        return Response.json(201, player.call_object())
+
+    def _stop_call(self, call_id: str) -> Response:
+        player = self.calls.get(call_id)
+        if player is None:
+            return _error(404, "Call not found")
+        task = self._tasks.get(call_id)
+        if task is None or task.done():
+            return _error(400, "Call has already ended")
+        task.cancel()
+        self._tasks[call_id] = asyncio.create_task(self._end_stopped(task, player), name=f"retell-stop:{call_id}")
+        return Response(204)
+
+    @staticmethod
+    async def _end_stopped(task: asyncio.Task[None], player: RetellCallPlayer) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await player.end("manual_stopped")
+
+    def _update_live_call(self, call_id: str, body: dict[str, Any]) -> Response:
+        player = self.calls.get(call_id)
+        task = self._tasks.get(call_id)
+        if player is None:
+            return _error(404, "Call not found")
+        if task is None or task.done():
+            return _error(400, "Call is not ongoing")
+        control = body.get("call_control")
+        if not isinstance(control, dict):
+            return _error(400, "call_control must be an object")
+        context = control.get("additional_context")
+        if context is not None:
+            if not isinstance(context, str):
+                return _error(400, "call_control.additional_context must be a string")
+            player.inject(context)
+        return Response.json(200, {"success": True})
+
+
+def _error(status: int, message: str) -> Response:
+    return Response.json(status, {"status": "error", "message": message})
+
+
+def _json_object(body: bytes) -> dict[str, Any] | Response:
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return _error(400, "The request body is not JSON")
+    return data if isinstance(data, dict) else _error(400, "The request body must be a JSON object")
+
+
+def _page(items: list[dict[str, Any]], query: dict[str, str]) -> Response:
+    """`{items, has_more, pagination_key}`: the 2026 list shape, `pagination_key` an offset here."""
+    try:
+        limit = max(1, min(1000, int(query.get("limit") or 1000)))
+        start = int(query.get("pagination_key") or 0)
+    except ValueError:
+        return _error(400, "limit and pagination_key must be numbers")
+    page = items[start : start + limit]
+    more = start + limit < len(items)
+    return Response.json(200, {"items": page, "has_more": more, "pagination_key": str(start + limit) if more else None})

@@ -21,9 +21,9 @@ from console.core.events import Event, Raw, ToolRequested, to_utc
 from console.core.http_types import Request, Response
 from console.core.tools import ToolBatch, ToolCall, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
-from console.providers.registry import KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest
+from console.providers.registry import Dialing, KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest
 from console.providers.retell.auth import HEADER, sign_retell, verify_retell_signature
-from console.providers.retell.client import agents_probe
+from console.providers.retell.client import agents_probe, dialer
 from console.providers.retell.normalize import (
     PROVIDER,
     SeenOnce,
@@ -286,4 +286,5 @@ SPEC = ProviderSpec(
     base_url=lambda settings: settings.retell.base_url,
     key_check=KeyCheck(needs=("retell_api_key",), proves="retell_api_key", request=agents_probe),
     warnings=_warnings,
+    dialing=Dialing(needs=("retell_api_key",), client=dialer, agent_word="agent"),
 )

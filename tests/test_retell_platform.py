@@ -1,0 +1,127 @@
+"""Retell end to end on loopback: the Retell REST client against the simulated Retell platform,
+`voice-console dial --provider retell` placing a call the platform then plays into the real
+receiver (its barge-in derived from the word times), and the official `retell-sdk` parsing
+every answer the simulated platform gives."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+
+import console.providers.retell.client as retell_client
+from console.cli import build_parser
+from console.commands.dial import run_dial
+from console.core.policy import Policy, ToolRule
+from console.providers.retell.client import RetellAuthError, RetellClient, RetellError, page_of
+from console.secrets import SecretStore
+from console.simulator.retell import AGENT_ID, SimulatedRetell
+from console.store import queries
+from tests.helpers.secrets import RETELL_KEY
+
+OVERRIDE = Policy(tools={"default": ToolRule(action="override", result='{"ok": true}')})
+FROM = "+14155550199"  # the simulated account's number
+
+
+async def dial(settings, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    args = build_parser().parse_args(["dial", "--provider", "retell", *argv])
+    out, err = io.StringIO(), io.StringIO()
+    store = SecretStore({"VOICE_CONSOLE_RETELL_API_KEY": RETELL_KEY} if env is None else env)
+    code = await run_dial(args, settings, secret_store=store, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_a_dialed_retell_call_lands_in_the_history_with_its_barge_in(start_receiver):
+    receiver, _ = await start_receiver(policy=OVERRIDE)
+    async with SimulatedRetell(receiver.server.url, api_key=RETELL_KEY, speed=40, scenario="booking") as platform:
+        receiver.settings.retell.base_url = platform.url
+        code, out, err = await dial(receiver.settings, "--to", "(415) 555-0142", "--agent", AGENT_ID)
+        assert code == 0, err
+        call_id = out.split()[0]
+        assert out == f"{call_id}  registered  to +1 415-555-0142 · United States from {FROM} with agent {AGENT_ID}\n"
+        assert call_id in platform.calls and platform.calls[call_id].call_object()["to_number"] == "+14155550142"
+        async with asyncio.timeout(20):
+            while (detail := await queries.get_call(receiver.store, call_id)) is None or detail["call"][
+                "status"
+            ] != "ended":
+                await asyncio.sleep(0.1)
+    assert {record.status for record in platform.deliveries} <= {200, 204}, platform.deliveries
+    barge_ins = [e for e in detail["events"] if e["kind"] == "barge_in"]
+    assert [(b["cut_text"], b["source"]) for b in barge_ins] == [("Before I", "word-timings")]
+    assert detail["call"]["provider"] == "retell" and detail["call"]["barge_ins"] == 1
+    assert {t["name"] for t in detail["tool_calls"]} == {"check_availability", "lookup_patient", "book_appointment"}
+
+
+async def test_dial_errors_are_one_line_with_the_right_exit_code(settings):
+    async with SimulatedRetell(None, api_key=RETELL_KEY) as platform:
+        settings.retell.base_url = platform.url
+        code, _, err = await dial(settings, "--to", "+14155550142", "--from", "+14155550100")
+        assert code == 1 and err.count("\n") == 1
+        assert "no phone number +1 415-555-0100 · United States to call from; its numbers are +14155550199" in err
+        code, _, err = await dial(settings, "--to", "+14155550142", "--agent", "agent_nope")
+        assert (code, err) == (1, "voice-console dial: Retell API 400 Bad Request: Agent agent_nope not found\n")
+        code, _, err = await dial(settings, "--to", "+14155550142", env={"VOICE_CONSOLE_RETELL_API_KEY": "wrong"})
+        assert code == 1 and "Retell API 401" in err and "keys set retell" in err and "wrong" not in err
+        code, _, err = await dial(settings, "--to", "+14155550142", env={})
+        assert (code, err.splitlines()[0].split(":")[1].strip()) == (1, "no Retell API key")
+        code, _, err = await dial(settings, "--to", "12")
+        assert code == 2 and "--to number" in err
+    assert not platform.calls
+
+
+async def test_the_client_reads_both_list_shapes_and_follows_pages(monkeypatch):
+    assert page_of([{"a": 1}], what="x") == ([{"a": 1}], None)
+    assert page_of({"items": [{"a": 1}], "has_more": True, "pagination_key": "k"}, what="x") == ([{"a": 1}], "k")
+    assert page_of({"items": [], "has_more": False, "pagination_key": "k"}, what="x") == ([], None)
+    with pytest.raises(RetellError, match="unexpected shape for agents"):
+        page_of({"agents": []}, what="agents")
+    async with SimulatedRetell(None, api_key=RETELL_KEY) as platform:
+        async with RetellClient(RETELL_KEY, base_url=platform.url) as client:
+            for n in range(5):
+                await client.create_phone_call(from_number=FROM, to_number=f"+1415555010{n}")
+            calls = await client.list_calls()
+            assert len(calls) == 5 and len({c["call_id"] for c in calls}) == 5
+            assert len(await client.list_calls(limit=2)) == 2
+            monkeypatch.setattr(retell_client, "_PAGE", 2)  # three pages of two: each key followed
+            assert [c["call_id"] for c in await client.list_calls()] == [c["call_id"] for c in calls]
+            stopped = calls[0]["call_id"]
+            with pytest.raises(RetellError, match="already ended"):
+                await client.stop_call(stopped)  # no webhook URL: the call never ran
+        async with RetellClient("nope", base_url=platform.url, max_retries=0) as client:
+            with pytest.raises(RetellAuthError):
+                await client.list_agents()
+
+
+async def test_the_official_retell_sdk_parses_every_answer(start_receiver):
+    retell = pytest.importorskip("retell")
+    receiver, _ = await start_receiver(policy=OVERRIDE)
+    async with SimulatedRetell(receiver.server.url, api_key=RETELL_KEY, speed=5, scenario="booking") as platform:
+        sdk = retell.AsyncRetell(api_key=RETELL_KEY, base_url=platform.url, max_retries=0)
+        agents = await sdk.agent.list()
+        assert [a.agent_id for a in agents.items] == [AGENT_ID] and agents.has_more is False
+        agent = await sdk.agent.retrieve(AGENT_ID)
+        assert agent.response_engine.type == "retell-llm" and agent.webhook_url == receiver.server.url
+        numbers = await sdk.phone_number.list()
+        assert [n.phone_number for n in numbers.items] == [FROM]
+        call = await sdk.call.create_phone_call(from_number=FROM, to_number="+14155550142")
+        assert call.call_status == "registered" and call.direction == "outbound"
+        again = await sdk.call.retrieve(call.call_id)
+        assert again.call_id == call.call_id
+        listed = await sdk.call.list()
+        assert [c.call_id for c in listed.items] == [call.call_id]
+        updated = await sdk.call.update_live(call.call_id, call_control={"additional_context": "VIP caller"})
+        assert updated.success is True
+        await sdk.call.stop(call.call_id)
+        async with asyncio.timeout(10):
+            while (await sdk.call.retrieve(call.call_id)).call_status != "ended":
+                await asyncio.sleep(0.05)
+        ended = await sdk.call.retrieve(call.call_id)
+        assert ended.disconnection_reason == "manual_stopped"
+        injected = [
+            item for item in ended.transcript_with_tool_calls or [] if getattr(item, "role", None) == "injected"
+        ]
+        assert [item.content for item in injected] == ["VIP caller"]
+        with pytest.raises(retell.NotFoundError):
+            await sdk.call.retrieve("call_nope")
+        await sdk.close()
