@@ -18,7 +18,11 @@ from console.providers.retell.client import RetellAuthError, RetellClient, Retel
 from console.secrets import SecretStore
 from console.simulator.retell import AGENT_ID, SimulatedRetell
 from console.store import queries
+from console.tui.app import Services, VoiceConsoleApp
+from console.tui.widgets.panes import short_id
+from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
 from tests.helpers.secrets import RETELL_KEY
+from tests.helpers.tui import ONE_HELD, SIZE, record_notifications, type_text, wait_for, wait_for_pending
 
 OVERRIDE = Policy(tools={"default": ToolRule(action="override", result='{"ok": true}')})
 FROM = "+14155550199"  # the simulated account's number
@@ -125,3 +129,48 @@ async def test_the_official_retell_sdk_parses_every_answer(start_receiver):
         with pytest.raises(retell.NotFoundError):
             await sdk.call.retrieve("call_nope")
         await sdk.close()
+
+
+async def test_the_operator_steers_a_live_retell_call_from_the_console(settings):
+    """s and n go in as context the agent answers, ctrl+e stops the call; m and t say why a Retell
+    call cannot do them. The call is placed on the simulated Retell platform and plays into the
+    console's own receiver, held on a tool call so that it stays live."""
+    async with SimulatedRetell(None, api_key=RETELL_KEY, speed=15, scenario="booking") as platform:
+        settings.retell.base_url = platform.url
+        keys = SecretStore({"VOICE_CONSOLE_RETELL_API_KEY": RETELL_KEY})
+        app = VoiceConsoleApp(Services(settings, secret_store=keys, policy=ONE_HELD))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.service is not None, what="the receiver")
+            platform.agents[AGENT_ID]["webhook_url"] = app.service.server.url
+            async with RetellClient(RETELL_KEY, base_url=platform.url) as client:
+                call_id = (await client.create_phone_call(from_number=FROM, to_number="+14155550142"))["call_id"]
+            pending = await wait_for_pending(pilot, app)
+            assert pending.call_id == call_id and app.main.selected_call == call_id
+            player = platform.calls[call_id]
+            notes = record_notifications(app)
+
+            def injected() -> list[str]:
+                items = player.call_object().get("transcript_with_tool_calls", [])
+                return [item["content"] for item in items if item.get("role") == "injected"]
+
+            await pilot.press("s")
+            await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), what="the say prompt")
+            await type_text(pilot, "The caller is a VIP.")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: injected() == ["The caller is a VIP."], what="the context on the call")
+            for key, what in (("m", "Muting the assistant"), ("t", "Transfer")):
+                notes.clear()
+                await pilot.press(key)
+                await pilot.pause(0.1)
+                assert app.screen is app.main
+                [(severity, message)] = notes
+                assert severity == "error" and message.startswith(f"{what} is not available for a Retell call: ")
+            await pilot.press("ctrl+e")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the end-call question")
+            await pilot.press("y")
+            await wait_for(
+                pilot,
+                lambda: player.call_object().get("disconnection_reason") == "manual_stopped",
+                what="the call stopped",
+            )
+            assert ("information", f"End call: sent to call {short_id(call_id)}.") in notes

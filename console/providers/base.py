@@ -6,9 +6,10 @@ renders replies. It never touches the network, the store or the UI.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from console.core.events import Event
 from console.core.http_types import Request, Response
@@ -134,3 +135,41 @@ class PlatformClient(Protocol):
     async def phone_lines(self, limit: int = 100) -> list[PhoneLine]: ...
 
     async def place_call(self, *, to: str, line_id: str, agent_id: str) -> PlacedCall: ...
+
+
+# -- steering a live call (the console's s / n / m / t / ctrl+e) ------------------------------
+
+# What a live call can be asked to do; a platform that cannot do one says why (`Control.unavailable`).
+LiveAction = Literal["say", "add_message", "mute", "transfer", "end"]
+
+
+@dataclass(frozen=True)
+class ControlTarget:
+    """Everything a platform's live control may need for one call (its capability URL for Vapi,
+    the REST key and base URL for Retell)."""
+
+    call_id: str
+    control_url: str | None = field(default=None, repr=False)
+    keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+    base_url: str = ""
+    http_client: Any = None  # an httpx.AsyncClient to share, when the platform's control is plain HTTP
+
+
+class LiveControl(Protocol):
+    """One live call's controls (an async context manager); failures raise `PlatformError`."""
+
+    async def __aenter__(self) -> LiveControl: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def say(self, content: str) -> Any: ...
+
+    async def add_message(self, role: Any, content: str, *, trigger_response: bool = True) -> Any: ...
+
+    async def mute_assistant(self) -> Any: ...
+
+    async def unmute_assistant(self) -> Any: ...
+
+    async def transfer(self, *, number: str) -> Any: ...
+
+    async def end_call(self) -> Any: ...

@@ -22,7 +22,14 @@ if TYPE_CHECKING:
     import httpx
 
     from console.config import Settings
-    from console.providers.base import PlatformClient, StreamSession, WebhookProvider
+    from console.providers.base import (
+        ControlTarget,
+        LiveAction,
+        LiveControl,
+        PlatformClient,
+        StreamSession,
+        WebhookProvider,
+    )
 
 # The built-in providers, in the order the console offers them; each is
 # `console.providers.<name>.provider.SPEC`.
@@ -96,6 +103,17 @@ class Dialing:
     agent_word: str = "assistant"  # what the platform calls who answers: "assistant", "agent"
 
 
+@dataclass(frozen=True)
+class Control:
+    """How the console steers a platform's live call (the TUI's s / n / m / t / ctrl+e)."""
+
+    open: Callable[[ControlTarget], LiveControl]
+    needs_control_url: bool = False  # the call's capability URL, learnt from its webhooks (Vapi)
+    needs: tuple[str, ...] = ()  # the secrets it is opened with
+    # What this platform cannot do to a live call, and why (shown instead of silently doing nothing).
+    unavailable: Mapping[LiveAction, str] = field(default_factory=dict)
+
+
 def _no_warnings(settings: Settings, secrets: Secrets) -> list[str]:
     return []
 
@@ -126,12 +144,16 @@ class ProviderSpec:
     warnings: Callable[[Settings, Secrets], list[str]] = _no_warnings
     # What the console can do with the platform's calls: place them, steer them live.
     dialing: Dialing | None = None
-    can_control: bool = False
+    control: Control | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def can_dial(self) -> bool:
         return self.dialing is not None
+
+    @property
+    def can_control(self) -> bool:
+        return self.control is not None
 
     def secret(self, name: str) -> Secret:
         return next(secret for secret in self.secrets if secret.name == name)

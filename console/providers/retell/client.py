@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from console.providers.base import Agent, PhoneLine, PlacedCall
+from console.providers.base import Agent, ControlTarget, LiveAction, PhoneLine, PlacedCall
 from console.providers.rest import ApiAuthError, ApiConnectionError, ApiError, JsonApi
 
 DEFAULT_BASE_URL = "https://api.retellai.com"
@@ -164,6 +164,55 @@ class RetellDialer:
     async def place_call(self, *, to: str, line_id: str, agent_id: str) -> PlacedCall:
         call = await self._client.create_phone_call(from_number=line_id, to_number=to, override_agent_id=agent_id)
         return PlacedCall(str(call.get("call_id", "?")), str(call.get("call_status", "?")), raw=call)
+
+
+class RetellLiveControl:
+    """A live Retell call's controls (a `LiveControl`) over its REST API: what the operator says
+    or adds goes in as `additional_context` (with `trigger_response` to have the agent answer
+    now), ending is `stop-call`. Retell's API cannot make the agent speak exact words, mute it
+    or transfer the call: those say so (`UNAVAILABLE`)."""
+
+    def __init__(self, client: RetellClient, call_id: str) -> None:
+        self._client = client
+        self._call_id = call_id
+
+    async def __aenter__(self) -> RetellLiveControl:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._client.aclose()
+
+    async def say(self, content: str) -> Any:
+        """Added to the conversation, and the agent prompted to respond to it now."""
+        return await self._client.update_live_call(self._call_id, additional_context=content, trigger_response=True)
+
+    async def add_message(self, role: Any, content: str, *, trigger_response: bool = True) -> Any:
+        return await self._client.update_live_call(
+            self._call_id, additional_context=content, trigger_response=trigger_response
+        )
+
+    async def mute_assistant(self) -> Any:
+        raise RetellError(0, UNAVAILABLE["mute"])
+
+    async def unmute_assistant(self) -> Any:
+        raise RetellError(0, UNAVAILABLE["mute"])
+
+    async def transfer(self, *, number: str) -> Any:
+        raise RetellError(0, UNAVAILABLE["transfer"])
+
+    async def end_call(self) -> Any:
+        await self._client.stop_call(self._call_id)
+
+
+UNAVAILABLE: dict[LiveAction, str] = {
+    "mute": "Retell's API cannot mute a live call's agent",
+    "transfer": "a Retell call is transferred by its agent's transfer function, not through the API",
+}
+
+
+def open_control(target: ControlTarget) -> RetellLiveControl:
+    client = RetellClient(target.keys["retell_api_key"], base_url=target.base_url or DEFAULT_BASE_URL, max_retries=1)
+    return RetellLiveControl(client, target.call_id)
 
 
 def dialer(keys: Mapping[str, str], base_url: str, **options: Any) -> RetellDialer:

@@ -21,9 +21,9 @@ from console.core.events import Event, Raw, ToolRequested, to_utc
 from console.core.http_types import Request, Response
 from console.core.tools import ToolBatch, ToolCall, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
-from console.providers.registry import Dialing, KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest
+from console.providers.registry import Control, Dialing, KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest
 from console.providers.retell.auth import HEADER, sign_retell, verify_retell_signature
-from console.providers.retell.client import agents_probe, dialer
+from console.providers.retell.client import UNAVAILABLE, agents_probe, dialer, open_control
 from console.providers.retell.normalize import (
     PROVIDER,
     SeenOnce,
@@ -287,4 +287,5 @@ SPEC = ProviderSpec(
     key_check=KeyCheck(needs=("retell_api_key",), proves="retell_api_key", request=agents_probe),
     warnings=_warnings,
     dialing=Dialing(needs=("retell_api_key",), client=dialer, agent_word="agent"),
+    control=Control(open=open_control, needs=("retell_api_key",), unavailable=UNAVAILABLE),
 )

@@ -28,6 +28,7 @@ import websockets
 import websockets.exceptions
 from websockets.asyncio.client import connect
 
+from console.providers.base import ControlTarget, PlatformError
 from console.providers.vapi.client import validate_e164
 from console.redact import mask_url
 
@@ -51,7 +52,7 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
-class LiveControlError(Exception):
+class LiveControlError(PlatformError):
     """The control URL refused or could not be reached. The URL is shown masked."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -60,7 +61,7 @@ class LiveControlError(Exception):
 
 
 class CallControl:
-    """Steers one live call through its control URL."""
+    """Steers one live call through its control URL (a `LiveControl`, console.providers.base)."""
 
     def __init__(
         self,
@@ -310,3 +311,10 @@ async def listen(
             yield frame(bytes(buffer[:tail]))
     finally:
         await ws.close()
+
+
+def open_control(target: ControlTarget) -> CallControl:
+    """The console's live control of a Vapi call: its control URL, over the receiver's HTTP client."""
+    if target.control_url is None:
+        raise ValueError("a Vapi call is controlled through its control URL, and this call has none")
+    return CallControl(target.control_url, client=target.http_client)

@@ -15,10 +15,11 @@ from console.core.events import to_utc
 from console.core.http_types import Request, Response, is_loopback
 from console.core.tools import ToolBatch, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
-from console.providers.registry import Dialing, KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest
+from console.providers.registry import Control, Dialing, KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest
 from console.providers.vapi import replies
 from console.providers.vapi.auth import sign_vapi_request, verify_vapi_request
 from console.providers.vapi.client import assistants_probe, dialer
+from console.providers.vapi.live import open_control
 from console.providers.vapi.normalize import normalize_message
 
 _ENVELOPE_HINT = 'Vapi sends {"message": {"type": ..., ...}}'
@@ -185,5 +186,5 @@ SPEC = ProviderSpec(
     ],
     warnings=_warnings,
     dialing=Dialing(needs=("vapi_api_key",), client=dialer),
-    can_control=True,
+    control=Control(open=open_control, needs_control_url=True),
 )

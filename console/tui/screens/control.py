@@ -11,6 +11,7 @@ the screen that hosts the controls (the main screen), never retried.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from textual.app import ComposeResult
@@ -21,7 +22,9 @@ from textual.widgets import Checkbox, Input, Label, Select
 
 from console.phone import PhoneNumber, PhoneNumberError, parse_phone
 from console.providers import registry
-from console.providers.vapi.live import CallControl, LiveControlError, MessageRole
+from console.providers.base import ControlTarget, LiveAction, LiveControl, PlatformError
+from console.providers.registry import ProviderSpec
+from console.providers.vapi.live import MessageRole
 from console.redact import mask_url
 from console.tui.context import ConsoleContext
 from console.tui.widgets.panes import short_id
@@ -37,11 +40,31 @@ def _not_empty(text: str) -> str | None:
     return None if text.strip() else "Type something."
 
 
-def _can_control(provider: str) -> bool:
+def _spec(provider: str) -> ProviderSpec | None:
     try:
-        return registry.spec(provider).can_control
+        return registry.spec(provider)
     except registry.UnknownProvider:
-        return False
+        return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A live call to steer: its platform's spec, and its control URL where that platform uses one."""
+
+    call_id: str
+    spec: ProviderSpec
+    control_url: str | None = field(default=None, repr=False)
+
+
+ACTION_NAMES: dict[LiveAction, str] = {
+    "say": "Say",
+    "add_message": "Adding a message",
+    "mute": "Muting the assistant",
+    "transfer": "Transfer",
+    "end": "Ending the call",
+}
+# What "say" does on platforms that cannot speak exact words through their API.
+SAY_PROMPT = {"retell": "Context for the agent, who is prompted to respond to it now:"}
 
 
 class AddMessageScreen(ModalScreen[tuple[MessageRole, str, bool] | None]):
@@ -97,55 +120,67 @@ class CallControls:
         self.selected_call = selected_call
         self._muted: set[str] = set()  # calls whose assistant this console muted
 
-    def target(self) -> tuple[str, str] | None:
-        """(call id, control URL) of the selected call, or None after telling the operator why."""
+    def target(self, action: LiveAction) -> Target | None:
+        """The selected call and how to steer it, or None after telling the operator why not."""
         screen = self.screen
         call_id = self.selected_call()
         problem = None
-        url = None
+        found = None
         if self.context.receiver is None:
             problem = "The receiver is still starting."
         elif call_id is None:
             problem = "No call is selected: pick one in Live calls."
         else:
             state = self.context.call_state(call_id)
+            spec = _spec(state.provider) if state is not None else None
             if state is None:
                 problem = f"Call {short_id(call_id)} is no longer tracked."
             elif state.status == "ended":
                 problem = f"Call {short_id(call_id)} has ended: there is nothing left to control."
-            elif not _can_control(state.provider):
-                able = " and ".join(spec.title for spec in registry.specs() if spec.can_control)
-                problem = (
-                    f"Call {short_id(call_id)} came through {state.provider}: live control is a {able} feature "
-                    "(its control URL)."
-                )
-            elif not state.control_url:
+            elif spec is None or spec.control is None:
+                able = " and ".join(each.title for each in registry.specs() if each.can_control)
+                problem = f"Call {short_id(call_id)} came through {state.provider}: live control is a {able} feature."
+            elif (why := spec.control.unavailable.get(action)) is not None:
+                problem = f"{ACTION_NAMES[action]} is not available for a {spec.title} call: {why}."
+            elif spec.control.needs_control_url and not state.control_url:
                 problem = NO_CONTROL_URL.format(call=short_id(call_id))
             else:
-                url = state.control_url
-        if problem or url is None or call_id is None:
+                found = Target(call_id, spec, state.control_url)
+        if found is None:
             screen.notify(problem or "No call to control.", markup=False, title="Call control", severity="error")
-            return None
-        return call_id, url
+        return found
+
+    async def _opened(self, target: Target) -> LiveControl:
+        """The platform's live control for the call, opened with the keys it needs (off the loop)."""
+        control = target.spec.control
+        assert control is not None
+        keys = {}
+        for name in control.needs:
+            lookup = await self.context.secrets.aget(name)
+            if not lookup.value:
+                secret = target.spec.secret(name)
+                raise PlatformError(f"no {secret.label} ({(lookup.note or f'set {secret.env}').rstrip('.')})")
+            keys[name] = lookup.value
+        base_url = target.spec.base_url(self.context.settings) if target.spec.base_url else ""
+        return control.open(
+            ControlTarget(target.call_id, target.control_url, keys, base_url, http_client=self.context.http_client)
+        )
 
     def send(
         self,
-        call_id: str,
-        url: str,
+        target: Target,
         what: str,
-        operation: Callable[[CallControl], Awaitable[Any]],
+        operation: Callable[[LiveControl], Awaitable[Any]],
         then: Callable[[], None] | None = None,
     ) -> None:
-        """POST one control message in a worker; the outcome is notified in one line."""
-        client = self.context.http_client
-        assert client is not None
-        label = short_id(call_id)
+        """Send one control operation in a worker; the outcome is notified in one line."""
+        label = short_id(target.call_id)
 
         async def run() -> None:
             try:
-                async with CallControl(url, client=client) as control:
+                async with await self._opened(target) as control:
                     await operation(control)
-            except LiveControlError as exc:  # already masked
+            except PlatformError as exc:  # one line, URLs and keys already masked
                 self.screen.notify(
                     f"{what} on call {label} failed: {exc}", markup=False, title="Call control", severity="error"
                 )
@@ -156,8 +191,9 @@ class CallControls:
                 )
                 return
             except Exception as exc:
+                via = f" via {mask_url(target.control_url)}" if target.control_url else ""
                 self.screen.notify(
-                    f"{what} on call {label} failed ({type(exc).__name__}) via {mask_url(url)}",
+                    f"{what} on call {label} failed ({type(exc).__name__}){via}",
                     markup=False,
                     title="Call control",
                     severity="error",
@@ -179,48 +215,43 @@ class CallControls:
     # --- the actions -----------------------------------------------------------------------
 
     def say(self) -> None:
-        if (target := self.target()) is None:
+        if (target := self.target("say")) is None:
             return
-        call_id, url = target
         self._ask(
             PromptScreen(
-                f"Say · call {short_id(call_id)}", "What the assistant says now, word for word:", check=_not_empty
+                f"Say · call {short_id(target.call_id)}",
+                SAY_PROMPT.get(target.spec.name, "What the assistant says now, word for word:"),
+                check=_not_empty,
             ),
-            lambda text: self.send(call_id, url, "Say", lambda control: control.say(text)),
+            lambda text: self.send(target, "Say", lambda control: control.say(text)),
         )
 
     def add_message(self) -> None:
-        if (target := self.target()) is None:
+        if (target := self.target("add_message")) is None:
             return
-        call_id, url = target
 
         def send(answer: tuple[MessageRole, str, bool]) -> None:
             role, text, respond = answer
             self.send(
-                call_id,
-                url,
-                f"Add {role} message",
-                lambda control: control.add_message(role, text, trigger_response=respond),
+                target, f"Add {role} message", lambda control: control.add_message(role, text, trigger_response=respond)
             )
 
-        self._ask(AddMessageScreen(short_id(call_id)), send)
+        self._ask(AddMessageScreen(short_id(target.call_id)), send)
 
     def toggle_mute(self) -> None:
-        if (target := self.target()) is None:
+        if (target := self.target("mute")) is None:
             return
-        call_id, url = target
+        call_id = target.call_id
         if call_id in self._muted:
             self.send(
-                call_id,
-                url,
+                target,
                 "Unmute the assistant",
                 lambda control: control.unmute_assistant(),
                 then=lambda: self._muted.discard(call_id),
             )
         else:
             self.send(
-                call_id,
-                url,
+                target,
                 "Mute the assistant (m again to unmute)",
                 lambda control: control.mute_assistant(),
                 then=lambda: self._muted.add(call_id),
@@ -245,16 +276,14 @@ class CallControls:
         return None
 
     def transfer(self) -> None:
-        if (target := self.target()) is None:
+        if (target := self.target("transfer")) is None:
             return
-        call_id, url = target
+        call_id = target.call_id
         region = self.default_region() or "US"
 
         def send(text: str) -> None:
             number = self.phone(text)  # checked by the dialog already
-            self.send(
-                call_id, url, f"Transfer to {number.describe()}", lambda control: control.transfer(number=number.e164)
-            )
+            self.send(target, f"Transfer to {number.describe()}", lambda control: control.transfer(number=number.e164))
 
         self._ask(
             PromptScreen(
@@ -269,15 +298,14 @@ class CallControls:
         )
 
     def end(self) -> None:
-        if (target := self.target()) is None:
+        if (target := self.target("end")) is None:
             return
-        call_id, url = target
         self._ask(
             ConfirmScreen(
-                f"End call {short_id(call_id)}",
+                f"End call {short_id(target.call_id)}",
                 "Hang up this call for everyone on it? This cannot be undone.\n"
                 "Press y to end it, n or escape to keep it.",
                 yes="End call",
             ),
-            lambda _: self.send(call_id, url, "End call", lambda control: control.end_call()),
+            lambda _: self.send(target, "End call", lambda control: control.end_call()),
         )
