@@ -7,8 +7,11 @@ import httpx
 
 from console.commands.assistants import run_assistants
 from console.config import load_settings
+from console.providers.retell.checks import check_agent, patch_webhook_events
 from console.secrets import SecretStore
+from console.simulator.retell import AGENT_ID, SimulatedRetell
 from console.simulator.vapi import SimulatedPlatform
+from tests.helpers.secrets import RETELL_KEY
 
 
 async def test_checks_and_fixes_missing_server_messages(tmp_path):
@@ -71,3 +74,55 @@ async def test_fix_goes_on_past_a_refused_patch_and_fails_only_for_what_is_still
         assert all("transcript" in a.get("serverMessages", []) for a in assistants if a["id"] != gone["id"])
     finally:
         await platform.close()
+
+
+async def test_retell_agents_are_checked_and_their_webhook_events_fixed(tmp_path):
+    """With a Retell key the agents are listed beside (here: instead of) Vapi's assistants; --fix
+    adds transcript_updated (the word times barge-ins come from) with one update."""
+    async with SimulatedRetell("https://elsewhere.example/webhook/retell", api_key=RETELL_KEY) as platform:
+        agent = platform.agents[AGENT_ID]
+        agent["webhook_events"] = None  # Retell's defaults: no transcript_updated
+        agent["interruption_sensitivity"] = 0
+        settings = load_settings(env={"VOICE_CONSOLE_RETELL_BASE_URL": platform.url})
+        store = SecretStore({"VOICE_CONSOLE_RETELL_API_KEY": RETELL_KEY})
+
+        async def assistants(fix: bool) -> tuple[int, str, str]:
+            out, err = io.StringIO(), io.StringIO()
+            args = argparse.Namespace(fix=fix, public_url="https://voice.example.test")
+            code = await run_assistants(args, settings, secret_store=store, out=out, err=err)
+            return code, out.getvalue(), err.getvalue()
+
+        code, out, err = await assistants(fix=False)
+        assert (code, err) == (0, "")
+        assert out.startswith(f"{AGENT_ID}  {agent['agent_name']}  (Retell agent)\n")
+        assert "does not send transcript_updated; the console will miss live transcripts and barge-ins" in out
+        assert "sends its webhooks to https://elsewhere.example/webhook/retell, not to this console" in out
+        assert "interruption_sensitivity 0" in out
+
+        code, out, err = await assistants(fix=True)
+        assert (code, err) == (0, "")
+        assert "fixed   webhook_events now include call_started, call_ended, call_analyzed, transcript_updated" in out
+        assert agent["webhook_events"] == ["call_started", "call_ended", "call_analyzed", "transcript_updated"]
+        assert "does not send" not in out and "webhook-url" not in out  # what --fix cannot do stays a warning
+        assert "not to this console" in out
+
+
+def test_retell_agent_checks():
+    good = {
+        "agent_id": "agent_1",
+        "agent_name": "Front desk",
+        "webhook_url": "HTTPS://voice.example.test:443/webhook/retell/",
+        "webhook_events": ["call_started", "call_ended", "call_analyzed", "transcript_updated"],
+        "interruption_sensitivity": 0.8,
+    }
+    assert check_agent(good, public_url="https://voice.example.test") == []
+    assert [c.code for c in check_agent(good)] == ["public-url-unknown"]
+    assert patch_webhook_events(good) == {}
+    bare = {"agent_id": "agent_2", "webhook_events": ["call_ended"]}
+    assert [c.code for c in check_agent(bare, public_url="https://voice.example.test")] == [
+        "webhook-events-missing",
+        "webhook-url-missing",
+    ]
+    assert patch_webhook_events(bare) == {
+        "webhook_events": ["call_ended", "call_started", "call_analyzed", "transcript_updated"]
+    }

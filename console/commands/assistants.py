@@ -1,9 +1,10 @@
 """`voice-console assistants [--fix]`: will the console see and steer your assistants' calls?
 
-Lists the Vapi assistants with the operator checks (server messages the console
-needs, server URL pointing here, unauthenticated monitor URLs); `--fix` adds the
-missing server messages with one PATCH per assistant and exits 0 once none is
-missing (warnings it cannot fix, such as monitor URLs, are reported, not failed).
+Lists the Vapi assistants (with a Vapi key) and the Retell agents (with a Retell key) with
+the operator checks: server messages / webhook events the console needs, server or webhook
+URL pointing here, unauthenticated monitor URLs, interruptions turned off. `--fix` adds the
+missing server messages or webhook events with one update each and exits 0 once none is
+missing (warnings it cannot fix are reported, not failed).
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("assistants", help="check the Vapi assistants the console will watch")
-    parser.add_argument("--fix", action="store_true", help="add the server messages the console needs (PATCH)")
+    parser = subparsers.add_parser(
+        "assistants", help="check the Vapi assistants and Retell agents the console will watch"
+    )
+    parser.add_argument(
+        "--fix",
+        action="store_true",
+        help="add the server messages / webhook events the console needs (one update each)",
+    )
     parser.add_argument("--public-url", metavar="URL", help="the receiver's public URL, to check server URLs against")
 
 
@@ -42,22 +49,42 @@ async def run_assistants(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Exit 0 when the assistants were listed (and, with --fix, every missing server message
-    is now sent); 1 when the API failed or, with --fix, an assistant still lacks some."""
-    from console.providers.vapi.checks import check_assistant, missing_server_messages
-    from console.providers.vapi.client import VapiClient, VapiError
+    """Exit 0 when the assistants (and Retell agents) were listed and, with --fix, nothing the
+    fix repairs is still missing; 1 when an API failed or, with --fix, something still is."""
     from console.secrets import SecretStore
-    from console.services.assistants import fix_server_messages
     from console.services.keys import missing_key_message
 
-    key = await (secret_store or SecretStore()).aget("vapi_api_key")
-    if not key.value:
-        print(f"voice-console assistants: {missing_key_message(key)}", file=err)
+    store = secret_store or SecretStore()
+    vapi_key, retell_key = await store.aget("vapi_api_key"), await store.aget("retell_api_key")
+    if not vapi_key.value and not retell_key.value:
+        print(f"voice-console assistants: {missing_key_message(vapi_key)}", file=err)
         return 1
     public_url = getattr(args, "public_url", None) or settings.receiver.public_url
+    code = 0
+    if vapi_key.value:
+        code = max(code, await _vapi_assistants(args, settings, vapi_key.value, public_url, out, err))
+    if retell_key.value:
+        code = max(code, await _retell_agents(args, settings, retell_key.value, public_url, out, err))
+    return code
+
+
+def _print_checks(checks: list[Any], out: TextIO) -> None:
+    for check in checks:
+        print(f"  {check.level:<7} {check.message}", file=out)
+        if check.fix:
+            print(f"          fix: {check.fix}", file=out)
+
+
+async def _vapi_assistants(
+    args: argparse.Namespace, settings: Settings, key: str, public_url: str | None, out: TextIO, err: TextIO
+) -> int:
+    from console.providers.vapi.checks import check_assistant, missing_server_messages
+    from console.providers.vapi.client import VapiClient, VapiError
+    from console.services.assistants import fix_server_messages
+
     unfixed: list[str] = []
     try:
-        async with VapiClient(key.value, base_url=settings.vapi.base_url) as client:
+        async with VapiClient(key, base_url=settings.vapi.base_url) as client:
             for assistant in await client.list_assistants():
                 name = assistant.get("name") or "(unnamed)"
                 print(f"{assistant.get('id')}  {name}", file=out)
@@ -71,10 +98,7 @@ async def run_assistants(
                         assistant = {**assistant, "serverMessages": now}
                     if missing_server_messages(assistant):
                         unfixed.append(name)
-                for check in check_assistant(assistant, public_url=public_url):
-                    print(f"  {check.level:<7} {check.message}", file=out)
-                    if check.fix:
-                        print(f"          fix: {check.fix}", file=out)
+                _print_checks(check_assistant(assistant, public_url=public_url), out)
                 if now:
                     print(f"  fixed   serverMessages now include {', '.join(now)}", file=out)
     except VapiError as exc:
@@ -82,5 +106,40 @@ async def run_assistants(
         return 1
     if unfixed:
         print(f"voice-console assistants: still missing server messages after --fix: {', '.join(unfixed)}.", file=err)
+        return 1
+    return 0
+
+
+async def _retell_agents(
+    args: argparse.Namespace, settings: Settings, key: str, public_url: str | None, out: TextIO, err: TextIO
+) -> int:
+    from console.providers.retell.checks import check_agent, missing_webhook_events
+    from console.providers.retell.client import RetellClient, RetellError
+    from console.services.assistants import fix_webhook_events
+
+    unfixed: list[str] = []
+    try:
+        async with RetellClient(key, base_url=settings.retell.base_url) as client:
+            for agent in await client.list_agents():
+                name = agent.get("agent_name") or "(unnamed)"
+                print(f"{agent.get('agent_id')}  {name}  (Retell agent)", file=out)
+                now: list[str] = []
+                if args.fix:
+                    try:
+                        now = await fix_webhook_events(client, agent)
+                    except RetellError as exc:  # report it, and go on fixing the others
+                        print(f"  failed  could not add the missing webhook events: {exc}", file=out)
+                    if now:
+                        agent = {**agent, "webhook_events": now}
+                    if missing_webhook_events(agent):
+                        unfixed.append(name)
+                _print_checks(check_agent(agent, public_url=public_url), out)
+                if now:
+                    print(f"  fixed   webhook_events now include {', '.join(now)}", file=out)
+    except RetellError as exc:
+        print(f"voice-console assistants: {exc}", file=err)
+        return 1
+    if unfixed:
+        print(f"voice-console assistants: still missing webhook events after --fix: {', '.join(unfixed)}.", file=err)
         return 1
     return 0

@@ -454,6 +454,8 @@ class SimulatedRetell:
             case "GET", ["get-agent", agent_id]:
                 agent = self.agents.get(agent_id)
                 return Response.json(200, agent) if agent else _error(404, f"Agent {agent_id} not found")
+            case "PATCH", ["update-agent", agent_id]:
+                return self._update_agent(agent_id, body)
             case "GET", ["v2", "list-phone-numbers"]:
                 return _page(list(self.phone_numbers.values()), query)
             case "POST", ["v2", "create-phone-call"]:
@@ -469,6 +471,16 @@ class SimulatedRetell:
             case "PATCH", ["v2", "update-live-call", call_id]:
                 return self._update_live_call(call_id, body)
         return _error(404, f"Cannot {request.method} {request.path}")
+
+    def _update_agent(self, agent_id: str, body: dict[str, Any]) -> Response:
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            return _error(404, f"Agent {agent_id} not found")
+        events = body.get("webhook_events", agent.get("webhook_events"))
+        if events is not None and not (isinstance(events, list) and all(isinstance(e, str) for e in events)):
+            return _error(400, "webhook_events must be a list of event names")
+        agent.update(body, version=agent["version"] + 1, last_modification_timestamp=int(time.time() * 1000))
+        return Response.json(200, agent)
 
     def _create_call(self, body: dict[str, Any]) -> Response:
         from_number, to_number = body.get("from_number"), body.get("to_number")

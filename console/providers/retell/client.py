@@ -87,6 +87,9 @@ class RetellClient(JsonApi):
     async def get_agent(self, agent_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/get-agent/{agent_id}")
 
+    async def update_agent(self, agent_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("PATCH", f"/update-agent/{agent_id}", json_body=patch)
+
     # phone numbers
 
     async def list_phone_numbers(self, *, limit: int | None = None) -> list[dict[str, Any]]:

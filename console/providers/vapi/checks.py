@@ -6,9 +6,9 @@ apply; `patch_server_messages` builds the PATCH body for the commonest one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
+
+from console.providers.checks import Check, same_url
 
 # OAS CreateAssistantDTO.serverMessages default (reference §2); what Vapi sends
 # when the assistant has no serverMessages key at all.
@@ -37,16 +37,6 @@ REQUIRED_SERVER_MESSAGES: tuple[str, ...] = (
 )
 
 WEBHOOK_PATH = "/webhook/vapi"
-
-Level = Literal["error", "warning", "info"]
-
-
-@dataclass(frozen=True)
-class Check:
-    level: Level
-    code: str
-    message: str
-    fix: str
 
 
 def effective_server_messages(assistant: dict[str, Any]) -> list[str]:
@@ -81,15 +71,6 @@ def assistant_server_url(assistant: dict[str, Any]) -> str | None:
         return str(server["url"])
     legacy = assistant.get("serverUrl")  # before 2024-12-30 it was a top-level field
     return str(legacy) if legacy else None
-
-
-def _normalized(url: str) -> tuple[str, str, str]:
-    parts = urlsplit(url.strip())
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
-    netloc = host if port in (None, default) else f"{host}:{port}"
-    return parts.scheme.lower(), netloc, parts.path.rstrip("/") or "/"
 
 
 def check_assistant(assistant: dict[str, Any], *, public_url: str | None = None) -> list[Check]:
@@ -135,7 +116,7 @@ def check_assistant(assistant: dict[str, Any], *, public_url: str | None = None)
                 f"Set the assistant's server.url to {expected}.",
             )
         )
-    elif _normalized(url) != _normalized(expected):
+    elif not same_url(url, expected):
         checks.append(
             Check(
                 "warning",
