@@ -9,6 +9,7 @@ import asyncio
 import io
 
 import pytest
+from textual.widgets import Input, Label, Select
 
 import console.providers.retell.client as retell_client
 from console.cli import build_parser
@@ -19,10 +20,19 @@ from console.secrets import SecretStore
 from console.simulator.retell import AGENT_ID, SimulatedRetell
 from console.store import queries
 from console.tui.app import Services, VoiceConsoleApp
+from console.tui.screens.dial import DialScreen
 from console.tui.widgets.panes import short_id
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
 from tests.helpers.secrets import RETELL_KEY
-from tests.helpers.tui import ONE_HELD, SIZE, record_notifications, type_text, wait_for, wait_for_pending
+from tests.helpers.tui import (
+    ONE_HELD,
+    SIZE,
+    demo_app,
+    record_notifications,
+    type_text,
+    wait_for,
+    wait_for_pending,
+)
 
 OVERRIDE = Policy(tools={"default": ToolRule(action="override", result='{"ok": true}')})
 FROM = "+14155550199"  # the simulated account's number
@@ -174,3 +184,27 @@ async def test_the_operator_steers_a_live_retell_call_from_the_console(settings)
                 what="the call stopped",
             )
             assert ("information", f"End call: sent to call {short_id(call_id)}.") in notes
+
+
+async def test_the_demo_shows_retell_calls_beside_vapi_ones(settings):
+    """--demo runs a simulated Retell beside the simulated Vapi: every other demo call is Retell's,
+    signed with a key the receiver was given for the demo, and the dial dialog offers its agent."""
+    app = demo_app(settings, interval=1.0, demo_speed=10.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(
+            pilot,
+            lambda: {"vapi", "retell"} <= {state.provider for state in app.main.context.live_calls()},
+            what="a Vapi and a Retell demo call",
+            timeout=20,
+        )
+        counts = await queries.counts(app.service.store)
+        assert counts["rejected_requests"] == 0  # the simulated Retell's signatures verify
+        await pilot.press("d")
+        dialog = await wait_for(pilot, lambda: isinstance(app.screen, DialScreen) and app.screen, what="the dialog")
+        dialog.query_one("#dial-provider", Select).value = "retell"
+        agent = dialog.query_one("#dial-assistant", Select)
+        await wait_for(pilot, lambda: agent.value == AGENT_ID, what="the simulated Retell agent")
+        dialog.query_one("#dial-to", Input).value = "+14155550123"
+        await pilot.pause(0.05)
+        status = str(dialog.query_one("#dial-status", Label).content)
+        assert status == "Ready to dial +14155550123 through the simulated Retell platform (demo)."

@@ -25,10 +25,12 @@ from textual.binding import Binding
 from console.config import Settings
 from console.core.events import Event
 from console.core.policy import Policy
+from console.providers.retell.client import RetellClient, RetellError
 from console.providers.vapi.client import VapiClient, VapiError
 from console.secrets import SecretLookup, SecretStore
 from console.services.pipeline import DeliverySeen
 from console.services.receiver import ReceiverService, listen_failure
+from console.simulator.retell import SimulatedRetell
 from console.simulator.vapi import SimulatedPlatform
 from console.tui.commands import ConsoleCommands
 from console.tui.context import ConsoleContext
@@ -66,8 +68,10 @@ class Services:
 
     async def secrets(self) -> dict[str, SecretLookup]:
         found = await (self.secret_store or SecretStore()).aget_all()
-        if self.demo:  # the in-process platform and the receiver share a fresh webhook secret
+        if self.demo:  # the in-process platforms and the receiver share fresh secrets
             found["vapi_webhook_secret"] = SecretLookup("vapi_webhook_secret", token_source.token_urlsafe(24), "env")
+            # Retell signs its webhooks with its API key: the simulated Retell's key, made up here.
+            found["retell_api_key"] = SecretLookup("retell_api_key", token_source.token_urlsafe(24), "env")
         return found
 
     async def start_receiver(
@@ -108,6 +112,18 @@ class Services:
         await platform.start()
         return platform
 
+    async def start_retell_platform(
+        self, receiver: ReceiverService, secrets: dict[str, SecretLookup]
+    ) -> SimulatedRetell:
+        """The simulated Retell under --demo: its calls play into the receiver, signed with its key."""
+        key = secrets["retell_api_key"].value
+        assert key is not None
+        platform = SimulatedRetell(
+            receiver.server.url, api_key=key, speed=self.demo_speed, scenario=demo_scenario(self.demo_tool_timeout_s)
+        )
+        await platform.start()
+        return platform
+
 
 # --- the app ----------------------------------------------------------------------------------
 
@@ -140,6 +156,8 @@ class VoiceConsoleApp(App[None]):
         self.main = MainScreen(self.feed, self.context)
         self._phone_number_id: str | None = None
         self._assistant_id: str | None = None
+        self._retell: SimulatedRetell | None = None  # the simulated Retell under --demo
+        self._demo_dials = 0
 
     @property
     def service(self) -> ReceiverService | None:
@@ -179,6 +197,9 @@ class VoiceConsoleApp(App[None]):
         self.sub_title = f"receiver {receiver.server.url} · history {settings.db_path}"
         if services.demo:
             platform = self.context.platform = await services.start_platform(receiver, secrets)
+            self.context.simulated["vapi"] = (platform.api_key, platform.url)
+            self._retell = await services.start_retell_platform(receiver, secrets)
+            self.context.simulated["retell"] = (self._retell.api_key, self._retell.url)
             self.sub_title = f"DEMO · simulated platform {platform.url} · receiver {receiver.server.url}"
             self.feed.note(
                 f"demo: simulated Vapi platform on {platform.url}; a call every {services.demo_interval_s:g} s"
@@ -209,6 +230,11 @@ class VoiceConsoleApp(App[None]):
 
     @work(group="demo-dial", exit_on_error=False)
     async def dial_demo_call(self) -> None:
+        """Every other demo call is a Retell one (the first is Vapi's), so the demo shows both."""
+        self._demo_dials += 1
+        if self._demo_dials % 2 == 0 and self._retell is not None:
+            await self._dial_retell_demo_call(self._retell)
+            return
         platform = self.platform
         if platform is None:
             return
@@ -226,6 +252,16 @@ class VoiceConsoleApp(App[None]):
             self.feed.note(f"demo: could not dial: {exc}")
             return
         self.feed.note(f"demo: dialed {DEMO_CUSTOMER} → call {short_id(call.get('id'))}")
+
+    async def _dial_retell_demo_call(self, platform: SimulatedRetell) -> None:
+        try:
+            async with RetellClient(platform.api_key, base_url=platform.url, max_retries=0) as client:
+                number = (await client.list_phone_numbers(limit=1))[0]["phone_number"]
+                call = await client.create_phone_call(from_number=number, to_number=DEMO_CUSTOMER)
+        except (RetellError, IndexError, KeyError) as exc:
+            self.feed.note(f"demo: could not dial on the simulated Retell: {exc}")
+            return
+        self.feed.note(f"demo: dialed {DEMO_CUSTOMER} on Retell → call {short_id(call.get('call_id'))}")
 
     def action_help(self) -> None:
         HelpScreen.toggle(self)
@@ -253,8 +289,11 @@ class VoiceConsoleApp(App[None]):
                 except Exception:
                     pass
         platform, self.context.platform = self.context.platform, None
+        retell, self._retell = self._retell, None
         service, self.context.receiver = self.context.receiver, None
         if platform is not None:
             await platform.close()
+        if retell is not None:
+            await retell.close()
         if service is not None:
             await service.close()

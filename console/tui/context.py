@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from console.simulator.vapi import SimulatedPlatform
     from console.tui.replay import ReplayController
 
-# The platform `--demo` simulates in-process (console.simulator.vapi).
-SIMULATED_PROVIDER = "vapi"
+# The platforms `--demo` simulates in-process (console.simulator.vapi, .retell).
+SIMULATED_PROVIDERS = ("vapi", "retell")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class ConsoleContext:
         self.demo = demo
         self.receiver: ReceiverService | None = None  # None until it listens, and after it closed
         self.platform: SimulatedPlatform | None = None  # the simulated Vapi under --demo, once started
+        self.simulated: dict[str, tuple[str, str]] = {}  # --demo: provider -> (API key, URL), once started
 
     def attach(self, receiver: ReceiverService, settings: Settings) -> None:
         """The receiver listens; `settings` as it started it (the demo may have moved to a free port)."""
@@ -109,11 +110,15 @@ class ConsoleContext:
         spec = registry.spec(provider)
         if spec.dialing is None or spec.base_url is None:
             return f"{spec.title} calls cannot be dialed from this console."
-        if self.demo and provider == SIMULATED_PROVIDER:
-            if self.platform is None:
+        if self.demo and provider in SIMULATED_PROVIDERS:
+            if provider not in self.simulated:
                 return "The simulated platform is still starting; try again in a moment."
-            keys = dict.fromkeys(spec.dialing.needs, self.platform.api_key)
-            return DialAccess(spec, keys, self.platform.url, "the simulated platform (demo)")
+            api_key, url = self.simulated[provider]
+            keys = dict.fromkeys(spec.dialing.needs, api_key)
+            where = (
+                "the simulated platform (demo)" if provider == "vapi" else f"the simulated {spec.title} platform (demo)"
+            )
+            return DialAccess(spec, keys, url, where)
         keys = {}
         for name in spec.dialing.needs:
             lookup = await self.secrets.aget(name)  # the keyring may block: off the loop, with a timeout
