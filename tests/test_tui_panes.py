@@ -17,6 +17,7 @@ from console.providers.vapi.checks import REQUIRED_SERVER_MESSAGES
 from console.providers.vapi.client import VapiClient
 from console.secrets import SecretStore
 from console.services.pipeline import DeliverySeen
+from console.simulator.retell import AGENT_ID as RETELL_AGENT_ID
 from console.simulator.vapi import PHONE_NUMBER_ID, RECEPTIONIST_ID
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.widgets.assistants import AssistantsPane
@@ -500,3 +501,33 @@ async def test_live_calls_is_as_tall_as_its_calls_and_the_panes_share_the_rest(s
         # Shrunk past the threshold, the footer gives the palette hint's room to the keys.
         await pilot.pause(0.2)
         assert all(key in screen_text(app)[-1] for key in ("Quit", "Help")), screen_text(app)[-1]
+
+
+async def test_retell_agents_are_listed_checked_and_F_fixes_their_webhook_events(settings):
+    """Under --demo the simulated Retell's agent is listed beside Vapi's assistants; an agent that
+    does not send transcript_updated is flagged and F adds it with one update."""
+    app = demo_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = assistants_pane(app)
+        await wait_for(pilot, lambda: pane.loads >= 1 and RETELL_AGENT_ID in pane.agents, what="the Retell agent")
+        assert RECEPTIONIST_ID in pane.assistants
+        # The demo's agent sends what the console needs and points at its receiver: nothing to fix.
+        assert [check.level for check in pane.checks[RETELL_AGENT_ID] if check.level != "info"] == []
+        agent = app._retell.agents[RETELL_AGENT_ID]
+        agent["webhook_events"] = None  # Retell's defaults: no transcript_updated
+        app.main.show_bottom("assistants")
+        pane.table.focus()
+        loads = pane.loads
+        await pilot.press("R")
+        await wait_for(pilot, lambda: pane.loads > loads, what="the reload")
+        assert "webhook-events-missing" in [check.code for check in pane.checks[RETELL_AGENT_ID]]
+        pane.table.move_cursor(row=[*pane.assistants, *pane.agents].index(RETELL_AGENT_ID))
+        await pilot.pause(0.1)
+        shown = plain(pane.query_one("#assistant-config", Static).content)
+        assert agent["agent_name"] in shown and "missing: transcript_updated" in shown and "press F to apply" in shown
+        loads = pane.loads
+        await pilot.press("F")
+        await wait_for(pilot, lambda: pane.loads > loads, what="the reload after the fix")
+        assert agent["webhook_events"] == ["call_started", "call_ended", "call_analyzed", "transcript_updated"]
+        assert "webhook-events-missing" not in [check.code for check in pane.checks[RETELL_AGENT_ID]]
+        assert pane.table.selected_key == RETELL_AGENT_ID

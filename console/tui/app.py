@@ -119,7 +119,10 @@ class Services:
         key = secrets["retell_api_key"].value
         assert key is not None
         platform = SimulatedRetell(
-            receiver.server.url, api_key=key, speed=self.demo_speed, scenario=demo_scenario(self.demo_tool_timeout_s)
+            receiver.server.url + "/webhook/retell",  # as an agent's webhook_url is set for this console
+            api_key=key,
+            speed=self.demo_speed,
+            scenario=demo_scenario(self.demo_tool_timeout_s),
         )
         await platform.start()
         return platform

@@ -143,3 +143,16 @@ class ConsoleContext:
         if key.note and not key.note.startswith("not set"):  # the keyring itself failed: say how
             note += f" ({key.note.rstrip('.')})"
         return AssistantAccess(key.value, self.settings.vapi.base_url, public_url, note=note)
+
+    async def agent_access(self) -> AssistantAccess:
+        """Where the Assistants pane lists Retell agents from: the simulated Retell under --demo,
+        else Retell with the stored key (no key: none are listed, and nothing is said)."""
+        public_url = self.settings.receiver.public_url
+        receiver = self.receiver.server.url if self.receiver is not None else None
+        if self.demo:
+            if "retell" not in self.simulated:
+                return AssistantAccess(None, "")
+            api_key, url = self.simulated["retell"]
+            return AssistantAccess(api_key, url, public_url or receiver)
+        key = await self.secrets.aget("retell_api_key")
+        return AssistantAccess(key.value, self.settings.retell.base_url, public_url)

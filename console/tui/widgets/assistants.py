@@ -1,9 +1,9 @@
-"""The Assistants pane: the platform's assistants, the selected one's config
-(secrets masked) and the operator checks, with `F` applying the server-messages
-fix through the same code as `voice-console assistants --fix`.
+"""The Assistants pane: the platforms' assistants (Vapi) and agents (Retell), the selected
+one's config (secrets masked) and the operator checks, with `F` applying the fix (server
+messages, webhook events) through the same code as `voice-console assistants --fix`.
 
-The list is read in a worker from the Vapi API (the in-process simulator under
---demo); with no API key the pane says so in one line.
+The lists are read in a worker from the APIs (the in-process simulators under --demo);
+with no Vapi key the pane says so in one line; Retell agents are listed when there is a key.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.events import Resize
 from textual.widgets import DataTable, Static
 
+from console.providers.retell.checks import check_agent, effective_webhook_events, missing_webhook_events
+from console.providers.retell.client import RetellClient, RetellError
 from console.providers.vapi.checks import (
     Check,
     assistant_server_url,
@@ -28,7 +30,7 @@ from console.providers.vapi.checks import (
     missing_server_messages,
 )
 from console.providers.vapi.client import VapiClient, VapiError
-from console.services.assistants import fix_server_messages
+from console.services.assistants import fix_server_messages, fix_webhook_events
 from console.tui.context import AssistantAccess
 from console.tui.widgets.table import WindowTable
 
@@ -56,24 +58,50 @@ def mask_secrets(value: Any) -> Any:
     return value
 
 
-def config_view(assistant: dict[str, Any], checks: list[Check]) -> Table:
-    """Name, then the checks with their fixes (what the operator must see first in a short
-    pane), then the config that matters to the console."""
-    shown = mask_secrets(assistant)
+def agent_view(agent: dict[str, Any], checks: list[Check]) -> Table:
+    """A Retell agent as `config_view` shows an assistant: name, checks, then what the console relies on."""
+    shown = mask_secrets(agent)
+    grid = _checks_grid(
+        str(shown.get("agent_name") or "(unnamed)"), str(shown.get("agent_id") or ""), checks, "webhook-events-missing"
+    )
+    engine = shown.get("response_engine") or {}
+    grid.add_row("engine", " ".join(str(part) for part in (engine.get("type"), engine.get("llm_id")) if part) or "—")
+    url = shown.get("webhook_url")
+    grid.add_row("webhook", Text(str(url or "none (the account's)"), style="" if url else "yellow"))
+    missing = missing_webhook_events(agent)
+    events = Text(", ".join(effective_webhook_events(agent)))
+    if agent.get("webhook_events") is None:
+        events.append(" (Retell's defaults)", style="dim")
+    if missing:
+        events.append(f"  missing: {', '.join(missing)}", style="bold yellow")
+    grid.add_row("events", events)
+    grid.add_row("interrupt", str(shown.get("interruption_sensitivity", "1 (default)")))
+    return grid
+
+
+def _checks_grid(name: str, key: str, checks: list[Check], fixable: str) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(ratio=1)
-    grid.add_row(
-        "name", Text.assemble((str(shown.get("name") or "(unnamed)"), "bold"), (f"  {shown.get('id') or ''}", "dim"))
-    )
+    grid.add_row("name", Text.assemble((name, "bold"), (f"  {key}", "dim")))
     for check in checks:
         line = Text(f"{LEVEL_MARK[check.level]} {check.message}", style=LEVEL_STYLE[check.level])
         fix = Text(f"fix: {check.fix}", style="dim")
-        if check.code == "server-messages-missing":
+        if check.code == fixable:
             fix.append("  press F to apply", style="bold")
         grid.add_row(Text(check.level, style=LEVEL_STYLE[check.level]), Text.assemble(line, "\n", fix))
     if not checks:
         grid.add_row(Text("ok", style="bold green"), "Nothing to fix: the console sees this assistant's calls.")
+    return grid
+
+
+def config_view(assistant: dict[str, Any], checks: list[Check]) -> Table:
+    """Name, then the checks with their fixes (what the operator must see first in a short
+    pane), then the config that matters to the console."""
+    shown = mask_secrets(assistant)
+    grid = _checks_grid(
+        str(shown.get("name") or "(unnamed)"), str(shown.get("id") or ""), checks, "server-messages-missing"
+    )
     model = shown.get("model") or {}
     tools = len(model.get("toolIds") or model.get("tools") or [])
     grid.add_row(
@@ -113,10 +141,14 @@ class AssistantsPane(Horizontal):
         Binding("R", "reload", "Reload", show=False, tooltip="list the assistants again"),
     ]
 
-    def __init__(self, access: AccessSource, *, id: str | None = None) -> None:
+    def __init__(
+        self, access: AccessSource, agent_access: AccessSource | None = None, *, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self._access = access
+        self._agent_access = agent_access
         self.assistants: dict[str, dict[str, Any]] = {}
+        self.agents: dict[str, dict[str, Any]] = {}  # Retell's, by agent_id
         self.checks: dict[str, list[Check]] = {}
         self.status = "Not loaded yet."
         self._public_url: str | None = None
@@ -146,34 +178,56 @@ class AssistantsPane(Horizontal):
     async def load(self, select: str | None = None) -> None:
         self._say("Loading the assistants…")
         access = await self._access()
-        if not access.api_key:
+        self.agents, agent_checks = await self._load_agents()
+        if not access.api_key and not self.agents:
             self.assistants, self.checks = {}, {}
             self.table.sync([])
             self.table.display = False  # nothing to list: the explanation gets the room
             self._say(access.note or "No Vapi API key: run `voice-console keys set vapi` to list assistants here.")
             self.loads += 1
             return
-        try:
-            async with VapiClient(access.api_key, base_url=access.base_url, max_retries=1) as client:
-                found = await client.list_assistants()
-        except VapiError as exc:
-            self._say(f"Could not list the assistants: {exc}")
-            self.loads += 1
-            return
+        found: list[dict[str, Any]] = []
+        if access.api_key:
+            try:
+                async with VapiClient(access.api_key, base_url=access.base_url, max_retries=1) as client:
+                    found = await client.list_assistants()
+            except VapiError as exc:
+                self._say(f"Could not list the assistants: {exc}")
+                self.loads += 1
+                return
         self._public_url = access.public_url
         self.table.display = True
         self.assistants = {str(item.get("id")): item for item in found}
         self.checks = {
             key: check_assistant(item, public_url=access.public_url) for key, item in self.assistants.items()
-        }
-        self.table.sync([(key, self._row(key)) for key in self.assistants])
-        if select in self.assistants:
-            self.table.move_cursor(row=list(self.assistants).index(select), animate=False)
+        } | agent_checks
+        self.table.sync([(key, self._row(key)) for key in [*self.assistants, *self.agents]])
+        if select in self.assistants or select in self.agents:
+            self.table.move_cursor(row=[*self.assistants, *self.agents].index(select), animate=False)
         self._show(self.table.selected_key)
         self.loads += 1
 
+    async def _load_agents(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[Check]]]:
+        """The Retell agents and their checks; none without a Retell key or when the API fails."""
+        if self._agent_access is None:
+            return {}, {}
+        access = await self._agent_access()
+        if not access.api_key:
+            return {}, {}
+        try:
+            async with RetellClient(access.api_key, base_url=access.base_url, max_retries=1) as client:
+                found = await client.list_agents()
+        except RetellError as exc:
+            self.notify(f"Could not list the Retell agents: {exc}", severity="warning", markup=False)
+            return {}, {}
+        agents = {str(agent.get("agent_id")): agent for agent in found if agent.get("agent_id")}
+        return agents, {key: check_agent(agent, public_url=access.public_url) for key, agent in agents.items()}
+
     def _row(self, key: str) -> tuple[object, ...]:
-        name = str(self.assistants[key].get("name") or key)
+        if key in self.agents:
+            name: str | Text = Text.assemble(str(self.agents[key].get("agent_name") or key), (" · Retell", "dim"))
+        else:
+            name = str(self.assistants[key].get("name") or key)
         problems = [check for check in self.checks[key] if check.level != "info"]
         if problems:
             summary = Text(f"⚠ {len(problems)}", style="bold yellow")
@@ -183,6 +237,9 @@ class AssistantsPane(Horizontal):
 
     def _show(self, key: str | None) -> None:
         body = self.query_one("#assistant-config", Static)
+        if key is not None and key in self.agents:
+            body.update(agent_view(self.agents[key], self.checks.get(key, [])))
+            return
         if key is None or key not in self.assistants:
             body.update(
                 Text("No assistants on this account." if not self.assistants else "Select an assistant.", style="dim")
@@ -197,6 +254,12 @@ class AssistantsPane(Horizontal):
 
     def action_fix(self) -> None:
         key = self.table.selected_key
+        if key is not None and key in self.agents:
+            if not missing_webhook_events(self.agents[key]):
+                self.notify("This agent already sends every webhook event the console needs.")
+                return
+            self.fix_agent(key)
+            return
         if key is None or key not in self.assistants:
             self.notify("Select an assistant first.", severity="warning")
             return
@@ -219,4 +282,22 @@ class AssistantsPane(Horizontal):
             self.notify(f"Could not update {assistant.get('name') or key}: {exc}", severity="error")
             return
         self.notify(f"{assistant.get('name') or key}: serverMessages now include {', '.join(now)}.")
+        self.load(select=key)
+
+    @work(exclusive=True, group="assistants-fix", exit_on_error=False)
+    async def fix_agent(self, key: str) -> None:
+        assert self._agent_access is not None
+        access = await self._agent_access()
+        if not access.api_key:
+            self.notify("No Retell API key.", severity="error")
+            return
+        agent = self.agents[key]
+        name = agent.get("agent_name") or key
+        try:
+            async with RetellClient(access.api_key, base_url=access.base_url, max_retries=1) as client:
+                now = await fix_webhook_events(client, agent)
+        except RetellError as exc:
+            self.notify(f"Could not update {name}: {exc}", severity="error", markup=False)
+            return
+        self.notify(f"{name}: webhook_events now include {', '.join(now)}.", markup=False)
         self.load(select=key)
