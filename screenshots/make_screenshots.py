@@ -11,6 +11,7 @@ a tool call is waiting for the operator, and saves:
 - edit.svg      the JSON editor for a held call's arguments, checked against the tool's schema
 - events.svg    the main screen with the Events pane (every webhook, verdict, reply, timing) in front
 - dial.svg      the dial dialog with assistants and numbers from the platform, the number checked
+- retell.svg    a Retell demo call selected: its transcript with the barge-in derived from word times
 - history.svg   the history screen on the first demo call once it has ended (timeline of the call)
 - help.svg      the help screen (every key, by screen)
 """
@@ -37,6 +38,7 @@ from console.tui.screens.approve import EditArgumentsScreen  # noqa: E402
 from console.tui.screens.dial import DialScreen  # noqa: E402
 from console.tui.screens.help import HelpScreen  # noqa: E402
 from console.tui.screens.history import HistoryScreen  # noqa: E402
+from console.tui.widgets.panes import LiveCallsTable  # noqa: E402
 from console.tui.widgets.prompt import PromptScreen  # noqa: E402
 
 SIZE = (160, 48)
@@ -96,13 +98,26 @@ async def main() -> None:
             await pilot.press("escape")
             await wait_for(pilot, lambda: app.screen is app.main, "the main screen")
 
+            # The next demo call is a Retell one (the demo alternates): its barge-in comes from
+            # the word times of Retell's transcript.
+            app.dial_demo_call()
+
+            def retell_barge_in() -> str | None:
+                calls = app.service.pipeline.tracker.calls() if app.service else []
+                return next((c.call_id for c in calls if c.provider == "retell" and c.barge_ins), None)
+
+            await wait_for(pilot, lambda: retell_barge_in() is not None, "a Retell call with a barge-in")
+            app.main.query_one(LiveCallsTable).follow(retell_barge_in())
+            await pilot.pause(1.5)
+            print(app.save_screenshot("retell.svg", path=str(HERE)))
+
             # The first demo call ends after its scenario; its whole timeline is then in the history.
             def ended() -> bool:
                 return bool(app.service and any(c.status == "ended" for c in app.service.pipeline.tracker.calls()))
 
             while not ended():
                 if app.service and app.service.gate:
-                    for call in app.service.gate.pending():  # keep approving so the calls can finish
+                    for _ in app.service.gate.pending():  # keep approving so the calls can finish
                         await pilot.press("a")
                 await wait_for(pilot, lambda: True, "")
                 await pilot.pause(0.5)

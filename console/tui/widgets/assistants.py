@@ -225,7 +225,7 @@ class AssistantsPane(Horizontal):
 
     def _row(self, key: str) -> tuple[object, ...]:
         if key in self.agents:
-            name: str | Text = Text.assemble(str(self.agents[key].get("agent_name") or key), (" · Retell", "dim"))
+            name: str | Text = Text.assemble(("Retell ", "dim"), str(self.agents[key].get("agent_name") or key))
         else:
             name = str(self.assistants[key].get("name") or key)
         problems = [check for check in self.checks[key] if check.level != "info"]
