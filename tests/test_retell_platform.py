@@ -9,6 +9,7 @@ import asyncio
 import io
 
 import pytest
+import retell
 from textual.widgets import Input, Label, Select
 
 import console.providers.retell.client as retell_client
@@ -108,7 +109,6 @@ async def test_the_client_reads_both_list_shapes_and_follows_pages(monkeypatch):
 
 
 async def test_the_official_retell_sdk_parses_every_answer(start_receiver):
-    retell = pytest.importorskip("retell")
     receiver, _ = await start_receiver(policy=OVERRIDE)
     async with SimulatedRetell(receiver.server.url, api_key=RETELL_KEY, speed=5, scenario="booking") as platform:
         sdk = retell.AsyncRetell(api_key=RETELL_KEY, base_url=platform.url, max_retries=0)

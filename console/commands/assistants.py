@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from console.commands import load_settings_or_report
@@ -75,71 +77,96 @@ def _print_checks(checks: list[Any], out: TextIO) -> None:
             print(f"          fix: {check.fix}", file=out)
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """What differs between Vapi's assistants and Retell's agents in this listing."""
+
+    id_key: str
+    name_key: str
+    label: str  # after the name, e.g. "  (Retell agent)"
+    field: str  # what --fix completes, e.g. "serverMessages"
+    what: str  # the same for people, e.g. "server messages"
+    missing: Callable[[dict[str, Any]], list[str]]
+    checks: Callable[..., list[Any]]
+    fix: Callable[[Any, dict[str, Any]], Awaitable[list[str]]]
+
+
 async def _vapi_assistants(
     args: argparse.Namespace, settings: Settings, key: str, public_url: str | None, out: TextIO, err: TextIO
 ) -> int:
     from console.providers.vapi.checks import check_assistant, missing_server_messages
-    from console.providers.vapi.client import VapiClient, VapiError
+    from console.providers.vapi.client import VapiClient
     from console.services.assistants import fix_server_messages
 
-    unfixed: list[str] = []
-    try:
-        async with VapiClient(key, base_url=settings.vapi.base_url) as client:
-            for assistant in await client.list_assistants():
-                name = assistant.get("name") or "(unnamed)"
-                print(f"{assistant.get('id')}  {name}", file=out)
-                now: list[str] = []
-                if args.fix:
-                    try:
-                        now = await fix_server_messages(client, assistant)
-                    except VapiError as exc:  # report it, and go on fixing the others
-                        print(f"  failed  could not add the missing server messages: {exc}", file=out)
-                    if now:  # the checks below describe the assistant as it is after the fix
-                        assistant = {**assistant, "serverMessages": now}
-                    if missing_server_messages(assistant):
-                        unfixed.append(name)
-                _print_checks(check_assistant(assistant, public_url=public_url), out)
-                if now:
-                    print(f"  fixed   serverMessages now include {', '.join(now)}", file=out)
-    except VapiError as exc:
-        print(f"voice-console assistants: {exc}", file=err)
-        return 1
-    if unfixed:
-        print(f"voice-console assistants: still missing server messages after --fix: {', '.join(unfixed)}.", file=err)
-        return 1
-    return 0
+    kind = _Kind(
+        "id",
+        "name",
+        "",
+        "serverMessages",
+        "server messages",
+        missing_server_messages,
+        check_assistant,
+        fix_server_messages,
+    )
+    async with VapiClient(key, base_url=settings.vapi.base_url) as client:
+        return await _check_each(kind, client, client.list_assistants, args, public_url, out, err)
 
 
 async def _retell_agents(
     args: argparse.Namespace, settings: Settings, key: str, public_url: str | None, out: TextIO, err: TextIO
 ) -> int:
     from console.providers.retell.checks import check_agent, missing_webhook_events
-    from console.providers.retell.client import RetellClient, RetellError
+    from console.providers.retell.client import RetellClient
     from console.services.assistants import fix_webhook_events
+
+    kind = _Kind(
+        "agent_id",
+        "agent_name",
+        "  (Retell agent)",
+        "webhook_events",
+        "webhook events",
+        missing_webhook_events,
+        check_agent,
+        fix_webhook_events,
+    )
+    async with RetellClient(key, base_url=settings.retell.base_url) as client:
+        return await _check_each(kind, client, client.list_agents, args, public_url, out, err)
+
+
+async def _check_each(
+    kind: _Kind,
+    client: Any,
+    listing: Callable[[], Awaitable[list[dict[str, Any]]]],
+    args: argparse.Namespace,
+    public_url: str | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """List each one with its checks; with --fix, complete what it must send (one update each)."""
+    from console.providers.rest import ApiError
 
     unfixed: list[str] = []
     try:
-        async with RetellClient(key, base_url=settings.retell.base_url) as client:
-            for agent in await client.list_agents():
-                name = agent.get("agent_name") or "(unnamed)"
-                print(f"{agent.get('agent_id')}  {name}  (Retell agent)", file=out)
-                now: list[str] = []
-                if args.fix:
-                    try:
-                        now = await fix_webhook_events(client, agent)
-                    except RetellError as exc:  # report it, and go on fixing the others
-                        print(f"  failed  could not add the missing webhook events: {exc}", file=out)
-                    if now:
-                        agent = {**agent, "webhook_events": now}
-                    if missing_webhook_events(agent):
-                        unfixed.append(name)
-                _print_checks(check_agent(agent, public_url=public_url), out)
-                if now:
-                    print(f"  fixed   webhook_events now include {', '.join(now)}", file=out)
-    except RetellError as exc:
+        for item in await listing():
+            name = item.get(kind.name_key) or "(unnamed)"
+            print(f"{item.get(kind.id_key)}  {name}{kind.label}", file=out)
+            now: list[str] = []
+            if args.fix:
+                try:
+                    now = await kind.fix(client, item)
+                except ApiError as exc:  # report it, and go on fixing the others
+                    print(f"  failed  could not add the missing {kind.what}: {exc}", file=out)
+                if now:  # the checks below describe it as it is after the fix
+                    item = {**item, kind.field: now}
+                if kind.missing(item):
+                    unfixed.append(name)
+            _print_checks(kind.checks(item, public_url=public_url), out)
+            if now:
+                print(f"  fixed   {kind.field} now include {', '.join(now)}", file=out)
+    except ApiError as exc:
         print(f"voice-console assistants: {exc}", file=err)
         return 1
     if unfixed:
-        print(f"voice-console assistants: still missing webhook events after --fix: {', '.join(unfixed)}.", file=err)
+        print(f"voice-console assistants: still missing {kind.what} after --fix: {', '.join(unfixed)}.", file=err)
         return 1
     return 0

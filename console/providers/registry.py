@@ -112,6 +112,8 @@ class Control:
     needs: tuple[str, ...] = ()  # the secrets it is opened with
     # What this platform cannot do to a live call, and why (shown instead of silently doing nothing).
     unavailable: Mapping[LiveAction, str] = field(default_factory=dict)
+    # What the operator is asked for by "say" (`s`), when the platform does not speak exact words.
+    say_prompt: str = "What the assistant says now, word for word:"
 
 
 def _no_warnings(settings: Settings, secrets: Secrets) -> list[str]:

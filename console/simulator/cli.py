@@ -29,6 +29,7 @@ import contextlib
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -126,21 +127,31 @@ async def run_platform(args: argparse.Namespace) -> int:
         scenario=scenario,
         port=args.platform_port,
     )
+    return await _serve_platform(
+        platform,
+        args.platform_port,
+        lambda: [
+            f"Simulated Vapi platform on {platform.url}",
+            f"  API key (demo):  {platform.api_key}",
+            f"  server URL:      {args.webhook} ({settings.vapi.webhook.auth} auth)",
+            f"  scenario:        {scenario.name} at speed {args.speed:g}",
+            f"  assistant:       {RECEPTIONIST_ID}\n  phone number:    {PHONE_NUMBER_ID}",
+            f"Point the console at it: VOICE_CONSOLE_VAPI_BASE_URL={platform.url} "
+            f"VOICE_CONSOLE_VAPI_API_KEY={platform.api_key}",
+        ],
+    )
+
+
+async def _serve_platform(
+    platform: SimulatedPlatform | SimulatedRetell, port: int, banner: Callable[[], list[str]]
+) -> int:
+    """Listen, say where and how to use it (`banner`, once listening), and run until Ctrl-C."""
     try:
         await platform.start()
     except OSError as exc:
-        print(f"voice-console: cannot listen on port {args.platform_port}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"voice-console: cannot listen on port {port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    print(f"Simulated Vapi platform on {platform.url}", flush=True)
-    print(f"  API key (demo):  {platform.api_key}")
-    print(f"  server URL:      {args.webhook} ({settings.vapi.webhook.auth} auth)")
-    print(f"  scenario:        {scenario.name} at speed {args.speed:g}")
-    print(f"  assistant:       {RECEPTIONIST_ID}\n  phone number:    {PHONE_NUMBER_ID}")
-    print(
-        f"Point the console at it: VOICE_CONSOLE_VAPI_BASE_URL={platform.url} "
-        f"VOICE_CONSOLE_VAPI_API_KEY={platform.api_key}",
-        flush=True,
-    )
+    print("\n".join(banner()), flush=True)
     try:
         await asyncio.Event().wait()  # until Ctrl-C
     finally:
@@ -156,26 +167,19 @@ async def _run_retell_platform(args: argparse.Namespace) -> int:
         return 2
     webhook = args.webhook if args.webhook != DEFAULT_VAPI_WEBHOOK else DEFAULT_RECEIVER
     platform = SimulatedRetell(webhook, speed=args.speed, scenario=scenario, port=args.platform_port)
-    try:
-        await platform.start()
-    except OSError as exc:
-        print(f"voice-console: cannot listen on port {args.platform_port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    print(f"Simulated Retell platform on {platform.url}", flush=True)
-    print(f"  API key (demo):  {platform.api_key} (it also signs the webhooks: give the receiver the same key)")
-    print(f"  webhook URL:     {webhook} (the agent's; the console's Retell routes are appended)")
-    print(f"  scenario:        {scenario.name} at speed {args.speed:g}")
-    print(f"  agent:           {RETELL_AGENT_ID}\n  phone number:    {RETELL_NUMBER}")
-    print(
-        f"Point the console at it: VOICE_CONSOLE_RETELL_BASE_URL={platform.url} "
-        f"VOICE_CONSOLE_RETELL_API_KEY={platform.api_key}",
-        flush=True,
+    return await _serve_platform(
+        platform,
+        args.platform_port,
+        lambda: [
+            f"Simulated Retell platform on {platform.url}",
+            f"  API key (demo):  {platform.api_key} (it also signs the webhooks: give the receiver the same key)",
+            f"  webhook URL:     {webhook} (the agent's; the console's Retell routes are appended)",
+            f"  scenario:        {scenario.name} at speed {args.speed:g}",
+            f"  agent:           {RETELL_AGENT_ID}\n  phone number:    {RETELL_NUMBER}",
+            f"Point the console at it: VOICE_CONSOLE_RETELL_BASE_URL={platform.url} "
+            f"VOICE_CONSOLE_RETELL_API_KEY={platform.api_key}",
+        ],
     )
-    try:
-        await asyncio.Event().wait()  # until Ctrl-C
-    finally:
-        await platform.close()
-    return 0
 
 
 def _percentile(values: list[float], q: float) -> float:

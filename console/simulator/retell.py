@@ -30,6 +30,7 @@ import httpx
 from console.core.http_types import Request, Response
 from console.providers import registry
 from console.providers.retell import FUNCTION_REPLY_LIMIT, sign_retell
+from console.providers.retell.checks import REQUIRED_WEBHOOK_EVENTS
 from console.receiver.http import HttpServer
 from console.simulator.common import (
     AGENT_NUMBER,
@@ -393,7 +394,7 @@ class SimulatedRetell:
                 "response_engine": {"type": "retell-llm", "llm_id": "llm_" + AGENT_ID[6:], "version": 1},
                 "interruption_sensitivity": 1,
                 "webhook_url": webhook_url,
-                "webhook_events": ["call_started", "call_ended", "call_analyzed", "transcript_updated"],
+                "webhook_events": list(REQUIRED_WEBHOOK_EVENTS),  # what the console needs
                 "last_modification_timestamp": now,
                 "user_modified_timestamp": now,
             }

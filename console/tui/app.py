@@ -200,9 +200,9 @@ class VoiceConsoleApp(App[None]):
         self.sub_title = f"receiver {receiver.server.url} · history {settings.db_path}"
         if services.demo:
             platform = self.context.platform = await services.start_platform(receiver, secrets)
-            self.context.simulated["vapi"] = (platform.api_key, platform.url)
+            self.context.simulated["vapi"] = (platform.api_key, platform.url, "the simulated platform")
             self._retell = await services.start_retell_platform(receiver, secrets)
-            self.context.simulated["retell"] = (self._retell.api_key, self._retell.url)
+            self.context.simulated["retell"] = (self._retell.api_key, self._retell.url, "the simulated Retell platform")
             self.sub_title = f"DEMO · simulated platform {platform.url} · receiver {receiver.server.url}"
             self.feed.note(
                 f"demo: simulated Vapi platform on {platform.url}; a call every {services.demo_interval_s:g} s"

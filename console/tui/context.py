@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from console.simulator.vapi import SimulatedPlatform
     from console.tui.replay import ReplayController
 
-# The platforms `--demo` simulates in-process (console.simulator.vapi, .retell).
-SIMULATED_PROVIDERS = ("vapi", "retell")
-
 
 @dataclass(frozen=True)
 class DialAccess:
@@ -69,7 +66,8 @@ class ConsoleContext:
         self.demo = demo
         self.receiver: ReceiverService | None = None  # None until it listens, and after it closed
         self.platform: SimulatedPlatform | None = None  # the simulated Vapi under --demo, once started
-        self.simulated: dict[str, tuple[str, str]] = {}  # --demo: provider -> (API key, URL), once started
+        # --demo: provider -> (API key, URL, how the operator is told of it), once started
+        self.simulated: dict[str, tuple[str, str, str]] = {}
 
     def attach(self, receiver: ReceiverService, settings: Settings) -> None:
         """The receiver listens; `settings` as it started it (the demo may have moved to a free port)."""
@@ -110,15 +108,12 @@ class ConsoleContext:
         spec = registry.spec(provider)
         if spec.dialing is None or spec.base_url is None:
             return f"{spec.title} calls cannot be dialed from this console."
-        if self.demo and provider in SIMULATED_PROVIDERS:
-            if provider not in self.simulated:
-                return "The simulated platform is still starting; try again in a moment."
-            api_key, url = self.simulated[provider]
+        if self.demo and provider in self.simulated:
+            api_key, url, described = self.simulated[provider]
             keys = dict.fromkeys(spec.dialing.needs, api_key)
-            where = (
-                "the simulated platform (demo)" if provider == "vapi" else f"the simulated {spec.title} platform (demo)"
-            )
-            return DialAccess(spec, keys, url, where)
+            return DialAccess(spec, keys, url, f"{described} (demo)")
+        if self.demo and self.receiver is None:
+            return "The simulated platform is still starting; try again in a moment."
         keys = {}
         for name in spec.dialing.needs:
             lookup = await self.secrets.aget(name)  # the keyring may block: off the loop, with a timeout
@@ -152,7 +147,7 @@ class ConsoleContext:
         if self.demo:
             if "retell" not in self.simulated:
                 return AssistantAccess(None, "")
-            api_key, url = self.simulated["retell"]
+            api_key, url, _ = self.simulated["retell"]
             return AssistantAccess(api_key, url, public_url or receiver)
         key = await self.secrets.aget("retell_api_key")
         return AssistantAccess(key.value, self.settings.retell.base_url, public_url)

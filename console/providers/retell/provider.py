@@ -287,5 +287,10 @@ SPEC = ProviderSpec(
     key_check=KeyCheck(needs=("retell_api_key",), proves="retell_api_key", request=agents_probe),
     warnings=_warnings,
     dialing=Dialing(needs=("retell_api_key",), client=dialer, agent_word="agent"),
-    control=Control(open=open_control, needs=("retell_api_key",), unavailable=UNAVAILABLE),
+    control=Control(
+        open=open_control,
+        needs=("retell_api_key",),
+        unavailable=UNAVAILABLE,
+        say_prompt="Context for the agent, who is prompted to respond to it now:",
+    ),
 )

@@ -23,7 +23,7 @@ from textual.widgets import Checkbox, Input, Label, Select
 from console.phone import PhoneNumber, PhoneNumberError, parse_phone
 from console.providers import registry
 from console.providers.base import ControlTarget, LiveAction, LiveControl, PlatformError
-from console.providers.registry import ProviderSpec
+from console.providers.registry import Control, ProviderSpec
 from console.providers.vapi.live import MessageRole
 from console.redact import mask_url
 from console.tui.context import ConsoleContext
@@ -55,6 +55,11 @@ class Target:
     spec: ProviderSpec
     control_url: str | None = field(default=None, repr=False)
 
+    @property
+    def control(self) -> Control:
+        assert self.spec.control is not None, "a target is made only for a platform with live control"
+        return self.spec.control
+
 
 ACTION_NAMES: dict[LiveAction, str] = {
     "say": "Say",
@@ -63,8 +68,6 @@ ACTION_NAMES: dict[LiveAction, str] = {
     "transfer": "Transfer",
     "end": "Ending the call",
 }
-# What "say" does on platforms that cannot speak exact words through their API.
-SAY_PROMPT = {"retell": "Context for the agent, who is prompted to respond to it now:"}
 
 
 class AddMessageScreen(ModalScreen[tuple[MessageRole, str, bool] | None]):
@@ -152,8 +155,7 @@ class CallControls:
 
     async def _opened(self, target: Target) -> LiveControl:
         """The platform's live control for the call, opened with the keys it needs (off the loop)."""
-        control = target.spec.control
-        assert control is not None
+        control = target.control
         keys = {}
         for name in control.needs:
             lookup = await self.context.secrets.aget(name)
@@ -220,7 +222,7 @@ class CallControls:
         self._ask(
             PromptScreen(
                 f"Say · call {short_id(target.call_id)}",
-                SAY_PROMPT.get(target.spec.name, "What the assistant says now, word for word:"),
+                target.control.say_prompt,
                 check=_not_empty,
             ),
             lambda text: self.send(target, "Say", lambda control: control.say(text)),
