@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="receiver address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="receiver port (default 8765)")
     parser.add_argument(
+        "--retell-llm-forward-to",
+        metavar="WSS_URL",
+        help="your Retell custom-LLM server: the tap at /llm/retell relays each call's socket to it",
+    )
+    parser.add_argument(
         "--theme",
         metavar="NAME",
         help="colour theme for this run (default: the one picked last time "

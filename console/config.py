@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -160,6 +161,19 @@ class RetellSettings(_Section):
     call_inbound: RetellCallInboundSettings = Field(default_factory=RetellCallInboundSettings)
     skew_seconds: float = Field(300.0, gt=0)
     function_timeout_seconds: float = Field(120.0, gt=0)
+    # The user's own custom-LLM server: the tap at /llm/retell relays each call's socket to
+    # `<llm_forward_to>/<call_id>`, as Retell itself would open it.
+    llm_forward_to: str | None = None
+
+    @field_validator("llm_forward_to")
+    @classmethod
+    def _websocket_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise ValueError("must be a ws:// or wss:// URL of your LLM server (Retell appends /<call_id>)")
+        return value.strip()
 
 
 class TwilioSettings(_Section):

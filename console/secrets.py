@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets as token_source
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ def keyring_problem() -> str | None:
 class SecretLookup:
     name: str
     value: str | None
-    source: Literal["env", "keyring", "none"]
+    source: Literal["env", "keyring", "none", "session"]  # session: made for this run, not kept
     note: str = ""  # why it is missing, when it is
 
     def __repr__(self) -> str:  # never show the value, even in a traceback
@@ -153,9 +154,23 @@ class SecretStore:
         except TimeoutError:
             return SecretLookup(name, None, "none", f"the keyring did not answer within {self._timeout_s:g} s.")
 
-    async def aget_all(self) -> dict[str, SecretLookup]:
+    async def aget_all(self, *, make_missing: bool = False) -> dict[str, SecretLookup]:
+        """Every secret; with `make_missing`, the ones the console makes itself (a tap's token)
+        are made when not set and kept in the keyring (for this run only when it cannot keep them)."""
         lookups = await asyncio.gather(*(self.aget(name) for name in registry.secret_names()))
-        return {lookup.name: lookup for lookup in lookups}
+        found = {lookup.name: lookup for lookup in lookups}
+        if make_missing:
+            for name in registry.made_secret_names():
+                if found[name].value:
+                    continue
+                value = token_source.token_urlsafe(24)
+                try:
+                    await self.aset(name, value)
+                except SecretStoreError as exc:
+                    found[name] = SecretLookup(name, value, "session", f"made for this run only: {exc}")
+                else:
+                    found[name] = SecretLookup(name, value, "keyring")
+        return found
 
     def set(self, name: str, value: str) -> None:
         """Blocking keyring write; raises SecretStoreError (never writes anywhere else)."""

@@ -52,6 +52,7 @@ async def test_sources_set_and_delete_without_ever_showing_the_value(settings, i
             "vapi_api_key": "none",
             "vapi_webhook_secret": "none",
             "retell_api_key": "env (VOICE_CONSOLE_RETELL_API_KEY)",
+            "retell_llm_token": "keyring",  # made by the console at its start, kept for the next
             "twilio_account_sid": "keyring",
             "twilio_auth_token": "none",
             "twilio_shared_key": "none",
@@ -60,6 +61,7 @@ async def test_sources_set_and_delete_without_ever_showing_the_value(settings, i
             "none",
             "none",
             "env",
+            "keyring",
             "keyring",
             "none",
             "none",

@@ -32,6 +32,7 @@ FLAG_KEYS = {
     "--public-url": "receiver.public_url",
     "--db": "storage.db",
     "--forward-to": "forward.to",
+    "--retell-llm-forward-to": "retell.llm_forward_to",
 }
 
 

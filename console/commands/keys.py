@@ -74,9 +74,12 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def _choose_name(provider: str, stdin: TextIO, err: TextIO) -> str:
+    from console.providers import registry
     from console.services.keys import KeysUsage, provider_keys
 
-    names = provider_keys()[provider]
+    # The console makes the taps' tokens itself: a user sets one only by naming it.
+    made = registry.made_secret_names()
+    names = tuple(name for name in provider_keys()[provider] if name not in made) or provider_keys()[provider]
     if len(names) == 1:
         return names[0]
     if not _isatty(stdin):

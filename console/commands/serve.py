@@ -18,6 +18,11 @@ def register(subparsers: Any) -> None:
         "--forward-to", metavar="URL", help="pass tool calls on to your own webhook server and relay its answers"
     )
     serve.add_argument(
+        "--retell-llm-forward-to",
+        metavar="WSS_URL",
+        help="your Retell custom-LLM server: the tap at /llm/retell relays each call's socket to it",
+    )
+    serve.add_argument(
         "--public-url", metavar="URL", help="the public base URL the platforms call (needed for Twilio signatures)"
     )
     serve.add_argument("--policy", metavar="F", help="tool-call policy (TOML); default: policy.toml in the config dir")

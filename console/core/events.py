@@ -21,8 +21,9 @@ CallStatusValue = Literal["queued", "ringing", "in-progress", "forwarding", "end
 Role = Literal["user", "assistant"]
 # "interrupted" (by "crash" or "shutdown"): voice-console stopped while the call was
 # still undecided; written by the history at the next start (or at a clean close).
-Decision = Literal["approved", "edited", "overridden", "rejected", "interrupted"]
-DecidedBy = Literal["operator", "rule", "timeout", "crash", "shutdown"]
+# "ran": the agent's own server ran the tool (seen through a tap), the console did not gate it.
+Decision = Literal["approved", "edited", "overridden", "rejected", "interrupted", "ran"]
+DecidedBy = Literal["operator", "rule", "timeout", "crash", "shutdown", "agent"]
 
 
 def utc_now() -> datetime:

@@ -88,6 +88,29 @@ class StreamSession(Protocol):
     def feed(self, text_frame: str | bytes, received_at: datetime) -> list[Event]: ...
 
 
+# Which side of a tapped socket a frame came from: the platform's, or the user's own agent server's.
+TapSide = Literal["platform", "agent"]
+
+
+class TapSession(Protocol):
+    """One live socket the console relays between the platform and the user's agent server (Retell's
+    custom-LLM socket): every frame passes unchanged; the session only watches (sans-I/O)."""
+
+    call_id: str
+
+    def seen(self, side: TapSide, frame: str | bytes, received_at: datetime) -> list[Event]:
+        """What `frame`, already relayed, shows (malformed frames are counted, never raised)."""
+        ...
+
+    def closed(self, side: TapSide | None, code: int, reason: str, at: datetime) -> list[Event]:
+        """The socket is over: `side` closed it (None: the tap, e.g. the agent server was unreachable)."""
+        ...
+
+    def operator_says(self, content: str, at: datetime) -> tuple[str, list[Event]]:
+        """The frame that makes the platform speak `content` now, and the events recording it."""
+        ...
+
+
 # -- placing calls (`voice-console dial`, the dial dialog) -----------------------------------
 
 
@@ -153,6 +176,15 @@ class ControlTarget:
     keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     base_url: str = ""
     http_client: Any = None  # an httpx.AsyncClient to share, when the platform's control is plain HTTP
+    tap: LiveTap | None = None  # the call's tapped socket, when it runs through this receiver
+
+
+class LiveTap(Protocol):
+    """A call's socket relayed by this receiver, as live control sees it."""
+
+    async def say(self, content: str) -> None:
+        """Make the platform speak `content` now (sent on the platform's side of the relay)."""
+        ...
 
 
 class LiveControl(Protocol):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         LiveControl,
         PlatformClient,
         StreamSession,
+        TapSession,
         WebhookProvider,
     )
 
@@ -53,6 +54,22 @@ class Stream:
 
     path: str
     session: Callable[[], StreamSession]
+
+
+@dataclass(frozen=True)
+class Tap:
+    """A live socket the platform opens to the console, relayed both ways to the user's own server
+    (Retell's custom-LLM socket): `{prefix}/{call_id}` or `{prefix}/{token}/{call_id}`.
+
+    The platform sends no credentials, so each connection must carry the per-install secret
+    `token_secret`, as a path segment before the call id or as `?token=`.
+    """
+
+    prefix: str
+    token_secret: str  # a secret name; its value is made on first use when none is set
+    session: Callable[[str], TapSession]  # call id -> the session watching that call's socket
+    forward_to: Callable[[Settings], str | None]  # the user's server (the call id is appended)
+    option: str  # the command-line option and config key that set `forward_to`, for messages
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,7 @@ class ProviderSpec:
     secrets: tuple[Secret, ...]
     build: Callable[[Settings, Secrets], WebhookProvider]
     streams: tuple[Stream, ...] = ()
+    taps: tuple[Tap, ...] = ()
     # Request headers whose values are secrets (masked wherever a delivery is shown or kept).
     secret_headers: Callable[[Settings], list[str]] = lambda settings: []
     # The secret deliveries are signed with, and how; None: the platform signs nothing.
@@ -209,6 +227,11 @@ def provider_of_route(route: str) -> str:
 def secret_names() -> dict[str, Secret]:
     """Every provider's secrets by name."""
     return {secret.name: secret for provider in specs() for secret in provider.secrets}
+
+
+def made_secret_names() -> list[str]:
+    """The secrets the console makes itself when none is set (the taps' tokens)."""
+    return [tap.token_secret for provider in specs() for tap in provider.taps]
 
 
 def auth_failure_status(provider: str) -> int:

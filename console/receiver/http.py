@@ -61,6 +61,8 @@ __all__ = [
 
 Handler = Callable[[Request], Awaitable[Response]]
 WebSocketHandler = Callable[[Request, "WebSocket"], Awaitable[None]]
+# Checks an upgrade request before the handshake: None admits it, a response refuses it.
+Admission = Callable[[Request], "Response | None"]
 
 MiB = 1024 * 1024
 
@@ -131,12 +133,15 @@ class ServerStats:
 
 
 class Router:
-    """Exact-path routing. Paths are compared on the raw path (query ignored)."""
+    """Exact-path routing. Paths are compared on the raw path (query ignored); WebSocket
+    routes may also take every path under a prefix (a platform appends its call id)."""
 
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
         self._allow: dict[str, str] = {}
         self._ws: dict[str, WebSocketHandler] = {}
+        # (prefix ending in "/", handler, admission), longest prefix first
+        self._ws_prefixes: list[tuple[str, WebSocketHandler, Admission | None]] = []
 
     def add(self, method: str, path: str, handler: Handler) -> None:
         method = method.upper()
@@ -156,6 +161,30 @@ class Router:
         self._ws[path] = ws_handler
         self._refresh_allow(path)
 
+    def add_websocket_prefix(self, prefix: str, ws_handler: WebSocketHandler, admit: Admission | None = None) -> None:
+        """Every path below `prefix` (`/llm/retell` takes `/llm/retell/…`); `admit` vets each
+        upgrade request before the handshake (e.g. a secret in the path), refusing with its response."""
+        if not prefix.startswith("/"):
+            raise ValueError(f"route prefix must start with '/': {prefix!r}")
+        prefix = prefix.rstrip("/") + "/"
+        if any(known == prefix for known, _, _ in self._ws_prefixes):
+            raise ValueError(f"websocket prefix {prefix} is already registered")
+        self._ws_prefixes.append((prefix, ws_handler, admit))
+        self._ws_prefixes.sort(key=lambda route: -len(route[0]))
+
+    def _ws_prefix(self, path: str) -> tuple[WebSocketHandler, Admission | None] | None:
+        for prefix, handler, admit in self._ws_prefixes:
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return handler, admit
+        return None
+
+    def websocket_route(self, path: str) -> tuple[WebSocketHandler, Admission | None] | None:
+        """The handler (and admission check) for an upgrade request on `path`, if any."""
+        handler = self._ws.get(path)
+        if handler is not None:
+            return handler, None
+        return self._ws_prefix(path) if self._ws_prefixes else None
+
     def _refresh_allow(self, path: str) -> None:
         allowed = set(self._routes.get(path, ()))
         if path in self._ws:
@@ -168,6 +197,7 @@ class Router:
         """(method, path) pairs, websocket routes as ("WS", path)."""
         out = [(m, p) for p, methods in self._routes.items() for m in methods]
         out += [("WS", p) for p in self._ws]
+        out += [("WS", prefix + "…") for prefix, _, _ in self._ws_prefixes]
         return sorted(out, key=lambda item: (item[1], item[0]))
 
     def websocket_handler(self, path: str) -> WebSocketHandler | None:
@@ -185,6 +215,13 @@ class Router:
                 if handler is not None:
                     return handler
         elif path not in self._ws:
+            if self._ws_prefixes and self._ws_prefix(path) is not None:
+                if method in ("GET", "HEAD"):
+                    return _upgrade_required()
+                return _with_headers(
+                    Response.error(405, f"method {method} is not allowed on {_clip(path)} (allowed: GET, HEAD)"),
+                    (("Allow", "GET, HEAD"),),
+                )
             return Response.error(404, f"no route for {_clip(path)}")
         if path in self._ws and method in ("GET", "HEAD"):
             return _upgrade_required()
@@ -608,10 +645,16 @@ class _HttpConnection(asyncio.Protocol):
             handler = cast(Handler, server._handler)  # no router means a handler (__init__)
         else:
             path = target.split("?", 1)[0]
-            ws_routes = router._ws
-            if ws_routes and method == "GET" and path in ws_routes and _wants_websocket(request):
-                self._upgrade(request, ws_routes[path])
-                return
+            if method == "GET" and (router._ws or router._ws_prefixes):
+                ws_route = router.websocket_route(path)
+                if ws_route is not None and _wants_websocket(request):
+                    ws_handler, admit = ws_route
+                    refusal = admit(request) if admit is not None else None
+                    if refusal is not None:
+                        self._sync_response = refusal
+                        return
+                    self._upgrade(request, ws_handler)
+                    return
             matched = router.match(method, path)
             if isinstance(matched, Response):  # 404/405: answered without a task
                 self._sync_response = matched

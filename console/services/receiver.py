@@ -22,6 +22,7 @@ from console.core.tools import ToolBatch, ToolCallHandler
 from console.providers import registry
 from console.providers.base import WebhookProvider
 from console.receiver.http import HttpServer, Limits, Router
+from console.receiver.relay import LiveTaps, add_tap_routes
 from console.receiver.routes import build_router
 from console.receiver.stream import add_stream_routes
 from console.redact import Redactor
@@ -55,6 +56,13 @@ def startup_warnings(settings: Settings, secrets: dict[str, SecretLookup]) -> li
     warnings = [warning for spec in registry.specs() for warning in spec.warnings(settings, values)]
     if any(lookup.note == NO_KEYRING_HELP for lookup in secrets.values()):
         warnings.append(NO_KEYRING_HELP)
+    for name, lookup in secrets.items():
+        if lookup.source == "session":
+            secret = registry.secret_names()[name]
+            warnings.append(
+                f"The {secret.label} was {lookup.note.rstrip('.')}; URLs made with it change every run "
+                f"(set {secret.env} to keep one)."
+            )
     return warnings
 
 
@@ -96,6 +104,7 @@ class ReceiverService:
     gate: ToolGate | None = None
     control_token: str = ""
     warnings: list[str] = field(default_factory=list)
+    taps: LiveTaps = field(default_factory=LiveTaps)  # the calls relayed through a tap right now
 
     @classmethod
     async def start(
@@ -124,6 +133,7 @@ class ReceiverService:
             session=True,  # this process receives: recover tool calls a crashed one left pending
         )
         http_client = httpx.AsyncClient(follow_redirects=False)
+        taps = LiveTaps()
         tracker = CallTracker()  # the pipeline's: it keeps each call's state and control URL
         gate: ToolGate | None = None
         try:
@@ -165,6 +175,9 @@ class ReceiverService:
 
             def extra_routes(router: Router) -> None:
                 add_stream_routes(router, pipeline.ingest_events, pipeline.providers)
+                add_tap_routes(
+                    router, pipeline.ingest_events, pipeline.providers, settings, secret_values(secrets), taps
+                )
                 if gate is not None:
                     add_control_routes(router, gate, control_token)
 
@@ -189,6 +202,7 @@ class ReceiverService:
             gate,
             control_token,
             startup_warnings(settings, secrets),
+            taps,
         )
 
     async def close(self) -> None:

@@ -94,7 +94,7 @@ async def run_serve(
     # The history writer thread needs the GIL briefly per transaction; with the
     # default 5 ms switch interval a busy event loop makes it wait that long each time.
     sys.setswitchinterval(0.0005)
-    secrets = await (secret_store or SecretStore()).aget_all()
+    secrets = await (secret_store or SecretStore()).aget_all(make_missing=True)
     printer = NdjsonPrinter(out)
     try:
         service = await ReceiverService.start(settings, secrets, on_events=printer, policy=policy)

@@ -67,7 +67,8 @@ class Services:
     busy_port: int | None = None  # set when the demo found its configured port taken
 
     async def secrets(self) -> dict[str, SecretLookup]:
-        found = await (self.secret_store or SecretStore()).aget_all()
+        # The demo keeps nothing: its tap token, like its other secrets, lasts one run.
+        found = await (self.secret_store or SecretStore()).aget_all(make_missing=not self.demo)
         if self.demo:  # the in-process platforms and the receiver share fresh secrets
             found["vapi_webhook_secret"] = SecretLookup("vapi_webhook_secret", token_source.token_urlsafe(24), "env")
             # Retell signs its webhooks with its API key: the simulated Retell's key, made up here.

@@ -21,9 +21,20 @@ from console.core.events import Event, Raw, ToolRequested, to_utc
 from console.core.http_types import Request, Response
 from console.core.tools import ToolBatch, ToolCall, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
-from console.providers.registry import Control, Dialing, KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest
+from console.providers.registry import (
+    Control,
+    Dialing,
+    KeyCheck,
+    ProviderSpec,
+    Route,
+    Secret,
+    Secrets,
+    SignRequest,
+    Tap,
+)
 from console.providers.retell.auth import HEADER, sign_retell, verify_retell_signature
 from console.providers.retell.client import UNAVAILABLE, agents_probe, dialer, open_control
+from console.providers.retell.llm_tap import RetellLlmTap
 from console.providers.retell.normalize import (
     PROVIDER,
     SeenOnce,
@@ -278,7 +289,20 @@ SPEC = ProviderSpec(
         # Retell custom functions may be configured with any of these methods.
         Route(ROUTE_FUNCTION, "/webhook/retell/function", ("POST", "GET", "PUT", "PATCH", "DELETE")),
     ),
-    secrets=(Secret("retell_api_key", "Retell API key"),),
+    secrets=(
+        Secret("retell_api_key", "Retell API key"),
+        # Made on first use when not set: Retell sends no credentials to a custom-LLM socket.
+        Secret("retell_llm_token", "Retell custom-LLM tap token"),
+    ),
+    taps=(
+        Tap(
+            "/llm/retell",
+            token_secret="retell_llm_token",
+            session=RetellLlmTap,
+            forward_to=lambda settings: settings.retell.llm_forward_to,
+            option="--retell-llm-forward-to (or [retell] llm_forward_to)",
+        ),
+    ),
     build=lambda settings, secrets: RetellProvider(settings.retell, secrets.get("retell_api_key")),
     # Retell signs every webhook with the API key itself.
     signing_secret="retell_api_key",

@@ -1,0 +1,309 @@
+"""Taps: live sockets a platform opens to the console, relayed both ways to the user's own server.
+
+Retell's custom-LLM socket is the first: the agent's `llm_websocket_url` points at
+`wss://<public host>/llm/retell/<token>` (Retell appends `/<call_id>`), the tap
+opens `<forward_to>/<call_id>` and passes every frame on, unchanged and in order,
+each way. What a frame shows is worked out after it was passed on (the provider's
+sans-I/O `TapSession`), and the events go to the history through a bounded queue,
+so the relay never waits on the disk unless the history falls far behind.
+
+Back-pressure, not buffers: each direction reads the next frame only after the
+previous one was handed to the other side's socket, whose writes wait while its
+peer is slow; the sockets' own receive queues are bounded and pause reading.
+
+Either side closing closes the other with the same code (a close that cannot be
+sent on, 1005/1006, goes on as 1011 with the reason). When the user's server
+cannot be reached, the platform's side is closed with 1011 and the reason, and the
+history says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from console.core.events import Event, utc_now
+from console.core.http_types import Request, Response
+from console.providers import registry
+from console.providers.base import TapSession, TapSide
+from console.providers.registry import Tap
+from console.receiver.http import Router
+from console.receiver.ws import WebSocket, WebSocketClosed
+
+if TYPE_CHECKING:
+    from console.config import Settings
+
+_logger = logging.getLogger("console.receiver.relay")
+
+Ingest = Callable[[list[Event]], Awaitable[None]]
+
+# Batches of events waiting for the history; past this the relay waits (back-pressure).
+EVENT_QUEUE = 256
+MAX_FRAME_BYTES = 1024 * 1024
+CONNECT_TIMEOUT_S = 5.0
+_UNSENDABLE = {1005, 1006, 1015}  # reserved codes: observed, never sent in a close frame
+_MAX_CALL_ID = 128
+
+
+def with_call_id(url: str, call_id: str) -> str:
+    """`url` with `/<call_id>` appended to its path, as Retell does (the query stays last)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + call_id))
+
+
+@dataclass(frozen=True)
+class TapAddress:
+    call_id: str
+    token: str
+
+
+def parse_tap_path(prefix: str, request: Request) -> TapAddress | None:
+    """`{prefix}/{token}/{call_id}` or `{prefix}/{call_id}?token=…`; None for any other shape."""
+    rest = request.path[len(prefix) :].strip("/")
+    segments = rest.split("/") if rest else []
+    if len(segments) == 2:
+        token, call_id = segments
+    elif len(segments) == 1:
+        call_id = segments[0]
+        query = parse_qs(urlsplit(request.target).query)
+        token = (query.get("token") or [""])[0]
+    else:
+        return None
+    if not call_id or len(call_id) > _MAX_CALL_ID or not call_id.isprintable():
+        return None
+    return TapAddress(call_id, token)
+
+
+class LiveTaps:
+    """The calls whose socket this receiver is relaying right now, by call id (live control's way in)."""
+
+    def __init__(self) -> None:
+        self._relays: dict[str, Relay] = {}
+
+    def get(self, call_id: str) -> Relay | None:
+        return self._relays.get(call_id)
+
+    def __contains__(self, call_id: str) -> bool:
+        return call_id in self._relays
+
+    def __len__(self) -> int:
+        return len(self._relays)
+
+    def _add(self, relay: Relay) -> None:
+        self._relays[relay.session.call_id] = relay
+
+    def _remove(self, relay: Relay) -> None:
+        if self._relays.get(relay.session.call_id) is relay:
+            del self._relays[relay.session.call_id]
+
+
+class Relay:
+    """One tapped socket: the platform's side (`platform`) and the user's server's (`agent`)."""
+
+    def __init__(self, session: TapSession, platform: WebSocket, ingest: Ingest) -> None:
+        self.session = session
+        self.platform = platform
+        self.agent: ClientConnection | None = None
+        self._ingest = ingest
+        self._events: asyncio.Queue[list[Event] | None] = asyncio.Queue(EVENT_QUEUE)
+
+    async def say(self, content: str) -> None:
+        """The operator's words, spoken now: a frame on the platform's side (`LiveTap`)."""
+        frame, events = self.session.operator_says(content, utc_now())
+        await self.platform.send(frame)
+        await self._emit(events)
+
+    async def run(self, forward_to: str | None, option: str) -> None:
+        writer = asyncio.create_task(self._write_events())
+        try:
+            await self._run(forward_to, option)
+        finally:
+            await self._events.put(None)
+            await writer
+
+    async def _run(self, forward_to: str | None, option: str) -> None:
+        if not forward_to:
+            await self._close_platform(1011, f"no LLM server to relay to: set {option}", side=None)
+            return
+        url = with_call_id(forward_to, self.session.call_id)
+        try:
+            self.agent = await connect(
+                url,
+                open_timeout=CONNECT_TIMEOUT_S,
+                max_size=MAX_FRAME_BYTES,
+                max_queue=16,
+                compression=None,  # the platform sends uncompressed frames; pass them as they are
+                ping_interval=20,
+                close_timeout=5,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            reason = f"the LLM server at {_safe(url)} could not be reached ({_why(exc)}); check {option}"
+            await self._close_platform(1011, reason, side=None)
+            return
+        pumps = {
+            asyncio.create_task(self._platform_to_agent(self.agent)): "platform",
+            asyncio.create_task(self._agent_to_platform(self.agent)): "agent",
+        }
+        done, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        first = next(iter(done))
+        side, code, reason = first.result()
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if side == "platform":
+            await self._close_agent(code, reason)
+            await self._emit(self.session.closed("platform", code, reason, utc_now()))
+        else:
+            await self._close_platform(code, reason, side="agent")
+
+    async def _platform_to_agent(self, agent: ClientConnection) -> tuple[TapSide, int, str]:
+        platform = self.platform
+        while True:
+            frame = await platform.recv()
+            if frame is None:
+                return "platform", platform.close_code or 1006, platform.close_reason or ""
+            try:
+                await agent.send(frame)
+            except ConnectionClosed as exc:
+                return "agent", *_close_of(exc)
+            events = self.session.seen("platform", frame, utc_now())
+            if events:
+                await self._emit(events)
+
+    async def _agent_to_platform(self, agent: ClientConnection) -> tuple[TapSide, int, str]:
+        platform = self.platform
+        while True:
+            try:
+                frame = await agent.recv()
+            except ConnectionClosed as exc:
+                return "agent", *_close_of(exc)
+            try:
+                await platform.send(frame)
+            except WebSocketClosed:
+                return "platform", platform.close_code or 1006, platform.close_reason or ""
+            events = self.session.seen("agent", frame, utc_now())
+            if events:
+                await self._emit(events)
+
+    async def _close_platform(self, code: int, reason: str, *, side: TapSide | None) -> None:
+        if code in _UNSENDABLE:
+            code, reason = 1011, reason or "the LLM server went away without closing the socket"
+        await self._emit(self.session.closed(side, code, reason, utc_now()))
+        await self.platform.close(code, _fit(reason))
+
+    async def _close_agent(self, code: int, reason: str) -> None:
+        if self.agent is None:
+            return
+        if code in _UNSENDABLE:
+            code, reason = 1011, reason or "Retell went away without closing the socket"
+        try:
+            await self.agent.close(code, _fit(reason))
+        except Exception:  # already gone: nothing more to tell it
+            _logger.debug("closing the LLM server's side failed", exc_info=True)
+
+    async def _emit(self, events: list[Event]) -> None:
+        if events:
+            await self._events.put(events)
+
+    async def _write_events(self) -> None:
+        """The history's side of the queue: batches as they come, several at once when behind."""
+        queue = self._events
+        while True:
+            batch = await queue.get()
+            if batch is None:
+                return
+            events = list(batch)
+            done = False
+            while not queue.empty():
+                more = queue.get_nowait()
+                if more is None:
+                    done = True
+                    break
+                events.extend(more)
+            try:
+                await self._ingest(events)
+            except Exception:
+                _logger.exception("events from the tap of call %s were not recorded", self.session.call_id)
+            if done:
+                return
+
+
+def add_tap_route(
+    router: Router, ingest: Ingest, tap: Tap, *, token: str | None, forward_to: str | None, live: LiveTaps
+) -> None:
+    """`tap.prefix/…`: admitted only with the per-install token (compared in constant time)."""
+    expected = (token or "").encode()
+
+    def admit(request: Request) -> Response | None:
+        address = parse_tap_path(tap.prefix, request)
+        if address is None:
+            return Response.error(404, f"a tap path is {tap.prefix}/<token>/<call id> or {tap.prefix}/<call id>?token=")
+        if not expected or not hmac.compare_digest(address.token.encode(), expected):
+            return Response.error(403, "this tap needs its token in the path or ?token= (see the README)")
+        return None
+
+    async def relay(request: Request, ws: WebSocket) -> None:
+        address = parse_tap_path(tap.prefix, request)
+        assert address is not None  # admitted
+        live_relay = Relay(tap.session(address.call_id), ws, ingest)
+        live._add(live_relay)
+        try:
+            await live_relay.run(forward_to, tap.option)
+        finally:
+            live._remove(live_relay)
+
+    router.add_websocket_prefix(tap.prefix, relay, admit)
+
+
+def add_tap_routes(
+    router: Router,
+    ingest: Ingest,
+    providers: Collection[str],
+    settings: Settings,
+    secrets: Mapping[str, str | None],
+    live: LiveTaps,
+) -> None:
+    """Every tap of every provider in `providers`."""
+    for spec in registry.specs():
+        if spec.name in providers:
+            for tap in spec.taps:
+                token = secrets.get(tap.token_secret)
+                add_tap_route(router, ingest, tap, token=token, forward_to=tap.forward_to(settings), live=live)
+
+
+def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
+    received = exc.rcvd
+    if received is None:
+        return 1006, ""
+    return received.code, received.reason
+
+
+def _fit(reason: str) -> str:
+    """A close reason fits in 123 bytes of UTF-8."""
+    encoded = reason.encode()
+    if len(encoded) <= 123:
+        return reason
+    return encoded[:120].decode("utf-8", "ignore") + "..."
+
+
+def _safe(url: str) -> str:
+    """The server's address without its query (it may carry the user's own secret)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query="", fragment=""))
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

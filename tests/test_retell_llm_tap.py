@@ -1,0 +1,189 @@
+"""The Retell custom-LLM tap over real sockets: Retell's side (`RetellCaller`) → the receiver's
+`/llm/retell/…` → a small real LLM server (`LlmServer`), every frame compared both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from console.core.events import BargeIn, Raw, SpeechStarted, ToolDecided, ToolRequested, TranscriptFinal
+from console.simulator.retell_llm import CONVERSATION, GREETING, LlmServer, RetellCaller
+
+TOKEN = "tap-token-for-tests-0123456789"
+
+
+def tap_url(service, token: str = TOKEN) -> str:
+    return f"ws://127.0.0.1:{service.server.port}/llm/retell/{token}"
+
+
+async def start(start_receiver, forward_to: str | None):
+    overrides = {"retell": {"llm_forward_to": forward_to}} if forward_to else {}
+    return await start_receiver(secrets={"retell_llm_token": TOKEN}, **overrides)
+
+
+async def history_events(service, call_id: str) -> list[dict]:
+    """The call's events in the history, once the tap's last one (`llm.closed`) is there."""
+    for _ in range(200):
+        rows = await service.store.fetchall("SELECT kind, data FROM events WHERE call_id = ? ORDER BY id", (call_id,))
+        events = [json.loads(row["data"]) | {"kind": row["kind"]} for row in rows]
+        if any(event.get("type") == "llm.closed" for event in events):
+            return events
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"the tap's events for {call_id} never reached the history")
+
+
+async def test_frames_pass_unchanged_both_ways_and_the_barge_in_is_seen_live(start_receiver):
+    async with LlmServer(chunk_delay_s=0.05) as llm:
+        service, seen = await start(start_receiver, llm.url)
+        caller = RetellCaller(tap_url(service), "call_tap_1")
+        result = await caller.run()
+
+        # Byte for byte, in order, each way (the server sent its config first, Retell its ping).
+        assert llm.received["call_tap_1"] == result.sent
+        assert result.received == llm.sent["call_tap_1"][: len(result.received)]
+        assert llm.paths == ["/llm/call_tap_1"]  # the call id appended as Retell does
+        assert result.close_code == 1000
+        await asyncio.sleep(0.2)
+        assert llm.closes["call_tap_1"] == (1000, "call ended")  # Retell's close passed on
+
+        events = [event for event in seen if event.call_id == "call_tap_1"]
+        barge_ins = [event for event in events if isinstance(event, BargeIn)]
+        assert len(barge_ins) == 1
+        first_answer = "".join(
+            json.loads(frame)["content"]
+            for frame in llm.sent["call_tap_1"]
+            if json.loads(frame).get("response_type") == "response" and json.loads(frame)["response_id"] == 1
+        )
+        assert first_answer.startswith(result.spoken)
+        assert barge_ins[0].cut_text == first_answer[len(result.spoken) :].strip()
+        assert barge_ins[0].turn_id == "1" and barge_ins[0].source == "llm-response-superseded"
+
+        finals = [event.text for event in events if isinstance(event, TranscriptFinal)]
+        assert finals[0] == GREETING and CONVERSATION[0][0] in finals
+        assert any(isinstance(event, SpeechStarted) and event.role == "user" for event in events)
+        requested = [event for event in events if isinstance(event, ToolRequested)]
+        assert [(event.name, event.arguments) for event in requested] == [("book_table", CONVERSATION[1][2][1])]
+        ran = [event for event in events if isinstance(event, ToolDecided)]
+        assert ran[0].decision == "ran" and ran[0].by == "agent" and "BN-6107" in (ran[0].result or "")
+        responses = [event.data for event in events if isinstance(event, Raw) and event.type == "llm.response"]
+        assert [(r["response_id"], r["state"]) for r in responses] == [
+            (0, "complete"),
+            (1, "superseded"),
+            (2, "complete"),
+        ]
+        closed = next(event.data for event in events if isinstance(event, Raw) and event.type == "llm.closed")
+        assert closed["closed_by"] == "Retell" and closed["code"] == 1000 and closed["barge_ins"] == 1
+
+        # What was seen is in the history, the token nowhere in it.
+        stored = await history_events(service, "call_tap_1")
+        assert [event["kind"] for event in stored].count("barge_in") == 1
+        assert TOKEN not in json.dumps(stored)
+
+
+async def test_the_operator_says_through_the_tap_as_an_agent_interrupt(start_receiver):
+    async with LlmServer(chunk_delay_s=0.05) as llm:
+        service, seen = await start(start_receiver, llm.url)
+        async with connect(tap_url(service) + "/call_tap_say") as retell:
+            assert json.loads(await retell.recv())["response_type"] == "config"
+            for _ in range(50):
+                if "call_tap_say" in service.taps:
+                    break
+                await asyncio.sleep(0.01)
+            await service.taps.get("call_tap_say").say("Sorry, one moment please.")
+            frames = [json.loads(await retell.recv()) for _ in range(2)]
+        interrupt = next(frame for frame in frames if frame["response_type"] == "agent_interrupt")
+        assert interrupt["content"] == "Sorry, one moment please." and interrupt["content_complete"] is True
+        assert all(json.loads(frame)["response_type"] != "agent_interrupt" for frame in llm.sent["call_tap_say"])
+        await asyncio.sleep(0.1)
+        said = [e for e in seen if isinstance(e, Raw) and e.type == "llm.agent_interrupt"]
+        assert said[0].data["by"] == "operator" and said[0].data["content"] == "Sorry, one moment please."
+
+
+@pytest.mark.parametrize(
+    "path", ["/llm/retell/wrong-token/call_x", "/llm/retell/call_x", "/llm/retell/call_x?token=no"]
+)
+async def test_the_tap_refuses_a_socket_without_its_token(start_receiver, path):
+    async with LlmServer() as llm:
+        service, _ = await start(start_receiver, llm.url)
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://127.0.0.1:{service.server.port}{path}"):
+                pass
+        assert refused.value.response.status_code == 403
+        assert llm.paths == []  # nothing reached the user's server
+
+
+async def test_the_token_may_come_as_a_query_parameter(start_receiver):
+    async with LlmServer() as llm:
+        service, _ = await start(start_receiver, llm.url)
+        url = f"ws://127.0.0.1:{service.server.port}/llm/retell/call_q?token={TOKEN}"
+        async with connect(url) as retell:
+            assert json.loads(await retell.recv())["response_type"] == "config"
+        assert llm.paths == ["/llm/call_q"]
+
+
+async def test_a_plain_get_on_the_tap_says_it_wants_a_websocket(start_receiver):
+    service, _ = await start(start_receiver, "ws://127.0.0.1:9/llm")
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(f"{service.server.url}/llm/retell/{TOKEN}/call_x")
+    assert answer.status_code == 426
+
+
+async def test_the_users_server_down_closes_retells_side_with_the_reason(start_receiver):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{probe.getsockname()[1]}/llm"
+    service, seen = await start(start_receiver, dead)
+    result = await RetellCaller(tap_url(service), "call_tap_down", timeout_s=5).run()
+    assert result.close_code == 1011
+    assert "could not be reached" in result.close_reason and "connection refused" in result.close_reason
+    stored = await history_events(service, "call_tap_down")
+    closed = [event for event in stored if event.get("type") == "llm.closed"]
+    assert closed and closed[0]["data"]["code"] == 1011 and closed[0]["data"]["closed_by"] == "the console"
+    assert not any(isinstance(event, BargeIn) for event in seen)
+
+
+async def test_without_a_server_to_relay_to_the_tap_says_what_to_set(start_receiver):
+    service, _ = await start(start_receiver, None)
+    result = await RetellCaller(tap_url(service), "call_tap_none", timeout_s=5).run()
+    assert result.close_code == 1011 and "--retell-llm-forward-to" in result.close_reason
+
+
+async def test_the_users_server_closing_closes_retells_side_with_the_same_code(start_receiver):
+    from websockets.asyncio.server import serve
+
+    async def hang_up(ws):
+        await ws.close(4000, "llm quota exceeded")
+
+    async with serve(hang_up, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        service, _ = await start(start_receiver, f"ws://127.0.0.1:{port}/llm")
+        result = await RetellCaller(tap_url(service), "call_tap_quota", timeout_s=5).run()
+    assert (result.close_code, result.close_reason) == (4000, "llm quota exceeded")
+    stored = await history_events(service, "call_tap_quota")
+    closed = next(event for event in stored if event.get("type") == "llm.closed")
+    assert closed["data"]["closed_by"] == "the LLM server" and closed["data"]["code"] == 4000
+
+
+async def test_malformed_frames_from_either_side_are_relayed_counted_and_shown(start_receiver):
+    async with LlmServer() as llm:
+        service, seen = await start(start_receiver, llm.url)
+        async with connect(tap_url(service) + "/call_tap_bad") as retell:
+            await retell.recv()  # config
+            await retell.send("this is not json")
+            await retell.send('{"no_type": 1}')
+            await retell.send(json.dumps({"interaction_type": "ping_pong", "timestamp": 7}))
+            # The relay is still up: the ping comes back through it.
+            while json.loads(await retell.recv()).get("response_type") != "ping_pong":
+                pass
+        await asyncio.sleep(0.2)
+    assert llm.received["call_tap_bad"][:2] == ["this is not json", '{"no_type": 1}']
+    malformed = [e.data for e in seen if isinstance(e, Raw) and e.type == "llm.malformed"]
+    assert [m["count"] for m in malformed] == [1, 2] and all(m["sent_by"] == "Retell" for m in malformed)
+    closed = next(e.data for e in seen if isinstance(e, Raw) and e.type == "llm.closed")
+    assert closed["malformed_from_retell"] == 2 and closed["malformed_from_server"] == 0
