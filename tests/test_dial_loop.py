@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from console.simulator.retell import SIM_RETELL_KEY
+from console.simulator.retell import AGENT_ID, SIM_RETELL_KEY
 from tests.helpers.cli import cli_env, history
 from tests.helpers.secrets import SIMULATOR_KEY
 
@@ -206,3 +206,99 @@ def test_a_retell_call_through_the_real_commands(tmp_path: Path):
     assert detail is not None and detail["call"]["provider"] == "retell" and detail["call"]["status"] == "ended"
     assert [e["cut_text"] for e in detail["events"] if e["kind"] == "barge_in"] == ["Before I"]
     assert detail["tool_calls"] and all(t["decision"] == "overridden" for t in detail["tool_calls"])
+
+
+def test_voice_console_call_steers_a_live_retell_call_through_its_api(tmp_path: Path):
+    """`platform --provider retell`, `serve` pointed at it, `dial`, then `call context` and `call end`
+    (the call is not tapped: context goes in with update-live-call, end is stop-call)."""
+    db = tmp_path / "history.db"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    env = {**cli_env(db), "VOICE_CONSOLE_RETELL_API_KEY": SIM_RETELL_KEY}
+    platform = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "console",
+            "platform",
+            "--provider",
+            "retell",
+            "--speed",
+            "0.5",
+            "--webhook",
+            "http://127.0.0.1:9/",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = re.search(r"platform on (\S+)", platform.stdout.readline()).group(1)
+    env["VOICE_CONSOLE_RETELL_BASE_URL"] = url
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "console", "serve", "--port", "0", "--policy", str(policy)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        receiver = re.search(r"listening on (\S+)", serve.stderr.readline()).group(1)
+        # The agent's webhooks go to this serve (the platform started before it knew the port).
+        pointed = httpx.patch(
+            f"{url}/update-agent/{AGENT_ID}",
+            json={"webhook_url": receiver + "/webhook/retell"},
+            headers={"authorization": f"Bearer {SIM_RETELL_KEY}"},
+            timeout=10,
+        )
+        assert pointed.status_code == 200, pointed.text
+        placed = subprocess.run(
+            [sys.executable, "-m", "console", "dial", "--provider", "retell", "--to", "+14155550142", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert placed.returncode == 0, placed.stderr
+        call_id = json.loads(placed.stdout)["call_id"]
+        listed = None
+        for _ in range(300):
+            listed = subprocess.run(
+                [sys.executable, "-m", "console", "call", "list"], env=env, capture_output=True, text=True
+            )
+            if call_id in listed.stdout:
+                break
+            time.sleep(0.1)
+        assert listed is not None and call_id in listed.stdout and "(through the tap)" not in listed.stdout
+        context = subprocess.run(
+            [sys.executable, "-m", "console", "call", "context", call_id, "The caller is a VIP."],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert context.returncode == 0, context.stderr
+        assert context.stdout.strip() == f"{call_id}: context sent"
+        ended = subprocess.run(
+            [sys.executable, "-m", "console", "call", "end", call_id[:12]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ended.returncode == 0, ended.stderr
+        detail = None
+        for _ in range(300):
+            shown = history(db, "show", call_id, "--json")
+            if shown.returncode == 0:
+                detail = json.loads(shown.stdout)
+                if any(e["kind"] == "call.ended" for e in detail["events"]):
+                    break
+            time.sleep(0.1)
+    finally:
+        platform.send_signal(signal.SIGINT)
+        serve.send_signal(signal.SIGTERM)
+        platform.communicate(timeout=30)
+        serve.communicate(timeout=30)
+    assert detail is not None and detail["call"]["status"] == "ended"
+    assert "The caller is a VIP." in json.dumps(detail)

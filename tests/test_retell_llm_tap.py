@@ -106,15 +106,21 @@ async def test_the_operator_says_through_the_tap_as_an_agent_interrupt(start_rec
 
 
 @pytest.mark.parametrize(
-    "path", ["/llm/retell/wrong-token/call_x", "/llm/retell/call_x", "/llm/retell/call_x?token=no"]
+    ("path", "status"),
+    [
+        ("/llm/retell/wrong-token/call_x", 403),
+        ("/llm/retell/call_x", 403),
+        ("/llm/retell/call_x?token=no", 403),
+        (f"/llm/retell/{TOKEN}/call_x/more", 404),
+    ],
 )
-async def test_the_tap_refuses_a_socket_without_its_token(start_receiver, path):
+async def test_the_tap_refuses_a_socket_without_its_token(start_receiver, path, status):
     async with LlmServer() as llm:
         service, _ = await start(start_receiver, llm.url)
         with pytest.raises(InvalidStatus) as refused:
             async with connect(f"ws://127.0.0.1:{service.server.port}{path}"):
                 pass
-        assert refused.value.response.status_code == 403
+        assert refused.value.response.status_code == status
         assert llm.paths == []  # nothing reached the user's server
 
 
@@ -187,3 +193,36 @@ async def test_malformed_frames_from_either_side_are_relayed_counted_and_shown(s
     assert [m["count"] for m in malformed] == [1, 2] and all(m["sent_by"] == "Retell" for m in malformed)
     closed = next(e.data for e in seen if isinstance(e, Raw) and e.type == "llm.closed")
     assert closed["malformed_from_retell"] == 2 and closed["malformed_from_server"] == 0
+
+
+async def test_voice_console_call_say_reaches_a_tapped_call_as_an_agent_interrupt(tmp_path):
+    """`serve` in a subprocess, Retell's side and the LLM server here, `voice-console call` in between."""
+    from tests.helpers.cli import Serve, cli
+
+    async with LlmServer(chunk_delay_s=0.05) as llm:
+        env = {"VOICE_CONSOLE_RETELL_LLM_TOKEN": TOKEN}
+        serve = await asyncio.to_thread(Serve, tmp_path / "history.db", "--retell-llm-forward-to", llm.url, env=env)
+        try:
+            async with connect(f"ws://127.0.0.1:{serve.port}/llm/retell/{TOKEN}/call_cli_say") as retell:
+                assert json.loads(await retell.recv())["response_type"] == "config"
+                await retell.send(json.dumps({"interaction_type": "update_only", "transcript": []}))
+                listed = await asyncio.to_thread(cli, tmp_path / "history.db", "call", "list", env=env)
+                assert listed.returncode == 0, listed.stderr
+                assert "call_cli_say  retell" in listed.stdout and "(through the tap)" in listed.stdout
+                said = await asyncio.to_thread(
+                    cli, tmp_path / "history.db", "call", "say", "cli_s", "Please hold the line.", env=env
+                )
+                assert said.returncode == 0, said.stderr
+                assert said.stdout.strip() == "call_cli_say: say sent through the tap"
+                while (frame := json.loads(await retell.recv()))["response_type"] != "agent_interrupt":
+                    pass
+                assert frame["content"] == "Please hold the line." and frame["content_complete"] is True
+
+                refused = await asyncio.to_thread(cli, tmp_path / "history.db", "call", "say", "nope", "hi", env=env)
+                assert refused.returncode == 1 and "No call 'nope'" in refused.stderr
+                empty = await asyncio.to_thread(cli, tmp_path / "history.db", "call", "say", "call_cli", " ", env=env)
+                assert empty.returncode == 2 and "needs" in empty.stderr
+        finally:
+            code, out, err = await asyncio.to_thread(serve.stop)
+        assert TOKEN not in out + err
+        assert any('"llm.agent_interrupt"' in line and '"operator"' in line for line in out.splitlines())

@@ -15,7 +15,19 @@ if TYPE_CHECKING:
     from console.config import Settings
 
 # In the order `voice-console --help` lists them.
-COMMANDS = ("serve", "decide", "keys", "platform", "simulate", "dial", "assistants", "history", "replay", "locate")
+COMMANDS = (
+    "serve",
+    "decide",
+    "call",
+    "keys",
+    "platform",
+    "simulate",
+    "dial",
+    "assistants",
+    "history",
+    "replay",
+    "locate",
+)
 
 
 def provider_names() -> tuple[str, ...]:

@@ -43,6 +43,14 @@ _MAX_FINALS = 4096
 ENDED_KEEP_DETAIL = timedelta(minutes=2)
 
 
+def short_id(value: str | None, size: int = 8) -> str:
+    """A call id as the console shows it: its first characters, without Retell's `call_` prefix."""
+    if not value:
+        return "—"
+    value = value.removeprefix("call_")
+    return value[:size]
+
+
 @dataclass
 class CallState:
     call_id: str

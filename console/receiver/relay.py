@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from console.core.events import Event, utc_now
 from console.core.http_types import Request, Response
 from console.providers import registry
-from console.providers.base import TapSession, TapSide
+from console.providers.base import PlatformError, TapSession, TapSide
 from console.providers.registry import Tap
 from console.receiver.http import Router
 from console.receiver.ws import WebSocket, WebSocketClosed
@@ -118,7 +118,10 @@ class Relay:
     async def say(self, content: str) -> None:
         """The operator's words, spoken now: a frame on the platform's side (`LiveTap`)."""
         frame, events = self.session.operator_says(content, utc_now())
-        await self.platform.send(frame)
+        try:
+            await self.platform.send(frame)
+        except WebSocketClosed:
+            raise PlatformError("the call's socket through the tap has just closed") from None
         await self._emit(events)
 
     async def run(self, forward_to: str | None, option: str) -> None:

@@ -7,6 +7,9 @@ clients that present its bearer token; `console.services.serve_state` tells
     GET  /control/pending                      -> {"pending": [PendingCall...]}
     POST /control/decide {"tool_call_id", "decision": approve|edit|override|reject,
                           "arguments"?, "result"?, "reason"?}
+    GET  /control/calls                        -> {"calls": [{"call_id", "provider", "status", "tapped"}]}
+    POST /control/call {"call_id" (or a unique prefix), "action": say|context|end, "text"?, "respond"?}
+                                               -> {"ok", "call_id", "action", "via"}
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ from typing import Any
 
 from console.core.gate import OperatorChoice, OperatorDecision, ToolGate
 from console.core.http_types import Request, Response, is_loopback
+from console.providers.base import LiveAction, PlatformError
 from console.receiver.http import Router
+from console.services.live import CannotSteer, LiveCalls
+
+# `voice-console call ACTION` -> what the platform's live control is asked (as the TUI's keys).
+CALL_ACTIONS: dict[str, LiveAction] = {"say": "say", "context": "add_message", "end": "end"}
 
 DECISIONS: dict[str, OperatorChoice] = {
     "approve": "approved",
@@ -60,7 +68,7 @@ def parse_decision(body: dict[str, Any]) -> tuple[str, OperatorDecision]:
     )
 
 
-def add_control_routes(router: Router, gate: ToolGate, token: str) -> None:
+def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, live: LiveCalls) -> None:
     def refused(request: Request) -> Response | None:
         if not is_loopback(request.client[0]):
             return Response.error(403, "the control API answers loopback clients only")
@@ -72,7 +80,7 @@ def add_control_routes(router: Router, gate: ToolGate, token: str) -> None:
     async def pending(request: Request) -> Response:
         if (error := refused(request)) is not None:
             return error
-        return Response.json(200, {"pending": [call.to_dict() for call in gate.pending()]})
+        return Response.json(200, {"pending": [call.to_dict() for call in gate.pending()] if gate else []})
 
     async def decide(request: Request) -> Response:
         if (error := refused(request)) is not None:
@@ -84,6 +92,8 @@ def add_control_routes(router: Router, gate: ToolGate, token: str) -> None:
             tool_call_id, decision = parse_decision(body)
         except ValueError as exc:
             return Response.error(400, str(exc))
+        if gate is None:
+            return Response.error(409, "tool calls go to another handler here: there is nothing to decide")
         try:
             accepted = gate.resolve(tool_call_id, decision)
         except ValueError as exc:
@@ -92,5 +102,58 @@ def add_control_routes(router: Router, gate: ToolGate, token: str) -> None:
             return Response.error(404, f"no pending tool call {tool_call_id} (unknown, already decided or timed out)")
         return Response.json(200, {"ok": True, "tool_call_id": tool_call_id, "decision": decision.decision})
 
+    async def calls(request: Request) -> Response:
+        if (error := refused(request)) is not None:
+            return error
+        found = [
+            {
+                "call_id": state.call_id,
+                "provider": state.provider,
+                "status": state.status,
+                "tapped": live.tapped(state.call_id),
+            }
+            for state in live.tracker.calls()
+            if state.status != "ended"
+        ]
+        return Response.json(200, {"calls": found})
+
+    async def call(request: Request) -> Response:
+        if (error := refused(request)) is not None:
+            return error
+        try:
+            body = json.loads(request.body or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            action = CALL_ACTIONS.get(str(body.get("action")))
+            if action is None:
+                raise ValueError('"action" must be one of ' + ", ".join(CALL_ACTIONS))
+            text = body.get("text")
+            if not isinstance(text, str):
+                text = ""
+            if action != "end" and not text.strip():
+                raise ValueError(f'"{body["action"]}" needs "text"')
+            if not isinstance(body.get("call_id"), str) or not body["call_id"]:
+                raise ValueError('"call_id" is required')
+        except ValueError as exc:
+            return Response.error(400, str(exc))
+        try:
+            target = live.target(live.find(body["call_id"]), action)
+        except CannotSteer as exc:
+            return Response.error(409, str(exc))
+        via = "tap" if action == "say" and live.tapped(target.call_id) else "api"
+        try:
+            async with await live.open(target) as control:
+                if action == "say":
+                    await control.say(text)
+                elif action == "add_message":
+                    await control.add_message("system", text, trigger_response=bool(body.get("respond", True)))
+                else:
+                    await control.end_call()
+        except (PlatformError, ValueError) as exc:
+            return Response.error(502, f"{target.spec.title} refused: {exc}")
+        return Response.json(200, {"ok": True, "call_id": target.call_id, "action": body["action"], "via": via})
+
     router.add("GET", "/control/pending", pending)
     router.add("POST", "/control/decide", decide)
+    router.add("GET", "/control/calls", calls)
+    router.add("POST", "/control/call", call)

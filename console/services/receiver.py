@@ -26,8 +26,9 @@ from console.receiver.relay import LiveTaps, add_tap_routes
 from console.receiver.routes import build_router
 from console.receiver.stream import add_stream_routes
 from console.redact import Redactor
-from console.secrets import NO_KEYRING_HELP, SecretLookup
+from console.secrets import NO_KEYRING_HELP, SecretLookup, SecretStore
 from console.services.control import add_control_routes, new_token
+from console.services.live import LiveCalls
 from console.services.pipeline import (
     ControlUrlFiller,
     DeliverySink,
@@ -116,6 +117,7 @@ class ReceiverService:
         on_delivery: DeliverySink | None = None,
         tool_handler: ToolCallHandler | None = None,
         policy: Policy | None = None,
+        secret_store: SecretStore | None = None,
     ) -> ReceiverService:
         """Start the receiver. Tool calls go to `tool_handler` if given, else through a
         `ToolGate` with `policy` (default: approve through --forward-to when it is
@@ -178,8 +180,8 @@ class ReceiverService:
                 add_tap_routes(
                     router, pipeline.ingest_events, pipeline.providers, settings, secret_values(secrets), taps
                 )
-                if gate is not None:
-                    add_control_routes(router, gate, control_token)
+                steering = LiveCalls(tracker, taps, settings, secret_store or SecretStore(), http_client)
+                add_control_routes(router, control_token, gate=gate, live=steering)
 
             server = HttpServer(
                 build_router(pipeline.handle, pipeline.providers, extra=extra_routes),

@@ -94,10 +94,13 @@ async def run_serve(
     # The history writer thread needs the GIL briefly per transaction; with the
     # default 5 ms switch interval a busy event loop makes it wait that long each time.
     sys.setswitchinterval(0.0005)
-    secrets = await (secret_store or SecretStore()).aget_all(make_missing=True)
+    secret_store = secret_store or SecretStore()
+    secrets = await secret_store.aget_all(make_missing=True)
     printer = NdjsonPrinter(out)
     try:
-        service = await ReceiverService.start(settings, secrets, on_events=printer, policy=policy)
+        service = await ReceiverService.start(
+            settings, secrets, on_events=printer, policy=policy, secret_store=secret_store
+        )
     except OSError as exc:
         print(f"voice-console serve: {listen_failure(settings.receiver.host, settings.receiver.port, exc)}", file=err)
         return 1

@@ -85,7 +85,12 @@ class Services:
         takes a free one when that is busy (a `serve` running) and sets `busy_port`."""
         try:
             return await ReceiverService.start(
-                self.settings, secrets, on_events=on_events, on_delivery=on_delivery, policy=self.policy
+                self.settings,
+                secrets,
+                on_events=on_events,
+                on_delivery=on_delivery,
+                policy=self.policy,
+                secret_store=self.secret_store,
             )
         except OSError as exc:
             if not self.demo or exc.errno != errno.EADDRINUSE or self.settings.receiver.port == 0:
@@ -94,7 +99,12 @@ class Services:
         receiver = self.settings.receiver.model_copy(update={"port": 0})
         self.settings = self.settings.model_copy(update={"receiver": receiver})
         return await ReceiverService.start(
-            self.settings, secrets, on_events=on_events, on_delivery=on_delivery, policy=self.policy
+            self.settings,
+            secrets,
+            on_events=on_events,
+            on_delivery=on_delivery,
+            policy=self.policy,
+            secret_store=self.secret_store,
         )
 
     async def start_platform(self, receiver: ReceiverService, secrets: dict[str, SecretLookup]) -> SimulatedPlatform:

@@ -24,6 +24,7 @@ from console.providers import registry
 from console.providers.base import PlatformClient
 from console.providers.registry import ProviderSpec
 from console.secrets import SecretStore
+from console.services.live import LiveCalls
 from console.store.db import Store
 
 if TYPE_CHECKING:
@@ -92,6 +93,13 @@ class ConsoleContext:
         """The receiver's tracked calls, then the replayed ones: the rows of Live calls."""
         tracked = self.receiver.pipeline.tracker.calls() if self.receiver is not None else []
         return [*tracked, *self.replay.calls()]
+
+    def steering(self) -> LiveCalls | None:
+        """The receiver's live calls, to steer (None while it starts)."""
+        receiver = self.receiver
+        if receiver is None:
+            return None
+        return LiveCalls(receiver.pipeline.tracker, receiver.taps, self.settings, self.secrets, receiver.http_client)
 
     def call_state(self, call_id: str) -> CallState | None:
         return self.receiver.pipeline.tracker.get(call_id) if self.receiver is not None else None

@@ -31,9 +31,13 @@ def cli_env(db: Path) -> dict[str, str]:
     return env
 
 
-def cli(db: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def cli(db: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "console", *args], capture_output=True, text=True, env=cli_env(db), timeout=timeout
+        [sys.executable, "-m", "console", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(db) | (env or {}),
+        timeout=timeout,
     )
 
 
@@ -49,14 +53,14 @@ class Serve:
     """`voice-console serve --port 0` in a subprocess; tool calls are rejected by rule unless
     `hold=True` (then they wait for `decide`) or a `--policy` is given."""
 
-    def __init__(self, db: Path, *extra: str, hold: bool = False) -> None:
+    def __init__(self, db: Path, *extra: str, hold: bool = False, env: dict[str, str] | None = None) -> None:
         if "--policy" not in extra:
             policy = db.parent / ("hold-policy.toml" if hold else "reject-policy.toml")
             policy.write_text(HOLD_POLICY if hold else REJECT_POLICY)
             extra = (*extra, "--policy", str(policy))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "console", "serve", "--port", "0", *extra],
-            env=cli_env(db),
+            env=cli_env(db) | (env or {}),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from console.providers.base import Agent, ControlTarget, LiveAction, PhoneLine, PlacedCall
+from console.providers.base import Agent, ControlTarget, LiveAction, LiveTap, PhoneLine, PlacedCall
 from console.providers.rest import ApiAuthError, ApiConnectionError, ApiError, JsonApi
 
 DEFAULT_BASE_URL = "https://api.retellai.com"
@@ -172,12 +172,14 @@ class RetellDialer:
 class RetellLiveControl:
     """A live Retell call's controls (a `LiveControl`) over its REST API: what the operator says
     or adds goes in as `additional_context` (with `trigger_response` to have the agent answer
-    now), ending is `stop-call`. Retell's API cannot make the agent speak exact words, mute it
-    or transfer the call: those say so (`UNAVAILABLE`)."""
+    now), ending is `stop-call`. When the call's custom-LLM socket runs through this console's
+    tap, "say" speaks the exact words there instead (an `agent_interrupt`). Retell's API cannot
+    mute the agent or transfer the call: those say so (`UNAVAILABLE`)."""
 
-    def __init__(self, client: RetellClient, call_id: str) -> None:
+    def __init__(self, client: RetellClient, call_id: str, tap: LiveTap | None = None) -> None:
         self._client = client
         self._call_id = call_id
+        self._tap = tap
 
     async def __aenter__(self) -> RetellLiveControl:
         return self
@@ -186,7 +188,10 @@ class RetellLiveControl:
         await self._client.aclose()
 
     async def say(self, content: str) -> Any:
-        """Added to the conversation, and the agent prompted to respond to it now."""
+        """Spoken word for word through the tap; otherwise added to the conversation, and the agent
+        prompted to respond to it now."""
+        if self._tap is not None:
+            return await self._tap.say(content)
         return await self._client.update_live_call(self._call_id, additional_context=content, trigger_response=True)
 
     async def add_message(self, role: Any, content: str, *, trigger_response: bool = True) -> Any:
@@ -215,7 +220,7 @@ UNAVAILABLE: dict[LiveAction, str] = {
 
 def open_control(target: ControlTarget) -> RetellLiveControl:
     client = RetellClient(target.keys["retell_api_key"], base_url=target.base_url or DEFAULT_BASE_URL, max_retries=1)
-    return RetellLiveControl(client, target.call_id)
+    return RetellLiveControl(client, target.call_id, target.tap)
 
 
 def dialer(keys: Mapping[str, str], base_url: str, **options: Any) -> RetellDialer:

@@ -11,7 +11,6 @@ the screen that hosts the controls (the main screen), never retried.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from textual.app import ComposeResult
@@ -20,54 +19,20 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Checkbox, Input, Label, Select
 
+from console.core.calls import short_id
 from console.phone import PhoneNumber, PhoneNumberError, parse_phone
-from console.providers import registry
-from console.providers.base import ControlTarget, LiveAction, LiveControl, PlatformError
-from console.providers.registry import Control, ProviderSpec
+from console.providers.base import LiveAction, LiveControl, PlatformError
 from console.providers.vapi.live import MessageRole
 from console.redact import mask_url
+from console.services.live import ACTION_NAMES, NO_CONTROL_URL, CannotSteer, Target
 from console.tui.context import ConsoleContext
-from console.tui.widgets.panes import short_id
 from console.tui.widgets.prompt import ConfirmScreen, PromptScreen
 
-NO_CONTROL_URL = (
-    "No control URL is known for call {call}: Vapi sends it (call.monitor.controlUrl) with status "
-    "updates and in the dial answer, when the assistant's monitorPlan.controlEnabled is on."
-)
+__all__ = ["ACTION_NAMES", "NO_CONTROL_URL", "CallControls", "Target"]
 
 
 def _not_empty(text: str) -> str | None:
     return None if text.strip() else "Type something."
-
-
-def _spec(provider: str) -> ProviderSpec | None:
-    try:
-        return registry.spec(provider)
-    except registry.UnknownProvider:
-        return None
-
-
-@dataclass(frozen=True)
-class Target:
-    """A live call to steer: its platform's spec, and its control URL where that platform uses one."""
-
-    call_id: str
-    spec: ProviderSpec
-    control_url: str | None = field(default=None, repr=False)
-
-    @property
-    def control(self) -> Control:
-        assert self.spec.control is not None, "a target is made only for a platform with live control"
-        return self.spec.control
-
-
-ACTION_NAMES: dict[LiveAction, str] = {
-    "say": "Say",
-    "add_message": "Adding a message",
-    "mute": "Muting the assistant",
-    "transfer": "Transfer",
-    "end": "Ending the call",
-}
 
 
 class AddMessageScreen(ModalScreen[tuple[MessageRole, str, bool] | None]):
@@ -125,48 +90,23 @@ class CallControls:
 
     def target(self, action: LiveAction) -> Target | None:
         """The selected call and how to steer it, or None after telling the operator why not."""
-        screen = self.screen
         call_id = self.selected_call()
-        problem = None
-        found = None
-        if self.context.receiver is None:
-            problem = "The receiver is still starting."
-        elif call_id is None:
-            problem = "No call is selected: pick one in Live calls."
-        else:
-            state = self.context.call_state(call_id)
-            spec = _spec(state.provider) if state is not None else None
-            if state is None:
-                problem = f"Call {short_id(call_id)} is no longer tracked."
-            elif state.status == "ended":
-                problem = f"Call {short_id(call_id)} has ended: there is nothing left to control."
-            elif spec is None or spec.control is None:
-                able = " and ".join(each.title for each in registry.specs() if each.can_control)
-                problem = f"Call {short_id(call_id)} came through {state.provider}: live control is a {able} feature."
-            elif (why := spec.control.unavailable.get(action)) is not None:
-                problem = f"{ACTION_NAMES[action]} is not available for a {spec.title} call: {why}."
-            elif spec.control.needs_control_url and not state.control_url:
-                problem = NO_CONTROL_URL.format(call=short_id(call_id))
-            else:
-                found = Target(call_id, spec, state.control_url)
-        if found is None:
-            screen.notify(problem or "No call to control.", markup=False, title="Call control", severity="error")
-        return found
+        live = self.context.steering()
+        try:
+            if live is None:
+                raise CannotSteer("The receiver is still starting.")
+            if call_id is None:
+                raise CannotSteer("No call is selected: pick one in Live calls.")
+            return live.target(call_id, action)
+        except CannotSteer as exc:
+            self.screen.notify(str(exc), markup=False, title="Call control", severity="error")
+            return None
 
     async def _opened(self, target: Target) -> LiveControl:
-        """The platform's live control for the call, opened with the keys it needs (off the loop)."""
-        control = target.control
-        keys = {}
-        for name in control.needs:
-            lookup = await self.context.secrets.aget(name)
-            if not lookup.value:
-                secret = target.spec.secret(name)
-                raise PlatformError(f"no {secret.label} ({(lookup.note or f'set {secret.env}').rstrip('.')})")
-            keys[name] = lookup.value
-        base_url = target.spec.base_url(self.context.settings) if target.spec.base_url else ""
-        return control.open(
-            ControlTarget(target.call_id, target.control_url, keys, base_url, http_client=self.context.http_client)
-        )
+        live = self.context.steering()
+        if live is None:
+            raise PlatformError("the receiver has stopped")
+        return await live.open(target)
 
     def send(
         self,
@@ -222,7 +162,7 @@ class CallControls:
         self._ask(
             PromptScreen(
                 f"Say · call {short_id(target.call_id)}",
-                target.control.say_prompt,
+                live.say_prompt(target) if (live := self.context.steering()) else target.control.say_prompt,
                 check=_not_empty,
             ),
             lambda text: self.send(target, "Say", lambda control: control.say(text)),

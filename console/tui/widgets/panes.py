@@ -8,7 +8,7 @@ from datetime import datetime
 from rich.text import Text
 from textual.widgets.data_table import ColumnKey
 
-from console.core.calls import CallState
+from console.core.calls import CallState, short_id
 from console.core.events import ToolDecided, utc_now
 from console.core.gate import PendingCall
 from console.tui.widgets.table import WindowTable, cell_width
@@ -26,13 +26,6 @@ SPEAKING = {
     frozenset({"assistant", "user"}): "both",
 }
 STATUS_STYLE = {"in-progress": "bold green", "ringing": "yellow", "queued": "dim", "forwarding": "cyan", "ended": "dim"}
-
-
-def short_id(value: str | None, size: int = 8) -> str:
-    if not value:
-        return "—"
-    value = value.removeprefix("call_")
-    return value[:size]
 
 
 def seconds(value: float) -> str:
