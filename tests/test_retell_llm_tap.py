@@ -226,3 +226,29 @@ async def test_voice_console_call_say_reaches_a_tapped_call_as_an_agent_interrup
             code, out, err = await asyncio.to_thread(serve.stop)
         assert TOKEN not in out + err
         assert any('"llm.agent_interrupt"' in line and '"operator"' in line for line in out.splitlines())
+
+
+async def test_a_server_that_stops_reading_back_pressures_retell_instead_of_filling_memory(start_receiver):
+    from websockets.asyncio.server import serve
+
+    stop = asyncio.Event()
+
+    async def never_reads(ws):
+        await stop.wait()
+        ws.transport.abort()  # gone without a close frame: the tap closes Retell's side with 1011
+
+    frame = json.dumps({"interaction_type": "update_only", "transcript": [{"role": "user", "content": "x" * 100_000}]})
+    async with serve(never_reads, "127.0.0.1", 0, max_queue=1) as server:
+        port = server.sockets[0].getsockname()[1]
+        service, _ = await start(start_receiver, f"ws://127.0.0.1:{port}/llm")
+        async with connect(tap_url(service) + "/call_tap_slow", max_queue=None) as retell:
+            accepted = 0
+            try:
+                while accepted < 5_000:  # 500 MB, if anything buffered without bound
+                    await asyncio.wait_for(retell.send(frame), 1.0)
+                    accepted += 1
+            except TimeoutError:
+                pass
+            stop.set()
+    # The sockets' bounded queues and the kernel's buffers, no more: a few hundred frames at most.
+    assert 10 < accepted < 400, accepted
