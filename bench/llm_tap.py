@@ -141,7 +141,10 @@ async def main() -> None:
                 tap_base = f"ws://127.0.0.1:{serve_port}/llm/retell/{TOKEN}"
                 await measure(2, 2.0, args.rate, direct_url, tap_base)  # warm-up
                 print(f"Round trips Retell → LLM server → Retell, {args.rate:g} frames/s per call, {args.seconds:g} s")
-                print("| calls | frames | direct p50 · p99 | through the tap p50 · p99 | added per relayed frame p50 · p99 |")
+                print(
+                    "| calls | frames | direct p50 · p99 | through the tap p50 · p99 "
+                    "| added per relayed frame p50 · p99 |"
+                )
                 print("|---|---|---|---|---|")
                 for calls in (int(part) for part in args.calls.split(",")):
                     found = await measure(calls, args.seconds, args.rate, direct_url, tap_base)

@@ -11,6 +11,8 @@ a tool call is waiting for the operator, and saves:
 - edit.svg      the JSON editor for a held call's arguments, checked against the tool's schema
 - events.svg    the main screen with the Events pane (every webhook, verdict, reply, timing) in front
 - dial.svg      the dial dialog with assistants and numbers from the platform, the number checked
+- retell-tap.svg a Retell custom-LLM call through the tap: live transcript, the barge-in on a superseded
+                response with its cut text, the LLM server's tool call
 - retell.svg    a Retell demo call selected: its transcript with the barge-in derived from word times
 - history.svg   the history screen on the first demo call once it has ended (timeline of the call)
 - help.svg      the help screen (every key, by screen)
@@ -98,16 +100,28 @@ async def main() -> None:
             await pilot.press("escape")
             await wait_for(pilot, lambda: app.screen is app.main, "the main screen")
 
-            # The next demo call is a Retell one (the demo alternates): its barge-in comes from
-            # the word times of Retell's transcript.
+            # The next demo call is a Retell one (the demo alternates), its custom-LLM agent's: the
+            # conversation runs through the tap, its barge-in seen live on a superseded response.
             app.dial_demo_call()
 
-            def retell_barge_in() -> str | None:
+            def retell_barge_in(seen: set[str]) -> str | None:
                 calls = app.service.pipeline.tracker.calls() if app.service else []
-                return next((c.call_id for c in calls if c.provider == "retell" and c.barge_ins), None)
+                found = (c.call_id for c in calls if c.provider == "retell" and c.barge_ins and c.call_id not in seen)
+                return next(found, None)
 
-            await wait_for(pilot, lambda: retell_barge_in() is not None, "a Retell call with a barge-in")
-            app.main.query_one(LiveCallsTable).follow(retell_barge_in())
+            await wait_for(pilot, lambda: retell_barge_in(set()) is not None, "a Retell call through the tap")
+            tapped = retell_barge_in(set())
+            app.main.query_one(LiveCallsTable).follow(tapped)
+            await pilot.pause(1.5)
+            print(app.save_screenshot("retell-tap.svg", path=str(HERE)))
+
+            # Then a Vapi call, then Retell's own-LLM agent: its barge-in comes from the word
+            # times of Retell's transcript.
+            app.dial_demo_call()
+            await pilot.pause(0.5)
+            app.dial_demo_call()
+            await wait_for(pilot, lambda: retell_barge_in({tapped}) is not None, "a Retell call with a barge-in")
+            app.main.query_one(LiveCallsTable).follow(retell_barge_in({tapped}))
             await pilot.pause(1.5)
             print(app.save_screenshot("retell.svg", path=str(HERE)))
 

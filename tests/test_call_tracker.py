@@ -157,3 +157,19 @@ def test_an_ended_call_keeps_only_its_summary_after_a_while():
     assert not state._finals and not state._finals_order and not state._model_output
     assert (state.status, state.ended_reason, state.barge_ins) == ("ended", "customer-ended-call", 1)
     assert tracker.get("call-2") is not None and tracker.get("call-2")._finals is not None
+
+
+def test_an_utterance_told_by_the_tap_and_again_by_the_webhooks_is_kept_once_a_repeat_twice():
+    tracker = CallTracker()
+
+    def final(seconds: float, text: str, source: str | None = None) -> TranscriptFinal:
+        return TranscriptFinal(at=at(seconds), role="user", text=text, source=source, **common(provider="retell"))
+
+    live = tracker.process([final(1, "Yes."), final(4, "Book it."), final(9, "Yes.")])  # no source: webhooks
+    assert [e.text for e in live] == ["Yes.", "Book it.", "Yes."]
+    # The tap's live view of the same three utterances, each a little off in time: all already shown.
+    assert tracker.process([final(1.4, "Yes.", "llm-tap"), final(4.2, "Book it.", "llm-tap")]) == []
+    assert tracker.process([final(9.3, "Yes.", "llm-tap")]) == []
+    # A fourth "Yes." the webhooks have not told is new; one told minutes apart is too.
+    assert [e.text for e in tracker.process([final(12, "Yes.", "llm-tap")])] == ["Yes."]
+    assert [e.text for e in tracker.process([final(400, "Book it.")])] == ["Book it."]

@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from console.core.events import BargeIn, Raw, SpeechStarted, ToolDecided, ToolRequested, TranscriptFinal
+from console.core.events import BargeIn, Raw, ToolDecided, ToolRequested, TranscriptFinal
 from console.simulator.retell_llm import CONVERSATION, GREETING, LlmServer, RetellCaller
 
 TOKEN = "tap-token-for-tests-0123456789"
@@ -66,7 +66,8 @@ async def test_frames_pass_unchanged_both_ways_and_the_barge_in_is_seen_live(sta
 
         finals = [event.text for event in events if isinstance(event, TranscriptFinal)]
         assert finals[0] == GREETING and CONVERSATION[0][0] in finals
-        assert any(isinstance(event, SpeechStarted) and event.role == "user" for event in events)
+        turns = [event.data["turn"] for event in events if isinstance(event, Raw) and event.type == "llm.turntaking"]
+        assert turns == ["agent_turn", "user_turn", "agent_turn"]  # changes only: the cut-off turn sends none
         requested = [event for event in events if isinstance(event, ToolRequested)]
         assert [(event.name, event.arguments) for event in requested] == [("book_table", CONVERSATION[1][2][1])]
         ran = [event for event in events if isinstance(event, ToolDecided)]
@@ -252,3 +253,43 @@ async def test_a_server_that_stops_reading_back_pressures_retell_instead_of_fill
             stop.set()
     # The sockets' bounded queues and the kernel's buffers, no more: a few hundred frames at most.
     assert 10 < accepted < 400, accepted
+
+
+async def test_a_call_to_the_simulated_custom_llm_agent_runs_through_the_tap(start_receiver):
+    """The simulated Retell's custom-LLM agent points at the tap: dialing it opens the socket, the
+    conversation (with its barge-in) runs through to the LLM server, the webhooks bracket it."""
+    from console.providers.retell.client import RetellClient
+    from console.simulator.retell import LLM_AGENT_ID, SimulatedRetell
+    from tests.helpers.secrets import RETELL_KEY
+
+    async with LlmServer(chunk_delay_s=0.05) as llm:
+        service, seen = await start(start_receiver, llm.url)
+        platform = SimulatedRetell(
+            service.server.url + "/webhook/retell", api_key=RETELL_KEY, speed=20, llm_websocket_url=tap_url(service)
+        )
+        async with platform:
+            async with RetellClient(RETELL_KEY, base_url=platform.url, max_retries=0) as client:
+                agents = {agent["agent_id"]: agent for agent in await client.list_agents()}
+                assert agents[LLM_AGENT_ID]["response_engine"]["type"] == "custom-llm"
+                number = (await client.list_phone_numbers())[0]["phone_number"]
+                call = await client.create_phone_call(
+                    from_number=number, to_number="+14155550142", override_agent_id=LLM_AGENT_ID
+                )
+            call_id = call["call_id"]
+            stored = await history_events(service, call_id)
+            for _ in range(200):
+                if any(event["kind"] == "call.ended" for event in stored):
+                    break
+                await asyncio.sleep(0.05)
+                stored = await history_events(service, call_id)
+    assert llm.paths == [f"/llm/{call_id}"]
+    kinds = [event["kind"] for event in stored]
+    assert kinds.count("barge_in") == 1 and "call.ended" in kinds and "tool.requested" in kinds
+    barge_in = next(event for event in stored if event["kind"] == "barge_in")
+    assert barge_in["source"] == "llm-response-superseded" and barge_in["cut_text"]
+    # The webhooks' word times told the same interruption (kept once) and who spoke when.
+    speech = [(event["kind"], event["role"]) for event in stored if event["kind"].startswith("speech.")]
+    assert ("speech.started", "user") in speech and ("speech.stopped", "assistant") in speech
+    finals = [event["text"] for event in stored if event["kind"] == "transcript.final"]
+    assert finals.count(GREETING) == 1  # told live by the tap, again by the webhooks: shown once
+    assert any(e.call_id == call_id and isinstance(e, BargeIn) for e in seen)  # live, not only stored

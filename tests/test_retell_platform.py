@@ -18,7 +18,7 @@ from console.commands.dial import run_dial
 from console.core.policy import Policy, ToolRule
 from console.providers.retell.client import RetellAuthError, RetellClient, RetellError, page_of
 from console.secrets import SecretStore
-from console.simulator.retell import AGENT_ID, SimulatedRetell
+from console.simulator.retell import AGENT_ID, LLM_AGENT_ID, SimulatedRetell
 from console.store import queries
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.screens.dial import DialScreen
@@ -138,6 +138,22 @@ async def test_the_official_retell_sdk_parses_every_answer(start_receiver):
         assert [item.content for item in injected] == ["VIP caller"]
         with pytest.raises(retell.NotFoundError):
             await sdk.call.retrieve("call_nope")
+        await sdk.close()
+
+
+async def test_the_official_retell_sdk_parses_the_custom_llm_agent_and_its_call(start_receiver):
+    receiver, _ = await start_receiver(policy=OVERRIDE)
+    tap = f"ws://127.0.0.1:{receiver.server.port}/llm/retell/t0ken"
+    async with SimulatedRetell(None, api_key=RETELL_KEY, llm_websocket_url=tap) as platform:
+        sdk = retell.AsyncRetell(api_key=RETELL_KEY, base_url=platform.url, max_retries=0)
+        agent = await sdk.agent.retrieve(LLM_AGENT_ID)
+        assert agent.response_engine.type == "custom-llm" and agent.response_engine.llm_websocket_url == tap
+        agents = await sdk.agent.list()
+        assert {a.agent_id for a in agents.items} == {AGENT_ID, LLM_AGENT_ID}
+        call = await sdk.call.create_phone_call(
+            from_number=FROM, to_number="+14155550142", override_agent_id=LLM_AGENT_ID
+        )
+        assert (await sdk.call.retrieve(call.call_id)).agent_id == LLM_AGENT_ID
         await sdk.close()
 
 

@@ -130,3 +130,20 @@ def test_lane_cells_and_columns():
     assert column_of(at(30), at(0), at(60), 60) == 30
     assert column_of(at(60), at(0), at(60), 60) == 59
     assert column_of(at(61), at(0), at(60), 60) is None
+
+
+def test_a_barge_in_on_transcript_only_lanes_is_not_given_a_made_up_time_to_stop():
+    timeline = CallTimeline("c1")
+    for event in [
+        TranscriptFinal(role="assistant", text="Of course. We have tables at", **common(1)),
+        TranscriptFinal(role="user", text="Actually, make it six.", **common(1)),
+        BargeIn(source="llm-response-superseded", cut_text="seven", **common(1.1)),
+    ]:
+        timeline.apply(event)
+    (mark,) = timeline.barge_ins
+    assert mark.time_to_stop_ms is None and not mark.measured
+    assert timeline.time_to_stop_summary() == (None, None)
+    # The webhooks' word times arrive: the agent's real stop settles it.
+    timeline.apply(SpeechStarted(role="assistant", **common(0.5)))
+    timeline.apply(SpeechStopped(role="assistant", **common(1.4)))
+    assert mark.measured and round(mark.time_to_stop_ms) == 300

@@ -46,6 +46,12 @@ def register(subparsers: Any) -> None:
         "for retell the receiver's base URL, default http://127.0.0.1:8765)",
     )
     parser.add_argument("--scenario", metavar="NAME|FILE", default=None, help=SCENARIO_HELP)
+    parser.add_argument(
+        "--llm-websocket-url",
+        metavar="WS_URL",
+        help="retell: add a custom-LLM agent whose calls open this socket (e.g. the console's tap, "
+        "ws://127.0.0.1:8765/llm/retell/<token>); the call id is appended",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,6 +36,8 @@ from console.core.events import (
 # Two sightings of one interruption (user-interrupted and overlapping speech)
 # arrive within a second or two of each other.
 BARGE_IN_WINDOW = timedelta(seconds=2.0)
+# One utterance told twice, live by a tap and later by the webhooks' transcript, lands this close.
+SAME_UTTERANCE_WINDOW = timedelta(seconds=60)
 _MAX_INTERVALS = 64
 _MAX_FINALS = 4096
 # How long after its end a call keeps what dedupes late deliveries (finals, model
@@ -72,6 +74,8 @@ class CallState:
     _barge_in_times: deque[datetime] = field(default_factory=lambda: deque(maxlen=_MAX_INTERVALS))
     _finals: set[tuple[str, str, str]] = field(default_factory=set)
     _finals_order: deque[tuple[str, str, str]] = field(default_factory=deque)
+    # (role, text) -> finals not yet matched by the other source: [(at, source)]
+    _unmatched_finals: dict[tuple[str, str], deque[tuple[datetime, str | None]]] = field(default_factory=dict)
     _model_output: dict[str, str] = field(default_factory=dict)  # turnId -> text produced
     _last_turn_id: str | None = None
     _spoken_text: str = ""  # what the assistant has said in its current turn
@@ -82,6 +86,7 @@ class CallState:
         self._barge_in_times.clear()
         self._finals.clear()
         self._finals_order.clear()
+        self._unmatched_finals.clear()
         self._model_output.clear()
         self._spoken_text = ""
 
@@ -214,6 +219,8 @@ class CallTracker:
             state._finals_order.append(key)
             if len(state._finals_order) > _MAX_FINALS:
                 state._finals.discard(state._finals_order.popleft())
+            if self._told_by_the_other_source(state, event):
+                return []
             if event.role == "assistant":
                 state._spoken_text = event.text
             return [event]
@@ -244,6 +251,24 @@ class CallTracker:
             out.extend(self._barge_in(state, derived))
         state.speaking.add(event.role)
         return out
+
+    @staticmethod
+    def _told_by_the_other_source(state: CallState, event: TranscriptFinal) -> bool:
+        """Whether this utterance was already shown by the other source (the tap's live view or the
+        webhooks' transcript): each utterance once, while a repeated "Yes." still counts twice."""
+        twin = (event.role, event.text)
+        told = state._unmatched_finals.get(twin)
+        if told is not None:
+            for index, (at, source) in enumerate(told):
+                if source != event.source and abs(at - event.at) <= SAME_UTTERANCE_WINDOW:
+                    del told[index]
+                    return True
+        else:
+            if len(state._unmatched_finals) >= _MAX_FINALS:
+                state._unmatched_finals.pop(next(iter(state._unmatched_finals)))
+            told = state._unmatched_finals[twin] = deque(maxlen=8)
+        told.append((event.at, event.source))
+        return False
 
     def _barge_in(self, state: CallState, event: BargeIn) -> list[Event]:
         for seen in state._barge_in_times:

@@ -88,6 +88,8 @@ class TranscriptFinal(_EventBase):
     kind: Literal["transcript.final"] = "transcript.final"
     role: Role
     text: str
+    # Where it was seen when not in the platform's webhooks: "llm-tap" (a relayed live socket).
+    source: str | None = None
 
 
 class BargeIn(_EventBase):

@@ -66,6 +66,8 @@ class BargeMark:
     at: datetime
     cut_text: str | None = None
     agent_stopped_at: datetime | None = None  # None: the agent has not stopped yet
+    # False while the agent has no speech events on this call (only transcripts): when it stopped is unknown.
+    measured: bool = True
 
     @property
     def time_to_stop_ms(self) -> float | None:
@@ -140,13 +142,18 @@ class CallTimeline:
             lane[-1].stop = max(at, lane[-1].start)
         if role == "user":
             self._user_stopped_at = at
-        else:
+        elif role in self._speech_seen:
+            # Time-to-stop only from the agent's real speech events: a lane drawn from its transcript
+            # stops when the text arrives, which would read as a made-up "stopped after 0 ms".
             for mark in self.barge_ins:
                 if mark.agent_stopped_at is None and mark.at <= at:
-                    mark.agent_stopped_at = at
+                    mark.agent_stopped_at, mark.measured = at, True
 
     def _barge_in(self, event: BargeIn) -> None:
-        mark = BargeMark(event.at, event.cut_text)
+        mark = BargeMark(event.at, event.cut_text, measured="assistant" in self._speech_seen)
+        self.barge_ins.append(mark)
+        if not mark.measured:
+            return  # settled by the agent's first real speech.stopped, if one comes
         # Which agent interval was cut: the one speaking at the mark, or one that
         # stopped just before the platform's (late) report of it.
         for interval in reversed(self.lanes["assistant"]):
@@ -157,7 +164,6 @@ class CallTimeline:
             if interval.stop >= event.at - LATE_BARGE_IN:
                 mark.agent_stopped_at = interval.stop
             break
-        self.barge_ins.append(mark)
 
     # --- reading --------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ import httpx
 
 from console.config import ConfigError, Settings, load_settings
 from console.providers import registry
+from console.redact import mask_url
 from console.secrets import SecretStore
 from console.simulator.common import AGENT_NUMBER, DeliveryRecord, DialectWebhook
 from console.simulator.retell import AGENT_ID as RETELL_AGENT_ID
@@ -47,6 +48,7 @@ from console.simulator.retell import (
     SimulatedRetell,
     retell_endpoints,
 )
+from console.simulator.retell import LLM_AGENT_ID as RETELL_LLM_AGENT_ID
 from console.simulator.scenarios import Scenario, load_scenario
 from console.simulator.twilio import TWILIO_ROUTES, TwilioCallPlayer, twilio_endpoints
 from console.simulator.vapi import (
@@ -166,7 +168,13 @@ async def _run_retell_platform(args: argparse.Namespace) -> int:
         print(f"voice-console: {exc}", file=sys.stderr)
         return 2
     webhook = args.webhook if args.webhook != DEFAULT_VAPI_WEBHOOK else DEFAULT_RECEIVER
-    platform = SimulatedRetell(webhook, speed=args.speed, scenario=scenario, port=args.platform_port)
+    llm_url = getattr(args, "llm_websocket_url", None)
+    platform = SimulatedRetell(
+        webhook, speed=args.speed, scenario=scenario, port=args.platform_port, llm_websocket_url=llm_url
+    )
+    custom_llm = (
+        [f"  custom-LLM agent: {RETELL_LLM_AGENT_ID} (its calls open {mask_url(llm_url)}/<call id>)"] if llm_url else []
+    )
     return await _serve_platform(
         platform,
         args.platform_port,
@@ -176,6 +184,7 @@ async def _run_retell_platform(args: argparse.Namespace) -> int:
             f"  webhook URL:     {webhook} (the agent's; the console's Retell routes are appended)",
             f"  scenario:        {scenario.name} at speed {args.speed:g}",
             f"  agent:           {RETELL_AGENT_ID}\n  phone number:    {RETELL_NUMBER}",
+            *custom_llm,
             f"Point the console at it: VOICE_CONSOLE_RETELL_BASE_URL={platform.url} "
             f"VOICE_CONSOLE_RETELL_API_KEY={platform.api_key}",
         ],

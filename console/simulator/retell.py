@@ -41,6 +41,7 @@ from console.simulator.common import (
     log,
     split_base,
 )
+from console.simulator.retell_llm import RetellCaller
 from console.simulator.scenarios import (
     BargeInStep,
     EndStep,
@@ -57,6 +58,18 @@ from console.simulator.scenarios import (
 # The receiver's Retell routes, as Retell's spec declares them (longest first, to strip from a URL).
 RETELL_ROUTES = tuple(sorted((route.path for route in registry.spec("retell").routes), key=len, reverse=True))
 AGENT_ID = "agent_" + uuid.uuid5(uuid.NAMESPACE_URL, "voice-console/simulator/retell").hex[:24]
+# The custom-LLM agent, there when the platform is given an llm_websocket_url.
+LLM_AGENT_ID = "agent_" + uuid.uuid5(uuid.NAMESPACE_URL, "voice-console/simulator/retell/custom-llm").hex[:24]
+
+
+def custom_llm_url(agent: dict[str, Any]) -> str | None:
+    """The socket a custom-LLM agent's calls open (None for Retell's own LLMs)."""
+    engine = agent.get("response_engine")
+    if isinstance(engine, dict) and engine.get("type") == "custom-llm" and engine.get("llm_websocket_url"):
+        return str(engine["llm_websocket_url"])
+    return None
+
+
 FUNCTION_TYPE = "function_call"  # the delivery type of a Retell custom-function request
 # Words the agent still says after the caller cuts in, before it stops (what the caller talks over).
 TALKED_OVER_WORDS = 2
@@ -129,9 +142,12 @@ class RetellCallPlayer:
         speed: float = 1.0,
         agent_id: str = AGENT_ID,
         call: dict[str, Any] | None = None,
+        llm_websocket_url: str | None = None,
     ) -> None:
         """`call`: the call object a simulated platform created (an outbound call it placed);
-        without it the call is an inbound one to the agent's number."""
+        without it the call is an inbound one to the agent's number. `llm_websocket_url`: the agent
+        is a custom-LLM one, so the conversation runs over that socket instead of the scenario's."""
+        self.llm_websocket_url = llm_websocket_url
         self.scenario = scenario
         self.endpoints = endpoints
         self.webhook = webhook
@@ -202,7 +218,10 @@ class RetellCallPlayer:
             self._player.answered()
             self._call.update(call_status="ongoing", start_timestamp=int(time.time() * 1000))
             await self._event("call_started")
-            for step in self.scenario.steps:
+            steps = self.scenario.steps
+            if self.llm_websocket_url is not None:  # the conversation is the socket's, not the scenario's
+                reason, steps = await self._converse_over_llm_socket(self.llm_websocket_url), []
+            for step in steps:
                 await self._player.sleep(step.pause)
                 if isinstance(step, EndStep):
                     reason = _RETELL_REASONS.get(step.reason, "user_hangup")
@@ -218,6 +237,18 @@ class RetellCallPlayer:
             log.exception("simulated Retell call %s failed", self.call_id)
             reason = "error_unknown"
         await self._finish(reason, transfer_to)
+
+    async def _converse_over_llm_socket(self, url: str) -> str:
+        """Retell's side of the agent's custom-LLM socket (`RetellCaller`): the reason the call ends."""
+        # A caller and an agent saying ~3 words a second, at the platform's speed.
+        caller = RetellCaller(url, self.call_id, agent_id=str(self._call["agent_id"]), pace_s=0.3 / self.speed)
+        caller.timeout_s = 30 + 60 / self.speed
+        result = await caller.run()
+        started = int(self._call.get("start_timestamp") or time.time() * 1000) / 1000
+        self._transcript = caller.timed_transcript(started)
+        if result.close_code not in (1000, None):
+            return "error_llm_websocket_open" if not result.received else "error_llm_websocket_lost_connection"
+        return "user_hangup"
 
     async def _finish(self, reason: str, transfer_to: str | None) -> None:
         if transfer_to is not None:
@@ -371,7 +402,10 @@ class SimulatedRetell:
         scenario: Scenario | str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        llm_websocket_url: str | None = None,
     ) -> None:
+        """`llm_websocket_url`: a second agent, a custom-LLM one whose socket Retell opens there
+        (with the call id appended), e.g. the console's tap."""
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.webhook_url = webhook_url
@@ -399,6 +433,14 @@ class SimulatedRetell:
                 "user_modified_timestamp": now,
             }
         }
+        if llm_websocket_url is not None:
+            self.agents[LLM_AGENT_ID] = {
+                **self.agents[AGENT_ID],
+                "agent_id": LLM_AGENT_ID,
+                "agent_name": "Bella Napoli bookings, custom LLM (simulated Retell)",
+                "response_engine": {"type": "custom-llm", "llm_websocket_url": llm_websocket_url},
+                "webhook_events": list(REQUIRED_WEBHOOK_EVENTS),
+            }
         self.phone_numbers: dict[str, dict[str, Any]] = {
             _DIALED_NUMBER: {
                 "phone_number": _DIALED_NUMBER,
@@ -516,6 +558,7 @@ class SimulatedRetell:
             speed=self.speed,
             agent_id=agent["agent_id"],
             call=call,
+            llm_websocket_url=custom_llm_url(agent),
         )
         self.calls[player.call_id] = player
         if agent.get("webhook_url"):

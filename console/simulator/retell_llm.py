@@ -163,15 +163,20 @@ class CallerResult:
 class RetellCaller:
     """Retell's side of a custom-LLM call, over a real socket to `url` (the agent's llm_websocket_url)."""
 
-    def __init__(self, url: str, call_id: str, *, agent_id: str = "agent_sim", timeout_s: float = 10.0) -> None:
-        self.url = url.rstrip("/") if "?" not in url else url
+    def __init__(
+        self, url: str, call_id: str, *, agent_id: str = "agent_sim", timeout_s: float = 10.0, pace_s: float = 0.0
+    ) -> None:
+        self.url = url
         self.call_id = call_id
         self.agent_id = agent_id
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # for the whole conversation
+        self.pace_s = pace_s  # seconds per spoken word, either side (0: at once)
         self.result = CallerResult()
         self._ws: ClientConnection | None = None
         self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._transcript: list[dict[str, Any]] = []
+        self._spans: list[list[float]] = []  # per utterance: [start, end] (time.time())
+        self._answer_started = 0.0
 
     def socket_url(self) -> str:
         from urllib.parse import urlsplit, urlunsplit
@@ -245,29 +250,68 @@ class RetellCaller:
             data = await self._next("response")
             if data.get("response_id") != response_id:
                 continue  # an answer to an older request: Retell drops it
+            if not chunks:
+                self._answer_started = time.time()
             chunks.append(str(data.get("content") or ""))
             if data.get("content_complete"):
                 return chunks, True
             if stop_after_chunks is not None and len(chunks) >= stop_after_chunks:
                 return chunks, False
 
-    def _utter(self, role: str, content: str) -> None:
+    @property
+    def transcript(self) -> list[dict[str, Any]]:
+        """The conversation as Retell's transcript shows it (the agent's cut-off turn as spoken)."""
+        return [dict(utterance) for utterance in self._transcript]
+
+    def timed_transcript(self, started_at: float) -> list[dict[str, Any]]:
+        """The transcript with word times (seconds since `started_at`, time.time()), spread over
+        when each utterance was said here: the cut-off agent turn overlaps the caller's next one."""
+        out = []
+        for utterance, (start, end) in zip(self._transcript, self._spans, strict=True):
+            words = utterance["content"].split()
+            step = max(end - start, 0.05 * len(words)) / max(len(words), 1)
+            base = max(start - started_at, 0.0)
+            timed = [
+                {"word": word, "start": round(base + i * step, 3), "end": round(base + (i + 1) * step, 3)}
+                for i, word in enumerate(words)
+            ]
+            out.append({**utterance, "words": timed})
+        return out
+
+    def _utter(self, role: str, content: str, start: float | None = None, end: float | None = None) -> None:
+        now = time.time()
         self._transcript.append({"role": role, "content": content})
+        self._spans.append([start if start is not None else now, end if end is not None else now])
+
+    async def _speak(self, words: int) -> None:
+        """As long as saying `words` takes at this pace (nothing in tests)."""
+        if self.pace_s:
+            await asyncio.sleep(self.pace_s * words)
+
+    async def _agent_turn(self, chunks: list[str]) -> None:
+        """The agent says a whole answer: from its first chunk until it is spoken."""
+        answer = "".join(chunks)
+        self._utter("agent", answer, self._answer_started)
+        await self._send(
+            {"interaction_type": "update_only", "transcript": self._transcript, "turntaking": "agent_turn"}
+        )
+        await self._speak(len(answer.split()))
+        self._spans[-1][1] = time.time()
 
     async def _converse(self) -> None:
         await self._send({"interaction_type": "ping_pong", "timestamp": int(time.time() * 1000)})
         greeting, _ = await self._answer(0)
-        self._utter("agent", "".join(greeting))
-        await self._send({"interaction_type": "update_only", "transcript": self._transcript})
+        await self._agent_turn(greeting)
         response_id = 0
         for turn, (said, _, _) in enumerate(CONVERSATION):
             words = said.split()
-            half = " ".join(words[: len(words) // 2])
-            self._utter("user", half)
+            self._utter("user", " ".join(words[: len(words) // 2]))
             await self._send(
                 {"interaction_type": "update_only", "transcript": self._transcript, "turntaking": "user_turn"}
             )
+            await self._speak(len(words))
             self._transcript[-1]["content"] = said
+            self._spans[-1][1] = time.time()
             await self._send({"interaction_type": "update_only", "transcript": self._transcript})
             response_id += 1
             await self._send(
@@ -278,17 +322,15 @@ class RetellCaller:
                 response_id, stop_after_chunks=BARGE_IN_AFTER_CHUNKS if barge_in else None
             )
             if barge_in and not complete:
-                # The agent spoke all but the last chunk that reached Retell before the caller cut in:
-                # the transcript stops there, and the caller's next words come while it still streams.
+                # The agent spoke all but the last chunk that reached Retell when the caller cut in, and
+                # went on a quarter second over the caller: the transcript stops at what it said.
                 spoken = "".join(chunks[:-1]).strip()
                 self.result.spoken = spoken
-                self._utter("agent", spoken)
+                await self._speak(len(spoken.split()))
+                self._utter("agent", spoken, self._answer_started, time.time() + 0.25)
                 await self._send({"interaction_type": "update_only", "transcript": self._transcript})
                 continue
-            self._utter("agent", "".join(chunks))
-            await self._send(
-                {"interaction_type": "update_only", "transcript": self._transcript, "turntaking": "agent_turn"}
-            )
+            await self._agent_turn(chunks)
         await self._send({"interaction_type": "ping_pong", "timestamp": int(time.time() * 1000)})
         await self._next("ping_pong")
 

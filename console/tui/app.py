@@ -30,7 +30,9 @@ from console.providers.vapi.client import VapiClient, VapiError
 from console.secrets import SecretLookup, SecretStore
 from console.services.pipeline import DeliverySeen
 from console.services.receiver import ReceiverService, listen_failure
+from console.simulator.retell import LLM_AGENT_ID as RETELL_LLM_AGENT_ID
 from console.simulator.retell import SimulatedRetell
+from console.simulator.retell_llm import LlmServer
 from console.simulator.vapi import SimulatedPlatform
 from console.tui.commands import ConsoleCommands
 from console.tui.context import ConsoleContext
@@ -65,6 +67,7 @@ class Services:
     policy: Policy = field(default_factory=lambda: Policy.default("hold"))
     theme: str | None = None  # --theme: this run only; else the one chosen last time
     busy_port: int | None = None  # set when the demo found its configured port taken
+    llm_server: LlmServer | None = None  # the demo's custom-LLM server, behind the tap
 
     async def secrets(self) -> dict[str, SecretLookup]:
         # The demo keeps nothing: its tap token, like its other secrets, lasts one run.
@@ -73,6 +76,8 @@ class Services:
             found["vapi_webhook_secret"] = SecretLookup("vapi_webhook_secret", token_source.token_urlsafe(24), "env")
             # Retell signs its webhooks with its API key: the simulated Retell's key, made up here.
             found["retell_api_key"] = SecretLookup("retell_api_key", token_source.token_urlsafe(24), "env")
+            # The simulated custom-LLM agent reaches the tap with it.
+            found["retell_llm_token"] = SecretLookup("retell_llm_token", token_source.token_urlsafe(24), "env")
         return found
 
     async def start_receiver(
@@ -82,7 +87,12 @@ class Services:
         on_delivery: Callable[[DeliverySeen], None] | None = None,
     ) -> ReceiverService:
         """The receiver on the configured port; the demo, which needs no particular port,
-        takes a free one when that is busy (a `serve` running) and sets `busy_port`."""
+        takes a free one when that is busy (a `serve` running) and sets `busy_port`. The demo's
+        tap relays to a small custom-LLM server of its own unless one is configured."""
+        if self.demo and not self.settings.retell.llm_forward_to:
+            self.llm_server = await LlmServer(chunk_delay_s=0.6 / self.demo_speed).__aenter__()
+            retell = self.settings.retell.model_copy(update={"llm_forward_to": self.llm_server.url})
+            self.settings = self.settings.model_copy(update={"retell": retell})
         try:
             return await ReceiverService.start(
                 self.settings,
@@ -128,12 +138,15 @@ class Services:
     ) -> SimulatedRetell:
         """The simulated Retell under --demo: its calls play into the receiver, signed with its key."""
         key = secrets["retell_api_key"].value
+        token = secrets["retell_llm_token"].value
         assert key is not None
         platform = SimulatedRetell(
             receiver.server.url + "/webhook/retell",  # as an agent's webhook_url is set for this console
             api_key=key,
             speed=self.demo_speed,
             scenario=demo_scenario(self.demo_tool_timeout_s),
+            # as a custom-LLM agent's llm_websocket_url is set for this console's tap
+            llm_websocket_url=f"ws://127.0.0.1:{receiver.server.port}/llm/retell/{token}",
         )
         await platform.start()
         return platform
@@ -268,14 +281,19 @@ class VoiceConsoleApp(App[None]):
         self.feed.note(f"demo: dialed {DEMO_CUSTOMER} → call {short_id(call.get('id'))}")
 
     async def _dial_retell_demo_call(self, platform: SimulatedRetell) -> None:
+        """Retell's demo calls take turns: its own LLM's agent, then the custom-LLM one through the tap."""
+        agent = RETELL_LLM_AGENT_ID if self._demo_dials % 4 == 2 and RETELL_LLM_AGENT_ID in platform.agents else None
         try:
             async with RetellClient(platform.api_key, base_url=platform.url, max_retries=0) as client:
                 number = (await client.list_phone_numbers(limit=1))[0]["phone_number"]
-                call = await client.create_phone_call(from_number=number, to_number=DEMO_CUSTOMER)
+                call = await client.create_phone_call(
+                    from_number=number, to_number=DEMO_CUSTOMER, override_agent_id=agent
+                )
         except (RetellError, IndexError, KeyError) as exc:
             self.feed.note(f"demo: could not dial on the simulated Retell: {exc}")
             return
-        self.feed.note(f"demo: dialed {DEMO_CUSTOMER} on Retell → call {short_id(call.get('call_id'))}")
+        how = " (custom LLM, through the tap)" if agent else ""
+        self.feed.note(f"demo: dialed {DEMO_CUSTOMER} on Retell{how} → call {short_id(call.get('call_id'))}")
 
     def action_help(self) -> None:
         HelpScreen.toggle(self)
@@ -309,5 +327,8 @@ class VoiceConsoleApp(App[None]):
             await platform.close()
         if retell is not None:
             await retell.close()
+        llm, self._services.llm_server = self._services.llm_server, None
+        if llm is not None:
+            await llm.__aexit__(None, None, None)
         if service is not None:
             await service.close()

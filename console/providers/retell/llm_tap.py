@@ -13,7 +13,8 @@ normalized events:
 
 - transcripts: the last utterance as `transcript.partial` while it changes, each
   earlier one `transcript.final` once a newer one follows (or the socket closes);
-- `turntaking`: the turn's owner starts speaking (and the other stops);
+- `turntaking` changes, as records (who speaks when, and so time-to-stop, comes from the
+  word times of Retell's transcript webhooks: the socket carries no audio);
 - each `response_required`/`reminder_required`, and each response the server
   streamed (its whole content, once complete or superseded);
 - a `barge_in` when Retell asks for a newer `response_id` while the previous
@@ -39,8 +40,6 @@ from console.core.events import (
     Event,
     Raw,
     Role,
-    SpeechStarted,
-    SpeechStopped,
     ToolDecided,
     ToolRequested,
     TranscriptFinal,
@@ -49,6 +48,7 @@ from console.core.events import (
 from console.providers.base import TapSide
 
 PROVIDER = "retell"
+SOURCE = "llm-tap"  # the transcript as this socket showed it (the webhooks tell it again later)
 # Each side's malformed frames reported one by one up to this many; the rest are counted.
 MALFORMED_REPORTED = 5
 # Operator interrupts get ids well clear of the small integers a server's own interrupts use.
@@ -117,6 +117,7 @@ class RetellLlmTap:
         self._responses: dict[int, _Response] = {}
         self._interrupts: dict[Any, list[str]] = {}
         self._stale_reported: set[int] = set()
+        self._tool_names: dict[str, str] = {}  # tool_call_id -> name (results do not repeat it)
         self._operator_ids = itertools.count(_OPERATOR_INTERRUPT_IDS)
 
     # -- frames ---------------------------------------------------------------------------
@@ -146,15 +147,12 @@ class RetellLlmTap:
         if self._partial is not None:  # nothing more will come: the last utterance is final
             index, text = self._partial
             role = _ROLES.get(str(self._transcript[index].get("role")), "assistant")
-            events.append(TranscriptFinal(at=at, provider=PROVIDER, call_id=self.call_id, role=role, text=text))
+            events.append(self._final(role, text, at))
             self._partial = None
             self._finals = index + 1
         for response in self._responses.values():
             if not response.reported and response.chunks:
                 events.append(self._response_event(response, at, state="unfinished"))
-        if self._turn is not None:
-            events.append(SpeechStopped(at=at, provider=PROVIDER, call_id=self.call_id, role=self._turn))
-            self._turn = None
         by = _SIDE_NAMES[side] if side is not None else "the console"
         events.append(
             self._raw(
@@ -196,8 +194,9 @@ class RetellLlmTap:
             if isinstance(transcript, list):
                 events += self._transcript_events(transcript, at)
             turn = _TURNS.get(str(data.get("turntaking")))
-            if turn is not None:
-                events += self._turn_to(turn, at)
+            if turn is not None and turn != self._turn:
+                self._turn = turn
+                events.append(self._raw("llm.turntaking", at, turn=str(data["turntaking"])))
             if kind != "update_only":
                 response_id = int(data["response_id"])
                 events += self._requested(response_id, at)
@@ -222,7 +221,7 @@ class RetellLlmTap:
         for index in range(self._finals, last):  # every utterance before the last is settled
             role = _ROLES.get(str(utterances[index].get("role")), "assistant")
             text = str(utterances[index].get("content") or "")
-            events.append(TranscriptFinal(at=at, provider=PROVIDER, call_id=self.call_id, role=role, text=text))
+            events.append(self._final(role, text, at))
         if last >= self._finals:
             self._finals = max(self._finals, last)
             text = str(utterances[last].get("content") or "")
@@ -232,16 +231,6 @@ class RetellLlmTap:
                 self._partial = (last, text)
             elif self._partial is not None and self._partial[0] < last:
                 self._partial = None
-        return events
-
-    def _turn_to(self, role: Role, at: datetime) -> list[Event]:
-        if self._turn == role:
-            return []
-        events: list[Event] = []
-        if self._turn is not None:
-            events.append(SpeechStopped(at=at, provider=PROVIDER, call_id=self.call_id, role=self._turn))
-        events.append(SpeechStarted(at=at, provider=PROVIDER, call_id=self.call_id, role=role))
-        self._turn = role
         return events
 
     def _requested(self, response_id: int, at: datetime) -> list[Event]:
@@ -305,13 +294,15 @@ class RetellLlmTap:
         if kind == "tool_call_invocation":
             arguments = data.get("arguments")
             parsed = json.loads(arguments) if isinstance(arguments, str) and arguments.strip() else arguments
+            tool_call_id, name = str(data["tool_call_id"]), str(data.get("name") or "unknown")
+            self._tool_names[tool_call_id] = name
             return [
                 ToolRequested(
                     at=at,
                     provider=PROVIDER,
                     call_id=self.call_id,
-                    tool_call_id=str(data["tool_call_id"]),
-                    name=str(data.get("name") or "unknown"),
+                    tool_call_id=tool_call_id,
+                    name=name,
                     arguments=parsed if isinstance(parsed, dict) else {"arguments": parsed},
                 )
             ]
@@ -325,7 +316,7 @@ class RetellLlmTap:
                     provider=PROVIDER,
                     call_id=self.call_id,
                     tool_call_id=str(data["tool_call_id"]),
-                    name=str(data.get("name") or ""),
+                    name=self._tool_names.pop(str(data["tool_call_id"]), str(data.get("name") or "unknown")),
                     decision="ran",
                     by="agent",
                     result=None if failed else text,
@@ -384,6 +375,9 @@ class RetellLlmTap:
         if count > MALFORMED_REPORTED:
             return []
         return [self._raw("llm.malformed", at, sent_by=_SIDE_NAMES[side], problem=why[:300], count=count)]
+
+    def _final(self, role: Role, text: str, at: datetime) -> TranscriptFinal:
+        return TranscriptFinal(at=at, provider=PROVIDER, call_id=self.call_id, role=role, text=text, source=SOURCE)
 
     def _raw(self, type_: str, at: datetime, **data: Any) -> Raw:
         return Raw(at=at, provider=PROVIDER, call_id=self.call_id, type=type_, data=data)

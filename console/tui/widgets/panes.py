@@ -149,8 +149,13 @@ class FunctionCallsTable(WindowTable):
             )
         for event, requested in decided:
             arguments = event.arguments if event.arguments is not None else requested
-            good = event.decision in ("approved", "edited", "overridden")
-            state = Text(("✓ " if good else "✗ ") + event.decision, style="green" if good else "red")
+            if event.decision == "ran":  # the agent's own server ran it: seen, not decided here
+                state = Text(
+                    "↪ ran" if event.error is None else "↪ ran, failed", style="cyan" if event.error is None else "red"
+                )
+            else:
+                good = event.decision in ("approved", "edited", "overridden")
+                state = Text(("✓ " if good else "✗ ") + event.decision, style="green" if good else "red")
             by = Text(event.by, style="bold red" if event.by == "timeout" else "")
             out.append(
                 (

@@ -145,10 +145,12 @@ def render_timeline(timeline: CallTimeline, now: datetime, width: int, height: i
     for mark in timeline.barge_ins:
         line = Text("⚡ barge-in", style=STYLE_MARK)
         stop = mark.time_to_stop_ms
-        line.append(
-            f"  agent stopped after {ms(stop)}" if stop is not None else "  agent still talking",
-            style="" if stop is not None else "bold yellow",
-        )
+        if stop is not None:
+            line.append(f"  agent stopped after {ms(stop)}")
+        elif mark.measured:
+            line.append("  agent still talking", style="bold yellow")
+        else:
+            line.append("  time-to-stop unknown (no speech events yet)", style=STYLE_DIM)
         if mark.cut_text:
             line.append("  cut: ", style=STYLE_DIM)
             line.append(mark.cut_text, style="strike red")

@@ -142,7 +142,7 @@ class CallTranscript:
             elif entry.kind == "tool":
                 text = Text(entry.text, style="magenta")
                 if entry.decision:
-                    good = entry.decision.startswith(("approved", "edited", "overridden"))
+                    good = entry.decision.startswith(("approved", "edited", "overridden", "ran by"))
                     text.append(f"  → {entry.decision}", style="green" if good else "red")
                 else:
                     text.append("  ⏳ waiting for a decision", style="bold yellow")
