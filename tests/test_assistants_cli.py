@@ -7,9 +7,9 @@ import httpx
 
 from console.commands.assistants import run_assistants
 from console.config import load_settings
-from console.providers.retell.checks import check_agent, patch_webhook_events
+from console.providers.retell.checks import LlmTap, check_agent, patch_llm_websocket_url, patch_webhook_events, tap_url
 from console.secrets import SecretStore
-from console.simulator.retell import AGENT_ID, SimulatedRetell
+from console.simulator.retell import AGENT_ID, LLM_AGENT_ID, SimulatedRetell
 from console.simulator.vapi import SimulatedPlatform
 from tests.helpers.secrets import RETELL_KEY
 
@@ -126,3 +126,59 @@ def test_retell_agent_checks():
     assert patch_webhook_events(bare) == {
         "webhook_events": ["call_ended", "call_started", "call_analyzed", "transcript_updated"]
     }
+
+
+def test_custom_llm_agents_are_checked_for_the_tap():
+    tap = LlmTap("wss://voice.example.test/llm/retell/tok3n", "wss://llm.example/ws")
+    agent = {
+        "agent_id": "agent_3",
+        "agent_name": "Bookings",
+        "webhook_url": "https://voice.example.test/webhook/retell",
+        "webhook_events": ["call_started", "call_ended", "call_analyzed", "transcript_updated"],
+        "response_engine": {"type": "custom-llm", "llm_websocket_url": "wss://llm.example/ws?key=s3cret"},
+    }
+
+    def codes(engine_url: str, tap: LlmTap | None = tap) -> list[str]:
+        changed = {**agent, "response_engine": {"type": "custom-llm", "llm_websocket_url": engine_url}}
+        return [c.code for c in check_agent(changed, public_url="https://voice.example.test", tap=tap)]
+
+    checks = check_agent(agent, public_url="https://voice.example.test", tap=tap)
+    assert [c.code for c in checks] == ["custom-llm-not-tapped"]
+    text = checks[0].message + checks[0].fix
+    assert "s3cret" not in text and "tok3n" not in text  # neither the user's secret nor the tap's token
+    assert "wss://llm.example/ws" in text and "/llm/retell/<token>" in text and "can apply this for you" in text
+    assert codes(tap.url) == []
+    assert codes(tap.url + "/") == []
+    assert codes("wss://voice.example.test/llm/retell/old-token") == ["tap-token-wrong"]
+    assert codes(tap.url, LlmTap(tap.url, None)) == ["tap-has-nowhere-to-relay"]
+    assert codes("wss://llm.example/ws", LlmTap(None, None)) == ["custom-llm-unchecked"]
+    # --fix: one update pointing the socket at the tap, only when the tap can relay it.
+    assert patch_llm_websocket_url(agent, tap) == {
+        "response_engine": {"type": "custom-llm", "llm_websocket_url": tap.url}
+    }
+    assert patch_llm_websocket_url(agent, LlmTap(tap.url, None)) == {}
+    assert patch_llm_websocket_url({**agent, "response_engine": {"type": "retell-llm"}}, tap) == {}
+    assert tap_url("https://voice.example.test/", "t") == "wss://voice.example.test/llm/retell/t"
+    assert tap_url("http://127.0.0.1:8765", "t") == "ws://127.0.0.1:8765/llm/retell/t"
+    assert tap_url(None, "t") is None and tap_url("https://x.test", None) is None
+
+
+async def test_fix_points_a_custom_llm_agent_at_the_tap(tmp_path):
+    async with SimulatedRetell(
+        "https://voice.example.test/webhook/retell", api_key=RETELL_KEY, llm_websocket_url="wss://llm.example/ws"
+    ) as platform:
+        settings = load_settings(
+            env={"VOICE_CONSOLE_RETELL_BASE_URL": platform.url},
+            overrides={"retell": {"llm_forward_to": "wss://llm.example/ws"}},
+        )
+        store = SecretStore({"VOICE_CONSOLE_RETELL_API_KEY": RETELL_KEY, "VOICE_CONSOLE_RETELL_LLM_TOKEN": "tok3n"})
+        out, err = io.StringIO(), io.StringIO()
+        args = argparse.Namespace(fix=True, public_url="https://voice.example.test")
+        code = await run_assistants(args, settings, secret_store=store, out=out, err=err)
+        assert (code, err.getvalue()) == (0, "")
+        engine = platform.agents[LLM_AGENT_ID]["response_engine"]
+        assert engine == {"type": "custom-llm", "llm_websocket_url": "wss://voice.example.test/llm/retell/tok3n"}
+        assert "fixed   llm_websocket_url now goes through the tap, wss://voice.example.test/llm/retell/<token>" in (
+            out.getvalue()
+        )
+        assert "tok3n" not in out.getvalue() and "custom-llm-not-tapped" not in out.getvalue()

@@ -2,9 +2,10 @@
 
 Lists the Vapi assistants (with a Vapi key) and the Retell agents (with a Retell key) with
 the operator checks: server messages / webhook events the console needs, server or webhook
-URL pointing here, unauthenticated monitor URLs, interruptions turned off. `--fix` adds the
-missing server messages or webhook events with one update each and exits 0 once none is
-missing (warnings it cannot fix are reported, not failed).
+URL pointing here, unauthenticated monitor URLs, interruptions turned off, a Retell custom-LLM
+socket not going through the tap. `--fix` adds the missing server messages or webhook events
+(and, when `[retell] llm_forward_to` is set, points custom-LLM sockets at the tap) with one
+update each and exits 0 once none is missing (warnings it cannot fix are reported, not failed).
 """
 
 from __future__ import annotations
@@ -66,8 +67,33 @@ async def run_assistants(
     if vapi_key.value:
         code = max(code, await _vapi_assistants(args, settings, vapi_key.value, public_url, out, err))
     if retell_key.value:
-        code = max(code, await _retell_agents(args, settings, retell_key.value, public_url, out, err))
+        tap = await _llm_tap(args, settings, store, public_url, err)
+        code = max(code, await _retell_agents(args, settings, retell_key.value, public_url, tap, out, err))
     return code
+
+
+async def _llm_tap(
+    args: argparse.Namespace, settings: Settings, store: SecretStore, public_url: str | None, err: TextIO
+) -> Any:
+    """Where custom-LLM agents should point; --fix makes the tap's token when there is none yet
+    (kept in the keyring, or not made at all: a token that lasts one run would break the agents)."""
+    from console.providers.retell.checks import LlmTap, tap_url
+    from console.secrets import SecretStoreError
+
+    token = (await store.aget("retell_llm_token")).value
+    if token is None and args.fix and public_url:
+        import secrets as token_source
+
+        made = token_source.token_urlsafe(24)
+        try:
+            await store.aset("retell_llm_token", made)
+            token = made
+        except SecretStoreError as exc:
+            print(
+                f"voice-console assistants: no tap token could be kept ({exc}); set VOICE_CONSOLE_RETELL_LLM_TOKEN.",
+                file=err,
+            )
+    return LlmTap(tap_url(public_url, token), settings.retell.llm_forward_to)
 
 
 def _print_checks(checks: list[Any], out: TextIO) -> None:
@@ -84,11 +110,11 @@ class _Kind:
     id_key: str
     name_key: str
     label: str  # after the name, e.g. "  (Retell agent)"
-    field: str  # what --fix completes, e.g. "serverMessages"
-    what: str  # the same for people, e.g. "server messages"
+    what: str  # what --fix completes, for people, e.g. "server messages"
     missing: Callable[[dict[str, Any]], list[str]]
     checks: Callable[..., list[Any]]
-    fix: Callable[[Any, dict[str, Any]], Awaitable[list[str]]]
+    # (client, item) -> the item after the fix and what changed, one line each
+    fix: Callable[[Any, dict[str, Any]], Awaitable[tuple[dict[str, Any], list[str]]]]
 
 
 async def _vapi_assistants(
@@ -98,36 +124,40 @@ async def _vapi_assistants(
     from console.providers.vapi.client import VapiClient
     from console.services.assistants import fix_server_messages
 
-    kind = _Kind(
-        "id",
-        "name",
-        "",
-        "serverMessages",
-        "server messages",
-        missing_server_messages,
-        check_assistant,
-        fix_server_messages,
-    )
+    async def fix(client: VapiClient, assistant: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        now = await fix_server_messages(client, assistant)
+        if not now:
+            return assistant, []
+        return {**assistant, "serverMessages": now}, [f"serverMessages now include {', '.join(now)}"]
+
+    kind = _Kind("id", "name", "", "server messages", missing_server_messages, check_assistant, fix)
     async with VapiClient(key, base_url=settings.vapi.base_url) as client:
         return await _check_each(kind, client, client.list_assistants, args, public_url, out, err)
 
 
 async def _retell_agents(
-    args: argparse.Namespace, settings: Settings, key: str, public_url: str | None, out: TextIO, err: TextIO
+    args: argparse.Namespace,
+    settings: Settings,
+    key: str,
+    public_url: str | None,
+    tap: Any,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
+    from functools import partial
+
     from console.providers.retell.checks import check_agent, missing_webhook_events
     from console.providers.retell.client import RetellClient
-    from console.services.assistants import fix_webhook_events
+    from console.services.assistants import fix_agent
 
     kind = _Kind(
         "agent_id",
         "agent_name",
         "  (Retell agent)",
-        "webhook_events",
         "webhook events",
         missing_webhook_events,
-        check_agent,
-        fix_webhook_events,
+        partial(check_agent, tap=tap),
+        partial(fix_agent, tap=tap),
     )
     async with RetellClient(key, base_url=settings.retell.base_url) as client:
         return await _check_each(kind, client, client.list_agents, args, public_url, out, err)
@@ -150,19 +180,17 @@ async def _check_each(
         for item in await listing():
             name = item.get(kind.name_key) or "(unnamed)"
             print(f"{item.get(kind.id_key)}  {name}{kind.label}", file=out)
-            now: list[str] = []
+            changes: list[str] = []
             if args.fix:
-                try:
-                    now = await kind.fix(client, item)
+                try:  # the checks below describe it as it is after the fix
+                    item, changes = await kind.fix(client, item)
                 except ApiError as exc:  # report it, and go on fixing the others
                     print(f"  failed  could not add the missing {kind.what}: {exc}", file=out)
-                if now:  # the checks below describe it as it is after the fix
-                    item = {**item, kind.field: now}
                 if kind.missing(item):
                     unfixed.append(name)
             _print_checks(kind.checks(item, public_url=public_url), out)
-            if now:
-                print(f"  fixed   {kind.field} now include {', '.join(now)}", file=out)
+            for change in changes:
+                print(f"  fixed   {change}", file=out)
     except ApiError as exc:
         print(f"voice-console assistants: {exc}", file=err)
         return 1

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from console.providers.retell.checks import effective_webhook_events, patch_webhook_events
+from console.providers.retell.checks import (
+    LlmTap,
+    effective_webhook_events,
+    patch_llm_websocket_url,
+    patch_webhook_events,
+    shown,
+)
 from console.providers.retell.client import RetellClient
 from console.providers.vapi.checks import effective_server_messages, patch_server_messages
 from console.providers.vapi.client import VapiClient
@@ -24,13 +30,20 @@ async def fix_server_messages(client: VapiClient, assistant: dict[str, Any]) -> 
     return list(patch["serverMessages"])
 
 
-async def fix_webhook_events(client: RetellClient, agent: dict[str, Any]) -> list[str]:
-    """Add the webhook events the console needs to a Retell agent with one update; its list
-    afterwards as Retell answered it, or [] when nothing was missing."""
-    patch = patch_webhook_events(agent)
+async def fix_agent(
+    client: RetellClient, agent: dict[str, Any], tap: LlmTap | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """With one update: add the webhook events the console needs to a Retell agent, and point a
+    custom-LLM agent's socket at the tap (when the tap has a server to relay to). The agent
+    afterwards (as Retell answered, else as patched) and what changed, one line each."""
+    patch = patch_webhook_events(agent) | patch_llm_websocket_url(agent, tap)
     if not patch:
-        return []
-    updated = await client.update_agent(str(agent["agent_id"]), patch)
-    if isinstance(updated, dict) and isinstance(updated.get("webhook_events"), list):
-        return effective_webhook_events(updated)
-    return list(patch["webhook_events"])
+        return agent, []
+    answered = await client.update_agent(str(agent["agent_id"]), patch)
+    updated = {**agent, **patch, **(answered if isinstance(answered, dict) else {})}
+    changes = []
+    if "webhook_events" in patch:
+        changes.append(f"webhook_events now include {', '.join(effective_webhook_events(updated))}")
+    if "response_engine" in patch and tap is not None and tap.url is not None:
+        changes.append(f"llm_websocket_url now goes through the tap, {shown(tap.url)}")
+    return updated, changes

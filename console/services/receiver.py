@@ -106,6 +106,7 @@ class ReceiverService:
     control_token: str = ""
     warnings: list[str] = field(default_factory=list)
     taps: LiveTaps = field(default_factory=LiveTaps)  # the calls relayed through a tap right now
+    tap_tokens: dict[str, str | None] = field(default_factory=dict, repr=False)  # secret name -> the token
 
     @classmethod
     async def start(
@@ -205,6 +206,7 @@ class ReceiverService:
             control_token,
             startup_warnings(settings, secrets),
             taps,
+            {name: secret_value(secrets, name) for name in registry.made_secret_names()},
         )
 
     async def close(self) -> None:

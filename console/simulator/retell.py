@@ -30,7 +30,7 @@ import httpx
 from console.core.http_types import Request, Response
 from console.providers import registry
 from console.providers.retell import FUNCTION_REPLY_LIMIT, sign_retell
-from console.providers.retell.checks import REQUIRED_WEBHOOK_EVENTS
+from console.providers.retell.checks import REQUIRED_WEBHOOK_EVENTS, custom_llm_url
 from console.receiver.http import HttpServer
 from console.simulator.common import (
     AGENT_NUMBER,
@@ -60,14 +60,6 @@ RETELL_ROUTES = tuple(sorted((route.path for route in registry.spec("retell").ro
 AGENT_ID = "agent_" + uuid.uuid5(uuid.NAMESPACE_URL, "voice-console/simulator/retell").hex[:24]
 # The custom-LLM agent, there when the platform is given an llm_websocket_url.
 LLM_AGENT_ID = "agent_" + uuid.uuid5(uuid.NAMESPACE_URL, "voice-console/simulator/retell/custom-llm").hex[:24]
-
-
-def custom_llm_url(agent: dict[str, Any]) -> str | None:
-    """The socket a custom-LLM agent's calls open (None for Retell's own LLMs)."""
-    engine = agent.get("response_engine")
-    if isinstance(engine, dict) and engine.get("type") == "custom-llm" and engine.get("llm_websocket_url"):
-        return str(engine["llm_websocket_url"])
-    return None
 
 
 FUNCTION_TYPE = "function_call"  # the delivery type of a Retell custom-function request

@@ -23,6 +23,7 @@ from console.core.gate import ToolGate
 from console.providers import registry
 from console.providers.base import PlatformClient
 from console.providers.registry import ProviderSpec
+from console.providers.retell.checks import LlmTap, tap_url
 from console.secrets import SecretStore
 from console.services.live import LiveCalls
 from console.store.db import Store
@@ -55,6 +56,7 @@ class AssistantAccess:
     base_url: str
     public_url: str | None = None
     note: str = ""
+    llm_tap: LlmTap | None = None  # where a Retell custom-LLM agent's socket should go
 
 
 class ConsoleContext:
@@ -152,10 +154,13 @@ class ConsoleContext:
         else Retell with the stored key (no key: none are listed, and nothing is said)."""
         public_url = self.settings.receiver.public_url
         receiver = self.receiver.server.url if self.receiver is not None else None
+        token = self.receiver.tap_tokens.get("retell_llm_token") if self.receiver is not None else None
         if self.demo:
             if "retell" not in self.simulated:
                 return AssistantAccess(None, "")
             api_key, url, _ = self.simulated["retell"]
-            return AssistantAccess(api_key, url, public_url or receiver)
+            tap = LlmTap(tap_url(public_url or receiver, token), self.settings.retell.llm_forward_to)
+            return AssistantAccess(api_key, url, public_url or receiver, llm_tap=tap)
         key = await self.secrets.aget("retell_api_key")
-        return AssistantAccess(key.value, self.settings.retell.base_url, public_url)
+        tap = LlmTap(tap_url(public_url, token), self.settings.retell.llm_forward_to)
+        return AssistantAccess(key.value, self.settings.retell.base_url, public_url, llm_tap=tap)

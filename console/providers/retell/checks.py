@@ -6,7 +6,9 @@ Each problem is a `Check` (console.providers.checks); `patch_webhook_events` bui
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from console.providers.checks import Check, same_url
 
@@ -15,6 +17,56 @@ RETELL_DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("call_started", "call_ended", 
 # What the console is built on: call state, the transcript and its word times (barge-ins), the summary.
 REQUIRED_WEBHOOK_EVENTS: tuple[str, ...] = ("call_started", "call_ended", "call_analyzed", "transcript_updated")
 WEBHOOK_PATH = "/webhook/retell"
+TAP_PATH = "/llm/retell"  # the console's custom-LLM tap (its Tap in the provider spec)
+
+
+@dataclass(frozen=True)
+class LlmTap:
+    """This console's custom-LLM tap, as an agent's llm_websocket_url should name it."""
+
+    url: str | None  # wss://<public host>/llm/retell/<token> (Retell appends /<call id>); None: unknown
+    forward_to: str | None  # where the tap relays each socket ([retell] llm_forward_to)
+
+
+def tap_url(public_url: str | None, token: str | None) -> str | None:
+    """The tap's address on the public URL (https → wss), with its token; None without either."""
+    if not public_url or not token:
+        return None
+    parts = urlsplit(public_url.rstrip("/"))
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, f"{parts.path}{TAP_PATH}/{token}", "", ""))
+
+
+def custom_llm_url(agent: dict[str, Any]) -> str | None:
+    """A custom-LLM agent's llm_websocket_url (None for Retell's own LLMs and conversation flows)."""
+    engine = agent.get("response_engine")
+    if isinstance(engine, dict) and engine.get("type") == "custom-llm" and engine.get("llm_websocket_url"):
+        return str(engine["llm_websocket_url"])
+    return None
+
+
+def shown(url: str) -> str:
+    """A socket URL without its query (it may carry a secret) or, for the tap, its token."""
+    parts = urlsplit(url)
+    path = parts.path
+    if path.startswith(TAP_PATH + "/"):
+        path = TAP_PATH + "/<token>"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _is_tap(url: str, tap: str) -> bool:
+    """`url` reaches the same tap as `tap` (host and path), whatever token it carries."""
+    a, b = urlsplit(url), urlsplit(tap)
+    return (a.hostname, a.port) == (b.hostname, b.port) and a.path.startswith(TAP_PATH + "/")
+
+
+def patch_llm_websocket_url(agent: dict[str, Any], tap: LlmTap | None) -> dict[str, Any]:
+    """`update-agent` fields pointing a custom-LLM agent's socket at the tap; `{}` when it already goes
+    there, or when the tap has nowhere to relay it (that would break the agent's calls)."""
+    url = custom_llm_url(agent)
+    if url is None or tap is None or tap.url is None or not tap.forward_to or url.rstrip("/") == tap.url:
+        return {}
+    return {"response_engine": {**agent["response_engine"], "llm_websocket_url": tap.url}}
 
 
 def effective_webhook_events(agent: dict[str, Any]) -> list[str]:
@@ -35,7 +87,7 @@ def patch_webhook_events(agent: dict[str, Any]) -> dict[str, Any]:
     return {"webhook_events": effective_webhook_events(agent) + missing} if missing else {}
 
 
-def check_agent(agent: dict[str, Any], *, public_url: str | None = None) -> list[Check]:
+def check_agent(agent: dict[str, Any], *, public_url: str | None = None, tap: LlmTap | None = None) -> list[Check]:
     """Everything that would leave the console blind to the agent's calls or their barge-ins."""
     checks: list[Check] = []
     name = agent.get("agent_name") or agent.get("agent_id") or "this agent"
@@ -80,6 +132,9 @@ def check_agent(agent: dict[str, Any], *, public_url: str | None = None) -> list
                 f"Set the agent's webhook_url to {expected}, or use --forward-to to keep your server in the loop.",
             )
         )
+    llm_url = custom_llm_url(agent)
+    if llm_url is not None:
+        checks += _custom_llm_checks(str(name), llm_url, tap)
     if agent.get("interruption_sensitivity") == 0:
         checks.append(
             Check(
@@ -90,3 +145,53 @@ def check_agent(agent: dict[str, Any], *, public_url: str | None = None) -> list
             )
         )
     return checks
+
+
+def _custom_llm_checks(name: str, url: str, tap: LlmTap | None) -> list[Check]:
+    if tap is None or tap.url is None:
+        return [
+            Check(
+                "info",
+                "custom-llm-unchecked",
+                f"{name} uses a custom LLM at {shown(url)}; whether its socket goes through this console's tap "
+                "cannot be checked without a public URL.",
+                "Set receiver.public_url (or --public-url) to the tunnel that reaches this console.",
+            )
+        ]
+    if url.rstrip("/") == tap.url:
+        if tap.forward_to:
+            return []
+        return [
+            Check(
+                "error",
+                "tap-has-nowhere-to-relay",
+                f"{name}'s custom-LLM socket comes to this console's tap, which has no LLM server to relay it to: "
+                "its calls fail.",
+                "Set [retell] llm_forward_to (or --retell-llm-forward-to) to your LLM server's wss:// URL.",
+            )
+        ]
+    applies = "the console can apply this for you" if tap.forward_to else "after setting [retell] llm_forward_to"
+    if _is_tap(url, tap.url):
+        return [
+            Check(
+                "error",
+                "tap-token-wrong",
+                f"{name}'s custom-LLM socket goes to this console's tap with another token: the tap refuses its calls.",
+                f"Point llm_websocket_url at {shown(tap.url)} with this console's token ({applies}).",
+            )
+        ]
+    relay = (
+        f"the tap relays to {shown(tap.forward_to)}"
+        + ("" if same_url(url, tap.forward_to) else f", not to {shown(url)}: check that is your server")
+        if tap.forward_to
+        else f"first set [retell] llm_forward_to = {shown(url)} so the tap relays to your server"
+    )
+    return [
+        Check(
+            "warning",
+            "custom-llm-not-tapped",
+            f"{name}'s custom-LLM socket goes straight to {shown(url)}: the console sees none of its live "
+            "transcript, responses or barge-ins.",
+            f"Point llm_websocket_url at this console's tap, {shown(tap.url)} ({applies}; {relay}).",
+        )
+    ]

@@ -30,7 +30,7 @@ from console.providers.vapi.checks import (
     missing_server_messages,
 )
 from console.providers.vapi.client import VapiClient, VapiError
-from console.services.assistants import fix_server_messages, fix_webhook_events
+from console.services.assistants import fix_agent, fix_server_messages
 from console.tui.context import AssistantAccess
 from console.tui.widgets.table import WindowTable
 
@@ -221,7 +221,10 @@ class AssistantsPane(Horizontal):
             self.notify(f"Could not list the Retell agents: {exc}", severity="warning", markup=False)
             return {}, {}
         agents = {str(agent.get("agent_id")): agent for agent in found if agent.get("agent_id")}
-        return agents, {key: check_agent(agent, public_url=access.public_url) for key, agent in agents.items()}
+        checks = {
+            key: check_agent(agent, public_url=access.public_url, tap=access.llm_tap) for key, agent in agents.items()
+        }
+        return agents, checks
 
     def _row(self, key: str) -> tuple[object, ...]:
         if key in self.agents:
@@ -295,9 +298,9 @@ class AssistantsPane(Horizontal):
         name = agent.get("agent_name") or key
         try:
             async with RetellClient(access.api_key, base_url=access.base_url, max_retries=1) as client:
-                now = await fix_webhook_events(client, agent)
+                _, changes = await fix_agent(client, agent, access.llm_tap)
         except RetellError as exc:
             self.notify(f"Could not update {name}: {exc}", severity="error", markup=False)
             return
-        self.notify(f"{name}: webhook_events now include {', '.join(now)}.", markup=False)
+        self.notify(f"{name}: {'; '.join(changes) or 'nothing to change'}.", markup=False)
         self.load(select=key)
