@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from console.core.events import BargeIn, Raw, ToolDecided, ToolRequested, TranscriptFinal
 from console.simulator.retell_llm import CONVERSATION, GREETING, LlmServer, RetellCaller
@@ -293,3 +293,49 @@ async def test_a_call_to_the_simulated_custom_llm_agent_runs_through_the_tap(sta
     finals = [event["text"] for event in stored if event["kind"] == "transcript.final"]
     assert finals.count(GREETING) == 1  # told live by the tap, again by the webhooks: shown once
     assert any(e.call_id == call_id and isinstance(e, BargeIn) for e in seen)  # live, not only stored
+
+
+async def test_retells_side_pings_and_gives_up_on_a_server_that_stops_echoing():
+    """The simulated Retell honours ping_pong as Retell does: a ping every interval once the server
+    asks for auto_reconnect, the socket closed after the echoes stop."""
+    from websockets.asyncio.server import serve
+
+    async def echoes_twice(ws):
+        await ws.send(json.dumps({"response_type": "config", "config": {"auto_reconnect": True}}))
+        echoed = 0
+        async for frame in ws:
+            data = json.loads(frame)
+            if data.get("interaction_type") == "ping_pong" and echoed < 2:
+                echoed += 1
+                await ws.send(json.dumps({"response_type": "ping_pong", "timestamp": data["timestamp"]}))
+
+    async with serve(echoes_twice, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        caller = RetellCaller(
+            f"ws://127.0.0.1:{port}/llm", "call_ping", ping_interval_s=0.05, echo_timeout_s=0.3, timeout_s=5
+        )
+        result = await caller.run()
+    pings = [frame for frame in result.sent if json.loads(frame)["interaction_type"] == "ping_pong"]
+    assert result.keepalive_lost and len(pings) >= 4
+    assert result.close_code == 1011
+
+
+async def test_stopping_the_receiver_closes_both_sides_of_a_tapped_call(tmp_path):
+    from tests.helpers.receiver import start_service
+
+    async with LlmServer() as llm:
+        service, _ = await start_service(
+            tmp_path, secrets={"retell_llm_token": TOKEN}, retell={"llm_forward_to": llm.url}
+        )
+        async with connect(tap_url(service) + "/call_tap_stop") as retell:
+            await retell.recv()  # config: the relay is up
+            await service.close()
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await retell.recv()
+            assert retell.protocol.close_rcvd is not None and retell.protocol.close_rcvd.code == 1001
+        for _ in range(100):
+            if "call_tap_stop" in llm.closes:
+                break
+            await asyncio.sleep(0.02)
+        assert llm.closes["call_tap_stop"][0] == 1001  # the going-away passed on

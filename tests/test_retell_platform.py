@@ -224,3 +224,37 @@ async def test_the_demo_shows_retell_calls_beside_vapi_ones(settings):
         await pilot.pause(0.05)
         status = str(dialog.query_one("#dial-status", Label).content)
         assert status == "Ready to dial +14155550123 through the simulated Retell platform (demo)."
+
+
+async def test_s_on_a_call_through_the_tap_speaks_the_exact_words_as_an_agent_interrupt(settings):
+    """A Retell custom-LLM socket through the console's tap (Retell's side played here, a real LLM
+    server behind): `s` asks for exact words and they reach Retell as an agent_interrupt."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from console.services.live import TAPPED_SAY_PROMPT
+    from console.simulator.retell_llm import LlmServer
+
+    async with LlmServer() as llm:
+        settings.retell.llm_forward_to = llm.url
+        keys = SecretStore({"VOICE_CONSOLE_RETELL_API_KEY": RETELL_KEY, "VOICE_CONSOLE_RETELL_LLM_TOKEN": "tok3n"})
+        app = VoiceConsoleApp(Services(settings, secret_store=keys, policy=ONE_HELD))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.service is not None, what="the receiver")
+            url = f"ws://127.0.0.1:{app.service.server.port}/llm/retell/tok3n/call_tui_tapped"
+            async with connect(url) as retell_side:
+                await retell_side.recv()  # the server's config
+                transcript = [{"role": "agent", "content": "Hi there."}, {"role": "user", "content": "Hello"}]
+                await retell_side.send(json.dumps({"interaction_type": "update_only", "transcript": transcript}))
+                await wait_for(pilot, lambda: app.main.selected_call == "call_tui_tapped", what="the tapped call")
+                await pilot.press("s")
+                prompt = await wait_for(
+                    pilot, lambda: isinstance(app.screen, PromptScreen) and app.screen, what="the say prompt"
+                )
+                assert str(prompt.query_one("#prompt-text", Label).content) == TAPPED_SAY_PROMPT
+                await type_text(pilot, "Let me check that for you.")
+                await pilot.press("enter")
+                while (frame := json.loads(await retell_side.recv()))["response_type"] != "agent_interrupt":
+                    pass
+                assert frame["content"] == "Let me check that for you."

@@ -132,7 +132,8 @@ class CallEnded(_EventBase):
 
 
 class Raw(_EventBase):
-    """Anything we do not model, kept verbatim so nothing is silently dropped."""
+    """Anything we do not model, kept verbatim so nothing is silently dropped. A `note` in `data`
+    is one line for the operator (the console shows it in the Events pane)."""
 
     kind: Literal["raw"] = "raw"
     type: str

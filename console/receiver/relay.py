@@ -151,13 +151,19 @@ class Relay:
             reason = f"the LLM server at {_safe(url)} could not be reached ({_why(exc)}); check {option}"
             await self._close_platform(1011, reason, side=None)
             return
-        pumps = {
-            asyncio.create_task(self._platform_to_agent(self.agent)): "platform",
-            asyncio.create_task(self._agent_to_platform(self.agent)): "agent",
-        }
-        done, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        first = next(iter(done))
-        side, code, reason = first.result()
+        pumps = [
+            asyncio.create_task(self._platform_to_agent(self.agent)),
+            asyncio.create_task(self._agent_to_platform(self.agent)),
+        ]
+        try:
+            done, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            side, code, reason = next(iter(done)).result()
+        except BaseException:  # a bug or a shutdown: neither side is left open
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            await self._close_agent(1011, "the console's tap stopped")
+            raise
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

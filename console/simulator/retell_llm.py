@@ -158,19 +158,34 @@ class CallerResult:
     close_code: int | None = None
     close_reason: str = ""
     spoken: str = ""  # what the agent said of the answer the caller cut off
+    keepalive_lost: bool = False  # closed because the server stopped echoing ping_pong
 
 
 class RetellCaller:
     """Retell's side of a custom-LLM call, over a real socket to `url` (the agent's llm_websocket_url)."""
 
     def __init__(
-        self, url: str, call_id: str, *, agent_id: str = "agent_sim", timeout_s: float = 10.0, pace_s: float = 0.0
+        self,
+        url: str,
+        call_id: str,
+        *,
+        agent_id: str = "agent_sim",
+        timeout_s: float = 10.0,
+        pace_s: float = 0.0,
+        ping_interval_s: float = 2.0,
+        echo_timeout_s: float = 5.0,
     ) -> None:
         self.url = url
         self.call_id = call_id
         self.agent_id = agent_id
         self.timeout_s = timeout_s  # for the whole conversation
         self.pace_s = pace_s  # seconds per spoken word, either side (0: at once)
+        # With `auto_reconnect` in the server's config, Retell pings every 2 s and gives up on a
+        # socket whose server has not echoed for 5 s.
+        self.ping_interval_s = ping_interval_s
+        self.echo_timeout_s = echo_timeout_s
+        self._last_echo = time.monotonic()
+        self._keepalive: asyncio.Task[None] | None = None
         self.result = CallerResult()
         self._ws: ClientConnection | None = None
         self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -196,9 +211,11 @@ class RetellCaller:
                 except ConnectionClosed:
                     pass
                 finally:
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reader
+                    for task in (reader, self._keepalive):
+                        if task is not None:
+                            task.cancel()
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await task
                 received_close = ws.protocol.close_rcvd
                 if received_close is not None:
                     self.result.close_code, self.result.close_reason = received_close.code, received_close.reason
@@ -219,6 +236,8 @@ class RetellCaller:
                 except ValueError:
                     continue
                 if isinstance(data, dict):
+                    if data.get("response_type") == "ping_pong":
+                        self._last_echo = time.monotonic()
                     await self._inbox.put(data)
         except ConnectionClosed:
             pass
@@ -238,8 +257,12 @@ class RetellCaller:
             if data is None:
                 raise ConnectionClosed(None, None)
             kind = data.get("response_type")
-            if kind == "config" and data.get("config", {}).get("call_details"):
+            config: dict[str, Any] = data["config"] if kind == "config" and isinstance(data.get("config"), dict) else {}
+            if config.get("call_details"):
                 await self._send({"interaction_type": "call_details", "call": self._call()})
+            if config.get("auto_reconnect") and self._keepalive is None:
+                self._last_echo = time.monotonic()
+                self._keepalive = asyncio.create_task(self._ping())
             if kind in kinds:
                 return data
 
@@ -257,6 +280,17 @@ class RetellCaller:
                 return chunks, True
             if stop_after_chunks is not None and len(chunks) >= stop_after_chunks:
                 return chunks, False
+
+    async def _ping(self) -> None:
+        """Retell's keepalive: a ping_pong every interval; no echo for echo_timeout_s closes the socket."""
+        assert self._ws is not None
+        while True:
+            await asyncio.sleep(self.ping_interval_s)
+            if time.monotonic() - self._last_echo > self.echo_timeout_s:
+                self.result.keepalive_lost = True
+                await self._ws.close(1011, "no ping_pong echo from the LLM server")
+                return
+            await self._send({"interaction_type": "ping_pong", "timestamp": int(time.time() * 1000)})
 
     @property
     def transcript(self) -> list[dict[str, Any]]:

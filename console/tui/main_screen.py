@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Tab, Tabs
 
-from console.core.events import ToolDecided, ToolRequested, utc_now
+from console.core.events import Raw, ToolDecided, ToolRequested, utc_now
 from console.core.gate import (
     DEFAULT_REJECT_REASON,
     CallHeld,
@@ -249,6 +249,8 @@ class MainScreen(Screen[None]):
             elif isinstance(event, ToolDecided):
                 self._decided_row(event)
                 tools_changed = True
+            elif isinstance(event, Raw) and isinstance(note := event.data.get("note"), str):
+                lines.append(f"{note} ({short_id(event.call_id)})")  # e.g. a tap's malformed frame, its close
         for gate_event in gate_events:
             match gate_event:
                 case CallSettled(outcome):

@@ -154,10 +154,15 @@ class RetellLlmTap:
             if not response.reported and response.chunks:
                 events.append(self._response_event(response, at, state="unfinished"))
         by = _SIDE_NAMES[side] if side is not None else "the console"
+        malformed = self.malformed["platform"] + self.malformed["agent"]
+        note = f"custom-LLM socket closed by {by}: {code}" + (f" {reason}" if reason else "")
+        if malformed:
+            note += f"; {malformed} malformed frame(s)"
         events.append(
             self._raw(
                 "llm.closed",
                 at,
+                note=note,
                 closed_by=by,
                 code=code,
                 reason=reason,
@@ -374,7 +379,8 @@ class RetellLlmTap:
         count = self.malformed[side]
         if count > MALFORMED_REPORTED:
             return []
-        return [self._raw("llm.malformed", at, sent_by=_SIDE_NAMES[side], problem=why[:300], count=count)]
+        note = f"malformed custom-LLM frame from {_SIDE_NAMES[side]}: {why[:200]} (relayed as it was)"
+        return [self._raw("llm.malformed", at, note=note, sent_by=_SIDE_NAMES[side], problem=why[:300], count=count)]
 
     def _final(self, role: Role, text: str, at: datetime) -> TranscriptFinal:
         return TranscriptFinal(at=at, provider=PROVIDER, call_id=self.call_id, role=role, text=text, source=SOURCE)
