@@ -326,6 +326,8 @@ def test_config_view_masks_secrets_at_any_depth():
             "credentialIds": ["cred-1"],
             "model": {"apiKey": "k", "model": "gpt-4o"},
             "name": "A",
+            "response_engine": {"llm_websocket_url": "wss://t.example/llm/retell/tok3n"},
+            "webhook_url": "https://hooks.example/retell?sig=abc",
         }
     )
     assert shown == {
@@ -333,6 +335,8 @@ def test_config_view_masks_secrets_at_any_depth():
         "credentialIds": MASK,
         "model": {"apiKey": MASK, "model": "gpt-4o"},
         "name": "A",
+        "response_engine": {"llm_websocket_url": "wss://t.example/llm/retell/<token>"},  # the tap's token
+        "webhook_url": "https://hooks.example/retell?…",  # a query may carry a secret
     }
 
 

@@ -46,12 +46,13 @@ def custom_llm_url(agent: dict[str, Any]) -> str | None:
 
 
 def shown(url: str) -> str:
-    """A socket URL without its query (it may carry a secret) or, for the tap, its token."""
+    """A URL without its query (it may carry a secret: `?…` says there was one) and, for the tap,
+    without its token."""
     parts = urlsplit(url)
     path = parts.path
     if path.startswith(TAP_PATH + "/"):
         path = TAP_PATH + "/<token>"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return urlunsplit((parts.scheme, parts.netloc, path, "…" if parts.query else "", ""))
 
 
 def _is_tap(url: str, tap: str) -> bool:

@@ -20,7 +20,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.events import Resize
 from textual.widgets import DataTable, Static
 
-from console.providers.retell.checks import check_agent, effective_webhook_events, missing_webhook_events
+from console.providers.retell.checks import check_agent, effective_webhook_events, missing_webhook_events, shown
 from console.providers.retell.client import RetellClient, RetellError
 from console.providers.vapi.checks import (
     Check,
@@ -50,11 +50,14 @@ def is_secret_key(name: str) -> bool:
 
 
 def mask_secrets(value: Any) -> Any:
-    """A copy with every value under a secret-looking key replaced by a mask."""
+    """A copy with every value under a secret-looking key replaced by a mask, and every URL shown
+    without its query or a tap token (an agent's llm_websocket_url carries one)."""
     if isinstance(value, dict):
         return {key: (MASK if is_secret_key(str(key)) and item else mask_secrets(item)) for key, item in value.items()}
     if isinstance(value, list):
         return [mask_secrets(item) for item in value]
+    if isinstance(value, str) and "://" in value:
+        return shown(value)
     return value
 
 
