@@ -56,6 +56,8 @@ async def test_sources_set_and_delete_without_ever_showing_the_value(settings, i
             "twilio_account_sid": "keyring",
             "twilio_auth_token": "none",
             "twilio_shared_key": "none",
+            "twilio_api_key_sid": "none",
+            "twilio_api_key_secret": "none",
         }
         assert [source_cell(screen, name) for name in screen.sources] == [
             "none",
@@ -63,6 +65,8 @@ async def test_sources_set_and_delete_without_ever_showing_the_value(settings, i
             "env",
             "keyring",
             "keyring",
+            "none",
+            "none",
             "none",
             "none",
         ]

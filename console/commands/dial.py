@@ -1,5 +1,5 @@
 """`voice-console dial --to NUMBER [--from NUMBER] [--provider P]`: place a test call through the
-platform's API (Vapi or Retell: each provider's dialing client, from the registry).
+platform's API (Vapi, Retell or Twilio: each provider's dialing client, from the registry).
 
 Numbers may be typed as people write them: `+14155550142`, or national, such as
 `(415) 555-0142`, read in `[dial] default_region`. They are checked against
@@ -114,9 +114,13 @@ async def run_dial(
             print(f"voice-console dial: {missing_key_message(lookup, spec.secret(name).label)}", file=err)
             return 1
         keys[name] = lookup.value
+    for name in spec.dialing.optional:
+        if value := (await store.aget(name)).value:
+            keys[name] = value
+    options = {"public_url": settings.receiver.public_url} if spec.dialing.needs_public_url else {}
     agent_word = spec.dialing.agent_word
     try:
-        async with spec.dialing.client(keys, spec.base_url(settings)) as client:
+        async with spec.dialing.client(keys, spec.base_url(settings), **options) as client:
             assistant = args.assistant
             if not assistant:
                 agents = await client.agents(limit=1)

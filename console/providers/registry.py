@@ -118,6 +118,10 @@ class Dialing:
     # (secret values, base URL, **client options such as max_retries, timeout_s) -> a client
     client: Callable[..., PlatformClient]
     agent_word: str = "assistant"  # what the platform calls who answers: "assistant", "agent"
+    optional: tuple[str, ...] = ()  # secrets passed too when set (Twilio's API key instead of the token)
+    # The platform fetches what the call does from this console (Twilio's voice URL): the client is
+    # given `public_url=` (the receiver's public base URL, or None when unknown).
+    needs_public_url: bool = False
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,8 @@ def error_line(
             detail = str(message)
         elif isinstance(message, dict):
             detail = json.dumps(message, separators=(",", ":"))
+        if parsed.get("code") and parsed.get("more_info"):  # Twilio's errors: a code and where it is explained
+            detail = f"{detail} (error {parsed['code']}, {parsed['more_info']})"
     elif parsed is not None:
         detail = json.dumps(parsed)
     if secret:
@@ -157,6 +159,10 @@ class JsonApi:
         ceiling = min(self.max_delay_s, self.backoff_base_s * (2**attempt))
         return random.uniform(ceiling / 2, ceiling)
 
+    def _authorization(self) -> str:
+        """The Authorization header's value (a bearer key; Twilio's client uses Basic)."""
+        return f"Bearer {self._api_key}"
+
     async def request(
         self,
         method: str,
@@ -164,16 +170,25 @@ class JsonApi:
         *,
         json_body: Any = None,
         params: dict[str, Any] | None = None,
+        form: dict[str, Any] | None = None,
     ) -> Any:
+        """`form`: a form-encoded body instead of JSON (a list value is a repeated field)."""
         method = method.upper()
         url = f"{self.base_url}{path}"
-        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        headers = {"Authorization": self._authorization(), "Accept": "application/json"}
         clean_params = {k: v for k, v in (params or {}).items() if v is not None} or None
+        clean_form = {k: v for k, v in form.items() if v is not None} if form is not None else None
         attempt = 0
         while True:
             try:
                 response = await self._client.request(
-                    method, url, json=json_body, params=clean_params, headers=headers, timeout=self._timeout
+                    method,
+                    url,
+                    json=json_body,
+                    data=clean_form,
+                    params=clean_params,
+                    headers=headers,
+                    timeout=self._timeout,
                 )
             except httpx.TransportError as exc:
                 # A failed connect never reached Vapi; anything later might have, so a POST stops there.

@@ -42,10 +42,14 @@ class DialAccess:
     keys: Mapping[str, str] = field(repr=False)
     base_url: str
     where: str  # for the operator: "the simulated platform" or the API's URL
+    public_url: str | None = None  # where the platform reaches this console (for Twilio's TwiML)
 
     def client(self, **options: Any) -> PlatformClient:
-        assert self.provider.dialing is not None
-        return self.provider.dialing.client(self.keys, self.base_url, **options)
+        dialing = self.provider.dialing
+        assert dialing is not None
+        if dialing.needs_public_url:
+            options["public_url"] = self.public_url
+        return dialing.client(self.keys, self.base_url, **options)
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,11 @@ class ConsoleContext:
         spec = registry.spec(provider)
         if spec.dialing is None or spec.base_url is None:
             return f"{spec.title} calls cannot be dialed from this console."
+        receiver_url = self.receiver.server.url if self.receiver is not None else None
         if self.demo and provider in self.simulated:
             api_key, url, described = self.simulated[provider]
             keys = dict.fromkeys(spec.dialing.needs, api_key)
-            return DialAccess(spec, keys, url, f"{described} (demo)")
+            return DialAccess(spec, keys, url, f"{described} (demo)", receiver_url)
         if self.demo and self.receiver is None:
             return "The simulated platform is still starting; try again in a moment."
         keys = {}
@@ -132,8 +137,11 @@ class ConsoleContext:
                 why = (lookup.note or f"not set: use {secret.env} or the OS keyring").rstrip(".")
                 return f"No {secret.label}, so nothing can be dialed ({why}). Press k to store one on the keys screen."
             keys[name] = lookup.value
+        for name in spec.dialing.optional:
+            if value := (await self.secrets.aget(name)).value:
+                keys[name] = value
         base_url = spec.base_url(self.settings)
-        return DialAccess(spec, keys, base_url, base_url)
+        return DialAccess(spec, keys, base_url, base_url, self.settings.receiver.public_url)
 
     async def assistant_access(self) -> AssistantAccess:
         """Where the Assistants pane lists from: the simulator under --demo, else Vapi with the stored key."""

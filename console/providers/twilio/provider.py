@@ -22,7 +22,7 @@ from console.core.events import to_utc
 from console.core.http_types import Request, Response
 from console.core.tools import ToolBatch, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
-from console.providers.registry import KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest, Stream
+from console.providers.registry import Dialing, KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest, Stream
 from console.providers.twilio.auth import (
     HEADER,
     HMAC_SHA1,
@@ -39,7 +39,7 @@ from console.providers.twilio.auth import (
     signature_settings,
     url_variants,
 )
-from console.providers.twilio.client import account_probe, account_sid_problem
+from console.providers.twilio.client import account_probe, account_sid_problem, dialer
 from console.providers.twilio.normalize import PROVIDER, call_extra, callback_time, sequence_number, status_events
 from console.providers.twilio.stream import MediaStreamSession
 from console.providers.twilio.wire import CallParams, FormPairs, first_values, parse_form, parse_json_params
@@ -241,6 +241,9 @@ SPEC = ProviderSpec(
         Secret("twilio_auth_token", "Twilio auth token"),
         # The secret of a webhook SharedKey (X-Twilio-Webhooks-Signature-Settings).
         Secret("twilio_shared_key", "Twilio SharedKey secret"),
+        # An API key for the REST API instead of the auth token (Twilio's recommendation).
+        Secret("twilio_api_key_sid", "Twilio API key SID"),
+        Secret("twilio_api_key_secret", "Twilio API key secret"),
     ),
     build=_build,
     signing_secret="twilio_auth_token",
@@ -257,4 +260,11 @@ SPEC = ProviderSpec(
         problem=account_sid_problem,
     ),
     warnings=_warnings,
+    dialing=Dialing(
+        needs=("twilio_account_sid", "twilio_auth_token"),
+        client=dialer,
+        agent_word="TwiML",
+        optional=("twilio_api_key_sid", "twilio_api_key_secret"),
+        needs_public_url=True,
+    ),
 )
