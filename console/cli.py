@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="your Retell custom-LLM server: the tap at /llm/retell relays each call's socket to it",
     )
     parser.add_argument(
+        "--twilio-stream-forward-to",
+        metavar="WSS_URL",
+        help="your agent behind <Connect><Stream>: the tap at /stream/twilio relays each Media Stream to it",
+    )
+    parser.add_argument(
         "--theme",
         metavar="NAME",
         help="colour theme for this run (default: the one picked last time "

@@ -156,6 +156,15 @@ class RetellCallInboundSettings(_Section):
     _json_only = field_validator("metadata")(json_value)
 
 
+def _websocket_url(value: str | None, what: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(f"must be a ws:// or wss:// URL of {what}")
+    return value.strip()
+
+
 class RetellSettings(_Section):
     base_url: str = "https://api.retellai.com"
     call_inbound: RetellCallInboundSettings = Field(default_factory=RetellCallInboundSettings)
@@ -167,22 +176,24 @@ class RetellSettings(_Section):
 
     @field_validator("llm_forward_to")
     @classmethod
-    def _websocket_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("ws", "wss") or not parts.netloc:
-            raise ValueError("must be a ws:// or wss:// URL of your LLM server (Retell appends /<call_id>)")
-        return value.strip()
+    def _llm_forward_to(cls, value: str | None) -> str | None:
+        return _websocket_url(value, "your LLM server (Retell appends /<call_id>)")
 
 
 class TwilioSettings(_Section):
     base_url: str = "https://api.twilio.com"
-    # TwiML answered to the voice webhook.
-    voice_twiml: str = (
-        '<?xml version="1.0" encoding="UTF-8"?><Response>'
-        "<Say>This number is connected to voice-console.</Say></Response>"
-    )
+    # The user's own agent behind `<Connect><Stream>`: the tap at /stream/twilio/<token> relays each
+    # call's Media Stream to it. Without one the tap watches the stream alone.
+    stream_forward_to: str | None = None
+
+    @field_validator("stream_forward_to")
+    @classmethod
+    def _stream_forward_to(cls, value: str | None) -> str | None:
+        return _websocket_url(value, "your agent's WebSocket server")
+
+    # TwiML answered to the voice webhook; `{stream_url}` in it is the media-stream tap's URL.
+    # Unset: a `<Connect><Stream>` to the tap when the public URL is known, else a short <Say>.
+    voice_twiml: str | None = None
     validate_signature: bool = True
 
 

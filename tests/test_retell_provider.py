@@ -569,3 +569,12 @@ def test_tool_reply_is_capped_at_15000_characters(text: str) -> None:
         assert len(decoded) > FUNCTION_REPLY_LIMIT - 10  # cut no more than needed
     else:
         assert result == text
+
+
+def test_absurd_word_times_are_dropped_not_a_crash() -> None:
+    """Found by the fuzzer: a word starting 250 billion seconds into the call overflowed the date."""
+    from console.providers.retell.wire import Word
+
+    assert Word(word="Hi", start=251616528000.0, end=0.7).start is None
+    assert Word(word="Hi", start=float("nan"), end=-1).end is None and Word(word="Hi", start=float("nan")).start is None
+    assert Word(word="Hi", start=1.25, end=1.5).start == 1.25

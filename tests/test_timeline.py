@@ -147,3 +147,19 @@ def test_a_barge_in_on_transcript_only_lanes_is_not_given_a_made_up_time_to_stop
     timeline.apply(SpeechStarted(role="assistant", **common(0.5)))
     timeline.apply(SpeechStopped(role="assistant", **common(1.4)))
     assert mark.measured and round(mark.time_to_stop_ms) == 300
+
+
+def test_an_agent_that_talked_over_the_caller_says_so():
+    from console.tui.widgets.timeline import render_timeline
+
+    timeline = CallTimeline("c1")
+    for event in [
+        SpeechStarted(role="assistant", **common(0)),
+        SpeechStopped(role="assistant", **common(3.2)),  # its queued audio ran out
+        BargeIn(source="talked-over", **common(0.8)),  # settled then, at the caller's start
+    ]:
+        timeline.apply(event)
+    (mark,) = timeline.barge_ins
+    assert mark.source == "talked-over" and round(mark.time_to_stop_ms) == 2400
+    text = render_timeline(timeline, at(10), 100, 12).plain
+    assert "agent talked over the caller for 2400 ms" in text

@@ -58,6 +58,7 @@ async def test_sources_set_and_delete_without_ever_showing_the_value(settings, i
             "twilio_shared_key": "none",
             "twilio_api_key_sid": "none",
             "twilio_api_key_secret": "none",
+            "twilio_stream_token": "keyring",  # made at start too
         }
         assert [source_cell(screen, name) for name in screen.sources] == [
             "none",
@@ -69,6 +70,7 @@ async def test_sources_set_and_delete_without_ever_showing_the_value(settings, i
             "none",
             "none",
             "none",
+            "keyring",
         ]
         assert "OS keyring: conftest MemoryKeyring" in str(screen.query_one("#keys-keyring").content)
 

@@ -31,6 +31,7 @@ from console.providers.twilio import (
     url_with_body_hash,
 )
 from console.providers.twilio.auth import url_variants
+from console.providers.twilio.provider import SAY_TWIML
 from console.providers.twilio.stream import ULAW_TO_LINEAR
 from console.providers.twilio.wire import parse_form
 from console.services.receiver import ReceiverService
@@ -495,7 +496,7 @@ def test_voice_inbound() -> None:
     assert inbound.reply is not None
     assert inbound.reply.status == 200
     assert inbound.reply.content_type.startswith("text/xml")
-    assert inbound.reply.body == TwilioSettings().voice_twiml.encode()
+    assert inbound.reply.body == SAY_TWIML.encode()  # no public URL or tap token here: no stream to connect
     assert inbound.extra["from"] == "+14155550142"
     assert inbound.extra["to"] == "+14155550199"
     assert inbound.extra["direction"] == "inbound"
@@ -507,6 +508,26 @@ def test_voice_reply_comes_from_settings() -> None:
         "twilio.voice", request(fixture("voice_inbound.form")), RECEIVED
     )
     assert inbound.reply is not None and inbound.reply.body == twiml.encode()
+
+
+def test_voice_connects_a_stream_to_the_tap_by_default_and_fills_stream_url() -> None:
+    from console.providers.twilio.provider import TwilioProvider, tap_stream_url
+
+    stream_url = tap_stream_url("https://voice.example.test", "t0k")
+    assert stream_url == "wss://voice.example.test/stream/twilio/t0k"
+    default = TwilioProvider(TwilioSettings(), TWILIO_TOKEN, "https://voice.example.test", stream_url=stream_url)
+    body = default.parse("twilio.voice", request(fixture("voice_inbound.form")), RECEIVED).reply.body.decode()
+    assert '<Connect><Stream url="wss://voice.example.test/stream/twilio/t0k"/></Connect>' in body
+    custom = TwilioSettings(
+        voice_twiml='<Response><Say>Hi</Say><Connect><Stream url="{stream_url}"/></Connect></Response>'
+    )
+    templated = TwilioProvider(custom, TWILIO_TOKEN, "https://voice.example.test", stream_url=stream_url)
+    body = templated.parse("twilio.voice", request(fixture("voice_inbound.form")), RECEIVED).reply.body.decode()
+    assert (
+        body
+        == '<Response><Say>Hi</Say><Connect><Stream url="wss://voice.example.test/stream/twilio/t0k"/></Connect></Response>'
+    )
+    assert tap_stream_url(None, "t") is None and tap_stream_url("http://127.0.0.1:8765", "t").startswith("ws://")
 
 
 def test_voice_without_call_status_is_ringing() -> None:

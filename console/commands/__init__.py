@@ -45,6 +45,7 @@ FLAG_KEYS = {
     "--db": "storage.db",
     "--forward-to": "forward.to",
     "--retell-llm-forward-to": "retell.llm_forward_to",
+    "--twilio-stream-forward-to": "twilio.stream_forward_to",
 }
 
 

@@ -23,6 +23,11 @@ def register(subparsers: Any) -> None:
         help="your Retell custom-LLM server: the tap at /llm/retell relays each call's socket to it",
     )
     serve.add_argument(
+        "--twilio-stream-forward-to",
+        metavar="WSS_URL",
+        help="your agent behind <Connect><Stream>: the tap at /stream/twilio relays each Media Stream to it",
+    )
+    serve.add_argument(
         "--public-url", metavar="URL", help="the public base URL the platforms call (needed for Twilio signatures)"
     )
     serve.add_argument("--policy", metavar="F", help="tool-call policy (TOML); default: policy.toml in the config dir")

@@ -68,6 +68,7 @@ class BargeMark:
     agent_stopped_at: datetime | None = None  # None: the agent has not stopped yet
     # False while the agent has no speech events on this call (only transcripts): when it stopped is unknown.
     measured: bool = True
+    source: str | None = None  # how it was seen ("talked-over": the agent never stopped for the caller)
 
     @property
     def time_to_stop_ms(self) -> float | None:
@@ -150,7 +151,7 @@ class CallTimeline:
                     mark.agent_stopped_at, mark.measured = at, True
 
     def _barge_in(self, event: BargeIn) -> None:
-        mark = BargeMark(event.at, event.cut_text, measured="assistant" in self._speech_seen)
+        mark = BargeMark(event.at, event.cut_text, measured="assistant" in self._speech_seen, source=event.source)
         self.barge_ins.append(mark)
         if not mark.measured:
             return  # settled by the agent's first real speech.stopped, if one comes

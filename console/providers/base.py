@@ -107,7 +107,12 @@ class TapSession(Protocol):
         ...
 
     def operator_says(self, content: str, at: datetime) -> tuple[str, list[Event]]:
-        """The frame that makes the platform speak `content` now, and the events recording it."""
+        """The frame that makes the platform speak `content` now, and the events recording it;
+        ValueError when the platform's socket cannot."""
+        ...
+
+    def operator_clears(self, at: datetime) -> tuple[str, list[Event]]:
+        """The frame that cuts the agent off now (Twilio's `clear`); ValueError when there is none."""
         ...
 
 
@@ -184,6 +189,10 @@ class LiveTap(Protocol):
 
     async def say(self, content: str) -> None:
         """Make the platform speak `content` now (sent on the platform's side of the relay)."""
+        ...
+
+    async def cut_off(self) -> None:
+        """Cut the agent off now: drop what the platform still has to play of it."""
         ...
 
 

@@ -58,18 +58,22 @@ class Stream:
 
 @dataclass(frozen=True)
 class Tap:
-    """A live socket the platform opens to the console, relayed both ways to the user's own server
-    (Retell's custom-LLM socket): `{prefix}/{call_id}` or `{prefix}/{token}/{call_id}`.
+    """A live socket the platform opens to the console, relayed both ways to the user's own server:
+    Retell's custom-LLM socket (`{prefix}/{token}/{call_id}` or `{prefix}/{call_id}?token=`), Twilio's
+    Media Stream (`{prefix}/{token}`: the call is named in its `start` frame).
 
-    The platform sends no credentials, so each connection must carry the per-install secret
-    `token_secret`, as a path segment before the call id or as `?token=`.
+    The platforms send no credentials, so each connection must carry the per-install secret
+    `token_secret`, as a path segment (before the call id) or as `?token=`.
     """
 
     prefix: str
     token_secret: str  # a secret name; its value is made on first use when none is set
-    session: Callable[[str], TapSession]  # call id -> the session watching that call's socket
-    forward_to: Callable[[Settings], str | None]  # the user's server (the call id is appended)
+    session: Callable[[str], TapSession]  # call id ("" when the path names none) -> the session watching it
+    forward_to: Callable[[Settings], str | None]  # the user's server (the call id appended when in the path)
     option: str  # the command-line option and config key that set `forward_to`, for messages
+    call_id_in_path: bool = True  # the platform appends the call id to the URL (Retell); else the stream says it
+    # Without a server to relay to: watch the socket alone (True), or close it saying what to set.
+    terminate_without_forward: bool = False
 
 
 @dataclass(frozen=True)

@@ -65,15 +65,20 @@ class TapAddress:
     token: str
 
 
-def parse_tap_path(prefix: str, request: Request) -> TapAddress | None:
-    """`{prefix}/{token}/{call_id}` or `{prefix}/{call_id}?token=…`; None for any other shape."""
+def parse_tap_path(prefix: str, request: Request, *, call_id_in_path: bool = True) -> TapAddress | None:
+    """`{prefix}/{token}/{call_id}` or `{prefix}/{call_id}?token=…` (or, for a tap whose path names no
+    call, `{prefix}/{token}`); None for any other shape."""
     rest = request.path[len(prefix) :].strip("/")
     segments = rest.split("/") if rest else []
+    query = parse_qs(urlsplit(request.target).query)
+    if not call_id_in_path:
+        if len(segments) != 1:
+            return None
+        return TapAddress("", segments[0])
     if len(segments) == 2:
         token, call_id = segments
     elif len(segments) == 1:
         call_id = segments[0]
-        query = parse_qs(urlsplit(request.target).query)
         token = (query.get("token") or [""])[0]
     else:
         return None
@@ -98,7 +103,8 @@ class LiveTaps:
         return len(self._relays)
 
     def _add(self, relay: Relay) -> None:
-        self._relays[relay.session.call_id] = relay
+        if relay.session.call_id:  # a stream that names its call later is added then
+            self._relays[relay.session.call_id] = relay
 
     def _remove(self, relay: Relay) -> None:
         if self._relays.get(relay.session.call_id) is relay:
@@ -108,35 +114,69 @@ class LiveTaps:
 class Relay:
     """One tapped socket: the platform's side (`platform`) and the user's server's (`agent`)."""
 
-    def __init__(self, session: TapSession, platform: WebSocket, ingest: Ingest) -> None:
+    def __init__(self, session: TapSession, platform: WebSocket, ingest: Ingest, live: LiveTaps | None = None) -> None:
         self.session = session
         self.platform = platform
         self.agent: ClientConnection | None = None
         self._ingest = ingest
+        self._live = live
         self._events: asyncio.Queue[list[Event] | None] = asyncio.Queue(EVENT_QUEUE)
 
     async def say(self, content: str) -> None:
         """The operator's words, spoken now: a frame on the platform's side (`LiveTap`)."""
-        frame, events = self.session.operator_says(content, utc_now())
+        try:
+            frame, events = self.session.operator_says(content, utc_now())
+        except ValueError as exc:
+            raise PlatformError(str(exc)) from None
+        await self._to_platform(frame, events)
+
+    async def cut_off(self) -> None:
+        """The operator's own barge-in: the platform drops the agent's queued audio (`LiveTap`)."""
+        try:
+            frame, events = self.session.operator_clears(utc_now())
+        except ValueError as exc:
+            raise PlatformError(str(exc)) from None
+        await self._to_platform(frame, events)
+
+    async def _to_platform(self, frame: str, events: list[Event]) -> None:
         try:
             await self.platform.send(frame)
         except WebSocketClosed:
             raise PlatformError("the call's socket through the tap has just closed") from None
         await self._emit(events)
 
-    async def run(self, forward_to: str | None, option: str) -> None:
+    async def run(self, forward_to: str | None, option: str, *, tap: Tap) -> None:
         writer = asyncio.create_task(self._write_events())
         try:
-            await self._run(forward_to, option)
+            await self._run(forward_to, option, tap)
         finally:
             await self._events.put(None)
             await writer
 
-    async def _run(self, forward_to: str | None, option: str) -> None:
+    async def _watch_alone(self) -> None:
+        """No server to relay to: the platform's frames are watched, as a terminating stream."""
+        platform = self.platform
+        while (frame := await platform.recv()) is not None:
+            await self._seen("platform", frame)
+        await self._emit(
+            self.session.closed("platform", platform.close_code or 1006, platform.close_reason or "", utc_now())
+        )
+
+    async def _seen(self, side: TapSide, frame: str | bytes) -> None:
+        events = self.session.seen(side, frame, utc_now())
+        if self._live is not None and self.session.call_id and self._live.get(self.session.call_id) is not self:
+            self._live._add(self)  # the stream just named its call
+        if events:
+            await self._emit(events)
+
+    async def _run(self, forward_to: str | None, option: str, tap: Tap) -> None:
         if not forward_to:
-            await self._close_platform(1011, f"no LLM server to relay to: set {option}", side=None)
+            if tap.terminate_without_forward:
+                await self._watch_alone()
+                return
+            await self._close_platform(1011, f"no server to relay to: set {option}", side=None)
             return
-        url = with_call_id(forward_to, self.session.call_id)
+        url = with_call_id(forward_to, self.session.call_id) if tap.call_id_in_path else forward_to
         try:
             self.agent = await connect(
                 url,
@@ -148,7 +188,7 @@ class Relay:
                 close_timeout=5,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            reason = f"the LLM server at {_safe(url)} could not be reached ({_why(exc)}); check {option}"
+            reason = f"the server at {_safe(url)} could not be reached ({_why(exc)}); check {option}"
             await self._close_platform(1011, reason, side=None)
             return
         pumps = [
@@ -183,9 +223,7 @@ class Relay:
                 await agent.send(frame)
             except ConnectionClosed as exc:
                 return "agent", *_close_of(exc)
-            events = self.session.seen("platform", frame, utc_now())
-            if events:
-                await self._emit(events)
+            await self._seen("platform", frame)
 
     async def _agent_to_platform(self, agent: ClientConnection) -> tuple[TapSide, int, str]:
         platform = self.platform
@@ -198,13 +236,11 @@ class Relay:
                 await platform.send(frame)
             except WebSocketClosed:
                 return "platform", platform.close_code or 1006, platform.close_reason or ""
-            events = self.session.seen("agent", frame, utc_now())
-            if events:
-                await self._emit(events)
+            await self._seen("agent", frame)
 
     async def _close_platform(self, code: int, reason: str, *, side: TapSide | None) -> None:
         if code in _UNSENDABLE:
-            code, reason = 1011, reason or "the LLM server went away without closing the socket"
+            code, reason = 1011, reason or "your server went away without closing the socket"
         await self._emit(self.session.closed(side, code, reason, utc_now()))
         await self.platform.close(code, _fit(reason))
 
@@ -212,7 +248,7 @@ class Relay:
         if self.agent is None:
             return
         if code in _UNSENDABLE:
-            code, reason = 1011, reason or "Retell went away without closing the socket"
+            code, reason = 1011, reason or "the platform went away without closing the socket"
         try:
             await self.agent.close(code, _fit(reason))
         except Exception:  # already gone: nothing more to tell it
@@ -251,21 +287,27 @@ def add_tap_route(
     """`tap.prefix/…`: admitted only with the per-install token (compared in constant time)."""
     expected = (token or "").encode()
 
+    shape = (
+        f"{tap.prefix}/<token>/<call id> or {tap.prefix}/<call id>?token="
+        if tap.call_id_in_path
+        else f"{tap.prefix}/<token>"
+    )
+
     def admit(request: Request) -> Response | None:
-        address = parse_tap_path(tap.prefix, request)
+        address = parse_tap_path(tap.prefix, request, call_id_in_path=tap.call_id_in_path)
         if address is None:
-            return Response.error(404, f"a tap path is {tap.prefix}/<token>/<call id> or {tap.prefix}/<call id>?token=")
+            return Response.error(404, f"a tap path is {shape}")
         if not expected or not hmac.compare_digest(address.token.encode(), expected):
             return Response.error(403, "this tap needs its token in the path or ?token= (see the README)")
         return None
 
     async def relay(request: Request, ws: WebSocket) -> None:
-        address = parse_tap_path(tap.prefix, request)
+        address = parse_tap_path(tap.prefix, request, call_id_in_path=tap.call_id_in_path)
         assert address is not None  # admitted
-        live_relay = Relay(tap.session(address.call_id), ws, ingest)
+        live_relay = Relay(tap.session(address.call_id), ws, ingest, live)
         live._add(live_relay)
         try:
-            await live_relay.run(forward_to, tap.option)
+            await live_relay.run(forward_to, tap.option, tap=tap)
         finally:
             live._remove(live_relay)
 

@@ -98,11 +98,20 @@ def twilio_endpoints(target: str, public_url: str | None = None) -> TwilioEndpoi
     base = split_base(target, TWILIO_ROUTES)
     public = public_url.rstrip("/") if public_url else origin_of(base)
     ws_base = ("wss://" if base.startswith("https://") else "ws://") + base.split("://", 1)[1]
+
+    def tunnel(url: str) -> str:
+        """A socket URL the receiver's TwiML names on its public URL, reached at the target instead."""
+        public_ws = ("wss://" if public.startswith("https://") else "ws://") + public.split("://", 1)[1]
+        origin = origin_of(base)
+        target_ws = ("wss://" if origin.startswith("https://") else "ws://") + origin.split("://", 1)[1]
+        return target_ws + url[len(public_ws) :] if url.startswith(public_ws) else url
+
     return TwilioEndpoints(
         voice=base + "/webhook/twilio/voice",
         status=base + "/webhook/twilio/status",
         stream=ws_base + "/stream/twilio",
         public_base=public,
+        tunnel=tunnel,
     )
 
 

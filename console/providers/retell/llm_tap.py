@@ -188,6 +188,9 @@ class RetellLlmTap:
         event = self._raw("llm.agent_interrupt", at, interrupt_id=interrupt_id, content=content, by="operator")
         return json.dumps(frame, ensure_ascii=False), [event]
 
+    def operator_clears(self, at: datetime) -> tuple[str, list[Event]]:
+        raise ValueError("Retell's socket has no clear: say something instead (an agent_interrupt cuts in)")
+
     # -- Retell -> server -----------------------------------------------------------------------
 
     def _from_retell(self, kind: str, data: dict[str, Any], at: datetime) -> list[Event]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from console.core.events import Role
 
@@ -35,10 +35,22 @@ class _Loose(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
+# A word time beyond this (seconds from the call's start) is not a word time: it is dropped.
+MAX_WORD_TIME_S = 7 * 24 * 3600
+
+
 class Word(_Loose):
     word: str | None = None
     start: float | None = None  # seconds from call start
     end: float | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _a_time_in_the_call(cls, value: float | None) -> float | None:
+        """NaN, infinities, negative or absurd times carry no timing: treated as absent."""
+        if value is None or not (0 <= value <= MAX_WORD_TIME_S):
+            return None
+        return value
 
 
 class Utterance(_Loose):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from urllib.parse import urlsplit
+from xml.sax.saxutils import escape as xml_escape
 
 from pydantic import ValidationError
 
@@ -22,7 +23,17 @@ from console.core.events import to_utc
 from console.core.http_types import Request, Response
 from console.core.tools import ToolBatch, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
-from console.providers.registry import Dialing, KeyCheck, ProviderSpec, Route, Secret, Secrets, SignRequest, Stream
+from console.providers.registry import (
+    Dialing,
+    KeyCheck,
+    ProviderSpec,
+    Route,
+    Secret,
+    Secrets,
+    SignRequest,
+    Stream,
+    Tap,
+)
 from console.providers.twilio.auth import (
     HEADER,
     HMAC_SHA1,
@@ -42,6 +53,7 @@ from console.providers.twilio.auth import (
 from console.providers.twilio.client import account_probe, account_sid_problem, dialer
 from console.providers.twilio.normalize import PROVIDER, call_extra, callback_time, sequence_number, status_events
 from console.providers.twilio.stream import MediaStreamSession
+from console.providers.twilio.tap import TwilioStreamTap
 from console.providers.twilio.wire import CallParams, FormPairs, first_values, parse_form, parse_json_params
 
 ROUTE_VOICE = "twilio.voice"
@@ -60,12 +72,18 @@ class TwilioProvider:
     routes = (ROUTE_VOICE, ROUTE_STATUS)
 
     def __init__(
-        self, settings: TwilioSettings, auth_token: str | None, public_url: str | None, shared_key: str | None = None
+        self,
+        settings: TwilioSettings,
+        auth_token: str | None,
+        public_url: str | None,
+        shared_key: str | None = None,
+        stream_url: str | None = None,
     ) -> None:
         self._settings = settings
         self._token = auth_token or None
         self._shared_key = shared_key or None  # the SharedKey secret, for X-Twilio-Webhooks-Signature-Settings
         self._public_url = public_url.rstrip("/") if public_url else None
+        self._stream_url = stream_url  # the media-stream tap, with its token
 
     # -- authentication -------------------------------------------------------
 
@@ -174,7 +192,7 @@ class TwilioProvider:
         if route == ROUTE_VOICE:
             if not params.call_status:
                 params = params.model_copy(update={"call_status": "ringing"})
-            reply = Response(status=200, body=self._settings.voice_twiml.encode(), content_type=_XML)
+            reply = Response(status=200, body=self.voice_twiml().encode(), content_type=_XML)
             events = status_events("voice", params, pairs, at)
             return Inbound(PROVIDER, "voice", params.call_sid, at, events, reply=reply, extra=call_extra(params))
         seq = sequence_number(params)
@@ -190,12 +208,44 @@ class TwilioProvider:
 
     # -- replies --------------------------------------------------------------
 
+    def voice_twiml(self) -> str:
+        """What a call does when it reaches this console: `[twilio] voice_twiml` (its `{stream_url}` the
+        tap's), else a `<Connect><Stream>` to the tap when the public URL is known, else a short <Say>."""
+        configured = self._settings.voice_twiml
+        if configured is not None:
+            if "{stream_url}" in configured:
+                return configured.replace("{stream_url}", xml_escape(self._stream_url or "", {'"': "&quot;"}))
+            return configured
+        return stream_twiml(self._stream_url) if self._stream_url else SAY_TWIML
+
     def tool_reply(self, batch: ToolBatch, outcomes: list[ToolOutcome]) -> Response:
         # Twilio has no tool calls; answer something Twilio accepts all the same.
         return Response(status=200, body=EMPTY_TWIML.encode(), content_type=_XML)
 
     def ack(self, inbound: Inbound) -> Response:
         return Response(status=200, body=EMPTY_TWIML.encode(), content_type=_XML)
+
+
+SAY_TWIML = (
+    '<?xml version="1.0" encoding="UTF-8"?><Response><Say>This number is connected to voice-console.</Say></Response>'
+)
+
+
+def stream_twiml(stream_url: str) -> str:
+    """A two-way `<Connect><Stream>` to `stream_url` (the call waits there until the stream ends)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
+        f'<Stream url="{xml_escape(stream_url, {chr(34): "&quot;"})}"/></Connect></Response>'
+    )
+
+
+def tap_stream_url(public_url: str | None, token: str | None) -> str | None:
+    """The media-stream tap on the public URL (https → wss; Twilio takes wss:// only), with its token."""
+    if not public_url or not token:
+        return None
+    base = public_url.rstrip("/")
+    scheme = "wss" if base.startswith("https://") else "ws"
+    return f"{scheme}://{base.split('://', 1)[-1]}/stream/twilio/{token}"
 
 
 # -- the spec (console.providers.registry) ----------------------------------------------------
@@ -207,6 +257,7 @@ def _build(settings: Settings, secrets: Secrets) -> TwilioProvider:
         secrets.get("twilio_auth_token"),
         settings.receiver.public_url,
         shared_key=secrets.get("twilio_shared_key"),
+        stream_url=tap_stream_url(settings.receiver.public_url, secrets.get("twilio_stream_token")),
     )
 
 
@@ -236,6 +287,19 @@ SPEC = ProviderSpec(
         Route(ROUTE_STATUS, "/webhook/twilio/status", ("POST", "GET")),
     ),
     streams=(Stream("/stream/twilio", MediaStreamSession),),
+    # The tap: `wss://<public>/stream/twilio/<token>` in the `<Connect><Stream>` TwiML (a stream URL
+    # may not carry a query), relayed to the user's agent or watched alone.
+    taps=(
+        Tap(
+            "/stream/twilio",
+            token_secret="twilio_stream_token",
+            session=TwilioStreamTap,
+            forward_to=lambda settings: settings.twilio.stream_forward_to,
+            option="--twilio-stream-forward-to (or [twilio] stream_forward_to)",
+            call_id_in_path=False,
+            terminate_without_forward=True,
+        ),
+    ),
     secrets=(
         Secret("twilio_account_sid", "Twilio account SID"),
         Secret("twilio_auth_token", "Twilio auth token"),
@@ -244,6 +308,8 @@ SPEC = ProviderSpec(
         # An API key for the REST API instead of the auth token (Twilio's recommendation).
         Secret("twilio_api_key_sid", "Twilio API key SID"),
         Secret("twilio_api_key_secret", "Twilio API key secret"),
+        # Made on first use when not set: Twilio sends no credentials to a Media Stream.
+        Secret("twilio_stream_token", "Twilio media-stream tap token"),
     ),
     build=_build,
     signing_secret="twilio_auth_token",

@@ -145,7 +145,9 @@ def render_timeline(timeline: CallTimeline, now: datetime, width: int, height: i
     for mark in timeline.barge_ins:
         line = Text("⚡ barge-in", style=STYLE_MARK)
         stop = mark.time_to_stop_ms
-        if stop is not None:
+        if stop is not None and mark.source == "talked-over":
+            line.append(f"  agent talked over the caller for {ms(stop)}", style="bold red")
+        elif stop is not None:
             line.append(f"  agent stopped after {ms(stop)}")
         elif mark.measured:
             line.append("  agent still talking", style="bold yellow")

@@ -1,0 +1,185 @@
+"""The Twilio Media Streams tap over real sockets: the simulated Twilio places a call into the console,
+whose TwiML connects the call's stream to the tap, which relays it to a small real agent server
+here — one that clears its audio when the caller cuts in, one that never does."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+from websockets.exceptions import InvalidStatus
+
+from console.core.events import BargeIn, Raw, SpeechStarted, SpeechStopped
+from console.providers.twilio.client import TwilioClient
+from console.providers.twilio.stream import ulaw_rms
+from console.providers.twilio.tap import TwilioStreamTap
+from console.simulator.scenarios import EndStep, SayStep, Scenario, SilenceStep
+from console.simulator.twilio import _TRACKS, DIALED_NUMBER, SimulatedTwilio
+from tests.helpers.secrets import PUBLIC_URL, TWILIO_TOKEN
+
+TOKEN = "stream-tap-token-0123456789"
+VOICED = _TRACKS["outbound"][1]  # 20 ms of the agent's voice each
+# The caller starts talking half a second after answering, while the agent's 2 s greeting plays.
+CUT_IN = Scenario(
+    name="cut-in",
+    words_per_second=4,
+    steps=[
+        SilenceStep(kind="silence", seconds=0.5, pause=0),
+        SayStep(kind="say", role="user", text="wait wait I have a question about my booking", pause=0),
+        EndStep(kind="end", pause=0.3),
+    ],
+)
+
+
+class Agent:
+    """The user's agent behind `<Connect><Stream>`: 2 s of greeting queued at once with a mark per half
+    second, then listening; `clears` agents send `clear` after 60 ms of the caller's voice."""
+
+    def __init__(self, *, clears: bool) -> None:
+        self.clears = clears
+        self.received: list[str] = []
+        self.sent: list[str] = []
+        self.cleared_at: datetime | None = None
+
+    async def __call__(self, ws) -> None:
+        loud = 0
+        async for message in ws:
+            self.received.append(message)
+            frame = json.loads(message)
+            if frame.get("event") == "start":
+                sid = frame["streamSid"]
+                for index in range(100):
+                    await self._send(ws, {"event": "media", "streamSid": sid, "media": {"payload": VOICED[index % 10]}})
+                    if index % 25 == 24:
+                        await self._send(
+                            ws, {"event": "mark", "streamSid": sid, "mark": {"name": f"part-{index // 25 + 1}"}}
+                        )
+            elif frame.get("event") == "media" and self.clears and self.cleared_at is None:
+                loud = loud + 1 if ulaw_rms(base64.b64decode(frame["media"]["payload"])) > 700 else 0
+                if loud >= 3:
+                    self.cleared_at = datetime.now(UTC)
+                    await self._send(ws, {"event": "clear", "streamSid": frame["streamSid"]})
+
+    async def _send(self, ws, frame: dict) -> None:
+        text = json.dumps(frame, separators=(",", ":"))
+        self.sent.append(text)
+        await ws.send(text)
+
+
+async def call_through_the_tap(start_receiver, agent: Agent):
+    async with serve(agent, "127.0.0.1", 0) as server:
+        agent_url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+        service, seen = await start_receiver(
+            secrets={"twilio_stream_token": TOKEN}, twilio={"stream_forward_to": agent_url}
+        )
+        async with SimulatedTwilio(
+            auth_token=TWILIO_TOKEN, scenario=CUT_IN, tunnels={PUBLIC_URL: service.server.url}
+        ) as platform:
+            async with TwilioClient(platform.account_sid, TWILIO_TOKEN, base_url=platform.url) as api:
+                call = await api.create_call(
+                    to="+14155550142",
+                    from_=DIALED_NUMBER,
+                    url=PUBLIC_URL + "/webhook/twilio/voice",
+                    status_callback=PUBLIC_URL + "/webhook/twilio/status",
+                )
+            player = platform.players[call["sid"]]
+            async with asyncio.timeout(20):
+                await player.ended.wait()
+            for _ in range(100):  # the tap's last events reach the history after the stream closes
+                if any(isinstance(e, Raw) and e.type == "stream.closed" for e in seen):
+                    break
+                await asyncio.sleep(0.05)
+    return service, seen, player, call["sid"]
+
+
+async def test_an_agent_that_clears_is_measured_from_the_audio(start_receiver):
+    agent = Agent(clears=True)
+    service, seen, player, sid = await call_through_the_tap(start_receiver, agent)
+    # Relayed unchanged, in order, both ways.
+    from_agent = [json.dumps(f, separators=(",", ":")) for f in player.agent_frames]
+    assert from_agent == agent.sent
+    assert [json.loads(m)["event"] for m in agent.received[:2]] == ["connected", "start"]
+    events = [e for e in seen if e.call_id == sid]
+    barge_ins = [e for e in events if isinstance(e, BargeIn)]
+    assert len(barge_ins) == 1 and barge_ins[0].source == "media-stream"
+    assert barge_ins[0].cut_text and barge_ins[0].cut_text.startswith("part-")  # the marks the clear dropped
+    stopped = [e for e in events if isinstance(e, SpeechStopped) and e.role == "assistant"]
+    time_to_stop = (stopped[0].at - barge_ins[0].at).total_seconds() * 1000
+    assert 0 < time_to_stop < 600, time_to_stop  # the agent's 60 ms of listening, the relay, the VAD's edge
+    note = next(e.data for e in events if isinstance(e, Raw) and e.type == "stream.barge_in")
+    assert note["cleared"] is True and note["time_to_stop_ms"] == round(time_to_stop)
+    assert any(isinstance(e, SpeechStarted) and e.role == "user" for e in events)
+    # Twilio echoed the marks the clear dropped, as it does.
+    echoed = [f for f in (json.loads(m) for m in agent.received) if f.get("event") == "mark"]
+    assert {f["mark"]["name"] for f in echoed} >= set(barge_ins[0].cut_text.split(", "))
+    rows = await service.store.fetchall("SELECT kind, data FROM events WHERE call_id = ? ORDER BY id", (sid,))
+    assert [r["kind"] for r in rows].count("barge_in") == 1
+    assert not any("payload" in r["data"] for r in rows)  # media never reaches the history
+
+
+async def test_an_agent_that_never_clears_talked_over_the_caller(start_receiver):
+    agent = Agent(clears=False)
+    _, seen, _, sid = await call_through_the_tap(start_receiver, agent)
+    events = [e for e in seen if e.call_id == sid]
+    (barge_in,) = [e for e in events if isinstance(e, BargeIn)]
+    assert barge_in.source == "talked-over" and barge_in.cut_text is None
+    note = next(e.data for e in events if isinstance(e, Raw) and e.type == "stream.barge_in")
+    assert note["cleared"] is False and 800 < note["time_to_stop_ms"] < 2000, note
+    assert "talked over the caller for" in note["note"]
+
+
+async def test_the_stream_tap_refuses_a_socket_without_its_token(start_receiver):
+    service, _ = await start_receiver(secrets={"twilio_stream_token": TOKEN})
+    for path, status in (("/stream/twilio/wrong", 403), (f"/stream/twilio/{TOKEN}/extra", 404)):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://127.0.0.1:{service.server.port}{path}"):
+                pass
+        assert refused.value.response.status_code == status
+
+
+def test_the_playback_clock_follows_marks_clears_and_bad_frames():
+    """Sans-I/O: Twilio plays queued audio in order; a mark echo puts the clock right; clear stops it."""
+    tap = TwilioStreamTap()
+    t0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+    def at(ms: float) -> datetime:
+        return t0 + timedelta(milliseconds=ms)
+
+    start = {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": "MZ1",
+        "start": {
+            "streamSid": "MZ1",
+            "callSid": "CA1",
+            "accountSid": "AC1",
+            "tracks": ["inbound"],
+            "customParameters": {},
+            "mediaFormat": {},
+        },
+    }
+    tap.seen("platform", json.dumps(start), at(0))
+    assert tap.call_id == "CA1"
+    second = base64.b64encode(bytes(8000)).decode()  # 1 s of μ-law
+    started = tap.seen("agent", json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": second}}), at(0))
+    assert [(type(e).__name__, e.role) for e in started] == [("SpeechStarted", "assistant")]
+    tap.seen("agent", json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "m1"}}), at(1))
+    tap.seen("agent", json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": second}}), at(2))
+    # Twilio confirms m1 at 1.3 s (it started late): the rest ends at 2.3 s, not 2.0 s.
+    tap.seen(
+        "platform",
+        json.dumps({"event": "mark", "sequenceNumber": "2", "streamSid": "MZ1", "mark": {"name": "m1"}}),
+        at(1300),
+    )
+    assert tap.seen("platform", "not json", at(2100))[0].data["sent_by"] == "Twilio"
+    stopped = tap.seen("agent", json.dumps({"event": "clear", "streamSid": "MZ1"}), at(2200))
+    assert [type(e).__name__ for e in stopped] == ["Raw", "SpeechStopped"] and stopped[1].at == at(2200)
+    assert tap.seen("agent", b"\x00", at(2300))[0].data["problem"].startswith("a binary frame")
+    assert tap.seen("agent", json.dumps({"event": "dance"}), at(2400))[0].data["count"] == 2
+    closed = tap.closed("platform", 1000, "", at(3000))[-1].data
+    assert closed["malformed_from_twilio"] == 1 and closed["malformed_from_agent"] == 2
