@@ -184,7 +184,7 @@ async def test_the_operator_steers_a_live_retell_call_from_the_console(settings)
             await type_text(pilot, "The caller is a VIP.")
             await pilot.press("enter")
             await wait_for(pilot, lambda: injected() == ["The caller is a VIP."], what="the context on the call")
-            for key, what in (("m", "Muting the assistant"), ("t", "Transfer")):
+            for key, what in (("m", "Muting the assistant"), ("t", "Transfer"), ("x", "Cutting the agent off")):
                 notes.clear()
                 await pilot.press(key)
                 await pilot.pause(0.1)

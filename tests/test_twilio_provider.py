@@ -511,7 +511,8 @@ def test_voice_reply_comes_from_settings() -> None:
 
 
 def test_voice_connects_a_stream_to_the_tap_by_default_and_fills_stream_url() -> None:
-    from console.providers.twilio.provider import TwilioProvider, tap_stream_url
+    from console.providers.twilio.client import tap_stream_url
+    from console.providers.twilio.provider import TwilioProvider
 
     stream_url = tap_stream_url("https://voice.example.test", "t0k")
     assert stream_url == "wss://voice.example.test/stream/twilio/t0k"

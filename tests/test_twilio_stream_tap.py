@@ -183,3 +183,65 @@ def test_the_playback_clock_follows_marks_clears_and_bad_frames():
     assert tap.seen("agent", json.dumps({"event": "dance"}), at(2400))[0].data["count"] == 2
     closed = tap.closed("platform", 1000, "", at(3000))[-1].data
     assert closed["malformed_from_twilio"] == 1 and closed["malformed_from_agent"] == 2
+
+
+async def test_the_operator_cuts_the_agent_off_says_and_hangs_up(start_receiver):
+    """x sends `clear` to Twilio on the tapped stream; s redirects the call to <Say> and a new stream to
+    the tap; ctrl+e hangs up — through the same live control the console's keys and `call` use."""
+    from console.secrets import SecretStore
+    from console.services.live import CannotSteer, LiveCalls
+
+    agent = Agent(clears=False)
+    quiet = Scenario(
+        name="quiet", steps=[SilenceStep(kind="silence", seconds=8, pause=0), EndStep(kind="end", pause=0)]
+    )
+    async with serve(agent, "127.0.0.1", 0) as server:
+        agent_url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+        service, seen = await start_receiver(
+            secrets={"twilio_stream_token": TOKEN}, twilio={"stream_forward_to": agent_url}
+        )
+        async with SimulatedTwilio(
+            auth_token=TWILIO_TOKEN, scenario=quiet, tunnels={PUBLIC_URL: service.server.url}
+        ) as platform:
+            service.settings.twilio.base_url = platform.url
+            keys = SecretStore(
+                {
+                    "VOICE_CONSOLE_TWILIO_ACCOUNT_SID": platform.account_sid,
+                    "VOICE_CONSOLE_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+                    "VOICE_CONSOLE_TWILIO_STREAM_TOKEN": TOKEN,
+                }
+            )
+            steering = LiveCalls(service.pipeline.tracker, service.taps, service.settings, keys)
+            async with TwilioClient(platform.account_sid, TWILIO_TOKEN, base_url=platform.url) as api:
+                sid = (
+                    await api.create_call(
+                        to="+14155550142", from_=DIALED_NUMBER, url=PUBLIC_URL + "/webhook/twilio/voice"
+                    )
+                )["sid"]
+            player = platform.players[sid]
+            async with asyncio.timeout(10):
+                while sid not in service.taps or not agent.sent:
+                    await asyncio.sleep(0.02)
+            for action in ("mute", "transfer", "add_message"):
+                with pytest.raises(CannotSteer, match="not available for a Twilio call"):
+                    steering.target(sid, action)
+            async with await steering.open(steering.target(sid, "cut_off")) as control:
+                await control.cut_off()
+            async with asyncio.timeout(5):
+                while not any(frame.get("event") == "clear" for frame in player.agent_frames):
+                    await asyncio.sleep(0.02)
+            assert not any(
+                json.loads(frame)["event"] == "clear" for frame in agent.sent
+            )  # the operator's, not the agent's
+            async with await steering.open(steering.target(sid, "say")) as control:
+                await control.say("Please hold & stay on the line.")
+            redirected = platform.calls[sid]["redirected_to"]
+            assert "<Say>Please hold &amp; stay on the line.</Say>" in redirected
+            assert f'<Connect><Stream url="wss://voice.example.test/stream/twilio/{TOKEN}"/></Connect>' in redirected
+            async with await steering.open(steering.target(sid, "end")) as control:
+                await control.end_call()
+            async with asyncio.timeout(5):
+                await player.ended.wait()
+            assert player.status == "completed"
+    cleared = [e for e in seen if isinstance(e, Raw) and e.type == "stream.clear"]
+    assert cleared and cleared[0].data["by"] == "operator"

@@ -1,4 +1,4 @@
-"""`voice-console call say|context|end|list`: steer a live call of the running `serve`.
+"""`voice-console call say|context|end|cut|list`: steer a live call of the running `serve`.
 
 The same controls as the console's keys (s, n, ctrl+e), sent to the `serve` found on this
 machine (as `decide` finds it) over its local control API. On a Retell call whose
@@ -27,8 +27,10 @@ def register(subparsers: Any) -> None:
     context.add_argument("--no-respond", action="store_true", help="do not have the agent answer it right away")
     end = actions.add_parser("end", help="hang up the call")
     end.add_argument("call_id", help="the call's id, or the start of it")
+    cut = actions.add_parser("cut", help="cut the agent off: Twilio drops the audio it has queued (through the tap)")
+    cut.add_argument("call_id", help="the call's id, or the start of it")
     actions.add_parser("list", help="the live calls `serve` tracks")
-    for sub in (say, context, end, *[actions.choices["list"]]):
+    for sub in (say, context, end, cut, actions.choices["list"]):
         which = sub.add_mutually_exclusive_group()
         which.add_argument("--port", type=int, metavar="P", default=argparse.SUPPRESS, help="the `serve` on this port")
         which.add_argument("--url", metavar="URL", help="the `serve` at this URL, as it printed it")

@@ -168,7 +168,7 @@ class PlatformClient(Protocol):
 # -- steering a live call (the console's s / n / m / t / ctrl+e) ------------------------------
 
 # What a live call can be asked to do; a platform that cannot do one says why (`Control.unavailable`).
-LiveAction = Literal["say", "add_message", "mute", "transfer", "end"]
+LiveAction = Literal["say", "add_message", "mute", "transfer", "end", "cut_off"]
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,7 @@ class ControlTarget:
     base_url: str = ""
     http_client: Any = None  # an httpx.AsyncClient to share, when the platform's control is plain HTTP
     tap: LiveTap | None = None  # the call's tapped socket, when it runs through this receiver
+    public_url: str | None = None  # where the platform reaches this console (Twilio's TwiML points back here)
 
 
 class LiveTap(Protocol):
@@ -214,3 +215,7 @@ class LiveControl(Protocol):
     async def transfer(self, *, number: str) -> Any: ...
 
     async def end_call(self) -> Any: ...
+
+    async def cut_off(self) -> Any:
+        """The operator's own barge-in: drop what the agent still has queued to say."""
+        ...

@@ -139,6 +139,8 @@ class Control:
     unavailable: Mapping[LiveAction, str] = field(default_factory=dict)
     # What the operator is asked for by "say" (`s`), when the platform does not speak exact words.
     say_prompt: str = "What the assistant says now, word for word:"
+    # What only works while the call's socket runs through this console's tap (Twilio's `x`: clear).
+    tap_actions: frozenset[LiveAction] = frozenset()
 
 
 def _no_warnings(settings: Settings, secrets: Secrets) -> list[str]:

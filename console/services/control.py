@@ -8,7 +8,7 @@ clients that present its bearer token; `console.services.serve_state` tells
     POST /control/decide {"tool_call_id", "decision": approve|edit|override|reject,
                           "arguments"?, "result"?, "reason"?}
     GET  /control/calls                        -> {"calls": [{"call_id", "provider", "status", "tapped"}]}
-    POST /control/call {"call_id" (or a unique prefix), "action": say|context|end, "text"?, "respond"?}
+    POST /control/call {"call_id" (or a unique prefix), "action": say|context|end|cut, "text"?, "respond"?}
                                                -> {"ok", "call_id", "action", "via"}
 """
 
@@ -26,7 +26,7 @@ from console.receiver.http import Router
 from console.services.live import CannotSteer, LiveCalls
 
 # `voice-console call ACTION` -> what the platform's live control is asked (as the TUI's keys).
-CALL_ACTIONS: dict[str, LiveAction] = {"say": "say", "context": "add_message", "end": "end"}
+CALL_ACTIONS: dict[str, LiveAction] = {"say": "say", "context": "add_message", "end": "end", "cut": "cut_off"}
 
 DECISIONS: dict[str, OperatorChoice] = {
     "approve": "approved",
@@ -130,7 +130,7 @@ def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, liv
             text = body.get("text")
             if not isinstance(text, str):
                 text = ""
-            if action != "end" and not text.strip():
+            if action in ("say", "add_message") and not text.strip():
                 raise ValueError(f'"{body["action"]}" needs "text"')
             if not isinstance(body.get("call_id"), str) or not body["call_id"]:
                 raise ValueError('"call_id" is required')
@@ -147,6 +147,8 @@ def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, liv
                     await control.say(text)
                 elif action == "add_message":
                     await control.add_message("system", text, trigger_response=bool(body.get("respond", True)))
+                elif action == "cut_off":
+                    await control.cut_off()
                 else:
                     await control.end_call()
         except (PlatformError, ValueError) as exc:

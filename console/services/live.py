@@ -30,6 +30,7 @@ ACTION_NAMES: dict[LiveAction, str] = {
     "mute": "Muting the assistant",
     "transfer": "Transfer",
     "end": "Ending the call",
+    "cut_off": "Cutting the agent off",
 }
 TAPPED_SAY_PROMPT = "What the agent says now, word for word (sent through the tap, cutting in):"
 
@@ -103,6 +104,10 @@ class LiveCalls:
             raise CannotSteer(f"{ACTION_NAMES[action]} is not available for a {spec.title} call: {why}.")
         if spec.control.needs_control_url and not state.control_url:
             raise CannotSteer(NO_CONTROL_URL.format(call=short_id(call_id)))
+        if action in spec.control.tap_actions and not self.tapped(call_id):
+            raise CannotSteer(
+                f"{ACTION_NAMES[action]} needs call {short_id(call_id)}'s stream to run through this console's tap."
+            )
         return Target(call_id, spec, state.control_url)
 
     def tapped(self, call_id: str) -> bool:
@@ -131,5 +136,6 @@ class LiveCalls:
                 base_url,
                 http_client=self.http_client,
                 tap=self.taps.get(target.call_id),
+                public_url=self.settings.receiver.public_url,
             )
         )

@@ -91,6 +91,13 @@ class MainScreen(Screen[None]):
             tooltip="transfer the selected call to a number (national, or + and the country code)",
         ),
         Binding("ctrl+e", "end_call", "End call", show=False, tooltip="hang up the selected call (asks first: y / n)"),
+        Binding(
+            "x",
+            "cut_off",
+            "Cut off",
+            show=False,
+            tooltip="cut the agent off: drop the audio it has queued (a Twilio stream through the tap)",
+        ),
         Binding("k", "keys", "Keys", show=False, tooltip="API keys: where each comes from; set, test, delete"),
         Binding("h", "history", "History"),
         # Global: whatever has focus, `/` filters the Events pane (and what is typed next goes there).
@@ -503,6 +510,9 @@ class MainScreen(Screen[None]):
 
     def action_end_call(self) -> None:
         self.call_controls.end()
+
+    def action_cut_off(self) -> None:
+        self.call_controls.cut_off()
 
 
 def retitle(widget: Widget, text: str, *, subtitle: bool = False) -> None:

@@ -208,6 +208,9 @@ class RetellLiveControl:
     async def transfer(self, *, number: str) -> Any:
         raise RetellError(0, UNAVAILABLE["transfer"])
 
+    async def cut_off(self) -> Any:
+        raise RetellError(0, UNAVAILABLE["cut_off"])
+
     async def end_call(self) -> Any:
         await self._client.stop_call(self._call_id)
 
@@ -215,6 +218,7 @@ class RetellLiveControl:
 UNAVAILABLE: dict[LiveAction, str] = {
     "mute": "Retell's API cannot mute a live call's agent",
     "transfer": "a Retell call is transferred by its agent's transfer function, not through the API",
+    "cut_off": "Retell stops its agent itself when the caller speaks; s cuts in with your words through the tap",
 }
 
 

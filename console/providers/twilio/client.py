@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 import httpx
 
-from console.providers.base import Agent, PhoneLine, PlacedCall
+from console.providers.base import Agent, ControlTarget, LiveAction, LiveTap, PhoneLine, PlacedCall
 from console.providers.rest import ApiAuthError, ApiConnectionError, ApiError, JsonApi
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
@@ -213,3 +214,87 @@ def dialer(keys: Mapping[str, str], base_url: str, *, public_url: str | None = N
         **options,
     )
     return TwilioDialer(client, public_url)
+
+
+class TwilioLiveControl:
+    """A live Twilio call's controls (a `LiveControl`): ending is an update with `Status=completed`
+    (or `canceled` before it is answered); "say" redirects the call to `<Say>` your words followed by
+    a fresh `<Connect><Stream>` to the tap — a new stream, since a call's two-way stream can only be
+    replaced, not spoken into; "cut off" is `clear` on the tapped stream (the operator's own
+    barge-in). A Twilio call has no conversation to add to and no agent to mute here."""
+
+    def __init__(self, client: TwilioClient, call_sid: str, tap: LiveTap | None, stream_url: str | None) -> None:
+        self._client = client
+        self._call_sid = call_sid
+        self._tap = tap
+        self._stream_url = stream_url
+
+    async def __aenter__(self) -> TwilioLiveControl:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._client.aclose()
+
+    async def say(self, content: str) -> Any:
+        said = f"<Say>{xml_escape(content)}</Say>"
+        then = (
+            f'<Connect><Stream url="{xml_escape(self._stream_url, {chr(34): "&quot;"})}"/></Connect>'
+            if self._stream_url
+            else ""
+        )
+        return await self._client.update_call(self._call_sid, twiml=f"<Response>{said}{then}</Response>")
+
+    async def add_message(self, role: Any, content: str, *, trigger_response: bool = True) -> Any:
+        raise TwilioError(0, UNAVAILABLE["add_message"])
+
+    async def mute_assistant(self) -> Any:
+        raise TwilioError(0, UNAVAILABLE["mute"])
+
+    async def unmute_assistant(self) -> Any:
+        raise TwilioError(0, UNAVAILABLE["mute"])
+
+    async def transfer(self, *, number: str) -> Any:
+        raise TwilioError(0, UNAVAILABLE["transfer"])
+
+    async def end_call(self) -> Any:
+        return await self._client.hang_up(self._call_sid)
+
+    async def cut_off(self) -> Any:
+        if self._tap is None:
+            raise TwilioError(0, "the call's media stream does not run through this console's tap")
+        return await self._tap.cut_off()
+
+
+UNAVAILABLE: dict[LiveAction, str] = {
+    "add_message": "a Twilio call has no conversation to add to: the agent behind the stream is yours",
+    "mute": "the agent behind a Twilio stream is yours to mute; x cuts off what it is saying",
+    "transfer": "transfer a Twilio call from your agent's TwiML (<Dial>); not from here yet",
+}
+
+
+def open_control(target: ControlTarget) -> TwilioLiveControl:
+    keys = target.keys
+    client = TwilioClient(
+        keys["twilio_account_sid"],
+        keys["twilio_auth_token"],
+        api_key_sid=keys.get("twilio_api_key_sid"),
+        api_key_secret=keys.get("twilio_api_key_secret"),
+        base_url=target.base_url or DEFAULT_BASE_URL,
+        max_retries=1,
+    )
+    stream_url = tap_stream_url(target.public_url, keys.get("twilio_stream_token"))
+    return TwilioLiveControl(client, target.call_id, target.tap, stream_url)
+
+
+def connect_stream_verb(stream_url: str) -> str:
+    """`<Connect><Stream url=…/>`: a two-way stream, where the call waits until the stream ends."""
+    return f'<Connect><Stream url="{xml_escape(stream_url, {chr(34): "&quot;"})}"/></Connect>'
+
+
+def tap_stream_url(public_url: str | None, token: str | None) -> str | None:
+    """The media-stream tap on the public URL (https → wss; Twilio takes wss:// only), with its token."""
+    if not public_url or not token:
+        return None
+    base = public_url.rstrip("/")
+    scheme = "wss" if base.startswith("https://") else "ws"
+    return f"{scheme}://{base.split('://', 1)[-1]}/stream/twilio/{token}"

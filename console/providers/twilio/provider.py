@@ -24,6 +24,7 @@ from console.core.http_types import Request, Response
 from console.core.tools import ToolBatch, ToolOutcome
 from console.providers.base import BadPayload, Inbound, Verdict
 from console.providers.registry import (
+    Control,
     Dialing,
     KeyCheck,
     ProviderSpec,
@@ -50,7 +51,15 @@ from console.providers.twilio.auth import (
     signature_settings,
     url_variants,
 )
-from console.providers.twilio.client import account_probe, account_sid_problem, dialer
+from console.providers.twilio.client import (
+    UNAVAILABLE,
+    account_probe,
+    account_sid_problem,
+    connect_stream_verb,
+    dialer,
+    open_control,
+    tap_stream_url,
+)
 from console.providers.twilio.normalize import PROVIDER, call_extra, callback_time, sequence_number, status_events
 from console.providers.twilio.stream import MediaStreamSession
 from console.providers.twilio.tap import TwilioStreamTap
@@ -233,19 +242,7 @@ SAY_TWIML = (
 
 def stream_twiml(stream_url: str) -> str:
     """A two-way `<Connect><Stream>` to `stream_url` (the call waits there until the stream ends)."""
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
-        f'<Stream url="{xml_escape(stream_url, {chr(34): "&quot;"})}"/></Connect></Response>'
-    )
-
-
-def tap_stream_url(public_url: str | None, token: str | None) -> str | None:
-    """The media-stream tap on the public URL (https → wss; Twilio takes wss:// only), with its token."""
-    if not public_url or not token:
-        return None
-    base = public_url.rstrip("/")
-    scheme = "wss" if base.startswith("https://") else "ws"
-    return f"{scheme}://{base.split('://', 1)[-1]}/stream/twilio/{token}"
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{connect_stream_verb(stream_url)}</Response>'
 
 
 # -- the spec (console.providers.registry) ----------------------------------------------------
@@ -326,6 +323,13 @@ SPEC = ProviderSpec(
         problem=account_sid_problem,
     ),
     warnings=_warnings,
+    control=Control(
+        open=open_control,
+        needs=("twilio_account_sid", "twilio_auth_token", "twilio_stream_token"),
+        unavailable=UNAVAILABLE,
+        say_prompt="What is said to the caller now (<Say>, then a new stream to your agent):",
+        tap_actions=frozenset({"cut_off"}),
+    ),
     dialing=Dialing(
         needs=("twilio_account_sid", "twilio_auth_token"),
         client=dialer,

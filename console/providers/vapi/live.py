@@ -158,6 +158,9 @@ class CallControl:
     async def unmute_customer(self) -> Any:
         return await self.control("unmute-customer")
 
+    async def cut_off(self) -> Any:
+        raise ValueError("Vapi stops the assistant itself when the caller speaks")
+
     async def end_call(self) -> Any:
         return await self.send({"type": "end-call"})
 

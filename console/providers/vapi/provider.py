@@ -186,5 +186,9 @@ SPEC = ProviderSpec(
     ],
     warnings=_warnings,
     dialing=Dialing(needs=("vapi_api_key",), client=dialer),
-    control=Control(open=open_control, needs_control_url=True),
+    control=Control(
+        open=open_control,
+        needs_control_url=True,
+        unavailable={"cut_off": "Vapi stops the assistant itself when the caller speaks; s says your words instead"},
+    ),
 )

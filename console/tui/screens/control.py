@@ -239,6 +239,12 @@ class CallControls:
             send,
         )
 
+    def cut_off(self) -> None:
+        """The operator's own barge-in: at once, no question (it only drops what the agent queued)."""
+        if (target := self.target("cut_off")) is None:
+            return
+        self.send(target, "Cut the agent off", lambda control: control.cut_off())
+
     def end(self) -> None:
         if (target := self.target("end")) is None:
             return
