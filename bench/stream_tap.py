@@ -52,7 +52,9 @@ async def agent(ws: ServerConnection) -> None:
         if frame.get("event") == "start":
             sid = frame["streamSid"]
         elif frame.get("event") == "media":
-            await ws.send(json.dumps({"event": "media", "streamSid": sid, "media": {"payload": frame["media"]["payload"]}}))
+            await ws.send(
+                json.dumps({"event": "media", "streamSid": sid, "media": {"payload": frame["media"]["payload"]}})
+            )
 
 
 async def one_stream(url: str, seconds: float, rtts: list[float]) -> None:
@@ -70,8 +72,14 @@ async def one_stream(url: str, seconds: float, rtts: list[float]) -> None:
 
         reader = asyncio.create_task(listen())
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        start = {"streamSid": sid, "accountSid": "AC" + "0" * 32, "callSid": call, "tracks": ["inbound"],
-                 "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
+        start = {
+            "streamSid": sid,
+            "accountSid": "AC" + "0" * 32,
+            "callSid": call,
+            "tracks": ["inbound"],
+            "customParameters": {},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        }
         await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": sid}))
         loop = asyncio.get_running_loop()
         begin = loop.time()
@@ -79,9 +87,17 @@ async def one_stream(url: str, seconds: float, rtts: list[float]) -> None:
         while loop.time() - begin < seconds:
             chunk += 1
             audio = struct.pack(">I", chunk) + bytes([0xFF]) * 156  # near-silent μ-law, the sequence in front
-            frame = {"event": "media", "sequenceNumber": str(chunk + 1), "streamSid": sid, "media": {
-                "track": "inbound", "chunk": str(chunk), "timestamp": str(round((chunk - 1) * 20)),
-                "payload": base64.b64encode(audio).decode()}}
+            frame = {
+                "event": "media",
+                "sequenceNumber": str(chunk + 1),
+                "streamSid": sid,
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(chunk),
+                    "timestamp": str(round((chunk - 1) * 20)),
+                    "payload": base64.b64encode(audio).decode(),
+                },
+            }
             sent[chunk] = time.perf_counter()
             await ws.send(json.dumps(frame))
             await asyncio.sleep(max(0.0, begin + chunk * FRAME_S - loop.time()))
@@ -91,11 +107,18 @@ async def one_stream(url: str, seconds: float, rtts: list[float]) -> None:
 
 def start_serve(db: Path, forward_to: str) -> tuple[subprocess.Popen[str], int]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("VOICE_CONSOLE_")}
-    env |= {"VOICE_CONSOLE_DB": str(db), "VOICE_CONSOLE_TWILIO_STREAM_TOKEN": TOKEN,
-            "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
+    env |= {
+        "VOICE_CONSOLE_DB": str(db),
+        "VOICE_CONSOLE_TWILIO_STREAM_TOKEN": TOKEN,
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "console", "serve", "--port", "0", "--twilio-stream-forward-to", forward_to],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     line = proc.stderr.readline()
@@ -118,7 +141,10 @@ async def main() -> None:
             try:
                 tap_url = f"ws://127.0.0.1:{port}/stream/twilio/{TOKEN}"
                 print(f"Round trips Twilio → agent → Twilio, a media frame every 20 ms per stream, {args.seconds:g} s")
-                print("| streams | frames | direct p50 · p99 | through the tap p50 · p99 | added per relayed frame p50 · p99 |")
+                print(
+                    "| streams | frames | direct p50 · p99 | through the tap p50 · p99 "
+                    "| added per relayed frame p50 · p99 |"
+                )
                 print("|---|---|---|---|---|")
                 for streams in (int(part) for part in args.streams.split(",")):
                     direct: list[float] = []
