@@ -13,6 +13,8 @@ a tool call is waiting for the operator, and saves:
 - dial.svg      the dial dialog with assistants and numbers from the platform, the number checked
 - retell-tap.svg a Retell custom-LLM call through the tap: live transcript, the barge-in on a superseded
                 response with its cut text, the LLM server's tool call
+- twilio.svg    a Twilio call whose stream runs through the tap: the barge-in and the agent's time-to-stop
+                measured from the audio
 - retell.svg    a Retell demo call selected: its transcript with the barge-in derived from word times
 - history.svg   the history screen on the first demo call once it has ended (timeline of the call)
 - help.svg      the help screen (every key, by screen)
@@ -114,6 +116,19 @@ async def main() -> None:
             app.main.query_one(LiveCallsTable).follow(tapped)
             await pilot.pause(1.5)
             print(app.save_screenshot("retell-tap.svg", path=str(HERE)))
+
+            # Then a Twilio call: its stream runs through the tap to the demo's agent, and the barge-in
+            # and the agent's time-to-stop come from the audio itself.
+            app.dial_demo_call()
+
+            def twilio_barge_in() -> str | None:
+                calls = app.service.pipeline.tracker.calls() if app.service else []
+                return next((c.call_id for c in calls if c.provider == "twilio" and c.barge_ins), None)
+
+            await wait_for(pilot, lambda: twilio_barge_in() is not None, "a Twilio call with a barge-in")
+            app.main.query_one(LiveCallsTable).follow(twilio_barge_in())
+            await pilot.pause(1.5)
+            print(app.save_screenshot("twilio.svg", path=str(HERE)))
 
             # Then a Vapi call, then Retell's own-LLM agent: its barge-in comes from the word
             # times of Retell's transcript.

@@ -302,3 +302,79 @@ def test_voice_console_call_steers_a_live_retell_call_through_its_api(tmp_path: 
         serve.communicate(timeout=30)
     assert detail is not None and detail["call"]["status"] == "ended"
     assert "The caller is a VIP." in json.dumps(detail)
+
+
+def test_a_twilio_call_through_the_real_commands(tmp_path: Path):
+    """`platform --provider twilio`, `serve` with its public URL and the simulated account's token,
+    `dial --provider twilio`, then `history`: the call's TwiML was fetched signed, its stream ran
+    through the tap, and its status callbacks took it to the end."""
+    import socket
+
+    from console.simulator.twilio import ACCOUNT_SID, SIM_TWILIO_TOKEN
+
+    db = tmp_path / "history.db"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **cli_env(db),
+        "VOICE_CONSOLE_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "VOICE_CONSOLE_TWILIO_AUTH_TOKEN": SIM_TWILIO_TOKEN,
+        "VOICE_CONSOLE_TWILIO_STREAM_TOKEN": "stream-token-for-the-loop",
+    }
+    platform = subprocess.Popen(
+        [sys.executable, "-m", "console", "platform", "--provider", "twilio", "--speed", "25"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = re.search(r"platform on (\S+)", platform.stdout.readline()).group(1)
+    env["VOICE_CONSOLE_TWILIO_BASE_URL"] = url
+    public = f"http://127.0.0.1:{port}"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "console", "serve", "--port", str(port), "--public-url", public],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "listening on" in serve.stderr.readline()
+        placed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "console",
+                "dial",
+                "--provider",
+                "twilio",
+                "--to",
+                "+14155550142",
+                "--public-url",
+                public,
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert placed.returncode == 0, placed.stderr
+        sid = json.loads(placed.stdout)["sid"]
+        detail = None
+        for _ in range(300):
+            shown = history(db, "show", sid, "--json")
+            if shown.returncode == 0:
+                detail = json.loads(shown.stdout)
+                if detail["call"]["status"] == "ended":
+                    break
+            time.sleep(0.1)
+    finally:
+        platform.send_signal(signal.SIGINT)
+        serve.send_signal(signal.SIGTERM)
+        platform.communicate(timeout=30)
+        serve.communicate(timeout=30)
+    assert detail is not None and detail["call"]["provider"] == "twilio" and detail["call"]["status"] == "ended"
+    kinds = [e.get("type") or e["kind"] for e in detail["events"]]
+    assert "stream.start" in kinds and "stream.closed" in kinds  # the stream came through the tap

@@ -496,7 +496,7 @@ def test_voice_inbound() -> None:
     assert inbound.reply is not None
     assert inbound.reply.status == 200
     assert inbound.reply.content_type.startswith("text/xml")
-    assert inbound.reply.body == SAY_TWIML.encode()  # no public URL or tap token here: no stream to connect
+    assert inbound.reply.body == SAY_TWIML.encode()  # no tap token here: no stream to connect
     assert inbound.extra["from"] == "+14155550142"
     assert inbound.extra["to"] == "+14155550199"
     assert inbound.extra["direction"] == "inbound"
@@ -516,13 +516,13 @@ def test_voice_connects_a_stream_to_the_tap_by_default_and_fills_stream_url() ->
 
     stream_url = tap_stream_url("https://voice.example.test", "t0k")
     assert stream_url == "wss://voice.example.test/stream/twilio/t0k"
-    default = TwilioProvider(TwilioSettings(), TWILIO_TOKEN, "https://voice.example.test", stream_url=stream_url)
+    default = TwilioProvider(TwilioSettings(), TWILIO_TOKEN, "https://voice.example.test", stream_token="t0k")
     body = default.parse("twilio.voice", request(fixture("voice_inbound.form")), RECEIVED).reply.body.decode()
     assert '<Connect><Stream url="wss://voice.example.test/stream/twilio/t0k"/></Connect>' in body
     custom = TwilioSettings(
         voice_twiml='<Response><Say>Hi</Say><Connect><Stream url="{stream_url}"/></Connect></Response>'
     )
-    templated = TwilioProvider(custom, TWILIO_TOKEN, "https://voice.example.test", stream_url=stream_url)
+    templated = TwilioProvider(custom, TWILIO_TOKEN, "https://voice.example.test", stream_token="t0k")
     body = templated.parse("twilio.voice", request(fixture("voice_inbound.form")), RECEIVED).reply.body.decode()
     assert (
         body

@@ -245,3 +245,25 @@ async def test_the_operator_cuts_the_agent_off_says_and_hangs_up(start_receiver)
             assert player.status == "completed"
     cleared = [e for e in seen if isinstance(e, Raw) and e.type == "stream.clear"]
     assert cleared and cleared[0].data["by"] == "operator"
+
+
+async def test_the_demo_shows_a_twilio_call_with_a_barge_in_measured_from_audio(settings):
+    """--demo: every third call is Twilio's; its stream comes through the tap to the demo's agent,
+    and the caller cutting in on the agent's greeting is a barge-in with its time-to-stop."""
+    from tests.helpers.tui import SIZE, demo_app, wait_for
+
+    app = demo_app(settings, interval=0.7, demo_speed=10.0)
+    async with app.run_test(size=SIZE) as pilot:
+
+        def twilio_barge_in():
+            calls = app.main.context.live_calls()
+            return next((c for c in calls if c.provider == "twilio" and c.barge_ins), None)
+
+        state = await wait_for(pilot, twilio_barge_in, what="a Twilio demo call with a barge-in", timeout=30)
+        rows = await app.service.store.fetchall(
+            "SELECT data FROM events WHERE call_id = ? AND kind = 'barge_in'", (state.call_id,)
+        )
+        sources = {json.loads(row["data"]).get("source") for row in rows}
+        assert sources <= {"media-stream", "talked-over"} and sources
+        rejected = await app.service.store.fetchall("SELECT count(*) AS n FROM rejected_requests", ())
+        assert rejected[0]["n"] == 0  # the simulated Twilio's signatures verify

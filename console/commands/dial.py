@@ -49,6 +49,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--provider", choices=list(provider_names()), default="vapi", help="whose API places the call (default vapi)"
     )
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="twilio: the receiver's public URL, where the call fetches its TwiML (default: receiver.public_url)",
+    )
     parser.add_argument("--json", action="store_true", help="print the created call as JSON")
 
 

@@ -11,7 +11,7 @@ from console.commands import load_settings_or_report
 from console.commands.simulate import SCENARIO_HELP, ScenarioHelpFormatter, _positive_float
 
 DEFAULT_WEBHOOK = "http://127.0.0.1:8765/webhook/vapi"  # `voice-console serve` on its default port
-SIMULATED = ("vapi", "retell")
+SIMULATED = ("vapi", "retell", "twilio")
 
 
 def register(subparsers: Any) -> None:
@@ -22,7 +22,9 @@ def register(subparsers: Any) -> None:
         description="A local stand-in for Vapi: its REST API, signed server messages to --webhook, "
         "and per-call control and listen URLs, playing a call scenario for every call created. "
         "With --provider retell, Retell's REST API (agents, numbers, calls, live control) and its "
-        "signed webhooks to the agent's --webhook (the receiver's base URL).",
+        "signed webhooks to the agent's --webhook (the receiver's base URL). With --provider twilio, "
+        "Twilio's REST API (calls, numbers): a placed call fetches its TwiML from its Url, signed, posts its "
+        "status callbacks and follows a <Connect><Stream> with a two-way media stream.",
     )
     parser.add_argument(
         "--provider", choices=SIMULATED, default="vapi", help="which platform to simulate (default vapi)"

@@ -50,7 +50,8 @@ from console.simulator.retell import (
 )
 from console.simulator.retell import LLM_AGENT_ID as RETELL_LLM_AGENT_ID
 from console.simulator.scenarios import Scenario, load_scenario
-from console.simulator.twilio import TWILIO_ROUTES, TwilioCallPlayer, twilio_endpoints
+from console.simulator.twilio import DIALED_NUMBER as TWILIO_NUMBER
+from console.simulator.twilio import TWILIO_ROUTES, SimulatedTwilio, TwilioCallPlayer, twilio_endpoints
 from console.simulator.vapi import (
     PHONE_NUMBER_ID,
     RECEPTIONIST_ID,
@@ -112,9 +113,35 @@ async def _webhook_auth(args: argparse.Namespace) -> tuple[Settings, str | None]
     return settings, lookup.value
 
 
+async def _run_twilio_platform(args: argparse.Namespace) -> int:
+    try:
+        scenario = load_scenario(args.scenario)
+    except ConfigError as exc:
+        print(f"voice-console: {exc}", file=sys.stderr)
+        return 2
+    platform = SimulatedTwilio(speed=args.speed, scenario=scenario, port=args.platform_port)
+    return await _serve_platform(
+        platform,
+        args.platform_port,
+        lambda: [
+            f"Simulated Twilio platform on {platform.url}",
+            f"  account SID:     {platform.account_sid}",
+            f"  auth token:      {platform.auth_token} (it also signs the webhooks: give the receiver the same one)",
+            f"  phone number:    {TWILIO_NUMBER}",
+            f"  scenario:        {scenario.name} at speed {args.speed:g} (the caller's side of each call)",
+            "Calls fetch their TwiML from the Url they are placed with (give the receiver --public-url).",
+            f"Point the console at it: VOICE_CONSOLE_TWILIO_BASE_URL={platform.url} "
+            f"VOICE_CONSOLE_TWILIO_ACCOUNT_SID={platform.account_sid} "
+            f"VOICE_CONSOLE_TWILIO_AUTH_TOKEN={platform.auth_token}",
+        ],
+    )
+
+
 async def run_platform(args: argparse.Namespace) -> int:
     if getattr(args, "provider", "vapi") == "retell":
         return await _run_retell_platform(args)
+    if getattr(args, "provider", "vapi") == "twilio":
+        return await _run_twilio_platform(args)
     try:
         settings, secret = await _webhook_auth(args)
         scenario = load_scenario(args.scenario)
@@ -145,7 +172,7 @@ async def run_platform(args: argparse.Namespace) -> int:
 
 
 async def _serve_platform(
-    platform: SimulatedPlatform | SimulatedRetell, port: int, banner: Callable[[], list[str]]
+    platform: SimulatedPlatform | SimulatedRetell | SimulatedTwilio, port: int, banner: Callable[[], list[str]]
 ) -> int:
     """Listen, say where and how to use it (`banner`, once listening), and run until Ctrl-C."""
     try:

@@ -41,7 +41,7 @@ from websockets.exceptions import WebSocketException
 from console.core.http_types import Request, Response
 from console.providers import registry
 from console.providers.twilio.auth import sign_twilio
-from console.providers.twilio.stream import ulaw_encode
+from console.providers.twilio.stream import ulaw_encode, ulaw_rms
 from console.receiver.http import HttpServer
 from console.simulator.common import (
     AGENT_NUMBER,
@@ -160,13 +160,14 @@ class TwilioCallPlayer:
         account_sid: str = ACCOUNT_SID,
         call: dict[str, str] | None = None,
         status_events: frozenset[str] | None = None,
+        twiml: str = "",
     ) -> None:
         """`call`: a call placed through the REST API (its CallSid, From, To, Direction), which
         follows the TwiML its voice URL answers: a `<Connect><Stream>` opens a two-way stream there.
         `status_events`: the StatusCallbackEvents asked for (None: every one; `completed` always)."""
         self.call = call or {}
         self.status_events = status_events
-        self.twiml = ""  # what the voice URL answered
+        self.twiml = twiml  # what the call does: given inline, or what the voice URL answers
         self.status = "queued"
         self.ended = asyncio.Event()
         self._hang_up: asyncio.Event = asyncio.Event()
@@ -276,7 +277,10 @@ class TwilioCallPlayer:
         self.ended.set()
 
     async def _voice(self, status: str) -> None:
-        """The voice webhook: the TwiML it answers is what the call does."""
+        """The voice webhook: the TwiML it answers is what the call does (a call placed with inline
+        TwiML has none)."""
+        if not self.endpoints.voice:
+            return
         extra = {"CallerCountry": "US", "FromCountry": "US", "StirVerstat": "TN-Validation-Passed-A"}
         answer = await self._post(self.endpoints.voice, "voice", self._base_params(status) | extra)
         self.twiml = answer.text if answer is not None and answer.is_success else ""
@@ -777,15 +781,15 @@ class SimulatedTwilio:
             "uri": f"{_API}/{self.account_sid}/Calls/{sid}.json",
             "subresource_uris": {},
         }
-        url = one.get("Url")
-        if url:
+        url, twiml = one.get("Url"), one.get("Twiml")
+        status = one.get("StatusCallback", "")
+        if url or status:
             assert self._client is not None, "start() the platform first"
-            status = one.get("StatusCallback", "")
             endpoints = TwilioEndpoints(
-                voice=self._through(url),
+                voice=self._through(url) if url else "",
                 status=self._through(status) if status else "",
                 stream="",
-                public_base=origin_of(url),
+                public_base=origin_of(url or status),
                 tunnel=self._through,
             )
             events = form.get("StatusCallbackEvent")
@@ -798,6 +802,7 @@ class SimulatedTwilio:
                 account_sid=self.account_sid,
                 call={"CallSid": sid, "From": from_, "To": to, "Direction": "outbound-api"},
                 status_events=frozenset(events) if events else frozenset(),
+                twiml=twiml or "",
             )
             self.players[sid] = player
             self._tasks[sid] = asyncio.create_task(self._play(sid, player), name=f"twilio-call:{sid}")
@@ -848,3 +853,83 @@ class SimulatedTwilio:
                 number[key] = form[name][-1]
         number["date_updated"] = _rfc2822()
         return Response.json(200, dict(number))
+
+
+# ---------------------------------------------------------- an agent behind <Connect><Stream>
+
+
+class SimulatedAgent:
+    """The user's agent behind `<Connect><Stream>`, as a Twilio user would write one, on loopback:
+    it speaks (voiced μ-law queued faster than real time, a `mark` after each sentence), listens
+    with its own small VAD, and answers once the caller stops. One that `stops_on_barge_in` sends
+    `clear` as soon as it hears the caller over its own audio; one that does not talks on.
+
+    `async with SimulatedAgent() as agent: agent.url`.
+    """
+
+    SENTENCE_FRAMES = 90  # 1.8 s of speech per sentence
+    LISTEN_FRAMES = 3  # 60 ms of the caller's voice before it reacts
+    QUIET_FRAMES = 25  # 500 ms of quiet: the caller's turn is over
+
+    def __init__(self, *, stops_on_barge_in: bool | None = True, host: str = "127.0.0.1", port: int = 0) -> None:
+        """`stops_on_barge_in` None: streams take turns, the first one stopping, the next talking on."""
+        self.stops_on_barge_in = stops_on_barge_in
+        self._host, self._port = host, port
+        self._server: Any = None
+        self.streams = 0
+        self.clears = 0
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"ws://{host}:{port}/agent"
+
+    async def __aenter__(self) -> SimulatedAgent:
+        from websockets.asyncio.server import serve
+
+        self._server = await serve(self._handle, self._host, self._port, compression=None)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _speak(self, ws: Any, sid: str, sentences: int, first: int) -> None:
+        _, voiced, _ = _TRACKS["outbound"]
+        for sentence in range(first, first + sentences):
+            for index in range(self.SENTENCE_FRAMES):
+                frame = {"event": "media", "streamSid": sid, "media": {"payload": voiced[index % len(voiced)]}}
+                await ws.send(json.dumps(frame, separators=(",", ":")))
+            await ws.send(json.dumps({"event": "mark", "streamSid": sid, "mark": {"name": f"sentence-{sentence}"}}))
+
+    async def _handle(self, ws: Any) -> None:
+        self.streams += 1
+        stops = self.stops_on_barge_in if self.stops_on_barge_in is not None else self.streams % 2 == 1
+        sid, loud, quiet, said = "", 0, 0, 0
+        heard_caller = False
+        with contextlib.suppress(WebSocketException):
+            async for message in ws:
+                try:
+                    frame = json.loads(message)
+                except ValueError:
+                    continue
+                event = frame.get("event")
+                if event == "start":
+                    sid = str(frame.get("streamSid") or "")
+                    await self._speak(ws, sid, 2, said)  # the greeting: two sentences, queued at once
+                    said += 2
+                elif event == "media":
+                    audio = base64.b64decode(frame.get("media", {}).get("payload", ""))
+                    if ulaw_rms(audio) > 700:
+                        loud, quiet = loud + 1, 0
+                        if loud == self.LISTEN_FRAMES:
+                            heard_caller = True
+                            if stops:
+                                self.clears += 1
+                                await ws.send(json.dumps({"event": "clear", "streamSid": sid}))
+                    else:
+                        loud, quiet = 0, quiet + 1
+                        if heard_caller and quiet == self.QUIET_FRAMES:  # the caller is done: answer
+                            heard_caller = False
+                            await self._speak(ws, sid, 1, said)
+                            said += 1

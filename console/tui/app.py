@@ -26,6 +26,8 @@ from console.config import Settings
 from console.core.events import Event
 from console.core.policy import Policy
 from console.providers.retell.client import RetellClient, RetellError
+from console.providers.twilio.client import TwilioClient, TwilioError
+from console.providers.twilio.provider import stream_twiml
 from console.providers.vapi.client import VapiClient, VapiError
 from console.secrets import SecretLookup, SecretStore
 from console.services.pipeline import DeliverySeen
@@ -33,6 +35,8 @@ from console.services.receiver import ReceiverService, listen_failure
 from console.simulator.retell import LLM_AGENT_ID as RETELL_LLM_AGENT_ID
 from console.simulator.retell import SimulatedRetell
 from console.simulator.retell_llm import LlmServer
+from console.simulator.twilio import ACCOUNT_SID as TWILIO_ACCOUNT_SID
+from console.simulator.twilio import SimulatedAgent, SimulatedTwilio
 from console.simulator.vapi import SimulatedPlatform
 from console.tui.commands import ConsoleCommands
 from console.tui.context import ConsoleContext
@@ -68,6 +72,7 @@ class Services:
     theme: str | None = None  # --theme: this run only; else the one chosen last time
     busy_port: int | None = None  # set when the demo found its configured port taken
     llm_server: LlmServer | None = None  # the demo's custom-LLM server, behind the tap
+    stream_agent: SimulatedAgent | None = None  # the demo's agent behind Twilio's streams, behind the tap
 
     async def secrets(self) -> dict[str, SecretLookup]:
         # The demo keeps nothing: its tap token, like its other secrets, lasts one run.
@@ -78,6 +83,10 @@ class Services:
             found["retell_api_key"] = SecretLookup("retell_api_key", token_source.token_urlsafe(24), "env")
             # The simulated custom-LLM agent reaches the tap with it.
             found["retell_llm_token"] = SecretLookup("retell_llm_token", token_source.token_urlsafe(24), "env")
+            # The simulated Twilio signs with its auth token; its calls' streams reach the tap with this.
+            for name in ("twilio_auth_token", "twilio_stream_token"):
+                found[name] = SecretLookup(name, token_source.token_urlsafe(24), "env")
+            found["twilio_account_sid"] = SecretLookup("twilio_account_sid", TWILIO_ACCOUNT_SID, "env")
         return found
 
     async def start_receiver(
@@ -93,6 +102,11 @@ class Services:
             self.llm_server = await LlmServer(chunk_delay_s=0.6 / self.demo_speed).__aenter__()
             retell = self.settings.retell.model_copy(update={"llm_forward_to": self.llm_server.url})
             self.settings = self.settings.model_copy(update={"retell": retell})
+        if self.demo and not self.settings.twilio.stream_forward_to:
+            # Its Twilio calls' streams go to an agent that stops when cut in on, then one that does not.
+            self.stream_agent = await SimulatedAgent(stops_on_barge_in=None).__aenter__()
+            twilio = self.settings.twilio.model_copy(update={"stream_forward_to": self.stream_agent.url})
+            self.settings = self.settings.model_copy(update={"twilio": twilio})
         try:
             return await ReceiverService.start(
                 self.settings,
@@ -129,6 +143,18 @@ class Services:
         # As the operator of a real assistant may: its tools get more time than Vapi's default 20 s.
         lengthen_server_timeouts(
             [platform.assistants, platform.tools, platform.phone_numbers], self.demo_tool_timeout_s
+        )
+        await platform.start()
+        return platform
+
+    async def start_twilio_platform(
+        self, receiver: ReceiverService, secrets: dict[str, SecretLookup]
+    ) -> SimulatedTwilio:
+        """The simulated Twilio under --demo: its calls' status callbacks and streams come to the receiver."""
+        token = secrets["twilio_auth_token"].value
+        assert token is not None
+        platform = SimulatedTwilio(
+            auth_token=token, speed=self.demo_speed, scenario=demo_scenario(self.demo_tool_timeout_s)
         )
         await platform.start()
         return platform
@@ -184,6 +210,8 @@ class VoiceConsoleApp(App[None]):
         self._phone_number_id: str | None = None
         self._assistant_id: str | None = None
         self._retell: SimulatedRetell | None = None  # the simulated Retell under --demo
+        self._twilio: SimulatedTwilio | None = None  # the simulated Twilio under --demo
+        self._stream_token: str | None = None
         self._demo_dials = 0
 
     @property
@@ -227,6 +255,10 @@ class VoiceConsoleApp(App[None]):
             self.context.simulated["vapi"] = (platform.api_key, platform.url, "the simulated platform")
             self._retell = await services.start_retell_platform(receiver, secrets)
             self.context.simulated["retell"] = (self._retell.api_key, self._retell.url, "the simulated Retell platform")
+            self._twilio = await services.start_twilio_platform(receiver, secrets)
+            twilio_keys = {"twilio_account_sid": self._twilio.account_sid, "twilio_auth_token": self._twilio.auth_token}
+            self.context.simulated["twilio"] = (twilio_keys, self._twilio.url, "the simulated Twilio platform")
+            self._stream_token = secrets["twilio_stream_token"].value
             self.sub_title = f"DEMO · simulated platform {platform.url} · receiver {receiver.server.url}"
             self.feed.note(
                 f"demo: simulated Vapi platform on {platform.url}; a call every {services.demo_interval_s:g} s"
@@ -257,10 +289,14 @@ class VoiceConsoleApp(App[None]):
 
     @work(group="demo-dial", exit_on_error=False)
     async def dial_demo_call(self) -> None:
-        """Every other demo call is a Retell one (the first is Vapi's), so the demo shows both."""
+        """Demo calls take turns: Vapi's (the first), Retell's, Twilio's, so the demo shows all three."""
         self._demo_dials += 1
-        if self._demo_dials % 2 == 0 and self._retell is not None:
+        turn = (self._demo_dials - 1) % 3
+        if turn == 1 and self._retell is not None:
             await self._dial_retell_demo_call(self._retell)
+            return
+        if turn == 2 and self._twilio is not None:
+            await self._dial_twilio_demo_call(self._twilio)
             return
         platform = self.platform
         if platform is None:
@@ -282,7 +318,8 @@ class VoiceConsoleApp(App[None]):
 
     async def _dial_retell_demo_call(self, platform: SimulatedRetell) -> None:
         """Retell's demo calls take turns: its own LLM's agent, then the custom-LLM one through the tap."""
-        agent = RETELL_LLM_AGENT_ID if self._demo_dials % 4 == 2 and RETELL_LLM_AGENT_ID in platform.agents else None
+        custom = (self._demo_dials - 2) // 3 % 2 == 0  # the first Retell call is the custom-LLM agent's
+        agent = RETELL_LLM_AGENT_ID if custom and RETELL_LLM_AGENT_ID in platform.agents else None
         try:
             async with RetellClient(platform.api_key, base_url=platform.url, max_retries=0) as client:
                 number = (await client.list_phone_numbers(limit=1))[0]["phone_number"]
@@ -294,6 +331,30 @@ class VoiceConsoleApp(App[None]):
             return
         how = " (custom LLM, through the tap)" if agent else ""
         self.feed.note(f"demo: dialed {DEMO_CUSTOMER} on Retell{how} → call {short_id(call.get('call_id'))}")
+
+    async def _dial_twilio_demo_call(self, platform: SimulatedTwilio) -> None:
+        """A call whose TwiML connects its stream to the tap, which relays it to the demo's agent."""
+        service = self.service
+        if service is None or not self._stream_token:
+            return
+        stream = f"ws://127.0.0.1:{service.server.port}/stream/twilio/{self._stream_token}"
+        try:
+            async with TwilioClient(
+                platform.account_sid, platform.auth_token, base_url=platform.url, max_retries=0
+            ) as api:
+                number = (await api.list_numbers(limit=1))[0]["phone_number"]
+                call = await api.create_call(
+                    to=DEMO_CUSTOMER,
+                    from_=number,
+                    twiml=stream_twiml(stream),
+                    status_callback=service.server.url + "/webhook/twilio/status",
+                )
+        except (TwilioError, IndexError, KeyError) as exc:
+            self.feed.note(f"demo: could not dial on the simulated Twilio: {exc}")
+            return
+        self.feed.note(
+            f"demo: dialed {DEMO_CUSTOMER} on Twilio (its stream through the tap) → call {short_id(call.get('sid'))}"
+        )
 
     def action_help(self) -> None:
         HelpScreen.toggle(self)
@@ -327,6 +388,12 @@ class VoiceConsoleApp(App[None]):
             await platform.close()
         if retell is not None:
             await retell.close()
+        twilio, self._twilio = self._twilio, None
+        if twilio is not None:
+            await twilio.close()
+        agent, self._services.stream_agent = self._services.stream_agent, None
+        if agent is not None:
+            await agent.__aexit__(None, None, None)
         llm, self._services.llm_server = self._services.llm_server, None
         if llm is not None:
             await llm.__aexit__(None, None, None)

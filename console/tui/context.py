@@ -74,7 +74,8 @@ class ConsoleContext:
         self.receiver: ReceiverService | None = None  # None until it listens, and after it closed
         self.platform: SimulatedPlatform | None = None  # the simulated Vapi under --demo, once started
         # --demo: provider -> (API key, URL, how the operator is told of it), once started
-        self.simulated: dict[str, tuple[str, str, str]] = {}
+        # provider -> (its API key, or its keys by name; its URL; what to call it), under --demo
+        self.simulated: dict[str, tuple[str | Mapping[str, str], str, str]] = {}
 
     def attach(self, receiver: ReceiverService, settings: Settings) -> None:
         """The receiver listens; `settings` as it started it (the demo may have moved to a free port)."""
@@ -125,7 +126,7 @@ class ConsoleContext:
         receiver_url = self.receiver.server.url if self.receiver is not None else None
         if self.demo and provider in self.simulated:
             api_key, url, described = self.simulated[provider]
-            keys = dict.fromkeys(spec.dialing.needs, api_key)
+            keys = dict(api_key) if isinstance(api_key, Mapping) else dict.fromkeys(spec.dialing.needs, api_key)
             return DialAccess(spec, keys, url, f"{described} (demo)", receiver_url)
         if self.demo and self.receiver is None:
             return "The simulated platform is still starting; try again in a moment."
@@ -168,7 +169,8 @@ class ConsoleContext:
                 return AssistantAccess(None, "")
             api_key, url, _ = self.simulated["retell"]
             tap = LlmTap(tap_url(public_url or receiver, token), self.settings.retell.llm_forward_to)
-            return AssistantAccess(api_key, url, public_url or receiver, llm_tap=tap)
+            simulated_key = api_key if isinstance(api_key, str) else api_key.get("retell_api_key")
+            return AssistantAccess(simulated_key, url, public_url or receiver, llm_tap=tap)
         key = await self.secrets.aget("retell_api_key")
         tap = LlmTap(tap_url(public_url, token), self.settings.retell.llm_forward_to)
         return AssistantAccess(key.value, self.settings.retell.base_url, public_url, llm_tap=tap)

@@ -86,13 +86,13 @@ class TwilioProvider:
         auth_token: str | None,
         public_url: str | None,
         shared_key: str | None = None,
-        stream_url: str | None = None,
+        stream_token: str | None = None,
     ) -> None:
         self._settings = settings
         self._token = auth_token or None
         self._shared_key = shared_key or None  # the SharedKey secret, for X-Twilio-Webhooks-Signature-Settings
         self._public_url = public_url.rstrip("/") if public_url else None
-        self._stream_url = stream_url  # the media-stream tap, with its token
+        self._stream_token = stream_token  # the media-stream tap's
 
     # -- authentication -------------------------------------------------------
 
@@ -201,7 +201,7 @@ class TwilioProvider:
         if route == ROUTE_VOICE:
             if not params.call_status:
                 params = params.model_copy(update={"call_status": "ringing"})
-            reply = Response(status=200, body=self.voice_twiml().encode(), content_type=_XML)
+            reply = Response(status=200, body=self.voice_twiml(request).encode(), content_type=_XML)
             events = status_events("voice", params, pairs, at)
             return Inbound(PROVIDER, "voice", params.call_sid, at, events, reply=reply, extra=call_extra(params))
         seq = sequence_number(params)
@@ -217,15 +217,27 @@ class TwilioProvider:
 
     # -- replies --------------------------------------------------------------
 
-    def voice_twiml(self) -> str:
+    def stream_url(self, request: Request) -> str | None:
+        """The media-stream tap's URL, with its token: on the public URL, else on the host the request
+        came to (wss://, which Twilio requires, unless that is this machine)."""
+        if self._public_url:
+            return tap_stream_url(self._public_url, self._stream_token)
+        host = request.header("host")
+        if not host or not self._stream_token:
+            return None
+        local = host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
+        return tap_stream_url(("http://" if local else "https://") + host, self._stream_token)
+
+    def voice_twiml(self, request: Request) -> str:
         """What a call does when it reaches this console: `[twilio] voice_twiml` (its `{stream_url}` the
-        tap's), else a `<Connect><Stream>` to the tap when the public URL is known, else a short <Say>."""
+        tap's), else a `<Connect><Stream>` to the tap, else (no tap token) a short <Say>."""
         configured = self._settings.voice_twiml
+        stream_url = self.stream_url(request)
         if configured is not None:
             if "{stream_url}" in configured:
-                return configured.replace("{stream_url}", xml_escape(self._stream_url or "", {'"': "&quot;"}))
+                return configured.replace("{stream_url}", xml_escape(stream_url or "", {'"': "&quot;"}))
             return configured
-        return stream_twiml(self._stream_url) if self._stream_url else SAY_TWIML
+        return stream_twiml(stream_url) if stream_url else SAY_TWIML
 
     def tool_reply(self, batch: ToolBatch, outcomes: list[ToolOutcome]) -> Response:
         # Twilio has no tool calls; answer something Twilio accepts all the same.
@@ -254,7 +266,7 @@ def _build(settings: Settings, secrets: Secrets) -> TwilioProvider:
         secrets.get("twilio_auth_token"),
         settings.receiver.public_url,
         shared_key=secrets.get("twilio_shared_key"),
-        stream_url=tap_stream_url(settings.receiver.public_url, secrets.get("twilio_stream_token")),
+        stream_token=secrets.get("twilio_stream_token"),
     )
 
 
