@@ -1,7 +1,7 @@
 """What the Twilio Media Streams tap adds to each relayed media frame, at up to 100 concurrent streams.
 
-Twilio's side and the user's agent run here (one process), `voice-console serve
---twilio-stream-forward-to` runs as its own process in between. Each stream sends
+Twilio's side runs here, the user's agent in a process of its own, and `voice-console serve
+--twilio-stream-forward-to` in a third, in between. Each stream sends
 `connected`, `start`, then a 160-byte μ-law `media` frame every 20 ms, as Twilio does;
 the agent answers each one at once with an outbound `media` frame carrying the same
 audio, as an agent speaking back would. A frame's round trip (Twilio → agent → Twilio)
@@ -30,7 +30,6 @@ import uuid
 from pathlib import Path
 
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,17 +43,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def agent(ws: ServerConnection) -> None:
-    """Speaks back every frame it hears, at once (outbound media with the same audio)."""
+AGENT = """
+import asyncio, json
+from websockets.asyncio.server import serve
+
+async def agent(ws):
     sid = ""
     async for message in ws:
         frame = json.loads(message)
         if frame.get("event") == "start":
             sid = frame["streamSid"]
         elif frame.get("event") == "media":
-            await ws.send(
-                json.dumps({"event": "media", "streamSid": sid, "media": {"payload": frame["media"]["payload"]}})
-            )
+            reply = {"event": "media", "streamSid": sid, "media": {"payload": frame["media"]["payload"]}}
+            await ws.send(json.dumps(reply))
+
+async def main():
+    async with serve(agent, "127.0.0.1", 0, compression=None, max_queue=None) as server:
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def start_agent() -> tuple[subprocess.Popen[str], str]:
+    """The agent, in its own process: it speaks back every frame it hears, at once."""
+    proc = subprocess.Popen([sys.executable, "-c", AGENT], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, f"ws://127.0.0.1:{proc.stdout.readline().strip()}/agent"
 
 
 async def one_stream(url: str, seconds: float, rtts: list[float]) -> None:
@@ -134,8 +150,8 @@ async def main() -> None:
     parser.add_argument("--streams", default="10,50,100", help="concurrent streams, comma-separated runs")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
     args = parser.parse_args()
-    async with serve(agent, "127.0.0.1", 0, compression=None, max_queue=None) as server:
-        agent_url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+    agent_proc, agent_url = start_agent()
+    try:
         with tempfile.TemporaryDirectory() as tmp:
             proc, port = await asyncio.to_thread(start_serve, Path(tmp) / "history.db", agent_url)
             try:
@@ -162,6 +178,8 @@ async def main() -> None:
             finally:
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.to_thread(proc.communicate, timeout=60)
+    finally:
+        agent_proc.kill()
 
 
 if __name__ == "__main__":
