@@ -578,3 +578,28 @@ def test_absurd_word_times_are_dropped_not_a_crash() -> None:
     assert Word(word="Hi", start=251616528000.0, end=0.7).start is None
     assert Word(word="Hi", start=float("nan"), end=-1).end is None and Word(word="Hi", start=float("nan")).start is None
     assert Word(word="Hi", start=1.25, end=1.5).start == 1.25
+
+
+def test_one_speaker_stopping_as_the_other_starts_is_no_barge_in() -> None:
+    """Word times that meet exactly (the agent's last word ends as the caller's first begins)."""
+    from console.core.calls import CallTracker
+    from console.providers.retell.normalize import SeenOnce, speech_events
+    from console.providers.retell.wire import RetellCall
+
+    call = RetellCall.model_validate(
+        {
+            "call_id": "call_tie",
+            "start_timestamp": 1_785_772_800_000,
+            "transcript_object": [
+                {
+                    "role": "agent",
+                    "content": "Hello there",
+                    "words": [{"word": "Hello", "start": 0.5, "end": 0.9}, {"word": "there", "start": 1.0, "end": 1.3}],
+                },
+                {"role": "user", "content": "Hi", "words": [{"word": "Hi", "start": 1.3, "end": 1.6}]},
+            ],
+        }
+    )
+    events = speech_events(call, SeenOnce(), complete=True)
+    assert [e.kind for e in events] == ["speech.started", "speech.stopped", "speech.started", "speech.stopped"]
+    assert not [e for e in CallTracker().process(events) if e.kind == "barge_in"]

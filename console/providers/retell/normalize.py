@@ -164,16 +164,18 @@ def speech_events(call: RetellCall, seen: SeenOnce, *, complete: bool) -> list[E
                         timed.append((first, 0, barge))
                     break
         if (complete or index < len(spoken) - 1) and seen.first(f"{cid}:speech:{role}:{first}"):
+            # At a tie, one speaker stopping goes before another starting (no overlap, so no barge-in
+            # derived from it); a zero-length utterance still starts before it stops.
             timed.append(
                 (
                     first,
-                    1,
+                    2,
                     SpeechStarted(at=start + timedelta(seconds=first), provider=PROVIDER, call_id=cid, role=role),
                 )
             )
-            timed.append(
-                (last, 2, SpeechStopped(at=start + timedelta(seconds=last), provider=PROVIDER, call_id=cid, role=role))
-            )
+            stop_order = 1 if last > first else 3
+            stopped = SpeechStopped(at=start + timedelta(seconds=last), provider=PROVIDER, call_id=cid, role=role)
+            timed.append((last, stop_order, stopped))
     return [event for _, _, event in sorted(timed, key=lambda item: (item[0], item[1]))]
 
 
