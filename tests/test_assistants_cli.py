@@ -182,3 +182,57 @@ async def test_fix_points_a_custom_llm_agent_at_the_tap(tmp_path):
             out.getvalue()
         )
         assert "tok3n" not in out.getvalue() and "custom-llm-not-tapped" not in out.getvalue()
+
+
+async def test_twilio_numbers_are_checked_and_pointed_here():
+    from console.simulator.twilio import NUMBER_SID, SimulatedTwilio
+
+    async with SimulatedTwilio() as platform:
+        settings = load_settings(env={"VOICE_CONSOLE_TWILIO_BASE_URL": platform.url})
+        store = SecretStore(
+            {
+                "VOICE_CONSOLE_TWILIO_ACCOUNT_SID": platform.account_sid,
+                "VOICE_CONSOLE_TWILIO_AUTH_TOKEN": platform.auth_token,
+            }
+        )
+
+        async def assistants(fix: bool) -> tuple[int, str, str]:
+            out, err = io.StringIO(), io.StringIO()
+            args = argparse.Namespace(fix=fix, public_url="https://voice.example.test")
+            code = await run_assistants(args, settings, secret_store=store, out=out, err=err)
+            return code, out.getvalue(), err.getvalue()
+
+        code, out, err = await assistants(fix=False)
+        assert (code, err) == (0, "")
+        assert "+14155550188" in out and "(Twilio number)" in out
+        assert "has no voice URL" in out and "has no status callback" in out
+
+        code, out, err = await assistants(fix=True)
+        assert (code, err) == (0, "")
+        number = platform.numbers[NUMBER_SID]
+        assert number["voice_url"] == "https://voice.example.test/webhook/twilio/voice"
+        assert number["status_callback"] == "https://voice.example.test/webhook/twilio/status"
+        assert "fixed   voice URL now https://voice.example.test/webhook/twilio/voice" in out
+        code, out, _ = await assistants(fix=False)
+        assert code == 0 and "warning" not in out
+
+
+def test_twilio_number_checks():
+    from console.providers.twilio.checks import check_number, patch_number
+
+    here = {
+        "phone_number": "+14155550188",
+        "voice_url": "https://voice.example.test/webhook/twilio/voice",
+        "status_callback": "https://voice.example.test/webhook/twilio/status",
+    }
+    assert check_number(here, public_url="https://voice.example.test") == []
+    assert patch_number(here, public_url="https://voice.example.test") == {}
+    assert [c.code for c in check_number(here, public_url=None)] == ["public-url-unknown"]
+    elsewhere = {**here, "voice_url": "https://mine.example/twiml?key=s3cret"}
+    checks = check_number(elsewhere, public_url="https://voice.example.test")
+    assert [c.code for c in checks] == ["voice-url-elsewhere"] and "s3cret" not in checks[0].message
+    own_stream = '<Response><Connect><Stream url="wss://agent.example/media"/></Connect></Response>'
+    codes = [c.code for c in check_number(here, public_url="https://voice.example.test", voice_twiml=own_stream)]
+    assert codes == ["stream-not-tapped"]
+    tapped = '<Response><Connect><Stream url="{stream_url}"/></Connect></Response>'
+    assert check_number(here, public_url="https://voice.example.test", voice_twiml=tapped) == []

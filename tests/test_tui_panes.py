@@ -535,3 +535,31 @@ async def test_retell_agents_are_listed_checked_and_F_fixes_their_webhook_events
         assert agent["webhook_events"] == ["call_started", "call_ended", "call_analyzed", "transcript_updated"]
         assert "webhook-events-missing" not in [check.code for check in pane.checks[RETELL_AGENT_ID]]
         assert pane.table.selected_key == RETELL_AGENT_ID
+
+
+async def test_twilio_numbers_are_listed_checked_and_F_points_them_here(settings):
+    """Under --demo the simulated Twilio's number is listed beside the assistants and agents: with no
+    voice URL or status callback of its own it is flagged, and F points both here with one update."""
+    from console.simulator.twilio import NUMBER_SID
+
+    app = demo_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = assistants_pane(app)
+        await wait_for(pilot, lambda: pane.loads >= 1 and NUMBER_SID in pane.numbers, what="the Twilio number")
+        codes = [check.code for check in pane.checks[NUMBER_SID]]
+        assert "voice-url-missing" in codes and "status-callback-missing" in codes
+        app.main.show_bottom("assistants")
+        pane.table.focus()
+        pane.table.move_cursor(row=[*pane.assistants, *pane.agents, *pane.numbers].index(NUMBER_SID))
+        await pilot.pause(0.1)
+        shown = plain(pane.query_one("#assistant-config", Static).content)
+        assert "+14155550188" in shown and "none (Twilio's default)" in shown and "press F to apply" in shown
+        loads = pane.loads
+        await pilot.press("F")
+        await wait_for(pilot, lambda: pane.loads > loads, what="the reload after the fix")
+        number = app._twilio.numbers[NUMBER_SID]
+        receiver = app.service.server.url
+        assert number["voice_url"] == receiver + "/webhook/twilio/voice"
+        assert number["status_callback"] == receiver + "/webhook/twilio/status"
+        assert [check.level for check in pane.checks[NUMBER_SID] if check.level != "info"] == []
+        assert pane.table.selected_key == NUMBER_SID

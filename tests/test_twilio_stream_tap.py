@@ -264,6 +264,47 @@ async def test_the_demo_shows_a_twilio_call_with_a_barge_in_measured_from_audio(
             "SELECT data FROM events WHERE call_id = ? AND kind = 'barge_in'", (state.call_id,)
         )
         sources = {json.loads(row["data"]).get("source") for row in rows}
-        assert sources <= {"media-stream", "talked-over"} and sources
-        rejected = await app.service.store.fetchall("SELECT count(*) AS n FROM rejected_requests", ())
-        assert rejected[0]["n"] == 0  # the simulated Twilio's signatures verify
+        assert sources and sources <= {"media-stream", "talked-over"}, sources
+        rejected = await app.service.store.fetchall("SELECT provider, reason FROM rejected_requests", ())
+        assert not rejected, [tuple(row) for row in rejected]  # the simulated Twilio's signatures verify
+
+
+async def test_x_cuts_the_agent_off_and_m_says_why_not_on_a_twilio_call(settings):
+    """The console's keys on a live Twilio call of the demo: x sends clear through the tap, m and n
+    are explained as unavailable."""
+    from console.tui.widgets.panes import LiveCallsTable, short_id
+    from tests.helpers.tui import SIZE, demo_app, record_notifications, wait_for
+
+    app = demo_app(settings, interval=0.7, demo_speed=1.0)
+    async with app.run_test(size=SIZE) as pilot:
+
+        def tapped_twilio_call():
+            service = app.service
+            calls = service.pipeline.tracker.calls() if service else []
+            return next((c.call_id for c in calls if c.provider == "twilio" and c.call_id in service.taps), None)
+
+        call_id = await wait_for(pilot, tapped_twilio_call, what="a live Twilio call through the tap", timeout=30)
+        app.main.query_one(LiveCallsTable).follow(call_id)
+        await wait_for(pilot, lambda: app.main.selected_call == call_id, what="the call selected")
+        notes = record_notifications(app)
+        await pilot.press("x")
+        await wait_for(
+            pilot,
+            lambda: ("information", f"Cut the agent off: sent to call {short_id(call_id)}.") in notes,
+            what="the clear sent",
+        )
+        for _ in range(100):  # the tap records it in the history, as the operator's
+            rows = await app.service.store.fetchall(
+                "SELECT data FROM events WHERE call_id = ? AND kind = 'raw'", (call_id,)
+            )
+            if any('"stream.clear"' in row["data"] and '"operator"' in row["data"] for row in rows):
+                break
+            await pilot.pause(0.05)
+        else:
+            raise AssertionError("no clear by the operator in the history")
+        for key, what in (("m", "Muting the assistant"), ("n", "Adding a message")):
+            notes.clear()
+            await pilot.press(key)
+            await pilot.pause(0.1)
+            [(severity, message)] = notes
+            assert severity == "error" and message.startswith(f"{what} is not available for a Twilio call: ")

@@ -1,6 +1,7 @@
 """`voice-console assistants [--fix]`: will the console see and steer your assistants' calls?
 
-Lists the Vapi assistants (with a Vapi key) and the Retell agents (with a Retell key) with
+Lists the Vapi assistants (with a Vapi key), the Retell agents (with a Retell key) and the Twilio
+numbers (with a Twilio account SID and auth token) with
 the operator checks: server messages / webhook events the console needs, server or webhook
 URL pointing here, unauthenticated monitor URLs, interruptions turned off, a Retell custom-LLM
 socket not going through the tap. `--fix` adds the missing server messages or webhook events
@@ -30,7 +31,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--fix",
         action="store_true",
-        help="add the server messages / webhook events the console needs (one update each)",
+        help="add the server messages / webhook events the console needs, point Twilio numbers here (one update each)",
     )
     parser.add_argument("--public-url", metavar="URL", help="the receiver's public URL, to check server URLs against")
 
@@ -59,7 +60,10 @@ async def run_assistants(
 
     store = secret_store or SecretStore()
     vapi_key, retell_key = await store.aget("vapi_api_key"), await store.aget("retell_api_key")
-    if not vapi_key.value and not retell_key.value:
+    twilio_sid, twilio_token = await store.aget("twilio_account_sid"), await store.aget("twilio_auth_token")
+    twilio_keys = {"twilio_account_sid": twilio_sid.value, "twilio_auth_token": twilio_token.value}
+    has_twilio = all(twilio_keys.values())
+    if not vapi_key.value and not retell_key.value and not has_twilio:
         print(f"voice-console assistants: {missing_key_message(vapi_key)}", file=err)
         return 1
     public_url = getattr(args, "public_url", None) or settings.receiver.public_url
@@ -69,7 +73,38 @@ async def run_assistants(
     if retell_key.value:
         tap = await _llm_tap(args, settings, store, public_url, err)
         code = max(code, await _retell_agents(args, settings, retell_key.value, public_url, tap, out, err))
+    if has_twilio:
+        code = max(code, await _twilio_numbers(args, settings, twilio_keys, public_url, out, err))
     return code
+
+
+async def _twilio_numbers(
+    args: argparse.Namespace,
+    settings: Settings,
+    keys: dict[str, str | None],
+    public_url: str | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    from functools import partial
+
+    from console.providers.twilio.checks import check_number, patch_number
+    from console.providers.twilio.client import TwilioClient
+    from console.services.assistants import fix_number
+
+    kind = _Kind(
+        "phone_number",
+        "friendly_name",
+        "  (Twilio number)",
+        "voice URL and status callback",
+        lambda number: list(patch_number(number, public_url=public_url)),
+        partial(check_number, voice_twiml=settings.twilio.voice_twiml),
+        partial(fix_number, public_url=public_url),
+    )
+    sid, token = keys["twilio_account_sid"], keys["twilio_auth_token"]
+    assert sid and token
+    async with TwilioClient(sid, token, base_url=settings.twilio.base_url) as client:
+        return await _check_each(kind, client, client.list_numbers, args, public_url, out, err)
 
 
 async def _llm_tap(

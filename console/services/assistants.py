@@ -13,6 +13,8 @@ from console.providers.retell.checks import (
     shown,
 )
 from console.providers.retell.client import RetellClient
+from console.providers.twilio.checks import patch_number
+from console.providers.twilio.client import TwilioClient
 from console.providers.vapi.checks import effective_server_messages, patch_server_messages
 from console.providers.vapi.client import VapiClient
 
@@ -46,4 +48,22 @@ async def fix_agent(
         changes.append(f"webhook_events now include {', '.join(effective_webhook_events(updated))}")
     if "response_engine" in patch and tap is not None and tap.url is not None:
         changes.append(f"llm_websocket_url now goes through the tap, {shown(tap.url)}")
+    return updated, changes
+
+
+async def fix_number(
+    client: TwilioClient, number: dict[str, Any], *, public_url: str | None
+) -> tuple[dict[str, Any], list[str]]:
+    """Point a Twilio number's calls and status callbacks at this console with one update; the number
+    afterwards (as Twilio answered) and what changed, one line each."""
+    patch = patch_number(number, public_url=public_url)
+    if not patch:
+        return number, []
+    answered = await client.update_number(str(number["sid"]), patch)
+    updated = {**number, **(answered if isinstance(answered, dict) else {})}
+    changes = []
+    if "VoiceUrl" in patch:
+        changes.append(f"voice URL now {patch['VoiceUrl']}")
+    if "StatusCallback" in patch:
+        changes.append(f"status callback now {patch['StatusCallback']}")
     return updated, changes

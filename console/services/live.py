@@ -7,6 +7,7 @@ The TUI's keys (s / n / m / t / ctrl+e) and `voice-console call` (through the ru
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,9 @@ class LiveCalls:
     settings: Settings
     secrets: SecretStore
     http_client: Any = None  # an httpx.AsyncClient shared with plain-HTTP controls
+    # Keys this run already holds, before the secret store (the demo's simulated platforms', the taps' tokens).
+    known: Mapping[str, str] = field(default_factory=dict, repr=False)
+    base_urls: Mapping[str, str] = field(default_factory=dict)  # provider -> its API (the demo's simulators)
 
     def find(self, call_id_or_prefix: str) -> str:
         """The tracked call an id or unique prefix names; CannotSteer says why not."""
@@ -122,12 +126,17 @@ class LiveCalls:
         control = target.control
         keys = {}
         for name in control.needs:
+            if name in self.known:
+                keys[name] = self.known[name]
+                continue
             lookup = await self.secrets.aget(name)
             if not lookup.value:
                 secret = target.spec.secret(name)
                 raise PlatformError(f"no {secret.label} ({(lookup.note or f'set {secret.env}').rstrip('.')})")
             keys[name] = lookup.value
-        base_url = target.spec.base_url(self.settings) if target.spec.base_url else ""
+        base_url = self.base_urls.get(target.spec.name) or (
+            target.spec.base_url(self.settings) if target.spec.base_url else ""
+        )
         return control.open(
             ControlTarget(
                 target.call_id,

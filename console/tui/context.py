@@ -63,6 +63,16 @@ class AssistantAccess:
     llm_tap: LlmTap | None = None  # where a Retell custom-LLM agent's socket should go
 
 
+@dataclass(frozen=True)
+class NumberAccess:
+    """How to reach the Twilio numbers: the account's keys (none: no numbers are listed) and base URL."""
+
+    keys: Mapping[str, str] | None = field(default=None, repr=False)
+    base_url: str = ""
+    public_url: str | None = None
+    voice_twiml: str | None = None  # [twilio] voice_twiml, for the stream check
+
+
 class ConsoleContext:
     """The console's running parts, as the screens see them."""
 
@@ -106,7 +116,24 @@ class ConsoleContext:
         receiver = self.receiver
         if receiver is None:
             return None
-        return LiveCalls(receiver.pipeline.tracker, receiver.taps, self.settings, self.secrets, receiver.http_client)
+        known = {name: token for name, token in receiver.tap_tokens.items() if token}
+        base_urls = {}
+        for provider, (key, url, _) in self.simulated.items():  # the demo's platforms, with their made-up keys
+            base_urls[provider] = url
+            control = registry.spec(provider).control
+            if isinstance(key, str):
+                known |= dict.fromkeys(control.needs if control else (), key)
+            else:
+                known |= dict(key)
+        return LiveCalls(
+            receiver.pipeline.tracker,
+            receiver.taps,
+            self.settings,
+            self.secrets,
+            receiver.http_client,
+            known=known,
+            base_urls=base_urls,
+        )
 
     def call_state(self, call_id: str) -> CallState | None:
         return self.receiver.pipeline.tracker.get(call_id) if self.receiver is not None else None
@@ -157,6 +184,23 @@ class ConsoleContext:
         if key.note and not key.note.startswith("not set"):  # the keyring itself failed: say how
             note += f" ({key.note.rstrip('.')})"
         return AssistantAccess(key.value, self.settings.vapi.base_url, public_url, note=note)
+
+    async def number_access(self) -> NumberAccess:
+        """Where the Assistants pane lists Twilio numbers from: the simulated Twilio under --demo, else
+        Twilio with the stored account SID and auth token (without both: none are listed)."""
+        public_url = self.settings.receiver.public_url
+        receiver = self.receiver.server.url if self.receiver is not None else None
+        twiml = self.settings.twilio.voice_twiml
+        if self.demo:
+            simulated = self.simulated.get("twilio")
+            if simulated is None or isinstance(simulated[0], str):
+                return NumberAccess()
+            return NumberAccess(dict(simulated[0]), simulated[1], public_url or receiver, twiml)
+        sid, token = await self.secrets.aget("twilio_account_sid"), await self.secrets.aget("twilio_auth_token")
+        if not sid.value or not token.value:
+            return NumberAccess()
+        keys = {"twilio_account_sid": sid.value, "twilio_auth_token": token.value}
+        return NumberAccess(keys, self.settings.twilio.base_url, public_url, twiml)
 
     async def agent_access(self) -> AssistantAccess:
         """Where the Assistants pane lists Retell agents from: the simulated Retell under --demo,

@@ -165,7 +165,12 @@ class MainScreen(Screen[None]):
                 yield EventsPane(self.context.store, cap=EVENT_LOG_LINES, id="events-box")
             with Vertical(id="assistants-pane", classes="pane bottom-pane") as pane:
                 pane.border_title = "Assistants"
-                yield AssistantsPane(self.context.assistant_access, self.context.agent_access, id="assistants-box")
+                yield AssistantsPane(
+                    self.context.assistant_access,
+                    self.context.agent_access,
+                    self.context.number_access,
+                    id="assistants-box",
+                )
         yield Footer()
 
     def on_mount(self) -> None:

@@ -22,6 +22,8 @@ from textual.widgets import DataTable, Static
 
 from console.providers.retell.checks import check_agent, effective_webhook_events, missing_webhook_events, shown
 from console.providers.retell.client import RetellClient, RetellError
+from console.providers.twilio.checks import check_number, patch_number
+from console.providers.twilio.client import TwilioClient, TwilioError
 from console.providers.vapi.checks import (
     Check,
     assistant_server_url,
@@ -30,8 +32,8 @@ from console.providers.vapi.checks import (
     missing_server_messages,
 )
 from console.providers.vapi.client import VapiClient, VapiError
-from console.services.assistants import fix_agent, fix_server_messages
-from console.tui.context import AssistantAccess
+from console.services.assistants import fix_agent, fix_number, fix_server_messages
+from console.tui.context import AssistantAccess, NumberAccess
 from console.tui.widgets.table import WindowTable
 
 LEVEL_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -82,7 +84,7 @@ def agent_view(agent: dict[str, Any], checks: list[Check]) -> Table:
     return grid
 
 
-def _checks_grid(name: str, key: str, checks: list[Check], fixable: str) -> Table:
+def _checks_grid(name: str, key: str, checks: list[Check], fixable: str | tuple[str, ...]) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(ratio=1)
@@ -90,7 +92,7 @@ def _checks_grid(name: str, key: str, checks: list[Check], fixable: str) -> Tabl
     for check in checks:
         line = Text(f"{LEVEL_MARK[check.level]} {check.message}", style=LEVEL_STYLE[check.level])
         fix = Text(f"fix: {check.fix}", style="dim")
-        if check.code == fixable:
+        if check.code in ((fixable,) if isinstance(fixable, str) else fixable):
             fix.append("  press F to apply", style="bold")
         grid.add_row(Text(check.level, style=LEVEL_STYLE[check.level]), Text.assemble(line, "\n", fix))
     if not checks:
@@ -145,13 +147,20 @@ class AssistantsPane(Horizontal):
     ]
 
     def __init__(
-        self, access: AccessSource, agent_access: AccessSource | None = None, *, id: str | None = None
+        self,
+        access: AccessSource,
+        agent_access: AccessSource | None = None,
+        number_access: Callable[[], Awaitable[NumberAccess]] | None = None,
+        *,
+        id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self._access = access
         self._agent_access = agent_access
+        self._number_access = number_access
         self.assistants: dict[str, dict[str, Any]] = {}
         self.agents: dict[str, dict[str, Any]] = {}  # Retell's, by agent_id
+        self.numbers: dict[str, dict[str, Any]] = {}  # Twilio's, by sid
         self.checks: dict[str, list[Check]] = {}
         self.status = "Not loaded yet."
         self._public_url: str | None = None
@@ -182,7 +191,8 @@ class AssistantsPane(Horizontal):
         self._say("Loading the assistants…")
         access = await self._access()
         self.agents, agent_checks = await self._load_agents()
-        if not access.api_key and not self.agents:
+        self.numbers, number_checks = await self._load_numbers()
+        if not access.api_key and not self.agents and not self.numbers:
             self.assistants, self.checks = {}, {}
             self.table.sync([])
             self.table.display = False  # nothing to list: the explanation gets the room
@@ -201,12 +211,15 @@ class AssistantsPane(Horizontal):
         self._public_url = access.public_url
         self.table.display = True
         self.assistants = {str(item.get("id")): item for item in found}
-        self.checks = {
-            key: check_assistant(item, public_url=access.public_url) for key, item in self.assistants.items()
-        } | agent_checks
-        self.table.sync([(key, self._row(key)) for key in [*self.assistants, *self.agents]])
-        if select in self.assistants or select in self.agents:
-            self.table.move_cursor(row=[*self.assistants, *self.agents].index(select), animate=False)
+        self.checks = (
+            {key: check_assistant(item, public_url=access.public_url) for key, item in self.assistants.items()}
+            | agent_checks
+            | number_checks
+        )
+        keys = [*self.assistants, *self.agents, *self.numbers]
+        self.table.sync([(key, self._row(key)) for key in keys])
+        if select in keys:
+            self.table.move_cursor(row=keys.index(select), animate=False)
         self._show(self.table.selected_key)
         self.loads += 1
 
@@ -229,9 +242,34 @@ class AssistantsPane(Horizontal):
         }
         return agents, checks
 
+    async def _load_numbers(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[Check]]]:
+        """The Twilio numbers and their checks; none without Twilio keys or when the API fails."""
+        if self._number_access is None:
+            return {}, {}
+        access = await self._number_access()
+        if not access.keys:
+            return {}, {}
+        try:
+            async with twilio_client(access) as client:
+                found = await client.list_numbers()
+        except TwilioError as exc:
+            self.notify(f"Could not list the Twilio numbers: {exc}", severity="warning", markup=False)
+            return {}, {}
+        numbers = {str(number.get("sid")): number for number in found if number.get("sid")}
+        checks = {
+            key: check_number(number, public_url=access.public_url, voice_twiml=access.voice_twiml)
+            for key, number in numbers.items()
+        }
+        return numbers, checks
+
     def _row(self, key: str) -> tuple[object, ...]:
-        if key in self.agents:
-            name: str | Text = Text.assemble(("Retell ", "dim"), str(self.agents[key].get("agent_name") or key))
+        if key in self.numbers:
+            number = self.numbers[key]
+            name: str | Text = Text.assemble(
+                ("Twilio ", "dim"), str(number.get("friendly_name") or number.get("phone_number") or key)
+            )
+        elif key in self.agents:
+            name = Text.assemble(("Retell ", "dim"), str(self.agents[key].get("agent_name") or key))
         else:
             name = str(self.assistants[key].get("name") or key)
         problems = [check for check in self.checks[key] if check.level != "info"]
@@ -243,6 +281,9 @@ class AssistantsPane(Horizontal):
 
     def _show(self, key: str | None) -> None:
         body = self.query_one("#assistant-config", Static)
+        if key is not None and key in self.numbers:
+            body.update(number_view(self.numbers[key], self.checks.get(key, [])))
+            return
         if key is not None and key in self.agents:
             body.update(agent_view(self.agents[key], self.checks.get(key, [])))
             return
@@ -260,6 +301,9 @@ class AssistantsPane(Horizontal):
 
     def action_fix(self) -> None:
         key = self.table.selected_key
+        if key is not None and key in self.numbers:
+            self.fix_twilio_number(key)
+            return
         if key is not None and key in self.agents:
             if not missing_webhook_events(self.agents[key]):
                 self.notify("This agent already sends every webhook event the console needs.")
@@ -307,3 +351,45 @@ class AssistantsPane(Horizontal):
             return
         self.notify(f"{name}: {'; '.join(changes) or 'nothing to change'}.", markup=False)
         self.load(select=key)
+
+    @work(exclusive=True, group="assistants-fix", exit_on_error=False)
+    async def fix_twilio_number(self, key: str) -> None:
+        assert self._number_access is not None
+        access = await self._number_access()
+        number = self.numbers[key]
+        name = number.get("friendly_name") or number.get("phone_number") or key
+        if not access.keys:
+            self.notify("No Twilio account SID and auth token.", severity="error")
+            return
+        if not patch_number(number, public_url=access.public_url):
+            why = "no public URL is configured" if not access.public_url else "it already points here"
+            self.notify(f"{name}: nothing to change ({why}).", markup=False)
+            return
+        try:
+            async with twilio_client(access) as client:
+                _, changes = await fix_number(client, number, public_url=access.public_url)
+        except TwilioError as exc:
+            self.notify(f"Could not update {name}: {exc}", severity="error", markup=False)
+            return
+        self.notify(f"{name}: {'; '.join(changes)}.", markup=False)
+        self.load(select=key)
+
+
+def twilio_client(access: NumberAccess) -> TwilioClient:
+    keys = access.keys or {}
+    return TwilioClient(keys["twilio_account_sid"], keys["twilio_auth_token"], base_url=access.base_url, max_retries=1)
+
+
+def number_view(number: dict[str, Any], checks: list[Check]) -> Table:
+    """A Twilio number as `config_view` shows an assistant: name, checks, where its calls go."""
+    shown = mask_secrets(number)
+    grid = _checks_grid(
+        str(shown.get("friendly_name") or shown.get("phone_number") or "(unnamed)"),
+        str(shown.get("phone_number") or ""),
+        checks,
+        ("voice-url-missing", "voice-url-elsewhere", "status-callback-missing"),
+    )
+    voice, status = shown.get("voice_url"), shown.get("status_callback")
+    grid.add_row("voice", Text(str(voice or "none (Twilio's default)"), style="" if voice else "yellow"))
+    grid.add_row("status", Text(str(status or "none"), style="" if status else "yellow"))
+    return grid
