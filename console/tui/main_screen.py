@@ -519,6 +519,11 @@ class MainScreen(Screen[None]):
     def action_cut_off(self) -> None:
         self.call_controls.cut_off()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cut_off" and self.context.replay.running:
+            return False  # x stops a running replay (the app's key) rather than cutting an agent off
+        return super().check_action(action, parameters)
+
 
 def retitle(widget: Widget, text: str, *, subtitle: bool = False) -> None:
     """Set a border title only when it changes: any assignment repaints the whole pane."""
