@@ -163,3 +163,17 @@ def test_an_agent_that_talked_over_the_caller_says_so():
     assert mark.source == "talked-over" and round(mark.time_to_stop_ms) == 2400
     text = render_timeline(timeline, at(10), 100, 12).plain
     assert "agent talked over the caller for 2400 ms" in text
+
+
+def test_a_call_through_a_tap_shows_each_sides_level():
+    from console.tui.widgets.timeline import level_cells, render_timeline
+
+    timeline = CallTimeline("c1")
+    timeline.apply(SpeechStarted(role="assistant", **common(0)))
+    timeline.apply(SpeechStopped(role="assistant", **common(2)))
+    levels = {"assistant": [(at(0.5), 9000.0), (at(1.0), 150.0)], "user": [(at(1.5), 3000.0)]}
+    cells = level_cells(levels["assistant"], at(-58), at(2), 60)
+    assert "█" in cells and "▁" in cells and cells[0] is None  # loud, then quiet; nothing before the audio
+    text = render_timeline(timeline, at(2), 70, 12, levels).plain
+    caller_lane, agent_lane = text.splitlines()[:2]
+    assert "█" in agent_lane and any(glyph in caller_lane for glyph in "▅▆▇")

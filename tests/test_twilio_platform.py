@@ -185,3 +185,34 @@ async def test_the_official_twilio_sdk_validates_every_signature_and_drives_the_
     for request in caught:
         params = dict(parse_qsl(request.body.decode(), keep_blank_values=True))
         assert validator.validate(PUBLIC_URL + request.target, params, request.header("x-twilio-signature"))
+
+
+async def test_status_callbacks_out_of_order_are_put_in_order_by_sequence_number(start_receiver):
+    service, seen = await start_receiver()
+    tunnels = {PUBLIC_URL: service.server.url}
+    async with SimulatedTwilio(auth_token=TWILIO_TOKEN, speed=20, tunnels=tunnels, out_of_order=True) as platform:
+        async with client(platform) as api:
+            sid = (
+                await api.create_call(
+                    to=TO,
+                    from_=DIALED_NUMBER,
+                    url=PUBLIC_URL + "/webhook/twilio/voice",
+                    status_callback=PUBLIC_URL + "/webhook/twilio/status",
+                )
+            )["sid"]
+        player = platform.players[sid]
+        async with asyncio.timeout(10):
+            while player.status != "in-progress":
+                await asyncio.sleep(0.02)
+        async with client(platform) as api:
+            await api.hang_up(sid)
+        async with asyncio.timeout(10):
+            await player.ended.wait()
+    sent = [d.type for d in platform.deliveries if d.type.startswith("status:")]
+    assert sent == ["status:ringing", "status:initiated", "status:in-progress", "status:completed"]
+    statuses = [e for e in seen if e.call_id == sid and e.kind == "call.status"]
+    arrived = [e.status for e in statuses]
+    in_time = [e.status for e in sorted(statuses, key=lambda e: e.at)]
+    assert arrived.index("queued") > arrived.index("ringing")  # `initiated` came late ...
+    assert in_time.index("queued") < in_time.index("ringing")  # ... and is dated before `ringing`
+    assert service.pipeline.tracker.get(sid).status == "ended"  # the late `initiated` did not reopen it

@@ -177,7 +177,12 @@ def test_the_playback_clock_follows_marks_clears_and_bad_frames():
         at(1300),
     )
     assert tap.seen("platform", "not json", at(2100))[0].data["sent_by"] == "Twilio"
+    # Levels sit where Twilio plays the audio: the second second after the first.
+    assert [when for when, _ in tap.levels["assistant"]] == [at(0), at(1000)]
+    tap.seen("agent", json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": second}}), at(2150))
+    assert tap.levels["assistant"][-1][0] == at(2300)  # queued behind what still plays
     stopped = tap.seen("agent", json.dumps({"event": "clear", "streamSid": "MZ1"}), at(2200))
+    assert [when for when, _ in tap.levels["assistant"]] == [at(0), at(1000)]  # the clear dropped it unplayed
     assert [type(e).__name__ for e in stopped] == ["Raw", "SpeechStopped"] and stopped[1].at == at(2200)
     assert tap.seen("agent", b"\x00", at(2300))[0].data["problem"].startswith("a binary frame")
     assert tap.seen("agent", json.dumps({"event": "dance"}), at(2400))[0].data["count"] == 2

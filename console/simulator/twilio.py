@@ -161,6 +161,7 @@ class TwilioCallPlayer:
         call: dict[str, str] | None = None,
         status_events: frozenset[str] | None = None,
         twiml: str = "",
+        out_of_order: bool = False,
     ) -> None:
         """`call`: a call placed through the REST API (its CallSid, From, To, Direction), which
         follows the TwiML its voice URL answers: a `<Connect><Stream>` opens a two-way stream there.
@@ -168,6 +169,9 @@ class TwilioCallPlayer:
         self.call = call or {}
         self.status_events = status_events
         self.twiml = twiml  # what the call does: given inline, or what the voice URL answers
+        # Twilio's callbacks are separate requests that may arrive out of order: `initiated` after `ringing`.
+        self.out_of_order = out_of_order
+        self._deferred: dict[str, str] | None = None
         self.status = "queued"
         self.ended = asyncio.Event()
         self._hang_up: asyncio.Event = asyncio.Event()
@@ -226,7 +230,13 @@ class TwilioCallPlayer:
             **extra,
         }
         self._sequence += 1
+        if self.out_of_order and status == "initiated":
+            self._deferred = params  # sent after the next one, its SequenceNumber kept
+            return
         await self._post(self.endpoints.status, f"status:{status}", params)
+        if self._deferred is not None:
+            deferred, self._deferred = self._deferred, None
+            await self._post(self.endpoints.status, f"status:{deferred['CallStatus']}", deferred)
 
     async def run(self) -> None:
         """The whole call. Never raises (but CancelledError)."""
@@ -594,8 +604,12 @@ class SimulatedTwilio:
         host: str = "127.0.0.1",
         port: int = 0,
         tunnels: dict[str, str] | None = None,
+        out_of_order: bool = False,
     ) -> None:
-        """`tunnels`: public origin -> where it really is (`{"https://abc.ngrok.app": "http://127.0.0.1:8765"}`),
+        """`out_of_order`: each call's `initiated` callback arrives after its `ringing`, as Twilio's
+        separate requests sometimes do (the receiver orders them by SequenceNumber).
+
+        `tunnels`: public origin -> where it really is (`{"https://abc.ngrok.app": "http://127.0.0.1:8765"}`),
         as a tunnel would carry Twilio's requests: signatures cover the public URL, requests go to the
         other. Sockets follow (wss:// to ws://)."""
         from console.simulator.scenarios import load_scenario
@@ -627,6 +641,7 @@ class SimulatedTwilio:
             }
         }
         self.tunnels = {origin.rstrip("/"): target.rstrip("/") for origin, target in (tunnels or {}).items()}
+        self.out_of_order = out_of_order
         self.calls: dict[str, dict[str, Any]] = {}  # sid -> the call resource
         self.players: dict[str, TwilioCallPlayer] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -803,6 +818,7 @@ class SimulatedTwilio:
                 call={"CallSid": sid, "From": from_, "To": to, "Direction": "outbound-api"},
                 status_events=frozenset(events) if events else frozenset(),
                 twiml=twiml or "",
+                out_of_order=self.out_of_order,
             )
             self.players[sid] = player
             self._tasks[sid] = asyncio.create_task(self._play(sid, player), name=f"twilio-call:{sid}")

@@ -11,8 +11,9 @@ None of them reaches into the app. The receiver's internals are touched here onl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -110,6 +111,13 @@ class ConsoleContext:
         """The receiver's tracked calls, then the replayed ones: the rows of Live calls."""
         tracked = self.receiver.pipeline.tracker.calls() if self.receiver is not None else []
         return [*tracked, *self.replay.calls()]
+
+    def tap_levels(self, call_id: str | None) -> Mapping[str, Sequence[tuple[datetime, float]]] | None:
+        """Each side's audio level while the call's stream runs through a tap (None: no audio here)."""
+        if self.receiver is None or call_id is None or (relay := self.receiver.taps.get(call_id)) is None:
+            return None
+        levels = getattr(relay.session, "levels", None)  # a tap that carries audio keeps them
+        return levels if isinstance(levels, Mapping) else None
 
     def steering(self) -> LiveCalls | None:
         """The receiver's live calls, to steer (None while it starts)."""

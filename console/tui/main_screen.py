@@ -298,7 +298,7 @@ class MainScreen(Screen[None]):
         retitle(
             pane, f"Barge-in timeline · {short_id(self.selected_call)}" if self.selected_call else "Barge-in timeline"
         )
-        self.query_one(BargeTimeline).show(timeline, self.clock())
+        self.query_one(BargeTimeline).show(timeline, self.clock(), self.context.tap_levels(self.selected_call))
 
     def _decided_row(self, event: ToolDecided) -> None:
         requested = self._requested.get(event.tool_call_id)

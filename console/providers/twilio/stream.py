@@ -109,6 +109,7 @@ class TrackVad:
         self._run_ms = 0.0  # when that run began
         self.speaking = False
         self.turns = 0
+        self.last_rms = 0.0  # the last analysed frame's level (linear RMS)
 
     @property
     def cursor_ms(self) -> float:
@@ -126,7 +127,8 @@ class TrackVad:
             frame_ms = self._pending_ms
             self._pending_ms += self._s.frame_ms
             self._cursor_ms = self._pending_ms
-            loud = ulaw_rms(frame) >= self._s.threshold_rms
+            self.last_rms = ulaw_rms(frame)
+            loud = self.last_rms >= self._s.threshold_rms
             if loud == self.speaking:
                 self._run = 0
                 continue
@@ -257,6 +259,11 @@ class MediaStreamSession:
 
     def _raw(self, type_: str, data: dict[str, Any], received_at: datetime) -> Raw:
         return Raw(at=received_at, provider=PROVIDER, call_id=self.call_id, type=type_, data=data)
+
+    def level(self, track: str) -> float | None:
+        """The last 20 ms frame's level on `track` ("inbound"/"outbound"), linear RMS; None before any."""
+        vad = self._vads.get(track)
+        return vad.last_rms if vad is not None and vad.cursor_ms > 0 else None
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,9 @@ From the two sides, per call and live:
   is settled: by the agent's `clear` (time-to-stop = caller start → clear; the cut text is
   the names of the marks the clear discarded, when the agent names its marks), or by the
   queued audio running out without a clear — "the agent talked over the caller for N ms";
-- DTMF digits, marks, start/stop as records.
+- DTMF digits, marks, start/stop as records;
+- each side's audio level (linear RMS, the loudest per 100 ms, the last minute: `levels`), kept
+  here for the live timeline and never written to the history.
 
 Media payloads are never turned into events (50 frames a second per side). Malformed or
 unknown frames from either side are counted and reported, never raised.
@@ -25,19 +27,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from console.core.events import BargeIn, Event, Raw, SpeechStarted, SpeechStopped
+from console.core.events import BargeIn, Event, Raw, Role, SpeechStarted, SpeechStopped
 from console.providers.base import TapSide
-from console.providers.twilio.stream import MediaStreamSession
+from console.providers.twilio.stream import MediaStreamSession, ulaw_rms
 
 PROVIDER = "twilio"
 MALFORMED_REPORTED = 5
 _SIDE_NAMES: dict[TapSide, str] = {"platform": "Twilio", "agent": "the agent"}
 # Twilio starts playing what it is sent at once; a little jitter before a caller's start still counts.
 _PLAY_SLACK = timedelta(milliseconds=20)
+LEVEL_BUCKET_S = 0.1
+LEVELS_KEPT = 600  # a minute of 100 ms buckets per side
 
 
 @dataclass
@@ -66,6 +71,11 @@ class TwilioStreamTap:
         self._audio: _AgentAudio | None = None  # the agent's current (or last) stretch of audio
         self._barge_in_at: datetime | None = None  # the caller's start, not yet settled
         self._held: list[Event] = []  # the caller's speech events while a barge-in is being settled
+        # role -> (bucket start, loudest linear RMS in it), oldest first: the timeline's level lanes
+        self.levels: dict[Role, deque[tuple[datetime, float]]] = {
+            "user": deque(maxlen=LEVELS_KEPT),
+            "assistant": deque(maxlen=LEVELS_KEPT),
+        }
 
     # -- frames ---------------------------------------------------------------------------
 
@@ -125,6 +135,8 @@ class TwilioStreamTap:
         if self.stream.bad_frames + self.stream.ignored_frames > bad_before:
             why = self.stream.last_error if self.stream.bad_frames else "an unknown event, or a frame after stop"
             return self._malformed("platform", why or "malformed", at)
+        if (level := self.stream.level("inbound")) is not None:
+            self._level("user", at, level)
         events: list[Event] = []
         for event in found:
             if event.call_id is None and self.call_id:
@@ -187,6 +199,8 @@ class TwilioStreamTap:
                 return self._malformed("agent", "media payload is not base64", at)
             if not audio:
                 return self._malformed("agent", "media without a payload", at)
+            playing_from = max(self._audio.ends, at) if self._audio and self._audio.stopped is None else at
+            self._level("assistant", playing_from, ulaw_rms(audio))  # heard when Twilio plays it
             return self._queued(len(audio) / 8, at)
         if event == "mark":
             name = data.get("mark", {}).get("name") if isinstance(data.get("mark"), dict) else None
@@ -214,6 +228,9 @@ class TwilioStreamTap:
         if audio is None or audio.stopped is not None or audio.ends <= at:
             return events
         audio.stopped, audio.cleared = at, True
+        levels = self.levels["assistant"]
+        while levels and levels[-1][0] > at:  # never played: Twilio dropped it
+            levels.pop()
         audio.cut_marks = [name for name, _ in audio.marks]
         audio.marks = []
         events.append(SpeechStopped(at=at, provider=PROVIDER, call_id=self.call_id or None, role="assistant"))
@@ -260,6 +277,15 @@ class TwilioStreamTap:
         ]
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _level(self, role: Role, at: datetime, rms: float) -> None:
+        levels = self.levels[role]
+        bucket = datetime.fromtimestamp(int(at.timestamp() / LEVEL_BUCKET_S) * LEVEL_BUCKET_S, tz=at.tzinfo)
+        if levels and levels[-1][0] == bucket:
+            if rms > levels[-1][1]:
+                levels[-1] = (bucket, rms)
+        elif not levels or bucket > levels[-1][0]:
+            levels.append((bucket, rms))
 
     def _malformed(self, side: TapSide, why: str, at: datetime) -> list[Event]:
         self.malformed[side] += 1

@@ -6,6 +6,8 @@ the screen calls `show()` on its 100 ms flush and it repaints only on change.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from rich.text import Text
@@ -37,15 +39,16 @@ class BargeTimeline(Widget):
         super().__init__(id=id)
         self.timeline: CallTimeline | None = None
         self.now: datetime | None = None
+        self.levels: Levels | None = None
         self._shown: tuple[object, ...] | None = None
 
-    def show(self, timeline: CallTimeline | None, now: datetime) -> None:
+    def show(self, timeline: CallTimeline | None, now: datetime, levels: Levels | None = None) -> None:
         """Repaint if the call or its model changed or (for a live call) the lanes moved by a
         column (~1.4 s at 160 columns; it was every 250 ms, for the same picture)."""
         end = timeline.window_end(now) if timeline is not None else now
         column_s = WINDOW.total_seconds() / max(10, self.size.width - LABEL)
         key = (id(timeline), timeline.version if timeline else -1, int(end.timestamp() / column_s), self.size)
-        self.timeline, self.now = timeline, now
+        self.timeline, self.now, self.levels = timeline, now, levels
         if key != self._shown:
             self._shown = key
             self.refresh()
@@ -55,7 +58,7 @@ class BargeTimeline(Widget):
         width = max(0, self.size.width)
         if timeline is None or now is None:
             return Text("No call selected: pick one in Live calls.", style=STYLE_DIM)
-        return render_timeline(timeline, now, width, self.size.height)
+        return render_timeline(timeline, now, width, self.size.height, self.levels)
 
 
 def append_runs(out: Text, cells: list[tuple[str, str]]) -> None:
@@ -68,25 +71,63 @@ def append_runs(out: Text, cells: list[tuple[str, str]]) -> None:
             start = end
 
 
-def render_timeline(timeline: CallTimeline, now: datetime, width: int, height: int) -> Text:
-    """The whole pane as text: lanes, marks, axis, summary, then recent turns as room allows."""
+LEVEL_GLYPHS = "▁▂▃▄▅▆▇█"
+Levels = Mapping[str, Sequence[tuple[datetime, float]]]  # role -> (when, linear RMS), oldest first
+
+
+def level_cells(
+    levels: Sequence[tuple[datetime, float]], begin: datetime, end: datetime, columns: int
+) -> list[str | None]:
+    """Per column, a glyph for the loudest level in it (log scale, 100 → ▁ … 10,000 → █); None: no audio."""
+    cells: list[float | None] = [None] * columns
+    for at, rms in levels:
+        column = column_of(at, begin, end, columns)
+        if column is not None and (cells[column] is None or rms > (cells[column] or 0)):
+            cells[column] = rms
+    glyphs: list[str | None] = []
+    for loudest in cells:
+        if loudest is None:
+            glyphs.append(None)
+            continue
+        scaled = (math.log10(max(loudest, 1.0)) - 2) / 2  # 100 -> 0, 10,000 -> 1
+        glyphs.append(LEVEL_GLYPHS[min(len(LEVEL_GLYPHS) - 1, max(0, int(scaled * len(LEVEL_GLYPHS))))])
+    return glyphs
+
+
+def render_timeline(
+    timeline: CallTimeline, now: datetime, width: int, height: int, levels: Levels | None = None
+) -> Text:
+    """The whole pane as text: lanes, marks, axis, summary, then recent turns as room allows. With
+    `levels` (a call whose audio passes through a tap) the lanes show each side's level as it was."""
     columns = max(10, width - LABEL)
     end = timeline.window_end(now)
     begin = end - WINDOW
     caller = lane_cells(timeline.intervals("user", begin, end), begin, end, columns, now=end)
     agent = lane_cells(timeline.intervals("assistant", begin, end), begin, end, columns, now=end)
+    heard = (
+        {role: level_cells(levels.get(role, ()), begin, end, columns) for role in ("user", "assistant")}
+        if (levels)
+        else {}
+    )
+    no_level: list[str | None] = [None] * columns
 
     out = Text(no_wrap=True, overflow="crop")
     out.append("caller ".ljust(LABEL), style=f"bold {STYLE_CALLER}")
-    append_runs(out, [("█", STYLE_CALLER) if filled else ("·", STYLE_DIM) for filled in caller])
+    append_runs(
+        out,
+        [
+            (glyph or "█", STYLE_CALLER) if filled else (glyph or "·", STYLE_DIM)
+            for filled, glyph in zip(caller, heard.get("user", no_level), strict=True)
+        ],
+    )
     out.append("\n")
     out.append("agent ".ljust(LABEL), style=f"bold {STYLE_AGENT}")
     # where both talk, the agent's lane turns red: the caller is talking over it
     append_runs(
         out,
         [
-            ("█", STYLE_OVERLAP if over else STYLE_AGENT) if filled else ("·", STYLE_DIM)
-            for filled, over in zip(agent, caller, strict=True)
+            (glyph or "█", STYLE_OVERLAP if over else STYLE_AGENT) if filled else (glyph or "·", STYLE_DIM)
+            for filled, over, glyph in zip(agent, caller, heard.get("assistant", no_level), strict=True)
         ],
     )
     out.append("\n")
