@@ -305,10 +305,7 @@ class AssistantsPane(Horizontal):
             self.fix_twilio_number(key)
             return
         if key is not None and key in self.agents:
-            if not missing_webhook_events(self.agents[key]):
-                self.notify("This agent already sends every webhook event the console needs.")
-                return
-            self.fix_agent(key)
+            self.fix_agent(key)  # the webhook events, and a custom-LLM socket through the tap: it says if neither
             return
         if key is None or key not in self.assistants:
             self.notify("Select an assistant first.", severity="warning")
@@ -349,7 +346,10 @@ class AssistantsPane(Horizontal):
         except RetellError as exc:
             self.notify(f"Could not update {name}: {exc}", severity="error", markup=False)
             return
-        self.notify(f"{name}: {'; '.join(changes) or 'nothing to change'}.", markup=False)
+        if not changes:
+            self.notify(f"{name} already sends what the console needs; nothing to change.", markup=False)
+            return
+        self.notify(f"{name}: {'; '.join(changes)}.", markup=False)
         self.load(select=key)
 
     @work(exclusive=True, group="assistants-fix", exit_on_error=False)
