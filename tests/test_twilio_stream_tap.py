@@ -120,6 +120,12 @@ async def test_an_agent_that_clears_is_measured_from_the_audio(start_receiver):
     rows = await service.store.fetchall("SELECT kind, data FROM events WHERE call_id = ? ORDER BY id", (sid,))
     assert [r["kind"] for r in rows].count("barge_in") == 1
     assert not any("payload" in r["data"] for r in rows)  # media never reaches the history
+    # The voice webhook's TwiML named the tap with its token: the history keeps it masked.
+    replies = await service.store.fetchall("SELECT reply_body FROM deliveries WHERE reply_body IS NOT NULL", ())
+    stored = b"".join(
+        bytes(r["reply_body"]) if not isinstance(r["reply_body"], str) else r["reply_body"].encode() for r in replies
+    )
+    assert b"/stream/twilio/" in stored and TOKEN.encode() not in stored
 
 
 async def test_an_agent_that_never_clears_talked_over_the_caller(start_receiver):
