@@ -319,3 +319,32 @@ async def test_x_cuts_the_agent_off_and_m_says_why_not_on_a_twilio_call(settings
             await pilot.pause(0.1)
             [(severity, message)] = notes
             assert severity == "error" and message.startswith(f"{what} is not available for a Twilio call: ")
+
+
+async def test_a_stream_for_a_call_the_console_has_not_seen_is_called_out(start_receiver):
+    """Relayed all the same, and recorded under its CallSid, with a note saying where to look."""
+    agent = Agent(clears=False)
+    async with serve(agent, "127.0.0.1", 0) as server:
+        agent_url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+        service, seen = await start_receiver(
+            secrets={"twilio_stream_token": TOKEN}, twilio={"stream_forward_to": agent_url}
+        )
+        async with connect(f"ws://127.0.0.1:{service.server.port}/stream/twilio/{TOKEN}") as twilio:
+            await twilio.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            start = {
+                "streamSid": "MZ9",
+                "callSid": "CAunseen",
+                "accountSid": "AC1",
+                "tracks": ["inbound"],
+                "customParameters": {},
+                "mediaFormat": {},
+            }
+            await twilio.send(json.dumps({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": "MZ9"}))
+            await twilio.recv()  # the agent's first audio: relayed
+        for _ in range(100):
+            if any(isinstance(e, Raw) and e.type == "tap.unknown_call" for e in seen):
+                break
+            await asyncio.sleep(0.02)
+    (note,) = [e for e in seen if isinstance(e, Raw) and e.type == "tap.unknown_call"]
+    assert note.call_id == "CAunseen" and "has not seen" in note.data["note"]
+    assert [json.loads(m)["event"] for m in agent.received[:2]] == ["connected", "start"]

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from console.core.events import Event, utc_now
+from console.core.events import Event, Raw, utc_now
 from console.core.http_types import Request, Response
 from console.providers import registry
 from console.providers.base import PlatformError, TapSession, TapSide
@@ -114,12 +114,24 @@ class LiveTaps:
 class Relay:
     """One tapped socket: the platform's side (`platform`) and the user's server's (`agent`)."""
 
-    def __init__(self, session: TapSession, platform: WebSocket, ingest: Ingest, live: LiveTaps | None = None) -> None:
+    def __init__(
+        self,
+        session: TapSession,
+        platform: WebSocket,
+        ingest: Ingest,
+        live: LiveTaps | None = None,
+        *,
+        provider: str = "",
+        known_call: Callable[[str], bool] | None = None,
+    ) -> None:
         self.session = session
         self.platform = platform
         self.agent: ClientConnection | None = None
         self._ingest = ingest
         self._live = live
+        self._provider = provider
+        # For a stream that names its call itself: whether the console has seen that call already.
+        self._known_call = known_call
         self._events: asyncio.Queue[list[Event] | None] = asyncio.Queue(EVENT_QUEUE)
 
     async def say(self, content: str) -> None:
@@ -164,8 +176,24 @@ class Relay:
 
     async def _seen(self, side: TapSide, frame: str | bytes) -> None:
         events = self.session.seen(side, frame, utc_now())
-        if self._live is not None and self.session.call_id and self._live.get(self.session.call_id) is not self:
+        call_id = self.session.call_id
+        if self._live is not None and call_id and self._live.get(call_id) is not self:
             self._live._add(self)  # the stream just named its call
+            if self._known_call is not None and not self._known_call(call_id):
+                note = (
+                    f"a stream for call {call_id}, which this console has not seen: its voice webhook and status "
+                    "callbacks go elsewhere?"
+                )
+                events = [
+                    Raw(
+                        at=utc_now(),
+                        provider=self._provider,
+                        call_id=call_id,
+                        type="tap.unknown_call",
+                        data={"note": note},
+                    ),
+                    *events,
+                ]
         if events:
             await self._emit(events)
 
@@ -282,7 +310,15 @@ class Relay:
 
 
 def add_tap_route(
-    router: Router, ingest: Ingest, tap: Tap, *, token: str | None, forward_to: str | None, live: LiveTaps
+    router: Router,
+    ingest: Ingest,
+    tap: Tap,
+    *,
+    token: str | None,
+    forward_to: str | None,
+    live: LiveTaps,
+    provider: str = "",
+    known_call: Callable[[str], bool] | None = None,
 ) -> None:
     """`tap.prefix/…`: admitted only with the per-install token (compared in constant time)."""
     expected = (token or "").encode()
@@ -304,7 +340,10 @@ def add_tap_route(
     async def relay(request: Request, ws: WebSocket) -> None:
         address = parse_tap_path(tap.prefix, request, call_id_in_path=tap.call_id_in_path)
         assert address is not None  # admitted
-        live_relay = Relay(tap.session(address.call_id), ws, ingest, live)
+        # Only a stream that names its call itself can come for a call not seen: a socket named
+        # after its call (Retell's) may open before the call's first webhook.
+        known = known_call if not tap.call_id_in_path else None
+        live_relay = Relay(tap.session(address.call_id), ws, ingest, live, provider=provider, known_call=known)
         live._add(live_relay)
         try:
             await live_relay.run(forward_to, tap.option, tap=tap)
@@ -321,13 +360,22 @@ def add_tap_routes(
     settings: Settings,
     secrets: Mapping[str, str | None],
     live: LiveTaps,
+    known_call: Callable[[str], bool] | None = None,
 ) -> None:
-    """Every tap of every provider in `providers`."""
+    """Every tap of every provider in `providers`; `known_call` says whether the console has seen a call."""
     for spec in registry.specs():
         if spec.name in providers:
             for tap in spec.taps:
-                token = secrets.get(tap.token_secret)
-                add_tap_route(router, ingest, tap, token=token, forward_to=tap.forward_to(settings), live=live)
+                add_tap_route(
+                    router,
+                    ingest,
+                    tap,
+                    token=secrets.get(tap.token_secret),
+                    forward_to=tap.forward_to(settings),
+                    live=live,
+                    provider=spec.name,
+                    known_call=known_call,
+                )
 
 
 def _close_of(exc: ConnectionClosed) -> tuple[int, str]:

@@ -179,7 +179,13 @@ class ReceiverService:
             def extra_routes(router: Router) -> None:
                 add_stream_routes(router, pipeline.ingest_events, pipeline.providers)
                 add_tap_routes(
-                    router, pipeline.ingest_events, pipeline.providers, settings, secret_values(secrets), taps
+                    router,
+                    pipeline.ingest_events,
+                    pipeline.providers,
+                    settings,
+                    secret_values(secrets),
+                    taps,
+                    known_call=lambda call_id: tracker.get(call_id) is not None,
                 )
                 steering = LiveCalls(tracker, taps, settings, secret_store or SecretStore(), http_client)
                 add_control_routes(router, control_token, gate=gate, live=steering)
