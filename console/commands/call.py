@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from console.commands.decide import NoServe, pick_serve
+from console.commands.decide import NoServe, pick_serve, refused
 
 
 def register(subparsers: Any) -> None:
@@ -74,9 +74,4 @@ def run_call(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
             via = " through the tap" if answer.get("via") == "tap" else ""
             print(f"{answer['call_id']}: {answer['action']} sent{via}", file=out)
         return 0
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = f"HTTP {response.status_code}"
-    print(f"voice-console call: {message}", file=err)
-    return 2 if response.status_code == 400 else 1
+    return refused("call", response, err)

@@ -150,9 +150,15 @@ def run_decide(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
     if response.status_code == 200:
         print(f"{args.tool_call_id}: {response.json()['decision']}", file=out)
         return 0
+    return refused("decide", response, err)
+
+
+def refused(command: str, response: Any, err: TextIO) -> int:
+    """Say what the `serve` control API refused (its one-line error) and give the exit code:
+    2 for bad usage (400), 1 otherwise."""
     try:
         message = response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
         message = f"HTTP {response.status_code}"
-    print(f"voice-console decide: {message}", file=err)
+    print(f"voice-console {command}: {message}", file=err)
     return 2 if response.status_code == 400 else 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 Level = Literal["error", "warning", "info"]
 
@@ -30,3 +30,13 @@ def _normalized(url: str) -> tuple[str, str, str]:
 def same_url(a: str, b: str) -> bool:
     """The same endpoint: scheme and host case-insensitive, default ports and a trailing slash ignored."""
     return _normalized(a) == _normalized(b)
+
+
+def tap_address(public_url: str | None, path: str, token: str | None) -> str | None:
+    """A tap's WebSocket address on the public URL (https → wss, http → ws), with its token as the
+    last path segment; None without either."""
+    if not public_url or not token:
+        return None
+    parts = urlsplit(public_url.rstrip("/"))
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, f"{parts.path}{path}/{token}", "", ""))

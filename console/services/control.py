@@ -68,6 +68,14 @@ def parse_decision(body: dict[str, Any]) -> tuple[str, OperatorDecision]:
     )
 
 
+def _json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object body; ValueError (a 400) for anything else."""
+    body = json.loads(request.body or b"{}")
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
+
+
 def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, live: LiveCalls) -> None:
     def refused(request: Request) -> Response | None:
         if not is_loopback(request.client[0]):
@@ -86,9 +94,7 @@ def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, liv
         if (error := refused(request)) is not None:
             return error
         try:
-            body = json.loads(request.body or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
+            body = _json_object(request)
             tool_call_id, decision = parse_decision(body)
         except ValueError as exc:
             return Response.error(400, str(exc))
@@ -121,9 +127,7 @@ def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, liv
         if (error := refused(request)) is not None:
             return error
         try:
-            body = json.loads(request.body or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
+            body = _json_object(request)
             action = CALL_ACTIONS.get(str(body.get("action")))
             if action is None:
                 raise ValueError('"action" must be one of ' + ", ".join(CALL_ACTIONS))

@@ -32,12 +32,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 import httpx
 
 from console.simulator.scenarios import Scenario
+
+if TYPE_CHECKING:
+    from console.receiver.http import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,46 @@ class DialectWebhook:
             log.info("posting %s for call %s: %s", record.type, record.call_id, record.error)
         if self._on_record is not None:
             self._on_record(record)
+
+
+class LoopbackPlatform:
+    """What every simulated platform shares: its HTTP server on loopback, one outgoing client, and
+    the calls it plays, stopped when it closes. `await start()` … `await close()`, or `async with`."""
+
+    server: HttpServer
+    _client: httpx.AsyncClient | None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient()
+
+    def _running(self) -> list[asyncio.Task[Any]]:
+        """The calls still playing (cancelled at close)."""
+        return []
+
+    async def start(self) -> None:
+        self._client = self._new_client()
+        await self.server.start()
+
+    async def close(self) -> None:
+        tasks = self._running()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+        await self.server.close()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 def ms_since(started: float) -> float:

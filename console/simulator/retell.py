@@ -36,6 +36,7 @@ from console.simulator.common import (
     AGENT_NUMBER,
     DeliveryRecord,
     DialectWebhook,
+    LoopbackPlatform,
     Player,
     compact_body,
     log,
@@ -377,7 +378,7 @@ SIM_RETELL_KEY = "sim-retell-key"  # the simulated platform's API key (it signs 
 _DIALED_NUMBER = AGENT_NUMBER  # the account's number calls are placed from
 
 
-class SimulatedRetell:
+class SimulatedRetell(LoopbackPlatform):
     """A Retell stand-in on loopback: its REST API (agents, phone numbers, calls, live control) over
     real HTTP; a call it places plays a scenario as the agent's webhooks, signed with its key.
 
@@ -449,29 +450,8 @@ class SimulatedRetell:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._client: httpx.AsyncClient | None = None
 
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient()
-        await self.server.start()
-
-    async def close(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks.values()), timeout=2)
-        await self.server.close()
-        if self._client is not None:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> SimulatedRetell:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    def _running(self) -> list[asyncio.Task[Any]]:
+        return list(self._tasks.values())
 
     # ---------------------------------------------------------- HTTP
 

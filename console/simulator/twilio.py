@@ -26,7 +26,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -47,6 +47,7 @@ from console.simulator.common import (
     AGENT_NUMBER,
     DeliveryRecord,
     DialectWebhook,
+    LoopbackPlatform,
     Player,
     log,
     ms_since,
@@ -332,86 +333,90 @@ class TwilioCallPlayer:
 
     async def _two_way_stream(self, two_way: ConnectStream, stop: asyncio.Event) -> None:
         """`<Connect><Stream>`: the caller's audio to the stream's URL, the agent's audio played back."""
-        started = time.perf_counter()
-        try:
-            tunnel = self.endpoints.tunnel
-            url = tunnel(two_way.url) if tunnel is not None else two_way.url
-            async with connect(url, open_timeout=10, max_size=2**20) as ws:
-                self.webhook.record(DeliveryRecord(self.call_sid, "media-stream", 101, ms_since(started)))
-                await _two_way_stream_frames(self, ws, two_way, stop)
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            self.webhook.record(
-                DeliveryRecord(self.call_sid, "media-stream", None, ms_since(started), f"{type(exc).__name__}: {exc}")
-            )
+        tunnel = self.endpoints.tunnel
+        url = tunnel(two_way.url) if tunnel is not None else two_way.url
+        await self._open_stream(url, lambda ws: _two_way_stream_frames(self, ws, two_way, stop))
 
     async def _stream(self, stop: asyncio.Event) -> None:
         """`<Start><Stream track="both_tracks">`: frames until the call ends, then `stop`."""
+        await self._open_stream(self.endpoints.stream, lambda ws: self._stream_frames(ws, stop))
+
+    async def _open_stream(self, url: str, play: Callable[[ClientConnection], Awaitable[None]]) -> None:
+        """Open the stream's socket, record how that went (a delivery of its own), and play it."""
         started = time.perf_counter()
         try:
-            async with connect(self.endpoints.stream, open_timeout=10, max_size=2**20) as ws:
+            async with connect(url, open_timeout=10, max_size=2**20) as ws:
                 self.webhook.record(DeliveryRecord(self.call_sid, "media-stream", 101, ms_since(started)))
-                await self._stream_frames(ws, stop)
+                await play(ws)
         except (OSError, TimeoutError, WebSocketException) as exc:
             self.webhook.record(
                 DeliveryRecord(self.call_sid, "media-stream", None, ms_since(started), f"{type(exc).__name__}: {exc}")
             )
 
     async def _stream_frames(self, ws: ClientConnection, stop: asyncio.Event) -> None:
-        stream_sid = "MZ" + uuid.uuid4().hex
-        sequence = 1
-
-        async def send(frame: dict[str, Any]) -> None:
-            nonlocal sequence
-            if frame["event"] != "connected":
-                frame = {"event": frame.pop("event"), "sequenceNumber": str(sequence), **frame}
-                sequence += 1
-            await ws.send(json.dumps(frame, separators=(",", ":")))
-
-        await send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        await send(
-            {
-                "event": "start",
-                "start": {
-                    "streamSid": stream_sid,
-                    "accountSid": self.account_sid,
-                    "callSid": self.call_sid,
-                    "tracks": list(_TRACKS),
-                    "customParameters": {"simulator": self.scenario.name},
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                },
-                "streamSid": stream_sid,
-            }
-        )
-        loop = asyncio.get_running_loop()
-        begin = loop.time()
-        chunk = 0
+        side = TwilioSide(ws, self.account_sid, self.call_sid)
+        await side.begin(list(_TRACKS), {"simulator": self.scenario.name})
         while not stop.is_set():
-            chunk += 1
+            side.chunk += 1
             for track, (role, voiced, quiet) in _TRACKS.items():
                 frames = voiced if role in self._player.speaking else quiet
-                await send(
-                    {
-                        "event": "media",
-                        "media": {
-                            "track": track,
-                            "chunk": str(chunk),
-                            "timestamp": str(round((chunk - 1) * _FRAME_S * 1000)),
-                            "payload": frames[chunk % len(frames)],
-                        },
-                        "streamSid": stream_sid,
-                    }
-                )
-            delay = begin + chunk * _FRAME_S - loop.time()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-        await send(
-            {
-                "event": "stop",
-                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                "streamSid": stream_sid,
-            }
-        )
+                await side.media(track, frames[side.chunk % len(frames)])
+            await side.pace(stop)
+        await side.end()
+
+
+class TwilioSide:
+    """Twilio's end of one media stream: frames numbered as Twilio numbers them (`sequenceNumber`
+    across all but `connected`), media chunks 20 ms apart in stream time."""
+
+    def __init__(self, ws: ClientConnection, account_sid: str, call_sid: str) -> None:
+        self.ws = ws
+        self.stream_sid = "MZ" + uuid.uuid4().hex
+        self.chunk = 0
+        self._account_sid, self._call_sid = account_sid, call_sid
+        self._sequence = 1
+        self._loop = asyncio.get_running_loop()
+        self._begin = self._loop.time()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        if frame["event"] != "connected":
+            frame = {"event": frame.pop("event"), "sequenceNumber": str(self._sequence), **frame}
+            self._sequence += 1
+        await self.ws.send(json.dumps(frame, separators=(",", ":")))
+
+    async def begin(self, tracks: list[str], parameters: dict[str, str]) -> None:
+        """`connected`, then `start` with the tracks and the `<Parameter>`s; stream time starts now."""
+        await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        start = {
+            "streamSid": self.stream_sid,
+            "accountSid": self._account_sid,
+            "callSid": self._call_sid,
+            "tracks": tracks,
+            "customParameters": parameters,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        }
+        await self.send({"event": "start", "start": start, "streamSid": self.stream_sid})
+        self._begin = self._loop.time()
+
+    async def media(self, track: str, payload: str) -> None:
+        """This chunk's 20 ms of `track`."""
+        stamp = str(round((self.chunk - 1) * _FRAME_S * 1000))
+        media = {"track": track, "chunk": str(self.chunk), "timestamp": stamp, "payload": payload}
+        await self.send({"event": "media", "media": media, "streamSid": self.stream_sid})
+
+    async def mark(self, name: str) -> None:
+        await self.send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+
+    async def pace(self, stop: asyncio.Event) -> None:
+        """Until the next chunk is due (or the call stops)."""
+        delay = self._begin + self.chunk * _FRAME_S - self._loop.time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def end(self) -> None:
+        ended = {"accountSid": self._account_sid, "callSid": self._call_sid}
+        await self.send({"event": "stop", "stop": ended, "streamSid": self.stream_sid})
 
 
 # ---------------------------------------------------------- <Connect><Stream>
@@ -473,16 +478,8 @@ class Playback:
 async def _two_way_stream_frames(
     self: TwilioCallPlayer, ws: ClientConnection, connect: ConnectStream, stop: asyncio.Event
 ) -> None:
-    stream_sid = "MZ" + uuid.uuid4().hex
-    sequence = 1
+    side = TwilioSide(ws, self.account_sid, self.call_sid)
     playback = Playback()
-
-    async def send(frame: dict[str, Any]) -> None:
-        nonlocal sequence
-        if frame["event"] != "connected":
-            frame = {"event": frame.pop("event"), "sequenceNumber": str(sequence), **frame}
-            sequence += 1
-        await ws.send(json.dumps(frame, separators=(",", ":")))
 
     async def agent_side() -> None:
         async for message in ws:
@@ -500,58 +497,21 @@ async def _two_way_stream_frames(
                 playback.mark(str(frame.get("mark", {}).get("name", "")))
             elif event == "clear":
                 for name in playback.clear():
-                    await send({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
+                    await side.mark(name)
 
-    await send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-    await send(
-        {
-            "event": "start",
-            "start": {
-                "streamSid": stream_sid,
-                "accountSid": self.account_sid,
-                "callSid": self.call_sid,
-                "tracks": ["inbound"],
-                "customParameters": connect.parameters,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-            "streamSid": stream_sid,
-        }
-    )
+    await side.begin(["inbound"], connect.parameters)
     reader = asyncio.create_task(agent_side())
-    loop = asyncio.get_running_loop()
-    begin = loop.time()
-    chunk = 0
     _, voiced, quiet = _TRACKS["inbound"]
     try:
         while not stop.is_set() and not reader.done():
-            chunk += 1
+            side.chunk += 1
             frames = voiced if "user" in self._player.speaking else quiet
-            await send(
-                {
-                    "event": "media",
-                    "media": {
-                        "track": "inbound",
-                        "chunk": str(chunk),
-                        "timestamp": str(round((chunk - 1) * _FRAME_S * 1000)),
-                        "payload": frames[chunk % len(frames)],
-                    },
-                    "streamSid": stream_sid,
-                }
-            )
+            await side.media("inbound", frames[side.chunk % len(frames)])
             _, reached = playback.advance(_FRAME_S * 1000)
             for name in reached:
-                await send({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
-            delay = begin + chunk * _FRAME_S - loop.time()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-        await send(
-            {
-                "event": "stop",
-                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                "streamSid": stream_sid,
-            }
-        )
+                await side.mark(name)
+            await side.pace(stop)
+        await side.end()
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, WebSocketException):
@@ -583,7 +543,7 @@ def _rfc2822(at: float | None = None) -> str:
     return format_datetime(datetime.fromtimestamp(at if at is not None else time.time(), UTC))
 
 
-class SimulatedTwilio:
+class SimulatedTwilio(LoopbackPlatform):
     """A Twilio stand-in on loopback: the REST calls the console makes (calls: create, fetch, list,
     update; incoming numbers: list, update) over real HTTP with Basic auth. A created call fetches
     its `Url` once answered with a signed request (`X-Twilio-Signature` over the URL it requested),
@@ -647,29 +607,8 @@ class SimulatedTwilio:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._client: httpx.AsyncClient | None = None
 
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient()
-        await self.server.start()
-
-    async def close(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks.values()), timeout=2)
-        await self.server.close()
-        if self._client is not None:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> SimulatedTwilio:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    def _running(self) -> list[asyncio.Task[Any]]:
+        return list(self._tasks.values())
 
     # ---------------------------------------------------------- HTTP
 

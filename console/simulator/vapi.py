@@ -58,7 +58,7 @@ from console.core.http_types import Request, Response
 from console.providers.vapi.auth import sign_vapi_request
 from console.receiver.http import Handler, HttpServer, Limits, Router
 from console.receiver.ws import WebSocket, WebSocketClosed
-from console.simulator.common import DeliveryRecord
+from console.simulator.common import DeliveryRecord, LoopbackPlatform
 from console.simulator.scenarios import (
     E164,
     BargeInStep,
@@ -790,7 +790,7 @@ class _PlatformRouter(Router):
         return self._dispatch
 
 
-class SimulatedPlatform:
+class SimulatedPlatform(LoopbackPlatform):
     """A Vapi stand-in on loopback: `await start()`, `.url`, `await close()`."""
 
     def __init__(
@@ -824,32 +824,13 @@ class SimulatedPlatform:
         self._webhook: Webhook | None = None
         self._seed()
 
-    @property
-    def url(self) -> str:
-        return self.server.url
+    def _new_client(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        self._webhook = Webhook(client, self._settings, self._secret, on_record=self.deliveries.append)
+        return client
 
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
-        self._webhook = Webhook(self._client, self._settings, self._secret, on_record=self.deliveries.append)
-        await self.server.start()
-
-    async def close(self) -> None:
-        for call in self.calls.values():
-            if call.task is not None:
-                call.task.cancel()
-        tasks = [call.task for call in self.calls.values() if call.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=2)
-        await self.server.close()
-        if self._client is not None:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> SimulatedPlatform:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    def _running(self) -> list[asyncio.Task[Any]]:
+        return [call.task for call in self.calls.values() if call.task is not None]
 
     # ---------------------------------------------------------- seed data
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from console.providers.checks import Check, same_url
+from console.providers.checks import Check, same_url, tap_address
 
 # What Retell sends when an agent has no `webhook_events` of its own.
 RETELL_DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("call_started", "call_ended", "call_analyzed")
@@ -30,11 +30,7 @@ class LlmTap:
 
 def tap_url(public_url: str | None, token: str | None) -> str | None:
     """The tap's address on the public URL (https → wss), with its token; None without either."""
-    if not public_url or not token:
-        return None
-    parts = urlsplit(public_url.rstrip("/"))
-    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, f"{parts.path}{TAP_PATH}/{token}", "", ""))
+    return tap_address(public_url, TAP_PATH, token)
 
 
 def custom_llm_url(agent: dict[str, Any]) -> str | None:

@@ -33,7 +33,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from console.core.events import (
     BargeIn,
@@ -46,15 +46,13 @@ from console.core.events import (
     TranscriptPartial,
 )
 from console.providers.base import TapSide
+from console.providers.taps import WatchedSocket
 
 PROVIDER = "retell"
 SOURCE = "llm-tap"  # the transcript as this socket showed it (the webhooks tell it again later)
-# Each side's malformed frames reported one by one up to this many; the rest are counted.
-MALFORMED_REPORTED = 5
 # Operator interrupts get ids well clear of the small integers a server's own interrupts use.
 _OPERATOR_INTERRUPT_IDS = 1_000_000
 _TYPE_FIELD: dict[TapSide, str] = {"platform": "interaction_type", "agent": "response_type"}
-_SIDE_NAMES: dict[TapSide, str] = {"platform": "Retell", "agent": "the LLM server"}
 _ROLES: dict[str, Role] = {"agent": "assistant", "user": "user"}
 _TURNS: dict[str, Role] = {"agent_turn": "assistant", "user_turn": "user"}
 
@@ -100,13 +98,17 @@ def cut_text(sent: str, spoken: str) -> str | None:
     return rest or None
 
 
-class RetellLlmTap:
+class RetellLlmTap(WatchedSocket):
     """One call's custom-LLM socket, watched (`console.providers.base.TapSession`)."""
 
+    provider = PROVIDER
+    what = "custom-LLM socket"
+    prefix = "llm"
+    side_names: ClassVar[dict[TapSide, str]] = {"platform": "Retell", "agent": "the LLM server"}
+    side_keys: ClassVar[dict[TapSide, str]] = {"platform": "retell", "agent": "server"}
+
     def __init__(self, call_id: str) -> None:
-        self.call_id = call_id
-        self.frames: dict[TapSide, int] = {"platform": 0, "agent": 0}
-        self.malformed: dict[TapSide, int] = {"platform": 0, "agent": 0}
+        super().__init__(call_id)
         self.barge_ins = 0
         self._finals = 0  # utterances already reported final
         self._partial: tuple[int, str] | None = None  # (index, text) of the last partial reported
@@ -153,26 +155,7 @@ class RetellLlmTap:
         for response in self._responses.values():
             if not response.reported and response.chunks:
                 events.append(self._response_event(response, at, state="unfinished"))
-        by = _SIDE_NAMES[side] if side is not None else "the console"
-        malformed = self.malformed["platform"] + self.malformed["agent"]
-        note = f"custom-LLM socket closed by {by}: {code}" + (f" {reason}" if reason else "")
-        if malformed:
-            note += f"; {malformed} malformed frame(s)"
-        events.append(
-            self._raw(
-                "llm.closed",
-                at,
-                note=note,
-                closed_by=by,
-                code=code,
-                reason=reason,
-                frames_from_retell=self.frames["platform"],
-                frames_from_server=self.frames["agent"],
-                malformed_from_retell=self.malformed["platform"],
-                malformed_from_server=self.malformed["agent"],
-                barge_ins=self.barge_ins,
-            )
-        )
+        events.append(self._closed_record(side, code, reason, at, barge_ins=self.barge_ins))
         return events
 
     def operator_says(self, content: str, at: datetime) -> tuple[str, list[Event]]:
@@ -377,16 +360,5 @@ class RetellLlmTap:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _malformed(self, side: TapSide, why: str, at: datetime) -> list[Event]:
-        self.malformed[side] += 1
-        count = self.malformed[side]
-        if count > MALFORMED_REPORTED:
-            return []
-        note = f"malformed custom-LLM frame from {_SIDE_NAMES[side]}: {why[:200]} (relayed as it was)"
-        return [self._raw("llm.malformed", at, note=note, sent_by=_SIDE_NAMES[side], problem=why[:300], count=count)]
-
     def _final(self, role: Role, text: str, at: datetime) -> TranscriptFinal:
         return TranscriptFinal(at=at, provider=PROVIDER, call_id=self.call_id, role=role, text=text, source=SOURCE)
-
-    def _raw(self, type_: str, at: datetime, **data: Any) -> Raw:
-        return Raw(at=at, provider=PROVIDER, call_id=self.call_id, type=type_, data=data)

@@ -16,6 +16,7 @@ from xml.sax.saxutils import escape as xml_escape
 import httpx
 
 from console.providers.base import Agent, ControlTarget, LiveAction, LiveTap, PhoneLine, PlacedCall
+from console.providers.checks import tap_address
 from console.providers.rest import ApiAuthError, ApiConnectionError, ApiError, JsonApi
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
@@ -293,8 +294,4 @@ def connect_stream_verb(stream_url: str) -> str:
 
 def tap_stream_url(public_url: str | None, token: str | None) -> str | None:
     """The media-stream tap on the public URL (https → wss; Twilio takes wss:// only), with its token."""
-    if not public_url or not token:
-        return None
-    base = public_url.rstrip("/")
-    scheme = "wss" if base.startswith("https://") else "ws"
-    return f"{scheme}://{base.split('://', 1)[-1]}/stream/twilio/{token}"
+    return tap_address(public_url, "/stream/twilio", token)

@@ -30,15 +30,14 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import ClassVar
 
 from console.core.events import BargeIn, Event, Raw, Role, SpeechStarted, SpeechStopped
 from console.providers.base import TapSide
+from console.providers.taps import WatchedSocket
 from console.providers.twilio.stream import MediaStreamSession, ulaw_rms
 
 PROVIDER = "twilio"
-MALFORMED_REPORTED = 5
-_SIDE_NAMES: dict[TapSide, str] = {"platform": "Twilio", "agent": "the agent"}
 # Twilio starts playing what it is sent at once; a little jitter before a caller's start still counts.
 _PLAY_SLACK = timedelta(milliseconds=20)
 LEVEL_BUCKET_S = 0.1
@@ -57,14 +56,18 @@ class _AgentAudio:
     cut_marks: list[str] = field(default_factory=list)  # what a clear discarded
 
 
-class TwilioStreamTap:
+class TwilioStreamTap(WatchedSocket):
     """One call's Media Stream, watched (`console.providers.base.TapSession`)."""
 
+    provider = PROVIDER
+    what = "media stream"
+    prefix = "stream"
+    side_names: ClassVar[dict[TapSide, str]] = {"platform": "Twilio", "agent": "the agent"}
+    side_keys: ClassVar[dict[TapSide, str]] = {"platform": "twilio", "agent": "agent"}
+
     def __init__(self, call_id: str = "") -> None:
-        self.call_id = call_id  # learnt from the `start` frame (the stream URL names no call)
+        super().__init__(call_id)  # learnt from the `start` frame (the stream URL names no call)
         self.stream = MediaStreamSession()
-        self.frames: dict[TapSide, int] = {"platform": 0, "agent": 0}
-        self.malformed: dict[TapSide, int] = {"platform": 0, "agent": 0}
         self.barge_ins = 0
         self.talked_over = 0
         self.stream_sid: str | None = None
@@ -92,26 +95,8 @@ class TwilioStreamTap:
         events = self._played_out(at + timedelta(days=1))  # whatever was queued has played or never will
         events += self._held
         self._held = []
-        by = _SIDE_NAMES[side] if side is not None else "the console"
-        malformed = self.malformed["platform"] + self.malformed["agent"]
-        note = f"media stream closed by {by}: {code}" + (f" {reason}" if reason else "")
-        if malformed:
-            note += f"; {malformed} malformed frame(s)"
         events.append(
-            self._raw(
-                "stream.closed",
-                at,
-                note=note,
-                closed_by=by,
-                code=code,
-                reason=reason,
-                frames_from_twilio=self.frames["platform"],
-                frames_from_agent=self.frames["agent"],
-                malformed_from_twilio=self.malformed["platform"],
-                malformed_from_agent=self.malformed["agent"],
-                barge_ins=self.barge_ins,
-                talked_over=self.talked_over,
-            )
+            self._closed_record(side, code, reason, at, barge_ins=self.barge_ins, talked_over=self.talked_over)
         )
         return events
 
@@ -286,14 +271,3 @@ class TwilioStreamTap:
                 levels[-1] = (bucket, rms)
         elif not levels or bucket > levels[-1][0]:
             levels.append((bucket, rms))
-
-    def _malformed(self, side: TapSide, why: str, at: datetime) -> list[Event]:
-        self.malformed[side] += 1
-        count = self.malformed[side]
-        if count > MALFORMED_REPORTED:
-            return []
-        note = f"malformed media-stream frame from {_SIDE_NAMES[side]}: {why[:200]} (relayed as it was)"
-        return [self._raw("stream.malformed", at, note=note, sent_by=_SIDE_NAMES[side], problem=why[:300], count=count)]
-
-    def _raw(self, type_: str, at: datetime, **data: Any) -> Raw:
-        return Raw(at=at, provider=PROVIDER, call_id=self.call_id or None, type=type_, data=data)

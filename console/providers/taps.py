@@ -1,0 +1,56 @@
+"""What every tap session shares (`console.providers.base.TapSession`): frames and malformed frames
+counted per side, the first few malformed ones reported, and the record of the socket's close."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from console.core.events import Event, Raw
+from console.providers.base import TapSide
+
+# Each side's malformed frames reported one by one up to this many; the rest are counted.
+MALFORMED_REPORTED = 5
+
+
+class WatchedSocket:
+    """A tap session's bookkeeping; a provider's session sets the class names and adds its own frames."""
+
+    provider: ClassVar[str]
+    what: ClassVar[str]  # the socket, for people: "custom-LLM socket", "media stream"
+    prefix: ClassVar[str]  # of its records' types: "llm", "stream"
+    side_names: ClassVar[dict[TapSide, str]]  # who sends on each side, for people
+    side_keys: ClassVar[dict[TapSide, str]]  # the same in the close record's keys: frames_from_<key>
+
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
+        self.frames: dict[TapSide, int] = {"platform": 0, "agent": 0}
+        self.malformed: dict[TapSide, int] = {"platform": 0, "agent": 0}
+
+    def _raw(self, type_: str, at: datetime, **data: Any) -> Raw:
+        return Raw(at=at, provider=self.provider, call_id=self.call_id or None, type=type_, data=data)
+
+    def _malformed(self, side: TapSide, why: str, at: datetime) -> list[Event]:
+        self.malformed[side] += 1
+        count = self.malformed[side]
+        if count > MALFORMED_REPORTED:
+            return []
+        sender = self.side_names[side]
+        note = f"malformed {self.what} frame from {sender}: {why[:200]} (relayed as it was)"
+        return [self._raw(f"{self.prefix}.malformed", at, note=note, sent_by=sender, problem=why[:300], count=count)]
+
+    def _closed_record(self, side: TapSide | None, code: int, reason: str, at: datetime, **extra: Any) -> Raw:
+        """`<prefix>.closed`: who closed it, how, and what passed each way."""
+        by = self.side_names[side] if side is not None else "the console"
+        malformed = self.malformed["platform"] + self.malformed["agent"]
+        note = f"{self.what} closed by {by}: {code}" + (f" {reason}" if reason else "")
+        if malformed:
+            note += f"; {malformed} malformed frame(s)"
+        counts = {
+            f"{kind}_from_{self.side_keys[each]}": counted[each]
+            for kind, counted in (("frames", self.frames), ("malformed", self.malformed))
+            for each in ("platform", "agent")
+        }
+        return self._raw(
+            f"{self.prefix}.closed", at, note=note, closed_by=by, code=code, reason=reason, **counts, **extra
+        )
