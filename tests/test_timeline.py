@@ -177,3 +177,20 @@ def test_a_call_through_a_tap_shows_each_sides_level():
     text = render_timeline(timeline, at(2), 70, 12, levels).plain
     caller_lane, agent_lane = text.splitlines()[:2]
     assert "█" in agent_lane and any(glyph in caller_lane for glyph in "▅▆▇")
+
+
+def test_the_operators_cut_off_is_its_own_mark_not_a_barge_in():
+    from console.core.events import Raw
+    from console.core.timeline import OPERATOR_CUT_OFF
+    from console.tui.widgets.timeline import CUT, render_timeline
+
+    timeline = CallTimeline("c1")
+    timeline.apply(SpeechStarted(role="assistant", **common(0)))
+    timeline.apply(Raw(type=OPERATOR_CUT_OFF, data={"dropped_ms": 1800, "cut": "sentence-2"}, **common(1.2)))
+    timeline.apply(SpeechStopped(role="assistant", **common(1.2)))
+    assert not timeline.barge_ins and timeline.time_to_stop_summary() == (None, None)
+    (cut,) = timeline.cut_offs
+    assert (cut.at, cut.dropped_ms, cut.cut_text) == (at(1.2), 1800.0, "sentence-2")
+    lines = render_timeline(timeline, at(2), 100, 12).plain.splitlines()
+    assert CUT in lines[2] and "barge-ins 0" in lines[5]
+    assert "✂ cut off by the operator  1800 ms of the agent's audio dropped  cut: sentence-2" in lines[6]

@@ -86,11 +86,18 @@ async def test_a_dialed_call_fetches_signed_twiml_and_reports_every_status_in_or
             while player.status != "in-progress":
                 await asyncio.sleep(0.02)
         async with client(platform) as api:
+            # a redirect to a URL: fetched as the voice webhook is, signed over the public URL
+            await api.update_call(placed.id, url=PUBLIC_URL + "/webhook/twilio/voice?leg=2")
+            async with asyncio.timeout(10):
+                while not any(d.type == "voice:redirect" for d in platform.deliveries):
+                    await asyncio.sleep(0.02)
             await api.hang_up(placed.id)
-        async with asyncio.timeout(10):
-            await player.ended.wait()
-    voice = [d for d in platform.deliveries if d.type == "voice"]
-    assert [d.status for d in voice] == [200]  # signed correctly: the receiver took it
+            async with asyncio.timeout(10):
+                await player.ended.wait()
+            with pytest.raises(TwilioError, match="21220"):  # not in progress any more
+                await api.update_call(placed.id, twiml="<Response><Say>late</Say></Response>")
+    voice = [d for d in platform.deliveries if d.type in ("voice", "voice:redirect")]
+    assert [(d.type, d.status) for d in voice] == [("voice", 200), ("voice:redirect", 200)]  # both verified
     statuses = [d for d in platform.deliveries if d.type.startswith("status:")]
     assert [d.type for d in statuses] == [
         "status:initiated",

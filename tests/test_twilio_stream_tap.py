@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from console.core.events import BargeIn, Raw, SpeechStarted, SpeechStopped
 from console.providers.twilio.client import TwilioClient
@@ -196,6 +198,23 @@ def test_the_playback_clock_follows_marks_clears_and_bad_frames():
     assert closed["malformed_from_twilio"] == 1 and closed["malformed_from_agent"] == 2
 
 
+def test_the_operators_clear_says_what_it_dropped():
+    """x while the agent's audio plays: Twilio drops the rest; the record says how much and which marks."""
+    tap = TwilioStreamTap("CA1")
+    t0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    second = base64.b64encode(bytes(8000)).decode()
+    tap.seen("agent", json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": second}}), t0)
+    tap.seen("agent", json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "sentence-1"}}), t0)
+    frame, events = tap.operator_clears(t0 + timedelta(milliseconds=400))
+    assert json.loads(frame)["event"] == "clear"
+    cut, stopped = events
+    assert cut.type == "operator.cut_off" and cut.data["dropped_ms"] == 600 and cut.data["cut"] == "sentence-1"
+    assert cut.data["note"] == "the operator cut the agent off (clear): 600 ms of its queued audio dropped (sentence-1)"
+    assert isinstance(stopped, SpeechStopped) and stopped.role == "assistant"
+    _, nothing = tap.operator_clears(t0 + timedelta(seconds=2))
+    assert [e.data["note"] for e in nothing] == ["the operator sent clear: the agent was not playing anything"]
+
+
 async def test_the_operator_cuts_the_agent_off_says_and_hangs_up(start_receiver):
     """x sends `clear` to Twilio on the tapped stream; s redirects the call to <Say> and a new stream to
     the tap; ctrl+e hangs up — through the same live control the console's keys and `call` use."""
@@ -244,18 +263,26 @@ async def test_the_operator_cuts_the_agent_off_says_and_hangs_up(start_receiver)
             assert not any(
                 json.loads(frame)["event"] == "clear" for frame in agent.sent
             )  # the operator's, not the agent's
+            first_relay = service.taps.get(sid)
             async with await steering.open(steering.target(sid, "say")) as control:
                 await control.say("Please hold & stay on the line.")
             redirected = platform.calls[sid]["redirected_to"]
             assert "<Say>Please hold &amp; stay on the line.</Say>" in redirected
             assert f'<Connect><Stream url="wss://voice.example.test/stream/twilio/{TOKEN}"/></Connect>' in redirected
+            # Twilio stops the stream, speaks the words, then opens a new stream through the tap
+            async with asyncio.timeout(10):
+                while not (player.streams_opened == 2 and service.taps.get(sid) not in (None, first_relay)):
+                    await asyncio.sleep(0.02)
+            assert player.said == ["Please hold & stay on the line."]
+            assert first_relay is not None and first_relay.platform.closed
             async with await steering.open(steering.target(sid, "end")) as control:
                 await control.end_call()
             async with asyncio.timeout(5):
                 await player.ended.wait()
             assert player.status == "completed"
-    cleared = [e for e in seen if isinstance(e, Raw) and e.type == "stream.clear"]
-    assert cleared and cleared[0].data["by"] == "operator"
+    [cut] = [e for e in seen if isinstance(e, Raw) and e.type == "operator.cut_off"]
+    assert cut.call_id == sid and cut.data["note"].startswith("the operator ")
+    assert not [e for e in seen if isinstance(e, Raw) and e.type == "stream.clear"]  # the agent never cleared
 
 
 async def test_the_demo_shows_a_twilio_call_with_a_barge_in_measured_from_audio(settings):
@@ -308,11 +335,18 @@ async def test_x_cuts_the_agent_off_and_m_says_why_not_on_a_twilio_call(settings
             rows = await app.service.store.fetchall(
                 "SELECT data FROM events WHERE call_id = ? AND kind = 'raw'", (call_id,)
             )
-            if any('"stream.clear"' in row["data"] and '"operator"' in row["data"] for row in rows):
+            if any('"operator.cut_off"' in row["data"] for row in rows):
                 break
             await pilot.pause(0.05)
         else:
-            raise AssertionError("no clear by the operator in the history")
+            raise AssertionError("no cut-off by the operator in the history")
+        # and on the timeline, where it happened: its own mark, not a barge-in
+        from console.tui.widgets.timeline import CUT, BargeTimeline
+
+        timeline = app.main.query_one(BargeTimeline)
+        await wait_for(pilot, lambda: "cut off by the operator" in str(timeline.render()), what="the cut-off shown")
+        lanes = str(timeline.render()).splitlines()
+        assert CUT in lanes[2]  # the marks row
         for key, what in (("m", "Muting the assistant"), ("n", "Adding a message")):
             notes.clear()
             await pilot.press(key)
@@ -348,3 +382,104 @@ async def test_a_stream_for_a_call_the_console_has_not_seen_is_called_out(start_
     (note,) = [e for e in seen if isinstance(e, Raw) and e.type == "tap.unknown_call"]
     assert note.call_id == "CAunseen" and "has not seen" in note.data["note"]
     assert [json.loads(m)["event"] for m in agent.received[:2]] == ["connected", "start"]
+
+
+def start_frame(call_sid: str) -> str:
+    start = {
+        "streamSid": "MZ9",
+        "callSid": call_sid,
+        "accountSid": "AC1",
+        "tracks": ["inbound"],
+        "customParameters": {},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    return json.dumps({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": "MZ9"})
+
+
+async def closed_record(seen, call_sid: str) -> dict:
+    for _ in range(100):
+        found = [e for e in seen if isinstance(e, Raw) and e.type == "stream.closed" and e.call_id == call_sid]
+        if found:
+            return found[0].data
+        await asyncio.sleep(0.02)
+    raise AssertionError("no stream.closed")
+
+
+async def test_bad_frames_from_either_side_are_relayed_counted_and_shown(start_receiver):
+    """Binary, not-JSON, unknown and oversize frames each way pass unchanged, are counted and shown;
+    a frame over the tap's limit closes both sides with 1009 and says whose frame it was."""
+    big_audio = json.dumps({"event": "media", "streamSid": "MZ9", "media": {"payload": "/" * 200_000}})
+    from_agent = [b"\x01\x02", "not json", json.dumps({"event": "dance"}), big_audio]
+    from_twilio = [b"\xff", "{", json.dumps({"event": "wave", "sequenceNumber": "3"}), "x" * 100_000]
+    received: list[str | bytes] = []
+
+    async def agent(ws):
+        with contextlib.suppress(ConnectionClosed):  # the tap closes it with 1009 in the end
+            async for message in ws:
+                received.append(message)
+                if len(received) == 2:  # connected, start: now the agent's bad frames
+                    for frame in from_agent:
+                        await ws.send(frame)
+                if message == "too big":
+                    await ws.send("y" * (2 * 1024 * 1024))
+
+    async with serve(agent, "127.0.0.1", 0, max_size=None) as server:
+        agent_url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+        service, seen = await start_receiver(
+            secrets={"twilio_stream_token": TOKEN}, twilio={"stream_forward_to": agent_url}
+        )
+        tap_url = f"ws://127.0.0.1:{service.server.port}/stream/twilio/{TOKEN}"
+        async with connect(tap_url, max_size=None) as twilio:
+            await twilio.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await twilio.send(start_frame("CAbad"))
+            got = [await twilio.recv() for _ in from_agent]
+            assert got == from_agent  # byte-identical, in order
+            for frame in from_twilio:
+                await twilio.send(frame)
+            await twilio.send("too big")  # the agent answers with 2 MiB
+            with pytest.raises(ConnectionClosed):
+                await twilio.recv()
+            assert twilio.close_code == 1009
+            assert twilio.close_reason == "the agent sent a frame over the tap's limit of 1 MiB"
+        record = await closed_record(seen, "CAbad")
+        assert received[2:6] == from_twilio
+        assert record["closed_by"] == "the console" and record["code"] == 1009
+        # not JSON: the binary frame, "{", "wave", the 100 KB of x, "too big"
+        assert (record["malformed_from_twilio"], record["malformed_from_agent"]) == (5, 3)
+        assert (record["oversize_from_twilio"], record["oversize_from_agent"]) == (1, 1)
+        oversize = [e.data for e in seen if isinstance(e, Raw) and e.type == "stream.oversize"]
+        assert [(o["sent_by"], o["bytes"]) for o in oversize] == [("the agent", len(big_audio)), ("Twilio", 100_000)]
+        assert oversize[0]["note"].startswith("oversize media stream frame from the agent: 195 KB (relayed;")
+        shown = {e.data["problem"] for e in seen if isinstance(e, Raw) and e.type == "stream.malformed"}
+        assert any(problem.startswith("a binary frame") for problem in shown)
+        assert any("unknown event 'dance'" in problem for problem in shown)
+
+        # Twilio's side sending more than the limit: closed with 1009, the agent told the same
+        async with connect(tap_url, max_size=None) as twilio:
+            await twilio.send(start_frame("CAhuge"))
+            await twilio.send("z" * (2 * 1024 * 1024))
+            with pytest.raises(ConnectionClosed):
+                await twilio.recv()
+            assert twilio.close_code == 1009
+        record = await closed_record(seen, "CAhuge")
+        assert record["closed_by"] == "the console" and record["reason"].startswith("Twilio sent a frame over")
+
+
+async def test_the_agent_down_closes_twilios_side_with_the_reason_and_keeps_the_history(start_receiver):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{probe.getsockname()[1]}/agent"
+    service, seen = await start_receiver(secrets={"twilio_stream_token": TOKEN}, twilio={"stream_forward_to": dead})
+    async with connect(f"ws://127.0.0.1:{service.server.port}/stream/twilio/{TOKEN}") as twilio:
+        with pytest.raises(ConnectionClosed):
+            await twilio.recv()
+        assert twilio.close_code == 1011
+        assert "could not be reached (connection refused)" in twilio.close_reason
+        assert "--twilio-stream-forward-to" in twilio.close_reason
+    for _ in range(100):  # on disk, not only on screen
+        rows = await service.store.fetchall("SELECT data FROM events WHERE kind = 'raw'", ())
+        closed = [json.loads(row["data"]) for row in rows if '"stream.closed"' in row["data"]]
+        if closed:
+            break
+        await asyncio.sleep(0.02)
+    assert closed and closed[0]["data"]["closed_by"] == "the console" and closed[0]["data"]["code"] == 1011

@@ -24,6 +24,7 @@ from console.core.events import (
     CallEnded,
     CallStatus,
     Event,
+    Raw,
     SpeechStarted,
     SpeechStopped,
     TranscriptFinal,
@@ -37,6 +38,9 @@ MAX_MARKS = 120
 MAX_CALLS = 200
 # A platform may report the interruption a little after the agent's voice stopped.
 LATE_BARGE_IN = timedelta(seconds=2.0)
+# The record a tap writes when the operator cuts the agent off (`x`): its own mark, never a barge-in
+# (it is not the caller's, and the agent's time-to-stop does not apply).
+OPERATOR_CUT_OFF = "operator.cut_off"
 
 
 @dataclass
@@ -77,6 +81,15 @@ class BargeMark:
         return max(0.0, (self.agent_stopped_at - self.at).total_seconds() * 1000)
 
 
+@dataclass(frozen=True)
+class CutOffMark:
+    """The operator cut the agent off: `dropped_ms` of its queued audio never played."""
+
+    at: datetime
+    dropped_ms: float | None = None
+    cut_text: str | None = None
+
+
 @dataclass
 class CallTimeline:
     call_id: str
@@ -85,6 +98,7 @@ class CallTimeline:
     )
     turns: deque[Turn] = field(default_factory=lambda: deque(maxlen=MAX_TURNS))
     barge_ins: deque[BargeMark] = field(default_factory=lambda: deque(maxlen=MAX_MARKS))
+    cut_offs: deque[CutOffMark] = field(default_factory=lambda: deque(maxlen=MAX_MARKS))
     first_at: datetime | None = None
     last_at: datetime | None = None
     ended_at: datetime | None = None
@@ -115,6 +129,15 @@ class CallTimeline:
             self._stopped(event.role, at)
         elif isinstance(event, BargeIn):
             self._barge_in(event)
+        elif isinstance(event, Raw) and event.type == OPERATOR_CUT_OFF:
+            dropped, cut = event.data.get("dropped_ms"), event.data.get("cut")
+            self.cut_offs.append(
+                CutOffMark(
+                    at,
+                    float(dropped) if isinstance(dropped, (int, float)) else None,
+                    str(cut) if cut else None,
+                )
+            )
         elif (isinstance(event, CallStatus) and event.status == "ended") or isinstance(event, CallEnded):
             if self.ended_at is None:
                 self.ended_at = at
@@ -173,6 +196,9 @@ class CallTimeline:
 
     def marks(self, begin: datetime, end: datetime) -> list[BargeMark]:
         return [mark for mark in self.barge_ins if begin <= mark.at <= end]
+
+    def cut_offs_between(self, begin: datetime, end: datetime) -> list[CutOffMark]:
+        return [mark for mark in self.cut_offs if begin <= mark.at <= end]
 
     def turns_between(self, begin: datetime, end: datetime) -> list[Turn]:
         return [turn for turn in self.turns if begin <= turn.agent_started_at <= end]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from console.core.events import Event
 from console.core.http_types import Request, Response
@@ -97,6 +97,7 @@ class TapSession(Protocol):
     custom-LLM socket): every frame passes unchanged; the session only watches (sans-I/O)."""
 
     call_id: str
+    side_names: ClassVar[dict[TapSide, str]]  # who sends on each side, for people ("Twilio", "the agent")
 
     def seen(self, side: TapSide, frame: str | bytes, received_at: datetime) -> list[Event]:
         """What `frame`, already relayed, shows (malformed frames are counted, never raised)."""

@@ -9,8 +9,20 @@ from typing import Any, ClassVar
 from console.core.events import Event, Raw
 from console.providers.base import TapSide
 
-# Each side's malformed frames reported one by one up to this many; the rest are counted.
+# Each side's malformed (or oversize) frames reported one by one up to this many; the rest are counted.
 MALFORMED_REPORTED = 5
+# The largest frame a tap takes from either side; a larger one closes the socket with 1009 (a frame is
+# held whole before it is passed on, and each side queues up to a few dozen).
+MAX_FRAME_BYTES = 1024 * 1024
+
+
+def size(count: int) -> str:
+    """A byte count for people: 312 bytes, 200 KB, 1 MiB."""
+    if count >= 1024 * 1024 and count % (1024 * 1024) == 0:
+        return f"{count // (1024 * 1024)} MiB"
+    if count >= 1024:
+        return f"{count / 1024:.0f} KB"
+    return f"{count} bytes"
 
 
 class WatchedSocket:
@@ -21,14 +33,34 @@ class WatchedSocket:
     prefix: ClassVar[str]  # of its records' types: "llm", "stream"
     side_names: ClassVar[dict[TapSide, str]]  # who sends on each side, for people
     side_keys: ClassVar[dict[TapSide, str]]  # the same in the close record's keys: frames_from_<key>
+    # A frame far larger than the platform's own: relayed, but counted and reported as oversize.
+    large_frame: ClassVar[int]
 
     def __init__(self, call_id: str) -> None:
         self.call_id = call_id
         self.frames: dict[TapSide, int] = {"platform": 0, "agent": 0}
         self.malformed: dict[TapSide, int] = {"platform": 0, "agent": 0}
+        self.oversize: dict[TapSide, int] = {"platform": 0, "agent": 0}
 
     def _raw(self, type_: str, at: datetime, **data: Any) -> Raw:
         return Raw(at=at, provider=self.provider, call_id=self.call_id or None, type=type_, data=data)
+
+    def _counted(self, side: TapSide, frame: str | bytes, at: datetime) -> list[Event]:
+        """Count a frame each side sent; an oversize one is reported (it was relayed all the same)."""
+        self.frames[side] += 1
+        length = len(frame) if isinstance(frame, (bytes, bytearray)) else len(frame.encode())
+        if length <= self.large_frame:
+            return []
+        self.oversize[side] += 1
+        count = self.oversize[side]
+        if count > MALFORMED_REPORTED:
+            return []
+        sender = self.side_names[side]
+        note = (
+            f"oversize {self.what} frame from {sender}: {size(length)} (relayed; over {size(self.large_frame)} is "
+            f"unusual here, over {size(MAX_FRAME_BYTES)} closes the socket)"
+        )
+        return [self._raw(f"{self.prefix}.oversize", at, note=note, sent_by=sender, bytes=length, count=count)]
 
     def _malformed(self, side: TapSide, why: str, at: datetime) -> list[Event]:
         self.malformed[side] += 1
@@ -48,7 +80,7 @@ class WatchedSocket:
             note += f"; {malformed} malformed frame(s)"
         counts = {
             f"{kind}_from_{self.side_keys[each]}": counted[each]
-            for kind, counted in (("frames", self.frames), ("malformed", self.malformed))
+            for kind, counted in (("frames", self.frames), ("malformed", self.malformed), ("oversize", self.oversize))
             for each in ("platform", "agent")
         }
         return self._raw(

@@ -12,7 +12,8 @@ previous one was handed to the other side's socket, whose writes wait while its
 peer is slow; the sockets' own receive queues are bounded and pause reading.
 
 Either side closing closes the other with the same code (a close that cannot be
-sent on, 1005/1006, goes on as 1011 with the reason). When the user's server
+sent on, 1005/1006, goes on as 1011 with the reason). A frame over the tap's limit
+(`MAX_FRAME_BYTES`) closes both sides with 1009 and says whose frame it was. When the user's server
 cannot be reached, the platform's side is closed with 1011 and the reason, and the
 history says why.
 """
@@ -35,6 +36,8 @@ from console.core.http_types import Request, Response
 from console.providers import registry
 from console.providers.base import PlatformError, TapSession, TapSide
 from console.providers.registry import Tap
+from console.providers.taps import MAX_FRAME_BYTES
+from console.providers.taps import size as _size
 from console.receiver.http import Router
 from console.receiver.ws import WebSocket, WebSocketClosed
 
@@ -47,7 +50,6 @@ Ingest = Callable[[list[Event]], Awaitable[None]]
 
 # Batches of events waiting for the history; past this the relay waits (back-pressure).
 EVENT_QUEUE = 256
-MAX_FRAME_BYTES = 1024 * 1024
 CONNECT_TIMEOUT_S = 5.0
 _UNSENDABLE = {1005, 1006, 1015}  # reserved codes: observed, never sent in a close frame
 _MAX_CALL_ID = 128
@@ -170,9 +172,8 @@ class Relay:
         platform = self.platform
         while (frame := await platform.recv()) is not None:
             await self._seen("platform", frame)
-        await self._emit(
-            self.session.closed("platform", platform.close_code or 1006, platform.close_reason or "", utc_now())
-        )
+        side, code, reason = self._platform_closed()
+        await self._emit(self.session.closed(side, code, reason, utc_now()))
 
     async def _seen(self, side: TapSide, frame: str | bytes) -> None:
         events = self.session.seen(side, frame, utc_now())
@@ -238,32 +239,50 @@ class Relay:
         if side == "platform":
             await self._close_agent(code, reason)
             await self._emit(self.session.closed("platform", code, reason, utc_now()))
-        else:
+        elif side == "agent":
             await self._close_platform(code, reason, side="agent")
+        else:  # the tap refused a frame over its limit: both sides are told why
+            await self._close_agent(code, reason)
+            await self._close_platform(code, reason, side=None)
 
-    async def _platform_to_agent(self, agent: ClientConnection) -> tuple[TapSide, int, str]:
+    def _platform_closed(self) -> tuple[TapSide | None, int, str]:
+        platform = self.platform
+        if platform.refused_oversize:
+            return None, 1009, self._too_big("platform")
+        return "platform", platform.close_code or 1006, platform.close_reason or ""
+
+    def _agent_closed(self, exc: ConnectionClosed) -> tuple[TapSide | None, int, str]:
+        if exc.sent is not None and exc.sent.code == 1009 and not exc.rcvd_then_sent:
+            return None, 1009, self._too_big("agent")
+        return "agent", *_close_of(exc)
+
+    def _too_big(self, side: TapSide) -> str:
+        limit = self.platform.max_message_bytes if side == "platform" else MAX_FRAME_BYTES
+        return f"{self.session.side_names[side]} sent a frame over the tap's limit of {_size(limit)}"
+
+    async def _platform_to_agent(self, agent: ClientConnection) -> tuple[TapSide | None, int, str]:
         platform = self.platform
         while True:
             frame = await platform.recv()
             if frame is None:
-                return "platform", platform.close_code or 1006, platform.close_reason or ""
+                return self._platform_closed()
             try:
                 await agent.send(frame)
             except ConnectionClosed as exc:
-                return "agent", *_close_of(exc)
+                return self._agent_closed(exc)
             await self._seen("platform", frame)
 
-    async def _agent_to_platform(self, agent: ClientConnection) -> tuple[TapSide, int, str]:
+    async def _agent_to_platform(self, agent: ClientConnection) -> tuple[TapSide | None, int, str]:
         platform = self.platform
         while True:
             try:
                 frame = await agent.recv()
             except ConnectionClosed as exc:
-                return "agent", *_close_of(exc)
+                return self._agent_closed(exc)
             try:
                 await platform.send(frame)
             except WebSocketClosed:
-                return "platform", platform.close_code or 1006, platform.close_reason or ""
+                return self._platform_closed()
             await self._seen("agent", frame)
 
     async def _close_platform(self, code: int, reason: str, *, side: TapSide | None) -> None:

@@ -108,6 +108,12 @@ class WebSocket(asyncio.Protocol):
         return received.reason if received is not None else None
 
     @property
+    def refused_oversize(self) -> bool:
+        """Whether this side closed the connection because the peer sent a message over the limit (1009)."""
+        sent = self._protocol.close_sent
+        return sent is not None and sent.code == 1009 and not self._protocol.close_rcvd_then_sent
+
+    @property
     def path(self) -> str:
         return self.request.path
 

@@ -177,6 +177,9 @@ class TwilioCallPlayer:
         self.ended = asyncio.Event()
         self._hang_up: asyncio.Event = asyncio.Event()
         self.agent_frames: list[dict[str, Any]] = []  # what the agent sent on a two-way stream
+        self.said: list[str] = []  # what the call's <Say>s spoke (after a redirect)
+        self.streams_opened = 0
+        self._redirects: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (TwiML, URL): one is given
         self.scenario = scenario
         self.endpoints = endpoints
         self.webhook = webhook
@@ -209,6 +212,11 @@ class TwilioCallPlayer:
     def hang_up(self) -> None:
         """`Status=completed`/`canceled` through the API: the call ends now."""
         self._hang_up.set()
+
+    def redirect(self, *, twiml: str = "", url: str = "") -> None:
+        """`Twiml`/`Url` through the API: the call leaves what it was doing (a stream is stopped) and
+        follows the new TwiML (fetched from `url`, signed, as a voice webhook is)."""
+        self._redirects.put_nowait((twiml, url))
 
     async def _post(self, url: str, kind: str, params: dict[str, str]) -> httpx.Response | None:
         body = urlencode(params).encode()
@@ -258,12 +266,8 @@ class TwilioCallPlayer:
             self._answered_at = time.monotonic()
             if outbound:
                 await self._voice("in-progress")
-            two_way = connect_stream(self.twiml)
             await self._status("in-progress")
-            if two_way is not None:
-                stream = asyncio.create_task(self._two_way_stream(two_way, stop))
-            elif self.media_stream:
-                stream = asyncio.create_task(self._stream(stop))
+            stream = asyncio.create_task(self._media(stop))
             scenario = asyncio.create_task(self._steps())
             hung_up = asyncio.create_task(self._hang_up.wait())
             await asyncio.wait({scenario, hung_up}, return_when=asyncio.FIRST_COMPLETED)
@@ -331,6 +335,45 @@ class TwilioCallPlayer:
 
     # ---------------------------------------------------------- media stream
 
+    async def _media(self, stop: asyncio.Event) -> None:
+        """The call's TwiML, then each redirect's in turn: a redirect stops what plays now (a stream
+        gets its `stop` frame and is closed) before the new TwiML starts, as on Twilio."""
+        twiml, first = self.twiml, True
+        while not stop.is_set():
+            leg_stop = asyncio.Event()
+            leg = asyncio.create_task(self._follow(twiml, leg_stop, first=first))
+            redirected = asyncio.create_task(self._redirects.get())
+            ended = asyncio.create_task(stop.wait())
+            await asyncio.wait({redirected, ended}, return_when=asyncio.FIRST_COMPLETED)
+            leg_stop.set()
+            with contextlib.suppress(Exception):
+                await leg
+            ended.cancel()
+            if not redirected.done():
+                redirected.cancel()
+                return
+            new_twiml, url = redirected.result()
+            if url:
+                params = self._base_params("in-progress")
+                answer = await self._post(url, "voice:redirect", params)
+                new_twiml = answer.text if answer is not None and answer.is_success else ""
+            twiml, first = new_twiml, False
+
+    async def _follow(self, twiml: str, stop: asyncio.Event, *, first: bool) -> None:
+        """One TwiML document on the call's media: its `<Say>`s spoken (about 0.3 s a word), then its
+        `<Connect><Stream>` (or, for the call's first TwiML, the one-way stream a scenario asks for)."""
+        for text in says(twiml):
+            self.said.append(text)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.3 * len(text.split()) / self.speed)
+            if stop.is_set():
+                return
+        two_way = connect_stream(twiml)
+        if two_way is not None:
+            await self._two_way_stream(two_way, stop)
+        elif first and self.media_stream:
+            await self._stream(stop)
+
     async def _two_way_stream(self, two_way: ConnectStream, stop: asyncio.Event) -> None:
         """`<Connect><Stream>`: the caller's audio to the stream's URL, the agent's audio played back."""
         tunnel = self.endpoints.tunnel
@@ -346,6 +389,7 @@ class TwilioCallPlayer:
         started = time.perf_counter()
         try:
             async with connect(url, open_timeout=10, max_size=2**20) as ws:
+                self.streams_opened += 1
                 self.webhook.record(DeliveryRecord(self.call_sid, "media-stream", 101, ms_since(started)))
                 await play(ws)
         except (OSError, TimeoutError, WebSocketException) as exc:
@@ -441,6 +485,17 @@ def connect_stream(twiml: str) -> ConnectStream | None:
         return None
     parameters = {str(p.get("name")): str(p.get("value") or "") for p in stream.findall("./Parameter") if p.get("name")}
     return ConnectStream(str(stream.get("url")), parameters)
+
+
+def says(twiml: str) -> list[str]:
+    """The words of a TwiML answer's top-level `<Say>`s, in order."""
+    if "<Say" not in twiml:
+        return []
+    try:
+        root = ElementTree.fromstring(twiml.strip())
+    except ElementTree.ParseError:
+        return []
+    return [" ".join((say.text or "").split()) for say in root.findall("./Say")]
 
 
 class Playback:
@@ -794,7 +849,10 @@ class SimulatedTwilio(LoopbackPlatform):
                 return _twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
             player.hang_up()
         elif one.get("Url") or one.get("Twiml"):
+            if player is None or player.ended.is_set() or player.status != "in-progress":
+                return _twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
             self.calls[sid]["redirected_to"] = one.get("Twiml") or one.get("Url")
+            player.redirect(twiml=one.get("Twiml", ""), url=self._through(one["Url"]) if one.get("Url") else "")
         self.calls[sid]["date_updated"] = _rfc2822()
         return Response.json(200, self._call(sid))
 

@@ -106,6 +106,7 @@ class RetellLlmTap(WatchedSocket):
     prefix = "llm"
     side_names: ClassVar[dict[TapSide, str]] = {"platform": "Retell", "agent": "the LLM server"}
     side_keys: ClassVar[dict[TapSide, str]] = {"platform": "retell", "agent": "server"}
+    large_frame = 512 * 1024  # Retell's requests carry the whole transcript so far, which grows with the call
 
     def __init__(self, call_id: str) -> None:
         super().__init__(call_id)
@@ -125,7 +126,9 @@ class RetellLlmTap(WatchedSocket):
     # -- frames ---------------------------------------------------------------------------
 
     def seen(self, side: TapSide, frame: str | bytes, received_at: datetime) -> list[Event]:
-        self.frames[side] += 1
+        return self._counted(side, frame, received_at) + self._seen(side, frame, received_at)
+
+    def _seen(self, side: TapSide, frame: str | bytes, received_at: datetime) -> list[Event]:
         if isinstance(frame, (bytes, bytearray)):
             return self._malformed(side, "a binary frame (Retell takes JSON text frames only)", received_at)
         try:

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import ClassVar
 
 from console.core.events import BargeIn, Event, Raw, Role, SpeechStarted, SpeechStopped
+from console.core.timeline import OPERATOR_CUT_OFF
 from console.providers.base import TapSide
 from console.providers.taps import WatchedSocket
 from console.providers.twilio.stream import MediaStreamSession, ulaw_rms
@@ -64,6 +65,7 @@ class TwilioStreamTap(WatchedSocket):
     prefix = "stream"
     side_names: ClassVar[dict[TapSide, str]] = {"platform": "Twilio", "agent": "the agent"}
     side_keys: ClassVar[dict[TapSide, str]] = {"platform": "twilio", "agent": "agent"}
+    large_frame = 64 * 1024  # Twilio's frames carry 20 ms (under 1 KB); 64 KB of agent audio is ~6 s at once
 
     def __init__(self, call_id: str = "") -> None:
         super().__init__(call_id)  # learnt from the `start` frame (the stream URL names no call)
@@ -83,8 +85,7 @@ class TwilioStreamTap(WatchedSocket):
     # -- frames ---------------------------------------------------------------------------
 
     def seen(self, side: TapSide, frame: str | bytes, received_at: datetime) -> list[Event]:
-        self.frames[side] += 1
-        events = self._played_out(received_at)
+        events = self._counted(side, frame, received_at) + self._played_out(received_at)
         if isinstance(frame, (bytes, bytearray)):
             return events + self._malformed(side, "a binary frame (Media Streams frames are JSON text)", received_at)
         if side == "platform":
@@ -208,18 +209,31 @@ class TwilioStreamTap(WatchedSocket):
         return events
 
     def _clear(self, at: datetime, *, by: str) -> list[Event]:
+        """A `clear` from the agent, or the operator's (`x`): Twilio drops the queued audio."""
         audio = self._audio
-        events: list[Event] = [self._raw("stream.clear", at, by=by)]
-        if audio is None or audio.stopped is not None or audio.ends <= at:
-            return events
-        audio.stopped, audio.cleared = at, True
-        levels = self.levels["assistant"]
-        while levels and levels[-1][0] > at:  # never played: Twilio dropped it
-            levels.pop()
-        audio.cut_marks = [name for name, _ in audio.marks]
-        audio.marks = []
-        events.append(SpeechStopped(at=at, provider=PROVIDER, call_id=self.call_id or None, role="assistant"))
-        if self._barge_in_at is not None:
+        playing = audio is not None and audio.stopped is None and audio.ends > at
+        dropped_ms = round((audio.ends - at).total_seconds() * 1000) if audio is not None and playing else 0
+        events: list[Event] = []
+        if audio is not None and playing:
+            audio.stopped, audio.cleared = at, True
+            levels = self.levels["assistant"]
+            while levels and levels[-1][0] > at:  # never played: Twilio dropped it
+                levels.pop()
+            audio.cut_marks = [name for name, _ in audio.marks]
+            audio.marks = []
+            events.append(SpeechStopped(at=at, provider=PROVIDER, call_id=self.call_id or None, role="assistant"))
+        if by == "operator":
+            cut = ", ".join(audio.cut_marks) if audio is not None and playing else ""
+            note = (
+                f"the operator cut the agent off (clear): {dropped_ms} ms of its queued audio dropped"
+                + (f" ({cut})" if cut else "")
+                if playing
+                else "the operator sent clear: the agent was not playing anything"
+            )
+            events.insert(0, self._raw(OPERATOR_CUT_OFF, at, note=note, dropped_ms=dropped_ms, cut=cut or None))
+        else:
+            events.insert(0, self._raw("stream.clear", at, by=by))
+        if audio is not None and playing and self._barge_in_at is not None:
             events += self._settle(audio)
         return events
 

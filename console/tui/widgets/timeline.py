@@ -24,6 +24,8 @@ STYLE_MARK = "bold red"
 STYLE_LATENCY = "green"
 STYLE_DIM = "dim"
 MARK = "↯"  # one cell wide (⚡ takes two and would push the row out of line)
+CUT = "✂"  # the operator cut the agent off (x); one cell wide too
+STYLE_CUT = "bold magenta"
 
 
 def ms(value: float | None) -> str:
@@ -139,6 +141,10 @@ def render_timeline(
         column = column_of(mark.at, begin, end, columns)
         if column is not None:
             marks[column], styles[column] = MARK, STYLE_MARK
+    for cut in timeline.cut_offs_between(begin, end):
+        column = column_of(cut.at, begin, end, columns)
+        if column is not None:
+            marks[column], styles[column] = CUT, STYLE_CUT
     for turn in timeline.turns_between(begin, end):
         column = column_of(turn.agent_started_at, begin, end, columns)
         label = f"{turn.latency_ms:.0f}"
@@ -198,6 +204,14 @@ def render_timeline(
             line.append("  cut: ", style=STYLE_DIM)
             line.append(mark.cut_text, style="strike red")
         recent.append((mark.at, line))
+    for cut in timeline.cut_offs:
+        line = Text(f"{CUT} cut off by the operator", style=STYLE_CUT)
+        if cut.dropped_ms:
+            line.append(f"  {ms(cut.dropped_ms)} of the agent's audio dropped")
+        if cut.cut_text:
+            line.append("  cut: ", style=STYLE_DIM)
+            line.append(cut.cut_text, style="strike red")
+        recent.append((cut.at, line))
     for turn in timeline.turns:
         recent.append((turn.agent_started_at, Text(f"turn latency {turn.latency_ms:.0f} ms", style=STYLE_LATENCY)))
     recent.sort(key=lambda item: item[0], reverse=True)
