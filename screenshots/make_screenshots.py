@@ -13,7 +13,8 @@ a tool call is waiting for the operator, and saves:
 - dial.svg      the dial dialog with assistants and numbers from the platform, the number checked
 - retell-tap.svg a Retell custom-LLM call through the tap: live transcript, the barge-in on a superseded
                 response with its cut text, the LLM server's tool call
-- twilio.svg    a Twilio call whose stream runs through the tap: the barge-in and the agent's time-to-stop
+- twilio.svg    a Twilio call whose stream runs through the tap: the barge-in and the agent's time-to-stop,
+                the operator cutting the agent off (x, ✂)
                 measured from the audio
 - retell.svg    a Retell demo call selected: its transcript with the barge-in derived from word times
 - history.svg   the history screen on the first demo call once it has ended (timeline of the call)
@@ -63,10 +64,15 @@ async def main() -> None:
         app = VoiceConsoleApp(Services(settings, secret_store=SecretStore(env={}), demo=True, policy=DEMO_POLICY))
         started = time.monotonic()
         async with app.run_test(size=SIZE) as pilot:
+
             def ready() -> bool:
                 service = app.service
-                return bool(service and service.gate and service.gate.pending()
-                            and any(call.barge_ins for call in service.pipeline.tracker.calls()))
+                return bool(
+                    service
+                    and service.gate
+                    and service.gate.pending()
+                    and any(call.barge_ins for call in service.pipeline.tracker.calls())
+                )
 
             await wait_for(pilot, ready, "a barge-in and a pending tool call")
             await pilot.pause(2.0)  # let the countdown run and the stalling mark appear
@@ -126,7 +132,23 @@ async def main() -> None:
                 return next((c.call_id for c in calls if c.provider == "twilio" and c.barge_ins), None)
 
             await wait_for(pilot, lambda: twilio_barge_in() is not None, "a Twilio call with a barge-in")
-            app.main.query_one(LiveCallsTable).follow(twilio_barge_in())
+            twilio_call = twilio_barge_in()
+            app.main.query_one(LiveCallsTable).follow(twilio_call)
+            # and the operator's own barge-in: x while the agent's next answer plays (✂ in the timeline)
+            timeline = app.main.timelines.get(twilio_call)
+            barge_ins = len(timeline.barge_ins) if timeline else 0
+            await wait_for(
+                pilot,
+                lambda: (
+                    timeline is not None
+                    and len(timeline.barge_ins) == barge_ins
+                    and timeline.speaking("assistant")
+                    and timeline.lanes["assistant"][-1].start > timeline.barge_ins[-1].at
+                ),
+                "the Twilio agent speaking again",
+            )
+            await pilot.pause(0.15)
+            await pilot.press("x")
             await pilot.pause(1.5)
             print(app.save_screenshot("twilio.svg", path=str(HERE)))
 

@@ -483,3 +483,24 @@ async def test_the_agent_down_closes_twilios_side_with_the_reason_and_keeps_the_
             break
         await asyncio.sleep(0.02)
     assert closed and closed[0]["data"]["closed_by"] == "the console" and closed[0]["data"]["code"] == 1011
+
+
+def test_frames_out_of_order_or_missing_are_counted_and_kept_from_the_vad():
+    tap = TwilioStreamTap()
+    t0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    tap.seen("platform", start_frame("CA1"), t0)
+
+    def media(sequence: int, chunk: int, loud: bool) -> str:
+        payload = VOICED[0] if loud else base64.b64encode(b"\xff" * 160).decode()
+        media = {"track": "inbound", "chunk": str(chunk), "timestamp": str((chunk - 1) * 20), "payload": payload}
+        return json.dumps({"event": "media", "sequenceNumber": str(sequence), "media": media, "streamSid": "MZ9"})
+
+    for n in range(2, 6):
+        assert tap.seen("platform", media(n, n - 1, loud=False), t0 + timedelta(milliseconds=20 * n)) == []
+    [late] = tap.seen("platform", media(3, 2, loud=True), t0 + timedelta(milliseconds=120))
+    assert late.type == "stream.out_of_order" and late.data["problem"] == "out of order: sequenceNumber 3 after 5"
+    [gap] = tap.seen("platform", media(9, 8, loud=False), t0 + timedelta(milliseconds=180))
+    assert gap.data["problem"] == "3 frame(s) missing: sequenceNumber 9 after 5"
+    assert max(rms for _, rms in tap.levels["user"]) < 100  # the late (loud) frame was kept from the VAD
+    record = tap.closed("platform", 1000, "", t0 + timedelta(seconds=1))[-1].data
+    assert (record["out_of_order_from_twilio"], record["skipped_by_twilio"]) == (1, 3)

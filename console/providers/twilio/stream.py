@@ -177,6 +177,12 @@ class MediaStreamSession:
         self.bad_frames = 0  # not JSON, wrong shape, bad base64
         self.ignored_frames = 0  # unknown event or track, or anything after stop
         self.last_error: str | None = None
+        # `sequenceNumber` counts up by one across every frame after `connected`: one at or below the
+        # last is out of order (its audio is kept from the VAD, which runs forward), one beyond skips frames.
+        self.last_sequence: int | None = None
+        self.out_of_order = 0
+        self.skipped = 0
+        self.last_order_problem: str | None = None
 
     def feed(self, text_frame: str | bytes, received_at: datetime) -> list[Event]:
         self.frames += 1
@@ -194,8 +200,9 @@ class MediaStreamSession:
             frame = stream_frame_adapter.validate_python(data)
             if self._base is None:
                 self._base = received_at
+            in_order = self._in_order(frame.sequence_number)
             if isinstance(frame, MediaFrame):
-                return self._media(frame)
+                return self._media(frame) if in_order else []
             if isinstance(frame, StartFrame):
                 return self._start(frame, data, received_at)
             if isinstance(frame, StopFrame):
@@ -208,6 +215,25 @@ class MediaStreamSession:
             self.bad_frames += 1
             self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             return []
+
+    def _in_order(self, sequence: str | int | None) -> bool:
+        """Whether a frame's `sequenceNumber` follows the last one (a frame without one is taken as is)."""
+        try:
+            number = int(sequence) if sequence is not None else None
+        except ValueError:
+            return True
+        last = self.last_sequence
+        if number is None:
+            return True
+        if last is not None and number <= last:
+            self.out_of_order += 1
+            self.last_order_problem = f"out of order: sequenceNumber {number} after {last}"
+            return False
+        if last is not None and number > last + 1:
+            self.skipped += number - last - 1
+            self.last_order_problem = f"{number - last - 1} frame(s) missing: sequenceNumber {number} after {last}"
+        self.last_sequence = number
+        return True
 
     # -- frames ---------------------------------------------------------------
 
@@ -272,4 +298,6 @@ class MediaStreamSession:
             "bad_frames": self.bad_frames,
             "ignored_frames": self.ignored_frames,
             "last_error": self.last_error,
+            "out_of_order": self.out_of_order,
+            "skipped": self.skipped,
         }

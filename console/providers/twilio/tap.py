@@ -35,7 +35,7 @@ from typing import ClassVar
 from console.core.events import BargeIn, Event, Raw, Role, SpeechStarted, SpeechStopped
 from console.core.timeline import OPERATOR_CUT_OFF
 from console.providers.base import TapSide
-from console.providers.taps import WatchedSocket
+from console.providers.taps import MALFORMED_REPORTED, WatchedSocket
 from console.providers.twilio.stream import MediaStreamSession, ulaw_rms
 
 PROVIDER = "twilio"
@@ -73,6 +73,7 @@ class TwilioStreamTap(WatchedSocket):
         self.barge_ins = 0
         self.talked_over = 0
         self.stream_sid: str | None = None
+        self._order_reports = 0
         self._audio: _AgentAudio | None = None  # the agent's current (or last) stretch of audio
         self._barge_in_at: datetime | None = None  # the caller's start, not yet settled
         self._held: list[Event] = []  # the caller's speech events while a barge-in is being settled
@@ -97,7 +98,16 @@ class TwilioStreamTap(WatchedSocket):
         events += self._held
         self._held = []
         events.append(
-            self._closed_record(side, code, reason, at, barge_ins=self.barge_ins, talked_over=self.talked_over)
+            self._closed_record(
+                side,
+                code,
+                reason,
+                at,
+                barge_ins=self.barge_ins,
+                talked_over=self.talked_over,
+                out_of_order_from_twilio=self.stream.out_of_order,
+                skipped_by_twilio=self.stream.skipped,
+            )
         )
         return events
 
@@ -113,14 +123,18 @@ class TwilioStreamTap(WatchedSocket):
     # -- Twilio -> agent ------------------------------------------------------------------
 
     def _from_twilio(self, frame: str, at: datetime) -> list[Event]:
-        bad_before = self.stream.bad_frames + self.stream.ignored_frames
-        found = self.stream.feed(frame, at)
-        if self.stream.call_id and not self.call_id:
-            self.call_id = self.stream.call_id
-        self.stream_sid = self.stream.stream_sid or self.stream_sid
-        if self.stream.bad_frames + self.stream.ignored_frames > bad_before:
-            why = self.stream.last_error if self.stream.bad_frames else "an unknown event, or a frame after stop"
+        stream = self.stream
+        bad_before = stream.bad_frames + stream.ignored_frames
+        order_before = stream.out_of_order + stream.skipped
+        found = stream.feed(frame, at)
+        if stream.call_id and not self.call_id:
+            self.call_id = stream.call_id
+        self.stream_sid = stream.stream_sid or self.stream_sid
+        if stream.bad_frames + stream.ignored_frames > bad_before:
+            why = stream.last_error if stream.bad_frames else "an unknown event, or a frame after stop"
             return self._malformed("platform", why or "malformed", at)
+        if stream.out_of_order + stream.skipped > order_before:
+            found = [*self._out_of_order(stream.last_order_problem or "", at), *found]
         if (level := self.stream.level("inbound")) is not None:
             self._level("user", at, level)
         events: list[Event] = []
@@ -136,6 +150,15 @@ class TwilioStreamTap(WatchedSocket):
             if isinstance(event, Raw) and event.type == "stream.mark":
                 self._mark_echoed(str(event.data.get("mark", {}).get("name", "")), at)
         return events
+
+    def _out_of_order(self, problem: str, at: datetime) -> list[Event]:
+        """A frame out of order or after a gap: relayed as it came; the first few reported, all counted."""
+        self._order_reports += 1
+        if self._order_reports > MALFORMED_REPORTED:
+            return []
+        count = self._order_reports
+        note = f"media stream frame from Twilio {problem} (relayed as it came; late audio kept from the VAD)"
+        return [self._raw("stream.out_of_order", at, note=note, problem=problem, count=count)]
 
     def _caller_started(self, start: SpeechStarted) -> list[Event]:
         """The caller starts speaking: a barge-in if the agent's audio was playing then. Its events wait

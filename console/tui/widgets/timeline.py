@@ -208,6 +208,8 @@ def render_timeline(
         line = Text(f"{CUT} cut off by the operator", style=STYLE_CUT)
         if cut.dropped_ms:
             line.append(f"  {ms(cut.dropped_ms)} of the agent's audio dropped")
+        elif cut.dropped_ms == 0:
+            line.append("  nothing was playing", style=STYLE_DIM)
         if cut.cut_text:
             line.append("  cut: ", style=STYLE_DIM)
             line.append(cut.cut_text, style="strike red")
