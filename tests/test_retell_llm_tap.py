@@ -241,7 +241,7 @@ async def test_a_server_that_stops_reading_back_pressures_retell_instead_of_fill
     frame = json.dumps({"interaction_type": "update_only", "transcript": [{"role": "user", "content": "x" * 100_000}]})
     async with serve(never_reads, "127.0.0.1", 0, max_queue=1) as server:
         port = server.sockets[0].getsockname()[1]
-        service, _ = await start(start_receiver, f"ws://127.0.0.1:{port}/llm")
+        service, seen = await start(start_receiver, f"ws://127.0.0.1:{port}/llm")
         async with connect(tap_url(service) + "/call_tap_slow", max_queue=None) as retell:
             accepted = 0
             try:
@@ -250,9 +250,15 @@ async def test_a_server_that_stops_reading_back_pressures_retell_instead_of_fill
                     accepted += 1
             except TimeoutError:
                 pass
+            # said while it lasts, not only once the socket closes
+            stalled = [e for e in seen if e.kind == "raw" and e.type == "llm.stalled"]
             stop.set()
     # The sockets' bounded queues and the kernel's buffers, no more: a few hundred frames at most.
     assert 10 < accepted < 400, accepted
+    assert len(stalled) == 1, stalled  # once per stall
+    assert stalled[0].data["slow_side"] == "the LLM server" and stalled[0].data["waited_s"] >= 0.5
+    note = stalled[0].data["note"]
+    assert note.startswith("the LLM server is not reading the custom-LLM socket: a frame from Retell")
 
 
 async def test_a_call_to_the_simulated_custom_llm_agent_runs_through_the_tap(start_receiver):

@@ -719,6 +719,8 @@ def test_media_stream_fixture() -> None:
         "bad_frames": 0,
         "ignored_frames": 0,
         "last_error": None,
+        "out_of_order": 0,
+        "skipped": 0,
     }
 
 

@@ -107,6 +107,11 @@ class TapSession(Protocol):
         """The socket is over: `side` closed it (None: the tap, e.g. the agent server was unreachable)."""
         ...
 
+    def stalled(self, side: TapSide, waited_s: float, at: datetime) -> list[Event]:
+        """`side` is not reading: a frame for it has waited `waited_s` to be passed on (the other side
+        is held back meanwhile)."""
+        ...
+
     def operator_says(self, content: str, at: datetime) -> tuple[str, list[Event]]:
         """The frame that makes the platform speak `content` now, and the events recording it;
         ValueError when the platform's socket cannot."""

@@ -41,6 +41,7 @@ class WatchedSocket:
         self.frames: dict[TapSide, int] = {"platform": 0, "agent": 0}
         self.malformed: dict[TapSide, int] = {"platform": 0, "agent": 0}
         self.oversize: dict[TapSide, int] = {"platform": 0, "agent": 0}
+        self.stalls: dict[TapSide, int] = {"platform": 0, "agent": 0}
 
     def _raw(self, type_: str, at: datetime, **data: Any) -> Raw:
         return Raw(at=at, provider=self.provider, call_id=self.call_id or None, type=type_, data=data)
@@ -71,6 +72,21 @@ class WatchedSocket:
         note = f"malformed {self.what} frame from {sender}: {why[:200]} (relayed as it was)"
         return [self._raw(f"{self.prefix}.malformed", at, note=note, sent_by=sender, problem=why[:300], count=count)]
 
+    def stalled(self, side: TapSide, waited_s: float, at: datetime) -> list[Event]:
+        """`side` is not reading; the first few stalls are reported, all counted."""
+        self.stalls[side] += 1
+        count = self.stalls[side]
+        if count > MALFORMED_REPORTED:
+            return []
+        slow, other = self.side_names[side], self.side_names["agent" if side == "platform" else "platform"]
+        note = (
+            f"{slow} is not reading the {self.what}: a frame from {other} has waited {waited_s:.1f} s to be passed on "
+            f"({other} is held back meanwhile; nothing is buffered past the sockets' bounded queues)"
+        )
+        return [
+            self._raw(f"{self.prefix}.stalled", at, note=note, slow_side=slow, waited_s=round(waited_s, 3), count=count)
+        ]
+
     def _closed_record(self, side: TapSide | None, code: int, reason: str, at: datetime, **extra: Any) -> Raw:
         """`<prefix>.closed`: who closed it, how, and what passed each way."""
         by = self.side_names[side] if side is not None else "the console"
@@ -79,8 +95,13 @@ class WatchedSocket:
         if malformed:
             note += f"; {malformed} malformed frame(s)"
         counts = {
-            f"{kind}_from_{self.side_keys[each]}": counted[each]
-            for kind, counted in (("frames", self.frames), ("malformed", self.malformed), ("oversize", self.oversize))
+            f"{kind}_{self.side_keys[each]}": counted[each]
+            for kind, counted in (
+                ("frames_from", self.frames),
+                ("malformed_from", self.malformed),
+                ("oversize_from", self.oversize),
+                ("stalls_of", self.stalls),
+            )
             for each in ("platform", "agent")
         }
         return self._raw(

@@ -51,6 +51,8 @@ Ingest = Callable[[list[Event]], Awaitable[None]]
 # Batches of events waiting for the history; past this the relay waits (back-pressure).
 EVENT_QUEUE = 256
 CONNECT_TIMEOUT_S = 5.0
+# A frame that waits this long to be passed on: the side it goes to is not reading (reported, once per stall).
+SLOW_PASS_S = 0.5
 _UNSENDABLE = {1005, 1006, 1015}  # reserved codes: observed, never sent in a close frame
 _MAX_CALL_ID = 128
 
@@ -135,6 +137,8 @@ class Relay:
         # For a stream that names its call itself: whether the console has seen that call already.
         self._known_call = known_call
         self._events: asyncio.Queue[list[Event] | None] = asyncio.Queue(EVENT_QUEUE)
+        # Per receiving side: since when the frame being passed to it has waited (None: not waiting).
+        self._waiting_since: dict[TapSide, float | None] = {"platform": None, "agent": None}
 
     async def say(self, content: str) -> None:
         """The operator's words, spoken now: a frame on the platform's side (`LiveTap`)."""
@@ -224,6 +228,13 @@ class Relay:
             asyncio.create_task(self._platform_to_agent(self.agent)),
             asyncio.create_task(self._agent_to_platform(self.agent)),
         ]
+        watchdog = asyncio.create_task(self._watch_for_stalls())
+        try:
+            await self._relay(pumps)
+        finally:
+            watchdog.cancel()
+
+    async def _relay(self, pumps: list[asyncio.Task[tuple[TapSide | None, int, str]]]) -> None:
         try:
             done, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
             side, code, reason = next(iter(done)).result()
@@ -261,29 +272,46 @@ class Relay:
         return f"{self.session.side_names[side]} sent a frame over the tap's limit of {_size(limit)}"
 
     async def _platform_to_agent(self, agent: ClientConnection) -> tuple[TapSide | None, int, str]:
-        platform = self.platform
+        platform, waiting, clock = self.platform, self._waiting_since, asyncio.get_running_loop().time
         while True:
             frame = await platform.recv()
             if frame is None:
                 return self._platform_closed()
+            waiting["agent"] = clock()
             try:
                 await agent.send(frame)
             except ConnectionClosed as exc:
                 return self._agent_closed(exc)
+            waiting["agent"] = None
             await self._seen("platform", frame)
 
     async def _agent_to_platform(self, agent: ClientConnection) -> tuple[TapSide | None, int, str]:
-        platform = self.platform
+        platform, waiting, clock = self.platform, self._waiting_since, asyncio.get_running_loop().time
         while True:
             try:
                 frame = await agent.recv()
             except ConnectionClosed as exc:
                 return self._agent_closed(exc)
+            waiting["platform"] = clock()
             try:
                 await platform.send(frame)
             except WebSocketClosed:
                 return self._platform_closed()
+            waiting["platform"] = None
             await self._seen("agent", frame)
+
+    async def _watch_for_stalls(self) -> None:
+        """A side that stops reading holds the other back (the relay never buffers past the sockets'
+        bounded queues); this says so while it lasts, once per stall, rather than only afterwards."""
+        clock = asyncio.get_running_loop().time
+        reported: dict[TapSide, float] = {}
+        while True:
+            await asyncio.sleep(SLOW_PASS_S / 2)
+            now = clock()
+            for side, since in self._waiting_since.items():
+                if since is not None and now - since >= SLOW_PASS_S and reported.get(side) != since:
+                    reported[side] = since
+                    await self._emit(self.session.stalled(side, now - since, utc_now()))
 
     async def _close_platform(self, code: int, reason: str, *, side: TapSide | None) -> None:
         if code in _UNSENDABLE:
