@@ -49,6 +49,8 @@ class WatchedSocket:
     def _counted(self, side: TapSide, frame: str | bytes, at: datetime) -> list[Event]:
         """Count a frame each side sent; an oversize one is reported (it was relayed all the same)."""
         self.frames[side] += 1
+        if len(frame) * 4 <= self.large_frame:  # the usual frame: small whatever its characters (no encoding)
+            return []
         length = len(frame) if isinstance(frame, (bytes, bytearray)) else len(frame.encode())
         if length <= self.large_frame:
             return []
