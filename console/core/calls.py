@@ -53,6 +53,18 @@ def short_id(value: str | None, size: int = 8) -> str:
     return value[:size]
 
 
+# An attached console's stand-in for a call's control URL: the receiver knows it and steers through it.
+HELD_BY_RECEIVER = "held by the receiver"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_iso(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
 @dataclass
 class CallState:
     call_id: str
@@ -79,6 +91,40 @@ class CallState:
     _model_output: dict[str, str] = field(default_factory=dict)  # turnId -> text produced
     _last_turn_id: str | None = None
     _spoken_text: str = ""  # what the assistant has said in its current turn
+
+    def summary(self) -> dict[str, Any]:
+        """What a console attached to this receiver shows of the call: its summary fields, and
+        whether a control URL is known (never the URL: it is a capability the receiver keeps)."""
+        return {
+            "call_id": self.call_id,
+            "provider": self.provider,
+            "status": self.status,
+            "status_at": _iso(self.status_at),
+            "ended_reason": self.ended_reason,
+            "first_at": _iso(self.first_at),
+            "last_at": _iso(self.last_at),
+            "barge_ins": self.barge_ins,
+            "speaking": sorted(self.speaking),
+            "last_turn_latency_ms": self.last_turn_latency_ms,
+            "controllable": self.control_url is not None,
+        }
+
+    @classmethod
+    def from_summary(cls, data: dict[str, Any]) -> CallState:
+        """The call as `summary()` described it; a known control URL stands as `HELD_BY_RECEIVER`."""
+        return cls(
+            call_id=str(data["call_id"]),
+            provider=str(data["provider"]),
+            status=data.get("status"),
+            status_at=_parse_iso(data.get("status_at")),
+            ended_reason=data.get("ended_reason"),
+            first_at=_parse_iso(data.get("first_at")),
+            last_at=_parse_iso(data.get("last_at")),
+            barge_ins=int(data.get("barge_ins") or 0),
+            speaking=set(data.get("speaking") or ()),
+            last_turn_latency_ms=data.get("last_turn_latency_ms"),
+            control_url=HELD_BY_RECEIVER if data.get("controllable") else None,
+        )
 
     def forget_details(self) -> None:
         """Drop what only matters while deliveries can still arrive; the summary fields stay."""

@@ -117,6 +117,7 @@ class ToolDecided(_EventBase):
     error: str | None = None
     latency_ms: float | None = None
     arguments: dict[str, Any] | None = None  # the arguments as sent on, when passed through
+    operator: str | None = None  # who decided (user@host), when `by` is "operator" and the console named one
 
 
 class CallHang(_EventBase):

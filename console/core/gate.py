@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -48,12 +49,16 @@ _FINISH_SLACK_S = 0.05
 _MIN_BUDGET_S = 0.5
 
 
+SETTLED_KEPT = 1000  # recent outcomes kept, to tell a late decision who decided first
+
+
 @dataclass(frozen=True)
 class OperatorDecision:
     decision: OperatorChoice
     arguments: dict[str, Any] | None = None  # required for "edited"
     result: Any = None  # required for "overridden"; any JSON-able or text, stored as a one-line string
     reason: str | None = None  # for "rejected": what the assistant may say (a default if None)
+    operator: str | None = None  # who decided (user@host), when several consoles may decide
 
 
 @dataclass
@@ -85,7 +90,24 @@ class PendingCall:
             "remaining_s": round(self.remaining_s(), 3),
             "on_timeout": self.on_timeout,
             "stalling": self.stalling,
+            "arguments_schema": self.arguments_schema,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingCall:
+        """The call as `to_dict()` wrote it (a console attached to the receiver holding it)."""
+        return cls(
+            tool_call_id=str(data["tool_call_id"]),
+            name=str(data["name"]),
+            arguments=dict(data.get("arguments") or {}),
+            provider=str(data["provider"]),
+            call_id=data.get("call_id"),
+            requested_at=datetime.fromisoformat(data["requested_at"]),
+            deadline_at=datetime.fromisoformat(data["deadline_at"]),
+            on_timeout=str(data.get("on_timeout") or "reject"),
+            stalling=bool(data.get("stalling")),
+            arguments_schema=data.get("arguments_schema"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +145,7 @@ class _Verdict:
     arguments: dict[str, Any] | None = None  # for approved/edited: what is passed on
     result: str | None = None
     error: str | None = None
+    operator: str | None = None
 
     @property
     def passes_through(self) -> bool:
@@ -173,6 +196,7 @@ class ToolGate:
         self._filler_after_s = filler_after_s or 0.0
         self._clock = clock
         self._held: dict[str, _Held] = {}  # insertion order = oldest first
+        self._settled: OrderedDict[str, ToolOutcome] = OrderedDict()  # the last SETTLED_KEPT outcomes
         self._subscribers: list[Callable[[GateEvent], None]] = []
 
     # --- for the operator side --------------------------------------------------------------
@@ -385,8 +409,10 @@ class ToolGate:
                 error=verdict.error,
                 latency_ms=_ms(verdict.at - run.started),
                 arguments_sent=verdict.arguments if verdict.passes_through else None,
+                operator=verdict.operator,
             )
             run.final[call.tool_call_id] = outcome
+            self._remember(outcome)
             self._emit(CallSettled(outcome))
 
     def _abandon(self, run: _Run, error: str, by: DecidedBy) -> dict[str, ToolOutcome]:
@@ -412,8 +438,18 @@ class ToolGate:
                 latency_ms=_ms(loop.time() - run.started),
             )
             dropped[call.tool_call_id] = outcome
+            self._remember(outcome)
             self._emit(CallSettled(outcome))
         return dropped
+
+    def _remember(self, outcome: ToolOutcome) -> None:
+        self._settled[outcome.tool_call_id] = outcome
+        if len(self._settled) > SETTLED_KEPT:
+            self._settled.popitem(last=False)
+
+    def settled(self, tool_call_id: str) -> ToolOutcome | None:
+        """How a recently settled call was decided (and by whom): what a late decision is told."""
+        return self._settled.get(tool_call_id)
 
     def _emit(self, event: GateEvent) -> None:
         if self._present is not None and self._subscribers:
@@ -457,15 +493,15 @@ def _operator_verdict(decision: OperatorDecision, at: float = 0.0) -> _Verdict:
     if kind == "edited":
         if not isinstance(decision.arguments, dict):
             raise ValueError('an "edited" decision needs the new arguments as a JSON object')
-        return _Verdict("edited", "operator", at, arguments=decision.arguments)
+        return _Verdict("edited", "operator", at, arguments=decision.arguments, operator=decision.operator)
     if kind == "overridden":
         if decision.result is None:
             raise ValueError('an "overridden" decision needs a result')
-        return _Verdict("overridden", "operator", at, result=one_line(decision.result))
+        return _Verdict("overridden", "operator", at, result=one_line(decision.result), operator=decision.operator)
     if kind == "rejected":
         reason = one_line(decision.reason) if decision.reason and decision.reason.strip() else DEFAULT_REJECT_REASON
-        return _Verdict("rejected", "operator", at, error=reason)
-    return _Verdict("approved", "operator", at)
+        return _Verdict("rejected", "operator", at, error=reason, operator=decision.operator)
+    return _Verdict("approved", "operator", at, operator=decision.operator)
 
 
 def _ms(seconds: float) -> float:

@@ -91,6 +91,7 @@ class ToolOutcome:
     error: str | None = None
     latency_ms: float | None = None
     arguments_sent: dict[str, Any] | None = None
+    operator: str | None = None  # who decided, when `by` is "operator" and consoles name themselves
 
     def event(self, *, provider: str, call_id: str | None, at: datetime) -> ToolDecided:
         """The `tool.decided` event that records this outcome (the one place it is built)."""
@@ -106,6 +107,7 @@ class ToolOutcome:
             error=self.error,
             latency_ms=self.latency_ms,
             arguments=self.arguments_sent,
+            operator=self.operator,
         )
 
 

@@ -140,6 +140,7 @@ class Router:
         self._routes: dict[str, dict[str, Handler]] = {}
         self._allow: dict[str, str] = {}
         self._ws: dict[str, WebSocketHandler] = {}
+        self._ws_admit: dict[str, Admission] = {}
         # (prefix ending in "/", handler, admission), longest prefix first
         self._ws_prefixes: list[tuple[str, WebSocketHandler, Admission | None]] = []
 
@@ -153,12 +154,15 @@ class Router:
         methods[method] = handler
         self._refresh_allow(path)
 
-    def add_websocket(self, path: str, ws_handler: WebSocketHandler) -> None:
+    def add_websocket(self, path: str, ws_handler: WebSocketHandler, admit: Admission | None = None) -> None:
+        """`admit` vets each upgrade request before the handshake (e.g. a token), refusing with its response."""
         if not path.startswith("/"):
             raise ValueError(f"route path must start with '/': {path!r}")
         if path in self._ws:
             raise ValueError(f"websocket route {path} is already registered")
         self._ws[path] = ws_handler
+        if admit is not None:
+            self._ws_admit[path] = admit
         self._refresh_allow(path)
 
     def add_websocket_prefix(self, prefix: str, ws_handler: WebSocketHandler, admit: Admission | None = None) -> None:
@@ -182,7 +186,7 @@ class Router:
         """The handler (and admission check) for an upgrade request on `path`, if any."""
         handler = self._ws.get(path)
         if handler is not None:
-            return handler, None
+            return handler, self._ws_admit.get(path)
         return self._ws_prefix(path) if self._ws_prefixes else None
 
     def _refresh_allow(self, path: str) -> None:

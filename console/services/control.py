@@ -6,9 +6,12 @@ clients that present its bearer token; `console.services.serve_state` tells
 
     GET  /control/pending                      -> {"pending": [PendingCall...]}
     POST /control/decide {"tool_call_id", "decision": approve|edit|override|reject,
-                          "arguments"?, "result"?, "reason"?}
+                          "arguments"?, "result"?, "reason"?, "operator"?}
+                                               -> 200; 409 (error: message, decision, by, operator) when
+                                                  another decided first; 404 for an unknown call
     GET  /control/calls                        -> {"calls": [{"call_id", "provider", "status", "tapped"}]}
-    POST /control/call {"call_id" (or a unique prefix), "action": say|context|end|cut, "text"?, "respond"?}
+    POST /control/call {"call_id" (or a unique prefix), "action": say|context|end|cut|mute|unmute|transfer,
+                        "text"?, "respond"?, "number"?}
                                                -> {"ok", "call_id", "action", "via"}
 """
 
@@ -21,12 +24,21 @@ from typing import Any
 
 from console.core.gate import OperatorChoice, OperatorDecision, ToolGate
 from console.core.http_types import Request, Response, is_loopback
+from console.core.tools import ToolOutcome
 from console.providers.base import LiveAction, PlatformError
 from console.receiver.http import Router
 from console.services.live import CannotSteer, LiveCalls
 
 # `voice-console call ACTION` -> what the platform's live control is asked (as the TUI's keys).
-CALL_ACTIONS: dict[str, LiveAction] = {"say": "say", "context": "add_message", "end": "end", "cut": "cut_off"}
+CALL_ACTIONS: dict[str, LiveAction] = {
+    "say": "say",
+    "context": "add_message",
+    "end": "end",
+    "cut": "cut_off",
+    "mute": "mute",
+    "unmute": "mute",
+    "transfer": "transfer",
+}
 
 DECISIONS: dict[str, OperatorChoice] = {
     "approve": "approved",
@@ -60,12 +72,24 @@ def parse_decision(body: dict[str, Any]) -> tuple[str, OperatorDecision]:
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise ValueError('"reason" must be text')
+    operator = body.get("operator")
+    if operator is not None and (not isinstance(operator, str) or len(operator) > 80):
+        raise ValueError('"operator" must be a name of at most 80 characters')
     return tool_call_id, OperatorDecision(
         decision=decision,
         arguments=arguments if decision == "edited" else None,
         result=result if decision == "overridden" else None,
         reason=reason if decision == "rejected" else None,
+        operator=operator.strip() or None if operator else None,
     )
+
+
+def already_decided(outcome: ToolOutcome) -> str:
+    """What a decision that came too late is told: who decided first, and what."""
+    who = outcome.operator or {"operator": "an operator", "rule": "the policy", "timeout": "its timeout"}.get(
+        outcome.by, outcome.by
+    )
+    return f"{outcome.name} was already {outcome.decision} by {who}"
 
 
 def _json_object(request: Request) -> dict[str, Any]:
@@ -105,6 +129,14 @@ def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, liv
         except ValueError as exc:
             return Response.error(400, str(exc))
         if not accepted:
+            if (outcome := gate.settled(tool_call_id)) is not None:
+                return Response.error(
+                    409,
+                    already_decided(outcome),
+                    decision=outcome.decision,
+                    by=outcome.by,
+                    operator=outcome.operator,
+                )
             return Response.error(404, f"no pending tool call {tool_call_id} (unknown, already decided or timed out)")
         return Response.json(200, {"ok": True, "tool_call_id": tool_call_id, "decision": decision.decision})
 
@@ -136,6 +168,9 @@ def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, liv
                 text = ""
             if action in ("say", "add_message") and not text.strip():
                 raise ValueError(f'"{body["action"]}" needs "text"')
+            number = body.get("number")
+            if action == "transfer" and (not isinstance(number, str) or not number.strip()):
+                raise ValueError('"transfer" needs "number"')
             if not isinstance(body.get("call_id"), str) or not body["call_id"]:
                 raise ValueError('"call_id" is required')
         except ValueError as exc:
@@ -153,6 +188,10 @@ def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, liv
                     await control.add_message("system", text, trigger_response=bool(body.get("respond", True)))
                 elif action == "cut_off":
                     await control.cut_off()
+                elif action == "mute":
+                    await (control.unmute_assistant() if body["action"] == "unmute" else control.mute_assistant())
+                elif action == "transfer":
+                    await control.transfer(number=str(body["number"]).strip())
                 else:
                     await control.end_call()
         except (PlatformError, ValueError) as exc:
@@ -163,3 +202,4 @@ def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, liv
     router.add("POST", "/control/decide", decide)
     router.add("GET", "/control/calls", calls)
     router.add("POST", "/control/call", call)
+    # GET /control/stream (the attached consoles' WebSocket) is console.services.hub's.

@@ -9,17 +9,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from console.core.calls import CallTracker, short_id
+from console.core.calls import CallState, short_id
 from console.providers import registry
 from console.providers.base import ControlTarget, LiveAction, LiveControl, PlatformError
 from console.providers.registry import Control, ProviderSpec
 
 if TYPE_CHECKING:
     from console.config import Settings
-    from console.receiver.relay import LiveTaps
+    from console.providers.base import LiveTap
     from console.secrets import SecretStore
+
+
+class CallLookup(Protocol):
+    """The calls a receiver tracks (its `CallTracker`, or an attached console's mirror of it)."""
+
+    def get(self, call_id: str) -> CallState | None: ...
+
+    def calls(self) -> list[CallState]: ...
+
+
+class TapLookup(Protocol):
+    """The calls whose socket runs through a tap (the receiver's `LiveTaps`, or what a console knows of them)."""
+
+    def __contains__(self, call_id: str) -> bool: ...
+
+    def get(self, call_id: str) -> LiveTap | None: ...
+
 
 NO_CONTROL_URL = (
     "No control URL is known for call {call}: Vapi sends it (call.monitor.controlUrl) with status "
@@ -65,8 +82,8 @@ def _spec(provider: str) -> ProviderSpec | None:
 class LiveCalls:
     """The receiver's live calls, as something to steer."""
 
-    tracker: CallTracker
-    taps: LiveTaps
+    tracker: CallLookup
+    taps: TapLookup
     settings: Settings
     secrets: SecretStore
     http_client: Any = None  # an httpx.AsyncClient shared with plain-HTTP controls

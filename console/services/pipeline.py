@@ -46,7 +46,7 @@ class HistoryWriter(Protocol):
 
     async def record_events(
         self, events: Sequence[Event], delivery_id: int | None = None, *, masked: bool = False
-    ) -> None: ...
+    ) -> int | None: ...
 
     def note_reply(self, delivery_id: int, status: int, body: bytes, elapsed_ms: float) -> None: ...
 
@@ -71,6 +71,8 @@ class HistoryWriter(Protocol):
 
 
 EventSink = Callable[[list[Event]], None]
+# Events with the history id of the first (the rest follow in order): for consoles attached to `serve`.
+RecordedSink = Callable[[list[Event], int | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,8 @@ class WebhookPipeline:
         self.redactor = redactor or Redactor()
         self.on_events = on_events
         self.on_delivery = on_delivery
+        # Set while consoles are attached (`console.services.hub`): what they get, with history ids.
+        self.on_recorded: RecordedSink | None = None
         self._gate = tool_handler if isinstance(tool_handler, ToolGate) else None
         self.stats = PipelineStats()
         # tool_call_id -> the decision its first delivery is making, for redeliveries to join
@@ -197,7 +201,7 @@ class WebhookPipeline:
         if receipt.duplicate:
             self.stats.duplicates += 1
         elif events:
-            self._emit(events)
+            self._emit(events, receipt.first_event_id)
 
         if inbound.tool_batch is not None:
             response = provider.tool_reply(inbound.tool_batch, await self._decide(inbound))
@@ -254,8 +258,7 @@ class WebhookPipeline:
         """Events that arrive outside a webhook delivery (media streams): same path to disk."""
         events = self._masked(self.tracker.process(events))
         if events:
-            await self.history.record_events(events, masked=True)
-            self._emit(events)
+            self._emit(events, await self.history.record_events(events, masked=True))
 
     async def _decide(self, inbound: Inbound) -> list[ToolOutcome]:
         """One outcome per call, each tool call decided once: a redelivery joins the decision
@@ -309,8 +312,7 @@ class WebhookPipeline:
                 events = self._masked(
                     [o.event(provider=batch.provider, call_id=batch.call_id, at=now) for o in decided]
                 )
-                await self.history.record_events(events, masked=True)
-                self._emit(events)
+                self._emit(events, await self.history.record_events(events, masked=True))
                 for outcome in decided:
                     outcomes[outcome.tool_call_id] = outcome
                     futures[outcome.tool_call_id].set_result(outcome)
@@ -431,7 +433,7 @@ class WebhookPipeline:
             except Exception:  # a consumer must never break ingestion
                 log.exception("delivery consumer failed")
 
-    def _emit(self, events: list[Event]) -> None:
+    def _emit(self, events: list[Event], first_id: int | None = None) -> None:
         if self._gate is not None:
             # Vapi sends `hang` while it waits on us: mark that call's held tool calls as stalling.
             for event in events:
@@ -442,6 +444,11 @@ class WebhookPipeline:
                 self.on_events(events)
             except Exception:  # a consumer must never break ingestion
                 log.exception("event consumer failed")
+        if self.on_recorded is not None and events:
+            try:
+                self.on_recorded(events, first_id)
+            except Exception:
+                log.exception("attached consoles' feed failed")
 
     def _masked(self, events: list[Event]) -> list[Event]:
         """The one masking of events, where they leave the pipeline: the history and every live

@@ -15,6 +15,7 @@ import httpx
 
 from console.config import Settings
 from console.core.calls import CallTracker
+from console.core.events import utc_now
 from console.core.forward import ForwardingToolHandler
 from console.core.gate import ToolGate
 from console.core.policy import Policy
@@ -28,6 +29,7 @@ from console.receiver.stream import add_stream_routes
 from console.redact import Redactor
 from console.secrets import NO_KEYRING_HELP, SecretLookup, SecretStore
 from console.services.control import add_control_routes, new_token
+from console.services.hub import ControlHub, receiver_info
 from console.services.live import LiveCalls
 from console.services.pipeline import (
     ControlUrlFiller,
@@ -107,6 +109,15 @@ class ReceiverService:
     warnings: list[str] = field(default_factory=list)
     taps: LiveTaps = field(default_factory=LiveTaps)  # the calls relayed through a tap right now
     tap_tokens: dict[str, str | None] = field(default_factory=dict, repr=False)  # secret name -> the token
+    hub: ControlHub | None = None  # consoles attached to this receiver (`GET /control/stream`)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def tracker(self) -> CallTracker:
+        return self.pipeline.tracker
 
     @classmethod
     async def start(
@@ -176,6 +187,12 @@ class ReceiverService:
                 on_delivery=on_delivery,
             )
 
+            latest = await store.fetchone("SELECT coalesce(max(id), 0) AS n FROM events")
+            hub = ControlHub(
+                pipeline, gate, taps, control_token, {}, history_id=int(latest["n"]) if latest is not None else 0
+            )
+            hub.start()
+
             def extra_routes(router: Router) -> None:
                 add_stream_routes(router, pipeline.ingest_events, pipeline.providers)
                 add_tap_routes(
@@ -189,6 +206,7 @@ class ReceiverService:
                 )
                 steering = LiveCalls(tracker, taps, settings, secret_store or SecretStore(), http_client)
                 add_control_routes(router, control_token, gate=gate, live=steering)
+                hub.add_route(router)
 
             server = HttpServer(
                 build_router(pipeline.handle, pipeline.providers, extra=extra_routes),
@@ -197,6 +215,7 @@ class ReceiverService:
                 limits=Limits.from_settings(settings.receiver),
             )
             await server.start()
+            hub.receiver = receiver_info(server.url, str(settings.db_path), utc_now().isoformat(timespec="seconds"))
         except BaseException:
             await http_client.aclose()
             await store.close()
@@ -213,11 +232,14 @@ class ReceiverService:
             startup_warnings(settings, secrets),
             taps,
             {name: secret_value(secrets, name) for name in registry.made_secret_names()},
+            hub,
         )
 
     async def close(self) -> None:
         """Stop taking requests, finish in-flight ones, then flush and close the store."""
         try:
+            if self.hub is not None:
+                await self.hub.close()
             await self.server.close()
         finally:
             await self.http_client.aclose()

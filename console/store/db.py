@@ -122,6 +122,7 @@ class Store:
         self._reader = reader
         self._redactor = redactor
         self.session = session
+        self.read_only = False  # set by `open(read_only=True)`: nothing is written through this store
         self._session_id = session.id if session is not None else None
         self._interval = max(0.0, commit_interval_ms) / 1000
         self._fts_enabled = fts_enabled
@@ -144,11 +145,15 @@ class Store:
         commit_interval_ms: float = 2.0,
         fts: bool = True,
         session: bool = False,
+        read_only: bool = False,
     ) -> Store:
         """Open (creating if needed) and migrate the database.
 
         `fts=False` uses the LIKE search even when FTS5 is available (tests,
         and a way out should the index ever be suspect).
+
+        `read_only=True`: nothing may be written through it (a console attached to a running
+        `serve` reads the history that `serve` writes).
 
         `session=True` is for the receiving process (serve, the TUI): it registers
         itself in `sessions`, owns the tool calls and calls it records, and first marks
@@ -206,7 +211,7 @@ class Store:
                 path,
                 len(recovered.unknown_calls),
             )
-        return cls(
+        store = cls(
             path,
             writer,
             reader,
@@ -215,6 +220,8 @@ class Store:
             fts_enabled=fts and available,
             session=recovered,
         )
+        store.read_only = read_only and not session
+        return store
 
     async def close(self) -> None:
         """Commit everything queued, then close the connections. Safe to call twice."""
@@ -288,10 +295,13 @@ class Store:
 
     async def record_events(
         self, events: Sequence[Event], delivery_id: int | None = None, *, masked: bool = False
-    ) -> None:
-        """Commit `events`; `masked`: secrets and live-call URLs are masked already (`mask_event`)."""
-        if events:
-            await self._submit(EventsOp(self._event_rows(events, masked), delivery_id))
+    ) -> int | None:
+        """Commit `events`; `masked`: secrets and live-call URLs are masked already (`mask_event`).
+        The history id of the first (the rest follow in order); None for no events."""
+        if not events:
+            return None
+        first: int | None = await self._submit(EventsOp(self._event_rows(events, masked), delivery_id))
+        return first
 
     def _reply_op(self, delivery_id: int, status: int, body: bytes, elapsed_ms: float) -> RowOp:
         return RowOp("reply", (status, self._redactor.bytes(body), elapsed_ms, delivery_id))
@@ -409,6 +419,8 @@ class Store:
     async def _submit(self, payload: Payload) -> Any:
         if self._closing:
             raise StoreClosed(f"{self.path}: the history is closed")
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened read-only (a console attached to a receiver only reads it)")
         future = asyncio.get_running_loop().create_future()
         self._pending.append(Op(payload, future))
         if len(self._pending) >= self._want:

@@ -27,6 +27,7 @@ def dumps(value: Any) -> str:
 class DeliveryReceipt:
     delivery_id: int
     duplicate: bool
+    first_event_id: int | None = None  # the history id of its first event (the rest follow in order)
 
 
 # --- prepared writes -------------------------------------------------------
@@ -228,10 +229,12 @@ def apply_payloads(conn: sqlite3.Connection, payloads: list[Payload], session_id
             original = originals.setdefault(p.dedupe_key, delivery_id)
             duplicate = original != delivery_id
             plan.deliveries.append((delivery_id, *p.row, original if duplicate else None))
+            first_event = plan.next_event if p.events and not duplicate else None
             if not duplicate:
                 plan.add_events(p.events, delivery_id)
-            result = DeliveryReceipt(delivery_id, duplicate)
+            result = DeliveryReceipt(delivery_id, duplicate, first_event)
         elif isinstance(p, EventsOp):
+            result = plan.next_event if p.events else None  # the first event's id
             plan.add_events(p.events, p.delivery_id)
         elif isinstance(p, ToolRequestsOp):
             plan.tool_requests.extend(p.rows)

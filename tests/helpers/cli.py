@@ -66,6 +66,8 @@ class Serve:
             text=True,
         )
         line = self.proc.stderr.readline()
+        while " WARNING " in line:  # the history's own notes (a restart after a kill) come first
+            line = self.proc.stderr.readline()
         match = re.search(r"listening on (http://127\.0\.0\.1:(\d+))", line)
         assert match, f"unexpected first line: {line!r}"
         self.url, self.port = match.group(1), int(match.group(2))

@@ -1,0 +1,218 @@
+"""Consoles attached to a running receiver (console/services/hub.py and attach.py), over real sockets:
+what each console is sent, decisions from either with who made them, the loser told who won, refusals,
+and the history read alongside."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from console.core.events import TranscriptFinal
+from console.core.gate import CallHeld, CallSettled, OperatorDecision
+from console.core.policy import Policy
+from console.services.attach import AttachedReceiver, Consumers
+from console.services.hub import STREAM_PATH
+from console.services.serve_state import ServeState
+from tests.helpers.receiver import vapi_headers
+from tests.helpers.secrets import PAYLOADS
+
+PARALLEL = json.loads((PAYLOADS / "vapi" / "tool-calls.parallel.json").read_text())
+IDS = [c["id"] for c in PARALLEL["message"]["toolCallList"]]
+CALL_ID = PARALLEL["message"]["call"]["id"]
+
+
+class Console:
+    """What one attached console was told."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+        self.gate: list = []
+        self.deliveries: list = []
+        self.notes: list[str] = []
+
+    def consumers(self) -> Consumers:
+        return Consumers(self.events.extend, self.gate.append, self.deliveries.append, self.notes.append)
+
+
+def state_of(service) -> ServeState:
+    return ServeState(url=service.server.url, token=service.control_token, pid=os.getpid())
+
+
+async def until(condition, what: str, timeout: float = 10.0):
+    async with asyncio.timeout(timeout):
+        while not (found := condition()):
+            await asyncio.sleep(0.02)
+    return found
+
+
+def transcript(text: str) -> bytes:
+    body = {
+        "message": {
+            "type": "transcript",
+            "role": "user",
+            "transcriptType": "final",
+            "transcript": text,
+            "call": {"id": CALL_ID},
+        }
+    }
+    return json.dumps(body).encode()
+
+
+async def test_two_consoles_see_the_same_and_a_decision_from_one_shows_in_both(start_receiver):
+    service, _ = await start_receiver(policy=Policy.default("hold"))
+    alice, bob = Console(), Console()
+    a = await AttachedReceiver.attach(state_of(service), service.settings.db_path, "alice@laptop", alice.consumers())
+    b = await AttachedReceiver.attach(state_of(service), service.settings.db_path, "bob@desk", bob.consumers())
+    try:
+        await until(lambda: sorted(a.consoles) == ["alice@laptop", "bob@desk"], "both consoles listed")
+        async with httpx.AsyncClient(base_url=service.server.url, timeout=30) as client:
+            body = json.dumps(PARALLEL).encode()
+            platform = asyncio.create_task(
+                client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))
+            )
+            for console in (alice, bob):
+                await until(lambda c=console: sum(isinstance(g, CallHeld) for g in c.gate) == 2, "both held")
+            assert [call.tool_call_id for call in b.gate.pending()] == IDS
+            # alice approves the first and rejects the second; bob tries the first a moment later
+            assert a.gate.resolve(IDS[0], OperatorDecision("approved"))
+            assert a.gate.resolve(IDS[1], OperatorDecision("rejected", reason="Not today."))
+            await until(lambda: sum(isinstance(g, CallSettled) for g in bob.gate) == 2, "bob sees both settled")
+            settled = {g.outcome.tool_call_id: g.outcome for g in bob.gate if isinstance(g, CallSettled)}
+            assert settled[IDS[1]].decision == "rejected" and settled[IDS[1]].operator == "alice@laptop"
+            late = await client.post(
+                "/control/decide",
+                json={"tool_call_id": IDS[1], "decision": "approve", "operator": "bob@desk"},
+                headers={"authorization": f"Bearer {service.control_token}"},
+            )
+            assert late.status_code == 409
+            assert late.json()["error"]["message"] == f"{settled[IDS[1]].name} was already rejected by alice@laptop"
+            response = await platform
+            assert response.status_code == 200
+            # the events each console got are the history's, with the operator named
+            await until(lambda: any(e.kind == "tool.decided" for e in bob.events), "the decisions as events")
+            decided = [e for e in bob.events if e.kind == "tool.decided"]
+            assert {e.operator for e in decided} == {"alice@laptop"}
+            rows = await service.store.fetchall("SELECT data FROM events ORDER BY id", ())
+            history = [json.loads(row["data"]) for row in rows]
+            assert [e.model_dump(mode="json", exclude_none=True) for e in alice.events] == [
+                {k: v for k, v in h.items() if v is not None} for h in history
+            ]
+            assert [d.status for d in bob.deliveries] == [200]
+    finally:
+        await a.close()
+        await b.close()
+    assert a.store.read_only and b.store.read_only
+
+
+async def test_a_console_attaching_mid_call_gets_the_call_so_far_from_the_history(start_receiver):
+    service, _ = await start_receiver(policy=Policy.default("hold"))
+    async with httpx.AsyncClient(base_url=service.server.url, timeout=30) as client:
+        for text in ("Hello there.", "I need to move my appointment."):
+            body = transcript(text)
+            assert (await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))).is_success
+        late = Console()
+        attached = await AttachedReceiver.attach(state_of(service), service.settings.db_path, "carol", late.consumers())
+        try:
+            finals = [e.text for e in late.events if isinstance(e, TranscriptFinal)]
+            assert finals == ["Hello there.", "I need to move my appointment."]
+            assert [state.call_id for state in attached.tracker.calls()] == [CALL_ID]
+            body = transcript("Thursday works.")
+            assert (await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))).is_success
+            await until(lambda: len([e for e in late.events if isinstance(e, TranscriptFinal)]) == 3, "live after")
+        finally:
+            await attached.close()
+
+
+async def test_the_stream_refuses_without_the_token(start_receiver):
+    service, _ = await start_receiver()
+    url = service.server.url.replace("http://", "ws://") + STREAM_PATH
+    for headers, status in (({}, 401), ({"Authorization": "Bearer nope"}, 401)):
+        try:
+            async with connect(url, additional_headers=headers):
+                raise AssertionError("admitted")
+        except InvalidStatus as exc:
+            assert exc.response.status_code == status
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def test_the_receiver_killed_and_restarted_under_load_loses_nothing_and_the_gap_is_filled(tmp_path):
+    """kill -9 of `serve` while webhooks flow, a new `serve` on the same port and history: the attached
+    console reconnects by itself (new token from the new state file) and ends with every acknowledged
+    event exactly once — those it missed while the link was down read from the history."""
+    import signal
+
+    from console.services.serve_state import read_state, state_file
+    from tests.helpers.cli import Serve
+    from tests.helpers.secrets import VAPI_SECRET
+
+    db = tmp_path / "history.db"
+    port = free_port()
+    first = Serve(db, "--port", str(port))
+    state = read_state(state_file(port))
+    assert state is not None and state.pid == first.proc.pid
+    console = Console()
+    attached = await AttachedReceiver.attach(state, db, "alice", console.consumers())
+    acknowledged: list[str] = []
+    stop = asyncio.Event()
+
+    async def platform() -> None:
+        from console.config import VapiSettings
+        from console.providers.vapi import sign_vapi_request
+
+        vapi = VapiSettings()
+        n = 0
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            while not stop.is_set():
+                n += 1
+                body = transcript(f"utterance {n}")
+                headers = {"content-type": "application/json", **sign_vapi_request(vapi, VAPI_SECRET, body)}
+                try:
+                    response = await client.post("/webhook/vapi", content=body, headers=headers)
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.05)  # down: the platform retries later
+                    continue
+                if response.is_success:
+                    acknowledged.append(f"utterance {n}")
+
+    poster = asyncio.create_task(platform())
+    second = None
+    try:
+        await until(lambda: len(acknowledged) >= 150, "deliveries before the kill")
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+        await until(lambda: any("receiver link down" in note for note in console.notes), "the link seen down")
+        before_restart = len(acknowledged)
+        second = Serve(db, "--port", str(port))
+        await until(lambda: len(acknowledged) >= before_restart + 150, "deliveries after the restart", 30)
+        stop.set()
+        await poster
+        await until(lambda: any("receiver link back" in note for note in console.notes), "the link back")
+        finals = lambda: [e.text for e in console.events if isinstance(e, TranscriptFinal)]  # noqa: E731
+        await until(lambda: set(acknowledged) <= set(finals()), "every acknowledged utterance on the console", 20)
+        async with asyncio.timeout(5):
+            while True:
+                rows = await attached.store.fetchall("SELECT count(*) AS n FROM events", ())
+                if rows[0]["n"] == len(console.events):
+                    break
+                await asyncio.sleep(0.05)
+        assert len(finals()) == len(set(finals()))  # none twice
+        assert attached.state.pid == second.proc.pid  # it found the new receiver by itself
+    finally:
+        stop.set()
+        await attached.close()
+        if second is not None:
+            second.stop()
+        if first.proc.poll() is None:
+            first.stop()
