@@ -14,9 +14,13 @@ import importlib
 import logging
 import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from console import __version__
 from console.commands import COMMANDS, add_config_flags
+
+if TYPE_CHECKING:
+    from console.config import Settings
 
 
 def _command_module(name: str) -> ModuleType:
@@ -49,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="colour theme for this run (default: the one picked last time "
         "with ctrl+p; your own go in `voice-console locate themes`)",
     )
+    parser.add_argument(
+        "--no-attach",
+        action="store_true",
+        help="receive in this process (stops when the console closes) instead of attaching to a `serve`",
+    )
+    parser.add_argument(
+        "--stop-receiver-on-exit",
+        action="store_true",
+        help="when this console closes, stop the `serve` it attached to (it keeps receiving otherwise)",
+    )
+    parser.add_argument(
+        "--operator", metavar="NAME", help="who decides from this console, as other consoles see it (default user@host)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -73,7 +90,37 @@ def _run_tui(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"voice-console: bad tool-call policy: {exc}", file=sys.stderr)
         return 2
-    return run_tui(settings, demo=args.demo, policy=policy, theme=args.theme)
+    if args.demo or args.no_attach:
+        return run_tui(settings, demo=args.demo, policy=policy, theme=args.theme)
+    from console.services.receiver_process import NoReceiver, find_serve, start_serve
+
+    try:
+        state = find_serve(settings.receiver.port)
+        started_here = state is None
+        if state is None:  # none runs: one of its own, so closing the console does not stop reception
+            print("voice-console: starting the receiver…", file=sys.stderr)
+            state = start_serve(_serve_args(args, settings), settings.receiver.port)
+    except NoReceiver as exc:
+        print(f"voice-console: {exc}", file=sys.stderr)
+        return exc.code
+    return run_tui(
+        settings,
+        demo=False,
+        theme=args.theme,
+        attach_to=state,
+        receiver_started_here=started_here,
+        operator=args.operator,
+        stop_receiver_on_exit=args.stop_receiver_on_exit,
+    )
+
+
+def _serve_args(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """The `serve` a console starts takes its flags (the rest comes from the same config and env)."""
+    out = ["--host", settings.receiver.host, "--port", str(settings.receiver.port)]
+    for flag in ("config", "db", "retell_llm_forward_to", "twilio_stream_forward_to"):
+        if (value := getattr(args, flag, None)) is not None:
+            out += ["--" + flag.replace("_", "-"), str(value)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,8 +66,8 @@ def transcript(text: str) -> bytes:
 async def test_two_consoles_see_the_same_and_a_decision_from_one_shows_in_both(start_receiver):
     service, _ = await start_receiver(policy=Policy.default("hold"))
     alice, bob = Console(), Console()
-    a = await AttachedReceiver.attach(state_of(service), service.settings.db_path, "alice@laptop", alice.consumers())
-    b = await AttachedReceiver.attach(state_of(service), service.settings.db_path, "bob@desk", bob.consumers())
+    a = await AttachedReceiver.attach(state_of(service), "alice@laptop", alice.consumers())
+    b = await AttachedReceiver.attach(state_of(service), "bob@desk", bob.consumers())
     try:
         await until(lambda: sorted(a.consoles) == ["alice@laptop", "bob@desk"], "both consoles listed")
         async with httpx.AsyncClient(base_url=service.server.url, timeout=30) as client:
@@ -116,7 +116,7 @@ async def test_a_console_attaching_mid_call_gets_the_call_so_far_from_the_histor
             body = transcript(text)
             assert (await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))).is_success
         late = Console()
-        attached = await AttachedReceiver.attach(state_of(service), service.settings.db_path, "carol", late.consumers())
+        attached = await AttachedReceiver.attach(state_of(service), "carol", late.consumers())
         try:
             finals = [e.text for e in late.events if isinstance(e, TranscriptFinal)]
             assert finals == ["Hello there.", "I need to move my appointment."]
@@ -163,7 +163,7 @@ async def test_the_receiver_killed_and_restarted_under_load_loses_nothing_and_th
     state = read_state(state_file(port))
     assert state is not None and state.pid == first.proc.pid
     console = Console()
-    attached = await AttachedReceiver.attach(state, db, "alice", console.consumers())
+    attached = await AttachedReceiver.attach(state, "alice", console.consumers())
     acknowledged: list[str] = []
     stop = asyncio.Event()
 

@@ -31,9 +31,16 @@ def register(subparsers: Any) -> None:
         "--public-url", metavar="URL", help="the public base URL the platforms call (needed for Twilio signatures)"
     )
     serve.add_argument("--policy", metavar="F", help="tool-call policy (TOML); default: policy.toml in the config dir")
+    serve.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the `serve` running on this machine (the one on --port when several run) and exit",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stop:
+        return stop(getattr(args, "port", None))
     settings = load_settings_or_report(args)
     if settings is None:
         return 2
@@ -52,3 +59,22 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(run_serve(settings, policy=policy))
     except KeyboardInterrupt:
         return 0
+
+
+def stop(port: int | None) -> int:
+    """`serve --stop`: the running one stops as on SIGTERM (in-flight requests answered, all committed)."""
+    from console.commands.decide import NoServe, pick_serve
+    from console.services.receiver_process import stop_serve
+
+    try:
+        state = pick_serve(port)
+    except NoServe as exc:
+        print(f"voice-console serve --stop: {exc}", file=sys.stderr)
+        return exc.code
+    if not stop_serve(state):
+        print(
+            f"voice-console serve --stop: the receiver at {state.url} (pid {state.pid}) did not stop", file=sys.stderr
+        )
+        return 1
+    print(f"voice-console serve: stopped the receiver at {state.url} (pid {state.pid})", file=sys.stderr)
+    return 0

@@ -125,6 +125,15 @@ class CallStalling:
 
 
 @dataclass(frozen=True, slots=True)
+class CallDecided:
+    """An operator decided a held call: it leaves the pending list now (its outcome follows once it
+    is answered: an approval after the tool ran). Consoles other than the deciding one learn it here."""
+
+    call: PendingCall
+    decision: OperatorDecision
+
+
+@dataclass(frozen=True, slots=True)
 class CallSettled:
     """A tool call's outcome is final (by rule, operator or timeout), or it was abandoned."""
 
@@ -132,7 +141,7 @@ class CallSettled:
 
 
 # What the gate tells its subscribers (the TUI, serve's log).
-GateEvent = CallHeld | CallStalling | CallSettled
+GateEvent = CallHeld | CallStalling | CallDecided | CallSettled
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,7 @@ class ToolGate:
         if verdict.decision == "approved":
             verdict = replace(verdict, arguments=held.pending.arguments)
         held.verdict.set_result(replace(verdict, at=held.verdict.get_loop().time()))
+        self._emit(CallDecided(held.pending, decision))
         return True
 
     def mark_stalling(self, call_id: str) -> list[PendingCall]:

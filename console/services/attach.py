@@ -30,7 +30,15 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from console.core.calls import CallState
 from console.core.events import Event, event_from_dict, utc_now
-from console.core.gate import CallHeld, CallSettled, CallStalling, GateEvent, OperatorDecision, PendingCall
+from console.core.gate import (
+    CallDecided,
+    CallHeld,
+    CallSettled,
+    CallStalling,
+    GateEvent,
+    OperatorDecision,
+    PendingCall,
+)
 from console.core.tools import ToolOutcome
 from console.providers.base import LiveTap, PlatformError
 from console.services.hub import STREAM_PATH
@@ -231,9 +239,9 @@ class RemoteSteering(LiveCalls):
 class AttachedReceiver:
     """What a console attached to a running `serve` sees of it (the TUI's `ConsoleContext.receiver`)."""
 
-    def __init__(self, state: ServeState, store: Store, operator: str, consumers: Consumers) -> None:
+    def __init__(self, state: ServeState, operator: str, consumers: Consumers) -> None:
         self.state = state
-        self.store = store
+        self.store: Store = None  # type: ignore[assignment]  # opened by `attach` once the receiver says where
         self.operator = operator
         self._consumers = consumers
         self.http_client = httpx.AsyncClient(base_url=state.url, headers=_auth(state.token))
@@ -257,20 +265,28 @@ class AttachedReceiver:
         return self.state.url
 
     @classmethod
-    async def attach(cls, state: ServeState, db_path: Any, operator: str, consumers: Consumers) -> AttachedReceiver:
-        """Open the history read-only and the stream; AttachFailed says why not."""
-        try:
-            store = await Store.open(db_path, read_only=True)
-        except Exception as exc:
-            raise AttachFailed(f"cannot read the receiver's history at {db_path}: {exc}") from None
-        attached = cls(state, store, operator, consumers)
+    async def attach(
+        cls, state: ServeState, operator: str, consumers: Consumers, *, db_path: Any = None
+    ) -> AttachedReceiver:
+        """Open the stream, then the history the receiver writes (its own `db`, unless `db_path`
+        says otherwise), read-only; AttachFailed says why not."""
+        attached = cls(state, operator, consumers)
         try:
             ws = await attached._connect(state)
-            hello = await attached._hello(ws, first=True)
+            hello = await attached._read_hello(ws)
+            path = db_path or attached.receiver.get("db")
+            if not path:
+                raise AttachFailed("the receiver did not say where its history is")
+            try:
+                attached.store = await Store.open(path, read_only=True)
+            except Exception as exc:
+                await ws.close()
+                raise AttachFailed(f"cannot read the receiver's history at {path}: {exc}") from None
+            await attached._take_hello(hello, first=True)
         except BaseException:
             await attached._close_clients()
             raise
-        attached._task = asyncio.create_task(attached._run(ws, hello), name="attached-receiver")
+        attached._task = asyncio.create_task(attached._run(ws), name="attached-receiver")
         return attached
 
     async def _connect(self, state: ServeState) -> ClientConnection:
@@ -290,7 +306,7 @@ class AttachedReceiver:
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise AttachFailed(f"the receiver at {state.url} could not be reached ({type(exc).__name__})") from None
 
-    async def _hello(self, ws: ClientConnection, *, first: bool) -> dict[str, Any]:
+    async def _read_hello(self, ws: ClientConnection) -> dict[str, Any]:
         try:
             hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
         except (TimeoutError, ConnectionClosed, ValueError) as exc:
@@ -300,6 +316,11 @@ class AttachedReceiver:
             await ws.close()
             raise AttachFailed("the receiver answered with something other than its hello")
         self.receiver = dict(hello.get("receiver") or {})
+        return hello
+
+    async def _take_hello(self, hello: dict[str, Any], *, first: bool) -> None:
+        """What the receiver has now: its calls, its held tool calls; what the history holds that
+        this console has not seen (the live calls' story at first, the gap after a reconnect)."""
         self.consoles = list(hello.get("consoles") or [])
         self.taps.ids = self.tracker.update(list(hello.get("calls") or []), replace_all=True)
         if hello.get("gate") and self.gate is None:
@@ -311,7 +332,6 @@ class AttachedReceiver:
             await self._load_live_calls(history_id)
         else:
             await self._fill_gap(history_id)
-        return hello
 
     async def _load_live_calls(self, history_id: int) -> None:
         """What the calls in progress said before this console attached, from the history."""
@@ -345,7 +365,7 @@ class AttachedReceiver:
             self._consumers.events(events)
         return len(events)
 
-    async def _run(self, ws: ClientConnection, hello: dict[str, Any]) -> None:
+    async def _run(self, ws: ClientConnection) -> None:
         self.link_up = True
         while not self._closing:
             try:
@@ -380,7 +400,7 @@ class AttachedReceiver:
                 if state.token != self.state.token:
                     self.state = state
                     self.http_client.headers.update(_auth(state.token))
-                await self._hello(ws, first=False)
+                await self._take_hello(await self._read_hello(ws), first=False)
             except AttachFailed:
                 continue
             down = (utc_now() - self.down_since).total_seconds() if self.down_since else 0.0
@@ -442,6 +462,10 @@ class AttachedReceiver:
                 gate.settled(outcome.tool_call_id)
             return CallSettled(outcome)
         call = PendingCall.from_dict(frame["call"])
+        if what == "decided":
+            if gate is not None:
+                gate.settled(call.tool_call_id)
+            return CallDecided(call, OperatorDecision(**frame["decision"]))
         if gate is not None:
             gate.held(call)
         return CallHeld(call) if what == "held" else CallStalling(call)
@@ -461,7 +485,8 @@ class AttachedReceiver:
         if self.gate is not None:
             await self.gate.close()
         await self.http_client.aclose()
-        await self.store.close()
+        if self.store is not None:
+            await self.store.close()
 
 
 def _auth(token: str) -> Mapping[str, str]:

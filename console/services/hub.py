@@ -6,7 +6,9 @@ itself. Each attached console opens this stream with the per-run control token
 
     {"type": "hello", "receiver": {...}, "history_id": N, "calls": [...], "pending": [...], "consoles": [...]}
     {"type": "events", "first_id": N, "events": [...]}     what the history just committed (ids N, N+1, …)
-    {"type": "gate", "what": "held" | "stalling", "call": {...}}  /  {"what": "settled", "outcome": {...}}
+    {"type": "gate", "what": "held" | "stalling", "call": {...}}   a tool call waits / the platform stalls
+    {"type": "gate", "what": "decided", "call": {...}, "decision": {...}}   an operator decided it (and who)
+    {"type": "gate", "what": "settled", "outcome": {...}}          its outcome, once answered
     {"type": "delivery", ...}                               each webhook request and its answer
     {"type": "calls", "calls": [...]}                       calls whose summary changed (every 100 ms at most)
     {"type": "consoles", "consoles": [...]}                 who is attached
@@ -33,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from console.core.calls import CallTracker
 from console.core.events import Event, event_json
-from console.core.gate import CallHeld, CallSettled, CallStalling, GateEvent, ToolGate
+from console.core.gate import CallDecided, CallHeld, CallSettled, CallStalling, GateEvent, ToolGate
 from console.core.http_types import Request, Response, is_loopback
 from console.receiver.http import Router
 from console.receiver.relay import LiveTaps
@@ -249,6 +251,8 @@ class ControlHub:
                 frame = {"type": "gate", "what": "held", "call": call.to_dict()}
             case CallStalling(call):
                 frame = {"type": "gate", "what": "stalling", "call": call.to_dict()}
+            case CallDecided(call, decision):
+                frame = {"type": "gate", "what": "decided", "call": call.to_dict(), "decision": asdict(decision)}
             case CallSettled(outcome):
                 frame = {"type": "gate", "what": "settled", "outcome": asdict(outcome)}
         self._send(_dumps(frame))

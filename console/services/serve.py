@@ -17,7 +17,7 @@ from typing import TextIO
 
 from console.config import Settings
 from console.core.events import Event, event_json
-from console.core.gate import CallHeld, CallSettled, CallStalling, GateEvent
+from console.core.gate import CallDecided, CallHeld, CallSettled, CallStalling, GateEvent
 from console.core.policy import Policy
 from console.redact import Redactor
 from console.secrets import SecretStore
@@ -73,6 +73,9 @@ def _announce(event: GateEvent, err: TextIO, redactor: Redactor) -> None:
             )
         case CallStalling(call):
             line = f"the platform reports the call stalling while {call.tool_call_id} waits"
+        case CallDecided(call, decision):
+            who = decision.operator or "an operator"
+            line = f"tool call {call.tool_call_id} {call.name}: {decision.decision} by {who}"
         case CallSettled(outcome):
             line = f"tool call {outcome.tool_call_id}: {outcome.decision} by {outcome.by}"
     try:

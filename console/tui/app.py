@@ -10,6 +10,7 @@ through `ConsoleContext` (console/tui/context.py), which the app fills as it sta
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import logging
@@ -30,8 +31,11 @@ from console.providers.twilio.client import TwilioClient, TwilioError
 from console.providers.twilio.provider import stream_twiml
 from console.providers.vapi.client import VapiClient, VapiError
 from console.secrets import SecretLookup, SecretStore
+from console.services.attach import AttachedReceiver, AttachFailed, Consumers
 from console.services.pipeline import DeliverySeen
 from console.services.receiver import ReceiverService, listen_failure
+from console.services.receiver_process import default_operator, stop_serve
+from console.services.serve_state import ServeState
 from console.simulator.retell import LLM_AGENT_ID as RETELL_LLM_AGENT_ID
 from console.simulator.retell import SimulatedRetell
 from console.simulator.retell_llm import LlmServer
@@ -45,6 +49,7 @@ from console.tui.feed import Feed
 from console.tui.main_screen import MainScreen
 from console.tui.replay import ReplayController
 from console.tui.screens.help import HelpScreen
+from console.tui.screens.stop_receiver import StopReceiverScreen
 from console.tui.themes import AppThemes
 from console.tui.widgets.panes import short_id
 
@@ -73,6 +78,11 @@ class Services:
     busy_port: int | None = None  # set when the demo found its configured port taken
     llm_server: LlmServer | None = None  # the demo's custom-LLM server, behind the tap
     stream_agent: SimulatedAgent | None = None  # the demo's agent behind Twilio's streams, behind the tap
+    # Attached to a running `serve` (its state file) instead of receiving in this process.
+    attach_to: ServeState | None = None
+    operator: str = ""  # who decides from this console, as other consoles see it
+    receiver_started_here: bool = False  # the console started that `serve` (stop_receiver_on_exit applies)
+    stop_receiver_on_exit: bool = False
 
     async def secrets(self) -> dict[str, SecretLookup]:
         # The demo keeps nothing: its tap token, like its other secrets, lasts one run.
@@ -216,8 +226,9 @@ class VoiceConsoleApp(App[None]):
 
     @property
     def service(self) -> ReceiverService | None:
-        """The running receiver (None while it starts and once closed)."""
-        return self.context.receiver
+        """The receiver running in this process (None while it starts, once closed, and when attached)."""
+        receiver = self.context.receiver
+        return receiver if isinstance(receiver, ReceiverService) else None
 
     @property
     def platform(self) -> SimulatedPlatform | None:
@@ -234,6 +245,9 @@ class VoiceConsoleApp(App[None]):
     async def start_services(self) -> None:
         services = self._services
         settings = services.settings
+        if services.attach_to is not None:
+            await self._attach_to_serve(services.attach_to)
+            return
         secrets = await services.secrets()
         try:
             receiver = await services.start_receiver(secrets, self.feed.events_in, self.feed.deliveries_in)
@@ -286,6 +300,70 @@ class VoiceConsoleApp(App[None]):
         # <1 ms; key-press p99 98 -> 80 ms (bench/tui_load.py --young-collection-after).
         # And a full collection every 100 middle ones, not 10: every 30 measured worse.
         gc.set_threshold(YOUNG_COLLECTION_AFTER, gc.get_threshold()[1], FULL_COLLECTION_EVERY)
+
+    async def _attach_to_serve(self, state: ServeState) -> None:
+        """Watch and decide through the `serve` running on this machine: it keeps receiving when this closes."""
+        services = self._services
+        feed = self.feed
+        try:
+            receiver = await AttachedReceiver.attach(
+                state,
+                services.operator or default_operator(),
+                Consumers(feed.events_in, feed.gate_in, feed.deliveries_in, feed.note),
+            )
+        except AttachFailed as exc:
+            self.exit(return_code=1, message=f"voice-console: {exc}")
+            return
+        db = receiver.receiver.get("db") or services.settings.db_path
+        self.context.attach(receiver, services.settings)
+        how = "started by this console" if services.receiver_started_here else "already running"
+        feed.note(f"attached to the receiver at {receiver.url} (pid {state.pid}, {how}) as {receiver.operator}")
+        self._show_attachment()
+        self.set_interval(1.0, self._show_attachment)
+        self.main.services_started()
+        self.log(f"history {db}")
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(YOUNG_COLLECTION_AFTER, gc.get_threshold()[1], FULL_COLLECTION_EVERY)
+
+    def _show_attachment(self) -> None:
+        receiver = self.context.receiver
+        if not isinstance(receiver, AttachedReceiver):
+            return
+        if not receiver.link_up:
+            since = receiver.down_since.astimezone() if receiver.down_since else None
+            self.sub_title = f"receiver link down{f' since {since:%H:%M:%S}' if since else ''} · reconnecting…"
+            return
+        others = [name for name in receiver.consoles if name != receiver.operator]
+        with_whom = f" · with {', '.join(sorted(set(others)))}" if others else ""
+        self.sub_title = f"attached to {receiver.url} (pid {receiver.state.pid}) as {receiver.operator}{with_whom}"
+
+    async def action_quit(self) -> None:
+        """Attached: the receiver keeps receiving unless the operator asks (or --stop-receiver-on-exit);
+        with calls live or held it asks which."""
+        receiver = self.context.receiver
+        services = self._services
+        if not isinstance(receiver, AttachedReceiver) or services.stop_receiver_on_exit:
+            self.exit()
+            return
+        live = [call for call in receiver.tracker.calls() if call.status != "ended"]
+        held = receiver.gate.pending() if receiver.gate is not None else []
+        if not live and not held:
+            self.exit(message=_keeps_running(receiver))
+            return
+
+        def chosen(stop: bool | None) -> None:
+            if stop is None:
+                return
+            services.stop_receiver_on_exit = stop
+            self.exit(message=None if stop else _keeps_running(receiver))
+
+        busy = " and ".join(
+            part
+            for part in (f"{len(live)} live call(s)" if live else "", f"{len(held)} held tool call(s)" if held else "")
+            if part
+        )
+        self.push_screen(StopReceiverScreen(busy), chosen)
 
     @work(group="demo-dial", exit_on_error=False)
     async def dial_demo_call(self) -> None:
@@ -399,3 +477,12 @@ class VoiceConsoleApp(App[None]):
             await llm.__aexit__(None, None, None)
         if service is not None:
             await service.close()
+        if self._services.stop_receiver_on_exit and isinstance(service, AttachedReceiver):
+            await asyncio.to_thread(stop_serve, service.state)
+
+
+def _keeps_running(receiver: AttachedReceiver) -> str:
+    return (
+        f"voice-console: the receiver keeps receiving at {receiver.url} (pid {receiver.state.pid}); "
+        "`voice-console serve --stop` stops it."
+    )

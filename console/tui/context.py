@@ -14,18 +14,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from console.config import Settings
 from console.core.calls import CallState
-from console.core.gate import ToolGate
+from console.core.gate import OperatorDecision, PendingCall
 from console.providers import registry
 from console.providers.base import PlatformClient
 from console.providers.registry import ProviderSpec
 from console.providers.retell.checks import LlmTap, tap_url
 from console.secrets import SecretStore
+from console.services.attach import AttachedReceiver
 from console.services.live import LiveCalls
 from console.store.db import Store
 
@@ -74,6 +75,17 @@ class NumberAccess:
     voice_twiml: str | None = None  # [twilio] voice_twiml, for the stream check
 
 
+class GateView(Protocol):
+    """The held tool calls as the screens use them: the receiver's own gate, or an attached
+    console's view of the `serve`'s (decided through its control API)."""
+
+    def pending(self) -> list[PendingCall]: ...
+
+    def get(self, tool_call_id: str) -> PendingCall | None: ...
+
+    def resolve(self, tool_call_id: str, decision: OperatorDecision) -> bool: ...
+
+
 class ConsoleContext:
     """The console's running parts, as the screens see them."""
 
@@ -82,13 +94,15 @@ class ConsoleContext:
         self.secrets = secrets
         self.replay = replay
         self.demo = demo
-        self.receiver: ReceiverService | None = None  # None until it listens, and after it closed
+        # The receiver in this process, or the `serve` this console is attached to; None until it
+        # listens (or the console attached), and after it closed.
+        self.receiver: ReceiverService | AttachedReceiver | None = None
         self.platform: SimulatedPlatform | None = None  # the simulated Vapi under --demo, once started
         # --demo: provider -> (API key, URL, how the operator is told of it), once started
         # provider -> (its API key, or its keys by name; its URL; what to call it), under --demo
         self.simulated: dict[str, tuple[str | Mapping[str, str], str, str]] = {}
 
-    def attach(self, receiver: ReceiverService, settings: Settings) -> None:
+    def attach(self, receiver: ReceiverService | AttachedReceiver, settings: Settings) -> None:
         """The receiver listens; `settings` as it started it (the demo may have moved to a free port)."""
         self.receiver = receiver
         self.settings = settings
@@ -100,7 +114,12 @@ class ConsoleContext:
         return self.receiver.store if self.receiver is not None else None
 
     @property
-    def gate(self) -> ToolGate | None:
+    def attached(self) -> bool:
+        """Whether this console is attached to a `serve` (rather than receiving in its own process)."""
+        return isinstance(self.receiver, AttachedReceiver)
+
+    @property
+    def gate(self) -> GateView | None:
         return self.receiver.gate if self.receiver is not None else None
 
     @property
@@ -109,14 +128,14 @@ class ConsoleContext:
 
     def live_calls(self) -> list[CallState]:
         """The receiver's tracked calls, then the replayed ones: the rows of Live calls."""
-        tracked = self.receiver.pipeline.tracker.calls() if self.receiver is not None else []
+        tracked = self.receiver.tracker.calls() if self.receiver is not None else []
         return [*tracked, *self.replay.calls()]
 
     def tap_levels(self, call_id: str | None) -> Mapping[str, Sequence[tuple[datetime, float]]] | None:
         """Each side's audio level while the call's stream runs through a tap (None: no audio here)."""
         if self.receiver is None or call_id is None or (relay := self.receiver.taps.get(call_id)) is None:
             return None
-        levels = getattr(relay.session, "levels", None)  # a tap that carries audio keeps them
+        levels = getattr(getattr(relay, "session", None), "levels", None)  # a tap that carries audio keeps them
         return levels if isinstance(levels, Mapping) else None
 
     def steering(self) -> LiveCalls | None:
@@ -124,6 +143,8 @@ class ConsoleContext:
         receiver = self.receiver
         if receiver is None:
             return None
+        if isinstance(receiver, AttachedReceiver):
+            return receiver.steering(self.settings, self.secrets)  # the `serve` steers: it holds keys and taps
         known = {name: token for name, token in receiver.tap_tokens.items() if token}
         base_urls = {}
         for provider, (key, url, _) in self.simulated.items():  # the demo's platforms, with their made-up keys
@@ -134,7 +155,7 @@ class ConsoleContext:
             else:
                 known |= dict(key)
         return LiveCalls(
-            receiver.pipeline.tracker,
+            receiver.tracker,
             receiver.taps,
             self.settings,
             self.secrets,
@@ -144,12 +165,12 @@ class ConsoleContext:
         )
 
     def call_state(self, call_id: str) -> CallState | None:
-        return self.receiver.pipeline.tracker.get(call_id) if self.receiver is not None else None
+        return self.receiver.tracker.get(call_id) if self.receiver is not None else None
 
     def learn_control_url(self, call_id: str, url: str) -> None:
         """Keep a call's control URL learnt outside its webhooks (the dial answer)."""
         if self.receiver is not None:
-            self.receiver.pipeline.tracker.note_control_url(call_id, url)
+            self.receiver.tracker.note_control_url(call_id, url)
 
     # --- the platform's API ------------------------------------------------------------------
 
@@ -158,7 +179,7 @@ class ConsoleContext:
         spec = registry.spec(provider)
         if spec.dialing is None or spec.base_url is None:
             return f"{spec.title} calls cannot be dialed from this console."
-        receiver_url = self.receiver.server.url if self.receiver is not None else None
+        receiver_url = self.receiver.url if self.receiver is not None else None
         if self.demo and provider in self.simulated:
             api_key, url, described = self.simulated[provider]
             keys = dict(api_key) if isinstance(api_key, Mapping) else dict.fromkeys(spec.dialing.needs, api_key)
@@ -183,7 +204,7 @@ class ConsoleContext:
         """Where the Assistants pane lists from: the simulator under --demo, else Vapi with the stored key."""
         public_url = self.settings.receiver.public_url
         if self.platform is not None:
-            receiver = self.receiver.server.url if self.receiver is not None else None
+            receiver = self.receiver.url if self.receiver is not None else None
             return AssistantAccess(self.platform.api_key, self.platform.url, public_url or receiver)
         if self.demo:
             return AssistantAccess(None, "", note="The simulated platform is starting…")
@@ -197,7 +218,7 @@ class ConsoleContext:
         """Where the Assistants pane lists Twilio numbers from: the simulated Twilio under --demo, else
         Twilio with the stored account SID and auth token (without both: none are listed)."""
         public_url = self.settings.receiver.public_url
-        receiver = self.receiver.server.url if self.receiver is not None else None
+        receiver = self.receiver.url if self.receiver is not None else None
         twiml = self.settings.twilio.voice_twiml
         if self.demo:
             simulated = self.simulated.get("twilio")
@@ -214,7 +235,7 @@ class ConsoleContext:
         """Where the Assistants pane lists Retell agents from: the simulated Retell under --demo,
         else Retell with the stored key (no key: none are listed, and nothing is said)."""
         public_url = self.settings.receiver.public_url
-        receiver = self.receiver.server.url if self.receiver is not None else None
+        receiver = self.receiver.url if self.receiver is not None else None
         token = self.receiver.tap_tokens.get("retell_llm_token") if self.receiver is not None else None
         if self.demo:
             if "retell" not in self.simulated:

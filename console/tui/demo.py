@@ -8,6 +8,7 @@ from typing import Any
 
 from console.config import Settings
 from console.core.policy import Policy, ToolRule
+from console.services.serve_state import ServeState
 from console.simulator.scenarios import Scenario, ToolsStep, load_scenario
 
 # Paced for someone reading the screen for the first time: the demo assistant's tools
@@ -61,14 +62,25 @@ def demo_scenario(tool_timeout_s: float = DEMO_TOOL_TIMEOUT_S) -> Scenario:
     return scenario.model_copy(update={"steps": steps})
 
 
-def run_tui(settings: Settings, *, demo: bool, policy: Policy | None = None, theme: str | None = None) -> int:
+def run_tui(
+    settings: Settings,
+    *,
+    demo: bool,
+    policy: Policy | None = None,
+    theme: str | None = None,
+    attach_to: ServeState | None = None,
+    receiver_started_here: bool = False,
+    operator: str | None = None,
+    stop_receiver_on_exit: bool = False,
+) -> int:
     """Run the console until the operator quits; the process exit code.
 
     With `demo`, the simulated Vapi platform runs in-process and dials a call
     every DEMO_INTERVAL_S (the first at once), signed with a secret made up for the
     session; its receiver takes a free port when the configured one is busy.
     An unknown `theme` is bad usage (exit 2, the available names on stderr),
-    found before the screen is taken over.
+    found before the screen is taken over. With `attach_to`, the console watches and
+    decides through that running `serve` instead of receiving itself.
     """
     from console.tui.app import Services, VoiceConsoleApp
     from console.tui.themes import load_themes, unknown_theme_message
@@ -80,6 +92,17 @@ def run_tui(settings: Settings, *, demo: bool, policy: Policy | None = None, the
     # The history writer thread needs the GIL briefly per transaction (see `serve`).
     sys.setswitchinterval(0.0005)
     policy = policy or (DEMO_POLICY if demo else Policy.default("hold"))
-    app = VoiceConsoleApp(Services(settings, demo=demo, policy=policy, theme=theme))
+    app = VoiceConsoleApp(
+        Services(
+            settings,
+            demo=demo,
+            policy=policy,
+            theme=theme,
+            attach_to=attach_to,
+            operator=operator or "",
+            receiver_started_here=receiver_started_here,
+            stop_receiver_on_exit=stop_receiver_on_exit,
+        )
+    )
     app.run()
     return app.return_code or 0

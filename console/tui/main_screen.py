@@ -26,6 +26,7 @@ from textual.widgets import DataTable, Footer, Header, Tab, Tabs
 from console.core.events import Raw, ToolDecided, ToolRequested, utc_now
 from console.core.gate import (
     DEFAULT_REJECT_REASON,
+    CallDecided,
     CallHeld,
     CallSettled,
     CallStalling,
@@ -274,6 +275,11 @@ class MainScreen(Screen[None]):
                         self._decided_row(decided)
                         if (transcript := self.transcripts.get(requested.call_id or "")) is not None:
                             transcript.apply(decided)
+                case CallDecided(call, decision) if call.tool_call_id not in self.decided:
+                    # Another console decided it (this one's own decisions are shown already).
+                    who = decision.operator or "another console"
+                    lines.append(f"{who}: {decision.decision} {call.name} ({short_id(call.tool_call_id, 12)})")
+                    self._show_decision(call, decision)
                 case CallHeld(call):
                     lines.append(
                         f"tool call waiting: {call.name} on {short_id(call.call_id)} · "
@@ -381,21 +387,7 @@ class MainScreen(Screen[None]):
         assert gate is not None
         if gate.resolve(call.tool_call_id, decision):
             self.feed.note(f"operator: {decision.decision} {call.name} ({short_id(call.tool_call_id, 12)})")
-            # Shown at once; the gate's outcome replaces it when the call is answered (an
-            # approval is answered with the rest of its batch, after the tool ran).
-            shown = ToolOutcome(
-                call.tool_call_id,
-                call.name,
-                decision.decision,
-                "operator",
-                error=decision.reason if decision.decision == "rejected" else None,
-                result=None if decision.result is None else str(decision.result),
-                arguments_sent=decision.arguments,
-            ).event(provider=call.provider, call_id=call.call_id, at=utc_now())
-            self._decided_row(shown)
-            if (transcript := self.transcripts.get(call.call_id or "")) is not None:
-                transcript.apply(shown)
-                self._show_transcript()
+            self._show_decision(call, decision)
         else:
             self.notify(
                 self.settled(call) or f"{call.name} was already decided (or timed out).",
@@ -403,6 +395,24 @@ class MainScreen(Screen[None]):
                 markup=False,
             )
         self.refresh_tables()
+
+    def _show_decision(self, call: PendingCall, decision: OperatorDecision) -> None:
+        """A decision shown at once; the gate's outcome replaces it when the call is answered (an
+        approval is answered with the rest of its batch, after the tool ran)."""
+        shown = ToolOutcome(
+            call.tool_call_id,
+            call.name,
+            decision.decision,
+            "operator",
+            error=decision.reason if decision.decision == "rejected" else None,
+            result=None if decision.result is None else str(decision.result),
+            arguments_sent=decision.arguments,
+            operator=decision.operator,
+        ).event(provider=call.provider, call_id=call.call_id, at=utc_now())
+        self._decided_row(shown)
+        if (transcript := self.transcripts.get(call.call_id or "")) is not None:
+            transcript.apply(shown)
+            self._show_transcript()
 
     def _with_target(self) -> PendingCall | None:
         call = self.target()

@@ -156,7 +156,7 @@ class FunctionCallsTable(WindowTable):
             else:
                 good = event.decision in ("approved", "edited", "overridden")
                 state = Text(("✓ " if good else "✗ ") + event.decision, style="green" if good else "red")
-            by = Text(event.by, style="bold red" if event.by == "timeout" else "")
+            by = Text(event.operator or event.by, style="bold red" if event.by == "timeout" else "")
             out.append(
                 (
                     event.tool_call_id,

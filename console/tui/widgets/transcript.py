@@ -93,7 +93,7 @@ class CallTranscript:
                 # What the tool ran with, not what the agent asked for.
                 entry.text = "✎ " + tool_call_text(event.name, event.arguments)
             outcome = event.result if event.result is not None else event.error
-            entry.decision = f"{event.decision} by {event.by}" + (
+            entry.decision = f"{event.decision} by {event.operator or event.by}" + (
                 f": {short_json(outcome, OUTCOME_LIMIT)}" if outcome else ""
             )
         elif isinstance(event, CallStatus) and event.status != "in-progress":
