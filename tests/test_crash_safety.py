@@ -184,7 +184,9 @@ def tui_command(tmp_path: Path, db: Path, port: int) -> str:
         if k.startswith(("HOME", "XDG_", "VOICE_CONSOLE_", "PYTHON", "TERM", "PATH"))
     )
     log = shlex.quote(str(tmp_path / "tui.stderr"))
-    return f"env {exports} {shlex.quote(sys.executable)} -m console --port {port} --db {shlex.quote(str(db))} 2>{log}"
+    # --no-attach: the receiver in the TUI's own process is what this kills.
+    console = f"{shlex.quote(sys.executable)} -m console --no-attach --port {port} --db {shlex.quote(str(db))}"
+    return f"env {exports} {console} 2>{log}"
 
 
 @pytest.mark.e2e

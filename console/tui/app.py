@@ -316,8 +316,8 @@ class VoiceConsoleApp(App[None]):
             return
         db = receiver.receiver.get("db") or services.settings.db_path
         self.context.attach(receiver, services.settings)
-        how = "started by this console" if services.receiver_started_here else "already running"
-        feed.note(f"attached to the receiver at {receiver.url} (pid {state.pid}, {how}) as {receiver.operator}")
+        how = "receiver started by this console" if services.receiver_started_here else "receiver already running"
+        feed.note(f"{how}: attached as {receiver.operator} (pid {state.pid}, {receiver.url})")
         self._show_attachment()
         self.set_interval(1.0, self._show_attachment)
         self.main.services_started()
