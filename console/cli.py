@@ -92,23 +92,11 @@ def _run_tui(args: argparse.Namespace) -> int:
         return 2
     if args.demo or args.no_attach:
         return run_tui(settings, demo=args.demo, policy=policy, theme=args.theme)
-    from console.services.receiver_process import NoReceiver, find_serve, start_serve
-
-    try:
-        state = find_serve(settings.receiver.port)
-        started_here = state is None
-        if state is None:  # none runs: one of its own, so closing the console does not stop reception
-            print("voice-console: starting the receiver…", file=sys.stderr)
-            state = start_serve(_serve_args(args, settings), settings.receiver.port)
-    except NoReceiver as exc:
-        print(f"voice-console: {exc}", file=sys.stderr)
-        return exc.code
     return run_tui(
         settings,
         demo=False,
         theme=args.theme,
-        attach_to=state,
-        receiver_started_here=started_here,
+        attach=_serve_args(args, settings),
         operator=args.operator,
         stop_receiver_on_exit=args.stop_receiver_on_exit,
     )

@@ -19,6 +19,8 @@ a tool call is waiting for the operator, and saves:
 - retell.svg    a Retell demo call selected: its transcript with the barge-in derived from word times
 - history.svg   the history screen on the first demo call once it has ended (timeline of the call)
 - help.svg      the help screen (every key, by screen)
+- attached.svg  a console attached to a running `serve` beside another operator's: the call's tool
+                calls decided from both consoles, each with who decided it
 """
 
 from __future__ import annotations
@@ -187,5 +189,72 @@ async def main() -> None:
             print(app.save_screenshot("help.svg", path=str(HERE)))
 
 
+def attached() -> None:
+    """Two consoles attached to one `serve` (a process of its own, in a throw-away state dir):
+    alice's screen once bob decided one of the call's tool calls and she decided the other."""
+    import os
+    import secrets
+    import subprocess
+
+    from console.services.serve_state import running_serves
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("CONFIG", "DATA", "STATE", "CACHE"):  # the serve's state file, and where we look for it
+            os.environ[f"XDG_{name}_HOME"] = str(Path(tmp) / name.lower())
+        secret = secrets.token_urlsafe(16)
+        env = {**os.environ, "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": secret, "VOICE_CONSOLE_DB": f"{tmp}/history.db"}
+        env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "console", "serve", "--port", "0"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not (state := next((s for s in running_serves().live if s.pid == serve.pid), None)):
+                if time.monotonic() > deadline:
+                    raise SystemExit("make_screenshots: the serve did not start")
+                time.sleep(0.1)
+            asyncio.run(_two_consoles(state, Path(tmp) / "history.db", secret))
+        finally:
+            serve.terminate()
+            serve.wait(15)
+
+
+async def _two_consoles(state, db: Path, secret: str) -> None:
+    from console.providers.vapi.client import VapiClient
+    from console.simulator.vapi import SimulatedPlatform
+    from console.tui.demo import demo_scenario
+    from console.tui.widgets.panes import FunctionCallsTable
+
+    platform = SimulatedPlatform(
+        state.url + "/webhook/vapi", webhook_secret=secret, speed=3.0, scenario=demo_scenario(60)
+    )
+    await platform.start()
+    settings = Settings(storage=StorageSettings(db=db))
+    alice = VoiceConsoleApp(Services(settings, attach_to=state, operator="alice@laptop"))
+    bob = VoiceConsoleApp(Services(settings, attach_to=state, operator="bob@desk"))
+    async with alice.run_test(size=SIZE) as a, bob.run_test(size=SIZE) as b:
+        await wait_for(a, lambda: alice.context.attached and bob.context.attached, "both consoles attached")
+        async with VapiClient(platform.api_key, base_url=platform.url, max_retries=0) as client:
+            number = (await client.list_phone_numbers())[0]["id"]
+            assistant = (await client.list_assistants(limit=1))[0]["id"]
+            await client.create_phone_call(
+                phone_number_id=number, customer_number="+14155550142", assistant_id=assistant
+            )
+        gate = bob.context.gate
+        await wait_for(b, lambda: gate is not None and len(gate.pending()) == 2, "two held tool calls")
+        await b.press("a")  # bob approves one
+        await wait_for(a, lambda: len(alice.context.gate.pending()) == 1, "alice sees bob's decision")
+        await a.press("a")  # alice approves the other
+        tools = alice.main.query_one(FunctionCallsTable)
+        await wait_for(a, lambda: tools.row_count >= 2, "both decisions on alice's screen")
+        await a.pause(2.0)
+        print(alice.save_screenshot("attached.svg", path=str(HERE)))
+    await platform.close()
+
+
 if __name__ == "__main__":
     asyncio.run(main())
+    attached()

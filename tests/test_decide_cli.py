@@ -64,7 +64,7 @@ def test_decide_approves_and_rejects_held_calls(tmp_path):
         assert rejected.returncode == 0, rejected.stderr
         caller.join(30)
         again = decide(db, ids[1], "--approve")
-        assert again.returncode == 1 and "no pending tool call" in again.stderr
+        assert again.returncode == 1 and "was already rejected by " in again.stderr  # and who rejected it
         bad = decide(db, "x", "--edit", "[1, 2]")
         assert bad.returncode == 2
 

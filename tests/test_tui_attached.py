@@ -71,3 +71,65 @@ async def test_two_attached_consoles_decide_and_each_sees_who(tmp_path):
         assert read_state(state_file(serve.port)) is not None  # the receiver still runs after both closed
     finally:
         serve.stop()
+
+
+async def test_quitting_with_a_live_call_asks_and_s_stops_the_receiver(tmp_path):
+    from console.tui.screens.stop_receiver import StopReceiverScreen
+
+    serve = Serve(tmp_path / "history.db")  # tool calls rejected by rule: the call stays live
+    state = read_state(state_file(serve.port))
+    try:
+        response = await post_tool_calls(serve.url)
+        assert response.status_code == 200
+        app = attached_app(tmp_path, state, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.context.attached and app.context.live_calls(), "the live call")
+            await pilot.press("ctrl+q")
+            await wait_for(pilot, lambda: isinstance(app.screen, StopReceiverScreen), "the question")
+            await pilot.press("escape")  # stay
+            await wait_for(pilot, lambda: app.screen is app.main, "back on the main screen")
+            assert app.is_running
+            await pilot.press("ctrl+q")
+            await wait_for(pilot, lambda: isinstance(app.screen, StopReceiverScreen), "the question again")
+            await pilot.press("s")
+        assert serve.proc.wait(15) == 0  # stopped cleanly, as on SIGTERM
+    finally:
+        if serve.proc.poll() is None:
+            serve.stop()
+
+
+async def test_stop_receiver_on_exit_stops_it_without_asking(tmp_path):
+    serve = Serve(tmp_path / "history.db")
+    state = read_state(state_file(serve.port))
+    try:
+        settings = load_settings(env={}, overrides={"storage": {"db": str(tmp_path / "history.db")}})
+        app = VoiceConsoleApp(Services(settings, attach_to=state, operator="alice", stop_receiver_on_exit=True))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.context.attached, "attached")
+            await pilot.press("ctrl+q")
+        assert serve.proc.wait(15) == 0
+    finally:
+        if serve.proc.poll() is None:
+            serve.stop()
+
+
+def test_serve_stop_and_the_console_refusing_to_guess_between_receivers(tmp_path):
+    from tests.helpers.cli import cli
+
+    db = tmp_path / "history.db"
+    first, second = Serve(db), Serve(tmp_path / "other.db")
+    try:
+        # two run, none on the console's port: it says which there are and how to pick (exit 2)
+        picked = cli(db, "--port", "1", "--operator", "x")
+        assert picked.returncode == 2, picked.stderr
+        assert "2 `voice-console serve`s are running" in picked.stderr and "--port P" in picked.stderr
+        stopped = cli(db, "serve", "--stop", "--port", str(first.port))
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"stopped the receiver at {first.url} (pid {first.proc.pid})" in stopped.stderr
+        assert first.proc.wait(15) == 0 and second.proc.poll() is None
+        again = cli(db, "serve", "--stop", "--port", str(first.port))
+        assert again.returncode == 1 and "no running `voice-console serve` on port" in again.stderr
+    finally:
+        for serve in (first, second):
+            if serve.proc.poll() is None:
+                serve.stop()

@@ -13,6 +13,7 @@ import sys
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from console.services.receiver_process import default_operator
 from console.services.serve_state import ServeState, running_serves, state_dir
 
 
@@ -35,6 +36,7 @@ def register(subparsers: Any) -> None:
         help="the `serve` listening on this port (when several run)",
     )
     which.add_argument("--url", metavar="URL", help="the `serve` at this URL, as it printed it (when several run)")
+    parser.add_argument("--operator", metavar="NAME", help="who decides, as the consoles show it (default user@host)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,7 +144,9 @@ def run_decide(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
                     return 0
             else:
                 response = client.post(
-                    "/control/decide", json={"tool_call_id": args.tool_call_id, **body}, headers=headers
+                    "/control/decide",
+                    json={"tool_call_id": args.tool_call_id, **body, "operator": args.operator or default_operator()},
+                    headers=headers,
                 )
     except httpx.HTTPError as exc:
         print(f"voice-console decide: cannot reach serve at {state.url} ({type(exc).__name__}).", file=err)

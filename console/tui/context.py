@@ -119,6 +119,11 @@ class ConsoleContext:
         return isinstance(self.receiver, AttachedReceiver)
 
     @property
+    def operator(self) -> str | None:
+        """Who decides from this console, when it is attached (consoles name themselves to each other)."""
+        return self.receiver.operator if isinstance(self.receiver, AttachedReceiver) else None
+
+    @property
     def gate(self) -> GateView | None:
         return self.receiver.gate if self.receiver is not None else None
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from console.config import Settings
 from console.core.policy import Policy, ToolRule
-from console.services.serve_state import ServeState
 from console.simulator.scenarios import Scenario, ToolsStep, load_scenario
 
 # Paced for someone reading the screen for the first time: the demo assistant's tools
@@ -68,8 +67,7 @@ def run_tui(
     demo: bool,
     policy: Policy | None = None,
     theme: str | None = None,
-    attach_to: ServeState | None = None,
-    receiver_started_here: bool = False,
+    attach: list[str] | None = None,
     operator: str | None = None,
     stop_receiver_on_exit: bool = False,
 ) -> int:
@@ -79,8 +77,9 @@ def run_tui(
     every DEMO_INTERVAL_S (the first at once), signed with a secret made up for the
     session; its receiver takes a free port when the configured one is busy.
     An unknown `theme` is bad usage (exit 2, the available names on stderr),
-    found before the screen is taken over. With `attach_to`, the console watches and
-    decides through that running `serve` instead of receiving itself.
+    found before the screen is taken over. With `attach` (the flags for a `serve` of its
+    own), the console watches and decides through the `serve` running on this machine —
+    started first when none runs — instead of receiving itself.
     """
     from console.tui.app import Services, VoiceConsoleApp
     from console.tui.themes import load_themes, unknown_theme_message
@@ -88,6 +87,19 @@ def run_tui(
     if theme is not None and (problem := unknown_theme_message(theme, load_themes())):
         print(f"voice-console: --theme: {problem}", file=sys.stderr)
         return 2
+
+    attach_to, started_here = None, False
+    if attach is not None:
+        from console.services.receiver_process import NoReceiver, find_serve, start_serve
+
+        try:
+            attach_to = find_serve(settings.receiver.port)
+            if attach_to is None:  # none runs: one of its own, so closing the console does not stop reception
+                print("voice-console: starting the receiver…", file=sys.stderr)
+                attach_to, started_here = start_serve(attach, settings.receiver.port), True
+        except NoReceiver as exc:
+            print(f"voice-console: {exc}", file=sys.stderr)
+            return exc.code
 
     # The history writer thread needs the GIL briefly per transaction (see `serve`).
     sys.setswitchinterval(0.0005)
@@ -100,7 +112,7 @@ def run_tui(
             theme=theme,
             attach_to=attach_to,
             operator=operator or "",
-            receiver_started_here=receiver_started_here,
+            receiver_started_here=started_here,
             stop_receiver_on_exit=stop_receiver_on_exit,
         )
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -385,6 +386,8 @@ class MainScreen(Screen[None]):
     def decide(self, call: PendingCall, decision: OperatorDecision) -> None:
         gate = self.context.gate
         assert gate is not None
+        if decision.operator is None and self.context.operator:
+            decision = replace(decision, operator=self.context.operator)
         if gate.resolve(call.tool_call_id, decision):
             self.feed.note(f"operator: {decision.decision} {call.name} ({short_id(call.tool_call_id, 12)})")
             self._show_decision(call, decision)

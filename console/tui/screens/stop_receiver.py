@@ -14,6 +14,7 @@ class StopReceiverScreen(ModalScreen[bool | None]):
     """Dismissed with False (quit, the receiver keeps receiving), True (quit and stop the receiver)
     or None (stay)."""
 
+    HELP_TITLE = "Quitting with calls live (attached)"
     BINDINGS = [
         Binding("k", "keep", "Quit, keep receiving", tooltip="close this console; the receiver goes on"),
         Binding("s", "stop", "Quit and stop it", tooltip="close this console and stop the receiver"),

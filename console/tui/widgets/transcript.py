@@ -80,9 +80,11 @@ class CallTranscript:
         elif isinstance(event, BargeIn):
             self._add(Entry("barge", text=event.cut_text or ""))
         elif isinstance(event, ToolRequested):
-            self._tools[event.tool_call_id] = self._add(
-                Entry("tool", text=tool_call_text(event.name, event.arguments), tool_call_id=event.tool_call_id)
-            )
+            text = tool_call_text(event.name, event.arguments)
+            if (known := self._tools.get(event.tool_call_id)) is not None:
+                known.text = text  # decided before its request was shown (a key pressed within a flush)
+            else:
+                self._tools[event.tool_call_id] = self._add(Entry("tool", text=text, tool_call_id=event.tool_call_id))
         elif isinstance(event, ToolDecided):
             entry = self._tools.get(event.tool_call_id)
             if entry is None:
