@@ -131,6 +131,16 @@ def rss_mb() -> float:
 # --- the load: a child process playing the simulator -------------------------------------------
 
 
+def policy_toml(policy) -> str:
+    """The policy as a policy file, for a `serve` of its own (--attached)."""
+    lines = []
+    for name, rule in policy.tools.items():
+        lines.append(f"[tools.{name}]")
+        for key, value in rule.model_dump(exclude_none=True).items():
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
 def load_policy():
     """Most tools answered by rule at once; the booking and the invoice lookup held for
     the operator (nobody answers: they time out after 4 and 3 s), so the function-calls
@@ -237,11 +247,13 @@ class Probe:
         self.slow_presses: list[tuple[float, list[tuple[float, float, str]]]] = []
         self.slow_time_ms: Counter[str] = Counter()  # what, summed over the slow presses
         self.slow_count = 0
-        self.inbox: list[tuple[float | None, float]] = []  # per event handed in: (request arrival, hand-off)
+        # per event handed in: (request arrival, hand-off, the message's own timestamp as epoch seconds)
+        self.inbox: list[tuple[float | None, float, float | None]] = []
         self.gate_inbox: list[float] = []
-        self.drained: list[tuple[float | None, float]] = []
+        self.drained: list[tuple[float | None, float, float | None]] = []
         self.gate_drained: list[float] = []
         self.event_ms, self.arrival_ms, self.gate_ms = Samples(), Samples(), Samples()
+        self.sent_ms = Samples()  # from the platform's message timestamp (wall clock, 1 ms): any process
         self.events_in = 0
         self.frames = 0
         self.encode_s = 0.0
@@ -271,7 +283,10 @@ class Probe:
             if self.measuring:
                 self.events_in += len(events)
                 # A decision is emitted when the tool call is settled, long after its request arrived.
-                self.inbox.extend((None if isinstance(e, ToolDecided) else arrived, now) for e in events)
+                self.inbox.extend(
+                    (None, now, None) if isinstance(e, ToolDecided) else (arrived, now, e.at.timestamp())
+                    for e in events
+                )
             return events_in(events)
 
         def timed_gate_in(item):
@@ -400,10 +415,13 @@ class Probe:
         if screen is not self.app.main:
             return
         if self.drained:
-            for arrived, handed in self.drained:
+            wall = time.time()
+            for arrived, handed, sent in self.drained:
                 self.event_ms.add((now - handed) * 1000)
                 if arrived is not None:
                     self.arrival_ms.add((now - arrived) * 1000)
+                if sent is not None:
+                    self.sent_ms.add((wall - sent) * 1000)
             self.drained = []
         if self.gate_drained:
             for at in self.gate_drained:
@@ -542,6 +560,39 @@ async def trace_memory(every: float, stop: asyncio.Event, start: float, db: Path
         tracemalloc.stop()
 
 
+async def start_serve(workdir: Path, secret: str):
+    """`voice-console serve` on a free port with the bench's policy, its state in `workdir`."""
+    from console.services.serve_state import read_state, state_file
+
+    os.environ["XDG_STATE_HOME"] = str(workdir / "state")  # its state file, and where the console looks
+    policy = workdir / "policy.toml"
+    policy.write_text(policy_toml(load_policy()))
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "console",
+        "serve",
+        "--port",
+        "0",
+        "--db",
+        str(workdir / "history.db"),
+        "--policy",
+        str(policy),
+        env={**os.environ, SECRET_ENV: secret},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT),
+    )
+    assert serve.stderr is not None
+    line = (await serve.stderr.readline()).decode()
+    port = int(line.split("listening on http://127.0.0.1:", 1)[1].split()[0])
+    state = read_state(state_file(port))
+    if state is None:
+        raise SystemExit(f"bench: the serve did not start: {line}")
+    asyncio.create_task(serve.stderr.read())  # drained, so its notes never block it
+    return serve, state
+
+
 def structure_sizes(app) -> dict[str, Any]:
     main, sizes = app.main, {}
     transcripts = getattr(main, "transcripts", None)
@@ -566,10 +617,11 @@ def structure_sizes(app) -> dict[str, Any]:
             sizes[name] = measure(widget)
         except AttributeError:  # absent, or not that kind of widget any more
             pass
-    if app.service is not None:
-        sizes["tracked_calls"] = len(app.service.pipeline.tracker.calls())
-        if app.service.gate is not None:
-            sizes["tool_calls_waiting"] = len(app.service.gate.pending())
+    receiver = app.context.receiver
+    if receiver is not None:
+        sizes["tracked_calls"] = len(receiver.tracker.calls())
+        if receiver.gate is not None:
+            sizes["tool_calls_waiting"] = len(receiver.gate.pending())
     sizes["feed_backlog"] = len(app.feed.events)
     sizes["gc_tracked_objects"] = len(gc.get_objects())
     return sizes
@@ -595,18 +647,23 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     secret = token_source.token_urlsafe(24)
     workdir = Path(tempfile.mkdtemp(prefix="tui-load-"))
     settings = Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=workdir / "history.db"))
-    services = Services(settings, secret_store=SecretStore(env={SECRET_ENV: secret}), policy=load_policy())
+    serve = None
+    if args.attached:  # the receiver in a `serve` of its own; the console attaches to it
+        serve, state = await start_serve(workdir, secret)
+        services = Services(settings, attach_to=state, operator="bench")
+    else:
+        services = Services(settings, secret_store=SecretStore(env={SECRET_ENV: secret}), policy=load_policy())
     app = VoiceConsoleApp(services)
     probe = Probe(app, encode_frames=not args.no_encode, explain_keys_over_ms=args.explain_slow_keys)
     untime = probe.time_methods([(WindowTable, "sync"), (TranscriptPane, "show")])
     loop = asyncio.get_running_loop()
     app_task = asyncio.create_task(app.run_async(headless=True, size=SIZE))
     deadline = time.monotonic() + 20
-    while app.service is None or not app.main.is_mounted:
+    while app.context.receiver is None or not app.main.is_mounted:
         if app_task.done() or time.monotonic() > deadline:
             raise SystemExit(f"bench: the app did not start ({app_task.exception() if app_task.done() else 'timeout'})")
         await asyncio.sleep(0.05)
-    url = app.service.server.url + "/webhook/vapi"
+    url = app.context.receiver.url + "/webhook/vapi"
     await asyncio.sleep(0.5)
     gc.collect()
     if args.full_collection_every or args.young_collection_after:  # the experiments: other GC thresholds
@@ -660,6 +717,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     rss_end = rss_mb()
     app.exit()
     await asyncio.wait_for(app_task, 30)
+    if serve is not None:
+        serve.terminate()
+        await serve.wait()
     shutil.rmtree(workdir, ignore_errors=True)
     WebhookPipeline.handle = handle
     undo_titles()
@@ -683,7 +743,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "load": load,
         "events": probe.events_in,
         "events_per_s": probe.events_in / elapsed,
+        "attached": args.attached,
         "event_to_screen_ms": summary(probe.event_ms),
+        "message_to_screen_ms": summary(probe.sent_ms),
         "request_to_screen_ms": summary(probe.arrival_ms),
         "gate_to_screen_ms": summary(probe.gate_ms),
         "key_to_frame_ms": summary(probe.key_ms),
@@ -722,6 +784,49 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def serve_alone(args: argparse.Namespace) -> dict[str, Any]:
+    """The load of a run, on a `serve` with no console: what acknowledging costs without one."""
+    secret = token_source.token_urlsafe(24)
+    workdir = Path(tempfile.mkdtemp(prefix="tui-load-"))
+    serve, state = await start_serve(workdir, secret)
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--drive",
+            state.url + "/webhook/vapi",
+            "--calls",
+            str(args.calls),
+            "--duration",
+            str(args.duration),
+            "--speed",
+            str(args.speed),
+            "--ramp",
+            str(args.ramp),
+            "--scenarios",
+            args.scenarios,
+            env={**os.environ, SECRET_ENV: secret},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await child.communicate()
+    finally:
+        serve.terminate()
+        await serve.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"calls": args.calls, "duration_s": args.duration, "speed": args.speed, "load": json.loads(out or b"{}")}
+
+
+def report_alone(result: dict[str, Any]) -> str:
+    load = result["load"]
+    latency = load.get("latency_ms", {})
+    p50, p99, worst = (latency.get(key, float("nan")) for key in ("p50", "p99", "max"))
+    return (
+        f"{result['calls']} concurrent calls for {result['duration_s']:g} s at speed {result['speed']:g} on "
+        f"`serve` with no console: {load.get('messages', 0)} webhook messages, errors: {load.get('errors') or 'none'}; "
+        f"acknowledged in p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms"
+    )
+
+
 def report(result: dict[str, Any]) -> str:
     def row(name: str, stats: dict[str, Any], target: float | None = None) -> str:
         verdict = "" if target is None else f"{target:>8.0f}  {'ok' if stats['p99'] < target else 'MISSED'}"
@@ -746,6 +851,7 @@ def report(result: dict[str, Any]) -> str:
             else ""
         )
         + (", unchanged border titles not repainted" if result.get("same_titles_no_repaint") else "")
+        + (", attached to a `serve` of its own" if result.get("attached") else ", receiving in its own process")
     )
     lines = [
         setup,
@@ -759,6 +865,7 @@ def report(result: dict[str, Any]) -> str:
         f"{'latency (ms)':28}{'n':>8}{'p50':>9}{'p99':>9}{'max':>9}   target",
         row("event to screen", result["event_to_screen_ms"], TARGET_EVENT_P99_MS),
         row("  webhook request to screen", result["request_to_screen_ms"]),
+        row("  platform's message to screen", result["message_to_screen_ms"]),
         row("  gate event to screen", result["gate_to_screen_ms"]),
         row("key press to frame", result["key_to_frame_ms"], TARGET_KEY_P99_MS),
         row("event-loop timer lag", result["loop_lag_ms"]),
@@ -867,6 +974,18 @@ def main() -> int:
         help="diagnosis: for key presses slower than MS, what the event loop did meanwhile "
         "(timed sections, garbage collections, loop callbacks over 2 ms)",
     )
+    parser.add_argument(
+        "--attached",
+        action="store_true",
+        help="the receiver runs as a `serve` of its own and the console attaches to it (as `voice-console` does); "
+        "without it the console receives in its own process (--no-attach)",
+    )
+    parser.add_argument(
+        "--no-console",
+        action="store_true",
+        help="the baseline for --attached: the same load on a `serve` with no console attached; "
+        "prints how fast it acknowledged",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # the child process playing the calls
     args = parser.parse_args()
@@ -884,6 +1003,10 @@ def main() -> int:
             )
         )
         print(json.dumps(result))
+        return 0
+    if args.no_console:
+        alone = asyncio.run(serve_alone(args))
+        print(json.dumps(alone, indent=2) if args.json else report_alone(alone))
         return 0
     result = asyncio.run(run_bench(args))
     print(json.dumps(result, indent=2) if args.json else report(result))

@@ -216,3 +216,31 @@ async def test_the_receiver_killed_and_restarted_under_load_loses_nothing_and_th
             second.stop()
         if first.proc.poll() is None:
             first.stop()
+
+
+async def test_a_console_that_falls_behind_is_closed_and_catches_up_from_the_history(start_receiver, monkeypatch):
+    """The receiver never waits for a console: past its queue's bound the console is closed (4000),
+    reconnects by itself and reads what it missed from the history."""
+    from console.services import hub
+    from console.services.serve_state import write_state
+
+    service, _ = await start_receiver(policy=Policy.default("hold"))
+    state = state_of(service)
+    write_state(state)  # as `serve` does: where a reconnecting console finds it
+    console = Console()
+    attached = await AttachedReceiver.attach(state, "alice", console.consumers())
+    try:
+        monkeypatch.setattr(hub, "CONSOLE_QUEUE", 0)  # every frame from now on is one too many
+        async with httpx.AsyncClient(base_url=service.server.url, timeout=30) as client:
+            body = transcript("Are you still there?")
+            assert (await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))).is_success
+            await until(lambda: any("fell behind" in note for note in console.notes), "closed for falling behind")
+            monkeypatch.setattr(hub, "CONSOLE_QUEUE", 20_000)
+            await until(lambda: any("receiver link back" in note for note in console.notes), "back")
+            finals = [e.text for e in console.events if isinstance(e, TranscriptFinal)]
+            assert finals == ["Are you still there?"]  # read from the history, once
+            body = transcript("Yes, I'm here.")
+            assert (await client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body))).is_success
+            await until(lambda: len([e for e in console.events if isinstance(e, TranscriptFinal)]) == 2, "live again")
+    finally:
+        await attached.close()

@@ -50,13 +50,16 @@ CALLS_EVERY_S = 0.1
 # An event id the history skipped (never emitted) holds the watermark back this long at most.
 GAP_PATIENCE_S = 2.0
 FELL_BEHIND = 4000
+_BEHIND = "fell behind"  # queued (by identity) after a console's last frame once it is too far behind
 
 
 class _Console:
     def __init__(self, operator: str, ws: WebSocket) -> None:
         self.operator = operator
         self.ws = ws
-        self.queue: asyncio.Queue[str] = asyncio.Queue(CONSOLE_QUEUE)
+        # Bounded by `ControlHub._send` (CONSOLE_QUEUE frames), not by the queue: the end-of-stream
+        # None must always fit.
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.behind = False
 
 
@@ -116,16 +119,12 @@ class ControlHub:
         self._consoles[key] = console
         self._install()
         self._broadcast_consoles()
+        # Reading notices the console going away (it sends nothing): the sender is told by a None.
         reader = asyncio.create_task(self._drain_input(ws))
+        reader.add_done_callback(lambda _: console.queue.put_nowait(None))
         try:
-            while True:
-                frame_task = asyncio.ensure_future(console.queue.get())
-                done, _ = await asyncio.wait({frame_task, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if reader in done:
-                    frame_task.cancel()
-                    return
-                frame = frame_task.result()
-                if console.behind and console.queue.empty():
+            while (frame := await console.queue.get()) is not None:
+                if frame is _BEHIND:  # after everything queued before it
                     await ws.close(FELL_BEHIND, "this console fell behind; it reconnects and fills in from the history")
                     return
                 await ws.send(frame)
@@ -278,11 +277,12 @@ class ControlHub:
         for console in self._consoles.values():
             if console.behind:
                 continue
-            try:
-                console.queue.put_nowait(frame)
-            except asyncio.QueueFull:
+            if console.queue.qsize() >= CONSOLE_QUEUE:
                 console.behind = True  # closed once it has sent what it has: it catches up from the history
+                console.queue.put_nowait(_BEHIND)
                 log.warning("attached console %s fell behind; it will reconnect", console.operator)
+                continue
+            console.queue.put_nowait(frame)
 
     async def close(self) -> None:
         """The receiver is stopping: every console is told (1001) and reconnects to the next one."""
