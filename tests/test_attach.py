@@ -244,3 +244,48 @@ async def test_a_console_that_falls_behind_is_closed_and_catches_up_from_the_his
             await until(lambda: len([e for e in console.events if isinstance(e, TranscriptFinal)]) == 2, "live again")
     finally:
         await attached.close()
+
+
+async def test_an_attached_console_gets_a_tapped_calls_audio_levels(start_receiver):
+    """The timeline's level lanes of a Twilio call through the tap, on a console attached to the receiver."""
+    from websockets.asyncio.server import serve
+
+    from console.providers.twilio.client import TwilioClient
+    from console.services.serve_state import write_state
+    from console.simulator.twilio import DIALED_NUMBER, SimulatedTwilio
+    from tests.helpers.secrets import PUBLIC_URL, TWILIO_TOKEN
+    from tests.test_twilio_stream_tap import CUT_IN, TOKEN, Agent
+
+    async with serve(Agent(clears=True), "127.0.0.1", 0) as server:
+        agent_url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+        service, _ = await start_receiver(
+            secrets={"twilio_stream_token": TOKEN}, twilio={"stream_forward_to": agent_url}
+        )
+        state = state_of(service)
+        write_state(state)
+        console = Console()
+        attached = await AttachedReceiver.attach(state, "alice", console.consumers())
+        try:
+            async with SimulatedTwilio(
+                auth_token=TWILIO_TOKEN, scenario=CUT_IN, tunnels={PUBLIC_URL: service.server.url}
+            ) as platform:
+                async with TwilioClient(platform.account_sid, TWILIO_TOKEN, base_url=platform.url) as api:
+                    sid = (
+                        await api.create_call(
+                            to="+14155550142", from_=DIALED_NUMBER, url=PUBLIC_URL + "/webhook/twilio/voice"
+                        )
+                    )["sid"]
+
+                def levels():
+                    tapped = attached.taps.get(sid)
+                    lanes = tapped.session.levels if tapped is not None else {}
+                    return sid in attached.taps and lanes.get("user") and lanes.get("assistant")
+
+                await until(levels, "both sides' levels on the attached console", 20)
+                receiver_side = dict(service.taps.get(sid).session.levels["user"])
+                mine = list(attached.taps.get(sid).session.levels["user"])
+                same = [at for at, level in mine if receiver_side.get(at) == level]
+                assert len(same) >= len(mine) - 2 and len(same) >= 3  # the newest may have grown since sent
+                await platform.players[sid].ended.wait()
+        finally:
+            await attached.close()

@@ -106,6 +106,9 @@ class LiveTaps:
     def __len__(self) -> int:
         return len(self._relays)
 
+    def items(self) -> list[tuple[str, Relay]]:
+        return list(self._relays.items())
+
     def _add(self, relay: Relay) -> None:
         if relay.session.call_id:  # a stream that names its call later is added then
             self._relays[relay.session.call_id] = relay

@@ -18,10 +18,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -40,7 +41,7 @@ from console.core.gate import (
     PendingCall,
 )
 from console.core.tools import ToolOutcome
-from console.providers.base import LiveTap, PlatformError
+from console.providers.base import PlatformError
 from console.services.hub import STREAM_PATH
 from console.services.live import LiveCalls, Target
 from console.services.pipeline import DeliverySeen
@@ -53,6 +54,8 @@ RECONNECT_EVERY_S = 0.5
 FILL_LIMIT = 100_000  # events filled from the history after one gap, at most (the rest: history browser)
 LIVE_CALL_EVENTS = 5_000  # per live call, read from the history when the console attaches
 SEEN_AHEAD = 10_000  # ids seen past a missing one before the missing one is given up
+LEVELS_KEPT = 600  # per role and call: a minute of 100 ms buckets, as the tap keeps them
+MAX_LEVEL_CALLS = 200
 
 
 class AttachFailed(Exception):
@@ -99,16 +102,32 @@ class MirrorTracker:
 
 
 class TappedCalls:
-    """Which calls run through the receiver's taps (their sockets stay with the receiver)."""
+    """Which calls run through the receiver's taps (their sockets stay with the receiver), and the
+    audio levels the receiver sends of them (for the timeline)."""
 
     def __init__(self) -> None:
         self.ids: set[str] = set()
+        self.levels: dict[str, dict[str, deque[tuple[datetime, float]]]] = {}
 
     def __contains__(self, call_id: str) -> bool:
         return call_id in self.ids
 
-    def get(self, call_id: str) -> LiveTap | None:
-        return None
+    def get(self, call_id: str) -> Any:
+        """What the console's timeline reads of a tapped call (its `session.levels`), else None."""
+        levels = self.levels.get(call_id)
+        return SimpleNamespace(session=SimpleNamespace(levels=levels)) if levels is not None else None
+
+    def take_levels(self, call_id: str, since: float, levels: dict[str, list[list[float]]]) -> None:
+        """The receiver's recent levels replace what was kept from `since` on."""
+        kept = self.levels.setdefault(call_id, {})
+        cutoff = datetime.fromtimestamp(since, UTC)
+        for role, buckets in levels.items():
+            lane = kept.setdefault(role, deque(maxlen=LEVELS_KEPT))
+            while lane and lane[-1][0] >= cutoff:
+                lane.pop()
+            lane.extend((datetime.fromtimestamp(at, UTC), rms) for at, rms in buckets)
+        if len(self.levels) > MAX_LEVEL_CALLS:
+            del self.levels[next(iter(self.levels))]
 
 
 class RemoteGate:
@@ -434,6 +453,8 @@ class AttachedReceiver:
                 consumers.delivery(DeliverySeen(**frame))
             elif kind == "consoles":
                 self.consoles = list(frame["consoles"])
+            elif kind == "levels":
+                self.taps.take_levels(frame["call_id"], frame["since"], frame["levels"])
 
     def _unseen(self, first_id: int | None, raw: list[dict[str, Any]]) -> list[Event]:
         if first_id is None:

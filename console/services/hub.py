@@ -12,6 +12,7 @@ itself. Each attached console opens this stream with the per-run control token
     {"type": "delivery", ...}                               each webhook request and its answer
     {"type": "calls", "calls": [...]}                       calls whose summary changed (every 100 ms at most)
     {"type": "consoles", "consoles": [...]}                 who is attached
+    {"type": "levels", "call_id", "since", "levels": {role: [[epoch s, rms], ...]}}   a tapped call's audio
 
 Every event up to `history_id` is in the history already, every later one comes on the stream,
 so a console fills what it missed (at attach, or after the receiver restarted) from the history
@@ -29,12 +30,13 @@ import json
 import logging
 import os
 from dataclasses import asdict
-from itertools import count
+from datetime import timedelta
+from itertools import count, takewhile
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from console.core.calls import CallTracker
-from console.core.events import Event, event_json
+from console.core.events import Event, event_json, utc_now
 from console.core.gate import CallDecided, CallHeld, CallSettled, CallStalling, GateEvent, ToolGate
 from console.core.http_types import Request, Response, is_loopback
 from console.receiver.http import Router
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 STREAM_PATH = "/control/stream"
 CONSOLE_QUEUE = 20_000  # frames a console may be behind before it is closed to catch up from the history
 CALLS_EVERY_S = 0.1
+LEVELS_RESENT = timedelta(seconds=3)
 # An event id the history skipped (never emitted) holds the watermark back this long at most.
 GAP_PATIENCE_S = 2.0
 FELL_BEHIND = 4000
@@ -86,6 +89,7 @@ class ControlHub:
         self._ids = count(1)
         self._own_delivery = pipeline.on_delivery  # the embedding process's own consumer, if any
         self._changed: set[str] = set()
+        self._levels_seen: dict[str, tuple[Any, ...]] = {}  # call id -> what its levels were when last sent
         self._calls_task: asyncio.Task[None] | None = None
         # Every event id up to `history_id` has been emitted; those above that were emitted early wait here.
         self.history_id = history_id
@@ -259,6 +263,8 @@ class ControlHub:
     async def _send_calls(self) -> None:
         while True:
             await asyncio.sleep(CALLS_EVERY_S)
+            for frame in self._levels_frames():
+                self._send(frame)
             if not self._changed:
                 continue
             changed, self._changed = self._changed, set()
@@ -269,6 +275,31 @@ class ControlHub:
                     calls.append(dict(state.summary(), tapped=call_id in self._taps))
             if calls:
                 self._send(_dumps({"type": "calls", "calls": calls}))
+
+    def _levels_frames(self) -> list[str]:
+        """Each tapped call's audio levels that changed (the last LEVELS_RESENT_S of them: a `clear`
+        drops levels Twilio never played, so the recent ones are sent whole and replace the console's)."""
+        frames = []
+        cutoff = utc_now() - LEVELS_RESENT
+        for call_id, relay in self._taps.items():
+            levels = getattr(relay.session, "levels", None)
+            if not isinstance(levels, dict):
+                continue
+            signature = tuple((len(kept), kept[-1] if kept else None) for kept in levels.values())
+            if self._levels_seen.get(call_id) == signature:
+                continue
+            self._levels_seen[call_id] = signature
+            recent = {
+                role: [
+                    [at.timestamp(), rms]
+                    for at, rms in reversed(list(takewhile(lambda b: b[0] >= cutoff, reversed(kept))))
+                ]
+                for role, kept in levels.items()
+            }
+            frames.append(_dumps({"type": "levels", "call_id": call_id, "since": cutoff.timestamp(), "levels": recent}))
+        for gone in set(self._levels_seen) - {call_id for call_id, _ in self._taps.items()}:
+            del self._levels_seen[gone]
+        return frames
 
     def _broadcast_consoles(self) -> None:
         self._send(_dumps({"type": "consoles", "consoles": self.operators()}))
