@@ -279,7 +279,7 @@ async def test_an_attached_console_gets_a_tapped_calls_audio_levels(start_receiv
                 def levels():
                     tapped = attached.taps.get(sid)
                     lanes = tapped.session.levels if tapped is not None else {}
-                    return sid in attached.taps and lanes.get("user") and lanes.get("assistant")
+                    return sid in attached.taps and len(lanes.get("user", ())) >= 5 and lanes.get("assistant")
 
                 await until(levels, "both sides' levels on the attached console", 20)
                 receiver_side = dict(service.taps.get(sid).session.levels["user"])
