@@ -4,7 +4,7 @@ screen (console/tui/main_screen.py) shows them.
 
 Data flow: the receiver calls `Feed.events_in` and `Feed.deliveries_in` / the gate
 calls `Feed.gate_in` (cheap appends, in the loop); `MainScreen` drains the feed every
-100 ms and updates its models and widgets in one batch. Screens get the running parts
+50 ms and updates its models and widgets in one batch. Screens get the running parts
 through `ConsoleContext` (console/tui/context.py), which the app fills as it starts them.
 """
 

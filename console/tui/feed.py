@@ -2,7 +2,7 @@
 
 The receiver calls `Feed.events_in` and `Feed.deliveries_in`, the gate `Feed.gate_in`,
 and the replay controller `Feed.events_in` too: cheap appends in the loop. The main
-screen drains the feed every 100 ms and applies it in one batch.
+screen drains the feed every 50 ms and applies it in one batch.
 """
 
 from __future__ import annotations
