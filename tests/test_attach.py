@@ -289,3 +289,37 @@ async def test_an_attached_console_gets_a_tapped_calls_audio_levels(start_receiv
                 await platform.players[sid].ended.wait()
         finally:
             await attached.close()
+
+
+async def test_no_secret_reaches_an_attached_console(start_receiver):
+    """A tool call whose arguments carry the webhook secret: held, decided, on the stream and in a
+    hello, the secret is masked in every frame a console gets."""
+    from tests.helpers.secrets import VAPI_SECRET
+
+    service, _ = await start_receiver(policy=Policy.default("hold"))
+    data = json.loads(json.dumps(PARALLEL))
+    data["message"]["toolCallList"][0]["function"]["arguments"] = {"note": f"token {VAPI_SECRET}"}
+    body = json.dumps(data).encode()
+    url = service.server.url.replace("http://", "ws://") + STREAM_PATH
+    auth = {"Authorization": f"Bearer {service.control_token}"}
+    frames: list[str] = []
+    async with (
+        connect(url, additional_headers=auth) as early,
+        httpx.AsyncClient(base_url=service.server.url, timeout=30) as client,
+    ):
+        platform = asyncio.create_task(client.post("/webhook/vapi", content=body, headers=vapi_headers(service, body)))
+        await until(lambda: len(service.gate.pending()) == 2, "held")
+        async with connect(url, additional_headers=auth) as late:  # its hello lists the held calls
+            frames.append(str(await late.recv()))
+        for call in service.gate.pending():
+            await client.post(
+                "/control/decide",
+                json={"tool_call_id": call.tool_call_id, "decision": "reject", "reason": f"no {VAPI_SECRET}"},
+                headers=auth,
+            )
+        assert (await platform).status_code == 200
+        async with asyncio.timeout(5):
+            while not any('"settled"' in frame for frame in frames[1:]) or len(frames) < 6:
+                frames.append(str(await early.recv()))
+    assert any("token " in frame for frame in frames)  # the arguments came, masked
+    assert not [frame for frame in frames if VAPI_SECRET in frame]

@@ -29,7 +29,7 @@ import hmac
 import json
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from itertools import count, takewhile
 from typing import Any
@@ -42,6 +42,7 @@ from console.core.http_types import Request, Response, is_loopback
 from console.receiver.http import Router
 from console.receiver.relay import LiveTaps
 from console.receiver.ws import WebSocket, WebSocketClosed
+from console.redact import Redactor
 from console.services.pipeline import DeliverySeen, WebhookPipeline
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,10 @@ class ControlHub:
         receiver: dict[str, Any],
         *,
         history_id: int = 0,
+        redactor: Redactor | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self._redactor = redactor or Redactor()  # the held calls in a hello, as the gate's events mask them
         self._tracker: CallTracker = pipeline.tracker
         self._gate = gate
         self._taps = taps
@@ -150,7 +153,8 @@ class ControlHub:
     def _hello(self, operator: str) -> str:
         tapped = self._taps
         calls = [dict(state.summary(), tapped=state.call_id in tapped) for state in self._tracker.calls()]
-        pending = [call.to_dict() for call in self._gate.pending()] if self._gate is not None else []
+        held = self._gate.pending() if self._gate is not None else []
+        pending = [replace(call, arguments=self._redactor.json(call.arguments)).to_dict() for call in held]
         return _dumps(
             {
                 "type": "hello",

@@ -25,7 +25,7 @@ import httpx
 
 from console.core.calls import CallTracker
 from console.core.events import CallHang, DecidedBy, Event, utc_now
-from console.core.gate import CallSettled, GateEvent, PendingCall, ToolGate
+from console.core.gate import CallDecided, CallSettled, GateEvent, PendingCall, ToolGate
 from console.core.http_types import Request, Response
 from console.core.replays import REPLAY_HEADER, mark_replayed, replay_call_id, replay_run
 from console.core.tools import ToolBatch, ToolCall, ToolCallHandler, ToolOutcome
@@ -483,4 +483,16 @@ def redact_gate_event(event: GateEvent, redactor: Redactor) -> GateEvent:
         )
         return event if masked == outcome else CallSettled(masked)
     arguments = redactor.json(event.call.arguments)
-    return event if arguments == event.call.arguments else replace(event, call=replace(event.call, arguments=arguments))
+    if arguments != event.call.arguments:
+        event = replace(event, call=replace(event.call, arguments=arguments))
+    if isinstance(event, CallDecided):  # the operator's own words and values too
+        decision = event.decision
+        masked_decision = replace(
+            decision,
+            reason=None if decision.reason is None else redactor.text(decision.reason),
+            result=None if decision.result is None else redactor.json(decision.result),
+            arguments=None if decision.arguments is None else redactor.json(decision.arguments),
+        )
+        if masked_decision != decision:
+            event = CallDecided(event.call, masked_decision)
+    return event

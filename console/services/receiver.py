@@ -189,7 +189,13 @@ class ReceiverService:
 
             latest = await store.fetchone("SELECT coalesce(max(id), 0) AS n FROM events")
             hub = ControlHub(
-                pipeline, gate, taps, control_token, {}, history_id=int(latest["n"]) if latest is not None else 0
+                pipeline,
+                gate,
+                taps,
+                control_token,
+                {},
+                history_id=int(latest["n"]) if latest is not None else 0,
+                redactor=redactor,
             )
             hub.start()
 
