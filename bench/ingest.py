@@ -7,7 +7,7 @@ its 200. Afterwards the database is opened and every acknowledged event is
 counted, so "durable" is checked, not assumed.
 
     apt-get install -y wrk; pip install -e '.[bench]'
-    python bench/ingest.py [--duration 10] [--connections 64]
+    python bench/ingest.py [--duration 10] [--connections 64] [--synchronous NORMAL|FULL] [--body small|realistic]
 """
 
 from __future__ import annotations
@@ -177,8 +177,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     parser.add_argument("--commit-interval-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--body",
+        choices=["small", "realistic"],
+        default="small",
+        help="small: 150-250 byte messages; realistic: a 1.7 KB transcript message with its call object",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = parser.parse_args()
+    os.environ["BENCH_BODY"] = args.body  # for wrk's script (bench/vapi_events.lua), every server alike
     if shutil.which("wrk") is None:
         print("this benchmark needs wrk: apt-get install -y wrk", file=sys.stderr)
         return 1
@@ -189,6 +196,7 @@ def main() -> int:
     summary = {
         "connections": args.connections,
         "duration_s": args.duration,
+        "body": args.body,
         "uvicorn_ack_only": baseline,
         "uvicorn_commit_per_event": naive,
         "voice_console_durable": ours,
@@ -209,7 +217,8 @@ def main() -> int:
     print(
         f"voice-console: {ours['acked_total']} acknowledged, {ours['deliveries_stored']} committed, "
         f"lost {ours['lost']}; "
-        f"synchronous={ours['synchronous']}; serve exit {ours['exit_code']}; ratio {summary['ratio']}x"
+        f"synchronous={ours['synchronous']}; {args.body} bodies; serve exit {ours['exit_code']}; "
+        f"ratio {summary['ratio']}x"
     )
     return 0 if ours["lost"] == 0 and ours["exit_code"] == 0 else 1
 
