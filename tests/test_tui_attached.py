@@ -133,3 +133,25 @@ def test_serve_stop_and_the_console_refusing_to_guess_between_receivers(tmp_path
         for serve in (first, second):
             if serve.proc.poll() is None:
                 serve.stop()
+
+
+async def test_the_history_of_an_attached_console_is_the_receivers(tmp_path):
+    """The console's own config names another history file: attached, it reads the receiver's (read-only)."""
+    from console.tui.screens.history import HistoryScreen
+    from console.tui.widgets.table import WindowTable
+
+    serve = Serve(tmp_path / "receiver.db")
+    state = read_state(state_file(serve.port))
+    try:
+        assert (await post_tool_calls(serve.url)).status_code == 200
+        app = attached_app(tmp_path, state, "alice")  # its settings say tmp_path / "history.db"
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.context.attached, "attached")
+            assert app.context.settings.db_path == tmp_path / "receiver.db"
+            await pilot.press("h")
+            await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen), "the history screen")
+            calls = app.screen.query_one("#history-calls", WindowTable)
+            await wait_for(pilot, lambda: calls.row_count == 1, "the receiver's call listed")
+        assert not (tmp_path / "history.db").exists()  # nothing written where the console's config points
+    finally:
+        serve.stop()

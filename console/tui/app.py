@@ -314,14 +314,15 @@ class VoiceConsoleApp(App[None]):
         except AttachFailed as exc:
             self.exit(return_code=1, message=f"voice-console: {exc}")
             return
-        db = receiver.receiver.get("db") or services.settings.db_path
-        self.context.attach(receiver, services.settings)
+        settings = services.settings
+        if db := receiver.receiver.get("db"):  # the history is the receiver's, wherever it keeps it
+            settings = settings.model_copy(update={"storage": settings.storage.model_copy(update={"db": Path(db)})})
+        self.context.attach(receiver, settings)
         how = "receiver started by this console" if services.receiver_started_here else "receiver already running"
         feed.note(f"{how}: attached as {receiver.operator} (pid {state.pid}, {receiver.url})")
         self._show_attachment()
         self.set_interval(1.0, self._show_attachment)
         self.main.services_started()
-        self.log(f"history {db}")
         gc.collect()
         gc.freeze()
         gc.set_threshold(YOUNG_COLLECTION_AFTER, gc.get_threshold()[1], FULL_COLLECTION_EVERY)
