@@ -6,6 +6,7 @@ console attaches to the same receiver and shows what was decided; `s` stops the 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import socket as sockets
@@ -142,3 +143,67 @@ def _refused(port: int) -> bool:
             return False
     except OSError:
         return True
+
+
+def test_kill_9_of_the_console_leaves_the_receiver_answering(tmp_path: Path):
+    """The console dies (kill -9) while a tool call is held: the receiver it attached to goes on, the
+    platform's request is answered by the policy's timeout (not dropped), and later webhooks are received."""
+    import signal
+
+    from console.config import VapiSettings
+    from console.providers.vapi import sign_vapi_request
+
+    socket = f"vc-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    policy = tmp_path / "config" / "voice-console" / "policy.toml"
+    policy.parent.mkdir(parents=True)
+    policy.write_text('[tools.default]\naction = "hold"\ntimeout_seconds = 4\non_timeout = "reject"\n')
+    env = {
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "VOICE_CONSOLE_DB": str(tmp_path / "history.db"),
+        "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": VAPI_SECRET,
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+        "TERM": "xterm-256color",
+    }
+    prefix = "env -u COLUMNS -u LINES " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    command = f"{prefix} {shlex.quote(sys.executable)} -m console --port {port}"
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=10).stdout
+
+    def post(body: bytes) -> httpx.Response:
+        headers = {"content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)}
+        return httpx.post(f"http://127.0.0.1:{port}/webhook/vapi", content=body, headers=headers, timeout=30)
+
+    tmux("new-session", "-d", "-s", "console", "-x", "160", "-y", "48", command)
+    try:
+        deadline = time.monotonic() + 40
+        while f"attached to http://127.0.0.1:{port}" not in tmux("capture-pane", "-p", "-t", "console"):
+            assert time.monotonic() < deadline, tmux("capture-pane", "-p", "-t", "console")
+            time.sleep(0.3)
+        answered: list[httpx.Response] = []
+        held = threading.Thread(target=lambda: answered.append(post(json.dumps(PARALLEL).encode())))
+        held.start()
+        while " waiting ─" not in tmux("capture-pane", "-p", "-t", "console"):
+            assert time.monotonic() < deadline, tmux("capture-pane", "-p", "-t", "console")
+            time.sleep(0.2)
+        pid = int(tmux("display-message", "-p", "-t", "console", "#{pane_pid}").strip())
+        os.kill(pid, signal.SIGKILL)  # the console, mid-decision
+        held.join(30)
+        assert answered and answered[0].status_code == 200  # answered by the receiver, by its policy
+        results = answered[0].json()["results"]
+        assert all("did not answer in time" in (r.get("error") or r.get("result") or "") for r in results), results
+        later = json.dumps({"message": {"type": "status-update", "status": "ended", "call": {"id": "after-kill"}}})
+        assert post(later.encode()).status_code == 200  # still receiving
+    finally:
+        tmux("kill-server")
+        subprocess.run(
+            [sys.executable, "-m", "console", "serve", "--stop", "--port", str(port)],
+            env={**env, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            timeout=30,
+        )
