@@ -391,8 +391,9 @@ class AttachedReceiver:
                 await self._read(ws)
             except ConnectionClosed:  # the receiver went away without closing: reconnect all the same
                 pass
-            except Exception:  # a bug in a consumer must not end the link for good
+            except Exception:  # a bug in a consumer must not end the link for good: start afresh
                 log.exception("the attached console's stream failed")
+                await ws.close()
             if self._closing:
                 return
             self.link_up = False
