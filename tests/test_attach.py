@@ -323,3 +323,13 @@ async def test_no_secret_reaches_an_attached_console(start_receiver):
                 frames.append(str(await early.recv()))
     assert any("token " in frame for frame in frames)  # the arguments came, masked
     assert not [frame for frame in frames if VAPI_SECRET in frame]
+
+
+def test_the_mirrored_calls_are_bounded():
+    from console.services.attach import MirrorTracker
+
+    mirror = MirrorTracker(max_calls=3)
+    for n in range(10):
+        mirror.update([{"call_id": f"c{n}", "provider": "vapi", "status": "ended"}])
+    mirror.update([{"call_id": "c7", "provider": "vapi", "status": "ended"}])  # changed again: kept
+    assert [state.call_id for state in mirror.calls()] == ["c8", "c9", "c7"]

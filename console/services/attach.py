@@ -73,10 +73,12 @@ class Consumers:
 
 
 class MirrorTracker:
-    """The receiver's calls as its hub describes them (`CallState.summary`)."""
+    """The receiver's calls as its hub describes them (`CallState.summary`): the most recently
+    changed `max_calls`, as the receiver's own tracker keeps them (a long run must not grow it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_calls: int = 2000) -> None:
         self._calls: OrderedDict[str, CallState] = OrderedDict()
+        self._max_calls = max_calls
 
     def get(self, call_id: str) -> CallState | None:
         return self._calls.get(call_id)
@@ -98,6 +100,8 @@ class MirrorTracker:
             self._calls.move_to_end(state.call_id)
             if summary.get("tapped"):
                 tapped.add(state.call_id)
+        while len(self._calls) > self._max_calls:
+            self._calls.popitem(last=False)
         return tapped
 
 
