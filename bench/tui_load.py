@@ -683,24 +683,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         background.append(
             asyncio.create_task(trace_memory(args.trace_memory, stop, started, settings.storage.db, args.by_line))
         )
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--drive",
-        url,
-        "--calls",
-        str(args.calls),
-        "--duration",
-        str(args.duration),
-        "--speed",
-        str(args.speed),
-        "--ramp",
-        str(args.ramp),
-        "--scenarios",
-        args.scenarios,
-        env={**os.environ, SECRET_ENV: secret},
-        stdout=asyncio.subprocess.PIPE,
-    )
+    child = await start_driver(url, args, secret)
     key_stop = threading.Event()
     keys = threading.Thread(target=probe.press_keys, args=(loop, key_stop, args.key_interval), daemon=True)
     keys.start()
@@ -784,30 +767,35 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def start_driver(url: str, args: argparse.Namespace, secret: str) -> asyncio.subprocess.Process:
+    """The child process playing the calls at `url` (this script with --drive); its report on stdout."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--drive",
+        url,
+        "--calls",
+        str(args.calls),
+        "--duration",
+        str(args.duration),
+        "--speed",
+        str(args.speed),
+        "--ramp",
+        str(args.ramp),
+        "--scenarios",
+        args.scenarios,
+        env={**os.environ, SECRET_ENV: secret},
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
 async def serve_alone(args: argparse.Namespace) -> dict[str, Any]:
     """The load of a run, on a `serve` with no console: what acknowledging costs without one."""
     secret = token_source.token_urlsafe(24)
     workdir = Path(tempfile.mkdtemp(prefix="tui-load-"))
     serve, state = await start_serve(workdir, secret)
     try:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--drive",
-            state.url + "/webhook/vapi",
-            "--calls",
-            str(args.calls),
-            "--duration",
-            str(args.duration),
-            "--speed",
-            str(args.speed),
-            "--ramp",
-            str(args.ramp),
-            "--scenarios",
-            args.scenarios,
-            env={**os.environ, SECRET_ENV: secret},
-            stdout=asyncio.subprocess.PIPE,
-        )
+        child = await start_driver(state.url + "/webhook/vapi", args, secret)
         out, _ = await child.communicate()
     finally:
         serve.terminate()
