@@ -77,6 +77,9 @@ class StorageSettings(_Section):
     # NORMAL survives a crash of the process (kill -9) in WAL mode; FULL also a power cut.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     commit_interval_ms: float = Field(2.0, ge=0, le=1000)
+    # "process": a receiver's transactions run in a child process, off the event loop's
+    # interpreter lock; "thread": in a thread of the receiver's own process.
+    writer: Literal["process", "thread"] = "process"
 
 
 class VapiHmacSettings(_Section):

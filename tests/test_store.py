@@ -78,9 +78,10 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "history.db"
 
 
-@pytest.fixture
-async def store(db_path: Path):
-    s = await Store.open(db_path)
+@pytest.fixture(params=["thread", "process"])
+async def store(db_path: Path, request: pytest.FixtureRequest):
+    """Every test with this store runs against both writers: the thread and the writer process."""
+    s = await Store.open(db_path, writer_process=request.param == "process")
     try:
         yield s
     finally:
@@ -155,8 +156,9 @@ async def test_close_flushes_writes_still_queued(db_path: Path) -> None:
 # --- group commit ---------------------------------------------------------------
 
 
-async def test_group_commit_64_concurrent_deliveries_all_durable(db_path: Path) -> None:
-    s = await Store.open(db_path)
+@pytest.mark.parametrize("writer_process", [False, True], ids=["thread", "process"])
+async def test_group_commit_64_concurrent_deliveries_all_durable(db_path: Path, writer_process: bool) -> None:
+    s = await Store.open(db_path, writer_process=writer_process)
     transactions = 0
     original = s._transaction
 

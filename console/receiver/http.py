@@ -1,24 +1,30 @@
-"""The embedded HTTP/1.1 server: asyncio Protocol + h11, with explicit limits.
+"""The embedded HTTP/1.1 server: asyncio Protocol + httptools (llhttp), with explicit limits.
 
 No ASGI, no aiohttp. One `_HttpConnection` (an `asyncio.Protocol`) per TCP
-connection feeds bytes to an `h11.Connection` and runs the route's async
-handler in one task per request. h11 parses every request (framing, chunked
-bodies, header syntax, smuggling checks); responses, which always have a known
-length, are serialized here in one write with validated header lines (see
-`_serialize`). Everything that protects the process from a misbehaving client
-is enforced here, not left to h11 or to the handlers:
+connection feeds bytes to an `httptools.HttpRequestParser` and runs the route's
+async handler in one task per request. llhttp, in its strict mode (no lenient
+flags), parses every request: framing, chunked bodies, header syntax, and the
+smuggling refusals (Content-Length with Transfer-Encoding, duplicate or
+malformed Content-Length, obs-fold, bare CR/LF, control characters). It took
+over from h11, whose pure-Python parsing was a third of the receiver's time
+per request; tests/test_http_parser_parity.py checks every refusal h11 made
+against this server. Responses, which always have a known length, are
+serialized here in one write with validated header lines (see `_serialize`).
+Everything that protects the process from a misbehaving client is enforced
+here, not left to the parser or to the handlers:
 
-* head size (431): h11's `max_incomplete_event_size` catches a head that is
-  still incomplete; a complete oversized head that arrived in one read is
-  caught by our own check right after h11's `Request` event;
+* head size (431): counted as the parser reports the request line and headers,
+  and, for a head still incomplete, by the bytes received since it began;
 * body size (413): a declared Content-Length over the limit is refused before
   any byte of the body is read and before any `100 Continue`; a chunked body is
   counted as it arrives;
+* what llhttp leaves to the server: HTTP/1.1 without Host (400), a
+  Transfer-Encoding other than chunked (501), versions other than 1.0/1.1 (400);
 * one deadline for receiving a whole request (408) that a trickling client
   cannot extend; a keep-alive idle timeout (silent close), also before the
   first request; a handler timeout (504); a connection cap (503);
-* malformed input (400/431/501 from h11's `error_status_hint`, plus requests
-  carrying both Content-Length and Transfer-Encoding) closes the connection;
+* malformed input (400, or the statuses above) closes the connection, after
+  the answers to the requests pipelined before it;
 * every response the server closes after an error is followed by a "lingering
   close" (half-close, then read and discard for a bounded time) so the client
   reads the status instead of getting a TCP reset.
@@ -38,11 +44,12 @@ import asyncio
 import http
 import logging
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-import h11
+import httptools
 
 from console.core.http_types import Request, Response
 
@@ -253,13 +260,10 @@ def _upgrade_required() -> Response:
 
 # ---------------------------------------------------------------- wire helpers
 #
-# Requests are parsed by h11 (the security-relevant part: framing, smuggling,
-# header syntax). Responses are serialized here: they always have a known
-# length, so the output is one status line, a few validated header lines and
-# the body, in one write. Going through h11's send path (event objects, header
-# re-validation, six state transitions per request) cost about 40% of the
-# per-request time; a fresh h11.Connection per request cycle keeps the parser's
-# state machine exact without it (see `_HttpConnection._start_next`).
+# Requests are parsed by httptools (the security-relevant part: framing,
+# smuggling, header syntax). Responses are serialized here: they always have a
+# known length, so the output is one status line, a few validated header lines
+# and the body, in one write.
 
 _STATUS_LINES: dict[int, bytes] = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii"))
@@ -324,6 +328,23 @@ def _serialize(response: Response, close: bool, send_body: bool) -> bytes:
     return head + b"\r\n"
 
 
+def _protocol_refusal(exc: httptools.HttpParserError) -> _Refuse:
+    """The answer to what llhttp refused, with h11's statuses where it had one."""
+    reason = str(exc)
+    lowered = reason.lower()
+    if "content-length overflow" in lowered:
+        return _Refuse(413, "request body exceeds the limit (Content-Length too large)")
+    if "transfer-encoding" in lowered and "content-length" in lowered:
+        return _Refuse(400, "request has both Content-Length and Transfer-Encoding")
+    if "transfer-encoding" in lowered:
+        return _Refuse(501, "only Transfer-Encoding: chunked is supported")
+    if "pri/upgrade" in lowered:
+        return _Refuse(400, "HTTP/2 is not supported: send HTTP/1.1")
+    if "http version" in lowered:
+        return _Refuse(400, "malformed HTTP request: an HTTP version other than 1.0 or 1.1")
+    return _Refuse(400, f"malformed HTTP request: {reason}")
+
+
 def _client_address(transport: asyncio.BaseTransport) -> tuple[str, int]:
     peer = transport.get_extra_info("peername")
     if isinstance(peer, (tuple, list)) and len(peer) >= 2:
@@ -352,8 +373,32 @@ _CLOSED = 6  # transport closed or handed over (websocket)
 _HIGH_WATER = 64 * 1024  # pipelined bytes buffered while a request is handled
 
 
+class _Refuse(Exception):
+    """Raised in a parser callback: the request is refused with this status (parsing stops)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """A complete request waiting its turn (pipelining), or the refusal that ended parsing."""
+
+    request: Request | None
+    keep_alive: bool = True
+    refusal: _Refuse | None = None
+
+
 class _HttpConnection(asyncio.Protocol):
-    """One TCP connection speaking HTTP/1.1 (keep-alive, pipelining)."""
+    """One TCP connection speaking HTTP/1.1 (keep-alive, pipelining).
+
+    httptools (llhttp, strict: no lenient flags) parses; its callbacks below add what
+    llhttp leaves to the server (sizes, Host, Transfer-Encoding other than chunked,
+    the HTTP version) and queue each complete request, so pipelined requests wait
+    their turn while one is handled.
+    """
 
     __slots__ = (
         "_server",
@@ -361,18 +406,33 @@ class _HttpConnection(asyncio.Protocol):
         "_limits",
         "_stats",
         "_logger",
-        "_conn",
+        "_parser",
         "_transport",
         "_client",
         "_state",
         "_deadline",
         "_timer",
-        "_head",
+        "_ready",
+        "_receiving",
+        "_in_head",
+        "_head_fed",
+        "_chunk_len",
+        "_chunk_done",
+        "_head_size",
+        "_url",
         "_headers",
+        "_content_length",
+        "_chunked",
+        "_close_asked",
+        "_has_host",
+        "_expects_continue",
+        "_method",
+        "_version",
         "_body",
         "_body_size",
+        "_upgrade_tail",
+        "_current_method",
         "_keep_alive",
-        "_pending",
         "_pending_bytes",
         "_eof",
         "_reading_paused",
@@ -391,20 +451,38 @@ class _HttpConnection(asyncio.Protocol):
         self._limits = server.limits
         self._stats = server.stats
         self._logger = server.logger
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=server.limits.max_head_bytes)
+        # None once parsing has ended: after a refusal, or at an upgrade (the bytes after it are not HTTP).
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         # Set by connection_made before any other call; never None after that (no checks on the hot path).
         self._transport: asyncio.Transport = None  # type: ignore[assignment]
         self._client: tuple[str, int] = ("", 0)
         self._state = _IDLE
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._head: h11.Request | None = None
-        self._headers: tuple[tuple[str, str], ...] = ()
+        self._ready: deque[_Parsed] = deque()  # parsed, not yet handled
+        # The request being parsed (it may be a pipelined one while another is handled).
+        self._receiving = False
+        self._in_head = False
+        self._head_fed = 0
+        self._chunk_len = 0  # the chunk being fed, and whether a message ended in it
+        self._chunk_done = False
+        self._head_size = 0
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._content_length = -1
+        self._chunked = False
+        self._close_asked = False
+        self._has_host = False
+        self._expects_continue = False
+        self._method = ""
+        self._version = "1.1"
         self._body: list[bytes] = []
         self._body_size = 0
+        self._upgrade_tail: bytes | None = None  # bytes after an upgrade request
+        # The request being handled.
+        self._current_method = ""
         self._keep_alive = True
-        self._pending = False  # bytes of the next request arrived while writing was paused
-        self._pending_bytes = 0
+        self._pending_bytes = 0  # received while a request is handled
         self._eof = False
         self._reading_paused = False
         self._write_paused = False
@@ -476,38 +554,168 @@ class _HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         state = self._state
-        if state == _RECV:
-            self._conn.receive_data(data)
-            self._process()
-        elif state == _IDLE:
+        if state >= _LINGER:
+            if state == _LINGER:
+                self._linger_left -= len(data)
+                if self._linger_left <= 0:
+                    self._close()
+            return
+        if state == _IDLE:
             self._state = _RECV
             self._arm(self._loop.time() + self._limits.request_deadline_s)
-            self._conn.receive_data(data)
-            self._process()
         elif state == _HANDLE or state == _WAIT_WRITE:
-            # Pipelined bytes of the next request: h11 keeps them, we bound them.
-            self._conn.receive_data(data)
-            self._pending = True
+            # Pipelined bytes of the next request: parsed now, handled in turn; we bound them.
             self._pending_bytes += len(data)
             if self._pending_bytes > _HIGH_WATER and not self._reading_paused:
                 self._reading_paused = True
                 self._transport.pause_reading()
-        elif state == _LINGER:
-            self._linger_left -= len(data)
-            if self._linger_left <= 0:
-                self._close()
+        self._feed(data)
+        self._process()
+
+    def _feed(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            if self._upgrade_tail is not None:  # kept for the upgraded protocol (or the next request)
+                self._upgrade_tail += data
+            return
+        if self._in_head:
+            self._head_fed += len(data)  # a head still incomplete after these bytes is at least this long
+        self._chunk_len = len(data)
+        self._chunk_done = False
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._parser = None
+            self._upgrade_tail = data[upgrade.args[0] :]
+            return
+        except httptools.HttpParserCallbackError as exc:
+            refusal = exc.__context__
+            if not isinstance(refusal, _Refuse):  # pragma: no cover - a bug in a callback
+                self._logger.error("HTTP parser callback failed: %r", refusal)
+                refusal = _Refuse(500, "internal server error")
+            self._refuse(refusal)
+            return
+        except httptools.HttpParserError as exc:
+            self._refuse(_protocol_refusal(exc))
+            return
+        if self._in_head and self._head_fed > self._limits.max_head_bytes:
+            self._refuse(_Refuse(431, f"request head exceeds the {self._limits.max_head_bytes}-byte limit"))
+
+    def _refuse(self, refusal: _Refuse) -> None:
+        """Parsing ends here: the refusal is answered in turn, after the requests before it."""
+        self._parser = None
+        self._receiving = False
+        self._body = []
+        self._ready.append(_Parsed(None, False, refusal))
+
+    # httptools callbacks (llhttp has checked the syntax of what they get)
+
+    def on_message_begin(self) -> None:
+        self._receiving = True
+        self._in_head = True
+        # A message begun in a chunk where none ended began at its start (after at most a few
+        # blank lines): the whole chunk is head so far. Otherwise it is counted from the next.
+        self._head_fed = 0 if self._chunk_done else self._chunk_len
+        self._head_size = 0
+        self._url = b""
+        self._headers = []
+        self._content_length = -1
+        self._chunked = False
+        self._close_asked = False
+        self._has_host = False
+        self._expects_continue = False
+        self._body = []
+        self._body_size = 0
+        if self._state == _IDLE:  # e.g. the rest of a pipelined burst, after the first was answered
+            self._state = _RECV
+            self._arm(self._loop.time() + self._limits.request_deadline_s)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self._limits.max_head_bytes:
+            raise _Refuse(431, f"request head exceeds the {self._limits.max_head_bytes}-byte limit")
+        if not self._in_head:
+            return  # a chunked body's trailer: dropped, as h11 left it (it must not add to the headers)
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp drops the leading whitespace only (RFC 9110 5.5: both)
+        if name == b"content-length":
+            self._content_length = int(value)  # llhttp allows digits only, and one such header
+        elif name == b"transfer-encoding":
+            if self._chunked or value.lower() != b"chunked":
+                raise _Refuse(501, "only Transfer-Encoding: chunked is supported")
+            self._chunked = True
+        elif name == b"connection":
+            if _has_token(value, b"close"):
+                self._close_asked = True
+        elif name == b"host":
+            self._has_host = True
+        elif name == b"expect":
+            self._expects_continue = value.lower() == b"100-continue"
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        assert parser is not None
+        self._stats.requests += 1
+        limits = self._limits
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise _Refuse(400, f"HTTP/{version} is not supported: send HTTP/1.1")
+        if len(self._url) + len(self._headers) * 4 + self._head_size > limits.max_head_bytes:
+            raise _Refuse(431, f"request head exceeds the {limits.max_head_bytes}-byte limit")
+        if version == "1.1" and not self._has_host:
+            raise _Refuse(400, "malformed HTTP request: missing mandatory Host: header")
+        if self._content_length > limits.max_body_bytes:
+            raise _Refuse(413, f"request body exceeds the {limits.max_body_bytes}-byte limit")
+        self._method = parser.get_method().decode("ascii")
+        self._version = version
+        if (
+            self._expects_continue
+            and version == "1.1"
+            and (self._content_length > 0 or self._chunked)
+            and self._state == _RECV
+            and not self._ready
+        ):
+            # Only for the request being received: a pipelined one's 100 would come before
+            # the answer to the request ahead of it.
+            self._transport.write(_CONTINUE_BYTES)
+            self._stats.by_class[1] += 1
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._limits.max_body_bytes:
+            raise _Refuse(413, f"request body exceeds the {self._limits.max_body_bytes}-byte limit")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._chunk_done = True
+        body = self._body
+        self._body = []
+        self._receiving = False
+        request = Request(
+            self._method,
+            self._url.decode("ascii"),  # llhttp allows visible ASCII only
+            tuple(self._headers),
+            (body[0] if len(body) == 1 else b"".join(body)) if body else b"",
+            self._client,
+            self._version,
+        )
+        self._ready.append(_Parsed(request, self._version == "1.1" and not self._close_asked))
+
+    # ------------------------------------------------------------ dispatch
 
     def eof_received(self) -> bool | None:
         self._eof = True
         state = self._state
         if state == _HANDLE or state == _WAIT_WRITE:
-            self._conn.receive_data(b"")
             return True  # keep the transport open to write the response
-        if state == _RECV:
-            self._conn.receive_data(b"")
-            self._process()
-            if self._state == _HANDLE:  # defensive: a request completed by the EOF
-                return True
+        if state == _RECV and self._receiving:
+            self._fail(400, "the connection was closed before the request was complete")
         # _IDLE: the client closed between requests. _LINGER: done.
         return None
 
@@ -519,9 +727,8 @@ class _HttpConnection(asyncio.Protocol):
         if self._state == _WAIT_WRITE:
             self._continue()
 
-    # ------------------------------------------------------------- parsing
-
     def _process(self) -> None:
+        """Handle the parsed requests in turn (re-entrant calls just ask for another pass)."""
         if self._in_process:
             self._again = True
             return
@@ -530,125 +737,33 @@ class _HttpConnection(asyncio.Protocol):
             again = True
             while again:
                 self._again = False
-                self._parse()
-                response = self._sync_response
-                if response is not None:
-                    self._sync_response = None
-                    self._respond(response)
+                while self._ready and self._state <= _RECV:
+                    parsed = self._ready.popleft()
+                    if parsed.refusal is not None:
+                        self._fail(parsed.refusal.status, parsed.refusal.message)
+                        break
+                    assert parsed.request is not None
+                    self._dispatch(parsed.request, parsed.keep_alive)
+                    response = self._sync_response
+                    if response is not None:
+                        self._sync_response = None
+                        self._respond(response)
                 again = self._again
         finally:
             self._in_process = False
 
-    def _parse(self) -> None:
-        conn = self._conn
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._protocol_error(exc)
-                return
-            if isinstance(event, h11.Data):
-                data = event.data
-                self._body_size += len(data)
-                if self._body_size > self._limits.max_body_bytes:
-                    self._fail(413, f"request body exceeds the {self._limits.max_body_bytes}-byte limit")
-                    return
-                self._body.append(data)
-            elif isinstance(event, h11.Request):
-                if not self._on_head(event):
-                    return
-            elif isinstance(event, h11.EndOfMessage):
-                self._dispatch()
-                return
-            elif event is h11.NEED_DATA or event is h11.PAUSED:
-                return
-            elif isinstance(event, h11.ConnectionClosed):
-                self._close()
-                return
-            else:  # pragma: no cover - h11 produces no other server-side events
-                return
-
-    def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
-        status = exc.error_status_hint or 400
-        if status == 431 and self._head is None:
-            message = f"request head exceeds the {self._limits.max_head_bytes}-byte limit"
-        elif status == 431:
-            status, message = 400, "malformed chunked body (chunk header too long)"
-        elif self._eof:
-            message = "the connection was closed before the request was complete"
-        else:
-            message = f"malformed HTTP request: {exc}"
-        self._fail(status, message)
-
-    def _on_head(self, event: h11.Request) -> bool:
-        if self._state == _IDLE:  # only with an eager task factory (Python 3.12+)
-            self._state = _RECV
-            self._arm(self._loop.time() + self._limits.request_deadline_s)
-        self._stats.requests += 1
-        self._head = event
-        limits = self._limits
-        size = len(event.method) + len(event.target) + 12
-        content_length = -1
-        chunked = False
-        keep_alive = event.http_version == b"1.1"
-        headers: list[tuple[str, str]] = []
-        append = headers.append
-        try:
-            items = event.headers._full_items  # (raw, lower-cased, value); skips Sequence.__iter__
-        except AttributeError:  # pragma: no cover - other h11 versions
-            items = [(n, n, v) for n, v in event.headers]
-        for _raw, name, value in items:
-            size += len(name) + len(value) + 4
-            if name == b"content-length":
-                content_length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = True
-            elif name == b"connection" and _has_token(value, b"close"):
-                keep_alive = False
-            append((name.decode("latin-1"), value.decode("latin-1")))
-        if size > limits.max_head_bytes:
-            self._fail(431, f"request head exceeds the {limits.max_head_bytes}-byte limit")
-            return False
-        if chunked and content_length >= 0:
-            self._fail(400, "request has both Content-Length and Transfer-Encoding")
-            return False
-        if content_length > limits.max_body_bytes:
-            self._fail(413, f"request body exceeds the {limits.max_body_bytes}-byte limit")
-            return False
-        self._headers = tuple(headers)
-        self._keep_alive = keep_alive
-        if self._conn.they_are_waiting_for_100_continue:
-            self._transport.write(_CONTINUE_BYTES)
-            self._stats.by_class[1] += 1
-        return True
-
-    # ------------------------------------------------------------ dispatch
-
-    def _dispatch(self) -> None:
-        """Run the handler for the complete request (or answer at once)."""
-        head = self._head
-        assert head is not None
-        body = self._body
-        body_bytes = b"".join(body) if body else b""
-        self._body = []
-        self._body_size = 0
-        method = head.method.decode("ascii")
-        target = head.target.decode("latin-1")
-        request = Request(
-            method,
-            target,
-            self._headers,
-            body_bytes,
-            self._client,
-            "1.1" if head.http_version == b"1.1" else head.http_version.decode("ascii"),
-        )
+    def _dispatch(self, request: Request, keep_alive: bool) -> None:
+        """Run the handler for a complete request (or answer at once)."""
         self._state = _HANDLE
+        self._keep_alive = keep_alive
+        self._current_method = request.method
         server = self._server
         router = server.router
         if router is None:
             handler = cast(Handler, server._handler)  # no router means a handler (__init__)
         else:
-            path = target.split("?", 1)[0]
+            method = request.method
+            path = request.target.split("?", 1)[0]
             if method == "GET" and (router._ws or router._ws_prefixes):
                 ws_route = router.websocket_route(path)
                 if ws_route is not None and _wants_websocket(request):
@@ -716,8 +831,7 @@ class _HttpConnection(asyncio.Protocol):
         if self._state != _HANDLE:
             return
         close = not self._keep_alive or self._eof or self._server._closing
-        head = self._head
-        send_body = head is None or head.method != b"HEAD"
+        send_body = self._current_method != "HEAD"
         try:
             data = _serialize(response, close, send_body)
         except ValueError as exc:
@@ -733,27 +847,19 @@ class _HttpConnection(asyncio.Protocol):
             self._start_next()
 
     def _start_next(self) -> None:
-        """Next request/response cycle on a keep-alive connection.
-
-        A fresh h11.Connection per cycle (about 1.5 us) replaces
-        `start_next_cycle()`, which would require sending our response through
-        h11. Bytes already received for the next request move over.
-        """
-        trailing = self._conn.trailing_data[0]
-        conn = self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_head_bytes)
-        self._head = None
+        """Next request/response cycle on a keep-alive connection."""
         self._pending_bytes = 0
-        if trailing:
-            conn.receive_data(trailing)
-            self._pending = True
-        else:
-            self._pending = False
+        self._current_method = ""
+        tail = self._upgrade_tail
+        if tail is not None and self._parser is None:
+            # The request asked for an upgrade this route does not do: what follows is HTTP.
+            self._upgrade_tail = None
+            self._parser = httptools.HttpRequestParser(self)
+            if tail:
+                self._feed(tail)
         self._continue()
 
     def _continue(self) -> None:
-        if self._eof and not self._pending:
-            self._close()
-            return
         if self._write_paused:
             self._state = _WAIT_WRITE  # resume_writing() continues here
             self._arm(self._loop.time() + self._limits.keepalive_idle_s + self._limits.request_deadline_s)
@@ -761,11 +867,16 @@ class _HttpConnection(asyncio.Protocol):
         if self._reading_paused:
             self._reading_paused = False
             self._transport.resume_reading()
-        if self._pending:
-            self._pending = False
+        if self._ready or self._receiving:
+            # The next request has arrived (whole or in part): its deadline counts from now.
             self._state = _RECV
             self._arm(self._loop.time() + self._limits.request_deadline_s)
+            if self._eof and not self._ready:
+                self._fail(400, "the connection was closed before the request was complete")
+                return
             self._process()
+        elif self._eof:
+            self._close()
         else:
             self._state = _IDLE
             self._arm(self._loop.time() + self._limits.keepalive_idle_s)
@@ -786,7 +897,8 @@ class _HttpConnection(asyncio.Protocol):
             self._state = _CLOSED
 
     def _close_after_response(self) -> None:
-        if self._conn.trailing_data[0] and not self._eof:
+        unread = self._ready or self._receiving or self._upgrade_tail
+        if unread and not self._eof:
             self._linger()  # unread pipelined bytes: avoid a reset
         else:
             self._close()
@@ -798,7 +910,9 @@ class _HttpConnection(asyncio.Protocol):
         self._logger.debug("%s:%s -> %d %s", self._client[0], self._client[1], status, message)
         self._transport.write(_serialize(Response.error(status, message), True, True))
         self._stats.by_class[status // 100] += 1
-        self._head = None
+        self._parser = None
+        self._ready.clear()
+        self._receiving = False
         self._body = []
         self._linger()
 
@@ -833,7 +947,13 @@ class _HttpConnection(asyncio.Protocol):
             lines = ws_response.body.decode("utf-8", "replace").strip().splitlines()
             self._fail(ws_response.status_code, lines[0] if lines else "invalid WebSocket handshake")
             return
-        trailing, closed = self._conn.trailing_data
+        if self._parser is not None:
+            # No upgrade in the parser's eyes (no `Connection: upgrade`): the handshake
+            # above refuses that, so this is defensive.
+            self._fail(400, "invalid WebSocket handshake")
+            return
+        trailing = self._upgrade_tail or b""
+        self._upgrade_tail = None
         self._state = _CLOSED  # this object is done; the WebSocket owns the transport now
         if self._timer is not None:
             self._timer.cancel()
@@ -843,7 +963,7 @@ class _HttpConnection(asyncio.Protocol):
             self._transport.resume_reading()
         self._stats.by_class[1] += 1
         self._server._hand_over(self, ws)
-        ws.attach(self._transport, ws_response, trailing, closed or self._eof)
+        ws.attach(self._transport, ws_response, trailing, self._eof)
         self._server._start_ws_handler(ws_handler, request, ws)
 
     # ------------------------------------------------------------- shutdown

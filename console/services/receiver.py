@@ -145,6 +145,7 @@ class ReceiverService:
             synchronous=settings.storage.synchronous,
             commit_interval_ms=settings.storage.commit_interval_ms,
             session=True,  # this process receives: recover tool calls a crashed one left pending
+            writer_process=settings.storage.writer == "process",
         )
         http_client = httpx.AsyncClient(follow_redirects=False)
         taps = LiveTaps()

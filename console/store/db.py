@@ -49,6 +49,7 @@ from console.store.writer import (
     settle,
     write_transaction,
 )
+from console.store.writer_process import WriterProcess
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _BUSY_TIMEOUT_MS = 5000
 _MAX_BATCH = 2048  # ops per transaction; bounds latency and SQL parameter lists
 _IN_CHUNK = 500  # values per `IN (...)` lookup
+_IN_FLIGHT = 16  # transactions sent to the writer process at once
 EXCERPT_BYTES = 2048
 
 
@@ -116,10 +118,14 @@ class Store:
         commit_interval_ms: float,
         fts_enabled: bool,
         session: Session | None = None,
+        process: WriterProcess | None = None,
     ) -> None:
         self.path = path
         self._db = writer
         self._reader = reader
+        self._process = process  # writes go to this child process rather than the writer thread
+        self._slots = asyncio.Semaphore(_IN_FLIGHT)  # transactions sent to the writer process, not yet answered
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._redactor = redactor
         self.session = session
         self.read_only = False  # set by `open(read_only=True)`: nothing is written through this store
@@ -146,6 +152,7 @@ class Store:
         fts: bool = True,
         session: bool = False,
         read_only: bool = False,
+        writer_process: bool = False,
     ) -> Store:
         """Open (creating if needed) and migrate the database.
 
@@ -154,6 +161,10 @@ class Store:
 
         `read_only=True`: nothing may be written through it (a console attached to a running
         `serve` reads the history that `serve` writes).
+
+        `writer_process=True` runs the transactions in a child process of their own
+        (`console.store.writer_process`): what a receiver under load wants, for the
+        writer thread would share the interpreter lock with the event loop.
 
         `session=True` is for the receiving process (serve, the TUI): it registers
         itself in `sessions`, owns the tool calls and calls it records, and first marks
@@ -193,6 +204,10 @@ class Store:
             recovered = None
             if session:
                 recovered = await writer._execute(open_session, writer._conn, redactor or Redactor())
+            process = None
+            if writer_process and not read_only:
+                process = WriterProcess(path, synchronous=sync, busy_timeout_ms=_BUSY_TIMEOUT_MS)
+                await process.start()
         except BaseException as exc:
             for conn in reversed(opened):
                 await conn.close()
@@ -219,6 +234,7 @@ class Store:
             commit_interval_ms=commit_interval_ms,
             fts_enabled=fts and available,
             session=recovered,
+            process=process,
         )
         store.read_only = read_only and not session
         return store
@@ -233,6 +249,8 @@ class Store:
             await self._writer_task
         except Exception:
             log.exception("history writer failed")
+        if self._process is not None:
+            await self._process.close()
         try:
             if self._session_id is not None:
                 # Anything still undecided will never be: say so now rather than at the next start.
@@ -430,16 +448,25 @@ class Store:
     async def _run_writer(self) -> None:
         last_batch = 1
         batch: list[Op] = []
+        piped = self._process is not None
         try:
             while True:
                 if not self._pending:
                     if self._closing:
+                        if self._in_flight:
+                            await asyncio.wait(list(self._in_flight))
+                            continue
                         return
                     self._want = 1
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                if len(self._pending) < last_batch and self._interval > 0 and not self._closing:
+                if piped:
+                    # The writer process runs what it is sent in order; while earlier batches
+                    # commit there, the next is already on its way (a commit in flight is the
+                    # gathering time, so no interval is waited).
+                    await self._slots.acquire()
+                elif len(self._pending) < last_batch and self._interval > 0 and not self._closing:
                     # Group commit: give the writers of the last batch up to the
                     # interval to come back, so they share one transaction.
                     self._want = last_batch
@@ -452,7 +479,12 @@ class Store:
                     self._want = 1
                 batch = [self._pending.popleft() for _ in range(min(len(self._pending), _MAX_BATCH))]
                 last_batch = len(batch)
-                await self._commit(batch)
+                if piped:
+                    task = asyncio.create_task(self._commit_in_flight(batch))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+                else:
+                    await self._commit(batch)
                 batch = []
         finally:
             # Only reached with ops left on cancellation or an internal error:
@@ -463,6 +495,12 @@ class Store:
                 if op.future is not None and not op.future.done():
                     op.future.set_exception(gone)
             self._pending.clear()
+
+    async def _commit_in_flight(self, batch: list[Op]) -> None:
+        try:
+            await self._commit(batch)
+        finally:
+            self._slots.release()
 
     async def _commit(self, batch: list[Op]) -> None:
         try:
@@ -491,5 +529,7 @@ class Store:
         # the event loop is busy: that, not SQLite, was the ingestion bottleneck.
         # aiosqlite has no public "run this function on the connection" call, so
         # this uses its `_execute`/`_conn` (stable across 0.17-0.22; pinned <1).
+        if self._process is not None:
+            return await self._process.transaction(payloads, self._session_id)
         db = self._db
         return await db._execute(write_transaction, db._conn, payloads, self._session_id)

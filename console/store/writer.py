@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,10 @@ from console.store.calls import COUNT_TOOL_CALLS, UPSERT_CALL, CallAggregate
 log = logging.getLogger(__name__)
 
 _IN_CHUNK = 500  # values per `IN (...)` lookup
+# Messages to and from the writer process: a 4-byte length, then a pickle.
+WIRE_LENGTH = struct.Struct("!I")
+# The kinds whose fields reach the derived tables (transcripts, tool_calls, calls).
+_KINDS_WITH_FIELDS = frozenset({"transcript.final", "tool.requested", "tool.decided", "call.status", "call.ended"})
 
 
 def dumps(value: Any) -> str:
@@ -42,7 +47,9 @@ class EventRow:
     kind: str
     at: float
     data: str
-    fields: dict[str, Any]  # the redacted event dict, for the derived tables
+    # The redacted event dict, for the derived tables; None: read from `data` when needed
+    # (what the writer process gets, to keep the pickle small).
+    fields: dict[str, Any] | None
 
 
 @dataclass(slots=True)
@@ -112,6 +119,8 @@ class Plan:
             self.next_event += 1
             self.events.append((event_id, delivery_id, r.call_id, r.provider, r.kind, r.at, r.data))
             d = r.fields
+            if d is None:
+                d = json.loads(r.data) if r.kind in _KINDS_WITH_FIELDS else {}
             if r.kind == "transcript.final":
                 self.transcripts.append((event_id, r.call_id, r.at, d["role"], d["text"]))
             elif r.kind == "tool.requested":
