@@ -95,7 +95,6 @@ def mask_url(url: str) -> str:
 # keeps scheme://host/… only: the history, its raw view, exports and replays.
 _MONITOR_KEYS = r'"(?:listenUrl|controlUrl|listen_url|control_url)"\s*:\s*'
 _MONITOR_URL = re.compile(f'({_MONITOR_KEYS})"((?:[^"\\\\]|\\\\.)*)"')
-_MONITOR_URL_BYTES = re.compile(_MONITOR_URL.pattern.encode())
 
 
 def _masked_value(raw: str) -> str:
@@ -113,12 +112,59 @@ def mask_monitor_urls(text: str) -> str:
     return _MONITOR_URL.sub(lambda m: f'{m.group(1)}"{_masked_value(m.group(2))}"', text)
 
 
+# The keys, by the ending found first; then what may follow a key before its string value.
+_MONITOR_KEY_ENDINGS = ((b'Url"', (b'"listenUrl"', b'"controlUrl"')), (b'_url"', (b'"listen_url"', b'"control_url"')))
+_BEFORE_VALUE = re.compile(rb'\s*:\s*"')
+_JSON_STRING_REST = re.compile(rb'((?:[^"\\]|\\.)*)"')
+_CONTROL = re.compile(rb"[\x00-\x1f]")
+
+
+def _monitor_keys(body: bytes) -> list[tuple[int, int]]:
+    """Where each listenUrl/controlUrl key starts and ends, in order."""
+    found = []
+    for ending, keys in _MONITOR_KEY_ENDINGS:
+        at = body.find(ending)
+        while at != -1:
+            end = at + len(ending)
+            for key in keys:
+                if body.startswith(key, end - len(key)):
+                    found.append((end - len(key), end))
+            at = body.find(ending, end)
+    found.sort()
+    return found
+
+
 def mask_monitor_bytes(body: bytes) -> bytes:
-    if b'Url"' not in body and b'_url"' not in body:
+    """The raw body with every listenUrl/controlUrl value masked. Every request's body passes
+    here before the history, so it is found with `bytes.find` (C speed) rather than a regex
+    walking the whole body: 4 against 13 µs for a 1.7 KB Vapi message with a call object."""
+    parts: list[bytes] = []
+    done = 0  # copied up to here (a masked value's closing quote)
+    for start, end in _monitor_keys(body):
+        if parts and start <= done:
+            continue  # inside a value already masked (or its closing quote)
+        opening = _BEFORE_VALUE.match(body, end)
+        if opening is None:
+            continue  # the key as a value, or not followed by a string
+        value = opening.end()
+        close = body.find(b'"', value)
+        if close == -1:
+            continue
+        raw = body[value:close]
+        if b"\\" in raw or _CONTROL.search(raw):  # escapes (or invalid JSON): the slow, exact way
+            rest = _JSON_STRING_REST.match(body, value)
+            if rest is None:
+                continue
+            close = rest.end(1)
+            masked = _masked_value(rest.group(1).decode("utf-8", "replace")).encode()
+        else:  # what platforms send: the JSON string is the URL itself
+            masked = mask_url(raw.decode("utf-8", "replace")).encode()
+        parts += (body[done:value], masked)
+        done = close
+    if not parts:
         return body
-    return _MONITOR_URL_BYTES.sub(
-        lambda m: m.group(1) + b'"' + _masked_value(m.group(2).decode("utf-8", "replace")).encode() + b'"', body
-    )
+    parts.append(body[done:])
+    return b"".join(parts)
 
 
 def masked_json(event: Event, redactor: Redactor) -> tuple[str, dict[str, Any] | None]:

@@ -71,7 +71,6 @@ _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _BUSY_TIMEOUT_MS = 5000
 _MAX_BATCH = 2048  # ops per transaction; bounds latency and SQL parameter lists
 _IN_CHUNK = 500  # values per `IN (...)` lookup
-_IN_FLIGHT = 16  # transactions sent to the writer process at once
 EXCERPT_BYTES = 2048
 
 
@@ -123,9 +122,11 @@ class Store:
         self.path = path
         self._db = writer
         self._reader = reader
-        self._process = process  # writes go to this child process rather than the writer thread
-        self._slots = asyncio.Semaphore(_IN_FLIGHT)  # transactions sent to the writer process, not yet answered
-        self._in_flight: set[asyncio.Task[None]] = set()
+        # Writes go to this child process rather than the writer thread: each is sent at once
+        # (`_flush`) and settled by the child's answer; no writer task.
+        self._process = process
+        self._flush_soon: asyncio.Handle | None = None
+        self._restarting: asyncio.Task[None] | None = None
         self._redactor = redactor
         self.session = session
         self.read_only = False  # set by `open(read_only=True)`: nothing is written through this store
@@ -137,7 +138,9 @@ class Store:
         self._want = 1  # wake the writer once this many ops are queued
         self._closing = False
         self._closed = False
-        self._writer_task = asyncio.create_task(self._run_writer(), name=f"store-writer:{path.name}")
+        self._writer_task = (
+            None if process is not None else asyncio.create_task(self._run_writer(), name=f"store-writer:{path.name}")
+        )
 
     # --- opening and closing ---------------------------------------------
 
@@ -246,11 +249,12 @@ class Store:
         self._closing = True
         self._wakeup.set()
         try:
-            await self._writer_task
+            if self._writer_task is not None:
+                await self._writer_task
+            if self._process is not None:
+                await self._close_process(self._process)
         except Exception:
             log.exception("history writer failed")
-        if self._process is not None:
-            await self._process.close()
         try:
             if self._session_id is not None:
                 # Anything still undecided will never be: say so now rather than at the next start.
@@ -336,7 +340,10 @@ class Store:
         if self._closing:
             return
         self._pending.append(Op(self._reply_op(delivery_id, status, body, elapsed_ms), None))
-        if len(self._pending) >= self._want:
+        if self._process is not None:
+            if self._flush_soon is None:  # with the next write, or at the end of this loop turn
+                self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
+        elif len(self._pending) >= self._want:
             self._wakeup.set()
 
     async def record_rejected(
@@ -441,32 +448,67 @@ class Store:
             raise StoreError(f"{self.path}: opened read-only (a console attached to a receiver only reads it)")
         future = asyncio.get_running_loop().create_future()
         self._pending.append(Op(payload, future))
-        if len(self._pending) >= self._want:
+        if self._process is not None:
+            if not self._process.busy:
+                self._flush()  # the child is idle: now
+            elif self._flush_soon is None:
+                # The child is committing: what queues up until the end of this loop turn goes
+                # as one message, which it merges into its next transaction anyway.
+                self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
+        elif len(self._pending) >= self._want:
             self._wakeup.set()
         return await future
+
+    # --- the writer process (`writer_process=True`) ---------------------------------
+
+    def _flush(self) -> None:
+        """Send what is queued to the writer process now, as one message."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        process = self._process
+        assert process is not None
+        if not self._pending:
+            return
+        if not process.running:
+            if self._restarting is None:
+                self._restarting = asyncio.create_task(self._restart_writer(process))
+            return
+        pending = self._pending
+        while pending:
+            process.send([pending.popleft() for _ in range(min(len(pending), _MAX_BATCH))], self._session_id)
+
+    async def _restart_writer(self, process: WriterProcess) -> None:
+        try:
+            await process.ensure_running()
+        except Exception as exc:
+            while self._pending:
+                settle(self._pending.popleft(), exc=exc)
+            return
+        finally:
+            self._restarting = None
+        self._flush()
+
+    async def _close_process(self, process: WriterProcess) -> None:
+        self._flush()
+        if self._restarting is not None:
+            await self._restarting
+        await process.drain()
+        await process.close()
 
     async def _run_writer(self) -> None:
         last_batch = 1
         batch: list[Op] = []
-        piped = self._process is not None
         try:
             while True:
                 if not self._pending:
                     if self._closing:
-                        if self._in_flight:
-                            await asyncio.wait(list(self._in_flight))
-                            continue
                         return
                     self._want = 1
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                if piped:
-                    # The writer process runs what it is sent in order; while earlier batches
-                    # commit there, the next is already on its way (a commit in flight is the
-                    # gathering time, so no interval is waited).
-                    await self._slots.acquire()
-                elif len(self._pending) < last_batch and self._interval > 0 and not self._closing:
+                if len(self._pending) < last_batch and self._interval > 0 and not self._closing:
                     # Group commit: give the writers of the last batch up to the
                     # interval to come back, so they share one transaction.
                     self._want = last_batch
@@ -479,12 +521,7 @@ class Store:
                     self._want = 1
                 batch = [self._pending.popleft() for _ in range(min(len(self._pending), _MAX_BATCH))]
                 last_batch = len(batch)
-                if piped:
-                    task = asyncio.create_task(self._commit_in_flight(batch))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
-                else:
-                    await self._commit(batch)
+                await self._commit(batch)
                 batch = []
         finally:
             # Only reached with ops left on cancellation or an internal error:
@@ -495,12 +532,6 @@ class Store:
                 if op.future is not None and not op.future.done():
                     op.future.set_exception(gone)
             self._pending.clear()
-
-    async def _commit_in_flight(self, batch: list[Op]) -> None:
-        try:
-            await self._commit(batch)
-        finally:
-            self._slots.release()
 
     async def _commit(self, batch: list[Op]) -> None:
         try:
@@ -529,7 +560,5 @@ class Store:
         # the event loop is busy: that, not SQLite, was the ingestion bottleneck.
         # aiosqlite has no public "run this function on the connection" call, so
         # this uses its `_execute`/`_conn` (stable across 0.17-0.22; pinned <1).
-        if self._process is not None:
-            return await self._process.transaction(payloads, self._session_id)
         db = self._db
         return await db._execute(write_transaction, db._conn, payloads, self._session_id)

@@ -90,6 +90,48 @@ class Op:
     future: asyncio.Future[Any] | None  # None: nobody waits (metadata written in passing)
 
 
+# --- the writer process's wire ---------------------------------------------
+# Plain tuples pickle about seven times faster than the dataclasses above (0.6 µs
+# against 4.4 µs for a delivery), on both sides of the socket.
+
+
+def _events_to_wire(events: list[EventRow]) -> list[tuple[Any, ...]]:
+    return [(e.call_id, e.provider, e.kind, e.at, e.data) for e in events]  # the child reads fields from data
+
+
+def _events_from_wire(events: list[tuple[Any, ...]]) -> list[EventRow]:
+    return [EventRow(call_id, provider, kind, at, data, None) for call_id, provider, kind, at, data in events]
+
+
+def to_wire(p: Payload) -> tuple[Any, ...]:
+    if isinstance(p, DeliveryOp):
+        return ("d", p.row, p.dedupe_key, _events_to_wire(p.events))
+    if isinstance(p, EventsOp):
+        return ("e", _events_to_wire(p.events), p.delivery_id)
+    if isinstance(p, ToolRequestsOp):
+        return ("t", p.rows, p.call_id, p.provider, p.at)
+    return ("r", p.table, p.row)
+
+
+def from_wire(t: tuple[Any, ...]) -> Payload:
+    tag = t[0]
+    if tag == "d":
+        return DeliveryOp(t[1], t[2], _events_from_wire(t[3]))
+    if tag == "e":
+        return EventsOp(_events_from_wire(t[1]), t[2])
+    if tag == "t":
+        return ToolRequestsOp(t[1], t[2], t[3], t[4])
+    return RowOp(t[1], t[2])
+
+
+def results_to_wire(results: list[Any]) -> list[Any]:
+    return [(r.delivery_id, r.duplicate, r.first_event_id) if isinstance(r, DeliveryReceipt) else r for r in results]
+
+
+def results_from_wire(results: list[Any]) -> list[Any]:
+    return [DeliveryReceipt(*r) if type(r) is tuple else r for r in results]
+
+
 @dataclass
 class Plan:
     """Rows for one transaction, one list per statement, so each runs as one executemany."""

@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from console.store.errors import StoreError
-from console.store.writer import WIRE_LENGTH as _LENGTH
-from console.store.writer import DeliveryOp, EventsOp, Payload
+from console.store.writer import WIRE_LENGTH, Op, results_from_wire, settle, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +39,16 @@ _START_TIMEOUT_S = 20.0
 
 
 class WriterProcess:
-    """The parent's handle on the writer process: `await start()`, `await transaction()`, `await close()`.
+    """The parent's handle on the writer process.
 
-    Several transactions may be in flight: each is written to the pipe at once and the
-    child runs them in order, so it never waits for the parent's loop to read an answer
-    before it can start the next commit. Answers come back in the same order.
+    `send(ops)` writes one message at once (no task, no wait) and the answer, read by a
+    protocol on the socket, settles each op's future right where it arrives: a webhook's
+    handler resumes one loop iteration after its commit is known, which under load is
+    most of what a request waits for. The child runs messages in order (several on the
+    wire at once, merged into one transaction when they queue up) and answers in order.
 
-    If the process dies, every transaction in flight fails with StoreError (their
-    callers get no 2xx) and the next one starts a new process.
+    If the process dies, every op in flight fails with StoreError (its caller sends no
+    2xx); `ensure_running()` starts a new one.
     """
 
     def __init__(self, path: Path, *, synchronous: str, busy_timeout_ms: int) -> None:
@@ -55,17 +56,30 @@ class WriterProcess:
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._waiting: deque[asyncio.Future[Any]] = deque()  # answers owed, in order
-        self._answers: asyncio.Task[None] | None = None
-        self._starting: asyncio.Lock | None = None
+        self._transport: asyncio.Transport | None = None
+        self._sock: socket.socket | None = None  # the transport's socket, for poll()
+        self._answers: _Answers | None = None
+        self._waiting: deque[tuple[list[Op], int | None]] = deque()  # messages sent, answers owed, in order
+        self._ready: asyncio.Future[Any] | None = None
+        self._drained: asyncio.Event = asyncio.Event()
+        self._drained.set()
+        self._restarting: asyncio.Lock | None = None
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def busy(self) -> bool:
+        """Answers are owed: the child has work."""
+        return bool(self._waiting)
+
+    @property
+    def running(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -87,87 +101,101 @@ class WriterProcess:
             raise StoreError(f"{self.path}: cannot start the history writer process ({exc})") from exc
         finally:
             child.close()
-        self._reader, self._writer = await asyncio.open_connection(sock=parent)
+        self._ready = loop.create_future()
+        transport, self._answers = await loop.create_connection(lambda: _Answers(self), sock=parent)
+        self._transport = transport  # a socket's transport is a stream
+        self._sock = parent
         try:  # the child says it has opened the database before anything is sent
-            ready = await asyncio.wait_for(self._receive(self._reader), _START_TIMEOUT_S)
+            ready = await asyncio.wait_for(asyncio.shield(self._ready), _START_TIMEOUT_S)
         except (TimeoutError, StoreError) as exc:
             await self.close()
             raise StoreError(f"{self.path}: the history writer process did not start ({exc})") from exc
         if ready is not True:
             await self.close()
             raise StoreError(f"{self.path}: the history writer process could not open the database: {ready}")
-        self._answers = asyncio.create_task(
-            self._read_answers(self._reader), name=f"store-writer-answers:{self.path.name}"
-        )
 
-    async def transaction(self, payloads: list[Payload], session_id: int | None) -> list[Any]:
-        if self._writer is None or self._writer.is_closing():
-            await self._restart()
-        writer = self._writer
-        assert writer is not None
-        data = pickle.dumps((_for_the_wire(payloads), session_id), pickle.HIGHEST_PROTOCOL)
-        answer = asyncio.get_running_loop().create_future()
-        self._waiting.append(answer)
-        writer.write(_LENGTH.pack(len(data)) + data)
-        ok, value = await answer
-        if ok:
-            return value
-        raise value
+    def send(self, ops: list[Op], session_id: int | None) -> None:
+        """Write one message with these ops; each op's future is settled by the answer."""
+        transport = self._transport
+        assert transport is not None, "send() before start()"
+        data = pickle.dumps(([to_wire(op.payload) for op in ops], session_id), pickle.HIGHEST_PROTOCOL)
+        self._waiting.append((ops, session_id))
+        self._drained.clear()
+        transport.write(WIRE_LENGTH.pack(len(data)) + data)
+        self.poll()
 
-    async def _read_answers(self, reader: asyncio.StreamReader) -> None:
+    def poll(self) -> None:
+        """Take the answers that have arrived, without waiting for the loop's next turn.
+
+        Under load the loop's turns are long (dozens of requests each): an answer read
+        here, as the next request is sent, lets its handlers answer one turn sooner.
+        (The transport reads the same socket when the selector says so; whoever reads
+        first gets the bytes, both in the loop's thread.)"""
+        sock, answers = self._sock, self._answers
+        if sock is None or answers is None or self._transport is None:
+            return
         try:
-            while True:
-                value = await self._receive(reader)
-                answer = self._waiting.popleft()
-                if not answer.done():
-                    answer.set_result(value)
-        except (StoreError, OSError) as exc:
-            self._fail_waiting(exc)
+            data = sock.recv(1 << 18)
+        except OSError:  # BlockingIOError: nothing yet; anything else: the transport will see it
+            return
+        if data:
+            answers.data_received(data)
 
-    def _fail_waiting(self, exc: BaseException) -> None:
-        if self._writer is not None:
-            self._writer.close()
+    def answered(self, value: Any) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(value)
+            return
+        ops, session_id = self._waiting.popleft()
+        ok, results = value
+        if ok:
+            for op, result in zip(ops, results_from_wire(results), strict=True):
+                settle(op, result)
+        elif len(ops) > 1:
+            # One bad op must not lose the others: each goes again on its own.
+            log.warning("history batch of %d failed (%s); retrying one by one", len(ops), results)
+            for op in ops:
+                self.send([op], session_id)
+        else:
+            settle(ops[0], exc=results)
+        if not self._waiting:
+            self._drained.set()
+
+    def lost(self, exc: BaseException | None) -> None:
+        self._transport = None
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(StoreError(f"its pipe closed ({exc or 'end of file'})"))
         code = self._proc.returncode if self._proc is not None else None
         if self._waiting:
-            log.error("%s: the history writer process stopped (%s): %s", self.path, _exit_text(code), exc)
+            log.error("%s: the history writer process stopped (%s)", self.path, _exit_text(code))
         gone = StoreError(f"{self.path}: the history writer process stopped ({_exit_text(code)})")
         while self._waiting:
-            answer = self._waiting.popleft()
-            if not answer.done():
-                answer.set_exception(gone)
+            ops, _ = self._waiting.popleft()
+            for op in ops:
+                settle(op, exc=gone)
+        self._drained.set()
 
-    @staticmethod
-    async def _receive(reader: asyncio.StreamReader) -> Any:
-        try:
-            head = await reader.readexactly(_LENGTH.size)
-            return pickle.loads(await reader.readexactly(_LENGTH.unpack(head)[0]))
-        except asyncio.IncompleteReadError as exc:
-            raise StoreError("its pipe closed") from exc
-
-    async def _restart(self) -> None:
-        if self._starting is None:
-            self._starting = asyncio.Lock()
-        async with self._starting:
-            if self._writer is not None and not self._writer.is_closing():
-                return  # another caller restarted it
+    async def ensure_running(self) -> None:
+        """Start a new process if the last one died."""
+        if self._restarting is None:
+            self._restarting = asyncio.Lock()
+        async with self._restarting:
+            if self.running:
+                return
             code = self._proc.returncode if self._proc is not None else None
             log.warning("%s: restarting the history writer process (%s)", self.path, _exit_text(code))
             await self.close()
             await self.start()
 
+    async def drain(self) -> None:
+        """Wait for the answers to everything sent."""
+        await self._drained.wait()
+
     async def close(self) -> None:
         """Close the pipe: the child finishes what it was sent and exits. Safe to call twice."""
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except OSError:
-                pass
-        answers, self._answers = self._answers, None
-        if answers is not None:
-            answers.cancel()
-        self._fail_waiting(StoreError("the history was closed"))
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+        self.lost(StoreError("the history was closed"))
         proc, self._proc = self._proc, None
         if proc is not None:
             try:
@@ -177,18 +205,41 @@ class WriterProcess:
                 await proc.wait()
 
 
+class _Answers(asyncio.Protocol):
+    """The parent's end of the socket: frames in, each handed to the WriterProcess as it completes."""
+
+    def __init__(self, owner: WriterProcess) -> None:
+        self._owner = owner
+        self._buf = bytearray()
+        self._reading = False
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        if self._reading:
+            return  # re-entered (an answer made the owner send, which polls): the loop below takes it
+        self._reading = True
+        at = 0
+        try:
+            while len(buf) - at >= WIRE_LENGTH.size:
+                (size,) = WIRE_LENGTH.unpack_from(buf, at)
+                start = at + WIRE_LENGTH.size
+                if len(buf) - start < size:
+                    break
+                value = pickle.loads(buf[start : start + size])
+                at = start + size
+                self._owner.answered(value)
+        finally:
+            del buf[:at]
+            self._reading = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.lost(exc)
+
+
 def _exit_text(code: int | None) -> str:
     if code is None:
         return "no exit status yet"
     if code < 0:
         return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def _for_the_wire(payloads: list[Payload]) -> list[Payload]:
-    """Events travel without their field dicts (the child reads what it needs from the JSON)."""
-    for p in payloads:
-        if isinstance(p, DeliveryOp | EventsOp):
-            for row in p.events:
-                row.fields = None
-    return payloads
