@@ -698,6 +698,10 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.gather(*background)
     sizes = structure_sizes(app)
     rss_end = rss_mb()
+    if serve is not None:
+        acknowledged = await receiver_acknowledged(state.url)
+    else:
+        acknowledged = app.context.receiver.pipeline.stats.acknowledged.snapshot()
     app.exit()
     await asyncio.wait_for(app_task, 30)
     if serve is not None:
@@ -724,6 +728,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "gc_threshold": gc.get_threshold(),
         "same_titles_no_repaint": args.same_titles_no_repaint,
         "load": load,
+        "acknowledged": acknowledged,
         "events": probe.events_in,
         "events_per_s": probe.events_in / elapsed,
         "attached": args.attached,
@@ -797,11 +802,36 @@ async def serve_alone(args: argparse.Namespace) -> dict[str, Any]:
     try:
         child = await start_driver(state.url + "/webhook/vapi", args, secret)
         out, _ = await child.communicate()
+        acknowledged = await receiver_acknowledged(state.url)
     finally:
         serve.terminate()
         await serve.wait()
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"calls": args.calls, "duration_s": args.duration, "speed": args.speed, "load": json.loads(out or b"{}")}
+    return {
+        "calls": args.calls,
+        "duration_s": args.duration,
+        "speed": args.speed,
+        "load": json.loads(out or b"{}"),
+        "acknowledged": acknowledged,
+    }
+
+
+async def receiver_acknowledged(url: str) -> dict[str, Any]:
+    """What `serve` counted itself (/healthz): from having a whole request to its answer, tool
+    calls aside -- the receiver's own time, without the driver's (a busy Python process too)."""
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        acknowledged: dict[str, Any] = (await client.get(url + "/healthz")).json()["acknowledged"]
+    return acknowledged
+
+
+def acknowledged_text(acknowledged: dict[str, Any]) -> str:
+    return (
+        f"the receiver's own count (request in to answer out, tool calls aside): {acknowledged['n']} in "
+        f"p50 {acknowledged['p50_ms'] or float('nan'):.2f} ms, p99 {acknowledged['p99_ms'] or float('nan'):.2f} ms, "
+        f"max {acknowledged['max_ms'] or float('nan'):.1f} ms"
+    )
 
 
 def report_alone(result: dict[str, Any]) -> str:
@@ -811,7 +841,8 @@ def report_alone(result: dict[str, Any]) -> str:
     return (
         f"{result['calls']} concurrent calls for {result['duration_s']:g} s at speed {result['speed']:g} on "
         f"`serve` with no console: {load.get('messages', 0)} webhook messages, errors: {load.get('errors') or 'none'}; "
-        f"acknowledged in p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms"
+        f"acknowledged (as the driver saw it) in p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms; "
+        + acknowledged_text(result["acknowledged"])
     )
 
 
@@ -824,6 +855,7 @@ def report(result: dict[str, Any]) -> str:
         )
 
     load, rss = result["load"], result["rss_mb"]
+    driver_seen = load.get("latency_ms", {})
     setup = (
         f"{result['calls']} concurrent calls for {result['duration_s']} s at speed {result['speed']:g} "
         f"({result['scenarios']}), {result['size']} headless"
@@ -845,8 +877,8 @@ def report(result: dict[str, Any]) -> str:
         setup,
         f"load: {load.get('calls_started', 0)} calls dialed, {load.get('calls_finished', 0)} finished, "
         f"{load.get('messages', 0)} webhook messages, errors: {load.get('errors') or 'none'}; "
-        f"receiver answered in p50 {load.get('latency_ms', {}).get('p50', float('nan')):.1f} ms, "
-        f"p99 {load.get('latency_ms', {}).get('p99', float('nan')):.1f} ms",
+        f"receiver answered (as the driver saw it) in p50 {driver_seen.get('p50', float('nan')):.1f} ms, "
+        f"p99 {driver_seen.get('p99', float('nan')):.1f} ms; " + acknowledged_text(result["acknowledged"]),
         f"events handed to the UI: {result['events']} ({result['events_per_s']:.0f}/s); "
         f"frames: {result['frames']} ({result['frames_per_s']:.1f}/s); CPU {result['cpu_share'] * 100:.0f}% of a core",
         "",

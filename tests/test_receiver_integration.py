@@ -76,6 +76,11 @@ async def test_every_vapi_message_type_is_stored_and_answered(running):
     assert detail["tool_calls"] and all(t["decision"] == "rejected" and t["by"] == "rule" for t in detail["tool_calls"])
     # Everything stored was also emitted live (minus exact repeats).
     assert len(seen) >= len(detail["events"]) - 1
+    # /healthz says how fast deliveries were acknowledged, tool calls (which wait for a decision) aside.
+    tool_calls = sum(json.loads(path.read_bytes())["message"]["type"] in ("tool-calls", "function-call") for path in files)
+    acknowledged = (await client.get("/healthz")).json()["acknowledged"]
+    assert acknowledged["n"] == len(files) - tool_calls
+    assert 0 < acknowledged["p50_ms"] <= acknowledged["p99_ms"] <= acknowledged["max_ms"] < 10_000
 
 
 async def test_unknown_vapi_type_is_accepted_and_kept_raw(running):
@@ -320,6 +325,7 @@ async def test_health_and_unknown_routes(running):
     _, client, _ = running
     health = await client.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["acknowledged"] == {"n": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
     assert (await client.get("/webhook/nope")).status_code == 404
     assert (await client.get("/webhook/vapi")).status_code == 405
 

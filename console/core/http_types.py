@@ -20,6 +20,9 @@ class Request:
     body: bytes = b""
     client: tuple[str, int] = ("127.0.0.1", 0)
     http_version: str = "1.1"
+    # time.perf_counter() when the server had the whole request (0: not from a server);
+    # what an acknowledgement's latency is counted from.
+    arrived: float = field(default=0.0, compare=False)
 
     @property
     def path(self) -> str:

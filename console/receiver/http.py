@@ -44,6 +44,7 @@ import asyncio
 import http
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -704,6 +705,7 @@ class _HttpConnection(asyncio.Protocol):
             (body[0] if len(body) == 1 else b"".join(body)) if body else b"",
             self._client,
             self._version,
+            time.perf_counter(),
         )
         self._ready.append(_Parsed(request, self._version == "1.1" and not self._close_asked))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Collection
+from typing import Any
 
 from console import __version__
 from console.core.http_types import Request, Response
@@ -19,9 +20,14 @@ RouteHandler = Callable[[str, Request], Awaitable[Response]]
 
 
 def build_router(
-    handle: RouteHandler, providers: Collection[str], *, extra: Callable[[Router], None] | None = None
+    handle: RouteHandler,
+    providers: Collection[str],
+    *,
+    extra: Callable[[Router], None] | None = None,
+    health: Callable[[], dict[str, Any]] | None = None,
 ) -> Router:
-    """Every route of every provider in `providers`, handled by `handle`; `extra` adds more (streams, control)."""
+    """Every route of every provider in `providers`, handled by `handle`; `extra` adds more (streams,
+    control); `health` adds to what `/healthz` says (figures only: it is public)."""
     router = Router()
     started = time.monotonic()
     for spec in registry.specs():
@@ -39,6 +45,7 @@ def build_router(
                 "version": __version__,
                 "uptime_s": round(time.monotonic() - started, 1),
                 "providers": sorted(providers),
+                **(health() if health is not None else {}),
             },
         )
 

@@ -29,7 +29,7 @@ import hmac
 import json
 import logging
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from datetime import timedelta
 from itertools import count, takewhile
 from typing import Any
@@ -46,6 +46,7 @@ from console.redact import Redactor
 from console.services.pipeline import DeliverySeen, WebhookPipeline
 
 log = logging.getLogger(__name__)
+_DELIVERY_FIELDS = tuple(field.name for field in fields(DeliverySeen))
 
 STREAM_PATH = "/control/stream"
 CONSOLE_QUEUE = 20_000  # frames a console may be behind before it is closed to catch up from the history
@@ -246,7 +247,8 @@ class ControlHub:
             self._advance_watermark()
 
     def _delivery(self, seen: DeliverySeen) -> None:
-        data = asdict(seen)
+        # Flat fields: a shallow dict, not asdict()'s deep copy (this runs for every request).
+        data = {name: getattr(seen, name) for name in _DELIVERY_FIELDS}
         data["at"] = seen.at.isoformat()
         self._send(_dumps({"type": "delivery", **data}))
 

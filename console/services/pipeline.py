@@ -27,6 +27,7 @@ from console.core.calls import CallTracker
 from console.core.events import CallHang, DecidedBy, Event, utc_now
 from console.core.gate import CallDecided, CallSettled, GateEvent, PendingCall, ToolGate
 from console.core.http_types import Request, Response
+from console.core.latency import LatencyHistogram
 from console.core.replays import REPLAY_HEADER, mark_replayed, replay_call_id, replay_run
 from console.core.tools import ToolBatch, ToolCall, ToolCallHandler, ToolOutcome
 from console.providers import registry
@@ -115,6 +116,9 @@ class PipelineStats:
     rejected: int = 0
     tool_calls: int = 0
     by_route: dict[str, int] = field(default_factory=dict)
+    # From having the whole request to the answer, for accepted deliveries that are not
+    # tool calls (those wait for a decision by design): how fast platforms hear back.
+    acknowledged: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
 class WebhookPipeline:
@@ -201,7 +205,9 @@ class WebhookPipeline:
         if receipt.duplicate:
             self.stats.duplicates += 1
         elif events:
-            self._emit(events, receipt.first_event_id)
+            # Live consumers (the TUI, attached consoles, NDJSON) get them once this answer is on
+            # its way: their work never stands between a platform and its 2xx.
+            asyncio.get_running_loop().call_soon(self._emit, events, receipt.first_event_id)
 
         if inbound.tool_batch is not None:
             response = provider.tool_reply(inbound.tool_batch, await self._decide(inbound))
@@ -210,10 +216,14 @@ class WebhookPipeline:
         else:
             response = provider.ack(inbound)
 
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        now = time.perf_counter()
+        elapsed_ms = (now - started) * 1000
+        if inbound.tool_batch is None:
+            self.stats.acknowledged.add((now - (request.arrived or started)) * 1000)
         self.history.note_reply(receipt.delivery_id, response.status, response.body, elapsed_ms)
         if self.on_delivery is not None:  # headless serve has no consumer: build nothing on the hot path
-            self._seen(
+            asyncio.get_running_loop().call_soon(
+                self._seen,
                 DeliverySeen(
                     received_at,
                     provider.name,
@@ -229,7 +239,7 @@ class WebhookPipeline:
                     elapsed_ms,
                     receipt.delivery_id,
                     receipt.duplicate,
-                )
+                ),
             )
         return response
 
@@ -427,9 +437,12 @@ class WebhookPipeline:
 
     def _seen(self, delivery: DeliverySeen) -> None:
         if self.on_delivery is not None:
+            path = self.redactor.text(delivery.path)
             reason = None if delivery.reason is None else self.redactor.text(delivery.reason)
+            if path != delivery.path or reason != delivery.reason:
+                delivery = replace(delivery, path=path, reason=reason)
             try:
-                self.on_delivery(replace(delivery, path=self.redactor.text(delivery.path), reason=reason))
+                self.on_delivery(delivery)
             except Exception:  # a consumer must never break ingestion
                 log.exception("delivery consumer failed")
 

@@ -216,7 +216,12 @@ class ReceiverService:
                 hub.add_route(router)
 
             server = HttpServer(
-                build_router(pipeline.handle, pipeline.providers, extra=extra_routes),
+                build_router(
+                    pipeline.handle,
+                    pipeline.providers,
+                    extra=extra_routes,
+                    health=lambda: {"acknowledged": pipeline.stats.acknowledged.snapshot()},
+                ),
                 host=settings.receiver.host,
                 port=settings.receiver.port,
                 limits=Limits.from_settings(settings.receiver),
