@@ -132,3 +132,27 @@ def test_the_child_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait(10)
+
+
+async def test_the_wal_stays_bounded_under_continuous_writes_and_reads(tmp_path: Path) -> None:
+    """Checkpoints must catch up with the writes: a WAL that is never restarted grows without end
+    (as it did with checkpoints on a thread of their own, racing the commits)."""
+    path = tmp_path / "history.db"
+    store = await Store.open(path, writer_process=True)
+    stop = asyncio.Event()
+
+    async def reader() -> None:  # an attached console's history reads, all along
+        while not stop.is_set():
+            await store.fetchall("SELECT count(*) FROM events")
+            await asyncio.sleep(0)
+
+    reading = asyncio.create_task(reader())
+    try:
+        for start in range(0, 30_000, 500):  # ~30 MB of WAL traffic, in waves of concurrent writes
+            await asyncio.gather(*(store.record_delivery(delivery(n), [ringing(n)]) for n in range(start, start + 500)))
+    finally:
+        stop.set()
+        await reading
+    wal = path.with_name(path.name + "-wal").stat().st_size
+    await store.close()
+    assert wal < 12 * 2**20, f"the WAL grew to {wal / 2**20:.1f} MB"
