@@ -7,7 +7,7 @@ its 200. Afterwards the database is opened and every acknowledged event is
 counted, so "durable" is checked, not assumed.
 
     apt-get install -y wrk; pip install -e '.[bench]'
-    python bench/ingest.py [--duration 10] [--connections 64] [--synchronous NORMAL|FULL] [--body small|realistic]
+    python bench/ingest.py [--duration 10] [--connections 64] [--synchronous FULL|NORMAL] [--body small|realistic]
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="FULL")  # the product default
     parser.add_argument("--commit-interval-ms", type=float, default=2.0)
     parser.add_argument(
         "--body",

@@ -754,6 +754,11 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "end": rss_end,
             "second_half_min": min(second_half, default=rss_end),
             "second_half_max": max(second_half, default=rss_end),
+            # The last sample of each minute: what "flat after warm-up" is read from.
+            "by_minute": [
+                round(max(mb for at, mb in memory if int(at // 60) == minute), 1)
+                for minute in sorted({int(at // 60) for at, _ in memory})
+            ],
         },
         "rss_series": [(round(at, 1), round(mb, 1)) for at, mb in memory],
         "structures": sizes,
@@ -922,7 +927,12 @@ def report(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"RSS MB: start {rss['start']:.0f}, peak {rss['peak']:.0f}, end {rss['end']:.0f}; "
-        f"second half of the run {rss['second_half_min']:.0f}..{rss['second_half_max']:.0f}",
+        f"second half of the run {rss['second_half_min']:.0f}..{rss['second_half_max']:.0f}"
+        + (
+            f"; by minute (the most in each): {' '.join(f'{mb:.0f}' for mb in rss['by_minute'])}"
+            if len(rss.get("by_minute", [])) > 2
+            else ""
+        ),
         "bounded structures at the end: " + ", ".join(f"{k} {v}" for k, v in result["structures"].items()),
         (
             "machine load average (1, 5, 15 min) before: "

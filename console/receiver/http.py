@@ -667,7 +667,7 @@ class _HttpConnection(asyncio.Protocol):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Refuse(400, f"HTTP/{version} is not supported: send HTTP/1.1")
-        if len(self._url) + len(self._headers) * 4 + self._head_size > limits.max_head_bytes:
+        if self._head_size + 12 > limits.max_head_bytes:  # the request line's method, spaces and version
             raise _Refuse(431, f"request head exceeds the {limits.max_head_bytes}-byte limit")
         if version == "1.1" and not self._has_host:
             raise _Refuse(400, "malformed HTTP request: missing mandatory Host: header")
