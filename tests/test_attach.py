@@ -254,7 +254,7 @@ async def test_an_attached_console_gets_a_tapped_calls_audio_levels(start_receiv
     from console.services.serve_state import write_state
     from console.simulator.twilio import DIALED_NUMBER, SimulatedTwilio
     from tests.helpers.secrets import PUBLIC_URL, TWILIO_TOKEN
-    from tests.test_twilio_stream_tap import CUT_IN, TOKEN, Agent
+    from tests.helpers.twilio_agent import CUT_IN, TOKEN, Agent
 
     async with serve(Agent(clears=True), "127.0.0.1", 0) as server:
         agent_url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"

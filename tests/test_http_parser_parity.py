@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from console.receiver.http import HttpServer, Limits
-from tests.test_http_server import TEST_LIMITS, make_router
+from tests.helpers.http_server import TEST_LIMITS, make_router
 
 Parsed = tuple[str, str, list[list[str]], str]  # method, target, headers, body
 

@@ -33,14 +33,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_the_console_starts_a_receiver_attaches_and_leaves_it_receiving(tmp_path: Path):
-    from console.config import VapiSettings
-    from console.providers.vapi import sign_vapi_request
-
-    socket = f"vc-test-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    db = tmp_path / "history.db"
-    env = {
+def console_env(tmp_path: Path, db: Path) -> dict[str, str]:
+    """A console's environment in tmux: every user dir under tmp_path, no keyring, the test's secret."""
+    return {
         "HOME": str(tmp_path),
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         "XDG_DATA_HOME": str(tmp_path / "data"),
@@ -51,8 +46,23 @@ def test_the_console_starts_a_receiver_attaches_and_leaves_it_receiving(tmp_path
         "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
         "TERM": "xterm-256color",
     }
+
+
+def command_prefix(env: dict[str, str]) -> str:
+    """What a tmux command line starts with: the environment, without the test's terminal size."""
+    return "env -u COLUMNS -u LINES " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+
+
+def test_the_console_starts_a_receiver_attaches_and_leaves_it_receiving(tmp_path: Path):
+    from console.config import VapiSettings
+    from console.providers.vapi import sign_vapi_request
+
+    socket = f"vc-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    db = tmp_path / "history.db"
+    env = console_env(tmp_path, db)
     run_env = {**env, "PATH": "/usr/bin:/bin"}
-    prefix = "env -u COLUMNS -u LINES " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    prefix = command_prefix(env)
 
     def console(name: str, *flags: str) -> None:
         exit_file = tmp_path / f"exit-{name}"
@@ -158,18 +168,8 @@ def test_kill_9_of_the_console_leaves_the_receiver_answering(tmp_path: Path):
     policy = tmp_path / "config" / "voice-console" / "policy.toml"
     policy.parent.mkdir(parents=True)
     policy.write_text('[tools.default]\naction = "hold"\ntimeout_seconds = 4\non_timeout = "reject"\n')
-    env = {
-        "HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "VOICE_CONSOLE_DB": str(tmp_path / "history.db"),
-        "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": VAPI_SECRET,
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
-        "TERM": "xterm-256color",
-    }
-    prefix = "env -u COLUMNS -u LINES " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    env = console_env(tmp_path, tmp_path / "history.db")
+    prefix = command_prefix(env)
     command = f"{prefix} {shlex.quote(sys.executable)} -m console --port {port}"
 
     def tmux(*args: str) -> str:
