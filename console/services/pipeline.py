@@ -205,9 +205,7 @@ class WebhookPipeline:
         if receipt.duplicate:
             self.stats.duplicates += 1
         elif events:
-            # Live consumers (the TUI, attached consoles, NDJSON) get them once this answer is on
-            # its way: their work never stands between a platform and its 2xx.
-            asyncio.get_running_loop().call_soon(self._emit, events, receipt.first_event_id)
+            self._emit(events, receipt.first_event_id)
 
         if inbound.tool_batch is not None:
             response = provider.tool_reply(inbound.tool_batch, await self._decide(inbound))
@@ -222,8 +220,7 @@ class WebhookPipeline:
             self.stats.acknowledged.add((now - (request.arrived or started)) * 1000)
         self.history.note_reply(receipt.delivery_id, response.status, response.body, elapsed_ms)
         if self.on_delivery is not None:  # headless serve has no consumer: build nothing on the hot path
-            asyncio.get_running_loop().call_soon(
-                self._seen,
+            self._seen(
                 DeliverySeen(
                     received_at,
                     provider.name,
@@ -239,7 +236,7 @@ class WebhookPipeline:
                     elapsed_ms,
                     receipt.delivery_id,
                     receipt.duplicate,
-                ),
+                )
             )
         return response
 
