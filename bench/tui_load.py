@@ -170,8 +170,7 @@ def load_policy():
 
 async def drive(url: str, *, calls: int, duration: float, speed: float, ramp: float, scenarios: list[str]) -> dict:
     """Keep `calls` simulated calls in flight until `duration` is over; a delivery report."""
-    import httpx
-
+    from bench.loopback_client import LoopbackClient
     from console.config import VapiSettings
     from console.simulator.scenarios import load_scenario
     from console.simulator.vapi import (
@@ -190,8 +189,8 @@ async def drive(url: str, *, calls: int, duration: float, speed: float, ramp: fl
     started_calls = finished_calls = 0
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + duration
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=calls * 2 + 8)) as client:
-        webhook = Webhook(client, VapiSettings(), os.environ.get(SECRET_ENV), on_record=records.append)
+    async with LoopbackClient() as client:  # httpx alone held the driver near 600 events/s
+        webhook = Webhook(client, VapiSettings(), os.environ.get(SECRET_ENV), on_record=records.append)  # type: ignore[arg-type]
 
         async def line(index: int) -> None:
             nonlocal started_calls, finished_calls

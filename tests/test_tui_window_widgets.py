@@ -124,6 +124,22 @@ async def test_window_table_widens_at_once_and_shrinks_only_at_a_rebuild():
         assert width_of(table, "state") == len("state")
 
 
+async def test_window_table_fits_its_columns_in_the_sync_itself():
+    """DataTable measures new rows when its own message queue goes idle, which needs a message to
+    the table; one that gets none after a sync (an attached console on a quiet receiver) kept its
+    columns at their headers' widths. The widths are right as soon as sync returns."""
+    app = TableApp()
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        table = app.query_one(WindowTable)
+        table.sync([("a", ("a", "x" * 12))])
+        assert width_of(table, "state") == 12 and table.virtual_size.width >= 12
+        table.sync([("a", ("a", "x" * 20))])  # widened in place
+        assert width_of(table, "state") == 20
+        table.sync([("b", ("b", "y" * 15)), ("a", ("a", "x" * 3))])  # rebuilt
+        assert width_of(table, "state") == 15 and width_of(table, "call") == len("call")
+
+
 class FixedTableApp(App[None]):
     CSS = "WindowTable { height: 8; width: 70; }"
 

@@ -272,6 +272,7 @@ class WindowTable(DataTable):
                     if not same_cell(value, before):
                         self.update_cell(key, column, value, update_width=self._widens(column, value))
             self._shown = rows
+            self._measure_now()
             return
         selected = self.selected_key
         self.clear()
@@ -288,5 +289,21 @@ class WindowTable(DataTable):
                 self._follow = None
             elif key in keys:
                 selected, self._follow = key, None
+        self._measure_now()
         if selected in keys:
             self.move_cursor(row=keys.index(selected), animate=False)
+
+    def _measure_now(self) -> None:
+        """Fit the columns to the new rows and widened cells now. DataTable does it when its
+        message queue next goes idle, which only follows a message to the table itself: a
+        table nothing else happens to (a console attached to a quiet receiver) kept its
+        columns at their headers' widths."""
+        if self._updated_cells:
+            cells = self._updated_cells.copy()
+            self._updated_cells.clear()
+            self._update_column_widths(cells)
+        if self._require_update_dimensions:
+            self._require_update_dimensions = False
+            rows = self._new_rows.copy()
+            self._new_rows.clear()
+            self._update_dimensions(rows)
