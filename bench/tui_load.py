@@ -647,9 +647,12 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="tui-load-"))
     settings = Settings(receiver=ReceiverSettings(port=0), storage=StorageSettings(db=workdir / "history.db"))
     serve = None
+    # The platform's side starts before the console: an attached console lowers its own priority,
+    # and the processes it starts afterwards would inherit it (the simulator would run slower).
+    child = await start_driver(args, secret)
     if args.attached:  # the receiver in a `serve` of its own; the console attaches to it
         serve, state = await start_serve(workdir, secret)
-        services = Services(settings, attach_to=state, operator="bench")
+        services = Services(settings, attach_to=state, operator="bench", yield_cpu_when_attached=True)
     else:
         services = Services(settings, secret_store=SecretStore(env={SECRET_ENV: secret}), policy=load_policy())
     app = VoiceConsoleApp(services)
@@ -682,7 +685,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         background.append(
             asyncio.create_task(trace_memory(args.trace_memory, stop, started, settings.storage.db, args.by_line))
         )
-    child = await start_driver(url, args, secret)
+    await tell_driver(child, url)
     key_stop = threading.Event()
     keys = threading.Thread(target=probe.press_keys, args=(loop, key_stop, args.key_interval), daemon=True)
     keys.start()
@@ -776,13 +779,14 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def start_driver(url: str, args: argparse.Namespace, secret: str) -> asyncio.subprocess.Process:
-    """The child process playing the calls at `url` (this script with --drive); its report on stdout."""
+async def start_driver(args: argparse.Namespace, secret: str) -> asyncio.subprocess.Process:
+    """The child process playing the calls (this script with --drive -): it waits for the webhook
+    URL on its stdin (`tell_driver`), then plays; its report on stdout."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         str(Path(__file__).resolve()),
         "--drive",
-        url,
+        "-",
         "--calls",
         str(args.calls),
         "--duration",
@@ -794,8 +798,16 @@ async def start_driver(url: str, args: argparse.Namespace, secret: str) -> async
         "--scenarios",
         args.scenarios,
         env={**os.environ, SECRET_ENV: secret},
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
+
+
+async def tell_driver(child: asyncio.subprocess.Process, url: str) -> None:
+    assert child.stdin is not None
+    child.stdin.write(f"{url}\n".encode())
+    await child.stdin.drain()
+    child.stdin.close()
 
 
 async def serve_alone(args: argparse.Namespace) -> dict[str, Any]:
@@ -804,7 +816,8 @@ async def serve_alone(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="tui-load-"))
     serve, state = await start_serve(workdir, secret)
     try:
-        child = await start_driver(state.url + "/webhook/vapi", args, secret)
+        child = await start_driver(args, secret)
+        await tell_driver(child, state.url + "/webhook/vapi")
         out, _ = await child.communicate()
         acknowledged = await receiver_acknowledged(state.url)
     finally:
@@ -1021,9 +1034,12 @@ def main() -> int:
     if args.calls < 1 or args.duration <= 0 or args.speed <= 0:
         parser.error("--calls, --duration and --speed must be positive")
     if args.drive:
+        url = sys.stdin.readline().strip() if args.drive == "-" else args.drive
+        if not url:  # the bench ended before the console was up
+            return 1
         result = asyncio.run(
             drive(
-                args.drive,
+                url,
                 calls=args.calls,
                 duration=args.duration,
                 speed=args.speed,

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from console.services.receiver_process import ATTACHED_CONSOLE_NICENESS
 from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
@@ -108,7 +109,11 @@ def test_the_console_starts_a_receiver_attaches_and_leaves_it_receiving(tmp_path
 
     console("alice")
     try:
-        wait_for("alice", f"attached to http://127.0.0.1:{port}")
+        attached = wait_for("alice", f"attached to http://127.0.0.1:{port}")
+        # the console yields the CPU to the receiver it started (which kept its own priority)
+        serve_pid = int(attached.split(f"attached to http://127.0.0.1:{port} (pid ", 1)[1].split(")", 1)[0])
+        console_pid = _console_pid(tmux("display-message", "-p", "-t", "alice", "#{pane_pid}"))
+        assert _niceness(console_pid) == min(19, _niceness(serve_pid) + ATTACHED_CONSOLE_NICENESS)
         waiting = threading.Thread(target=platform)
         waiting.start()
         wait_for("alice", " waiting ─")
@@ -145,6 +150,16 @@ def test_the_console_starts_a_receiver_attaches_and_leaves_it_receiving(tmp_path
     assert {(t["decision"], t["by"]) for t in detail["tool_calls"]} == {("approved", "operator")}
     operators = {e.get("operator") for e in detail["events"] if e["kind"] == "tool.decided"}
     assert operators == {"alice"}
+
+
+def _niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def _console_pid(pane_pid: str) -> int:
+    """The console's process: the pane's shell's child (the pane runs `env … python …; echo $?`)."""
+    children = Path(f"/proc/{pane_pid.strip()}/task/{pane_pid.strip()}/children").read_text().split()
+    return int(children[0])
 
 
 def _refused(port: int) -> bool:

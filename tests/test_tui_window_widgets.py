@@ -140,6 +140,26 @@ async def test_window_table_fits_its_columns_in_the_sync_itself():
         assert width_of(table, "state") == 15 and width_of(table, "call") == len("call")
 
 
+async def test_window_table_measures_cells_as_datatable_does():
+    """WindowTable measures one-line cells by their text (DataTable asks Rich's console, which
+    looks up the terminal's size per cell): the same widths for markup, styles, wide characters."""
+    from textual.widgets import DataTable
+
+    rows = [(cells[0], tuple("" if cell is None else cell for cell in cells)) for cells in CELLS]
+    app = FixedTableApp()
+    async with app.run_test(size=(200, 20)) as pilot:
+        table = app.query_one(WindowTable)
+        table.sync(rows)
+        reference = DataTable()
+        await app.mount(reference)
+        reference.add_columns(*(label for _, label in table._columns))
+        for key, cells in rows:
+            reference.add_row(*cells, key=key)
+        await pilot.pause()
+        assert [c.content_width for c in table.ordered_columns] == [c.content_width for c in reference.ordered_columns]
+        assert table.virtual_size == reference.virtual_size
+
+
 class FixedTableApp(App[None]):
     CSS = "WindowTable { height: 8; width: 70; }"
 

@@ -34,7 +34,7 @@ from console.secrets import SecretLookup, SecretStore
 from console.services.attach import AttachedReceiver, AttachFailed, Consumers
 from console.services.pipeline import DeliverySeen
 from console.services.receiver import ReceiverService, listen_failure
-from console.services.receiver_process import default_operator, stop_serve
+from console.services.receiver_process import default_operator, stop_serve, yield_cpu_to_the_receiver
 from console.services.serve_state import ServeState
 from console.simulator.retell import LLM_AGENT_ID as RETELL_LLM_AGENT_ID
 from console.simulator.retell import SimulatedRetell
@@ -83,6 +83,9 @@ class Services:
     operator: str = ""  # who decides from this console, as other consoles see it
     receiver_started_here: bool = False  # the console started that `serve` (stop_receiver_on_exit applies)
     stop_receiver_on_exit: bool = False
+    # Attached, lower this process's CPU priority (`voice-console` does; a test's process, where
+    # many apps come and go, does not).
+    yield_cpu_when_attached: bool = False
 
     async def secrets(self) -> dict[str, SecretLookup]:
         # The demo keeps nothing: its tap token, like its other secrets, lasts one run.
@@ -318,6 +321,8 @@ class VoiceConsoleApp(App[None]):
         if db := receiver.receiver.get("db"):  # the history is the receiver's, wherever it keeps it
             settings = settings.model_copy(update={"storage": settings.storage.model_copy(update={"db": Path(db)})})
         self.context.attach(receiver, settings)
+        if services.yield_cpu_when_attached:
+            yield_cpu_to_the_receiver()  # the UI must never delay a platform's answer
         how = "receiver started by this console" if services.receiver_started_here else "receiver already running"
         feed.note(f"{how}: attached as {receiver.operator} (pid {state.pid}, {receiver.url})")
         self._show_attachment()

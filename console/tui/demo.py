@@ -114,6 +114,7 @@ def run_tui(
             operator=operator or "",
             receiver_started_here=started_here,
             stop_receiver_on_exit=stop_receiver_on_exit,
+            yield_cpu_when_attached=True,
         )
     )
     app.run()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 from rich.cells import cell_len
@@ -15,7 +15,7 @@ from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
 
 from console.tui.widgets.scrolling import resize_virtual
 
@@ -70,9 +70,12 @@ def same_cell(value: object, before: object) -> bool:
 
 
 def cell_width(value: object) -> int:
+    """A one-line cell's width as DataTable lays it out (a str is markup)."""
     if isinstance(value, Text):
         return value.cell_len
-    return cell_len(value if isinstance(value, str) else str(value))
+    if isinstance(value, str):
+        return Text.from_markup(value).cell_len if "[" in value else cell_len(value)
+    return cell_len(str(value))
 
 
 class WindowTable(DataTable):
@@ -298,12 +301,33 @@ class WindowTable(DataTable):
         message queue next goes idle, which only follows a message to the table itself: a
         table nothing else happens to (a console attached to a quiet receiver) kept its
         columns at their headers' widths."""
-        if self._updated_cells:
+        if self._updated_cells:  # only cells wider than their column are flagged (`_widens`)
             cells = self._updated_cells.copy()
             self._updated_cells.clear()
-            self._update_column_widths(cells)
+            self._update_dimensions({cell.row_key for cell in cells})
         if self._require_update_dimensions:
             self._require_update_dimensions = False
             rows = self._new_rows.copy()
             self._new_rows.clear()
             self._update_dimensions(rows)
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        """DataTable's, with one-line cells measured by their text: DataTable measures each
+        cell through Rich's console, whose options look up the terminal's size every time
+        (a quarter of a busy console's table refresh). Other rows are DataTable's to measure."""
+        others: list[RowKey] = []
+        columns = self.ordered_columns
+        for row_key in new_rows:
+            row = self.rows.get(row_key)
+            if row is None:  # gone again before it was measured
+                continue
+            if row.height != 1 or row.label is not None:
+                others.append(row_key)
+                continue
+            cells = self._data[row_key]
+            for column in columns:
+                value = cells.get(column.key)
+                width = cell_width("" if value is None else value)
+                if width > column.content_width:
+                    column.content_width = width
+        super()._update_dimensions(others)  # with none left: only the virtual size
