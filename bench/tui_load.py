@@ -652,7 +652,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     child = await start_driver(args, secret)
     if args.attached:  # the receiver in a `serve` of its own; the console attaches to it
         serve, state = await start_serve(workdir, secret)
-        services = Services(settings, attach_to=state, operator="bench", yield_cpu_when_attached=True)
+        services = Services(
+            settings, attach_to=state, operator="bench", yield_cpu_when_attached=not args.console_keeps_priority
+        )
     else:
         services = Services(settings, secret_store=SecretStore(env={SECRET_ENV: secret}), policy=load_policy())
     app = VoiceConsoleApp(services)
@@ -1021,6 +1023,11 @@ def main() -> int:
         action="store_true",
         help="the receiver runs as a `serve` of its own and the console attaches to it (as `voice-console` does); "
         "without it the console receives in its own process (--no-attach)",
+    )
+    parser.add_argument(
+        "--console-keeps-priority",
+        action="store_true",
+        help="experiment, with --attached: the console does not lower its CPU priority (as `voice-console` does)",
     )
     parser.add_argument(
         "--no-console",

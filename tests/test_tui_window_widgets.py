@@ -16,7 +16,7 @@ from textual.cache import LRUCache
 
 from console.core.events import BargeIn, ToolDecided, ToolRequested, TranscriptFinal, TranscriptPartial
 from console.services.pipeline import DeliverySeen
-from console.tui.widgets.events import DeliveryLog, DeliveryView, LogRow
+from console.tui.widgets.events import DeliveryLog, DeliveryView, EventsPane, LogRow
 from console.tui.widgets.table import CACHE_SCREENS, MIN_CACHED_LINES, RingFreeCache, WindowTable, same_cell
 from console.tui.widgets.timeline import LABEL, WINDOW, BargeTimeline, append_runs, render_timeline
 from console.tui.widgets.transcript import CallTranscript, TranscriptPane
@@ -506,3 +506,30 @@ def test_timeline_cells_are_appended_one_span_per_run_with_the_same_styles():
     ]
     # a whole pane: a few spans per row, not one per column
     assert len(render_timeline(live_timeline(), PINNED_NOW, 67, 8).spans) < 67
+
+
+class EventsApp(App[None]):
+    def compose(self) -> ComposeResult:
+        from textual.containers import Vertical
+
+        with Vertical(id="events-pane"):
+            yield EventsPane(lambda: None, id="events-log")
+
+
+async def test_the_events_counts_are_retitled_at_most_once_a_second():
+    """The pane's "N ok" changes with every delivery and a border title repaints the whole pane (its
+    scrollbar too): at 1,000 events/s that was a full-pane repaint every frame. The first batch is
+    counted at once; a burst within the second after it is counted once, when the second is over."""
+    from console.tui.widgets.events import COUNTS_EVERY_S
+
+    app = EventsApp()
+    async with app.run_test() as pilot:
+        pane, parent = app.query_one(EventsPane), app.query_one("#events-pane")
+        pane.add([delivery(0).seen])
+        assert parent.border_subtitle == "1 ok"
+        for n in range(1, 50):  # a burst of batches, one per flush
+            pane.add([delivery(n).seen])
+        await pilot.pause(COUNTS_EVERY_S / 2)
+        assert parent.border_subtitle == "1 ok" and pane.counts["ok"] == 50 and len(pane.model.rows) == 50
+        await pilot.pause(COUNTS_EVERY_S / 2 + 0.3)
+        assert parent.border_subtitle == "50 ok"

@@ -10,6 +10,7 @@ The raw view reads the stored (redacted) request back from SQLite by id.
 from __future__ import annotations
 
 import json
+import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +31,7 @@ from textual.geometry import Size
 from textual.screen import ModalScreen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
@@ -38,6 +40,9 @@ from console.store import queries
 from console.tui.widgets.scrolling import resize_virtual
 
 DELIVERY_CAP = 2000
+# The pane's counts ("1234 ok") change with every delivery; a border title repaints the whole pane
+# with its scrollbar, every frame at 1,000 events/s. Counts are retitled at most this often.
+COUNTS_EVERY_S = 1.0
 RAW_BODY_LIMIT = 64 * 1024  # characters shown in the raw view; the rest is cut (it stays in the history)
 
 # column widths (cells) of a delivery row, after the time: the verdict and our answer
@@ -323,6 +328,8 @@ class EventsPane(Vertical):
         self.model = DeliveryLog(cap)
         self._store = store
         self.counts = {"ok": 0, "rejected": 0}
+        self._counts_shown_at = -COUNTS_EVERY_S
+        self._counts_due: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text(HEADER, style="bold"), id="events-header")
@@ -344,9 +351,22 @@ class EventsPane(Vertical):
         for item in seen:
             self.counts["ok" if item.verdict == "ok" else "rejected"] += 1
         self.view.rows_changed(self.model.add(rows))
+        if self._counts_due is None:
+            wait = self._counts_shown_at + COUNTS_EVERY_S - time.monotonic()
+            if wait <= 0:
+                self._subtitle()
+            else:
+                self._counts_due = self.set_timer(wait, self._counts_due_now)
+
+    def _counts_due_now(self) -> None:
+        self._counts_due = None
         self._subtitle()
 
     def _subtitle(self) -> None:
+        self._counts_shown_at = time.monotonic()
+        if self._counts_due is not None:  # a filter changed: shown now, with the counts
+            self._counts_due.stop()
+            self._counts_due = None
         parent = self.parent
         if not isinstance(parent, Widget):
             return
