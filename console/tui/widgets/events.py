@@ -351,7 +351,7 @@ class EventsPane(Vertical):
         for item in seen:
             self.counts["ok" if item.verdict == "ok" else "rejected"] += 1
         self.view.rows_changed(self.model.add(rows))
-        if self._counts_due is None:
+        if seen and self._counts_due is None:  # notes alone change no count
             wait = self._counts_shown_at + COUNTS_EVERY_S - time.monotonic()
             if wait <= 0:
                 self._subtitle()
