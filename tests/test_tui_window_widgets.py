@@ -211,6 +211,30 @@ async def test_window_table_cells_are_drawn_as_datatable_draws_them():
         assert "in-progress" in "".join(s.text for s in table.render_line(1))
 
 
+async def test_a_row_that_only_moved_is_not_laid_out_again(monkeypatch):
+    """A call starting reorders the live calls: its cells are the same text at a new row, so only
+    where they are (the click's row and column) changes, not how they are laid out."""
+    app = FixedTableApp()
+    async with app.run_test(size=(90, 20)) as pilot:
+        table = app.query_one(WindowTable)
+        rows = [(cells[0], tuple("" if c is None else c for c in cells)) for cells in CELLS[:3]]
+        table.sync(rows)
+        await pilot.pause()
+        laid_out: list[object] = []
+        original = WindowTable._cell_line
+        monkeypatch.setattr(
+            WindowTable, "_cell_line", lambda self, value, *a: laid_out.append(value) or original(self, value, *a)
+        )
+        table.sync(list(reversed(rows)))  # the same rows, the other way round
+        await pilot.pause()
+        assert laid_out == [] and "in-progress" in "".join(s.text for s in table.render_line(3))
+        for row in range(len(rows)):
+            for column in range(len(table.columns)):
+                shown = table.ordered_columns[column]
+                cell = table._render_cell(row, column, table.rich_style, shown.get_render_width(table))
+                assert all(s.style.meta == {"row": row, "column": column} for s in cell[0] if s.style), (row, column)
+
+
 async def test_rows_coming_and_going_do_not_lay_out_the_screen():
     """DataTable assigns its virtual size when rows change, which lays out the whole screen
     (~30 ms at 160x48); a table whose CSS fixes its size only updates its scrollbars."""

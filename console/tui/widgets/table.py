@@ -96,6 +96,7 @@ class WindowTable(DataTable):
         self._shown: list[tuple[str, tuple[object, ...]]] = []
         self._follow: tuple[str, float] | None = None  # (key, until): select it when it arrives
         self._cells_by_content = RingFreeCache(MIN_CACHED_LINES * max(1, len(self._columns)))
+        self._cells_placed = RingFreeCache(MIN_CACHED_LINES * max(1, len(self._columns)))
 
     @property
     def virtual_size(self) -> Size:
@@ -137,6 +138,7 @@ class WindowTable(DataTable):
             self._offset_cache,
             self._ordered_row_cache,
             self._cells_by_content,
+            self._cells_placed,
         ):
             unlink(cache)
         self._row_render_cache = RingFreeCache(lines)
@@ -147,6 +149,7 @@ class WindowTable(DataTable):
         self._offset_cache = RingFreeCache(1)
         self._ordered_row_cache = RingFreeCache(1)
         self._cells_by_content = RingFreeCache(lines * max(1, len(self._columns)))
+        self._cells_placed = RingFreeCache(lines * max(1, len(self._columns)))
 
     def _render_cell(
         self,
@@ -194,13 +197,19 @@ class WindowTable(DataTable):
             self.cursor_foreground_priority == "css",
             self.cursor_background_priority == "css",
         )
-        key = (row_index, column_index, token, width, base_style, component_style, post_style)
-        lines = self._cells_by_content.get(key)
+        shown = (token, width, base_style, component_style, post_style)
+        key = (row_index, column_index, shown)
+        lines = self._cells_placed.get(key)
         if lines is None:
-            style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
-            # A token means the value is one-line str or Text (`cell_token`).
-            lines = [self._cell_line(cast("str | Text", value), width, style, post_style)]
-            self._cells_by_content[key] = lines
+            line = self._cells_by_content.get(shown)
+            if line is None:  # a token means the value is one-line str or Text (`cell_token`)
+                line = self._cell_line(cast("str | Text", value), width, base_style + component_style, post_style)
+                self._cells_by_content[shown] = line
+            # Where it is: the click's row and column, kept apart so that rows that only moved
+            # (a call starting reorders the live calls) are not laid out again.
+            meta = Style.from_meta({"row": row_index, "column": column_index})
+            lines = [[Segment(text, meta if style is None else style + meta, control) for text, style, control in line]]
+            self._cells_placed[key] = lines
         return lines
 
     def _cell_line(self, value: str | Text, width: int, style: Style, post_style: Style) -> list[Segment]:
