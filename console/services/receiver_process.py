@@ -21,9 +21,9 @@ from console.services.serve_state import ServeState, pid_alive, read_state, runn
 
 # How much an attached console lowers its own CPU priority: on a machine whose cores are busy the
 # scheduler then runs the receiver (and its writer) first, so rendering never delays a platform's
-# answer. bench/tui_load.py at ~950 events/s on 2 cores: the receiver's ack p99 5.2-5.7 ms with the
-# console at 10, 6.3-9.3 ms with it at 0, 4.9-5.2 ms with no console; the console's own latencies
-# did not move.
+# answer. bench/tui_load.py at ~1,000 events/s on 2 cores: the receiver's ack p99 within 1-2 ms of
+# `serve` alone with the console at 10, 2-3 ms above it at 0; the console's own p99s rise by
+# 10-25 ms when the cores are contended (the trade: the platform first).
 ATTACHED_CONSOLE_NICENESS = 10
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
