@@ -26,6 +26,7 @@ a tool call is waiting for the operator, and saves:
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -192,15 +193,12 @@ async def main() -> None:
 def attached() -> None:
     """Two consoles attached to one `serve` (a process of its own, in a throw-away state dir):
     alice's screen once bob decided one of the call's tool calls and she decided the other."""
-    import os
     import secrets
     import subprocess
 
     from console.services.serve_state import running_serves
 
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("CONFIG", "DATA", "STATE", "CACHE"):  # the serve's state file, and where we look for it
-            os.environ[f"XDG_{name}_HOME"] = str(Path(tmp) / name.lower())
         secret = secrets.token_urlsafe(16)
         env = {**os.environ, "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": secret, "VOICE_CONSOLE_DB": f"{tmp}/history.db"}
         env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
@@ -255,6 +253,15 @@ async def _two_consoles(state, db: Path, secret: str) -> None:
     await platform.close()
 
 
+def own_user_dirs(root: Path) -> None:
+    """Every user dir under `root`: never the developer's theme, config or state (the serve's state
+    file, and where the console looks for it, included), so every machine makes the same pictures."""
+    for name in ("CONFIG", "DATA", "STATE", "CACHE"):
+        os.environ[f"XDG_{name}_HOME"] = str(root / name.lower())
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
-    attached()
+    with tempfile.TemporaryDirectory() as user_dirs:
+        own_user_dirs(Path(user_dirs))
+        asyncio.run(main())
+        attached()
