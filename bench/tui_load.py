@@ -1027,7 +1027,7 @@ def main() -> int:
     parser.add_argument(
         "--console-keeps-priority",
         action="store_true",
-        help="experiment, with --attached: the console does not lower its CPU priority (as `voice-console` does)",
+        help="experiment, with --attached: the console keeps its CPU priority (`voice-console` lowers it)",
     )
     parser.add_argument(
         "--no-console",

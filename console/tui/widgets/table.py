@@ -310,15 +310,15 @@ class WindowTable(DataTable):
         message queue next goes idle, which only follows a message to the table itself: a
         table nothing else happens to (a console attached to a quiet receiver) kept its
         columns at their headers' widths."""
-        if self._updated_cells:  # only cells wider than their column are flagged (`_widens`)
-            cells = self._updated_cells.copy()
-            self._updated_cells.clear()
-            self._update_dimensions({cell.row_key for cell in cells})
-        if self._require_update_dimensions:
-            self._require_update_dimensions = False
-            rows = self._new_rows.copy()
-            self._new_rows.clear()
-            self._update_dimensions(rows)
+        if not (self._require_update_dimensions or self._updated_cells):
+            return
+        # Cells are only flagged when wider than their column (`_widens`): measuring their rows
+        # can only widen it, as DataTable would.
+        rows = self._new_rows | {cell.row_key for cell in self._updated_cells}
+        self._new_rows.clear()
+        self._updated_cells.clear()
+        self._require_update_dimensions = False
+        self._update_dimensions(rows)
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         """DataTable's, with one-line cells measured by their text: DataTable measures each
