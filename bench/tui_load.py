@@ -128,6 +128,59 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def memory_below_the_heap() -> str:
+    """Where the RSS is, below Python's count of its objects: anonymous vs file-backed pages
+    (a mapped SQLite file is file-backed), C malloc's bytes in use and freed-but-kept (glibc:
+    fragmentation shows here) and pymalloc's arenas (Python's small objects)."""
+    import ctypes
+    import re
+    import tempfile
+
+    parts = []
+    try:
+        with open("/proc/self/smaps_rollup") as rollup:
+            kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup if line.rstrip().endswith(" kB")}
+        anon = kb.get("Anonymous", 0)
+        parts.append(f"anon {anon / 1024:.1f} MB, file {(kb.get('Rss', 0) - anon) / 1024:.1f} MB")
+    except OSError:
+        pass
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        ]
+
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except AttributeError:  # not glibc (>= 2.33)
+        pass
+    else:
+        mallinfo2.restype = MallInfo2
+        info = mallinfo2()
+        in_use, kept = (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
+        parts.append(f"malloc in use {in_use:.1f} MB, freed but kept {kept:.1f} MB")
+    # sys._debugmallocstats writes to the C-level stderr: caught through a temporary file.
+    with tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        stats = caught.read().decode(errors="replace")
+    arenas = re.search(r"(\d+) arenas \* (\d+) bytes/arena", stats)
+    used = re.search(r"# bytes in allocated blocks\s*=\s*([\d,]+)", stats)
+    if arenas and used:
+        count, size = int(arenas.group(1)), int(arenas.group(2))
+        in_blocks = int(used.group(1).replace(",", "")) / 2**20
+        parts.append(f"pymalloc {count} arenas ({count * size / 2**20:.0f} MB), {in_blocks:.1f} MB in blocks")
+    return "; ".join(parts)
+
+
 # --- the load: a child process playing the simulator -------------------------------------------
 
 
@@ -544,6 +597,7 @@ async def trace_memory(every: float, stop: asyncio.Event, start: float, db: Path
             f"({blocks_now - blocks_before:+d}), WAL {wal.stat().st_size / 2**20 if wal.exists() else 0:.1f} MB",
             file=sys.stderr,
         )
+        print(f"  below the heap: {memory_below_the_heap()}", file=sys.stderr)
         if by_line:
             for stat in lines_now.compare_to(lines_before, "lineno")[:12]:
                 print(
@@ -631,11 +685,14 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from console.secrets import SecretStore
     from console.services.pipeline import WebhookPipeline
     from console.tui.app import Services, VoiceConsoleApp
+    from console.tui.strips import keep_strips_acyclic, strips_as_textual
     from console.tui.widgets.table import WindowTable
     from console.tui.widgets.transcript import TranscriptPane
 
     handle = WebhookPipeline.handle
     undo_titles = skip_unchanged_titles() if args.same_titles_no_repaint else (lambda: None)
+    if args.strips_as_textual:  # the app's import made them acyclic
+        strips_as_textual()
 
     async def timed_handle(self, route, request):  # when the request reached the pipeline
         ARRIVED.set(time.perf_counter())
@@ -714,6 +771,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(workdir, ignore_errors=True)
     WebhookPipeline.handle = handle
     undo_titles()
+    if args.strips_as_textual:
+        keep_strips_acyclic()
     untime()
     gc.callbacks.remove(probe._gc)
     probe.stop_explaining()
@@ -731,6 +790,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "young_collection_after": args.young_collection_after,
         "gc_threshold": gc.get_threshold(),
         "same_titles_no_repaint": args.same_titles_no_repaint,
+        "strips_as_textual": args.strips_as_textual,
+        "adaptive_mmap_threshold": args.adaptive_mmap_threshold,
         "load": load,
         "acknowledged": acknowledged,
         "events": probe.events_in,
@@ -890,6 +951,8 @@ def report(result: dict[str, Any]) -> str:
             else ""
         )
         + (", unchanged border titles not repainted" if result.get("same_titles_no_repaint") else "")
+        + (", Textual's strips as Textual has them (cyclic)" if result.get("strips_as_textual") else "")
+        + (", glibc's mmap threshold adapting" if result.get("adaptive_mmap_threshold") else "")
         + (", attached to a `serve` of its own" if result.get("attached") else ", receiving in its own process")
     )
     lines = [
@@ -999,11 +1062,23 @@ def main() -> int:
         "repaint the pane (Textual repaints the whole pane on every set)",
     )
     parser.add_argument(
+        "--adaptive-mmap-threshold",
+        action="store_true",
+        help="experiment: leave glibc's mmap threshold adapting, as `voice-console` does not (console/heap.py)",
+    )
+    parser.add_argument(
+        "--strips-as-textual",
+        action="store_true",
+        help="experiment: Textual's strips as Textual has them, each caching itself (a reference cycle "
+        "per strip: console/tui/strips.py), to measure what the console's fix buys",
+    )
+    parser.add_argument(
         "--trace-memory",
         type=float,
         metavar="SECONDS",
         help="diagnosis: every SECONDS print what grew (RSS, Python's allocated blocks, the WAL "
-        "file, objects by type) to stderr",
+        "file, objects by type) and where the RSS is below the heap (anonymous/file pages, C "
+        "malloc's freed-but-kept bytes, pymalloc's arenas) to stderr",
     )
     parser.add_argument(
         "--by-line",
@@ -1060,6 +1135,10 @@ def main() -> int:
         alone = asyncio.run(serve_alone(args))
         print(json.dumps(alone, indent=2) if args.json else report_alone(alone))
         return 0
+    if not args.adaptive_mmap_threshold:
+        from console.heap import pin_mmap_threshold
+
+        pin_mmap_threshold()  # as `voice-console` does, first thing
     result = asyncio.run(run_bench(args))
     print(json.dumps(result, indent=2) if args.json else report(result))
     met = (

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from console import __version__
 from console.commands import COMMANDS, add_config_flags
+from console.heap import pin_mmap_threshold
 
 if TYPE_CHECKING:
     from console.config import Settings
@@ -112,6 +113,7 @@ def _serve_args(args: argparse.Namespace, settings: Settings) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    pin_mmap_threshold()  # every command may run for hours: the console, serve, watch
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

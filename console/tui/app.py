@@ -50,6 +50,7 @@ from console.tui.main_screen import MainScreen
 from console.tui.replay import ReplayController
 from console.tui.screens.help import HelpScreen
 from console.tui.screens.stop_receiver import StopReceiverScreen
+from console.tui.strips import keep_strips_acyclic
 from console.tui.themes import AppThemes
 from console.tui.widgets.panes import short_id
 
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 DEMO_CUSTOMER = "+14155550142"
 YOUNG_COLLECTION_AFTER = 5000  # allocations per young collection (CPython 3.11 default: 700)
 FULL_COLLECTION_EVERY = 100  # gen-1 collections per full one (CPython default: 10)
+
+keep_strips_acyclic()  # most of a busy console's cyclic garbage was Textual's strips (console/tui/strips.py)
 
 
 # --- services ---------------------------------------------------------------------------------

@@ -1,0 +1,31 @@
+"""Keeps a long-running process's C heap from fragmenting (glibc; elsewhere nothing to do).
+
+asyncio reads a socket into a 256 KiB buffer, then shrinks it to what arrived. glibc
+serves a request that large with its own mapping, until one such mapping is freed: then
+it raises its mmap threshold past it (adapting up to 32 MiB), so from then on every
+read's 256 KiB comes from the heap and what is kept of it sits between live blocks.
+A console attached at 1,000 events/s kept ~1.5 MB more freed-but-unreturned heap every
+minute (`bench/tui_load.py --trace-memory` shows it). Pinning the threshold at glibc's
+own starting value keeps big buffers in mappings of their own, returned when freed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+M_MMAP_THRESHOLD = -3  # glibc's <malloc.h>
+MMAP_THRESHOLD = 128 * 1024  # glibc's default, no longer adapted upwards
+
+
+def pin_mmap_threshold() -> bool:
+    """True when glibc took it (setting it also turns the adapting off)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no C library to ask, or not one with mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
