@@ -4,10 +4,11 @@ A `Strip` caches what it derives from itself, and three of its methods cache the
 *itself* when nothing changes (`divide` at its own length, `extend_cell_length` to its
 own length, `crop_extend` over exactly its cells): a strip in its own cache is a cycle,
 so it and its seven caches outlive every reference and wait for the cyclic collector.
-The compositor divides nearly every line it paints at its own length, so at 1,000
-events/s that was ~5,000 objects a second (seven `FIFOCache`s, their dicts, the segments
-per strip): the garbage that filled the old generations, made the full collections
-that paused the UI, and crept the RSS through fragmentation (`bench/tui_load.py
+The compositor divides each line it paints where other widgets' edges cut it, and a
+line that no edge cuts is divided at its own length: attached at 1,000 events/s that
+was ~5,400 objects a second of cyclic garbage (seven `FIFOCache`s, their dicts and the
+segments per strip), all of the console's: it filled the old generations, made the
+full collections that paused the UI and fragmented the heap (`bench/tui_load.py
 --trace-memory`; `--strips-as-textual` measures without this).
 
 `keep_strips_acyclic()` returns the strip itself uncached in those three cases: the same
