@@ -132,9 +132,10 @@ def memory_below_the_heap() -> str:
     """Where the RSS is, below Python's count of its objects: anonymous vs file-backed pages
     (a mapped SQLite file is file-backed), C malloc's bytes in use and freed-but-kept (glibc:
     fragmentation shows here) and pymalloc's arenas (Python's small objects)."""
-    import ctypes
     import re
     import tempfile
+
+    from console.heap import mallinfo2
 
     parts = []
     try:
@@ -145,19 +146,8 @@ def memory_below_the_heap() -> str:
     except OSError:
         pass
 
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [
-            (name, ctypes.c_size_t)
-            for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
-        ]
-
-    try:
-        mallinfo2 = ctypes.CDLL(None).mallinfo2
-    except AttributeError:  # not glibc (>= 2.33)
-        pass
-    else:
-        mallinfo2.restype = MallInfo2
-        info = mallinfo2()
+    info = mallinfo2()
+    if info is not None:
         in_use, kept = (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
         parts.append(f"malloc in use {in_use:.1f} MB, freed but kept {kept:.1f} MB")
     # sys._debugmallocstats writes to the C-level stderr: caught through a temporary file.

@@ -18,6 +18,29 @@ M_MMAP_THRESHOLD = -3  # glibc's <malloc.h>
 MMAP_THRESHOLD = 128 * 1024  # glibc's default, no longer adapted upwards
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (2.33+): what malloc holds, in bytes."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+    ]
+
+
+def mallinfo2() -> MallInfo2 | None:
+    """glibc's figures (`uordblks` in use, `fordblks` freed but kept, `hblkhd` in mappings of
+    their own); None without glibc 2.33+."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.restype = MallInfo2
+    info: MallInfo2 = function()
+    return info
+
+
 def pin_mmap_threshold() -> bool:
     """True when glibc took it (setting it also turns the adapting off)."""
     if not sys.platform.startswith("linux"):

@@ -12,23 +12,18 @@ import pytest
 # the second comes from the heap -- unless the threshold is pinned.
 PROBE = """
 import ctypes, sys
-from console.heap import pin_mmap_threshold
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+from console.heap import mallinfo2, pin_mmap_threshold
 
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
-libc.mallinfo2.restype = MallInfo2
 if sys.argv[1] == "pinned":
     assert pin_mmap_threshold()
 libc.free(libc.malloc(300_000))
-mapped = libc.mallinfo2().hblkhd
+mapped = mallinfo2().hblkhd
 block = libc.malloc(200_000)
-print("mapped" if libc.mallinfo2().hblkhd > mapped else "heap")
+print("mapped" if mallinfo2().hblkhd > mapped else "heap")
 libc.free(block)
 """
 
