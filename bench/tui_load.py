@@ -306,6 +306,7 @@ class Probe:
         self.keys_pressed = 0
         self.key_ms = Samples()
         self.measuring = False
+        self.widget_renders: WidgetRenders | None = None  # --widget-renders
         self._lock = threading.Lock()
         self._install()
 
@@ -427,6 +428,8 @@ class Probe:
         if phase == "start":
             self._gc_started, self._gc_cpu = time.perf_counter(), time.thread_time()
             return
+        if self.widget_renders is not None and threading.current_thread() is threading.main_thread():
+            self.widget_renders.gc_in_frame += time.perf_counter() - self._gc_started
         if self.explain_keys_over_ms is not None and threading.current_thread() is threading.main_thread():
             what = f"garbage collection, generation {info.get('generation')}"
             self.recent.append((self._gc_started, time.perf_counter(), what))
@@ -454,6 +457,8 @@ class Probe:
     def frame(self, screen) -> None:
         now = time.perf_counter()
         self.frames += 1
+        if self.widget_renders is not None:
+            self.widget_renders.frame_out()
         if screen is not self.app.main:
             return
         if self.drained:
@@ -523,6 +528,76 @@ class Probe:
 
     async def _prepare(self) -> Press | None:
         return self.prepare_press()
+
+
+class WidgetRenders:
+    """--widget-renders: what each widget's `render_lines` took, in all and in the costliest frames."""
+
+    KEPT_FRAMES = 10
+
+    def __init__(self) -> None:
+        from textual.widget import Widget
+
+        self.by_widget: dict[str, list[float]] = {}  # "Class#id" -> [renders, seconds, lines]
+        self.in_frame: Counter[str] = Counter()  # seconds, this frame so far
+        self.lines_in_frame: Counter[str] = Counter()
+        self.gc_in_frame = 0.0  # seconds of collections (any generation) since the last frame
+        self.frames: list[tuple[float, float, list[tuple[str, float, int]]]] = []  # the costliest
+        self.measuring = False
+        render_lines = self._render_lines = Widget.render_lines
+
+        def timed(widget, crop):
+            started = time.perf_counter()
+            try:
+                return render_lines(widget, crop)
+            finally:
+                if self.measuring:
+                    took = time.perf_counter() - started
+                    name = f"{type(widget).__name__}#{widget.id or '-'}"
+                    totals = self.by_widget.setdefault(name, [0, 0.0, 0])
+                    totals[0] += 1
+                    totals[1] += took
+                    totals[2] += crop.height
+                    self.in_frame[name] += took
+                    self.lines_in_frame[name] += crop.height
+
+        Widget.render_lines = timed  # type: ignore[method-assign]
+
+    def undo(self) -> None:
+        from textual.widget import Widget
+
+        Widget.render_lines = self._render_lines  # type: ignore[method-assign]
+
+    def frame_out(self) -> None:
+        """A frame was displayed: keep it if it is among the costliest so far."""
+        if self.in_frame:
+            # The compositor calls each widget's render_lines on its own (none nests another's):
+            # the sum is the frame's widget rendering.
+            total = sum(self.in_frame.values())
+            top = [(name, took, self.lines_in_frame[name]) for name, took in self.in_frame.most_common(6)]
+            self.frames.append((total, self.gc_in_frame, top))
+            self.frames.sort(key=lambda frame: -frame[0])
+            del self.frames[self.KEPT_FRAMES :]
+        self.in_frame.clear()
+        self.lines_in_frame.clear()
+        self.gc_in_frame = 0.0
+
+    def result(self) -> dict[str, Any]:
+        ranked = sorted(self.by_widget.items(), key=lambda item: -item[1][1])
+        return {
+            "by_widget": [
+                {"widget": name, "renders": int(n), "s": round(s, 3), "lines": int(lines)}
+                for name, (n, s, lines) in ranked[:15]
+            ],
+            "costliest_frames": [
+                {"widgets_ms": round(total * 1000, 1), "gc_ms": round(gc_s * 1000, 1), "top": top_ms(top)}
+                for total, gc_s, top in self.frames
+            ],
+        }
+
+
+def top_ms(top: list[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
+    return [(name, round(took * 1000, 1), lines) for name, took, lines in top]
 
 
 def skip_unchanged_titles() -> Callable[[], None]:
@@ -714,6 +789,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     app = VoiceConsoleApp(services)
     probe = Probe(app, encode_frames=not args.no_encode, explain_keys_over_ms=args.explain_slow_keys)
     untime = probe.time_methods([(WindowTable, "sync"), (TranscriptPane, "show")])
+    if args.widget_renders:
+        probe.widget_renders = WidgetRenders()
     loop = asyncio.get_running_loop()
     app_task = asyncio.create_task(app.run_async(headless=True, size=SIZE))
     deadline = time.monotonic() + 20
@@ -736,6 +813,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     cpu_started = time.process_time()
     probe.measuring = True
+    if probe.widget_renders is not None:
+        probe.widget_renders.measuring = True
     background = [asyncio.create_task(loop_lag(lag, stop)), asyncio.create_task(sample_memory(memory, stop, started))]
     if args.trace_memory:
         background.append(
@@ -750,6 +829,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.to_thread(keys.join, 10)
     await asyncio.sleep(0.3)  # the last batch reaches the screen
     probe.measuring = False
+    if probe.widget_renders is not None:
+        probe.widget_renders.measuring = False
+        probe.widget_renders.undo()
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     stop.set()
@@ -836,6 +918,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             if args.explain_slow_keys is not None
             else {}
         ),
+        **({"widget_renders": probe.widget_renders.result()} if probe.widget_renders is not None else {}),
     }
 
 
@@ -998,6 +1081,19 @@ def report(result: dict[str, Any]) -> str:
                 f"  a press shown after {total:.0f} ms: "
                 + "; ".join(f"+{at:.0f} {what} {ms:.0f}" for at, ms, what in parts)
             )
+    renders = result.get("widget_renders")
+    if renders is not None:
+        lines += ["", "widgets' render_lines (s in all, renders, lines, ms a line):"]
+        lines += [
+            f"  {w['s']:7.2f} {w['renders']:7} {w['lines']:8} {w['s'] * 1000 / max(w['lines'], 1):7.3f}  {w['widget']}"
+            for w in renders["by_widget"]
+        ]
+        lines.append("the costliest frames (widgets' rendering; collections since the frame before; ms/lines):")
+        lines += [
+            f"  {f['widgets_ms']:6.1f} ms, gc {f['gc_ms']:5.1f} ms: "
+            + ", ".join(f"{name} {ms:.1f}/{n}" for name, ms, n in f["top"])
+            for f in renders["costliest_frames"]
+        ]
     lines += [
         "",
         f"RSS MB: start {rss['start']:.0f}, peak {rss['peak']:.0f}, end {rss['end']:.0f}; "
@@ -1089,6 +1185,11 @@ def main() -> int:
         metavar="MS",
         help="diagnosis: for key presses slower than MS, what the event loop did meanwhile "
         "(timed sections, garbage collections, loop callbacks over 2 ms)",
+    )
+    parser.add_argument(
+        "--widget-renders",
+        action="store_true",
+        help="diagnosis: each widget's render_lines time and lines, and the costliest frames' make-up",
     )
     parser.add_argument(
         "--attached",
