@@ -231,6 +231,42 @@ class DialSettings(_Section):
         return value.upper()
 
 
+TEAM_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+class TeamSettings(_Section):
+    # Team mode (issue 17): receivers publish to, and consoles read from, one Redis. Unset: this
+    # machine alone, no Redis. redis:// or rediss:// (TLS); an ACL user and password may be in it.
+    redis_url: str | None = None
+    # The teams' key prefix (`vc:{name}:`, a Redis Cluster hash tag): several teams can share a Redis.
+    name: str = "default"
+    # This receiver's name in the team (default host:port): which instance has each call.
+    instance: str | None = None
+    # The team stream keeps about this many events (XADD MAXLEN ~); a console away longer is told what it missed.
+    stream_max_len: int = Field(100_000, ge=1_000)
+    # Events a receiver keeps while Redis is unreachable, published in order once it is back.
+    backlog_max: int = Field(200_000, ge=1_000)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a Redis URL: redis://host:6379/0, rediss://… for TLS, or unix:///path.sock")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("must name the Redis host, e.g. redis://127.0.0.1:6379/0")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _team_name(cls, value: str) -> str:
+        if not value or len(value) > 64 or not set(value) <= TEAM_NAME_CHARS:
+            raise ValueError("must be 1-64 letters, digits, '_', '.' or '-' (it is part of every Redis key)")
+        return value
+
+
 class Settings(_Section):
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -240,6 +276,7 @@ class Settings(_Section):
     forward: ForwardSettings = Field(default_factory=ForwardSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     dial: DialSettings = Field(default_factory=DialSettings)
+    team: TeamSettings = Field(default_factory=TeamSettings)
     # Where this settings object was read from (for messages), not a user key.
     _source: Path | None = PrivateAttr(default=None)
 
@@ -320,7 +357,24 @@ def _describe_location(loc: tuple[Any, ...]) -> str:
     return ".".join(part if part.isprintable() else repr(part)[1:-1] for part in parts) or "(top level)"
 
 
+def url_for_display(url: str) -> str:
+    """`url` with its password, if it has one, as *** (a Redis URL may carry one): what may be printed."""
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        has_password = "@" in url
+    if not has_password:
+        return url
+    userinfo, _, hostport = url.partition("://")[2].rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    scheme = url.partition("://")[0]
+    return f"{scheme}://{user}:***@{hostport}"
+
+
 def _shown(value: Any, limit: int = 60) -> str:
+    if isinstance(value, str) and "@" in value:
+        value = url_for_display(value)
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -361,6 +415,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "VOICE_CONSOLE_VAPI_BASE_URL": ("vapi", "base_url"),
     "VOICE_CONSOLE_RETELL_BASE_URL": ("retell", "base_url"),
     "VOICE_CONSOLE_TWILIO_BASE_URL": ("twilio", "base_url"),
+    "VOICE_CONSOLE_TEAM": ("team", "redis_url"),
 }
 
 

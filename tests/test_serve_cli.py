@@ -290,3 +290,62 @@ def test_every_payload_read_back_through_the_history_cli(tmp_path):
         }
         assert (types - modelled) <= raw_types | {"status-update"}, (types - modelled) - raw_types
         assert "call.ended" in kinds if "end-of-call-report" in types else True
+
+
+def test_serve_keeps_acknowledging_when_nobody_reads_its_stdout(tmp_path):
+    # The helper's stdout pipe is read only at the end: ~1 MB of NDJSON would fill it 15 times over.
+    serve = Serve(tmp_path / "history.db")
+    message = json.loads((PAYLOADS / "vapi" / "transcript.user-final.json").read_bytes())
+    try:
+        with httpx.Client(base_url=serve.url, timeout=10) as client:
+            for n in range(2500):
+                message["message"]["transcript"] = f"line {n} " + "words " * 40
+                message["message"]["timestamp"] = 1771148400000 + n
+                body = json.dumps(message).encode()
+                headers = {"content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)}
+                assert client.post("/webhook/vapi", content=body, headers=headers).status_code == 200
+    finally:
+        code, out, err = serve.stop()
+    assert code == 0, err
+    lines = out.splitlines()
+    assert sum(json.loads(line)["kind"] == "transcript.final" for line in lines) == 2500  # all written in the end
+
+
+async def test_ndjson_lines_past_the_backlog_are_dropped_whole_and_said_once():
+    import asyncio
+    import os
+
+    from console.core.events import TranscriptFinal
+    from console.services.serve import NdjsonPrinter
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    notes: list[str] = []
+    printer = NdjsonPrinter(os.fdopen(write_end, "w"), notes.append, backlog_bytes=200_000)
+    event = TranscriptFinal.model_validate(
+        {"at": "2026-12-04T10:00:00Z", "provider": "vapi", "call_id": "c", "role": "user", "text": "x" * 200}
+    )
+    started = time.perf_counter()
+    for _ in range(5000):  # ~1.5 MB: the pipe holds 64 KB, the backlog 200 KB
+        printer([event])
+        printer.flush()
+    assert time.perf_counter() - started < 2  # the loop never waited for the pipe
+    assert printer.dropped > 3000
+    assert len(notes) == 1 and "stdout is not being read" in notes[0]
+    written = b""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(read_end, 1 << 16)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        if not chunk:
+            break
+        written += chunk
+        if written.count(b"\n") + printer.dropped >= 5000:
+            break
+    os.close(read_end)
+    lines = written.splitlines()
+    assert lines and all(json.loads(line)["text"] == "x" * 200 for line in lines)  # whole lines only
+    assert len(lines) + printer.dropped == 5000

@@ -26,6 +26,7 @@ COMMANDS = (
     "assistants",
     "history",
     "replay",
+    "watch",
     "locate",
 )
 
@@ -46,6 +47,7 @@ FLAG_KEYS = {
     "--forward-to": "forward.to",
     "--retell-llm-forward-to": "retell.llm_forward_to",
     "--twilio-stream-forward-to": "twilio.stream_forward_to",
+    "--team": "team.redis_url",
 }
 
 

@@ -32,6 +32,12 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--policy", metavar="F", help="tool-call policy (TOML); default: policy.toml in the config dir")
     serve.add_argument(
+        "--team",
+        metavar="REDIS_URL",
+        default=argparse.SUPPRESS,
+        help="team mode: publish what this receiver records to the team's Redis (redis:// or rediss://)",
+    )
+    serve.add_argument(
         "--stop",
         action="store_true",
         help="stop the `serve` running on this machine (the one on --port when several run) and exit",

@@ -144,6 +144,8 @@ class WebhookPipeline:
         self.on_delivery = on_delivery
         # Set while consoles are attached (`console.services.hub`): what they get, with history ids.
         self.on_recorded: RecordedSink | None = None
+        # Team mode (`console.services.team`): the same, for the team's Redis.
+        self.to_team: RecordedSink | None = None
         self._gate = tool_handler if isinstance(tool_handler, ToolGate) else None
         self.stats = PipelineStats()
         # tool_call_id -> the decision its first delivery is making, for redeliveries to join
@@ -459,6 +461,11 @@ class WebhookPipeline:
                 self.on_recorded(events, first_id)
             except Exception:
                 log.exception("attached consoles' feed failed")
+        if self.to_team is not None and events:
+            try:
+                self.to_team(events, first_id)
+            except Exception:
+                log.exception("the team link's feed failed")
 
     def _masked(self, events: list[Event]) -> list[Event]:
         """The one masking of events, where they leave the pipeline: the history and every live

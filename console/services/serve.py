@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from console.config import Settings
+from console.config import Settings, url_for_display
 from console.core.events import Event, event_json
 from console.core.gate import CallDecided, CallHeld, CallSettled, CallStalling, GateEvent
 from console.core.policy import Policy
@@ -24,19 +27,38 @@ from console.secrets import SecretStore
 from console.services.receiver import ReceiverService, listen_failure
 from console.services.serve_state import ServeState, remove_state, write_state
 
+if TYPE_CHECKING:
+    from console.services.team import TeamPublisher
+
+# On a clean stop, how long the team link may take to publish what still waits.
+TEAM_DRAIN_S = 3.0
+# NDJSON waiting for a slow or unread stdout, at most (~40,000 lines).
+STDOUT_BACKLOG_BYTES = 16 * 1024 * 1024
+
 
 class NdjsonPrinter:
-    """Writes events as NDJSON; a closed or broken stdout never stops ingestion.
+    """Writes events as NDJSON; a closed, broken or unread stdout never stops ingestion.
 
-    Lines are gathered and written once per event-loop turn, so a burst of
-    deliveries costs one write, not one per event.
+    Lines are gathered once per event-loop turn and handed to a thread that writes them:
+    a pipe nobody reads fills up and blocks that thread, never the receiver. What waits
+    for it is bounded (STDOUT_BACKLOG_BYTES); past that, lines are dropped and counted,
+    and `note` says so once.
     """
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(
+        self, out: TextIO, note: Callable[[str], None] = lambda _: None, backlog_bytes: int = STDOUT_BACKLOG_BYTES
+    ) -> None:
         self._out = out
+        self._note = note
+        self._backlog_bytes = backlog_bytes
         self.broken = False
+        self.dropped = 0
         self._buffer: list[str] = []
         self._scheduled = False
+        self._chunks: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._waiting = 0  # bytes handed to the thread and not yet written
+        self._lock = threading.Lock()
+        self._writer: threading.Thread | None = None
 
     def __call__(self, events: list[Event]) -> None:
         if self.broken:
@@ -50,14 +72,41 @@ class NdjsonPrinter:
 
     def flush(self) -> None:
         self._scheduled = False
-        lines, self._buffer = "".join(self._buffer), []
+        lines, self._buffer = self._buffer, []
         if not lines or self.broken:
             return
-        try:
-            self._out.write(lines)
-            self._out.flush()
-        except (BrokenPipeError, ValueError, OSError):
-            self.broken = True
+        chunk = "".join(lines)
+        with self._lock:
+            if self._waiting + len(chunk) > self._backlog_bytes:
+                if not self.dropped:
+                    self._note(
+                        "stdout is not being read: NDJSON lines are dropped until it is "
+                        "(every event is in the history; `voice-console history` has them)"
+                    )
+                self.dropped += len(lines)
+                return
+            self._waiting += len(chunk)
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, name="ndjson-stdout", daemon=True)
+            self._writer.start()
+        self._chunks.put(chunk)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Let the thread write what waits (at most `timeout_s`: a stdout nobody reads may never take it)."""
+        self.flush()
+        if self._writer is not None:
+            self._chunks.put(None)
+            self._writer.join(timeout_s)
+
+    def _write(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            try:
+                self._out.write(chunk)
+                self._out.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self.broken = True
+            with self._lock:
+                self._waiting -= len(chunk)
 
 
 def _announce(event: GateEvent, err: TextIO, redactor: Redactor) -> None:
@@ -85,6 +134,41 @@ def _announce(event: GateEvent, err: TextIO, redactor: Redactor) -> None:
         pass
 
 
+def start_team_link(
+    settings: Settings, service: ReceiverService, note: Callable[[str], None]
+) -> tuple[TeamPublisher, asyncio.Task[None]] | None:
+    """Team mode: what the receiver records also goes to the team's Redis (after the commit)."""
+    if not settings.team.redis_url:
+        return None
+    from console.services.team import TeamPublisher, default_instance  # redis-py: only in team mode
+
+    port = service.server.port
+    instance = settings.team.instance or default_instance(port)
+    publisher = TeamPublisher(settings.team, instance, {"url": service.server.url}, note=note)
+    service.pipeline.to_team = publisher.recorded
+    return publisher, asyncio.create_task(publisher.run(), name="team-publisher")
+
+
+async def stop_team_link(publisher: TeamPublisher, task: asyncio.Task[None], err: TextIO) -> None:
+    """Give what waits a moment to reach Redis; what cannot is still in the history."""
+    if publisher.link.up:
+        try:
+            await asyncio.wait_for(publisher.empty.wait(), TEAM_DRAIN_S)
+        except TimeoutError:
+            pass
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    if publisher.backlog or publisher.dropped:
+        print(
+            f"voice-console serve: {publisher.backlog + publisher.dropped} events did not reach the team's Redis "
+            "(they are in this receiver's history)",
+            file=err,
+        )
+
+
 async def run_serve(
     settings: Settings,
     *,
@@ -99,7 +183,12 @@ async def run_serve(
     sys.setswitchinterval(0.0005)
     secret_store = secret_store or SecretStore()
     secrets = await secret_store.aget_all(make_missing=True)
-    printer = NdjsonPrinter(out)
+
+    def note_err(line: str) -> None:
+        print(f"voice-console serve: {line}", file=err)
+        err.flush()
+
+    printer = NdjsonPrinter(out, note_err)
     try:
         service = await ReceiverService.start(
             settings, secrets, on_events=printer, policy=policy, secret_store=secret_store
@@ -116,6 +205,7 @@ async def run_serve(
     state_path = write_state(state)
     if service.gate is not None:
         service.gate.subscribe(lambda event: _announce(event, err, service.redactor))
+    team = start_team_link(settings, service, note_err)
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -128,6 +218,13 @@ async def run_serve(
             pass
 
     print(f"voice-console serve: listening on {service.server.url} · history in {settings.db_path}", file=err)
+    if team is not None:
+        publisher, _ = team
+        print(
+            f"voice-console serve: team {settings.team.name!r} on {url_for_display(settings.team.redis_url or '')} "
+            f"as {publisher.instance}",
+            file=err,
+        )
     if settings.forward.to:
         print(f"voice-console serve: tool calls are forwarded to {settings.forward.to}", file=err)
     for warning in service.warnings:
@@ -141,11 +238,15 @@ async def run_serve(
         print("voice-console serve: shutting down", file=err)
         remove_state(state, state_path)
         await service.close()
-        printer.flush()
+        printer.close()
+        if team is not None:
+            await stop_team_link(*team, err)
         stats = service.pipeline.stats
         print(
             f"voice-console serve: stopped · {stats.accepted} accepted "
             f"({stats.duplicates} duplicates), {stats.rejected} rejected",
             file=err,
         )
+        if printer.dropped:
+            print(f"voice-console serve: {printer.dropped} NDJSON lines were dropped (stdout was not read)", file=err)
     return 0

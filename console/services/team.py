@@ -1,0 +1,324 @@
+"""Team mode on Redis: receivers publish what they recorded, consoles and `watch` read it.
+
+A receiver commits every event to its own SQLite before the platform hears back, as always;
+only then does the event go to the team: `TeamPublisher.recorded` queues it in memory and
+returns at once, and a task of its own sends the queue to Redis. Redis is never on the
+acknowledgement's path: while it is unreachable the queue (bounded) waits, the link says
+since when, and the queue is published in order once Redis is back.
+
+Keys, all under one Redis Cluster hash tag so a team's keys share a slot (`vc:{team}:…`):
+
+    vc:{team}:events               a stream: one entry per event,
+                                   {"i": instance, "n": its history id, "e": the event's JSON}
+    vc:{team}:instance:<name>      a receiver's heartbeat (JSON: url, host, pid, started), expires
+                                   INSTANCE_TTL_S after its last beat
+
+Events are the pipeline's masked ones (secrets, control and listen URLs masked, as the
+history keeps them): nothing else of a call's reaches Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from console.config import TeamSettings, url_for_display
+from console.core.events import Event, event_json
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 1.0
+INSTANCE_TTL_S = 5.0
+# Entries per round trip: big enough to catch up quickly after an outage, small enough
+# that one pipeline does not hold the loop for long.
+PUBLISH_BATCH = 500
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
+# A stalled Redis must not hold a publish forever: the link is dropped and tried again.
+COMMAND_TIMEOUT_S = 5.0
+# Entries a reader remembers to drop a resent batch's: many batches' worth.
+RECENT_KEPT = 20 * PUBLISH_BATCH
+# Redis errors and the sockets' own (a reset connection surfaces as either).
+LINK_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class TeamKeys:
+    """The team's Redis keys (`vc:{name}:…`: the braces are a Cluster hash tag)."""
+
+    def __init__(self, team: str) -> None:
+        self.prefix = f"vc:{{{team}}}:"
+        self.events = self.prefix + "events"
+
+    def instance(self, name: str) -> str:
+        return f"{self.prefix}instance:{name}"
+
+
+def default_instance(port: int) -> str:
+    """This receiver's name in the team when none is configured: host:port."""
+    return f"{socket.gethostname()}:{port}"
+
+
+def connect(settings: TeamSettings) -> aioredis.Redis:
+    """A client for the team's Redis; nothing is sent until it is used."""
+    assert settings.redis_url is not None
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=COMMAND_TIMEOUT_S,
+        # The link reconnects by itself, with its own backoff, and says so: no hidden retries.
+        retry_on_timeout=False,
+        retry=None,
+    )
+
+
+def link_problem(settings: TeamSettings, exc: BaseException) -> str:
+    """Why the team's Redis cannot be used, for a person (the URL's password masked)."""
+    where = url_for_display(settings.redis_url or "")
+    detail = str(exc) or type(exc).__name__
+    return f"the team's Redis at {where} is unreachable ({url_for_display(detail)})"
+
+
+@dataclass
+class LinkState:
+    """How a team link is doing, for the console's title and `serve`'s notes."""
+
+    up: bool = False
+    down_since: datetime | None = None
+    problem: str | None = None
+
+
+class TeamPublisher:
+    """A receiver's side of the team: recorded events to the team stream, in order.
+
+    `recorded(events, first_id)` is the pipeline's sink (called after the commit); `run()` is
+    the task that publishes. `note` hears when the link goes down and comes back.
+    """
+
+    def __init__(
+        self,
+        settings: TeamSettings,
+        instance: str,
+        info: dict[str, Any],
+        *,
+        note: Callable[[str], None] = lambda _: None,
+        client_factory: Callable[[TeamSettings], aioredis.Redis] = connect,
+    ) -> None:
+        self.settings = settings
+        self.instance = instance
+        self.keys = TeamKeys(settings.name)
+        self._info = {**info, "instance": instance, "host": socket.gethostname(), "pid": os.getpid()}
+        self._note = note
+        self._connect = client_factory
+        self._queue: deque[tuple[int | None, str]] = deque()
+        self._wake = asyncio.Event()
+        self.empty = asyncio.Event()  # set while nothing waits to be published
+        self.empty.set()
+        self.link = LinkState()
+        self.published = 0
+        # Events that did not fit the backlog while Redis was away (the oldest go first). They
+        # are in this receiver's history; the team's view lacks them, and says how many.
+        self.dropped = 0
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue)
+
+    def recorded(self, events: list[Event], first_id: int | None) -> None:
+        """The pipeline's sink, after the commit: queue and return (never waits for Redis)."""
+        queue = self._queue
+        for offset, event in enumerate(events):
+            queue.append((None if first_id is None else first_id + offset, event_json(event)))
+        overflow = len(queue) - self.settings.backlog_max
+        if overflow > 0:
+            for _ in range(overflow):
+                queue.popleft()
+            self.dropped += overflow
+        self.empty.clear()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish until cancelled; reconnect with backoff whenever the link fails."""
+        wait = RECONNECT_FIRST_S
+        while True:
+            client = self._connect(self.settings)
+            try:
+                await client.ping()
+                self._up()
+                wait = RECONNECT_FIRST_S
+                beats = asyncio.create_task(self._beat(client), name="team-heartbeat")
+                try:
+                    await self._publish(client, beats)
+                finally:
+                    beats.cancel()
+            except LINK_ERRORS as exc:
+                self._down(exc)
+            finally:
+                await _close(client)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RECONNECT_MAX_S)
+
+    async def _publish(self, client: aioredis.Redis, beats: asyncio.Task[None]) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self.empty.set()
+                self._wake.clear()
+                waiting = asyncio.ensure_future(self._wake.wait())
+                done, _ = await asyncio.wait({waiting, beats}, return_when=asyncio.FIRST_COMPLETED)
+                if beats in done:  # the heartbeat failed: the link is down
+                    waiting.cancel()
+                    beats.result()
+                continue
+            batch = [queue[index] for index in range(min(PUBLISH_BATCH, len(queue)))]
+            async with client.pipeline(transaction=False) as pipe:
+                for history_id, text in batch:
+                    pipe.xadd(
+                        self.keys.events,
+                        {"i": self.instance, "n": "" if history_id is None else str(history_id), "e": text},
+                        maxlen=self.settings.stream_max_len,
+                        approximate=True,
+                    )
+                await pipe.execute()
+            # Taken off only once Redis has them: a failure mid-batch sends the batch again
+            # (readers drop what they saw, by instance and history id).
+            for _ in batch:
+                queue.popleft()
+            self.published += len(batch)
+
+    async def _beat(self, client: aioredis.Redis) -> None:
+        key = self.keys.instance(self.instance)
+        while True:
+            beat = {**self._info, "at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+            await client.set(key, json.dumps(beat), px=int(INSTANCE_TTL_S * 1000))
+            await asyncio.sleep(HEARTBEAT_S)
+
+    def _up(self) -> None:
+        was_down = self.link.down_since
+        self.link = LinkState(up=True)
+        if was_down is not None:
+            self._note(
+                f"team link back (down since {was_down.astimezone():%H:%M:%S}); "
+                f"publishing {len(self._queue)} events that waited"
+            )
+
+    def _down(self, exc: BaseException) -> None:
+        problem = link_problem(self.settings, exc)
+        if self.link.up or self.link.down_since is None:
+            self._note(f"team link down: {problem}; receiving goes on, events wait to be published")
+        self.link = LinkState(up=False, down_since=self.link.down_since or datetime.now(UTC), problem=problem)
+
+
+@dataclass(frozen=True)
+class TeamEntry:
+    """One event from the team stream: which instance recorded it, under which of its history ids."""
+
+    stream_id: str
+    instance: str
+    history_id: int | None
+    event: dict[str, Any]
+
+
+class TeamReader:
+    """Reads the team stream from a position on, across disconnects, without duplicates."""
+
+    def __init__(
+        self,
+        settings: TeamSettings,
+        *,
+        since: str = "$",
+        note: Callable[[str], None] = lambda _: None,
+        client_factory: Callable[[TeamSettings], aioredis.Redis] = connect,
+        block_ms: int = 1000,
+    ) -> None:
+        self.settings = settings
+        self.keys = TeamKeys(settings.name)
+        self.position = since  # the last stream id read ("$": only what comes from now on)
+        self._note = note
+        self._connect = client_factory
+        self._block_ms = block_ms
+        # (instance, history id) of the entries read lately: a batch published again after a
+        # lost reply is read once. Bounded; ids only repeat within a batch's resend.
+        self._recent: set[tuple[str, int]] = set()
+        self._recent_order: deque[tuple[str, int]] = deque()
+        self.link = LinkState()
+
+    async def entries(self) -> AsyncIterator[TeamEntry]:
+        wait = RECONNECT_FIRST_S
+        while True:
+            client = self._connect(self.settings)
+            try:
+                if self.position == "$":  # pin "now" to an id, so a reconnect resumes from it
+                    info = await client.xinfo_stream(self.keys.events) if await client.exists(self.keys.events) else {}
+                    last = info.get("last-generated-id") if info else None
+                    self.position = _text(last) if last else "0-0"
+                else:
+                    await client.ping()
+                if not self.link.up:
+                    if self.link.down_since is not None:
+                        self._note(f"team link back (down since {self.link.down_since.astimezone():%H:%M:%S})")
+                    self.link = LinkState(up=True)
+                wait = RECONNECT_FIRST_S
+                while True:
+                    answer: Any = await client.xread(  # RESP2: [[stream, [(id, fields), …]]]
+                        {self.keys.events: self.position}, count=1000, block=self._block_ms
+                    )
+                    for _stream, items in answer or []:
+                        for stream_id, fields in items:
+                            self.position = _text(stream_id)
+                            entry = self._entry(self.position, fields)
+                            if entry is not None:
+                                yield entry
+            except LINK_ERRORS as exc:
+                problem = link_problem(self.settings, exc)
+                if self.link.up or self.link.down_since is None:
+                    self._note(f"team link down: {problem}")
+                self.link = LinkState(up=False, down_since=self.link.down_since or datetime.now(UTC), problem=problem)
+            finally:
+                await _close(client)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RECONNECT_MAX_S)
+
+    def _entry(self, stream_id: str, fields: dict[Any, Any]) -> TeamEntry | None:
+        values = {_text(key): _text(value) for key, value in fields.items()}
+        instance = values.get("i", "")
+        number = values.get("n") or None
+        history_id = int(number) if number and number.isdigit() else None
+        if history_id is not None:
+            key = (instance, history_id)
+            if key in self._recent:
+                return None  # published again after a lost reply
+            self._recent.add(key)
+            self._recent_order.append(key)
+            if len(self._recent_order) > RECENT_KEPT:
+                self._recent.discard(self._recent_order.popleft())
+        try:
+            event = json.loads(values.get("e", ""))
+        except ValueError:
+            log.warning("team stream entry %s is not JSON; skipped", stream_id)
+            return None
+        if not isinstance(event, dict):
+            return None
+        return TeamEntry(stream_id, instance, history_id, event)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+async def _close(client: aioredis.Redis) -> None:
+    try:
+        await client.aclose()
+    except LINK_ERRORS:
+        pass

@@ -1,0 +1,288 @@
+"""Team mode on a real `redis-server` (started by each test on a free port): receivers publish
+what they recorded, `watch` reads it; Redis going away never costs an acknowledgement or an event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from console.config import ConfigError, TeamSettings, VapiSettings, load_settings
+from console.core.events import TranscriptFinal
+from console.providers.vapi import sign_vapi_request
+from console.services.team import TeamKeys, TeamPublisher, TeamReader
+from tests.helpers.cli import Serve, cli, cli_env
+from tests.helpers.redis_server import RedisServer, free_port, needs_redis
+from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
+
+pytestmark = needs_redis
+KEYS = TeamKeys("default")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+def transcript_body(call_id: str, n: int) -> bytes:
+    message = json.loads((PAYLOADS / "vapi" / "transcript.user-final.json").read_bytes())
+    message["message"]["transcript"] = f"line {n} of {call_id}"
+    message["message"]["call"]["id"] = call_id
+    message["message"]["timestamp"] = 1771148400000 + n
+    return json.dumps(message).encode()
+
+
+def post(client: httpx.Client, body: bytes) -> httpx.Response:
+    headers = {"content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)}
+    return client.post("/webhook/vapi", content=body, headers=headers)
+
+
+def history_event_ids(db: Path) -> set[int]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        return {row[0] for row in connection.execute("SELECT id FROM events")}
+
+
+def published(server: RedisServer, instance: str) -> list[int]:
+    """The history ids the stream holds for `instance`, in stream order, duplicates included."""
+    return [
+        int(fields[b"n"])
+        for _, fields in server.client().xrange(KEYS.events)
+        if fields[b"i"].decode() == instance and fields[b"n"]
+    ]
+
+
+def wait_until(condition, timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def instance_of(serve: Serve) -> str:
+    line = serve.proc.stderr.readline()
+    while "team " not in line:
+        assert line, "serve ended before naming its team"
+        line = serve.proc.stderr.readline()
+    return line.rstrip().rsplit(" as ", 1)[1]
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def test_team_settings_from_the_environment_and_their_checks(tmp_path):
+    settings = load_settings(env={"VOICE_CONSOLE_TEAM": "rediss://alice:pw@redis.example:6380/2"})
+    assert settings.team.redis_url == "rediss://alice:pw@redis.example:6380/2"
+    assert settings.team.name == "default"
+    assert TeamSettings().redis_url is None  # single-machine use: no Redis at all
+    for bad in ({"redis_url": "http://redis.example"}, {"redis_url": "redis://"}, {"name": "a{b}"}, {"name": ""}):
+        with pytest.raises(ValueError):
+            TeamSettings(**bad)
+    config = tmp_path / "config.toml"
+    config.write_text('[team]\nredis_url = "redis://127.0.0.1:6379/0"\nname = "qa team"\n')
+    with pytest.raises(ConfigError, match=r"team\.name"):
+        load_settings(config, env={})
+
+
+def test_a_bad_team_url_is_refused_without_printing_its_password(tmp_path):
+    result = cli(tmp_path / "h.db", "watch", "--team", "http://alice:hunter2-secret@redis.example:6379")
+    assert result.returncode == 2
+    assert "must be a Redis URL" in result.stderr
+    assert "hunter2-secret" not in result.stderr + result.stdout
+    assert "alice:***@redis.example" in result.stderr
+
+
+def test_watch_without_a_team_says_how_to_name_one(tmp_path):
+    result = cli(tmp_path / "h.db", "watch")
+    assert result.returncode == 2
+    assert "--team redis://" in result.stderr and "VOICE_CONSOLE_TEAM" in result.stderr
+
+
+# --- over a real Redis -----------------------------------------------------------------------
+
+
+def test_serve_publishes_what_it_records_and_watch_prints_it(tmp_path, redis_server):
+    db = tmp_path / "history.db"
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "console", "watch", "--team", redis_server.url],
+        env=cli_env(db),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "watching team 'default'" in watcher.stderr.readline()
+        serve = Serve(db, "--team", redis_server.url)
+        instance = instance_of(serve)
+        call_id = f"call-{uuid.uuid4()}"
+        try:
+            with httpx.Client(base_url=serve.url, timeout=10) as client:
+                for n in range(20):
+                    assert post(client, transcript_body(call_id, n)).status_code == 200
+            wait_until(lambda: len(published(redis_server, instance)) >= 20, what="the stream to hold 20 events")
+        finally:
+            code, out, err = serve.stop()
+        assert code == 0, err
+        printed = [json.loads(line) for line in out.splitlines()]
+        watched = []
+        while len(watched) < len(printed):
+            line = watcher.stdout.readline()
+            assert line, watcher.stderr.read()
+            watched.append(json.loads(line))
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
+    # The same events, in the same order, each with the instance that recorded it.
+    assert [{k: v for k, v in w.items() if k != "instance"} for w in watched] == printed
+    assert {w["instance"] for w in watched} == {instance}
+    assert [w["text"] for w in watched if w["kind"] == "transcript.final"] == [
+        f"line {n} of {call_id}" for n in range(20)
+    ]
+    # Its heartbeat says who it is (and holds nothing secret: no control token).
+    beat = json.loads(redis_server.client().get(KEYS.instance(instance)))
+    assert beat["url"] == serve.url and beat["instance"] == instance
+    assert "token" not in json.dumps(beat)
+
+
+def test_redis_killed_and_restarted_under_load_loses_nothing(tmp_path):
+    # Persistent, as a team's Redis would be: what it acknowledged before the kill is there after it.
+    server = RedisServer(tmp_path / "redis", persistent=True)
+    db = tmp_path / "history.db"
+    serve = Serve(db, "--team", server.url)
+    instance = instance_of(serve)
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def platform() -> None:
+        call_id = f"call-{uuid.uuid4()}"
+        with httpx.Client(base_url=serve.url, timeout=10) as client:
+            n = 0
+            while not stop.is_set():
+                statuses.append(post(client, transcript_body(call_id, n)).status_code)
+                n += 1
+
+    sending = threading.Thread(target=platform)
+    sending.start()
+    try:
+        wait_until(lambda: len(statuses) > 100, what="load before the kill")
+        server.kill()
+        killed_at = len(statuses)
+        wait_until(lambda: len(statuses) > killed_at + 200, what="acknowledgements while Redis is down")
+        server.start()  # the same port and dir: the append-only file brings back what it had
+        wait_until(lambda: len(statuses) > killed_at + 400, what="load after the restart")
+    finally:
+        stop.set()
+        sending.join(30)
+    assert set(statuses) == {200}
+    recorded = history_event_ids(db)
+    wait_until(lambda: set(published(server, instance)) >= recorded, what="the backlog to be published")
+    code, _, err = serve.stop()
+    server.stop()
+    assert code == 0, err
+    assert "team link down: the team's Redis at " + server.url in err
+    assert "team link back (down since" in err
+    assert "did not reach the team's Redis" not in err
+
+
+def test_nothing_secret_reaches_redis(tmp_path, redis_server):
+    db = tmp_path / "history.db"
+    serve = Serve(db, "--team", redis_server.url)
+    instance = instance_of(serve)
+    monitor = json.loads((PAYLOADS / "vapi" / "conversation-update.json").read_bytes())["message"]["call"]["monitor"]
+    names = [
+        "conversation-update.json",
+        "status-update.in-progress.json",
+        "tool-calls.parallel.json",
+        "end-of-call-report.json",
+        "assistant.started.json",
+    ]
+    try:
+        with httpx.Client(base_url=serve.url, timeout=30) as client:
+            for name in names:
+                body = (PAYLOADS / "vapi" / name).read_bytes()
+                # The webhook secret inside the payload too: masked wherever it appears.
+                body = body.replace(b'"assistantId"', f'"x-note": "{VAPI_SECRET}", "assistantId"'.encode(), 1)
+                assert post(client, body).status_code == 200, name
+        wait_until(lambda: len(published(redis_server, instance)) >= len(history_event_ids(db)), what="publishing")
+    finally:
+        serve.stop()
+    dump = redis_server.everything()
+    assert b"vc:{default}:events" in dump and len(published(redis_server, instance)) > 5
+    for secret in (VAPI_SECRET, monitor["controlUrl"], monitor["listenUrl"]):
+        assert secret.encode() not in dump, secret
+
+
+def test_a_receiver_starts_and_acknowledges_with_redis_unreachable_then_publishes(tmp_path):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    db = tmp_path / "history.db"
+    serve = Serve(db, "--team", url)
+    instance = instance_of(serve)
+    server = None
+    try:
+        with httpx.Client(base_url=serve.url, timeout=10) as client:
+            for n in range(30):
+                assert post(client, transcript_body("call-early", n)).status_code == 200
+            server = RedisServer(tmp_path / "redis", port=port)
+            wait_until(lambda: set(published(server, instance)) >= history_event_ids(db), what="the backlog")
+            assert len(history_event_ids(db)) >= 30
+    finally:
+        _, _, err = serve.stop()
+        if server is not None:
+            server.stop()
+    assert f"team link down: the team's Redis at {url} is unreachable" in err
+
+
+async def test_a_reader_reads_each_event_once_across_a_resend_and_a_restart(tmp_path):
+    server = RedisServer(tmp_path / "redis", persistent=True)
+    notes: list[str] = []
+    settings = TeamSettings(redis_url=server.url)
+    reader = TeamReader(settings, since="0-0", note=notes.append, block_ms=100)
+    client = server.client()
+    event = {"kind": "transcript.final", "at": "2026-12-04T10:00:00Z", "provider": "vapi", "call_id": "c", "text": "hi"}
+    for n in (1, 2, 2, 3):  # the second 2: a batch published again after its reply was lost
+        client.xadd(KEYS.events, {"i": "a:1", "n": str(n), "e": json.dumps(event)})
+    entries = reader.entries()
+    got = [await asyncio.wait_for(anext(entries), 10) for _ in range(3)]
+    assert [entry.history_id for entry in got] == [1, 2, 3]
+    server.kill()
+    pending = asyncio.ensure_future(anext(entries))
+    await asyncio.sleep(0.5)
+    assert not pending.done()
+    server.start()
+    server.client().xadd(KEYS.events, {"i": "a:1", "n": "4", "e": json.dumps(event)})
+    fourth = await asyncio.wait_for(pending, 15)
+    assert fourth.history_id == 4 and fourth.event == event
+    assert any(note.startswith("team link down") for note in notes)
+    assert any(note.startswith("team link back") for note in notes)
+    await entries.aclose()
+    server.stop()
+
+
+async def test_the_publisher_never_waits_for_redis_and_keeps_a_bounded_backlog(tmp_path):
+    settings = TeamSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0", backlog_max=1000)
+    notes: list[str] = []
+    publisher = TeamPublisher(settings, "a:1", {"url": "http://127.0.0.1:1"}, note=notes.append)
+    task = asyncio.create_task(publisher.run())
+    event = TranscriptFinal.model_validate(
+        {"at": "2026-12-04T10:00:00Z", "provider": "vapi", "call_id": "c", "role": "user", "text": "hi"}
+    )
+    started = time.perf_counter()
+    for n in range(1500):
+        publisher.recorded([event], n + 1)
+    assert time.perf_counter() - started < 1.0  # queued, not sent: nothing waits for Redis
+    await asyncio.sleep(0.3)
+    assert publisher.backlog == 1000 and publisher.dropped == 500
+    assert not publisher.link.up and publisher.link.down_since is not None
+    assert notes and notes[0].startswith("team link down")
+    task.cancel()
