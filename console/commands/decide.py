@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -37,11 +38,48 @@ def register(subparsers: Any) -> None:
     )
     which.add_argument("--url", metavar="URL", help="the `serve` at this URL, as it printed it (when several run)")
     parser.add_argument("--operator", metavar="NAME", help="who decides, as the consoles show it (default user@host)")
+    parser.add_argument(
+        "--team",
+        metavar="REDIS_URL",
+        help="decide through the team's Redis (also VOICE_CONSOLE_TEAM): whichever receiver holds the call answers",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.team or os.environ.get("VOICE_CONSOLE_TEAM"):
+        return run_team_decide(args)
     # No settings: decide reads only the state file the running `serve` wrote.
     return run_decide(args)
+
+
+def run_team_decide(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """`decide --team`: the decision recorded in the team's Redis, first writer wins; the receiver
+    holding the platform's request applies it."""
+    from console.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(overrides={"team": {"redis_url": args.team}} if args.team else None).team
+    except ConfigError as exc:
+        print(f"voice-console decide: {exc}", file=err)
+        return 2
+    body: dict[str, Any] = {}
+    if not args.list:
+        if not args.tool_call_id:
+            print("voice-console decide: give the TOOL_CALL_ID (see `decide --team URL --list`).", file=err)
+            return 2
+        try:
+            body = _body(args)
+        except SystemExit as exc:
+            print(exc, file=err)
+            return 2
+    import asyncio
+
+    from console.services.team_decide import decide_in_team, list_held
+
+    if args.list:
+        return asyncio.run(list_held(settings, out, err))
+    operator = args.operator or default_operator()
+    return asyncio.run(decide_in_team(settings, args.tool_call_id, {**body, "operator": operator}, out, err))
 
 
 class NoServe(Exception):

@@ -20,7 +20,8 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from console.core.gate import OperatorChoice, OperatorDecision, ToolGate
 from console.core.http_types import Request, Response, is_loopback
@@ -100,7 +101,25 @@ def _json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, live: LiveCalls) -> None:
+class TeamDecider(Protocol):
+    """Team mode's side of a decision (`console.services.team_gate.TeamGateLink`)."""
+
+    async def decide(self, tool_call_id: str, decision: OperatorDecision) -> Any: ...
+
+
+@dataclass
+class DecisionRouting:
+    """Where the control API's decisions go: the team first while a team link is up (set once it
+    starts), else this receiver's own gate."""
+
+    team: TeamDecider | None = None
+
+
+def add_control_routes(
+    router: Router, token: str, *, gate: ToolGate | None, live: LiveCalls, routing: DecisionRouting | None = None
+) -> None:
+    routing = routing or DecisionRouting()
+
     def refused(request: Request) -> Response | None:
         if not is_loopback(request.client[0]):
             return Response.error(403, "the control API answers loopback clients only")
@@ -124,6 +143,25 @@ def add_control_routes(router: Router, token: str, *, gate: ToolGate | None, liv
             return Response.error(400, str(exc))
         if gate is None:
             return Response.error(409, "tool calls go to another handler here: there is nothing to decide")
+        if routing.team is not None:
+            try:
+                verdict = await routing.team.decide(tool_call_id, decision)
+            except ValueError as exc:
+                return Response.error(400, str(exc))
+            except Exception:  # the team cannot be asked: this receiver's own operators decide alone
+                verdict = None
+            if verdict is not None and verdict.outcome == "won":
+                answer = {"ok": True, "tool_call_id": tool_call_id, "decision": decision.decision}
+                return Response.json(200, {**answer, "instance": verdict.owner})
+            if verdict is not None and verdict.outcome == "lost":
+                decided = verdict.decided or {}
+                return Response.error(
+                    409,
+                    verdict.told(tool_call_id),
+                    decision=decided.get("decision"),
+                    by="operator",
+                    operator=decided.get("operator"),
+                )
         try:
             accepted = gate.resolve(tool_call_id, decision)
         except ValueError as exc:

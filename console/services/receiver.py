@@ -28,7 +28,7 @@ from console.receiver.routes import build_router
 from console.receiver.stream import add_stream_routes
 from console.redact import Redactor
 from console.secrets import NO_KEYRING_HELP, SecretLookup, SecretStore
-from console.services.control import add_control_routes, new_token
+from console.services.control import DecisionRouting, add_control_routes, new_token
 from console.services.hub import ControlHub, receiver_info
 from console.services.live import LiveCalls
 from console.services.pipeline import (
@@ -110,6 +110,7 @@ class ReceiverService:
     taps: LiveTaps = field(default_factory=LiveTaps)  # the calls relayed through a tap right now
     tap_tokens: dict[str, str | None] = field(default_factory=dict, repr=False)  # secret name -> the token
     hub: ControlHub | None = None  # consoles attached to this receiver (`GET /control/stream`)
+    decisions: DecisionRouting = field(default_factory=DecisionRouting)  # team mode sets its link in
 
     @property
     def url(self) -> str:
@@ -135,6 +136,7 @@ class ReceiverService:
         `ToolGate` with `policy` (default: approve through --forward-to when it is
         set, otherwise hold for an operator)."""
         control_token = new_token()
+        decisions = DecisionRouting()
         redactor = Redactor(
             [control_token, *(lookup.value for lookup in secrets.values() if lookup.value)],
             extra_headers=[header for spec in registry.specs() for header in spec.secret_headers(settings)],
@@ -212,7 +214,7 @@ class ReceiverService:
                     known_call=lambda call_id: tracker.get(call_id) is not None,
                 )
                 steering = LiveCalls(tracker, taps, settings, secret_store or SecretStore(), http_client)
-                add_control_routes(router, control_token, gate=gate, live=steering)
+                add_control_routes(router, control_token, gate=gate, live=steering, routing=decisions)
                 hub.add_route(router)
 
             server = HttpServer(
@@ -245,6 +247,7 @@ class ReceiverService:
             taps,
             {name: secret_value(secrets, name) for name in registry.made_secret_names()},
             hub,
+            decisions,
         )
 
     async def close(self) -> None:

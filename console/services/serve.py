@@ -136,7 +136,7 @@ def _announce(event: GateEvent, err: TextIO, redactor: Redactor) -> None:
 
 def start_team_link(
     settings: Settings, service: ReceiverService, note: Callable[[str], None]
-) -> tuple[TeamPublisher, asyncio.Task[None]] | None:
+) -> tuple[TeamPublisher, list[asyncio.Task[None]]] | None:
     """Team mode: what the receiver records also goes to the team's Redis (after the commit)."""
     if not settings.team.redis_url:
         return None
@@ -146,21 +146,26 @@ def start_team_link(
     instance = settings.team.instance or default_instance(port)
     publisher = TeamPublisher(settings.team, instance, {"url": service.server.url}, note=note)
     service.pipeline.to_team = publisher.recorded
-    return publisher, asyncio.create_task(publisher.run(), name="team-publisher")
+    tasks = [asyncio.create_task(publisher.run(), name="team-publisher")]
+    if service.gate is not None:
+        from console.services.team_gate import TeamGateLink
+
+        gate_link = TeamGateLink(settings.team, instance, service.gate, note=note)
+        service.decisions.team = gate_link
+        tasks.append(asyncio.create_task(gate_link.run(), name="team-gate"))
+    return publisher, tasks
 
 
-async def stop_team_link(publisher: TeamPublisher, task: asyncio.Task[None], err: TextIO) -> None:
+async def stop_team_link(publisher: TeamPublisher, tasks: list[asyncio.Task[None]], err: TextIO) -> None:
     """Give what waits a moment to reach Redis; what cannot is still in the history."""
     if publisher.link.up:
         try:
             await asyncio.wait_for(publisher.empty.wait(), TEAM_DRAIN_S)
         except TimeoutError:
             pass
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     if publisher.backlog or publisher.dropped:
         print(
             f"voice-console serve: {publisher.backlog + publisher.dropped} events did not reach the team's Redis "

@@ -222,12 +222,14 @@ class TeamPublisher:
 
 @dataclass(frozen=True)
 class TeamEntry:
-    """One event from the team stream: which instance recorded it, under which of its history ids."""
+    """One entry of the team stream: an event (which instance recorded it, under which of its
+    history ids) or, with `gate` set, a held tool call's news (held, stalling, decided, settled)."""
 
     stream_id: str
     instance: str
     history_id: int | None
     event: dict[str, Any]
+    gate: str | None = None
 
 
 class TeamReader:
@@ -304,13 +306,15 @@ class TeamReader:
             if len(self._recent_order) > RECENT_KEPT:
                 self._recent.discard(self._recent_order.popleft())
         try:
-            event = json.loads(values.get("e", ""))
+            data = json.loads(values["g"] if "g" in values else values.get("e", ""))
         except ValueError:
             log.warning("team stream entry %s is not JSON; skipped", stream_id)
             return None
-        if not isinstance(event, dict):
+        if not isinstance(data, dict):
             return None
-        return TeamEntry(stream_id, instance, history_id, event)
+        if "g" in values:
+            return TeamEntry(stream_id, instance, None, data, gate=str(data.pop("what", "")))
+        return TeamEntry(stream_id, instance, history_id, data)
 
 
 def _text(value: Any) -> str:

@@ -11,7 +11,9 @@ from console.services.team import TeamReader
 
 async def watch_team(settings: TeamSettings, out: TextIO, err: TextIO, *, from_start: bool = False) -> int:
     """Print every event of the team's stream (from now on, or all it keeps) until stopped;
-    each line is the event as `serve` prints it, with the `instance` that recorded it."""
+    each line is the event as `serve` prints it, with the `instance` that recorded it. A held
+    tool call's news is a line with `gate` (held, stalling, decided, settled) and its call,
+    decision or outcome."""
 
     def note(line: str) -> None:
         print(f"voice-console watch: {line}", file=err, flush=True)
@@ -19,7 +21,8 @@ async def watch_team(settings: TeamSettings, out: TextIO, err: TextIO, *, from_s
     note(f"watching team {settings.name!r} on {url_for_display(settings.redis_url or '')}")
     reader = TeamReader(settings, since="0-0" if from_start else "$", note=note)
     async for entry in reader.entries():
-        line = json.dumps({"instance": entry.instance, **entry.event}, ensure_ascii=False, separators=(",", ":"))
+        shown = {"instance": entry.instance, **({"gate": entry.gate} if entry.gate else {}), **entry.event}
+        line = json.dumps(shown, ensure_ascii=False, separators=(",", ":"))
         try:
             out.write(line + "\n")
             out.flush()

@@ -1,0 +1,63 @@
+"""`voice-console decide --team`: held tool calls of every receiver in the team, decided once."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from console.config import TeamSettings
+from console.services.control import parse_decision
+from console.services.team import LINK_ERRORS, _close, connect, link_problem
+from console.services.team_gate import TeamKeysForCalls, record_decision
+
+
+async def decide_in_team(
+    settings: TeamSettings, tool_call_id: str, body: dict[str, Any], out: TextIO, err: TextIO
+) -> int:
+    try:
+        _, decision = parse_decision({"tool_call_id": tool_call_id, **body})
+    except ValueError as exc:
+        print(f"voice-console decide: {exc}", file=err)
+        return 2
+    client = connect(settings)
+    try:
+        verdict = await record_decision(client, settings, tool_call_id, decision, via="decide")
+    except LINK_ERRORS as exc:
+        print(f"voice-console decide: {link_problem(settings, exc)}", file=err)
+        return 1
+    finally:
+        await _close(client)
+    if verdict.outcome == "won":
+        print(f"{tool_call_id}: {decision.decision} (held by {verdict.owner}, which answers the platform)", file=out)
+        return 0
+    if verdict.outcome == "lost":
+        print(f"voice-console decide: {verdict.told(tool_call_id)}", file=err)
+        return 1
+    print(f"voice-console decide: no held tool call {tool_call_id} in team {settings.name!r}", file=err)
+    return 1
+
+
+async def list_held(settings: TeamSettings, out: TextIO, err: TextIO) -> int:
+    keys = TeamKeysForCalls(settings.name)
+    client = connect(settings)
+    try:
+        held = [json.loads(value) for key in await _held_keys(client, keys) if (value := await client.get(key))]
+    except LINK_ERRORS as exc:
+        print(f"voice-console decide: {link_problem(settings, exc)}", file=err)
+        return 1
+    finally:
+        await _close(client)
+    from console.core.gate import PendingCall
+
+    for item in sorted(held, key=lambda item: item["call"]["deadline_at"]):
+        call = PendingCall.from_dict(item["call"])
+        print(
+            f"{call.tool_call_id}  {call.name}({json.dumps(call.arguments)})  "
+            f"{call.remaining_s():.0f}s left  held by {item['instance']}",
+            file=out,
+        )
+    return 0
+
+
+async def _held_keys(client: Any, keys: TeamKeysForCalls) -> list[Any]:
+    return [key async for key in client.scan_iter(match=keys.held("*"), count=500)]
