@@ -61,7 +61,11 @@ def platform_call(url: str, answer: dict[str, Any]) -> threading.Thread:
     def call() -> None:
         with httpx.Client(base_url=url, timeout=60) as client:
             headers = {"content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, PARALLEL)}
-            response = client.post("/webhook/vapi", content=PARALLEL, headers=headers)
+            try:
+                response = client.post("/webhook/vapi", content=PARALLEL, headers=headers)
+            except httpx.HTTPError as exc:  # the receiver died with the request (a test kills it)
+                answer["error"] = exc
+                return
             answer["status"], answer["json"] = response.status_code, response.json()
 
     thread = threading.Thread(target=call)
@@ -181,3 +185,55 @@ def test_with_redis_down_the_holding_receiver_decides_alone(tmp_path, team):
     assert answer["status"] == 200
     team_down = decide(tmp_path / "x.db", "--team", server.url, IDS[0], "--approve")
     assert team_down.returncode == 1 and "is unreachable" in team_down.stderr
+
+
+def owner_in_redis(server: RedisServer, tool_call_id: str) -> str | None:
+    held = server.client().get(f"vc:{{default}}:held:{tool_call_id}")
+    return json.loads(held)["instance"] if held else None
+
+
+def test_a_retry_on_another_receiver_joins_the_held_call_and_both_get_the_one_decision(tmp_path, team):
+    server, a, b = team
+    first: dict[str, Any] = {}
+    retry: dict[str, Any] = {}
+    caller = platform_call(a.url, first)
+    wait_until(lambda: all(held_in_redis(server, i) for i in IDS), what="A's held calls in Redis")
+    retrier = platform_call(b.url, retry)  # the platform gave up on A's answer and asked B
+    wait_until(lambda: len(b.held) == 2, what="B to hold the retry")
+    wait_until(lambda: any("joined it" in line for line in b.lines), what="B to join A's calls")
+    assert {owner_in_redis(server, i) for i in IDS} == {a.instance}  # A still owns them
+    x = tmp_path / "x.db"
+    assert decide(x, "--team", server.url, IDS[0], "--approve", "--operator", "alice").returncode == 0
+    assert decide(x, "--team", server.url, IDS[1], "--reject", "Fully booked.", "--operator", "alice").returncode == 0
+    caller.join(30)
+    retrier.join(30)
+    assert first["status"] == retry["status"] == 200
+    for answer in (first, retry):
+        assert "Fully booked." in results(answer)[IDS[1]] and "Fully booked." not in results(answer)[IDS[0]]
+
+
+def test_the_holding_receiver_killed_its_retry_on_another_is_taken_over_and_answered(tmp_path, team):
+    server, a, b = team
+    answer: dict[str, Any] = {}
+    first: dict[str, Any] = {}
+    caller = platform_call(a.url, first)
+    wait_until(lambda: all(held_in_redis(server, i) for i in IDS), what="A's held calls in Redis")
+    a.proc.kill()  # A dies holding the platform's request; the platform retries to B
+    caller.join(30)
+    assert "error" in first
+    retrier = platform_call(b.url, answer)
+    wait_until(lambda: len(b.held) == 2, what="B to hold the retry")
+    # One decided while A's heartbeat may still run (it goes to A's inbox; B finds it by its key) ...
+    x = tmp_path / "x.db"
+    decided = decide(x, "--team", server.url, IDS[0], "--approve", "--operator", "alice")
+    assert decided.returncode == 0, decided.stderr
+    # ... the other once A's heartbeat has expired and B has taken the call over.
+    wait_until(lambda: owner_in_redis(server, IDS[1]) == b.instance, timeout=20, what="B to take the call over")
+    decided = decide(x, "--team", server.url, IDS[1], "--reject", "Call back tomorrow.", "--operator", "alice")
+    assert decided.returncode == 0 and f"held by {b.instance}" in decided.stdout
+    retrier.join(30)
+    assert answer["status"] == 200
+    assert "Call back tomorrow." in results(answer)[IDS[1]]
+    assert any(f"took it over from {a.instance}" in line for line in b.lines)
+    taken = [g for i, g in gate_entries(server) if i == b.instance and g["what"] == "held" and g.get("taken_from")]
+    assert {g["call"]["tool_call_id"] for g in taken} >= {IDS[1]}

@@ -25,7 +25,16 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from console.config import TeamSettings
-from console.core.gate import CallDecided, CallHeld, CallSettled, CallStalling, GateEvent, OperatorDecision, ToolGate
+from console.core.gate import (
+    CallDecided,
+    CallHeld,
+    CallSettled,
+    CallStalling,
+    GateEvent,
+    OperatorDecision,
+    PendingCall,
+    ToolGate,
+)
 from console.services.team import (
     LINK_ERRORS,
     RECONNECT_FIRST_S,
@@ -65,6 +74,33 @@ redis.call('PEXPIRE', KEYS[3], ARGV[4])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'i', owner, 'n', '', 'g', ARGV[3])
 return {'won', owner}
 """
+
+
+# A receiver starts holding a call. KEYS: held. ARGV: held JSON (this instance), TTL ms, this instance,
+# the heartbeat keys' prefix. The keys it reads beyond KEYS share the team's hash tag (one slot).
+# Returns {"owned", ""} | {"taken", the owner whose heartbeat stopped} | {"joined", the live owner}.
+CLAIM_SCRIPT = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local owner = cjson.decode(held)['instance']
+  if owner ~= ARGV[3] then
+    if redis.call('EXISTS', ARGV[4] .. owner) == 1 then return {'joined', owner} end
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return {'taken', owner}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {'owned', ''}
+"""
+
+# A receiver's call is settled: its held key goes, unless another instance holds it now.
+RELEASE_SCRIPT = """
+local held = redis.call('GET', KEYS[1])
+if held and cjson.decode(held)['instance'] == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+# How often a receiver that joined another's held call (a platform's retry) looks for its decision.
+JOINED_POLL_S = 0.25
 
 
 class TeamKeysForCalls(TeamKeys):
@@ -180,6 +216,8 @@ class TeamGateLink:
         self._client: aioredis.Redis | None = None
         self.link = LinkState()
         self.applied = 0  # decisions from the team applied to this gate
+        # Calls this receiver holds too because another holds them (a platform retried here): id -> owner.
+        self.joined: dict[str, str] = {}
         gate.subscribe(self._changes.put_nowait)  # the gate's events are masked (`present`)
 
     async def decide(self, tool_call_id: str, decision: OperatorDecision) -> TeamVerdict:
@@ -203,10 +241,12 @@ class TeamGateLink:
                 self.link = LinkState(up=True)
                 wait = RECONNECT_FIRST_S
                 inbox = asyncio.create_task(self._inbox(inbox_client), name="team-inbox")
+                joined = asyncio.create_task(self._watch_joined(client), name="team-joined")
                 try:
-                    await self._publish_changes(client, inbox)
+                    await self._publish_changes(client, inbox, joined)
                 finally:
                     inbox.cancel()
+                    joined.cancel()
             except LINK_ERRORS as exc:
                 self._client = None
                 since = self.link.down_since or datetime.now(UTC)
@@ -218,13 +258,14 @@ class TeamGateLink:
             await asyncio.sleep(wait)
             wait = min(wait * 2, RECONNECT_MAX_S)
 
-    async def _publish_changes(self, client: aioredis.Redis, inbox: asyncio.Task[None]) -> None:
+    async def _publish_changes(self, client: aioredis.Redis, *workers: asyncio.Task[None]) -> None:
         while True:
             getting = asyncio.ensure_future(self._changes.get())
-            done, _ = await asyncio.wait({getting, inbox}, return_when=asyncio.FIRST_COMPLETED)
-            if inbox in done:
-                getting.cancel()
-                inbox.result()  # raises: the link is down
+            done, _ = await asyncio.wait({getting, *workers}, return_when=asyncio.FIRST_COMPLETED)
+            for worker in workers:
+                if worker in done:
+                    getting.cancel()
+                    worker.result()  # raises: the link is down
             change = getting.result()
             try:
                 await self._publish(client, change)
@@ -236,13 +277,7 @@ class TeamGateLink:
         keys = self.keys
         match change:
             case CallHeld(call):
-                ttl = int(call.remaining_s() * 1000) + HELD_GRACE_MS
-                held = json.dumps({"call": call.to_dict(), "instance": self.instance}, ensure_ascii=False, default=str)
-                frame: dict[str, Any] = {"what": "held", "call": call.to_dict()}
-                async with client.pipeline(transaction=True) as pipe:
-                    pipe.set(keys.held(call.tool_call_id), held, px=ttl)
-                    pipe.xadd(keys.events, self._entry(frame), maxlen=self.settings.stream_max_len, approximate=True)
-                    await pipe.execute()
+                await self._claim(client, call)
                 return
             case CallStalling(call):
                 frame = {"what": "stalling", "call": call.to_dict()}
@@ -253,13 +288,71 @@ class TeamGateLink:
                 await client.set(keys.decision(call.tool_call_id), text, nx=True, px=DECISION_KEPT_MS)
                 return
             case CallSettled(outcome):
+                self.joined.pop(outcome.tool_call_id, None)
                 frame = {"what": "settled", "outcome": asdict(outcome)}
                 async with client.pipeline(transaction=True) as pipe:
-                    pipe.delete(keys.held(outcome.tool_call_id))
+                    pipe.eval(RELEASE_SCRIPT, 1, keys.held(outcome.tool_call_id), self.instance)
                     pipe.xadd(keys.events, self._entry(frame), maxlen=self.settings.stream_max_len, approximate=True)
                     await pipe.execute()
                 return
         await client.xadd(keys.events, self._entry(frame), maxlen=self.settings.stream_max_len, approximate=True)
+
+    async def _claim(self, client: aioredis.Redis, call: PendingCall) -> None:
+        """Hold `call` in the team: as its owner; or, when another live instance holds it (the
+        platform retried here), joined to it; or taken over from an owner whose heartbeat stopped."""
+        keys = self.keys
+        ttl = int(call.remaining_s() * 1000) + HELD_GRACE_MS
+        held = json.dumps({"call": call.to_dict(), "instance": self.instance}, ensure_ascii=False, default=str)
+        outcome, owner = await client.eval(
+            CLAIM_SCRIPT, 1, keys.held(call.tool_call_id), held, ttl, self.instance, keys.instance("")
+        )
+        outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+        owner = owner.decode() if isinstance(owner, bytes) else owner
+        if outcome == "joined":
+            # The owner answers the platform's first request and this one answers the retry:
+            # both with the one decision, which this receiver looks for.
+            self.joined[call.tool_call_id] = owner
+            self._note(f"{call.tool_call_id} is held by {owner} too (the platform retried here): joined it")
+            return
+        if outcome == "taken":
+            self._note(f"{call.tool_call_id}: took it over from {owner} (its heartbeat stopped)")
+        frame = {"what": "held", "call": call.to_dict(), **({"taken_from": owner} if outcome == "taken" else {})}
+        await client.xadd(keys.events, self._entry(frame), maxlen=self.settings.stream_max_len, approximate=True)
+        # A decision made while no live instance held it (it went to a dead owner's inbox) applies now.
+        if outcome == "taken" and (prior := await client.get(keys.decision(call.tool_call_id))) is not None:
+            self._apply(prior)
+
+    async def _watch_joined(self, client: aioredis.Redis) -> None:
+        """For calls joined to another instance's: apply their decision once there is one; take a call
+        over when its owner's heartbeat stops."""
+        keys = self.keys
+        while True:
+            await asyncio.sleep(JOINED_POLL_S)
+            for tool_call_id, owner in list(self.joined.items()):
+                decided = await client.get(keys.decision(tool_call_id))
+                if decided is not None:
+                    self.joined.pop(tool_call_id, None)
+                    self._apply(decided)
+                elif not await client.exists(keys.instance(owner)) and (call := self._gate.get(tool_call_id)):
+                    self.joined.pop(tool_call_id, None)
+                    await self._claim(client, call)
+
+    def _apply(self, text: str | bytes) -> None:
+        """A decision recorded in the team, for a call this receiver holds: to its gate."""
+        try:
+            tool_call_id, decision = decision_from_json(text)
+        except (ValueError, KeyError, TypeError):
+            log.warning("a decision from the team could not be read; skipped")
+            return
+        try:
+            applied = self._gate.resolve(tool_call_id, decision)
+        except ValueError as exc:  # an invalid decision (e.g. an edit without arguments)
+            self._note(f"a decision for {tool_call_id} from the team was refused: {exc}")
+            return
+        if applied:
+            self.applied += 1
+        else:
+            self._note(f"a decision for {tool_call_id} from the team came after the call was settled")
 
     def _entry(self, frame: dict[str, Any]) -> dict[Any, Any]:
         return {"i": self.instance, "n": "", "g": json.dumps(frame, ensure_ascii=False, default=str)}
@@ -269,19 +362,5 @@ class TeamGateLink:
         key = self.keys.inbox(self.instance)
         while True:
             item = await client.blpop([key], timeout=INBOX_BLOCK_S)
-            if item is None:
-                continue
-            try:
-                tool_call_id, decision = decision_from_json(item[1])
-            except (ValueError, KeyError, TypeError):
-                log.warning("a decision in the team inbox could not be read; skipped")
-                continue
-            try:
-                applied = self._gate.resolve(tool_call_id, decision)
-            except ValueError as exc:  # an invalid decision (e.g. an edit without arguments)
-                self._note(f"a decision for {tool_call_id} from the team was refused: {exc}")
-                continue
-            if applied:
-                self.applied += 1
-            else:
-                self._note(f"a decision for {tool_call_id} from the team came after the call was settled")
+            if item is not None:
+                self._apply(item[1])
