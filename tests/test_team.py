@@ -286,3 +286,35 @@ async def test_the_publisher_never_waits_for_redis_and_keeps_a_bounded_backlog(t
     assert not publisher.link.up and publisher.link.down_since is not None
     assert notes and notes[0].startswith("team link down")
     task.cancel()
+
+
+def test_a_watcher_starting_mid_call_sees_the_calls_in_progress_at_once(tmp_path, redis_server):
+    db = tmp_path / "history.db"
+    serve = Serve(db, "--team", redis_server.url)
+    instance = instance_of(serve)
+    try:
+        with httpx.Client(base_url=serve.url, timeout=10) as client:
+            for name in ("status-update.ringing.json", "status-update.in-progress.json"):
+                body = (PAYLOADS / "vapi" / name).read_bytes()
+                assert post(client, body).status_code == 200
+        call_id = json.loads(body)["message"]["call"]["id"]
+        key = f"vc:{{default}}:call:{call_id}"
+        wait_until(lambda: redis_server.client().exists(key), what="the call's summary in Redis")
+        assert 0 < redis_server.client().ttl(key) <= 600  # it expires unless the call goes on changing
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "console", "watch", "--team", redis_server.url],
+            env=cli_env(db),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            first = json.loads(watcher.stdout.readline())
+        finally:
+            watcher.terminate()
+            watcher.wait(10)
+    finally:
+        serve.stop()
+    assert first["instance"] == instance
+    assert first["call"]["call_id"] == call_id and first["call"]["status"] == "in-progress"
+    assert "control" not in json.dumps(first["call"]).replace('"controllable"', "")

@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from console.config import Settings, url_for_display
 from console.core.events import Event, event_json
@@ -144,7 +144,13 @@ def start_team_link(
 
     port = service.server.port
     instance = settings.team.instance or default_instance(port)
-    publisher = TeamPublisher(settings.team, instance, {"url": service.server.url}, note=note)
+    tracker = service.tracker
+
+    def summary(call_id: str) -> dict[str, Any] | None:
+        state = tracker.get(call_id)
+        return None if state is None else state.summary()
+
+    publisher = TeamPublisher(settings.team, instance, {"url": service.server.url}, note=note, call_summary=summary)
     service.pipeline.to_team = publisher.recorded
     tasks = [asyncio.create_task(publisher.run(), name="team-publisher")]
     if service.gate is not None:

@@ -12,6 +12,9 @@ Keys, all under one Redis Cluster hash tag so a team's keys share a slot (`vc:{t
                                    {"i": instance, "n": its history id, "e": the event's JSON}
     vc:{team}:instance:<name>      a receiver's heartbeat (JSON: url, host, pid, started), expires
                                    INSTANCE_TTL_S after its last beat
+    vc:{team}:call:<call id>       a live call's summary and the instance that has it, refreshed while
+                                   it changes, expiring CALL_TTL_S after (ENDED_CALL_TTL_S once ended)
+    vc:{team}:held:<tool call id>  a held tool call (console.services.team_gate), and its decision
 
 Events are the pipeline's masked ones (secrets, control and listen URLs masked, as the
 history keeps them): nothing else of a call's reaches Redis.
@@ -40,6 +43,10 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
 INSTANCE_TTL_S = 5.0
+# Live calls' summaries go to Redis at most this often (a busy call changes with every event).
+CALLS_EVERY_S = 0.5
+CALL_TTL_S = 600
+ENDED_CALL_TTL_S = 60
 # Entries per round trip: big enough to catch up quickly after an outage, small enough
 # that one pipeline does not hold the loop for long.
 PUBLISH_BATCH = 500
@@ -63,6 +70,9 @@ class TeamKeys:
 
     def instance(self, name: str) -> str:
         return f"{self.prefix}instance:{name}"
+
+    def call(self, call_id: str) -> str:
+        return f"{self.prefix}call:{call_id}"
 
 
 def default_instance(port: int) -> str:
@@ -114,10 +124,13 @@ class TeamPublisher:
         *,
         note: Callable[[str], None] = lambda _: None,
         client_factory: Callable[[TeamSettings], aioredis.Redis] = connect,
+        call_summary: Callable[[str], dict[str, Any] | None] = lambda _: None,
     ) -> None:
         self.settings = settings
         self.instance = instance
         self.keys = TeamKeys(settings.name)
+        self._call_summary = call_summary
+        self._changed_calls: set[str] = set()
         self._info = {**info, "instance": instance, "host": socket.gethostname(), "pid": os.getpid()}
         self._note = note
         self._connect = client_factory
@@ -140,6 +153,8 @@ class TeamPublisher:
         queue = self._queue
         for offset, event in enumerate(events):
             queue.append((None if first_id is None else first_id + offset, event_json(event)))
+            if event.call_id:
+                self._changed_calls.add(event.call_id)
         overflow = len(queue) - self.settings.backlog_max
         if overflow > 0:
             for _ in range(overflow):
@@ -158,10 +173,12 @@ class TeamPublisher:
                 self._up()
                 wait = RECONNECT_FIRST_S
                 beats = asyncio.create_task(self._beat(client), name="team-heartbeat")
+                calls = asyncio.create_task(self._calls(client), name="team-calls")
                 try:
-                    await self._publish(client, beats)
+                    await self._publish(client, beats, calls)
                 finally:
                     beats.cancel()
+                    calls.cancel()
             except LINK_ERRORS as exc:
                 self._down(exc)
             finally:
@@ -169,17 +186,18 @@ class TeamPublisher:
             await asyncio.sleep(wait)
             wait = min(wait * 2, RECONNECT_MAX_S)
 
-    async def _publish(self, client: aioredis.Redis, beats: asyncio.Task[None]) -> None:
+    async def _publish(self, client: aioredis.Redis, *workers: asyncio.Task[None]) -> None:
         queue = self._queue
         while True:
             if not queue:
                 self.empty.set()
                 self._wake.clear()
                 waiting = asyncio.ensure_future(self._wake.wait())
-                done, _ = await asyncio.wait({waiting, beats}, return_when=asyncio.FIRST_COMPLETED)
-                if beats in done:  # the heartbeat failed: the link is down
-                    waiting.cancel()
-                    beats.result()
+                done, _ = await asyncio.wait({waiting, *workers}, return_when=asyncio.FIRST_COMPLETED)
+                for worker in workers:
+                    if worker in done:  # the heartbeat or the calls failed: the link is down
+                        waiting.cancel()
+                        worker.result()
                 continue
             batch = [queue[index] for index in range(min(PUBLISH_BATCH, len(queue)))]
             async with client.pipeline(transaction=False) as pipe:
@@ -196,6 +214,27 @@ class TeamPublisher:
             for _ in batch:
                 queue.popleft()
             self.published += len(batch)
+
+    async def _calls(self, client: aioredis.Redis) -> None:
+        """The summaries of the calls that changed, so a console attaching mid-call sees them at once."""
+        while True:
+            await asyncio.sleep(CALLS_EVERY_S)
+            if not self._changed_calls:
+                continue
+            changed, self._changed_calls = self._changed_calls, set()
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for call_id in changed:
+                        summary = self._call_summary(call_id)
+                        if summary is None:
+                            continue
+                        ttl = ENDED_CALL_TTL_S if summary.get("status") == "ended" else CALL_TTL_S
+                        value = json.dumps({"instance": self.instance, **summary}, ensure_ascii=False, default=str)
+                        pipe.set(self.keys.call(call_id), value, ex=ttl)
+                    await pipe.execute()
+            except LINK_ERRORS:
+                self._changed_calls |= changed  # again once the link is back
+                raise
 
     async def _beat(self, client: aioredis.Redis) -> None:
         key = self.keys.instance(self.instance)
@@ -261,12 +300,7 @@ class TeamReader:
         while True:
             client = self._connect(self.settings)
             try:
-                if self.position == "$":  # pin "now" to an id, so a reconnect resumes from it
-                    info = await client.xinfo_stream(self.keys.events) if await client.exists(self.keys.events) else {}
-                    last = info.get("last-generated-id") if info else None
-                    self.position = _text(last) if last else "0-0"
-                else:
-                    await client.ping()
+                await self._pin(client)
                 if not self.link.up:
                     if self.link.down_since is not None:
                         self._note(f"team link back (down since {self.link.down_since.astimezone():%H:%M:%S})")
@@ -292,6 +326,23 @@ class TeamReader:
             await asyncio.sleep(wait)
             wait = min(wait * 2, RECONNECT_MAX_S)
 
+    async def pin(self) -> None:
+        """Resolve "$" (from now on) to the stream's last id now, so nothing after this moment is
+        missed however late the reading starts. Raises LINK_ERRORS."""
+        client = self._connect(self.settings)
+        try:
+            await self._pin(client)
+        finally:
+            await _close(client)
+
+    async def _pin(self, client: aioredis.Redis) -> None:
+        if self.position != "$":
+            await client.ping()
+            return
+        info = await client.xinfo_stream(self.keys.events) if await client.exists(self.keys.events) else {}
+        last = info.get("last-generated-id") if info else None
+        self.position = _text(last) if last else "0-0"
+
     def _entry(self, stream_id: str, fields: dict[Any, Any]) -> TeamEntry | None:
         values = {_text(key): _text(value) for key, value in fields.items()}
         instance = values.get("i", "")
@@ -315,6 +366,21 @@ class TeamReader:
         if "g" in values:
             return TeamEntry(stream_id, instance, None, data, gate=str(data.pop("what", "")))
         return TeamEntry(stream_id, instance, history_id, data)
+
+
+async def live_calls(settings: TeamSettings, client: aioredis.Redis | None = None) -> list[dict[str, Any]]:
+    """Every instance's calls as Redis keeps them now (each with its `instance`), oldest first."""
+    keys = TeamKeys(settings.name)
+    own = client is None
+    client = client or connect(settings)
+    try:
+        found = [key async for key in client.scan_iter(match=keys.call("*"), count=500)]
+        values = await client.mget(found) if found else []
+    finally:
+        if own:
+            await _close(client)
+    calls = [json.loads(value) for value in values if value]
+    return sorted(calls, key=lambda call: call.get("first_at") or "")
 
 
 def _text(value: Any) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import TextIO
+from typing import Any, TextIO
 
 from console.config import TeamSettings, url_for_display
-from console.services.team import TeamReader
+from console.services.team import LINK_ERRORS, TeamReader, live_calls
 
 
 async def watch_team(settings: TeamSettings, out: TextIO, err: TextIO, *, from_start: bool = False) -> int:
@@ -20,12 +20,26 @@ async def watch_team(settings: TeamSettings, out: TextIO, err: TextIO, *, from_s
 
     note(f"watching team {settings.name!r} on {url_for_display(settings.redis_url or '')}")
     reader = TeamReader(settings, since="0-0" if from_start else "$", note=note)
+    try:
+        await reader.pin()  # first the stream's position, then the calls: what follows is not missed
+        calls = await live_calls(settings)
+    except LINK_ERRORS:
+        calls = []  # the reader says the link is down, and catches up once it is back
+    for call in calls:  # what is going on now, first: {"instance", "call": {summary}}
+        instance = call.pop("instance", None)
+        if not _print(out, {"instance": instance, "call": call}):
+            return 0
     async for entry in reader.entries():
         shown = {"instance": entry.instance, **({"gate": entry.gate} if entry.gate else {}), **entry.event}
-        line = json.dumps(shown, ensure_ascii=False, separators=(",", ":"))
-        try:
-            out.write(line + "\n")
-            out.flush()
-        except (BrokenPipeError, ValueError, OSError):  # the reading end went away (`| head`)
+        if not _print(out, shown):
             return 0
     return 0
+
+
+def _print(out: TextIO, line: dict[str, Any]) -> bool:
+    try:
+        out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+        out.flush()
+    except (BrokenPipeError, ValueError, OSError):  # the reading end went away (`| head`)
+        return False
+    return True
