@@ -125,9 +125,10 @@ def bench_uvicorn_durable(args, workdir: Path) -> dict:
     return result
 
 
-def bench_console(args, workdir: Path) -> dict:
+def bench_console(args, workdir: Path, serve_args: tuple[str, ...] = (), name: str = "bench") -> dict:
+    """`serve` (with `serve_args`) under the same load; every acknowledged delivery checked in its history."""
     port = free_port()
-    db = workdir / "bench.db"
+    db = workdir / f"{name}.db"
     env = {
         **os.environ,
         "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": SECRET,
@@ -138,7 +139,7 @@ def bench_console(args, workdir: Path) -> dict:
         f'[storage]\nsynchronous = "{args.synchronous}"\ncommit_interval_ms = {args.commit_interval_ms}\n'
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "console", "serve", "--port", str(port), "--db", str(db)],
+        [sys.executable, "-m", "console", "serve", "--port", str(port), "--db", str(db), *serve_args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

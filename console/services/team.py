@@ -8,8 +8,9 @@ since when, and the queue is published in order once Redis is back.
 
 Keys, all under one Redis Cluster hash tag so a team's keys share a slot (`vc:{team}:…`):
 
-    vc:{team}:events               a stream: one entry per event,
-                                   {"i": instance, "n": its history id, "e": the event's JSON}
+    vc:{team}:events               a stream: an entry per published run of events,
+                                   {"i": instance, "n": the first's history id, "e": a JSON array of
+                                   events with consecutive ids}; or a held call's news {"i", "g"}
     vc:{team}:instance:<name>      a receiver's heartbeat (JSON: url, host, pid, started), expires
                                    INSTANCE_TTL_S after its last beat
     vc:{team}:call:<call id>       a live call's summary and the instance that has it, refreshed while
@@ -55,7 +56,7 @@ RECONNECT_MAX_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
 # A stalled Redis must not hold a publish forever: the link is dropped and tried again.
 COMMAND_TIMEOUT_S = 5.0
-# Entries a reader remembers to drop a resent batch's: many batches' worth.
+# Events a reader remembers to drop a resent batch's: many batches' worth.
 RECENT_KEPT = 20 * PUBLISH_BATCH
 # Redis errors and the sockets' own (a reset connection surfaces as either).
 LINK_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
@@ -98,6 +99,24 @@ def link_problem(settings: TeamSettings, exc: BaseException) -> str:
     where = url_for_display(settings.redis_url or "")
     detail = str(exc) or type(exc).__name__
     return f"the team's Redis at {where} is unreachable ({url_for_display(detail)})"
+
+
+def runs(batch: list[tuple[int | None, str]]) -> list[tuple[int | None, str]]:
+    """The batch as stream entries: events with consecutive history ids share one entry (a JSON
+    array, the first id in "n"): one XADD per delivery's or flush's events, not one per event."""
+    entries: list[tuple[int | None, str]] = []
+    first: int | None = None
+    texts: list[str] = []
+    for history_id, text in batch:
+        if texts and (history_id is None or first is None or history_id != first + len(texts)):
+            entries.append((first, "[" + ",".join(texts) + "]"))
+            texts = []
+        if not texts:
+            first = history_id
+        texts.append(text)
+    if texts:
+        entries.append((first, "[" + ",".join(texts) + "]"))
+    return entries
 
 
 @dataclass
@@ -201,10 +220,10 @@ class TeamPublisher:
                 continue
             batch = [queue[index] for index in range(min(PUBLISH_BATCH, len(queue)))]
             async with client.pipeline(transaction=False) as pipe:
-                for history_id, text in batch:
+                for first_id, texts in runs(batch):
                     pipe.xadd(
                         self.keys.events,
-                        {"i": self.instance, "n": "" if history_id is None else str(history_id), "e": text},
+                        {"i": self.instance, "n": "" if first_id is None else str(first_id), "e": texts},
                         maxlen=self.settings.stream_max_len,
                         approximate=True,
                     )
@@ -313,8 +332,7 @@ class TeamReader:
                     for _stream, items in answer or []:
                         for stream_id, fields in items:
                             self.position = _text(stream_id)
-                            entry = self._entry(self.position, fields)
-                            if entry is not None:
+                            for entry in self._entries(self.position, fields):
                                 yield entry
             except LINK_ERRORS as exc:
                 problem = link_problem(self.settings, exc)
@@ -343,29 +361,41 @@ class TeamReader:
         last = info.get("last-generated-id") if info else None
         self.position = _text(last) if last else "0-0"
 
-    def _entry(self, stream_id: str, fields: dict[Any, Any]) -> TeamEntry | None:
+    def _entries(self, stream_id: str, fields: dict[Any, Any]) -> list[TeamEntry]:
         values = {_text(key): _text(value) for key, value in fields.items()}
         instance = values.get("i", "")
         number = values.get("n") or None
-        history_id = int(number) if number and number.isdigit() else None
-        if history_id is not None:
-            key = (instance, history_id)
-            if key in self._recent:
-                return None  # published again after a lost reply
-            self._recent.add(key)
-            self._recent_order.append(key)
-            if len(self._recent_order) > RECENT_KEPT:
-                self._recent.discard(self._recent_order.popleft())
+        first_id = int(number) if number and number.isdigit() else None
         try:
             data = json.loads(values["g"] if "g" in values else values.get("e", ""))
         except ValueError:
             log.warning("team stream entry %s is not JSON; skipped", stream_id)
-            return None
-        if not isinstance(data, dict):
-            return None
+            return []
         if "g" in values:
-            return TeamEntry(stream_id, instance, None, data, gate=str(data.pop("what", "")))
-        return TeamEntry(stream_id, instance, history_id, data)
+            if not isinstance(data, dict):
+                return []
+            return [TeamEntry(stream_id, instance, None, data, gate=str(data.pop("what", "")))]
+        events = data if isinstance(data, list) else [data]
+        entries = []
+        for offset, event in enumerate(events):
+            history_id = None if first_id is None else first_id + offset
+            if not isinstance(event, dict) or self._seen(instance, history_id):
+                continue
+            entries.append(TeamEntry(stream_id, instance, history_id, event))
+        return entries
+
+    def _seen(self, instance: str, history_id: int | None) -> bool:
+        """Whether this event was read already (a batch published again after a lost reply)."""
+        if history_id is None:
+            return False
+        key = (instance, history_id)
+        if key in self._recent:
+            return True
+        self._recent.add(key)
+        self._recent_order.append(key)
+        if len(self._recent_order) > RECENT_KEPT:
+            self._recent.discard(self._recent_order.popleft())
+        return False
 
 
 async def live_calls(settings: TeamSettings, client: aioredis.Redis | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,254 @@
+"""Team mode's cost and speed: ingestion with and without `--team`, and how fast the team's
+consoles hear of an event, side by side in one run on a real `redis-server`.
+
+1. Ingestion: `bench/ingest.py`'s load (wrk, 64 keep-alive connections, unique signed Vapi
+   messages) on `serve` alone and on `serve --team`, one after the other; every acknowledged
+   delivery is checked in each history, and every event of the team run in the team stream.
+   Target: team mode costs < 10 %.
+2. Event to console: `serve --team` under 100 concurrent simulated calls (bench/tui_load.py's
+   driver, partial transcripts on: ~1,000 events/s at --speed 6) with N consoles reading the
+   team stream (as `voice-console watch --team` and an attached console do); the latency of an
+   event is from the platform's message (its timestamp, this machine's clock) to a console
+   having it. Target p99 < 100 ms on loopback.
+
+    apt-get install -y wrk redis-server; pip install -e '.[bench]'
+    python bench/team.py [--duration 10] [--body small|realistic] [--consoles 4] [--calls 100] [--speed 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.ingest import SECRET, bench_console, free_port, wait_for_port  # noqa: E402
+from bench.tui_load import Samples, start_driver, summary, tell_driver  # noqa: E402
+
+
+class Redis:
+    """A `redis-server` of the benchmark's own (appendonly off: ingestion's cost, not the disk's)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stream_events(self) -> tuple[int, int]:
+        """(entries, events) in the team stream: an entry holds a run of events."""
+        import redis
+
+        client, entries, events, start = redis.Redis(port=self.port), 0, 0, "-"
+        while batch := client.xrange("vc:{default}:events", min=start, count=1000):
+            for _stream_id, fields in batch:
+                entries += 1
+                events += len(json.loads(fields[b"e"])) if b"e" in fields else 0
+            start = "(" + batch[-1][0].decode()
+        return entries, events
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def ingestion(args: argparse.Namespace, workdir: Path, redis_url: str, redis: Redis) -> dict:
+    os.environ["BENCH_BODY"] = args.body
+    load = SimpleNamespace(
+        duration=args.duration,
+        connections=args.connections,
+        threads=1,
+        synchronous="FULL",
+        commit_interval_ms=2.0,
+    )
+    alone = bench_console(load, workdir, name="alone")
+    team = bench_console(load, workdir, ("--team", redis_url), name="team")
+    entries, published = redis.stream_events()
+    return {
+        "alone": alone,
+        "team": team,
+        "team_cost": round(1 - team["requests_per_s"] / alone["requests_per_s"], 3),
+        "team_events_stored": team["events_stored"],
+        "team_stream_events": published,
+        "team_stream_entries": entries,
+    }
+
+
+async def event_to_console(args: argparse.Namespace, workdir: Path, redis_url: str) -> dict:
+    from console.config import TeamSettings
+    from console.services.team import TeamReader
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": SECRET,
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
+    policy = workdir / "policy.toml"
+    policy.write_text('[tools.default]\naction = "override"\nresult = \'{"ok": true}\'\n')
+    driver_args = SimpleNamespace(
+        calls=args.calls,
+        duration=args.latency_duration,
+        speed=args.speed,
+        ramp=5.0,
+        scenarios="booking,barge-in-storm,slow-tool",
+    )
+    driver = await start_driver(driver_args, SECRET)  # type: ignore[arg-type]
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "console",
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        str(workdir / "latency.db"),
+        "--team",
+        redis_url,
+        "--policy",
+        str(policy),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    wait_for_port(port)
+    settings = TeamSettings(redis_url=redis_url)
+    latencies = [Samples() for _ in range(args.consoles)]
+    counts = [0] * args.consoles
+    stop = asyncio.Event()
+
+    async def console(index: int) -> None:
+        reader = TeamReader(settings)
+        await reader.pin()
+        async for entry in reader.entries():
+            if entry.gate is None and (at := entry.event.get("at")):
+                latencies[index].add((time.time() - datetime.fromisoformat(at).timestamp()) * 1000)
+                counts[index] += 1
+            if stop.is_set():
+                return
+
+    consoles = [asyncio.create_task(console(i)) for i in range(args.consoles)]
+    await asyncio.sleep(0.5)
+    started = time.perf_counter()
+    await tell_driver(driver, f"http://127.0.0.1:{port}/webhook/vapi")
+    out, _ = await driver.communicate()
+    elapsed = time.perf_counter() - started
+    await asyncio.sleep(1.0)  # the last events reach the consoles
+    stop.set()
+    await asyncio.sleep(0.3)
+    for task in consoles:
+        task.cancel()
+    await asyncio.gather(*consoles, return_exceptions=True)
+    serve.send_signal(signal.SIGTERM)
+    await serve.wait()
+    merged = Samples()
+    for samples in latencies:  # the same buckets: merged by their counts
+        merged.counts.update(samples.counts)
+        merged.n += samples.n
+        merged.total += samples.total
+        merged.max = max((m for m in (merged.max, samples.max) if m == m), default=float("nan"))
+    load = json.loads(out.decode() or "{}")
+    return {
+        "consoles": args.consoles,
+        "calls": args.calls,
+        "duration_s": round(elapsed, 1),
+        "messages": load.get("messages"),
+        "events_per_console": counts,
+        "events_per_s": round(counts[0] / elapsed) if counts else 0,
+        "message_to_console_ms": summary(merged),
+        "per_console_p99_ms": [round(summary(samples)["p99"], 1) for samples in latencies],
+        "ack_ms": load.get("latency_ms"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each ingestion run (default 10)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--body", choices=["small", "realistic"], default="small")
+    parser.add_argument("--consoles", type=int, default=4, help="consoles reading the team stream (default 4)")
+    parser.add_argument("--calls", type=int, default=100, help="concurrent simulated calls (default 100)")
+    parser.add_argument("--speed", type=float, default=6.0, help="the calls' speed (default 6: ~1,000 events/s)")
+    parser.add_argument("--latency-duration", type=float, default=30.0, help="seconds of the latency run")
+    parser.add_argument("--skip-ingestion", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    args = parser.parse_args()
+    for tool in ("wrk", "redis-server"):
+        if shutil.which(tool) is None and not (tool == "wrk" and args.skip_ingestion):
+            print(f"this benchmark needs {tool}: apt-get install -y {tool}", file=sys.stderr)
+            return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        redis = Redis(workdir)
+        try:
+            result: dict = {}
+            if not args.skip_ingestion:
+                result["ingestion"] = ingestion(args, workdir, redis.url, redis)
+            result["event_to_console"] = asyncio.run(event_to_console(args, workdir, redis.url))
+        finally:
+            redis.stop()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if "ingestion" in result:
+        ing = result["ingestion"]
+        alone, team = ing["alone"], ing["team"]
+        print(f"ingestion, {args.body} bodies, {args.connections} connections, {args.duration} s each:")
+        print(
+            f"  serve alone   {alone['requests_per_s']:>9,.0f} events/s  ack p50 {alone['p50_ms']:.2f} / p99 "
+            f"{alone['p99_ms']:.2f} ms  lost {alone['lost']}"
+        )
+        print(
+            f"  serve --team  {team['requests_per_s']:>9,.0f} events/s  ack p50 {team['p50_ms']:.2f} / p99 "
+            f"{team['p99_ms']:.2f} ms  lost {team['lost']}"
+        )
+        print(
+            f"  team mode costs {ing['team_cost'] * 100:.1f} % (target < 10 %); events stored "
+            f"{ing['team_events_stored']}, in the team stream {ing['team_stream_events']} "
+            f"({ing['team_stream_entries']} entries)"
+        )
+    lat = result["event_to_console"]
+    stats = lat["message_to_console_ms"]
+    print(
+        f"event to console: {lat['consoles']} consoles on the team stream, {lat['calls']} concurrent calls, "
+        f"{lat['duration_s']} s, ~{lat['events_per_s']} events/s a console (each got {lat['events_per_console']})"
+    )
+    print(
+        f"  platform's message to console p50 {stats['p50']:.1f} / p99 {stats['p99']:.1f} / max {stats['max']:.1f} ms"
+        f" (target p99 < 100 ms); p99 per console {lat['per_console_p99_ms']}"
+    )
+    ing = result.get("ingestion")
+    ing_ok = ing is None or (ing["team"]["lost"] == 0 and ing["team_stream_events"] == ing["team_events_stored"])
+    return 0 if ing_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
