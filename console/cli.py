@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--operator", metavar="NAME", help="who decides from this console, as other consoles see it (default user@host)"
     )
+    parser.add_argument(
+        "--team",
+        metavar="REDIS_URL",
+        help="team mode: watch and decide every receiver's calls on the team's Redis (also VOICE_CONSOLE_TEAM)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -93,6 +98,8 @@ def _run_tui(args: argparse.Namespace) -> int:
         return 2
     if args.demo or args.no_attach:
         return run_tui(settings, demo=args.demo, policy=policy, theme=args.theme)
+    if settings.team.redis_url:
+        return run_tui(settings, demo=False, theme=args.theme, team=True, operator=args.operator)
     return run_tui(
         settings,
         demo=False,

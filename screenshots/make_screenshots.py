@@ -21,6 +21,10 @@ a tool call is waiting for the operator, and saves:
 - help.svg      the help screen (every key, by screen)
 - attached.svg  a console attached to a running `serve` beside another operator's: the call's tool
                 calls decided from both consoles, each with who decided it
+- team.svg      a console on the team's Redis: two receivers' calls (which has each), held tool calls
+                decided once team-wide by two operators, who is present
+
+`python screenshots/make_screenshots.py team` makes only that one (main, attached, team).
 """
 
 from __future__ import annotations
@@ -253,6 +257,100 @@ async def _two_consoles(state, db: Path, secret: str) -> None:
     await platform.close()
 
 
+def team() -> None:
+    """Two receivers (`serve --team`, named rx-east and rx-west) on a `redis-server` of its own, a
+    call on each, and two consoles on the team: alice's screen once bob and she each decided one
+    of rx-east's held tool calls."""
+    import shutil
+    import socket
+    import subprocess
+
+    if shutil.which("redis-server") is None:
+        raise SystemExit("make_screenshots: team.svg needs redis-server (apt-get install redis-server)")
+    with tempfile.TemporaryDirectory() as tmp:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            redis_port = probe.getsockname()[1]
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        secret = "screenshot-secret"
+        receivers = []
+        try:
+            for name in ("rx-east", "rx-west"):
+                config = Path(tmp) / f"{name}.toml"
+                config.write_text(f'[team]\ninstance = "{name}"\n')
+                env = {
+                    **os.environ,
+                    "VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": secret,
+                    "VOICE_CONSOLE_DB": f"{tmp}/{name}.db",
+                    "VOICE_CONSOLE_CONFIG": str(config),
+                    "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+                }
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "console", "serve", "--port", "0", "--team", url],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                assert proc.stderr is not None
+                line = proc.stderr.readline()
+                receivers.append((proc, line.split("listening on ", 1)[1].split(" ", 1)[0]))
+            asyncio.run(_team_consoles(url, [receiver_url for _, receiver_url in receivers], Path(tmp), secret))
+        finally:
+            for proc, _ in receivers:
+                proc.terminate()
+                proc.wait(15)
+            redis.terminate()
+            redis.wait(10)
+
+
+async def _team_consoles(url: str, receivers: list[str], tmp: Path, secret: str) -> None:
+    from console.config import TeamSettings
+    from console.providers.vapi.client import VapiClient
+    from console.simulator.vapi import SimulatedPlatform
+    from console.tui.demo import demo_scenario
+    from console.tui.widgets.panes import FunctionCallsTable
+
+    platforms = [
+        SimulatedPlatform(receiver + "/webhook/vapi", webhook_secret=secret, speed=3.0, scenario=demo_scenario(60))
+        for receiver in receivers
+    ]
+    for platform in platforms:
+        await platform.start()
+
+    def console(operator: str) -> VoiceConsoleApp:
+        settings = Settings(storage=StorageSettings(db=tmp / f"{operator}.db"), team=TeamSettings(redis_url=url))
+        return VoiceConsoleApp(Services(settings, team=True, operator=operator))
+
+    alice, bob = console("alice@laptop"), console("bob@desk")
+    async with alice.run_test(size=SIZE) as a, bob.run_test(size=SIZE) as b:
+        await wait_for(a, lambda: alice.context.team and bob.context.team, "both consoles on the team")
+        for platform in platforms:
+            async with VapiClient(platform.api_key, base_url=platform.url, max_retries=0) as client:
+                number = (await client.list_phone_numbers())[0]["id"]
+                assistant = (await client.list_assistants(limit=1))[0]["id"]
+                await client.create_phone_call(
+                    phone_number_id=number, customer_number="+14155550142", assistant_id=assistant
+                )
+            await asyncio.sleep(1.5)  # the second call starts a little later
+        gate = bob.context.gate
+        await wait_for(b, lambda: gate is not None and len(gate.pending()) >= 2, "held tool calls")
+        await b.press("a")  # bob approves one
+        await a.pause(1.0)
+        await a.press("a")  # alice approves another
+        tools = alice.main.query_one(FunctionCallsTable)
+        await wait_for(a, lambda: tools.row_count >= 2, "decisions on alice's screen")
+        await wait_for(a, lambda: "with bob@desk" in alice.sub_title, "bob present")
+        await a.pause(2.0)
+        print(alice.save_screenshot("team.svg", path=str(HERE)))
+    for platform in platforms:
+        await platform.close()
+
+
 def own_user_dirs(root: Path) -> None:
     """Every user dir under `root`: never the developer's theme, config or state (the serve's state
     file, and where the console looks for it, included), so every machine makes the same pictures."""
@@ -261,7 +359,13 @@ def own_user_dirs(root: Path) -> None:
 
 
 if __name__ == "__main__":
+    # Names select what to make (main, attached, team); none: everything.
+    wanted = set(sys.argv[1:]) or {"main", "attached", "team"}
     with tempfile.TemporaryDirectory() as user_dirs:
         own_user_dirs(Path(user_dirs))
-        asyncio.run(main())
-        attached()
+        if "main" in wanted:
+            asyncio.run(main())
+        if "attached" in wanted:
+            attached()
+        if "team" in wanted:
+            team()

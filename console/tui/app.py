@@ -83,6 +83,8 @@ class Services:
     stream_agent: SimulatedAgent | None = None  # the demo's agent behind Twilio's streams, behind the tap
     # Attached to a running `serve` (its state file) instead of receiving in this process.
     attach_to: ServeState | None = None
+    # On the team's Redis (`--team`): every receiver's calls, decided once team-wide.
+    team: bool = False
     operator: str = ""  # who decides from this console, as other consoles see it
     receiver_started_here: bool = False  # the console started that `serve` (stop_receiver_on_exit applies)
     stop_receiver_on_exit: bool = False
@@ -254,6 +256,9 @@ class VoiceConsoleApp(App[None]):
         if services.attach_to is not None:
             await self._attach_to_serve(services.attach_to)
             return
+        if services.team:
+            await self._attach_to_team()
+            return
         secrets = await services.secrets()
         try:
             receiver = await services.start_receiver(secrets, self.feed.events_in, self.feed.deliveries_in)
@@ -335,17 +340,54 @@ class VoiceConsoleApp(App[None]):
         gc.freeze()
         gc.set_threshold(YOUNG_COLLECTION_AFTER, gc.get_threshold()[1], FULL_COLLECTION_EVERY)
 
+    async def _attach_to_team(self) -> None:
+        """Watch and decide on the team's Redis: every receiver's calls; this console receives nothing."""
+        from console.services.team_console import TeamReceiver  # redis-py: only in team mode
+
+        services = self._services
+        settings = services.settings
+        feed = self.feed
+        team = settings.team
+        # The team's events in a history of their own (the history browser reads it), beside this machine's.
+        replica = settings.db_path.with_name(f"team-{team.name}.db")
+        try:
+            receiver = await TeamReceiver.attach(
+                team,
+                services.operator or default_operator(),
+                Consumers(feed.events_in, feed.gate_in, feed.deliveries_in, feed.note),
+                replica,
+            )
+        except AttachFailed as exc:
+            self.exit(return_code=1, message=f"voice-console: {exc}")
+            return
+        storage = settings.storage.model_copy(update={"db": replica})
+        self.context.attach(receiver, settings.model_copy(update={"storage": storage}))
+        feed.note(f"on {receiver.url} as {receiver.operator}; the team's history is kept in {replica}")
+        self._show_attachment()
+        self.set_interval(1.0, self._show_attachment)
+        self.main.services_started()
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(YOUNG_COLLECTION_AFTER, gc.get_threshold()[1], FULL_COLLECTION_EVERY)
+
     def _show_attachment(self) -> None:
         receiver = self.context.receiver
-        if not isinstance(receiver, AttachedReceiver):
+        if not isinstance(receiver, AttachedReceiver) and not self.context.team:
             return
+        assert receiver is not None and not isinstance(receiver, ReceiverService)
+        what = "team link" if self.context.team else "receiver link"
         if not receiver.link_up:
             since = receiver.down_since.astimezone() if receiver.down_since else None
-            self.sub_title = f"receiver link down{f' since {since:%H:%M:%S}' if since else ''} · reconnecting…"
+            self.sub_title = f"{what} down{f' since {since:%H:%M:%S}' if since else ''} · reconnecting…"
             return
         others = [name for name in receiver.consoles if name != receiver.operator]
         with_whom = f" · with {', '.join(sorted(set(others)))}" if others else ""
-        self.sub_title = f"attached to {receiver.url} (pid {receiver.state.pid}) as {receiver.operator}{with_whom}"
+        where = (
+            f"attached to {receiver.url} (pid {receiver.state.pid})"
+            if isinstance(receiver, AttachedReceiver)
+            else receiver.url
+        )
+        self.sub_title = f"{where} as {receiver.operator}{with_whom}"
 
     async def action_quit(self) -> None:
         """Attached: the receiver keeps receiving unless the operator asks (or --stop-receiver-on-exit);

@@ -28,10 +28,11 @@ from console.providers.retell.checks import LlmTap, tap_url
 from console.secrets import SecretStore
 from console.services.attach import AttachedReceiver
 from console.services.live import LiveCalls
+from console.services.receiver import ReceiverService
 from console.store.db import Store
 
 if TYPE_CHECKING:
-    from console.services.receiver import ReceiverService
+    from console.services.team_console import TeamReceiver
     from console.simulator.vapi import SimulatedPlatform
     from console.tui.replay import ReplayController
 
@@ -86,6 +87,11 @@ class GateView(Protocol):
     def resolve(self, tool_call_id: str, decision: OperatorDecision) -> bool: ...
 
 
+def watching_elsewhere(receiver: Any) -> bool:
+    """A `serve` attached to or a team's Redis: the receiving happens in other processes."""
+    return isinstance(receiver, AttachedReceiver) or getattr(receiver, "team_console", False)
+
+
 class ConsoleContext:
     """The console's running parts, as the screens see them."""
 
@@ -96,13 +102,13 @@ class ConsoleContext:
         self.demo = demo
         # The receiver in this process, or the `serve` this console is attached to; None until it
         # listens (or the console attached), and after it closed.
-        self.receiver: ReceiverService | AttachedReceiver | None = None
+        self.receiver: ReceiverService | AttachedReceiver | TeamReceiver | None = None
         self.platform: SimulatedPlatform | None = None  # the simulated Vapi under --demo, once started
         # --demo: provider -> (API key, URL, how the operator is told of it), once started
         # provider -> (its API key, or its keys by name; its URL; what to call it), under --demo
         self.simulated: dict[str, tuple[str | Mapping[str, str], str, str]] = {}
 
-    def attach(self, receiver: ReceiverService | AttachedReceiver, settings: Settings) -> None:
+    def attach(self, receiver: ReceiverService | AttachedReceiver | TeamReceiver, settings: Settings) -> None:
         """The receiver listens; `settings` as it started it (the demo may have moved to a free port)."""
         self.receiver = receiver
         self.settings = settings
@@ -115,13 +121,19 @@ class ConsoleContext:
 
     @property
     def attached(self) -> bool:
-        """Whether this console is attached to a `serve` (rather than receiving in its own process)."""
-        return isinstance(self.receiver, AttachedReceiver)
+        """Whether this console watches a receiver elsewhere: a `serve` (attached) or a team's (rather
+        than receiving in its own process)."""
+        return watching_elsewhere(self.receiver)
+
+    @property
+    def team(self) -> bool:
+        """Whether this console is on a team's Redis (`voice-console --team`)."""
+        return getattr(self.receiver, "team_console", False)
 
     @property
     def operator(self) -> str | None:
         """Who decides from this console, when it is attached (consoles name themselves to each other)."""
-        return self.receiver.operator if isinstance(self.receiver, AttachedReceiver) else None
+        return getattr(self.receiver, "operator", None) if watching_elsewhere(self.receiver) else None
 
     @property
     def gate(self) -> GateView | None:
@@ -148,7 +160,7 @@ class ConsoleContext:
         receiver = self.receiver
         if receiver is None:
             return None
-        if isinstance(receiver, AttachedReceiver):
+        if not isinstance(receiver, ReceiverService):  # attached, or a team's: where the calls are steers
             return receiver.steering(self.settings, self.secrets)  # the `serve` steers: it holds keys and taps
         known = {name: token for name, token in receiver.tap_tokens.items() if token}
         base_urls = {}

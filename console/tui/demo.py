@@ -70,6 +70,7 @@ def run_tui(
     attach: list[str] | None = None,
     operator: str | None = None,
     stop_receiver_on_exit: bool = False,
+    team: bool = False,
 ) -> int:
     """Run the console until the operator quits; the process exit code.
 
@@ -111,6 +112,7 @@ def run_tui(
             policy=policy,
             theme=theme,
             attach_to=attach_to,
+            team=team,
             operator=operator or "",
             receiver_started_here=started_here,
             stop_receiver_on_exit=stop_receiver_on_exit,

@@ -334,7 +334,9 @@ class MainScreen(Screen[None]):
             if call.call_id:
                 per_call[call.call_id] = per_call.get(call.call_id, 0) + 1
         now = self.clock()
-        self.query_one(LiveCallsTable).sync(LiveCallsTable.rows_for(self.context.live_calls(), per_call, now))
+        instances = getattr(self.context.receiver, "instances", None)  # a team's: which receiver has each call
+        rows = LiveCallsTable.rows_for(self.context.live_calls(), per_call, now, instances)
+        self.query_one(LiveCallsTable).sync(rows)
         self._fit_calls_pane()
         decided = [self.decided[key] for key in reversed(self.decided)]
         tools = self.query_one(FunctionCallsTable)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from rich.text import Text
@@ -51,8 +51,12 @@ class LiveCallsTable(WindowTable):
 
     @staticmethod
     def rows_for(
-        calls: Iterable[CallState], pending: dict[str, int], now: datetime | None = None
+        calls: Iterable[CallState],
+        pending: dict[str, int],
+        now: datetime | None = None,
+        instances: Mapping[str, str] | None = None,
     ) -> list[tuple[str, tuple[object, ...]]]:
+        """`instances`: in team mode, which receiver has each call (shown with its platform)."""
         now = now or utc_now()
         ordered = sorted(calls, key=lambda c: (c.status == "ended", -(c.first_at or now).timestamp()))
         out: list[tuple[str, tuple[object, ...]]] = []
@@ -71,7 +75,9 @@ class LiveCallsTable(WindowTable):
                         f"{call.last_turn_latency_ms:.0f}" if call.last_turn_latency_ms is not None else "—",
                         Text(f"⏳ {waiting}", style="bold yellow") if waiting else Text("—", style="dim"),
                         seconds(duration.total_seconds()),
-                        call.provider,
+                        f"{call.provider} @ {instances[call.call_id]}"
+                        if instances and call.call_id in instances
+                        else call.provider,
                     ),
                 )
             )

@@ -1,0 +1,328 @@
+"""A console on the team's Redis (`voice-console --team URL`): every receiver's calls, events and
+held tool calls, decided once team-wide, and the operators present.
+
+`TeamReceiver` is what the TUI's context holds as its receiver in team mode (as it holds an
+`AttachedReceiver` for the `serve` on this machine): it reads the team stream (events, held calls'
+news), the live calls' summaries and the held calls from Redis, and hands the console what
+arrives. Its history is a local SQLite replica fed from the stream. A decision is recorded in
+Redis first writer wins (`console.services.team_gate`); the receiver holding the call answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from console.config import TeamSettings, url_for_display
+from console.core.events import Event, event_from_dict
+from console.core.gate import (
+    CallDecided,
+    CallHeld,
+    CallSettled,
+    CallStalling,
+    GateEvent,
+    OperatorDecision,
+    PendingCall,
+)
+from console.core.tools import ToolOutcome
+from console.services.attach import AttachFailed, Consumers, MirrorTracker, TappedCalls
+from console.services.live import CannotSteer, LiveCalls, Target
+from console.services.team import (
+    LINK_ERRORS,
+    TeamEntry,
+    TeamKeys,
+    TeamReader,
+    _close,
+    connect,
+    link_problem,
+    live_calls,
+)
+from console.services.team_gate import TeamKeysForCalls, record_decision
+from console.store.db import Store
+
+log = logging.getLogger(__name__)
+
+PRESENCE_S = 1.0
+PRESENCE_TTL_S = 5.0
+CALLS_POLL_S = 1.0
+REPLICA_EVERY_S = 0.2
+
+
+class TeamGateView:
+    """Every receiver's held tool calls as the team stream tells them, decided through Redis.
+
+    `resolve` answers at once, as a receiver's own gate does: the call leaves the pending list
+    and the decision is recorded in the background; a decision that came second is told who won."""
+
+    def __init__(self, settings: TeamSettings, operator: str, note: Callable[[str], None]) -> None:
+        self._settings = settings
+        self._operator = operator
+        self._note = note
+        self._pending: dict[str, PendingCall] = {}
+        self.holders: dict[str, str] = {}  # tool call id -> the instance holding it
+        self._deciding: set[asyncio.Task[None]] = set()
+
+    def pending(self) -> list[PendingCall]:
+        return list(self._pending.values())
+
+    def get(self, tool_call_id: str) -> PendingCall | None:
+        return self._pending.get(tool_call_id)
+
+    def resolve(self, tool_call_id: str, decision: OperatorDecision) -> bool:
+        call = self._pending.pop(tool_call_id, None)
+        if call is None:
+            return False
+        task = asyncio.get_running_loop().create_task(self._record(call, replace(decision, operator=self._operator)))
+        self._deciding.add(task)
+        task.add_done_callback(self._deciding.discard)
+        return True
+
+    async def _record(self, call: PendingCall, decision: OperatorDecision) -> None:
+        client = connect(self._settings)
+        try:
+            verdict = await record_decision(client, self._settings, call.tool_call_id, decision, via=self._operator)
+        except LINK_ERRORS as exc:
+            self._pending[call.tool_call_id] = call  # still waiting: decide again once the link is back
+            self._note(f"your decision on {call.name} did not reach the team ({link_problem(self._settings, exc)})")
+            return
+        finally:
+            await _close(client)
+        if verdict.outcome == "lost":
+            self._note(verdict.told(call.name))
+        elif verdict.outcome == "unknown":
+            self._note(f"{call.name} is no longer held by any receiver (answered or timed out)")
+
+    # the stream's side
+
+    def held(self, call: PendingCall, instance: str) -> None:
+        self._pending[call.tool_call_id] = call
+        self.holders[call.tool_call_id] = instance
+
+    def settled(self, tool_call_id: str) -> None:
+        self._pending.pop(tool_call_id, None)
+        self.holders.pop(tool_call_id, None)
+
+    async def close(self) -> None:
+        if self._deciding:
+            await asyncio.wait(self._deciding, timeout=5)
+
+
+class TeamSteering(LiveCalls):
+    """Live control of a team's calls goes through the receiver that has each: not from here yet."""
+
+    def target(self, call_id: str, action: Any) -> Target:
+        raise CannotSteer(
+            "Live control of a team's call goes through the receiver that has it: "
+            "attach to that receiver (not from a team console yet)."
+        )
+
+
+class TeamReceiver:
+    """What a console on the team sees (the TUI's `ConsoleContext.receiver` in team mode)."""
+
+    team_console = True  # what the console's context asks (it does not import this module: redis-py)
+
+    def __init__(self, settings: TeamSettings, operator: str, consumers: Consumers, store: Store) -> None:
+        self.settings = settings
+        self.operator = operator
+        self.store = store  # the local replica of the team's events
+        self._consumers = consumers
+        self.tracker = MirrorTracker()
+        self.taps = TappedCalls()
+        self.tap_tokens: dict[str, str | None] = {}
+        self.gate = TeamGateView(settings, operator, consumers.note)
+        self.http_client = None
+        self.consoles: list[str] = [operator]
+        self.link_up = True
+        self.down_since: datetime | None = None
+        self.instances: dict[str, str] = {}  # call id -> the receiver that has it
+        self.receiver: dict[str, Any] = {"url": url_for_display(settings.redis_url or ""), "db": str(store.path)}
+        self.last_fill = 0
+        self.missed = 0  # events the team stream no longer had when this console read on
+        self._last_ids: dict[str, int] = {}  # instance -> the last history id read from it
+        self._replica: list[Event] = []
+        self._keys = TeamKeysForCalls(settings.name)
+        self._presence_key = TeamKeys(settings.name).prefix + f"console:{operator}@{socket.gethostname()}"
+        self._reader = TeamReader(settings, note=self._link_note)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def url(self) -> str:
+        return f"team {self.settings.name!r} on {url_for_display(self.settings.redis_url or '')}"
+
+    @classmethod
+    async def attach(cls, settings: TeamSettings, operator: str, consumers: Consumers, db_path: Path) -> TeamReceiver:
+        """Read what the team has now (held calls, live calls), then follow its stream."""
+        client = connect(settings)
+        try:
+            await client.ping()
+        except LINK_ERRORS as exc:
+            raise AttachFailed(link_problem(settings, exc)) from None
+        finally:
+            await _close(client)
+        store = await Store.open(db_path)
+        team = cls(settings, operator, consumers, store)
+        try:
+            await team._reader.pin()  # first the position, then the state: nothing after it is missed
+            await team._load_state()
+        except LINK_ERRORS as exc:
+            await store.close()
+            raise AttachFailed(link_problem(settings, exc)) from None
+        team._tasks = [
+            asyncio.create_task(team._read(), name="team-read"),
+            asyncio.create_task(team._presence(), name="team-presence"),
+            asyncio.create_task(team._poll_calls(), name="team-calls"),
+            asyncio.create_task(team._write_replica(), name="team-replica"),
+        ]
+        return team
+
+    async def _load_state(self) -> None:
+        client = connect(self.settings)
+        try:
+            keys = [key async for key in client.scan_iter(match=self._keys.held("*"), count=500)]
+            held = [json.loads(value) for value in (await client.mget(keys) if keys else []) if value]
+        finally:
+            await _close(client)
+        for item in sorted(held, key=lambda item: item["call"]["deadline_at"]):
+            call = PendingCall.from_dict(item["call"])
+            self.gate.held(call, item["instance"])
+            self._consumers.gate(CallHeld(call))
+        await self._take_calls(await live_calls(self.settings), replace_all=True)
+
+    async def _take_calls(self, calls: list[dict[str, Any]], *, replace_all: bool = False) -> None:
+        for call in calls:
+            self.instances[call["call_id"]] = call.pop("instance", "?")
+        self.tracker.update(calls, replace_all=replace_all)
+
+    def _link_note(self, line: str) -> None:
+        if line.startswith("team link down"):
+            self.link_up, self.down_since = False, self.down_since or datetime.now(UTC)
+        elif line.startswith("team link back"):
+            self.link_up, self.down_since = True, None
+        self._consumers.note(line)
+
+    async def _read(self) -> None:
+        async for entry in self._reader.entries():
+            if entry.gate is not None:
+                gate_event = self._gate_event(entry)
+                if gate_event is not None:
+                    self._consumers.gate(gate_event)
+                continue
+            try:
+                event = event_from_dict(entry.event)
+            except ValueError:
+                log.warning("an event of the team stream could not be read; skipped")
+                continue
+            self._note_gap(entry)
+            if event.call_id:
+                self.instances[event.call_id] = entry.instance
+            self._replica.append(event)
+            self._consumers.events([event])
+
+    def _note_gap(self, entry: TeamEntry) -> None:
+        """Events of an instance skipped over: the stream was trimmed past where this console was,
+        or that receiver could not publish them. They are in its own history."""
+        if entry.history_id is None:
+            return
+        last = self._last_ids.get(entry.instance)
+        self._last_ids[entry.instance] = max(entry.history_id, last or 0)
+        if last is not None and entry.history_id > last + 1:
+            skipped = entry.history_id - last - 1
+            self.missed += skipped
+            self._consumers.note(
+                f"missed {skipped} events of {entry.instance} (no longer in the team stream; they are in its history)"
+            )
+
+    def _gate_event(self, entry: TeamEntry) -> GateEvent | None:
+        frame = entry.event
+        try:
+            if entry.gate in ("held", "stalling"):
+                call = PendingCall.from_dict(frame["call"])
+                if entry.gate == "held":
+                    self.gate.held(call, entry.instance)
+                    return CallHeld(call)
+                return CallStalling(call)
+            if entry.gate == "decided":
+                call = PendingCall.from_dict(frame["call"])
+                data = frame["decision"]
+                self.gate.settled(call.tool_call_id)
+                decision = OperatorDecision(
+                    decision=data["decision"],
+                    arguments=data.get("arguments"),
+                    result=data.get("result"),
+                    reason=data.get("reason"),
+                    operator=data.get("operator"),
+                )
+                return CallDecided(call, decision)
+            if entry.gate == "settled":
+                outcome = ToolOutcome(**frame["outcome"])
+                self.gate.settled(outcome.tool_call_id)
+                return CallSettled(outcome)
+        except (KeyError, TypeError, ValueError):
+            log.warning("a held call's news on the team stream could not be read; skipped")
+        return None
+
+    async def _presence(self) -> None:
+        """This operator's heartbeat, and who else is present."""
+        prefix = TeamKeys(self.settings.name).prefix + "console:"
+        while True:
+            client = connect(self.settings)
+            try:
+                while True:
+                    await client.set(self._presence_key, self.operator, px=int(PRESENCE_TTL_S * 1000))
+                    keys = [key async for key in client.scan_iter(match=prefix + "*", count=200)]
+                    names = await client.mget(keys) if keys else []
+                    self.consoles = sorted({_text(name) for name in names if name} | {self.operator})
+                    await asyncio.sleep(PRESENCE_S)
+            except LINK_ERRORS:
+                pass  # the reader tells the link's state
+            finally:
+                await _close(client)
+            await asyncio.sleep(PRESENCE_S)
+
+    async def _poll_calls(self) -> None:
+        while True:
+            await asyncio.sleep(CALLS_POLL_S)
+            try:
+                await self._take_calls(await live_calls(self.settings))
+            except LINK_ERRORS:
+                pass
+
+    async def _write_replica(self) -> None:
+        """The team's events into the local history (the history browser reads it)."""
+        while True:
+            await asyncio.sleep(REPLICA_EVERY_S)
+            if self._replica:
+                batch, self._replica = self._replica, []
+                await self.store.record_events(batch, masked=True)
+
+    def steering(self, settings: Any, secrets: Any) -> LiveCalls:
+        return TeamSteering(self.tracker, self.taps, settings, secrets)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._replica:
+            await self.store.record_events(self._replica, masked=True)
+            self._replica = []
+        await self.gate.close()
+        client = connect(self.settings)
+        try:
+            await client.delete(self._presence_key)
+        except LINK_ERRORS:
+            pass
+        finally:
+            await _close(client)
+        await self.store.close()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

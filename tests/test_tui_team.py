@@ -1,0 +1,97 @@
+"""Consoles on the team's Redis (`voice-console --team`), driven with Pilot: two `serve --team`
+receivers (real subprocesses) on a real `redis-server`; the consoles see both receivers' calls
+with which instance has each, the operators present, and decide each held call once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+
+from console.config import load_settings
+from console.tui.app import Services, VoiceConsoleApp
+from console.tui.widgets.panes import FunctionCallsTable, LiveCallsTable
+from tests.helpers.cli import Serve
+from tests.helpers.redis_server import RedisServer, needs_redis
+from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
+from tests.helpers.tui import SIZE, wait_for
+from tests.test_team import instance_of
+
+pytestmark = needs_redis
+PARALLEL = json.loads((PAYLOADS / "vapi" / "tool-calls.parallel.json").read_text())
+IDS = [c["id"] for c in PARALLEL["message"]["toolCallList"]]
+
+
+def team_app(tmp_path, url: str, operator: str) -> VoiceConsoleApp:
+    settings = load_settings(
+        env={}, overrides={"storage": {"db": str(tmp_path / f"{operator}.db")}, "team": {"redis_url": url}}
+    )
+    return VoiceConsoleApp(Services(settings, team=True, operator=operator))
+
+
+async def post(url: str, body: bytes) -> httpx.Response:
+    from console.config import VapiSettings
+    from console.providers.vapi import sign_vapi_request
+
+    headers = {"content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)}
+    async with httpx.AsyncClient(timeout=60) as client:
+        return await client.post(url + "/webhook/vapi", content=body, headers=headers)
+
+
+def by_column(app: VoiceConsoleApp, column: int) -> dict[str, str]:
+    table = app.main.query_one(FunctionCallsTable)
+    return {str(key.value): str(table.get_row(key)[column]) for key in table.rows}
+
+
+def via(app: VoiceConsoleApp) -> dict[str, str]:
+    table = app.main.query_one(LiveCallsTable)
+    return {str(key.value): str(table.get_row(key)[-1]) for key in table.rows}
+
+
+async def test_two_team_consoles_see_both_receivers_and_decide_once(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    a = Serve(tmp_path / "a.db", "--team", server.url, hold=True)
+    b = Serve(tmp_path / "b.db", "--team", server.url, hold=True)
+    try:
+        a_name, b_name = instance_of(a), instance_of(b)
+        # A call already in progress on B before any console opens: a console sees it at once.
+        ringing = (PAYLOADS / "vapi" / "status-update.in-progress.json").read_bytes()
+        b_call = json.loads(ringing)["message"]["call"]["id"]
+        assert (await post(b.url, ringing)).status_code == 200
+        await asyncio.sleep(1.0)  # its summary reaches Redis
+        alice, bob = team_app(tmp_path, server.url, "alice@laptop"), team_app(tmp_path, server.url, "bob@desk")
+        async with alice.run_test(size=SIZE) as pa, bob.run_test(size=SIZE) as pb:
+            for pilot, app in ((pa, alice), (pb, bob)):
+                await wait_for(pilot, lambda app=app: app.context.team and app.context.receiver.link_up, "on the team")
+                await wait_for(pilot, lambda app=app: via(app).get(b_call) == f"vapi @ {b_name}", "B's call shown")
+            await wait_for(pa, lambda: "with bob@desk" in alice.sub_title, "alice told bob is here")
+            assert alice.sub_title.startswith("team 'default' on redis://127.0.0.1:")
+            platform = asyncio.create_task(post(a.url, json.dumps(PARALLEL).encode()))
+            for pilot, app in ((pa, alice), (pb, bob)):
+                await wait_for(pilot, lambda app=app: len(app.context.gate.pending()) == 2, "A's calls held")
+            a_call = PARALLEL["message"]["call"]["id"]
+            await wait_for(pa, lambda: via(alice).get(a_call) == f"vapi @ {a_name}", "A's call shown with A")
+            await pa.press("a")  # alice approves the one her cursor is on
+            await pa.pause(0.3)
+            await pb.press("r")  # bob rejects the other
+            await pb.pause(0.3)
+            await pb.press("enter")
+            response = await asyncio.wait_for(platform, 30)
+            assert response.status_code == 200
+            for pilot, app in ((pa, alice), (pb, bob)):
+                await wait_for(
+                    pilot,
+                    lambda app=app: sorted(by_column(app, 3).values()) == ["alice@laptop", "bob@desk"],
+                    f"both decisions with their operators on {app.context.receiver.operator}'s console",
+                )
+            # The team's history on this machine: the replica has A's and B's events.
+            store = alice.context.store()
+            await wait_for(pa, lambda: True, "")
+            await asyncio.sleep(0.5)
+            rows = await store.fetchall("SELECT DISTINCT call_id FROM events")
+            assert {row[0] for row in rows} >= {a_call, b_call}
+    finally:
+        a.stop()
+        b.stop()
+        server.stop()
