@@ -96,7 +96,7 @@ def _run_tui(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"voice-console: bad tool-call policy: {exc}", file=sys.stderr)
         return 2
-    if args.demo or args.no_attach:
+    if args.demo or args.no_attach:  # with a team set and --no-attach, its receiver publishes to the team
         return run_tui(settings, demo=args.demo, policy=policy, theme=args.theme)
     if settings.team.redis_url:
         return run_tui(settings, demo=False, theme=args.theme, team=True, operator=args.operator)

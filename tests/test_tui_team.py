@@ -95,3 +95,54 @@ async def test_two_team_consoles_see_both_receivers_and_decide_once(tmp_path):
         a.stop()
         b.stop()
         server.stop()
+
+
+async def test_a_console_receiving_itself_with_a_team_set_publishes_and_is_decided_from_the_team(tmp_path):
+    import subprocess
+    import sys
+
+    from console.core.policy import Policy, ToolRule
+    from console.secrets import SecretStore
+    from tests.helpers.cli import cli_env
+
+    server = RedisServer(tmp_path / "redis")
+    try:
+        settings = load_settings(
+            env={},
+            overrides={
+                "receiver": {"port": 0},
+                "storage": {"db": str(tmp_path / "own.db")},
+                "team": {"redis_url": server.url, "instance": "laptop"},
+            },
+        )
+        app = VoiceConsoleApp(
+            Services(
+                settings,
+                secret_store=SecretStore(env={"VOICE_CONSOLE_VAPI_WEBHOOK_SECRET": VAPI_SECRET}),
+                policy=Policy(tools={"default": ToolRule(action="hold", timeout_seconds=60)}),
+            )
+        )
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.service is not None, "its own receiver")
+            platform = asyncio.create_task(post(app.service.url, json.dumps(PARALLEL).encode()))
+            await wait_for(pilot, lambda: len(app.context.gate.pending()) == 2, "both calls held here")
+            held = f"vc:{{default}}:held:{IDS[0]}"
+            await wait_for(pilot, lambda: server.client().exists(held), "the held call in Redis")
+            for tool_call_id in IDS:  # decided by someone on the team, not at this console
+                decided = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, "-m", "console", "decide", "--team", server.url, tool_call_id, "--approve"],
+                    capture_output=True,
+                    text=True,
+                    env=cli_env(tmp_path / "x.db"),
+                )
+                assert decided.returncode == 0 and "held by laptop" in decided.stdout, decided.stderr
+            response = await asyncio.wait_for(platform, 30)
+            assert response.status_code == 200
+            await wait_for(pilot, lambda: not app.context.gate.pending(), "both answered")
+        entries = server.client().xrange("vc:{default}:events")
+        published = [json.loads(f[b"e"]) for _, f in entries if f.get(b"e") and f[b"i"] == b"laptop"]
+        kinds = {event["kind"] for batch in published for event in batch}
+        assert {"tool.requested", "tool.decided"} <= kinds
+    finally:
+        server.stop()

@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TextIO
 
 from console.config import Settings, url_for_display
 from console.core.events import Event, event_json
@@ -26,12 +26,8 @@ from console.redact import Redactor
 from console.secrets import SecretStore
 from console.services.receiver import ReceiverService, listen_failure
 from console.services.serve_state import ServeState, remove_state, write_state
+from console.services.team_link import TeamLink
 
-if TYPE_CHECKING:
-    from console.services.team import TeamPublisher
-
-# On a clean stop, how long the team link may take to publish what still waits.
-TEAM_DRAIN_S = 3.0
 # NDJSON waiting for a slow or unread stdout, at most (~40,000 lines).
 STDOUT_BACKLOG_BYTES = 16 * 1024 * 1024
 
@@ -134,52 +130,6 @@ def _announce(event: GateEvent, err: TextIO, redactor: Redactor) -> None:
         pass
 
 
-def start_team_link(
-    settings: Settings, service: ReceiverService, note: Callable[[str], None]
-) -> tuple[TeamPublisher, list[asyncio.Task[None]]] | None:
-    """Team mode: what the receiver records also goes to the team's Redis (after the commit)."""
-    if not settings.team.redis_url:
-        return None
-    from console.services.team import TeamPublisher, default_instance  # redis-py: only in team mode
-
-    port = service.server.port
-    instance = settings.team.instance or default_instance(port)
-    tracker = service.tracker
-
-    def summary(call_id: str) -> dict[str, Any] | None:
-        state = tracker.get(call_id)
-        return None if state is None else state.summary()
-
-    publisher = TeamPublisher(settings.team, instance, {"url": service.server.url}, note=note, call_summary=summary)
-    service.pipeline.to_team = publisher.recorded
-    tasks = [asyncio.create_task(publisher.run(), name="team-publisher")]
-    if service.gate is not None:
-        from console.services.team_gate import TeamGateLink
-
-        gate_link = TeamGateLink(settings.team, instance, service.gate, note=note)
-        service.decisions.team = gate_link
-        tasks.append(asyncio.create_task(gate_link.run(), name="team-gate"))
-    return publisher, tasks
-
-
-async def stop_team_link(publisher: TeamPublisher, tasks: list[asyncio.Task[None]], err: TextIO) -> None:
-    """Give what waits a moment to reach Redis; what cannot is still in the history."""
-    if publisher.link.up:
-        try:
-            await asyncio.wait_for(publisher.empty.wait(), TEAM_DRAIN_S)
-        except TimeoutError:
-            pass
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    if publisher.backlog or publisher.dropped:
-        print(
-            f"voice-console serve: {publisher.backlog + publisher.dropped} events did not reach the team's Redis "
-            "(they are in this receiver's history)",
-            file=err,
-        )
-
-
 async def run_serve(
     settings: Settings,
     *,
@@ -216,7 +166,7 @@ async def run_serve(
     state_path = write_state(state)
     if service.gate is not None:
         service.gate.subscribe(lambda event: _announce(event, err, service.redactor))
-    team = start_team_link(settings, service, note_err)
+    team = TeamLink.start(settings, service, note_err)
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -230,10 +180,9 @@ async def run_serve(
 
     print(f"voice-console serve: listening on {service.server.url} · history in {settings.db_path}", file=err)
     if team is not None:
-        publisher, _ = team
         print(
             f"voice-console serve: team {settings.team.name!r} on {url_for_display(settings.team.redis_url or '')} "
-            f"as {publisher.instance}",
+            f"as {team.instance}",
             file=err,
         )
     if settings.forward.to:
@@ -251,7 +200,7 @@ async def run_serve(
         await service.close()
         printer.close()
         if team is not None:
-            await stop_team_link(*team, err)
+            await team.stop(note_err)
         stats = service.pipeline.stats
         print(
             f"voice-console serve: stopped · {stats.accepted} accepted "

@@ -36,6 +36,7 @@ from console.services.pipeline import DeliverySeen
 from console.services.receiver import ReceiverService, listen_failure
 from console.services.receiver_process import default_operator, stop_serve, yield_cpu_to_the_receiver
 from console.services.serve_state import ServeState
+from console.services.team_link import TeamLink
 from console.simulator.retell import LLM_AGENT_ID as RETELL_LLM_AGENT_ID
 from console.simulator.retell import SimulatedRetell
 from console.simulator.retell_llm import LlmServer
@@ -231,6 +232,7 @@ class VoiceConsoleApp(App[None]):
         self._twilio: SimulatedTwilio | None = None  # the simulated Twilio under --demo
         self._stream_token: str | None = None
         self._demo_dials = 0
+        self._team_link: TeamLink | None = None  # this console's own receiver in a team (--no-attach)
 
     @property
     def service(self) -> ReceiverService | None:
@@ -272,6 +274,10 @@ class VoiceConsoleApp(App[None]):
         if receiver.gate is not None:
             receiver.gate.subscribe(self.feed.gate_in)
         self.context.attach(receiver, settings)
+        if not services.demo:  # a team set and --no-attach: this console's receiver publishes to it
+            self._team_link = TeamLink.start(settings, receiver, self.feed.note)
+            if self._team_link is not None:
+                self.feed.note(f"team {settings.team.name!r}: this receiver publishes as {self._team_link.instance}")
         for warning in receiver.warnings:
             self.feed.note(f"warning: {warning}")
         self.sub_title = f"receiver {receiver.server.url} · history {settings.db_path}"
@@ -526,6 +532,9 @@ class VoiceConsoleApp(App[None]):
         llm, self._services.llm_server = self._services.llm_server, None
         if llm is not None:
             await llm.__aexit__(None, None, None)
+        team_link, self._team_link = self._team_link, None
+        if team_link is not None:
+            await team_link.stop(self.feed.note)
         if service is not None:
             await service.close()
         if self._services.stop_receiver_on_exit and isinstance(service, AttachedReceiver):
