@@ -146,3 +146,25 @@ async def test_a_console_receiving_itself_with_a_team_set_publishes_and_is_decid
         assert {"tool.requested", "tool.decided"} <= kinds
     finally:
         server.stop()
+
+
+async def test_a_team_console_says_when_the_link_is_down_and_catches_up_after(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    a = Serve(tmp_path / "a.db", "--team", server.url)
+    try:
+        instance_of(a)
+        alice = team_app(tmp_path, server.url, "alice@laptop")
+        async with alice.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: alice.context.team and alice.context.receiver.link_up, "on the team")
+            server.kill()
+            await wait_for(pilot, lambda: "team link down since" in alice.sub_title, "the link down", timeout=20)
+            body = (PAYLOADS / "vapi" / "status-update.in-progress.json").read_bytes()
+            assert (await post(a.url, body)).status_code == 200  # the receiver acknowledges all the same
+            call_id = json.loads(body)["message"]["call"]["id"]
+            server.start()
+            await wait_for(pilot, lambda: alice.context.receiver.link_up, "the link back", timeout=20)
+            await wait_for(pilot, lambda: call_id in via(alice), "the call posted meanwhile", timeout=20)
+            assert alice.sub_title.startswith("team 'default' on ")
+    finally:
+        a.stop()
+        server.stop()
