@@ -246,6 +246,26 @@ class TeamSettings(_Section):
     stream_max_len: int = Field(100_000, ge=1_000)
     # Events a receiver keeps while Redis is unreachable, published in order once it is back.
     backlog_max: int = Field(200_000, ge=1_000)
+    # The password when the URL has none: from the keyring or VOICE_CONSOLE_TEAM_REDIS_PASSWORD
+    # (`with_password`), never from this file.
+    _password: str | None = PrivateAttr(default=None)
+
+    @property
+    def password(self) -> str | None:
+        """The URL's own password, else the one from the keyring or the environment."""
+        if self.redis_url:
+            try:
+                inline = urlsplit(self.redis_url).password
+            except ValueError:
+                inline = None
+            if inline is not None:
+                return None  # redis-py reads it from the URL
+        return self._password
+
+    def with_password(self, password: str | None) -> TeamSettings:
+        copy = self.model_copy()
+        copy._password = password or None
+        return copy
 
     @field_validator("redis_url")
     @classmethod

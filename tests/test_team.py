@@ -322,3 +322,31 @@ def test_a_watcher_starting_mid_call_sees_the_calls_in_progress_at_once(tmp_path
     assert first["instance"] == instance
     assert first["call"]["call_id"] == call_id and first["call"]["status"] == "in-progress"
     assert "control" not in json.dumps(first["call"]).replace('"controllable"', "")
+
+
+def test_the_redis_password_comes_from_the_keyring_or_environment_and_is_never_printed(tmp_path):
+    password = "team-redis-pass-6Hq2"
+    server = RedisServer(tmp_path / "redis", password=password)
+    try:
+        db = tmp_path / "history.db"
+        # Without it: the receiver acknowledges all the same and says why Redis refuses it.
+        refused = Serve(db, "--team", server.url)
+        instance_of(refused)
+        with httpx.Client(base_url=refused.url, timeout=10) as client:
+            assert post(client, transcript_body("call-x", 1)).status_code == 200
+        time.sleep(1.0)  # its first try at Redis
+        _, out, err = refused.stop()
+        assert f"team link down: the team's Redis at {server.url} refuses this client: it needs a password" in err
+        # With it (VOICE_CONSOLE_TEAM_REDIS_PASSWORD; `keys set team` puts it in the keyring).
+        serve = Serve(tmp_path / "b.db", "--team", server.url, env={"VOICE_CONSOLE_TEAM_REDIS_PASSWORD": password})
+        instance = instance_of(serve)
+        with httpx.Client(base_url=serve.url, timeout=10) as client:
+            assert post(client, transcript_body("call-y", 1)).status_code == 200
+        wait_until(lambda: published(server, instance), what="publishing with the password")
+        listed = cli(db, "decide", "--team", server.url, "--list", env={"VOICE_CONSOLE_TEAM_REDIS_PASSWORD": password})
+        assert listed.returncode == 0, listed.stderr
+        _, out2, err2 = serve.stop()
+        for text in (out, err, out2, err2, listed.stdout, listed.stderr):
+            assert password not in text
+    finally:
+        server.stop()

@@ -74,7 +74,10 @@ def run_team_decide(args: argparse.Namespace, out: TextIO = sys.stdout, err: Tex
             return 2
     import asyncio
 
+    from console.secrets import SecretStore
     from console.services.team_decide import decide_in_team, list_held
+
+    settings = settings.with_password(SecretStore().get("team_redis_password").value)
 
     if args.list:
         return asyncio.run(list_held(settings, out, err))

@@ -29,17 +29,18 @@ def register(subparsers: Any) -> None:
     )
     commands = parser.add_subparsers(dest="keys_command", required=True, metavar="set|delete|list|test")
     providers = sorted(provider_names())
+    owners = [*providers, "team"]  # team: the team's Redis password (team mode)
 
     set_cmd = commands.add_parser("set", help="store a key (hidden input, or one line from stdin)")
-    set_cmd.add_argument("provider", choices=providers)
+    set_cmd.add_argument("provider", choices=owners)
     set_cmd.add_argument("--name", help="which key, e.g. vapi_api_key or webhook_secret (asked when omitted)")
 
     delete = commands.add_parser("delete", help="remove a provider's keys from the keyring")
-    delete.add_argument("provider", choices=providers)
+    delete.add_argument("provider", choices=owners)
     delete.add_argument("--name", help="only this key (default: all of the provider's keys)")
 
     list_cmd = commands.add_parser("list", help="show where each key comes from (env, keyring, none)")
-    list_cmd.add_argument("provider", nargs="?", choices=providers)
+    list_cmd.add_argument("provider", nargs="?", choices=owners)
 
     test = commands.add_parser("test", help="check a key against the provider's API")
     test.add_argument("provider", choices=providers)

@@ -38,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import asyncio
 
+    from console.secrets import SecretStore
     from console.services.watch import watch_team
 
+    team = settings.team.with_password(SecretStore().get("team_redis_password").value)
     try:
-        return asyncio.run(watch_team(settings.team, sys.stdout, sys.stderr, from_start=args.from_start))
+        return asyncio.run(watch_team(team, sys.stdout, sys.stderr, from_start=args.from_start))
     except KeyboardInterrupt:
         return 0

@@ -234,9 +234,15 @@ def provider_of_route(route: str) -> str:
     return route.split(".", 1)[0]
 
 
+# Secrets that belong to no platform: the team's Redis password (team mode), when its URL has none.
+OTHER_SECRETS: dict[str, tuple[Secret, ...]] = {"team": (Secret("team_redis_password", "team Redis password"),)}
+
+
 def secret_names() -> dict[str, Secret]:
-    """Every provider's secrets by name."""
-    return {secret.name: secret for provider in specs() for secret in provider.secrets}
+    """Every provider's secrets by name, and the others (OTHER_SECRETS)."""
+    names = {secret.name: secret for provider in specs() for secret in provider.secrets}
+    names.update((secret.name, secret) for secrets in OTHER_SECRETS.values() for secret in secrets)
+    return names
 
 
 def made_secret_names() -> list[str]:

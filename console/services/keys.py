@@ -24,8 +24,11 @@ from console.secrets import (
 
 
 def provider_keys() -> dict[str, tuple[str, ...]]:
-    """Each provider's secret names, in the order they are listed (from the providers' specs)."""
-    return {spec.name: tuple(secret.name for secret in spec.secrets) for spec in registry.specs()}
+    """Each provider's secret names, in the order they are listed (from the providers' specs), then
+    the others' (`team`: the team's Redis password)."""
+    keys = {spec.name: tuple(secret.name for secret in spec.secrets) for spec in registry.specs()}
+    keys.update((owner, tuple(secret.name for secret in secrets)) for owner, secrets in registry.OTHER_SECRETS.items())
+    return keys
 
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2

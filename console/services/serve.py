@@ -166,7 +166,8 @@ async def run_serve(
     state_path = write_state(state)
     if service.gate is not None:
         service.gate.subscribe(lambda event: _announce(event, err, service.redactor))
-    team = TeamLink.start(settings, service, note_err)
+    team_settings = settings.team.with_password(secrets["team_redis_password"].value)
+    team = TeamLink.start(settings.model_copy(update={"team": team_settings}), service, note_err)
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from console.config import TeamSettings, url_for_display
 from console.core.events import Event, event_json
@@ -84,8 +84,10 @@ def default_instance(port: int) -> str:
 def connect(settings: TeamSettings) -> aioredis.Redis:
     """A client for the team's Redis; nothing is sent until it is used."""
     assert settings.redis_url is not None
+    extra: dict[str, Any] = {"password": settings.password} if settings.password else {}
     return aioredis.Redis.from_url(
         settings.redis_url,
+        **extra,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=COMMAND_TIMEOUT_S,
         # The link reconnects by itself, with its own backoff, and says so: no hidden retries.
@@ -94,10 +96,19 @@ def connect(settings: TeamSettings) -> aioredis.Redis:
     )
 
 
+AUTH_HINTS = ("NOAUTH", "WRONGPASS", "AUTH", "HELLO must be called", "invalid username-password")
+
+
 def link_problem(settings: TeamSettings, exc: BaseException) -> str:
     """Why the team's Redis cannot be used, for a person (the URL's password masked)."""
     where = url_for_display(settings.redis_url or "")
     detail = str(exc) or type(exc).__name__
+    if isinstance(exc, AuthenticationError) or any(hint in detail for hint in AUTH_HINTS):
+        how = "the password it was given is wrong" if settings.password or "@" in where else "it needs a password"
+        return (
+            f"the team's Redis at {where} refuses this client: {how} (in the URL, `voice-console keys set team`, "
+            "or VOICE_CONSOLE_TEAM_REDIS_PASSWORD)"
+        )
     return f"the team's Redis at {where} is unreachable ({url_for_display(detail)})"
 
 

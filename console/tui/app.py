@@ -275,7 +275,8 @@ class VoiceConsoleApp(App[None]):
             receiver.gate.subscribe(self.feed.gate_in)
         self.context.attach(receiver, settings)
         if not services.demo:  # a team set and --no-attach: this console's receiver publishes to it
-            self._team_link = TeamLink.start(settings, receiver, self.feed.note)
+            team = settings.team.with_password(secrets["team_redis_password"].value)
+            self._team_link = TeamLink.start(settings.model_copy(update={"team": team}), receiver, self.feed.note)
             if self._team_link is not None:
                 self.feed.note(f"team {settings.team.name!r}: this receiver publishes as {self._team_link.instance}")
         for warning in receiver.warnings:
@@ -353,7 +354,8 @@ class VoiceConsoleApp(App[None]):
         services = self._services
         settings = services.settings
         feed = self.feed
-        team = settings.team
+        password = (await services.secrets()).get("team_redis_password")
+        team = settings.team.with_password(password.value if password else None)
         # The team's events in a history of their own (the history browser reads it), beside this machine's.
         replica = settings.db_path.with_name(f"team-{team.name}.db")
         try:

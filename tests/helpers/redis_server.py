@@ -27,8 +27,11 @@ class RedisServer:
     """`redis-server` on 127.0.0.1:<port>. Without `persistent`, `kill()` loses everything; with it,
     every write is in an append-only file (fsynced) first, as a team's Redis would keep it."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, persistent: bool = False, password: str | None = None
+    ) -> None:
         self.persistent = persistent
+        self.password = password
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -44,6 +47,7 @@ class RedisServer:
                 *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
                 *(("--appendonly", "yes", "--appendfsync", "always") if self.persistent else ("--appendonly", "no")),
                 *("--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")),
+                *(("--requirepass", self.password) if self.password else ()),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -61,7 +65,7 @@ class RedisServer:
             time.sleep(0.02)
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, password=self.password)
 
     def kill(self) -> None:
         """SIGKILL: what a crashed or rebooted Redis looks like to its clients."""
