@@ -168,3 +168,56 @@ async def test_a_team_console_says_when_the_link_is_down_and_catches_up_after(tm
     finally:
         a.stop()
         server.stop()
+
+
+async def test_a_team_console_opened_again_reads_on_from_its_replica_and_counts_what_was_trimmed(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    a = Serve(tmp_path / "a.db", "--team", server.url)
+    try:
+        name = instance_of(a)
+        message = json.loads((PAYLOADS / "vapi" / "transcript.user-final.json").read_bytes())
+
+        async def say(n: int) -> None:
+            message["message"]["transcript"] = f"line {n}"
+            message["message"]["timestamp"] = 1771148400000 + n
+            assert (await post(a.url, json.dumps(message).encode())).status_code == 200
+
+        async def texts(app: VoiceConsoleApp) -> set[str]:
+            rows = await app.context.store().fetchall("SELECT data FROM events WHERE kind = 'transcript.final'")
+            return {json.loads(row[0])["text"] for row in rows}
+
+        alice = team_app(tmp_path, server.url, "alice@laptop")
+        async with alice.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: alice.context.team, "on the team")
+            await say(1)
+            await pilot.pause(1.0)  # into the replica, and its position kept
+        await say(2)  # while no console is open
+        await say(3)
+        await asyncio.sleep(0.5)
+        alice = team_app(tmp_path, server.url, "alice@laptop")
+        async with alice.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: alice.context.team, "on the team again")
+            await pilot.pause(1.0)
+            assert {"line 1", "line 2", "line 3"} <= await texts(alice)  # read on from where it was
+        await say(4)
+        await say(5)
+        await asyncio.sleep(0.5)
+        server.client().xtrim("vc:{default}:events", maxlen=0)  # the stream kept less than was missed
+        await say(6)
+        await asyncio.sleep(0.5)
+        notes: list[str] = []
+        alice = team_app(tmp_path, server.url, "alice@laptop")
+        note = alice.feed.note
+
+        def noted(line: str) -> None:  # what the console tells the operator (the Events pane's notes)
+            notes.append(line)
+            note(line)
+
+        alice.feed.note = noted  # type: ignore[method-assign]
+        async with alice.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: any(f"missed 2 events of {name}" in line for line in notes), "the gap said")
+            await pilot.pause(1.0)
+            assert "line 6" in await texts(alice) and not {"line 4", "line 5"} & await texts(alice)
+    finally:
+        a.stop()
+        server.stop()

@@ -150,7 +150,12 @@ class TeamReceiver:
         self._replica: list[Event] = []
         self._keys = TeamKeysForCalls(settings.name)
         self._presence_key = TeamKeys(settings.name).prefix + f"console:{operator}@{socket.gethostname()}"
-        self._reader = TeamReader(settings, note=self._link_note)
+        # Where this console was in the team stream when it last wrote its replica (kept beside it):
+        # a console opened again reads on from there, and counts what the stream no longer has.
+        self._position_file = store.path.with_name(store.path.stem + ".position.json")
+        since = self._saved_position()
+        self._reader = TeamReader(settings, since=since, note=self._link_note)
+        self._replica_position = since
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -182,6 +187,27 @@ class TeamReceiver:
             asyncio.create_task(team._write_replica(), name="team-replica"),
         ]
         return team
+
+    def _saved_position(self) -> str:
+        """The stream id this console's replica was written up to ("$": none, start from now)."""
+        try:
+            saved = json.loads(self._position_file.read_text())
+            position = str(saved["position"])
+            self._last_ids = {str(k): int(v) for k, v in saved.get("last_ids", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return "$"
+        return position if position != "$" else "$"
+
+    def _save_position(self) -> None:
+        if self._replica_position == "$":
+            return
+        data = json.dumps({"position": self._replica_position, "last_ids": self._last_ids})
+        temporary = self._position_file.with_suffix(".tmp")
+        try:
+            temporary.write_text(data)
+            temporary.replace(self._position_file)
+        except OSError as exc:
+            log.warning("the team position could not be kept (%s)", exc)
 
     async def _load_state(self) -> None:
         client = connect(self.settings)
@@ -224,6 +250,7 @@ class TeamReceiver:
             if event.call_id:
                 self.instances[event.call_id] = entry.instance
             self._replica.append(event)
+            self._replica_position = entry.stream_id
             self._consumers.events([event])
 
     def _note_gap(self, entry: TeamEntry) -> None:
@@ -296,12 +323,23 @@ class TeamReceiver:
                 pass
 
     async def _write_replica(self) -> None:
-        """The team's events into the local history (the history browser reads it)."""
+        """The team's events into the local history (the history browser reads it), then the
+        stream position they reach."""
         while True:
             await asyncio.sleep(REPLICA_EVERY_S)
-            if self._replica:
-                batch, self._replica = self._replica, []
-                await self.store.record_events(batch, masked=True)
+            await self._flush_replica()
+
+    async def _flush_replica(self) -> None:
+        if self._replica:
+            batch, self._replica = self._replica, []
+            position = self._replica_position
+            await self.store.record_events(batch, masked=True)
+            self._save_position_at(position)
+
+    def _save_position_at(self, position: str) -> None:
+        current, self._replica_position = self._replica_position, position
+        self._save_position()
+        self._replica_position = current
 
     def steering(self, settings: Any, secrets: Any) -> LiveCalls:
         return TeamSteering(self.tracker, self.taps, settings, secrets)
@@ -310,9 +348,7 @@ class TeamReceiver:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._replica:
-            await self.store.record_events(self._replica, masked=True)
-            self._replica = []
+        await self._flush_replica()
         await self.gate.close()
         client = connect(self.settings)
         try:
