@@ -11,6 +11,7 @@ import httpx
 
 from console.config import load_settings
 from console.tui.app import Services, VoiceConsoleApp
+from console.tui.widgets.events import EventsPane
 from console.tui.widgets.panes import FunctionCallsTable, LiveCallsTable
 from tests.helpers.cli import Serve
 from tests.helpers.redis_server import RedisServer, needs_redis
@@ -72,6 +73,8 @@ async def test_two_team_consoles_see_both_receivers_and_decide_once(tmp_path):
                 await wait_for(pilot, lambda app=app: len(app.context.gate.pending()) == 2, "A's calls held")
             a_call = PARALLEL["message"]["call"]["id"]
             await wait_for(pa, lambda: via(alice).get(a_call) == f"vapi @ {a_name}", "A's call shown with A")
+            notes = alice.main.query_one(EventsPane).model.rows
+            await wait_for(pa, lambda: any(f" @ {a_name} · " in (row.note or "") for row in notes), "holder in Events")
             await pa.press("a")  # alice approves the one her cursor is on
             await pa.pause(0.3)
             await pb.press("r")  # bob rejects the other

@@ -288,11 +288,12 @@ class MainScreen(Screen[None]):
                     self._show_decision(call, decision)
                 case CallHeld(call):
                     lines.append(
-                        f"tool call waiting: {call.name} on {short_id(call.call_id)} · "
+                        f"tool call waiting: {call.name} on {short_id(call.call_id)}{self._held_by(call)} · "
                         f"{call.remaining_s():.0f} s to decide (a/e/o/r)"
                     )
                 case CallStalling(call):
-                    lines.append(f"the platform is stalling while {call.name} waits ({short_id(call.call_id)})")
+                    where = f"{short_id(call.call_id)}){self._held_by(call)}"
+                    lines.append(f"the platform is stalling while {call.name} waits ({where}")
         if lines or deliveries:
             self.query_one(EventsPane).add(deliveries, [(now, line) for line in lines])
         if self.selected_call is None and self.transcripts:
@@ -303,6 +304,12 @@ class MainScreen(Screen[None]):
             self._tables_changed = True
         self._show_transcript()
         self._show_timeline()
+
+    def _held_by(self, call: PendingCall) -> str:
+        """On a team: " @ rx-east", the receiver holding the call (it answers the platform)."""
+        holders = getattr(self.context.gate, "holders", None)
+        holder = holders.get(call.tool_call_id) if holders else None
+        return f" @ {holder}" if holder else ""
 
     def _show_timeline(self) -> None:
         timeline = self.timelines.get(self.selected_call)
