@@ -212,7 +212,7 @@ class TeamPublisher:
             except LINK_ERRORS as exc:
                 self._down(exc)
             finally:
-                await _close(client)
+                await close_quietly(client)
             await asyncio.sleep(wait)
             wait = min(wait * 2, RECONNECT_MAX_S)
 
@@ -342,7 +342,7 @@ class TeamReader:
                     )
                     for _stream, items in answer or []:
                         for stream_id, fields in items:
-                            self.position = _text(stream_id)
+                            self.position = as_text(stream_id)
                             for entry in self._entries(self.position, fields):
                                 yield entry
             except LINK_ERRORS as exc:
@@ -351,7 +351,7 @@ class TeamReader:
                     self._note(f"team link down: {problem}")
                 self.link = LinkState(up=False, down_since=self.link.down_since or datetime.now(UTC), problem=problem)
             finally:
-                await _close(client)
+                await close_quietly(client)
             await asyncio.sleep(wait)
             wait = min(wait * 2, RECONNECT_MAX_S)
 
@@ -362,7 +362,7 @@ class TeamReader:
         try:
             await self._pin(client)
         finally:
-            await _close(client)
+            await close_quietly(client)
 
     async def _pin(self, client: aioredis.Redis) -> None:
         if self.position != "$":
@@ -370,10 +370,10 @@ class TeamReader:
             return
         info = await client.xinfo_stream(self.keys.events) if await client.exists(self.keys.events) else {}
         last = info.get("last-generated-id") if info else None
-        self.position = _text(last) if last else "0-0"
+        self.position = as_text(last) if last else "0-0"
 
     def _entries(self, stream_id: str, fields: dict[Any, Any]) -> list[TeamEntry]:
-        values = {_text(key): _text(value) for key, value in fields.items()}
+        values = {as_text(key): as_text(value) for key, value in fields.items()}
         instance = values.get("i", "")
         number = values.get("n") or None
         first_id = int(number) if number and number.isdigit() else None
@@ -419,16 +419,18 @@ async def live_calls(settings: TeamSettings, client: aioredis.Redis | None = Non
         values = await client.mget(found) if found else []
     finally:
         if own:
-            await _close(client)
+            await close_quietly(client)
     calls = [json.loads(value) for value in values if value]
     return sorted(calls, key=lambda call: call.get("first_at") or "")
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply (bytes) as text."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-async def _close(client: aioredis.Redis) -> None:
+async def close_quietly(client: aioredis.Redis) -> None:
+    """Close a client whose link may be gone already (closing it then raises)."""
     try:
         await client.aclose()
     except LINK_ERRORS:

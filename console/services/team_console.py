@@ -39,7 +39,8 @@ from console.services.team import (
     TeamEntry,
     TeamKeys,
     TeamReader,
-    _close,
+    as_text,
+    close_quietly,
     connect,
     link_problem,
     live_calls,
@@ -93,7 +94,7 @@ class TeamGateView:
             self._note(f"your decision on {call.name} did not reach the team ({link_problem(self._settings, exc)})")
             return
         finally:
-            await _close(client)
+            await close_quietly(client)
         if verdict.outcome == "lost":
             self._note(verdict.told(call.name))
         elif verdict.outcome == "unknown":
@@ -171,7 +172,7 @@ class TeamReceiver:
         except LINK_ERRORS as exc:
             raise AttachFailed(link_problem(settings, exc)) from None
         finally:
-            await _close(client)
+            await close_quietly(client)
         store = await Store.open(db_path)
         team = cls(settings, operator, consumers, store)
         try:
@@ -215,7 +216,7 @@ class TeamReceiver:
             keys = [key async for key in client.scan_iter(match=self._keys.held("*"), count=500)]
             held = [json.loads(value) for value in (await client.mget(keys) if keys else []) if value]
         finally:
-            await _close(client)
+            await close_quietly(client)
         for item in sorted(held, key=lambda item: item["call"]["deadline_at"]):
             call = PendingCall.from_dict(item["call"])
             self.gate.held(call, item["instance"])
@@ -306,12 +307,12 @@ class TeamReceiver:
                     await client.set(self._presence_key, self.operator, px=int(PRESENCE_TTL_S * 1000))
                     keys = [key async for key in client.scan_iter(match=prefix + "*", count=200)]
                     names = await client.mget(keys) if keys else []
-                    self.consoles = sorted({_text(name) for name in names if name} | {self.operator})
+                    self.consoles = sorted({as_text(name) for name in names if name} | {self.operator})
                     await asyncio.sleep(PRESENCE_S)
             except LINK_ERRORS:
                 pass  # the reader tells the link's state
             finally:
-                await _close(client)
+                await close_quietly(client)
             await asyncio.sleep(PRESENCE_S)
 
     async def _poll_calls(self) -> None:
@@ -356,9 +357,5 @@ class TeamReceiver:
         except LINK_ERRORS:
             pass
         finally:
-            await _close(client)
+            await close_quietly(client)
         await self.store.close()
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

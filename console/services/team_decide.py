@@ -7,7 +7,7 @@ from typing import Any, TextIO
 
 from console.config import TeamSettings
 from console.services.control import parse_decision
-from console.services.team import LINK_ERRORS, _close, connect, link_problem
+from console.services.team import LINK_ERRORS, close_quietly, connect, link_problem
 from console.services.team_gate import TeamKeysForCalls, record_decision
 
 
@@ -26,7 +26,7 @@ async def decide_in_team(
         print(f"voice-console decide: {link_problem(settings, exc)}", file=err)
         return 1
     finally:
-        await _close(client)
+        await close_quietly(client)
     if verdict.outcome == "won":
         print(f"{tool_call_id}: {decision.decision} (held by {verdict.owner}, which answers the platform)", file=out)
         return 0
@@ -46,7 +46,7 @@ async def list_held(settings: TeamSettings, out: TextIO, err: TextIO) -> int:
         print(f"voice-console decide: {link_problem(settings, exc)}", file=err)
         return 1
     finally:
-        await _close(client)
+        await close_quietly(client)
     from console.core.gate import PendingCall
 
     for item in sorted(held, key=lambda item: item["call"]["deadline_at"]):

@@ -41,7 +41,8 @@ from console.services.team import (
     RECONNECT_MAX_S,
     LinkState,
     TeamKeys,
-    _close,
+    as_text,
+    close_quietly,
     connect,
     link_problem,
 )
@@ -184,7 +185,7 @@ async def record_decision(
             DECISION_KEPT_MS,
             settings.stream_max_len,
         )
-        outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+        outcome = as_text(outcome)
         if outcome == "won":
             return TeamVerdict("won", owner=owner)
         if outcome == "lost":
@@ -253,8 +254,8 @@ class TeamGateLink:
                 self.link = LinkState(up=False, down_since=since, problem=link_problem(self.settings, exc))
             finally:
                 self._client = None
-                await _close(client)
-                await _close(inbox_client)
+                await close_quietly(client)
+                await close_quietly(inbox_client)
             await asyncio.sleep(wait)
             wait = min(wait * 2, RECONNECT_MAX_S)
 
@@ -306,8 +307,7 @@ class TeamGateLink:
         outcome, owner = await client.eval(
             CLAIM_SCRIPT, 1, keys.held(call.tool_call_id), held, ttl, self.instance, keys.instance("")
         )
-        outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
-        owner = owner.decode() if isinstance(owner, bytes) else owner
+        outcome, owner = as_text(outcome), as_text(owner)
         if outcome == "joined":
             # The owner answers the platform's first request and this one answers the retry:
             # both with the one decision, which this receiver looks for.
