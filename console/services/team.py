@@ -28,7 +28,8 @@ import json
 import logging
 import os
 import socket
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, RedisError
 
 from console.config import TeamSettings, url_for_display
+from console.core.calls import CallState
 from console.core.events import Event, event_json
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,9 @@ ENDED_CALL_TTL_S = 60
 # Entries per round trip: big enough to catch up quickly after an outage, small enough
 # that one pipeline does not hold the loop for long.
 PUBLISH_BATCH = 500
+# What is recorded within this long after a quiet moment goes in one round trip.
+PUBLISH_LINGER_S = 0.02
+CALLS_REMEMBERED = 5000
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
@@ -154,13 +159,16 @@ class TeamPublisher:
         *,
         note: Callable[[str], None] = lambda _: None,
         client_factory: Callable[[TeamSettings], aioredis.Redis] = connect,
-        call_summary: Callable[[str], dict[str, Any] | None] = lambda _: None,
+        call_state: Callable[[str], CallState | None] = lambda _: None,
     ) -> None:
         self.settings = settings
         self.instance = instance
         self.keys = TeamKeys(settings.name)
-        self._call_summary = call_summary
+        self._call_state = call_state
         self._changed_calls: set[str] = set()
+        # call id -> (what a console shows of it, when its key was last written): a call whose
+        # shown state is the same is not written again until its key needs its TTL renewed.
+        self._calls_written: OrderedDict[str, tuple[tuple[Any, ...], float]] = OrderedDict()
         self._info = {**info, "instance": instance, "host": socket.gethostname(), "pid": os.getpid()}
         self._note = note
         self._connect = client_factory
@@ -228,6 +236,9 @@ class TeamPublisher:
                     if worker in done:  # the heartbeat or the calls failed: the link is down
                         waiting.cancel()
                         worker.result()
+                # What else is recorded meanwhile goes in the same round trip: fewer, larger
+                # entries cost the receiver's loop less (the consoles hear of it a little later).
+                await asyncio.sleep(PUBLISH_LINGER_S)
                 continue
             batch = [queue[index] for index in range(min(PUBLISH_BATCH, len(queue)))]
             async with client.pipeline(transaction=False) as pipe:
@@ -252,12 +263,30 @@ class TeamPublisher:
             if not self._changed_calls:
                 continue
             changed, self._changed_calls = self._changed_calls, set()
+            now = time.monotonic()
+            written = self._calls_written
+            writes: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+            for call_id in changed:
+                state = self._call_state(call_id)
+                if state is None:
+                    continue
+                shown = (
+                    state.status,
+                    tuple(sorted(state.speaking)),
+                    state.barge_ins,
+                    state.last_turn_latency_ms,
+                    state.ended_reason,
+                    state.control_url is not None,
+                )
+                before = written.get(call_id)
+                if before is not None and before[0] == shown and now - before[1] < CALL_TTL_S / 4:
+                    continue
+                writes.append((call_id, shown, state.summary()))
+            if not writes:
+                continue
             try:
                 async with client.pipeline(transaction=False) as pipe:
-                    for call_id in changed:
-                        summary = self._call_summary(call_id)
-                        if summary is None:
-                            continue
+                    for call_id, _, summary in writes:
                         ttl = ENDED_CALL_TTL_S if summary.get("status") == "ended" else CALL_TTL_S
                         value = json.dumps({"instance": self.instance, **summary}, ensure_ascii=False, default=str)
                         pipe.set(self.keys.call(call_id), value, ex=ttl)
@@ -265,6 +294,11 @@ class TeamPublisher:
             except LINK_ERRORS:
                 self._changed_calls |= changed  # again once the link is back
                 raise
+            for call_id, shown, _ in writes:
+                written[call_id] = (shown, now)
+                written.move_to_end(call_id)
+            while len(written) > CALLS_REMEMBERED:
+                written.popitem(last=False)
 
     async def _beat(self, client: aioredis.Redis) -> None:
         key = self.keys.instance(self.instance)

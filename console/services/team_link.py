@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from console.config import Settings
 
@@ -35,13 +35,9 @@ class TeamLink:
         from console.services.team_gate import TeamGateLink
 
         instance = settings.team.instance or default_instance(service.server.port)
-        tracker = service.tracker
-
-        def summary(call_id: str) -> dict[str, Any] | None:
-            state = tracker.get(call_id)
-            return None if state is None else state.summary()
-
-        publisher = TeamPublisher(settings.team, instance, {"url": service.server.url}, note=note, call_summary=summary)
+        publisher = TeamPublisher(
+            settings.team, instance, {"url": service.server.url}, note=note, call_state=service.tracker.get
+        )
         service.pipeline.to_team = publisher.recorded
         tasks = [asyncio.create_task(publisher.run(), name="team-publisher")]
         if service.gate is not None:
