@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -350,3 +351,108 @@ def test_the_redis_password_comes_from_the_keyring_or_environment_and_is_never_p
             assert password not in text
     finally:
         server.stop()
+
+
+def make_certificates(where: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a certificate for 127.0.0.1 signed by it (openssl): (ca, cert, key)."""
+    ca_key, ca, key, request, cert = (
+        where / name for name in ("ca.key", "ca.pem", "redis.key", "redis.csr", "redis.pem")
+    )
+    extensions = where / "san.cnf"
+    extensions.write_text("subjectAltName = IP:127.0.0.1\n")
+    for command in (
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+        ],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", request, "-subj", "/CN=127.0.0.1"],
+        [
+            "x509",
+            "-req",
+            "-in",
+            request,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-extfile",
+            extensions,
+        ],
+    ):
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_a_team_redis_over_tls(tmp_path):
+    ca, cert, key = make_certificates(tmp_path)
+    port = free_port()
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    tls = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(ca),
+            "--tls-auth-clients",
+            "no",
+            "--dir",
+            str(redis_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca), socket_timeout=5)
+        wait_until(lambda: _pings(client), what="redis-server over TLS")
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+        serve = Serve(tmp_path / "history.db", "--team", url)
+        instance = instance_of(serve)
+        with httpx.Client(base_url=serve.url, timeout=10) as http:
+            assert post(http, transcript_body("call-tls", 1)).status_code == 200
+        wait_until(lambda: client.xlen("vc:{default}:events") > 0, what="an entry published over TLS")
+        _, _, err = serve.stop()
+        assert "team link down" not in err
+        first = client.xrange("vc:{default}:events")[0][1]
+        assert first[b"i"].decode() == instance and json.loads(first[b"e"])[0]["call_id"] == "call-tls"
+    finally:
+        tls.terminate()
+        tls.wait(10)
+
+
+def _pings(client) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())
+    except (redis.exceptions.ConnectionError, OSError):
+        return False
