@@ -59,6 +59,7 @@ async def test_sources_set_and_delete_without_ever_showing_the_value(settings, i
             "twilio_api_key_sid": "none",
             "twilio_api_key_secret": "none",
             "twilio_stream_token": "keyring",  # made at start too
+            "team_redis_password": "none",  # team mode's, when the Redis URL has none
         }
         assert [source_cell(screen, name) for name in screen.sources] == [
             "none",
@@ -71,6 +72,7 @@ async def test_sources_set_and_delete_without_ever_showing_the_value(settings, i
             "none",
             "none",
             "keyring",
+            "none",
         ]
         assert "OS keyring: conftest MemoryKeyring" in str(screen.query_one("#keys-keyring").content)
 

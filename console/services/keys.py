@@ -174,6 +174,12 @@ async def probe_keys(
     `base_urls[provider]` (default: the settings' base URL). The CLI prints the result
     and the TUI's keys screen shows it; no line of it contains a key."""
     report = _Lines()
+    if provider == "team":
+        report.err(
+            "voice-console keys: the team's Redis password has no test of its own here: "
+            "`voice-console decide --team REDIS_URL --list` connects with it and says if Redis refuses it.\n"
+        )
+        return KeyProbe(EXIT_USAGE, report.lines)
     try:
         spec = registry.spec(provider)
     except registry.UnknownProvider:
