@@ -131,15 +131,35 @@ async def test_a_console_receiving_itself_with_a_team_set_publishes_and_is_decid
             await wait_for(pilot, lambda: len(app.context.gate.pending()) == 2, "both calls held here")
             held = f"vc:{{default}}:held:{IDS[0]}"
             await wait_for(pilot, lambda: server.client().exists(held), "the held call in Redis")
-            for tool_call_id in IDS:  # decided by someone on the team, not at this console
-                decided = await asyncio.to_thread(
-                    subprocess.run,
-                    [sys.executable, "-m", "console", "decide", "--team", server.url, tool_call_id, "--approve"],
-                    capture_output=True,
-                    text=True,
-                    env=cli_env(tmp_path / "x.db"),
-                )
-                assert decided.returncode == 0 and "held by laptop" in decided.stdout, decided.stderr
+            # One decided by someone on the team, not at this console ...
+            decided = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "console", "decide", "--team", server.url, IDS[1], "--approve"],
+                capture_output=True,
+                text=True,
+                env=cli_env(tmp_path / "x.db"),
+            )
+            assert decided.returncode == 0 and "held by laptop" in decided.stdout, decided.stderr
+            # ... the other at this console's own keys: recorded in Redis first, as anyone's.
+            await wait_for(pilot, lambda: [c.tool_call_id for c in app.context.gate.pending()] == [IDS[0]], "one left")
+            await pilot.press("a")
+            decision = f"vc:{{default}}:decision:{IDS[0]}"
+            await wait_for(pilot, lambda: server.client().exists(decision), "this console's decision in Redis")
+            late = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "console", "decide", "--team", server.url, IDS[0], "--reject", "no"],
+                capture_output=True,
+                text=True,
+                env=cli_env(tmp_path / "x.db"),
+            )
+            assert late.returncode == 1 and f"{IDS[0]} was already approved" in late.stderr
+            announced = [
+                json.loads(fields[b"g"])
+                for _, fields in server.client().xrange("vc:{default}:events")
+                if fields.get(b"g")
+            ]
+            decided_here = [g for g in announced if g["what"] == "decided" and g["decision"]["tool_call_id"] == IDS[0]]
+            assert len(decided_here) == 1  # through the team's script, announced to every console
             response = await asyncio.wait_for(platform, 30)
             assert response.status_code == 200
             await wait_for(pilot, lambda: not app.context.gate.pending(), "both answered")
