@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,16 +15,24 @@ from pathlib import Path
 import httpx
 import pytest
 
-from console.config import ConfigError, TeamSettings, VapiSettings, load_settings
+from console.config import ConfigError, TeamSettings, load_settings
 from console.core.events import TranscriptFinal
-from console.providers.vapi import sign_vapi_request
-from console.services.team import TeamKeys, TeamPublisher, TeamReader
-from tests.helpers.cli import Serve, cli, cli_env
+from console.services.team import TeamPublisher, TeamReader
+from tests.helpers.cli import Serve, cli
 from tests.helpers.redis_server import RedisServer, free_port, needs_redis
 from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
+from tests.helpers.team import (
+    KEYS,
+    history_event_ids,
+    instance_of,
+    post,
+    published,
+    start_watch,
+    transcript_body,
+    wait_until,
+)
 
 pytestmark = needs_redis
-KEYS = TeamKeys("default")
 
 
 @pytest.fixture
@@ -34,50 +40,6 @@ def redis_server(tmp_path: Path):
     server = RedisServer(tmp_path / "redis")
     yield server
     server.stop()
-
-
-def transcript_body(call_id: str, n: int) -> bytes:
-    message = json.loads((PAYLOADS / "vapi" / "transcript.user-final.json").read_bytes())
-    message["message"]["transcript"] = f"line {n} of {call_id}"
-    message["message"]["call"]["id"] = call_id
-    message["message"]["timestamp"] = 1771148400000 + n
-    return json.dumps(message).encode()
-
-
-def post(client: httpx.Client, body: bytes) -> httpx.Response:
-    headers = {"content-type": "application/json", **sign_vapi_request(VapiSettings(), VAPI_SECRET, body)}
-    return client.post("/webhook/vapi", content=body, headers=headers)
-
-
-def history_event_ids(db: Path) -> set[int]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-        return {row[0] for row in connection.execute("SELECT id FROM events")}
-
-
-def published(server: RedisServer, instance: str) -> list[int]:
-    """The history ids of the events the stream holds for `instance`, in stream order, duplicates
-    included (an entry holds a run of events with consecutive ids, the first's in "n")."""
-    ids = []
-    for _, fields in server.client().xrange(KEYS.events):
-        if fields[b"i"].decode() == instance and fields.get(b"n") and fields.get(b"e"):
-            first = int(fields[b"n"])
-            ids += [first + offset for offset in range(len(json.loads(fields[b"e"])))]
-    return ids
-
-
-def wait_until(condition, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def instance_of(serve: Serve) -> str:
-    line = serve.proc.stderr.readline()
-    while "team " not in line:
-        assert line, "serve ended before naming its team"
-        line = serve.proc.stderr.readline()
-    return line.rstrip().rsplit(" as ", 1)[1]
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -116,13 +78,7 @@ def test_watch_without_a_team_says_how_to_name_one(tmp_path):
 
 def test_serve_publishes_what_it_records_and_watch_prints_it(tmp_path, redis_server):
     db = tmp_path / "history.db"
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "console", "watch", "--team", redis_server.url],
-        env=cli_env(db),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    watcher = start_watch(db, redis_server.url)
     try:
         assert "watching team 'default'" in watcher.stderr.readline()
         serve = Serve(db, "--team", redis_server.url)
@@ -306,13 +262,7 @@ def test_a_watcher_starting_mid_call_sees_the_calls_in_progress_at_once(tmp_path
         key = f"vc:{{default}}:call:{call_id}"
         wait_until(lambda: redis_server.client().exists(key), what="the call's summary in Redis")
         assert 0 < redis_server.client().ttl(key) <= 600  # it expires unless the call goes on changing
-        watcher = subprocess.Popen(
-            [sys.executable, "-m", "console", "watch", "--team", redis_server.url],
-            env=cli_env(db),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        watcher = start_watch(db, redis_server.url)
         try:
             first = json.loads(watcher.stdout.readline())
         finally:

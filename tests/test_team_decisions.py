@@ -21,6 +21,7 @@ from console.providers.vapi import sign_vapi_request
 from tests.helpers.cli import Serve, cli_env
 from tests.helpers.redis_server import RedisServer, needs_redis
 from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
+from tests.helpers.team import wait_until
 
 pytestmark = needs_redis
 PARALLEL = (PAYLOADS / "vapi" / "tool-calls.parallel.json").read_bytes()
@@ -77,13 +78,6 @@ def decide(db: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "console", "decide", *args], capture_output=True, text=True, env=cli_env(db), timeout=60
     )
-
-
-def wait_until(condition, timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def gate_entries(server: RedisServer) -> list[tuple[str, dict[str, Any]]]:

@@ -16,8 +16,8 @@ from console.tui.widgets.panes import FunctionCallsTable, LiveCallsTable
 from tests.helpers.cli import Serve
 from tests.helpers.redis_server import RedisServer, needs_redis
 from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
+from tests.helpers.team import instance_of
 from tests.helpers.tui import SIZE, wait_for
-from tests.test_team import instance_of
 
 pytestmark = needs_redis
 PARALLEL = json.loads((PAYLOADS / "vapi" / "tool-calls.parallel.json").read_text())

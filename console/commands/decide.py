@@ -62,16 +62,9 @@ def run_team_decide(args: argparse.Namespace, out: TextIO = sys.stdout, err: Tex
     except ConfigError as exc:
         print(f"voice-console decide: {exc}", file=err)
         return 2
-    body: dict[str, Any] = {}
-    if not args.list:
-        if not args.tool_call_id:
-            print("voice-console decide: give the TOOL_CALL_ID (see `decide --team URL --list`).", file=err)
-            return 2
-        try:
-            body = _body(args)
-        except SystemExit as exc:
-            print(exc, file=err)
-            return 2
+    body = _decision_body(args, err, "decide --team URL --list")
+    if body is None:
+        return 2
     import asyncio
 
     from console.secrets import SecretStore
@@ -152,17 +145,24 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
     return {"decision": "override", "result": result}
 
 
+def _decision_body(args: argparse.Namespace, err: TextIO, listing: str) -> dict[str, Any] | None:
+    """The decision asked for ({} with --list); None once bad usage is told (exit 2)."""
+    if args.list:
+        return {}
+    if not args.tool_call_id:
+        print(f"voice-console decide: give the TOOL_CALL_ID (see `voice-console {listing}`).", file=err)
+        return None
+    try:
+        return _body(args)
+    except SystemExit as exc:
+        print(exc, file=err)
+        return None
+
+
 def run_decide(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    body: dict[str, Any] = {}
-    if not args.list:  # bad usage is told before looking for a serve
-        if not args.tool_call_id:
-            print("voice-console decide: give the TOOL_CALL_ID (see `voice-console decide --list`).", file=err)
-            return 2
-        try:
-            body = _body(args)
-        except SystemExit as exc:
-            print(exc, file=err)
-            return 2
+    body = _decision_body(args, err, "decide --list")  # bad usage is told before looking for a serve
+    if body is None:
+        return 2
     try:
         state = pick_serve(getattr(args, "port", None), getattr(args, "url", None))
     except NoServe as exc:

@@ -134,19 +134,18 @@ class TappedCalls:
             del self.levels[next(iter(self.levels))]
 
 
-class RemoteGate:
-    """The receiver's held tool calls, decided through its control API.
+class MirroredGate:
+    """Held tool calls that a receiver elsewhere holds, as a console sees them; decided elsewhere.
 
     `resolve` answers at once, as the receiver's own gate does: the call leaves this console's
-    pending list and the decision is posted in the background; if another console decided first,
-    the receiver says who, and the operator is told (its outcome arrives on the stream)."""
+    pending list and `_send` delivers the decision in the background (the operator is told if it
+    came second); the outcome arrives with the receiver's news."""
 
-    def __init__(self, client: httpx.AsyncClient, operator: str, note: Callable[[str], None]) -> None:
-        self._client = client
+    def __init__(self, operator: str, note: Callable[[str], None]) -> None:
         self._operator = operator
         self._note = note
         self._pending: dict[str, PendingCall] = {}
-        self._posting: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Task[None]] = set()
 
     def pending(self) -> list[PendingCall]:
         return list(self._pending.values())
@@ -158,12 +157,39 @@ class RemoteGate:
         call = self._pending.pop(tool_call_id, None)
         if call is None:
             return False
-        task = asyncio.get_running_loop().create_task(self._post(call, replace(decision, operator=self._operator)))
-        self._posting.add(task)
-        task.add_done_callback(self._posting.discard)
+        task = asyncio.get_running_loop().create_task(self._send(call, replace(decision, operator=self._operator)))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
         return True
 
-    async def _post(self, call: PendingCall, decision: OperatorDecision) -> None:
+    async def _send(self, call: PendingCall, decision: OperatorDecision) -> None:
+        raise NotImplementedError
+
+    # the receiver's side
+
+    def replace_all(self, pending: list[dict[str, Any]]) -> None:
+        self._pending = {call.tool_call_id: call for call in map(PendingCall.from_dict, pending)}
+
+    def held(self, call: PendingCall) -> None:
+        self._pending[call.tool_call_id] = call
+
+    def settled(self, tool_call_id: str) -> None:
+        self._pending.pop(tool_call_id, None)
+
+    async def close(self) -> None:
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=5)
+
+
+class RemoteGate(MirroredGate):
+    """The held tool calls of the `serve` this console is attached to, decided through its control
+    API; if another console decided first, the receiver says who."""
+
+    def __init__(self, client: httpx.AsyncClient, operator: str, note: Callable[[str], None]) -> None:
+        super().__init__(operator, note)
+        self._client = client
+
+    async def _send(self, call: PendingCall, decision: OperatorDecision) -> None:
         body: dict[str, Any] = {
             "tool_call_id": call.tool_call_id,
             "decision": {"approved": "approve", "edited": "edit", "overridden": "override", "rejected": "reject"}[
@@ -184,21 +210,6 @@ class RemoteGate:
             return
         if response.status_code != 200:
             self._note(f"your decision on {call.name} was refused: {_message(response)}")
-
-    # the stream's side
-
-    def replace_all(self, pending: list[dict[str, Any]]) -> None:
-        self._pending = {call.tool_call_id: call for call in map(PendingCall.from_dict, pending)}
-
-    def held(self, call: PendingCall) -> None:
-        self._pending[call.tool_call_id] = call
-
-    def settled(self, tool_call_id: str) -> None:
-        self._pending.pop(tool_call_id, None)
-
-    async def close(self) -> None:
-        if self._posting:
-            await asyncio.wait(set(self._posting), timeout=5)
 
 
 class RemoteControl:

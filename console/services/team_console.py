@@ -15,7 +15,6 @@ import json
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from console.core.gate import (
     PendingCall,
 )
 from console.core.tools import ToolOutcome
-from console.services.attach import AttachFailed, Consumers, MirrorTracker, TappedCalls
+from console.services.attach import AttachFailed, Consumers, MirroredGate, MirrorTracker, TappedCalls
 from console.services.live import CannotSteer, LiveCalls, Target
 from console.services.team import (
     LINK_ERRORS,
@@ -56,36 +55,16 @@ CALLS_POLL_S = 1.0
 REPLICA_EVERY_S = 0.2
 
 
-class TeamGateView:
-    """Every receiver's held tool calls as the team stream tells them, decided through Redis.
-
-    `resolve` answers at once, as a receiver's own gate does: the call leaves the pending list
-    and the decision is recorded in the background; a decision that came second is told who won."""
+class TeamGateView(MirroredGate):
+    """Every receiver's held tool calls as the team stream tells them, decided through Redis (first
+    writer wins); `holders` says which receiver holds each."""
 
     def __init__(self, settings: TeamSettings, operator: str, note: Callable[[str], None]) -> None:
+        super().__init__(operator, note)
         self._settings = settings
-        self._operator = operator
-        self._note = note
-        self._pending: dict[str, PendingCall] = {}
         self.holders: dict[str, str] = {}  # tool call id -> the instance holding it
-        self._deciding: set[asyncio.Task[None]] = set()
 
-    def pending(self) -> list[PendingCall]:
-        return list(self._pending.values())
-
-    def get(self, tool_call_id: str) -> PendingCall | None:
-        return self._pending.get(tool_call_id)
-
-    def resolve(self, tool_call_id: str, decision: OperatorDecision) -> bool:
-        call = self._pending.pop(tool_call_id, None)
-        if call is None:
-            return False
-        task = asyncio.get_running_loop().create_task(self._record(call, replace(decision, operator=self._operator)))
-        self._deciding.add(task)
-        task.add_done_callback(self._deciding.discard)
-        return True
-
-    async def _record(self, call: PendingCall, decision: OperatorDecision) -> None:
+    async def _send(self, call: PendingCall, decision: OperatorDecision) -> None:
         client = connect(self._settings)
         try:
             verdict = await record_decision(client, self._settings, call.tool_call_id, decision, via=self._operator)
@@ -100,19 +79,13 @@ class TeamGateView:
         elif verdict.outcome == "unknown":
             self._note(f"{call.name} is no longer held by any receiver (answered or timed out)")
 
-    # the stream's side
-
-    def held(self, call: PendingCall, instance: str) -> None:
-        self._pending[call.tool_call_id] = call
+    def hold(self, call: PendingCall, instance: str) -> None:
+        self.held(call)
         self.holders[call.tool_call_id] = instance
 
     def settled(self, tool_call_id: str) -> None:
-        self._pending.pop(tool_call_id, None)
+        super().settled(tool_call_id)
         self.holders.pop(tool_call_id, None)
-
-    async def close(self) -> None:
-        if self._deciding:
-            await asyncio.wait(self._deciding, timeout=5)
 
 
 class TeamSteering(LiveCalls):
@@ -219,7 +192,7 @@ class TeamReceiver:
             await close_quietly(client)
         for item in sorted(held, key=lambda item: item["call"]["deadline_at"]):
             call = PendingCall.from_dict(item["call"])
-            self.gate.held(call, item["instance"])
+            self.gate.hold(call, item["instance"])
             self._consumers.gate(CallHeld(call))
         await self._take_calls(await live_calls(self.settings), replace_all=True)
 
@@ -274,7 +247,7 @@ class TeamReceiver:
             if entry.gate in ("held", "stalling"):
                 call = PendingCall.from_dict(frame["call"])
                 if entry.gate == "held":
-                    self.gate.held(call, entry.instance)
+                    self.gate.hold(call, entry.instance)
                     return CallHeld(call)
                 return CallStalling(call)
             if entry.gate == "decided":
