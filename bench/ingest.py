@@ -125,6 +125,22 @@ def bench_uvicorn_durable(args, workdir: Path) -> dict:
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user + system, Linux's /proc): NaN once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def bench_console(args, workdir: Path, serve_args: tuple[str, ...] = (), name: str = "bench") -> dict:
     """`serve` (with `serve_args`) under the same load; every acknowledged delivery checked in its history."""
     port = free_port()
@@ -149,7 +165,14 @@ def bench_console(args, workdir: Path, serve_args: tuple[str, ...] = (), name: s
     try:
         wait_for_port(port)
         warm = run_wrk(port, 2, args.connections, args.threads)
+        # CPU per delivery is steadier than events/s on a shared machine: what the receiver's
+        # process and its history writer spent on the measured run, per 1,000 acknowledged.
+        processes = {"receiver": proc.pid, "writer": next(iter(child_pids(proc.pid)), -1)}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
         result = run_wrk(port, args.duration, args.connections, args.threads)
+        for name, pid in processes.items():
+            spent = cpu_seconds(pid) - cpu_before[name]
+            result[f"{name}_cpu_ms_per_1k"] = round(spent * 1e6 / max(result["acked"], 1), 1)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)

@@ -17,7 +17,9 @@ import pytest
 
 from console.config import ConfigError, TeamSettings, load_settings
 from console.core.events import TranscriptFinal
+from console.core.events import CallStatus, SpeechStarted
 from console.services.team import TeamPublisher, TeamReader
+from console.services.team_console import TeamTracker
 from tests.helpers.cli import Serve, cli
 from tests.helpers.redis_server import RedisServer, free_port, needs_redis
 from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
@@ -406,3 +408,28 @@ def _pings(client) -> bool:
         return bool(client.ping())
     except (redis.exceptions.ConnectionError, OSError):
         return False
+
+
+def test_a_team_tracker_takes_a_summary_only_when_it_is_newer_than_the_events_it_heard():
+    tracker = TeamTracker()
+    at = "2026-12-04T10:00:0{}Z"
+    tracker.process(
+        [CallStatus.model_validate({"at": at.format(1), "provider": "vapi", "call_id": "c", "status": "in-progress"})]
+    )
+    tracker.process(
+        [SpeechStarted.model_validate({"at": at.format(3), "provider": "vapi", "call_id": "c", "role": "user"})]
+    )
+    older = {"call_id": "c", "provider": "vapi", "status": "in-progress", "last_at": at.format(2), "speaking": []}
+    tracker.update([older, {**older, "call_id": "d", "controllable": True}])
+    state = tracker.get("c")
+    assert state is not None and state.speaking == {"user"}  # the events were ahead of that summary
+    assert tracker.get("d") is not None and tracker.get("d").control_url is not None  # a call heard of only there
+    newer = {**older, "status": "ended", "ended_reason": "customer-ended-call", "last_at": at.format(5), "barge_ins": 2}
+    tracker.update([newer])
+    assert tracker.get("c") is state  # the same call, brought up to date (the pane keeps its row)
+    assert (state.status, state.ended_reason, state.barge_ins, state.speaking) == (
+        "ended",
+        "customer-ended-call",
+        2,
+        set(),
+    )

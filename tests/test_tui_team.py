@@ -187,7 +187,7 @@ async def test_a_team_console_says_when_the_link_is_down_and_catches_up_after(tm
             server.start()
             await wait_for(pilot, lambda: alice.context.receiver.link_up, "the link back", timeout=20)
             await wait_for(pilot, lambda: call_id in via(alice), "the call posted meanwhile", timeout=20)
-            assert alice.sub_title.startswith("team 'default' on ")
+            await wait_for(pilot, lambda: alice.sub_title.startswith("team 'default' on "), "the title", timeout=5)
     finally:
         a.stop()
         server.stop()
@@ -241,6 +241,33 @@ async def test_a_team_console_opened_again_reads_on_from_its_replica_and_counts_
             await wait_for(pilot, lambda: any(f"missed 2 events of {name}" in line for line in notes), "the gap said")
             await pilot.pause(1.0)
             assert "line 6" in await texts(alice) and not {"line 4", "line 5"} & await texts(alice)
+    finally:
+        a.stop()
+        server.stop()
+
+
+async def test_a_team_consoles_live_calls_follow_the_stream_not_only_the_summaries(tmp_path):
+    """The receivers rewrite a call's summary in Redis at most every few seconds unless its status
+    changed; a console follows the call from the stream's events meanwhile."""
+    server = RedisServer(tmp_path / "redis")
+    a = Serve(tmp_path / "a.db", "--team", server.url)
+    try:
+        instance_of(a)
+        alice = team_app(tmp_path, server.url, "alice@laptop")
+        async with alice.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: alice.context.team and alice.context.receiver.link_up, "on the team")
+            body = (PAYLOADS / "vapi" / "status-update.in-progress.json").read_bytes()
+            call_id = json.loads(body)["message"]["call"]["id"]
+            assert (await post(a.url, body)).status_code == 200
+            await wait_for(pilot, lambda: call_id in via(alice), "the call shown")
+            speech = (PAYLOADS / "vapi" / "speech-update.user-started.json").read_bytes()
+            assert (await post(a.url, speech)).status_code == 200
+            state = alice.context.receiver.tracker.get(call_id)
+            await wait_for(pilot, lambda: "user" in state.speaking, "the caller speaking, from the stream", timeout=4)
+            summary = json.loads(server.client().get(f"vc:{{default}}:call:{call_id}"))
+            assert summary["status"] == "in-progress" and summary["speaking"] == []  # not from there
+            table = alice.main.query_one(LiveCallsTable)
+            await wait_for(pilot, lambda: "caller" in str(table.get_row(call_id)[2]), "the pane says so")
     finally:
         a.stop()
         server.stop()

@@ -22,6 +22,7 @@ from console.config import Settings, url_for_display
 from console.core.events import Event, event_json
 from console.core.gate import CallDecided, CallHeld, CallSettled, CallStalling, GateEvent
 from console.core.policy import Policy
+from console.heap import settle_after_start
 from console.redact import Redactor
 from console.secrets import SecretStore
 from console.services.receiver import ReceiverService, listen_failure
@@ -169,6 +170,7 @@ async def run_serve(
     team_settings = settings.team.with_password(secrets["team_redis_password"].value)
     team = TeamLink.start(settings.model_copy(update={"team": team_settings}), service, note_err)
 
+    settle_after_start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []

@@ -46,8 +46,11 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
 INSTANCE_TTL_S = 5.0
-# Live calls' summaries go to Redis at most this often (a busy call changes with every event).
+# Live calls' summaries go to Redis at most this often (a busy call changes with every event);
+# a new status at once, anything else at most every CALL_REWRITE_S. They are for a console
+# attaching mid-call and for what one missed: consoles follow calls from the stream's events.
 CALLS_EVERY_S = 0.5
+CALL_REWRITE_S = 5.0
 CALL_TTL_S = 600
 ENDED_CALL_TTL_S = 60
 # Entries per round trip: big enough to catch up quickly after an outage, small enough
@@ -117,22 +120,38 @@ def link_problem(settings: TeamSettings, exc: BaseException) -> str:
     return f"the team's Redis at {where} is unreachable ({url_for_display(detail)})"
 
 
-def runs(batch: list[tuple[int | None, str]]) -> list[tuple[int | None, str]]:
-    """The batch as stream entries: events with consecutive history ids share one entry (a JSON
-    array, the first id in "n"): one XADD per delivery's or flush's events, not one per event."""
+def runs(chunks: list[tuple[int | None, list[str]]]) -> list[tuple[int | None, str]]:
+    """Recorded chunks as stream entries: events with consecutive history ids share one entry (a
+    JSON array, the first id in "n"): one entry per delivery's or flush's events, not one per event."""
     entries: list[tuple[int | None, str]] = []
     first: int | None = None
     texts: list[str] = []
-    for history_id, text in batch:
-        if texts and (history_id is None or first is None or history_id != first + len(texts)):
+    for chunk_first, chunk in chunks:
+        if texts and (chunk_first is None or first is None or chunk_first != first + len(texts)):
             entries.append((first, "[" + ",".join(texts) + "]"))
             texts = []
         if not texts:
-            first = history_id
-        texts.append(text)
+            first = chunk_first
+        texts.extend(chunk)
     if texts:
         entries.append((first, "[" + ",".join(texts) + "]"))
     return entries
+
+
+# One round trip, one reply for a whole batch: redis-py's cost is per command sent and parsed,
+# and that cost is on the receiver's loop. The keys share the team's hash tag (one Cluster slot).
+PUBLISH_SCRIPT = """
+for i = 3, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'i', ARGV[2], 'n', ARGV[i], 'e', ARGV[i + 1])
+end
+return (#ARGV - 2) / 2
+"""
+CALLS_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[2 * i - 1], 'EX', ARGV[2 * i])
+end
+return #KEYS
+"""
 
 
 @dataclass
@@ -172,7 +191,10 @@ class TeamPublisher:
         self._info = {**info, "instance": instance, "host": socket.gethostname(), "pid": os.getpid()}
         self._note = note
         self._connect = client_factory
-        self._queue: deque[tuple[int | None, str]] = deque()
+        # What each `recorded` call was given, as (first history id, the events' JSON texts):
+        # one append per delivery, not per event.
+        self._queue: deque[tuple[int | None, list[str]]] = deque()
+        self._queued = 0  # events in the queue
         self._wake = asyncio.Event()
         self.empty = asyncio.Event()  # set while nothing waits to be published
         self.empty.set()
@@ -184,22 +206,29 @@ class TeamPublisher:
 
     @property
     def backlog(self) -> int:
-        return len(self._queue)
+        return self._queued
 
     def recorded(self, events: list[Event], first_id: int | None) -> None:
         """The pipeline's sink, after the commit: queue and return (never waits for Redis)."""
-        queue = self._queue
-        for offset, event in enumerate(events):
-            queue.append((None if first_id is None else first_id + offset, event_json(event)))
-            if event.call_id:
-                self._changed_calls.add(event.call_id)
-        overflow = len(queue) - self.settings.backlog_max
-        if overflow > 0:
-            for _ in range(overflow):
-                queue.popleft()
-            self.dropped += overflow
+        self._queue.append((first_id, [event_json(event) for event in events]))
+        self._queued += len(events)
+        self._changed_calls.update(event.call_id for event in events if event.call_id)
+        if self._queued > self.settings.backlog_max:
+            self._drop_oldest(self._queued - self.settings.backlog_max)
         self.empty.clear()
         self._wake.set()
+
+    def _drop_oldest(self, count: int) -> None:
+        queue = self._queue
+        self.dropped += count
+        self._queued -= count
+        while count:
+            first_id, texts = queue[0]
+            if len(texts) > count:  # the rest of this chunk stays, its first id moved on
+                queue[0] = (None if first_id is None else first_id + count, texts[count:])
+                return
+            queue.popleft()
+            count -= len(texts)
 
     async def run(self) -> None:
         """Publish until cancelled; reconnect with backoff whenever the link fails."""
@@ -226,6 +255,8 @@ class TeamPublisher:
 
     async def _publish(self, client: aioredis.Redis, *workers: asyncio.Task[None]) -> None:
         queue = self._queue
+        publish = client.register_script(PUBLISH_SCRIPT)
+        head = [str(self.settings.stream_max_len), self.instance]
         while True:
             if not queue:
                 self.empty.set()
@@ -240,24 +271,28 @@ class TeamPublisher:
                 # entries cost the receiver's loop less (the consoles hear of it a little later).
                 await asyncio.sleep(PUBLISH_LINGER_S)
                 continue
-            batch = [queue[index] for index in range(min(PUBLISH_BATCH, len(queue)))]
-            async with client.pipeline(transaction=False) as pipe:
-                for first_id, texts in runs(batch):
-                    pipe.xadd(
-                        self.keys.events,
-                        {"i": self.instance, "n": "" if first_id is None else str(first_id), "e": texts},
-                        maxlen=self.settings.stream_max_len,
-                        approximate=True,
-                    )
-                await pipe.execute()
+            chunks, events = [], 0
+            for chunk in queue:
+                if events >= PUBLISH_BATCH:
+                    break
+                chunks.append(chunk)
+                events += len(chunk[1])
+            args = list(head)
+            for first_id, texts in runs(chunks):
+                args += ("" if first_id is None else str(first_id), texts)
+            await publish(keys=[self.keys.events], args=args, client=client)
             # Taken off only once Redis has them: a failure mid-batch sends the batch again
-            # (readers drop what they saw, by instance and history id).
-            for _ in batch:
-                queue.popleft()
-            self.published += len(batch)
+            # (readers drop what they saw, by instance and history id). The backlog may have
+            # dropped its oldest meanwhile: only what is still at the front is taken off.
+            for chunk in chunks:
+                if queue and queue[0] is chunk:
+                    queue.popleft()
+                    self._queued -= len(chunk[1])
+            self.published += events
 
     async def _calls(self, client: aioredis.Redis) -> None:
         """The summaries of the calls that changed, so a console attaching mid-call sees them at once."""
+        write_calls = client.register_script(CALLS_SCRIPT)
         while True:
             await asyncio.sleep(CALLS_EVERY_S)
             if not self._changed_calls:
@@ -279,18 +314,23 @@ class TeamPublisher:
                     state.control_url is not None,
                 )
                 before = written.get(call_id)
-                if before is not None and before[0] == shown and now - before[1] < CALL_TTL_S / 4:
-                    continue
+                if before is not None and before[0][0] == shown[0]:
+                    age = now - before[1]
+                    if before[0] == shown and age < CALL_TTL_S / 4:
+                        continue
+                    if age < CALL_REWRITE_S:  # not yet: kept for a later pass
+                        self._changed_calls.add(call_id)
+                        continue
                 writes.append((call_id, shown, state.summary()))
             if not writes:
                 continue
+            keys, args = [], []
+            for call_id, _, summary in writes:
+                keys.append(self.keys.call(call_id))
+                args.append(json.dumps({"instance": self.instance, **summary}, ensure_ascii=False, default=str))
+                args.append(str(ENDED_CALL_TTL_S if summary.get("status") == "ended" else CALL_TTL_S))
             try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for call_id, _, summary in writes:
-                        ttl = ENDED_CALL_TTL_S if summary.get("status") == "ended" else CALL_TTL_S
-                        value = json.dumps({"instance": self.instance, **summary}, ensure_ascii=False, default=str)
-                        pipe.set(self.keys.call(call_id), value, ex=ttl)
-                    await pipe.execute()
+                await write_calls(keys=keys, args=args, client=client)
             except LINK_ERRORS:
                 self._changed_calls |= changed  # again once the link is back
                 raise
@@ -313,7 +353,7 @@ class TeamPublisher:
         if was_down is not None:
             self._note(
                 f"team link back (down since {was_down.astimezone():%H:%M:%S}); "
-                f"publishing {len(self._queue)} events that waited"
+                f"publishing {self._queued} events that waited"
             )
 
     def _down(self, exc: BaseException) -> None:

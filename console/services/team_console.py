@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from console.config import TeamSettings, url_for_display
+from console.core.calls import CallState, CallTracker
 from console.core.events import Event, event_from_dict
 from console.core.gate import (
     CallDecided,
@@ -31,7 +32,7 @@ from console.core.gate import (
     PendingCall,
 )
 from console.core.tools import ToolOutcome
-from console.services.attach import AttachFailed, Consumers, MirroredGate, MirrorTracker, TappedCalls
+from console.services.attach import AttachFailed, Consumers, MirroredGate, TappedCalls
 from console.services.live import CannotSteer, LiveCalls, Target
 from console.services.team import (
     LINK_ERRORS,
@@ -98,6 +99,43 @@ class TeamSteering(LiveCalls):
         )
 
 
+class TeamTracker(CallTracker):
+    """Every receiver's calls as this console hears of them: the team stream's events applied as
+    a receiver's own tracker applies them (so the Live calls pane moves at the stream's pace),
+    and the receivers' summaries in Redis for the calls already in progress when it came, or
+    whose events it missed (a summary newer than what the events told wins)."""
+
+    def update(self, summaries: list[dict[str, Any]], *, replace_all: bool = False) -> None:
+        if replace_all:
+            self._calls.clear()
+        for summary in summaries:
+            told = CallState.from_summary(summary)
+            known = self._calls.get(told.call_id)
+            if known is None:
+                self._calls[told.call_id] = told
+            elif told.last_at is not None and (known.last_at is None or told.last_at > known.last_at):
+                for name in SUMMARY_FIELDS:
+                    setattr(known, name, getattr(told, name))
+            elif told.control_url is not None and known.control_url is None:
+                known.control_url = told.control_url  # the receiver can steer it
+        while len(self._calls) > self._max_calls:
+            self._calls.popitem(last=False)
+
+
+# What `CallState.summary` carries (the control URL only as "the receiver can steer it").
+SUMMARY_FIELDS = (
+    "status",
+    "status_at",
+    "ended_reason",
+    "first_at",
+    "last_at",
+    "barge_ins",
+    "speaking",
+    "last_turn_latency_ms",
+    "control_url",
+)
+
+
 class TeamReceiver:
     """What a console on the team sees (the TUI's `ConsoleContext.receiver` in team mode)."""
 
@@ -108,7 +146,7 @@ class TeamReceiver:
         self.operator = operator
         self.store = store  # the local replica of the team's events
         self._consumers = consumers
-        self.tracker = MirrorTracker()
+        self.tracker = TeamTracker()
         self.taps = TappedCalls()
         self.tap_tokens: dict[str, str | None] = {}
         self.gate = TeamGateView(settings, operator, consumers.note)
@@ -223,6 +261,7 @@ class TeamReceiver:
             self._note_gap(entry)
             if event.call_id:
                 self.instances[event.call_id] = entry.instance
+                self.tracker.process([event])  # the call's state only: the receiver derived its events
             self._replica.append(event)
             self._replica_position = entry.stream_id
             self._consumers.events([event])

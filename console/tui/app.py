@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import logging
 import secrets as token_source
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from textual.binding import Binding
 from console.config import Settings
 from console.core.events import Event
 from console.core.policy import Policy
+from console.heap import settle_after_start
 from console.providers.retell.client import RetellClient, RetellError
 from console.providers.twilio.client import TwilioClient, TwilioError
 from console.providers.twilio.provider import stream_twiml
@@ -58,8 +58,6 @@ from console.tui.widgets.panes import short_id
 log = logging.getLogger(__name__)
 
 DEMO_CUSTOMER = "+14155550142"
-YOUNG_COLLECTION_AFTER = 5000  # allocations per young collection (CPython 3.11 default: 700)
-FULL_COLLECTION_EVERY = 100  # gen-1 collections per full one (CPython default: 10)
 
 keep_strips_acyclic()  # most of a busy console's cyclic garbage was Textual's strips (console/tui/strips.py)
 
@@ -305,19 +303,9 @@ class VoiceConsoleApp(App[None]):
             self.dial_demo_call()
             self.set_interval(services.demo_interval_s, self.dial_demo_call)
         self.main.services_started()
-        # What exists now (Textual, the app, the services) lives as long as the process:
-        # out of the collector's sight, a full collection under load costs ~60 % less.
-        # Collect first, so no garbage of the start-up is frozen with it.
-        gc.collect()
-        gc.freeze()
-        # Fewer full collections: each walks every tracked object (~60 ms at 100 calls), and
-        # a key pressed meanwhile waits for it. A young generation of 5,000 instead of 700
-        # lets the UI's short-lived objects (a frame's strips and segments, a flush's rows)
-        # die before they are promoted, so the old generations fill ~10x slower: over 120 s
-        # at 100 calls, no full collection instead of 10, young pauses ~1-4 ms instead of
-        # <1 ms; key-press p99 98 -> 80 ms (bench/tui_load.py --young-collection-after).
-        # And a full collection every 100 middle ones, not 10: every 30 measured worse.
-        gc.set_threshold(YOUNG_COLLECTION_AFTER, gc.get_threshold()[1], FULL_COLLECTION_EVERY)
+        # Over 120 s at 100 calls: no full collection instead of 10, key-press p99 98 -> 80 ms
+        # (bench/tui_load.py --young-collection-after).
+        settle_after_start()
 
     async def _attach_to_serve(self, state: ServeState) -> None:
         """Watch and decide through the `serve` running on this machine: it keeps receiving when this closes."""
@@ -343,9 +331,7 @@ class VoiceConsoleApp(App[None]):
         self._show_attachment()
         self.set_interval(1.0, self._show_attachment)
         self.main.services_started()
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(YOUNG_COLLECTION_AFTER, gc.get_threshold()[1], FULL_COLLECTION_EVERY)
+        settle_after_start()
 
     async def _attach_to_team(self) -> None:
         """Watch and decide on the team's Redis: every receiver's calls; this console receives nothing."""
@@ -374,9 +360,7 @@ class VoiceConsoleApp(App[None]):
         self._show_attachment()
         self.set_interval(1.0, self._show_attachment)
         self.main.services_started()
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(YOUNG_COLLECTION_AFTER, gc.get_threshold()[1], FULL_COLLECTION_EVERY)
+        settle_after_start()
 
     def _show_attachment(self) -> None:
         receiver = self.context.receiver
