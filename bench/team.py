@@ -6,10 +6,11 @@ consoles hear of an event, side by side in one run on a real `redis-server`.
    delivery is checked in each history, and every event of the team run in the team stream.
    Target: team mode costs < 10 %.
 2. Event to console: `serve --team` under 100 concurrent simulated calls (bench/tui_load.py's
-   driver, partial transcripts on: ~1,000 events/s at --speed 6) with N consoles reading the
-   team stream (as `voice-console watch --team` and an attached console do); the latency of an
-   event is from the platform's message (its timestamp, this machine's clock) to a console
-   having it. Target p99 < 100 ms on loopback.
+   driver, partial transcripts on: ~1,000 events/s at --speed 6) with N consoles on the team
+   stream: `voice-console watch --team` processes (each reads, decodes and prints every event;
+   its lines are read here), or with --consoles-kind reader stream readers in this process. The
+   latency of an event is from the platform's message (its timestamp, this machine's clock) to
+   a console having it. Target p99 < 100 ms on loopback.
 
     apt-get install -y wrk redis-server; pip install -e '.[bench]'
     python bench/team.py [--duration 10] [--body small|realistic] [--consoles 4] [--calls 100] [--speed 6]
@@ -164,18 +165,48 @@ async def event_to_console(args: argparse.Namespace, workdir: Path, redis_url: s
     counts = [0] * args.consoles
     stop = asyncio.Event()
 
-    async def console(index: int) -> None:
+    def heard(index: int, event: dict) -> None:
+        if at := event.get("at"):
+            latencies[index].add((time.time() - datetime.fromisoformat(at).timestamp()) * 1000)
+            counts[index] += 1
+
+    async def reader_console(index: int) -> None:
         reader = TeamReader(settings)
         await reader.pin()
         async for entry in reader.entries():
-            if entry.gate is None and (at := entry.event.get("at")):
-                latencies[index].add((time.time() - datetime.fromisoformat(at).timestamp()) * 1000)
-                counts[index] += 1
+            if entry.gate is None:
+                heard(index, entry.event)
             if stop.is_set():
                 return
 
+    watchers: list[asyncio.subprocess.Process] = []
+
+    async def watch_console(index: int) -> None:
+        """`voice-console watch --team` in a process of its own: a console's reading and decoding,
+        its output read here line by line (what is printed when it has the event)."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "console",
+            "watch",
+            "--team",
+            redis_url,
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            limit=1 << 20,
+        )
+        watchers.append(proc)
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            event = json.loads(line)
+            if "gate" not in event and "call" not in event and "delivery" not in event:
+                heard(index, event)
+
+    console = watch_console if args.consoles_kind == "watch" else reader_console
     consoles = [asyncio.create_task(console(i)) for i in range(args.consoles)]
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5 if args.consoles_kind == "reader" else 2.0)  # the watchers start
     started = time.perf_counter()
     await tell_driver(driver, f"http://127.0.0.1:{port}/webhook/vapi")
     out, _ = await driver.communicate()
@@ -183,9 +214,13 @@ async def event_to_console(args: argparse.Namespace, workdir: Path, redis_url: s
     await asyncio.sleep(1.0)  # the last events reach the consoles
     stop.set()
     await asyncio.sleep(0.3)
+    for watcher in watchers:
+        watcher.terminate()
     for task in consoles:
         task.cancel()
     await asyncio.gather(*consoles, return_exceptions=True)
+    for watcher in watchers:
+        await watcher.wait()
     serve.send_signal(signal.SIGTERM)
     await serve.wait()
     merged = Samples()
@@ -197,6 +232,7 @@ async def event_to_console(args: argparse.Namespace, workdir: Path, redis_url: s
     load = json.loads(out.decode() or "{}")
     return {
         "consoles": args.consoles,
+        "consoles_kind": args.consoles_kind,
         "calls": args.calls,
         "duration_s": round(elapsed, 1),
         "messages": load.get("messages"),
@@ -215,6 +251,12 @@ def main() -> int:
     parser.add_argument("--body", choices=["small", "realistic"], default="small")
     parser.add_argument("--rounds", type=int, default=3, help="pairs of ingestion runs, alone and --team (default 3)")
     parser.add_argument("--consoles", type=int, default=4, help="consoles reading the team stream (default 4)")
+    parser.add_argument(
+        "--consoles-kind",
+        choices=["watch", "reader"],
+        default="watch",
+        help="watch: `voice-console watch --team` processes (default); reader: stream readers in this process",
+    )
     parser.add_argument("--calls", type=int, default=100, help="concurrent simulated calls (default 100)")
     parser.add_argument("--speed", type=float, default=6.0, help="the calls' speed (default 6: ~1,000 events/s)")
     parser.add_argument("--latency-duration", type=float, default=30.0, help="seconds of the latency run")
@@ -257,9 +299,11 @@ def main() -> int:
             f"{ing['median_cpu_cost'] * 100:+.1f} % of the receiver's CPU per delivery (median)"
         )
     lat = result["event_to_console"]
+    kinds = {"watch": "`watch --team` processes", "reader": "stream readers"}
     stats = lat["message_to_console_ms"]
     print(
-        f"event to console: {lat['consoles']} consoles on the team stream, {lat['calls']} concurrent calls, "
+        f"event to console: {lat['consoles']} consoles ({kinds[lat['consoles_kind']]}) "
+        f"on the team stream, {lat['calls']} concurrent calls, "
         f"{lat['duration_s']} s, ~{lat['events_per_s']} events/s a console (each got {lat['events_per_console']})"
     )
     print(

@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from console.config import ConfigError, TeamSettings, load_settings
-from console.core.events import TranscriptFinal
-from console.core.events import CallStatus, SpeechStarted
+from console.core.events import CallStatus, SpeechStarted, TranscriptFinal
 from console.services.team import TeamPublisher, TeamReader
 from console.services.team_console import TeamTracker
 from tests.helpers.cli import Serve, cli
@@ -95,17 +94,22 @@ def test_serve_publishes_what_it_records_and_watch_prints_it(tmp_path, redis_ser
             code, out, err = serve.stop()
         assert code == 0, err
         printed = [json.loads(line) for line in out.splitlines()]
-        watched = []
-        while len(watched) < len(printed):
+        watched, answered = [], []
+        while len(watched) < len(printed) or len(answered) < 20:
             line = watcher.stdout.readline()
             assert line, watcher.stderr.read()
-            watched.append(json.loads(line))
+            shown = json.loads(line)
+            (answered if "delivery" in shown else watched).append(shown)
     finally:
         watcher.terminate()
         watcher.wait(10)
     # The same events, in the same order, each with the instance that recorded it.
     assert [{k: v for k, v in w.items() if k != "instance"} for w in watched] == printed
     assert {w["instance"] for w in watched} == {instance}
+    # And the requests it answered (what the consoles' Events pane lists), with who answered.
+    assert {(a["instance"], a["delivery"]["status"], a["delivery"]["verdict"]) for a in answered} == {
+        (instance, 200, "ok")
+    }
     assert [w["text"] for w in watched if w["kind"] == "transcript.final"] == [
         f"line {n} of {call_id}" for n in range(20)
     ]
@@ -394,7 +398,7 @@ def test_a_team_redis_over_tls(tmp_path):
         wait_until(lambda: client.xlen("vc:{default}:events") > 0, what="an entry published over TLS")
         _, _, err = serve.stop()
         assert "team link down" not in err
-        first = client.xrange("vc:{default}:events")[0][1]
+        first = next(fields for _, fields in client.xrange("vc:{default}:events") if b"e" in fields)
         assert first[b"i"].decode() == instance and json.loads(first[b"e"])[0]["call_id"] == "call-tls"
     finally:
         tls.terminate()

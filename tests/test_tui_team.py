@@ -8,15 +8,17 @@ import asyncio
 import json
 
 import httpx
+from textual.widgets import Static
 
 from console.config import load_settings
+from console.services.pipeline import DeliverySeen
 from console.tui.app import Services, VoiceConsoleApp
-from console.tui.widgets.events import EventsPane
+from console.tui.widgets.events import EventsPane, RawDeliveryScreen
 from console.tui.widgets.panes import FunctionCallsTable, LiveCallsTable
 from tests.helpers.cli import Serve
 from tests.helpers.redis_server import RedisServer, needs_redis
 from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
-from tests.helpers.team import instance_of
+from tests.helpers.team import instance_of, read_watch_until, start_watch
 from tests.helpers.tui import SIZE, wait_for
 
 pytestmark = needs_redis
@@ -270,4 +272,59 @@ async def test_a_team_consoles_live_calls_follow_the_stream_not_only_the_summari
             await wait_for(pilot, lambda: "caller" in str(table.get_row(call_id)[2]), "the pane says so")
     finally:
         a.stop()
+        server.stop()
+
+
+async def test_a_team_consoles_events_pane_lists_every_receivers_requests_and_who_answered(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    a = Serve(tmp_path / "a.db", "--team", server.url)
+    b = Serve(tmp_path / "b.db", "--team", server.url)
+    try:
+        a_name, b_name = instance_of(a), instance_of(b)
+        watch = start_watch(tmp_path, server.url)
+        assert "watching team" in watch.stderr.readline()  # from here on, nothing is missed
+        alice = team_app(tmp_path, server.url, "alice@laptop")
+        async with alice.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: alice.context.team and alice.context.receiver.link_up, "on the team")
+            body = (PAYLOADS / "vapi" / "status-update.in-progress.json").read_bytes()
+            assert (await post(a.url, body)).status_code == 200
+            async with httpx.AsyncClient(timeout=10) as client:  # a wrong secret, on the other receiver
+                refused = await client.post(
+                    b.url + "/webhook/vapi",
+                    content=body,
+                    headers={"content-type": "application/json", "x-vapi-secret": "not-the-secret"},
+                )
+            assert refused.status_code == 401
+            pane = alice.main.query_one(EventsPane)
+
+            def answered() -> dict[str, DeliverySeen]:
+                return {row.seen.instance: row.seen for row in pane.model.rows if row.seen is not None}
+
+            await wait_for(pilot, lambda: {a_name, b_name} <= set(answered()), "both receivers' requests")
+            ok, bad = answered()[a_name], answered()[b_name]
+            assert (ok.verdict, ok.status, ok.message_type) == ("ok", 200, "status-update")
+            assert (bad.verdict, bad.status) == ("rejected", 401) and "authentication" in (bad.reason or "")
+            assert "not-the-secret" not in repr(answered())
+            header = str(alice.main.query_one("#events-header", Static).render())
+            assert " at " in header
+            # The raw request is in the receiver's history, not this console's: it says where.
+            app_pane_row = next(i for i, row in enumerate(pane.model.visible) if row.seen is bad)
+            alice.main.show_bottom("events")
+            await pilot.pause(0.1)
+            pane.view.focus()
+            pane.view.cursor = app_pane_row
+            await pilot.press("v")
+            await wait_for(pilot, lambda: isinstance(alice.screen, RawDeliveryScreen) and alice.screen.text, "raw")
+            assert f"answered by {b_name}" in alice.screen.text
+            await pilot.press("escape")
+        lines = read_watch_until(
+            watch, lambda seen: {a_name, b_name} <= {line["instance"] for line in seen if "delivery" in line}
+        )
+        deliveries = {line["instance"]: line["delivery"] for line in lines if "delivery" in line}
+        assert deliveries[a_name]["status"] == 200 and deliveries[b_name]["verdict"] == "rejected"
+        watch.terminate()
+        watch.wait(10)
+    finally:
+        a.stop()
+        b.stop()
         server.stop()

@@ -98,9 +98,42 @@ class DeliverySeen:
     elapsed_ms: float
     delivery_id: int | None = None
     duplicate: bool = False
+    instance: str | None = None  # the team's receiver that had it (team mode); None: this one
 
 
 DeliverySink = Callable[[DeliverySeen], None]
+# What the team's consoles get of a delivery (their Events pane's columns), in TEAM_ROW_FIELDS'
+# order: built straight from the request's values, as it is built for every request.
+TeamRow = tuple[float, str, str, str | None, str | None, str, str | None, int, float, bool]
+TeamRowSink = Callable[[TeamRow], None]
+TEAM_ROW_FIELDS = (
+    "at",
+    "provider",
+    "route",
+    "message_type",
+    "call_id",
+    "verdict",
+    "reason",
+    "status",
+    "elapsed_ms",
+    "duplicate",
+)
+
+
+def team_row(seen: DeliverySeen) -> TeamRow:
+    return (
+        seen.at.timestamp(),
+        seen.provider,
+        seen.route,
+        seen.message_type,
+        seen.call_id,
+        seen.verdict,
+        seen.reason,
+        seen.status,
+        round(seen.elapsed_ms, 2),
+        seen.duplicate,
+    )
+
 
 # A handler other than the gate gets this margin before the platform's deadline. The gate
 # keeps its own (`[gate] safety_margin_seconds`) and is only cut off at the deadline itself,
@@ -146,6 +179,7 @@ class WebhookPipeline:
         self.on_recorded: RecordedSink | None = None
         # Team mode (`console.services.team`): the same, for the team's Redis.
         self.to_team: RecordedSink | None = None
+        self.to_team_delivery: TeamRowSink | None = None
         self._gate = tool_handler if isinstance(tool_handler, ToolGate) else None
         self.stats = PipelineStats()
         # tool_call_id -> the decision its first delivery is making, for redeliveries to join
@@ -221,6 +255,21 @@ class WebhookPipeline:
         if inbound.tool_batch is None:
             self.stats.acknowledged.add((now - (request.arrived or started)) * 1000)
         self.history.note_reply(receipt.delivery_id, response.status, response.body, elapsed_ms)
+        if self.to_team_delivery is not None:  # a row, not a DeliverySeen: this runs per request
+            self.to_team_delivery(
+                (
+                    received_at.timestamp(),
+                    provider.name,
+                    route,
+                    inbound.message_type,
+                    inbound.call_id,
+                    "ok",
+                    None,
+                    response.status,
+                    round(elapsed_ms, 2),
+                    receipt.duplicate,
+                )
+            )
         if self.on_delivery is not None:  # headless serve has no consumer: build nothing on the hot path
             self._seen(
                 DeliverySeen(
@@ -435,15 +484,19 @@ class WebhookPipeline:
         return Response.error(status, reason)
 
     def _seen(self, delivery: DeliverySeen) -> None:
+        if self.on_delivery is None and self.to_team_delivery is None:
+            return
+        path = self.redactor.text(delivery.path)
+        reason = None if delivery.reason is None else self.redactor.text(delivery.reason)
+        if path != delivery.path or reason != delivery.reason:
+            delivery = replace(delivery, path=path, reason=reason)
         if self.on_delivery is not None:
-            path = self.redactor.text(delivery.path)
-            reason = None if delivery.reason is None else self.redactor.text(delivery.reason)
-            if path != delivery.path or reason != delivery.reason:
-                delivery = replace(delivery, path=path, reason=reason)
             try:
                 self.on_delivery(delivery)
             except Exception:  # a consumer must never break ingestion
                 log.exception("delivery consumer failed")
+        if self.to_team_delivery is not None and delivery.verdict != "ok":  # accepted ones: in `handle`
+            self.to_team_delivery(team_row(delivery))
 
     def _emit(self, events: list[Event], first_id: int | None = None) -> None:
         if self._gate is not None:

@@ -10,7 +10,10 @@ Keys, all under one Redis Cluster hash tag so a team's keys share a slot (`vc:{t
 
     vc:{team}:events               a stream: an entry per published run of events,
                                    {"i": instance, "n": the first's history id, "e": a JSON array of
-                                   events with consecutive ids}; or a held call's news {"i", "g"}
+                                   events with consecutive ids}; or a held call's news {"i", "g"};
+                                   or the webhook requests answered lately {"i", "d": a JSON array
+                                   of TEAM_ROW_FIELDS arrays}, for the consoles' Events pane (not
+                                   the requests themselves: they stay in the receiver's history)
     vc:{team}:instance:<name>      a receiver's heartbeat (JSON: url, host, pid, started), expires
                                    INSTANCE_TTL_S after its last beat
     vc:{team}:call:<call id>       a live call's summary and the instance that has it, refreshed while
@@ -41,6 +44,7 @@ from redis.exceptions import AuthenticationError, RedisError
 from console.config import TeamSettings, url_for_display
 from console.core.calls import CallState
 from console.core.events import Event, event_json
+from console.services.pipeline import TEAM_ROW_FIELDS, DeliverySeen, TeamRow
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,22 @@ RECONNECT_MAX_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
 # A stalled Redis must not hold a publish forever: the link is dropped and tried again.
 COMMAND_TIMEOUT_S = 5.0
+# What a delivery's entry holds of it: what the Events pane shows (not the raw request: that
+# stays in the receiver's history).
+DELIVERY_FIELDS = (
+    "at",
+    "provider",
+    "route",
+    "message_type",
+    "call_id",
+    "verdict",
+    "reason",
+    "status",
+    "elapsed_ms",
+    "duplicate",
+)
+# Deliveries waiting while Redis is away: a live view's, so only the latest are kept.
+DELIVERIES_KEPT = 1000
 # Events a reader remembers to drop a resent batch's: many batches' worth.
 RECENT_KEPT = 20 * PUBLISH_BATCH
 # Redis errors and the sockets' own (a reset connection surfaces as either).
@@ -141,10 +161,13 @@ def runs(chunks: list[tuple[int | None, list[str]]]) -> list[tuple[int | None, s
 # One round trip, one reply for a whole batch: redis-py's cost is per command sent and parsed,
 # and that cost is on the receiver's loop. The keys share the team's hash tag (one Cluster slot).
 PUBLISH_SCRIPT = """
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'i', ARGV[2], 'n', ARGV[i], 'e', ARGV[i + 1])
 end
-return (#ARGV - 2) / 2
+if ARGV[3] ~= '' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'i', ARGV[2], 'd', ARGV[3])
+end
+return (#ARGV - 3) / 2
 """
 CALLS_SCRIPT = """
 for i, key in ipairs(KEYS) do
@@ -152,6 +175,27 @@ for i, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+
+
+def delivery_from_row(row: list[Any], instance: str) -> DeliverySeen:
+    """A delivery as a receiver published it (`TeamRow`); raises (TypeError, ValueError) on anything else."""
+    fields = dict(zip(TEAM_ROW_FIELDS, row, strict=True))
+    return DeliverySeen(
+        at=datetime.fromtimestamp(float(fields["at"]), UTC),
+        provider=str(fields["provider"]),
+        route=str(fields["route"]),
+        method="POST",
+        path="",
+        message_type=fields["message_type"],
+        call_id=fields["call_id"],
+        verdict=str(fields["verdict"]),
+        reason=fields["reason"],
+        auth_scheme=None,
+        status=int(fields["status"]),
+        elapsed_ms=float(fields["elapsed_ms"]),
+        duplicate=bool(fields["duplicate"]),
+        instance=instance,
+    )
 
 
 @dataclass
@@ -195,6 +239,7 @@ class TeamPublisher:
         # one append per delivery, not per event.
         self._queue: deque[tuple[int | None, list[str]]] = deque()
         self._queued = 0  # events in the queue
+        self._deliveries: deque[TeamRow] = deque(maxlen=DELIVERIES_KEPT)
         self._wake = asyncio.Event()
         self.empty = asyncio.Event()  # set while nothing waits to be published
         self.empty.set()
@@ -215,6 +260,13 @@ class TeamPublisher:
         self._changed_calls.update(event.call_id for event in events if event.call_id)
         if self._queued > self.settings.backlog_max:
             self._drop_oldest(self._queued - self.settings.backlog_max)
+        self.empty.clear()
+        self._wake.set()
+
+    def delivered(self, row: TeamRow) -> None:
+        """The pipeline's sink for each request answered (a refusal's reason masked already): for
+        the consoles' Events pane, in the next batch; while Redis is away only the latest are kept."""
+        self._deliveries.append(row)
         self.empty.clear()
         self._wake.set()
 
@@ -257,8 +309,9 @@ class TeamPublisher:
         queue = self._queue
         publish = client.register_script(PUBLISH_SCRIPT)
         head = [str(self.settings.stream_max_len), self.instance]
+        deliveries = self._deliveries
         while True:
-            if not queue:
+            if not queue and not deliveries:
                 self.empty.set()
                 self._wake.clear()
                 waiting = asyncio.ensure_future(self._wake.wait())
@@ -277,10 +330,13 @@ class TeamPublisher:
                     break
                 chunks.append(chunk)
                 events += len(chunk[1])
-            args = list(head)
+            answered = list(deliveries)
+            args = [*head, json.dumps(answered, ensure_ascii=False, separators=(",", ":")) if answered else ""]
             for first_id, texts in runs(chunks):
                 args += ("" if first_id is None else str(first_id), texts)
             await publish(keys=[self.keys.events], args=args, client=client)
+            for _ in answered:
+                deliveries.popleft()
             # Taken off only once Redis has them: a failure mid-batch sends the batch again
             # (readers drop what they saw, by instance and history id). The backlog may have
             # dropped its oldest meanwhile: only what is still at the front is taken off.
@@ -373,6 +429,7 @@ class TeamEntry:
     history_id: int | None
     event: dict[str, Any]
     gate: str | None = None
+    deliveries: list[DeliverySeen] | None = None  # a "d" entry: the requests an instance answered
 
 
 class TeamReader:
@@ -452,10 +509,17 @@ class TeamReader:
         number = values.get("n") or None
         first_id = int(number) if number and number.isdigit() else None
         try:
-            data = json.loads(values["g"] if "g" in values else values.get("e", ""))
+            data = json.loads(values["g"] if "g" in values else values["d"] if "d" in values else values.get("e", ""))
         except ValueError:
             log.warning("team stream entry %s is not JSON; skipped", stream_id)
             return []
+        if "d" in values:
+            try:
+                deliveries = [delivery_from_row(row, instance) for row in data]
+            except (TypeError, ValueError, KeyError):
+                log.warning("team stream entry %s: deliveries not understood; skipped", stream_id)
+                return []
+            return [TeamEntry(stream_id, instance, None, {}, deliveries=deliveries)]
         if "g" in values:
             if not isinstance(data, dict):
                 return []

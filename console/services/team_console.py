@@ -248,6 +248,10 @@ class TeamReceiver:
 
     async def _read(self) -> None:
         async for entry in self._reader.entries():
+            if entry.deliveries is not None:
+                for seen in entry.deliveries:
+                    self._consumers.delivery(seen)
+                continue
             if entry.gate is not None:
                 gate_event = self._gate_event(entry)
                 if gate_event is not None:

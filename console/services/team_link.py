@@ -39,6 +39,7 @@ class TeamLink:
             settings.team, instance, {"url": service.server.url}, note=note, call_state=service.tracker.get
         )
         service.pipeline.to_team = publisher.recorded
+        service.pipeline.to_team_delivery = publisher.delivered
         tasks = [asyncio.create_task(publisher.run(), name="team-publisher")]
         if service.gate is not None:
             gate_link = TeamGateLink(settings.team, instance, service.gate, note=note)

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,3 +76,21 @@ def start_watch(db: Path, url: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def read_watch_until(watcher: subprocess.Popen[str], done, timeout: float = 20.0) -> list[dict]:
+    """`watch`'s lines until `done(lines so far)` says so (read on a thread: a pipe has no timeout)."""
+    lines: list[dict] = []
+    finished = threading.Event()
+
+    def read() -> None:
+        assert watcher.stdout is not None
+        for line in watcher.stdout:
+            lines.append(json.loads(line))
+            if done(lines):
+                break
+        finished.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert finished.wait(timeout) and done(lines), f"watch printed only {lines}"
+    return lines

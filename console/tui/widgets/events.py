@@ -48,6 +48,7 @@ RAW_BODY_LIMIT = 64 * 1024  # characters shown in the raw view; the rest is cut 
 # column widths (cells) of a delivery row, after the time: the verdict and our answer
 # first, so a narrow pane still shows what matters
 W_VERDICT, W_STATUS, W_MS, W_PROVIDER, W_TYPE, W_CALL = 5, 3, 7, 6, 20, 8
+W_INSTANCE = 9  # the team's receiver that answered (team mode only)
 
 STYLE_TIME = Style(dim=True)
 STYLE_OK = Style(color="green")
@@ -55,6 +56,7 @@ STYLE_BAD = Style(color="red", bold=True)
 STYLE_REASON = Style(color="red")
 STYLE_NOTE = Style(dim=True, italic=True)
 STYLE_DUP = Style(color="yellow")
+STYLE_INSTANCE = Style(color="cyan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class LogRow:
                 seen.reason or "",
                 seen.status,
                 "duplicate" if seen.duplicate else "",
+                seen.instance or "",
             )
         ).lower()
 
@@ -117,6 +120,7 @@ def row_segments(row: LogRow) -> list[Segment]:
         Segment(str(seen.status).rjust(W_STATUS) + " ", STYLE_OK if seen.status < 400 else STYLE_BAD),
         Segment(elapsed(seen.elapsed_ms).rjust(W_MS) + " "),
         Segment(fit(seen.provider, W_PROVIDER) + " "),
+        *([Segment(fit(seen.instance, W_INSTANCE) + " ", STYLE_INSTANCE)] if seen.instance is not None else []),
         Segment(fit(seen.message_type or ("—" if good else "refused"), W_TYPE) + " "),
         Segment(call[:W_CALL]),
     ]
@@ -129,21 +133,20 @@ def row_segments(row: LogRow) -> list[Segment]:
     return out
 
 
-HEADER = (
-    fit("time", 12)
-    + " "
-    + fit("sig", W_VERDICT)
-    + " "
-    + "ans".rjust(W_STATUS)
-    + " "
-    + "took".rjust(W_MS)
-    + " "
-    + fit("via", W_PROVIDER)
-    + " "
-    + fit("message", W_TYPE)
-    + " "
-    + "call"
-)
+def header(team: bool = False) -> str:
+    """The columns' names; a team console's rows say which receiver answered ("at")."""
+    return " ".join(
+        [
+            fit("time", 12),
+            fit("sig", W_VERDICT),
+            "ans".rjust(W_STATUS),
+            "took".rjust(W_MS),
+            fit("via", W_PROVIDER),
+            *([fit("at", W_INSTANCE)] if team else []),
+            fit("message", W_TYPE),
+            "call",
+        ]
+    )
 
 
 class DeliveryLog:
@@ -330,9 +333,10 @@ class EventsPane(Vertical):
         self.counts = {"ok": 0, "rejected": 0}
         self._counts_shown_at = -COUNTS_EVERY_S
         self._counts_due: Timer | None = None
+        self._team = False
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(HEADER, style="bold"), id="events-header")
+        yield Static(Text(header(), style="bold"), id="events-header")
         yield DeliveryView(self.model, id="events")
         yield Input(
             placeholder="filter: provider, type, call, ok/rejected… (enter keeps, escape clears)", id="events-filter"
@@ -350,6 +354,9 @@ class EventsPane(Vertical):
             return
         for item in seen:
             self.counts["ok" if item.verdict == "ok" else "rejected"] += 1
+        if not self._team and any(item.instance is not None for item in seen):
+            self._team = True  # the team's deliveries: the column of who answered
+            self.query_one("#events-header", Static).update(Text(header(team=True), style="bold"))
         self.view.rows_changed(self.model.add(rows))
         if seen and self._counts_due is None:  # notes alone change no count
             wait = self._counts_shown_at + COUNTS_EVERY_S - time.monotonic()
@@ -492,6 +499,12 @@ async def raw_delivery_text(store: Any, seen: DeliverySeen) -> str:
     where bodies, headers and replies were redacted before they were written."""
     if store is None:
         return "The history is not open."
+    if seen.instance is not None:
+        return (
+            f"This request was answered by {seen.instance}, another receiver of the team: its raw form is "
+            f"in that receiver's history (`voice-console history` there). This console keeps the team's "
+            "events, not the requests."
+        )
     summary = {
         "at": seen.at.isoformat(),
         "provider": seen.provider,
