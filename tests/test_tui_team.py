@@ -5,7 +5,9 @@ with which instance has each, the operators present, and decide each held call o
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
 
 import httpx
 from textual.widgets import Static
@@ -15,11 +17,12 @@ from console.services.pipeline import DeliverySeen
 from console.tui.app import Services, VoiceConsoleApp
 from console.tui.widgets.events import EventsPane, RawDeliveryScreen
 from console.tui.widgets.panes import FunctionCallsTable, LiveCallsTable
+from console.tui.widgets.prompt import PromptScreen
 from tests.helpers.cli import Serve
 from tests.helpers.redis_server import RedisServer, needs_redis
 from tests.helpers.secrets import PAYLOADS, VAPI_SECRET
 from tests.helpers.team import instance_of, read_watch_until, start_watch
-from tests.helpers.tui import SIZE, wait_for
+from tests.helpers.tui import SIZE, record_notifications, type_text, wait_for
 
 pytestmark = needs_redis
 PARALLEL = json.loads((PAYLOADS / "vapi" / "tool-calls.parallel.json").read_text())
@@ -327,4 +330,77 @@ async def test_a_team_consoles_events_pane_lists_every_receivers_requests_and_wh
     finally:
         a.stop()
         b.stop()
+        server.stop()
+
+
+class ControlUrl:
+    """A Vapi call's control URL, here: records what it is asked; `status` is what it answers."""
+
+    def __init__(self) -> None:
+        self.asked: list[dict] = []
+        self.status = 200
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                recorder.asked.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                body = b'{"message": "The call has ended."}' if recorder.status != 200 else b"{}"
+                self.send_response(recorder.status)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/5f2c9a8e-secret-call-path/control"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_a_team_console_steers_a_call_through_the_receiver_that_has_it(tmp_path):
+    """Live control from a team console: the receiver that has the call does it with the control
+    URL it keeps (the URL never reaches Redis or the console); its refusals come back masked."""
+    server = RedisServer(tmp_path / "redis")
+    control = ControlUrl()
+    a = Serve(tmp_path / "a.db", "--team", server.url)
+    try:
+        instance_of(a)
+        message = json.loads((PAYLOADS / "vapi" / "status-update.in-progress.json").read_bytes())
+        message["message"]["call"]["monitor"]["controlUrl"] = control.url
+        call_id = message["message"]["call"]["id"]
+        alice = team_app(tmp_path, server.url, "alice@laptop")
+        async with alice.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: alice.context.team and alice.context.receiver.link_up, "on the team")
+            assert (await post(a.url, json.dumps(message).encode())).status_code == 200
+            await wait_for(pilot, lambda: alice.main.selected_call == call_id, "the call selected")
+            tracker = alice.context.receiver.tracker
+            await wait_for(pilot, lambda: tracker.get(call_id).control_url is not None, "the call controllable")
+            assert tracker.get(call_id).control_url != control.url  # the console knows only that it can be
+            notes = record_notifications(alice)
+            await pilot.press("s")
+            await wait_for(pilot, lambda: isinstance(alice.screen, PromptScreen), "the say prompt")
+            await type_text(pilot, "Please hold")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: control.asked, "the receiver to ask the control URL", timeout=20)
+            assert control.asked[0]["type"] == "say" and control.asked[0]["content"] == "Please hold"
+
+            control.status = 400  # the platform refuses the next: the operator is told why, masked
+            await pilot.press("m")
+            await wait_for(pilot, lambda: any(severity == "error" for severity, _ in notes), "the refusal", timeout=20)
+            refusal = next(text for severity, text in notes if severity == "error")
+            assert "answered 400" in refusal and control.url not in refusal and "secret-call-path" not in refusal
+        every_value = b"".join(
+            json.dumps([key.decode(), repr(server.client().dump(key))]).encode() for key in server.client().keys("*")
+        )
+        assert b"secret-call-path" not in every_value
+        _, _, err = a.stop()
+        assert "alice@laptop: say on call" in err  # the receiver says who steered its call
+    finally:
+        a.stop()
+        control.close()
         server.stop()

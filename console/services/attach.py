@@ -212,29 +212,18 @@ class RemoteGate(MirroredGate):
             self._note(f"your decision on {call.name} was refused: {_message(response)}")
 
 
-class RemoteControl:
-    """A live call steered through the receiver's control API (`LiveControl`)."""
+class RequestedControl:
+    """A live call steered by asking the receiver that has it (`LiveControl`): each action is one
+    request, `_call(action, **extra)`, in the control API's terms (`console.services.control.steer`)."""
 
-    def __init__(self, client: httpx.AsyncClient, call_id: str) -> None:
-        self._client = client
-        self._call_id = call_id
-
-    async def __aenter__(self) -> RemoteControl:
+    async def __aenter__(self) -> RequestedControl:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         return None
 
     async def _call(self, action: str, **extra: Any) -> Any:
-        try:
-            response = await self._client.post(
-                "/control/call", json={"call_id": self._call_id, "action": action, **extra}, timeout=15
-            )
-        except httpx.HTTPError as exc:
-            raise PlatformError(f"the receiver could not be reached ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise PlatformError(_message(response))
-        return response.json()
+        raise NotImplementedError
 
     async def say(self, content: str) -> Any:
         return await self._call("say", text=content)
@@ -256,6 +245,25 @@ class RemoteControl:
 
     async def cut_off(self) -> Any:
         return await self._call("cut")
+
+
+class RemoteControl(RequestedControl):
+    """A live call steered through the receiver's control API."""
+
+    def __init__(self, client: httpx.AsyncClient, call_id: str) -> None:
+        self._client = client
+        self._call_id = call_id
+
+    async def _call(self, action: str, **extra: Any) -> Any:
+        try:
+            response = await self._client.post(
+                "/control/call", json={"call_id": self._call_id, "action": action, **extra}, timeout=15
+            )
+        except httpx.HTTPError as exc:
+            raise PlatformError(f"the receiver could not be reached ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise PlatformError(_message(response))
+        return response.json()
 
 
 @dataclass

@@ -115,6 +115,55 @@ class DecisionRouting:
     team: TeamDecider | None = None
 
 
+class SteerRefused(Exception):
+    """A live-control request that was not carried out: its HTTP status and one sentence why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def steer(live: LiveCalls, body: dict[str, Any]) -> dict[str, Any]:
+    """Carry out one live-control request ({"call_id" or a unique prefix, "action", "text"?,
+    "respond"?, "number"?}) on a call this receiver has: the control API's and the team's.
+    Raises SteerRefused (400 a bad request, 409 the call cannot be steered so, 502 the platform refused)."""
+    action = CALL_ACTIONS.get(str(body.get("action")))
+    if action is None:
+        raise SteerRefused(400, '"action" must be one of ' + ", ".join(CALL_ACTIONS))
+    text = body.get("text")
+    if not isinstance(text, str):
+        text = ""
+    if action in ("say", "add_message") and not text.strip():
+        raise SteerRefused(400, f'"{body["action"]}" needs "text"')
+    number = body.get("number")
+    if action == "transfer" and (not isinstance(number, str) or not number.strip()):
+        raise SteerRefused(400, '"transfer" needs "number"')
+    if not isinstance(body.get("call_id"), str) or not body["call_id"]:
+        raise SteerRefused(400, '"call_id" is required')
+    try:
+        target = live.target(live.find(body["call_id"]), action)
+    except CannotSteer as exc:
+        raise SteerRefused(409, str(exc)) from None
+    via = "tap" if action == "say" and live.tapped(target.call_id) else "api"
+    try:
+        async with await live.open(target) as control:
+            if action == "say":
+                await control.say(text)
+            elif action == "add_message":
+                await control.add_message("system", text, trigger_response=bool(body.get("respond", True)))
+            elif action == "cut_off":
+                await control.cut_off()
+            elif action == "mute":
+                await (control.unmute_assistant() if body["action"] == "unmute" else control.mute_assistant())
+            elif action == "transfer":
+                await control.transfer(number=str(number).strip())
+            else:
+                await control.end_call()
+    except (PlatformError, ValueError) as exc:
+        raise SteerRefused(502, f"{target.spec.title} refused: {exc}") from None
+    return {"ok": True, "call_id": target.call_id, "action": body["action"], "via": via}
+
+
 def add_control_routes(
     router: Router, token: str, *, gate: ToolGate | None, live: LiveCalls, routing: DecisionRouting | None = None
 ) -> None:
@@ -198,43 +247,12 @@ def add_control_routes(
             return error
         try:
             body = _json_object(request)
-            action = CALL_ACTIONS.get(str(body.get("action")))
-            if action is None:
-                raise ValueError('"action" must be one of ' + ", ".join(CALL_ACTIONS))
-            text = body.get("text")
-            if not isinstance(text, str):
-                text = ""
-            if action in ("say", "add_message") and not text.strip():
-                raise ValueError(f'"{body["action"]}" needs "text"')
-            number = body.get("number")
-            if action == "transfer" and (not isinstance(number, str) or not number.strip()):
-                raise ValueError('"transfer" needs "number"')
-            if not isinstance(body.get("call_id"), str) or not body["call_id"]:
-                raise ValueError('"call_id" is required')
         except ValueError as exc:
             return Response.error(400, str(exc))
         try:
-            target = live.target(live.find(body["call_id"]), action)
-        except CannotSteer as exc:
-            return Response.error(409, str(exc))
-        via = "tap" if action == "say" and live.tapped(target.call_id) else "api"
-        try:
-            async with await live.open(target) as control:
-                if action == "say":
-                    await control.say(text)
-                elif action == "add_message":
-                    await control.add_message("system", text, trigger_response=bool(body.get("respond", True)))
-                elif action == "cut_off":
-                    await control.cut_off()
-                elif action == "mute":
-                    await (control.unmute_assistant() if body["action"] == "unmute" else control.mute_assistant())
-                elif action == "transfer":
-                    await control.transfer(number=str(body["number"]).strip())
-                else:
-                    await control.end_call()
-        except (PlatformError, ValueError) as exc:
-            return Response.error(502, f"{target.spec.title} refused: {exc}")
-        return Response.json(200, {"ok": True, "call_id": target.call_id, "action": body["action"], "via": via})
+            return Response.json(200, await steer(live, body))
+        except SteerRefused as exc:
+            return Response.error(exc.status, str(exc))
 
     router.add("GET", "/control/pending", pending)
     router.add("POST", "/control/decide", decide)

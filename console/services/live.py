@@ -90,6 +90,8 @@ class LiveCalls:
     # Keys this run already holds, before the secret store (the demo's simulated platforms', the taps' tokens).
     known: Mapping[str, str] = field(default_factory=dict, repr=False)
     base_urls: Mapping[str, str] = field(default_factory=dict)  # provider -> its API (the demo's simulators)
+    # The calls' taps are another process's, which checks them itself (a team's receivers).
+    taps_elsewhere = False
 
     def find(self, call_id_or_prefix: str) -> str:
         """The tracked call an id or unique prefix names; CannotSteer says why not."""
@@ -125,7 +127,7 @@ class LiveCalls:
             raise CannotSteer(f"{ACTION_NAMES[action]} is not available for a {spec.title} call: {why}.")
         if spec.control.needs_control_url and not state.control_url:
             raise CannotSteer(NO_CONTROL_URL.format(call=short_id(call_id)))
-        if action in spec.control.tap_actions and not self.tapped(call_id):
+        if action in spec.control.tap_actions and not self.tapped(call_id) and not self.taps_elsewhere:
             raise CannotSteer(
                 f"{ACTION_NAMES[action]} needs call {short_id(call_id)}'s stream to run through this console's tap."
             )

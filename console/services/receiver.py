@@ -111,6 +111,7 @@ class ReceiverService:
     tap_tokens: dict[str, str | None] = field(default_factory=dict, repr=False)  # secret name -> the token
     hub: ControlHub | None = None  # consoles attached to this receiver (`GET /control/stream`)
     decisions: DecisionRouting = field(default_factory=DecisionRouting)  # team mode sets its link in
+    steering: LiveCalls | None = None  # live control of its calls (the control API's, the team's)
 
     @property
     def url(self) -> str:
@@ -201,6 +202,7 @@ class ReceiverService:
                 redactor=redactor,
             )
             hub.start()
+            steering = LiveCalls(tracker, taps, settings, secret_store or SecretStore(), http_client)
 
             def extra_routes(router: Router) -> None:
                 add_stream_routes(router, pipeline.ingest_events, pipeline.providers)
@@ -213,7 +215,6 @@ class ReceiverService:
                     taps,
                     known_call=lambda call_id: tracker.get(call_id) is not None,
                 )
-                steering = LiveCalls(tracker, taps, settings, secret_store or SecretStore(), http_client)
                 add_control_routes(router, control_token, gate=gate, live=steering, routing=decisions)
                 hub.add_route(router)
 
@@ -248,6 +249,7 @@ class ReceiverService:
             {name: secret_value(secrets, name) for name in registry.made_secret_names()},
             hub,
             decisions,
+            steering,
         )
 
     async def close(self) -> None:

@@ -33,7 +33,7 @@ from console.core.gate import (
 )
 from console.core.tools import ToolOutcome
 from console.services.attach import AttachFailed, Consumers, MirroredGate, TappedCalls
-from console.services.live import CannotSteer, LiveCalls, Target
+from console.services.live import LiveCalls
 from console.services.team import (
     LINK_ERRORS,
     TeamEntry,
@@ -87,16 +87,6 @@ class TeamGateView(MirroredGate):
     def settled(self, tool_call_id: str) -> None:
         super().settled(tool_call_id)
         self.holders.pop(tool_call_id, None)
-
-
-class TeamSteering(LiveCalls):
-    """Live control of a team's calls goes through the receiver that has each: not from here yet."""
-
-    def target(self, call_id: str, action: Any) -> Target:
-        raise CannotSteer(
-            "Live control of a team's call goes through the receiver that has it: "
-            "attach to that receiver (not from a team console yet)."
-        )
 
 
 class TeamTracker(CallTracker):
@@ -359,7 +349,17 @@ class TeamReceiver:
         self._replica_position = current
 
     def steering(self, settings: Any, secrets: Any) -> LiveCalls:
-        return TeamSteering(self.tracker, self.taps, settings, secrets)
+        from console.services.team_control import TeamSteering
+
+        return TeamSteering(
+            self.tracker,
+            self.taps,
+            settings,
+            secrets,
+            team=self.settings,
+            operator=self.operator,
+            instances=self.instances,
+        )
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -41,6 +41,11 @@ class TeamLink:
         service.pipeline.to_team = publisher.recorded
         service.pipeline.to_team_delivery = publisher.delivered
         tasks = [asyncio.create_task(publisher.run(), name="team-publisher")]
+        if service.steering is not None:  # live control of its calls from the team's consoles
+            from console.services.team_control import TeamControlServer
+
+            control = TeamControlServer(settings.team, instance, service.steering, service.redactor, note=note)
+            tasks.append(asyncio.create_task(control.run(), name="team-control"))
         if service.gate is not None:
             gate_link = TeamGateLink(settings.team, instance, service.gate, note=note)
             service.decisions.team = gate_link
