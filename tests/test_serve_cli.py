@@ -349,3 +349,35 @@ async def test_ndjson_lines_past_the_backlog_are_dropped_whole_and_said_once():
     lines = written.splitlines()
     assert lines and all(json.loads(line)["text"] == "x" * 200 for line in lines)  # whole lines only
     assert len(lines) + printer.dropped == 5000
+
+
+async def test_ndjson_to_a_file_or_dev_null_is_written_at_once_and_to_a_pipe_by_a_thread(tmp_path):
+    import os
+
+    from console.core.events import TranscriptFinal
+    from console.services.serve import NdjsonPrinter, never_blocks
+
+    read_end, write_end = os.pipe()
+    with (
+        open(os.devnull, "w") as null,  # noqa: ASYNC230 (no loop to block: the printer needs one running)
+        open(tmp_path / "events.ndjson", "w") as file,  # noqa: ASYNC230
+        os.fdopen(write_end, "w") as pipe,
+    ):
+        assert never_blocks(null) and never_blocks(file) and not never_blocks(pipe)
+        event = TranscriptFinal.model_validate(
+            {"at": "2026-12-04T10:00:00Z", "provider": "vapi", "call_id": "c", "role": "user", "text": "hi"}
+        )
+        to_file = NdjsonPrinter(file)
+        for _ in range(3):
+            to_file([event])
+            to_file.flush()
+        to_file.close()
+        assert to_file._writer is None  # no thread: a file never waits for a reader
+        to_pipe = NdjsonPrinter(pipe)
+        to_pipe([event])
+        to_pipe.flush()
+        to_pipe.close()
+        assert to_pipe._writer is not None
+    os.close(read_end)
+    lines = (tmp_path / "events.ndjson").read_text().splitlines()
+    assert [json.loads(line)["text"] for line in lines] == ["hi"] * 3

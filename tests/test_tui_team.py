@@ -282,6 +282,7 @@ async def test_a_team_consoles_events_pane_lists_every_receivers_requests_and_wh
     server = RedisServer(tmp_path / "redis")
     a = Serve(tmp_path / "a.db", "--team", server.url)
     b = Serve(tmp_path / "b.db", "--team", server.url)
+    watch = None
     try:
         a_name, b_name = instance_of(a), instance_of(b)
         watch = start_watch(tmp_path, server.url)
@@ -325,9 +326,10 @@ async def test_a_team_consoles_events_pane_lists_every_receivers_requests_and_wh
         )
         deliveries = {line["instance"]: line["delivery"] for line in lines if "delivery" in line}
         assert deliveries[a_name]["status"] == 200 and deliveries[b_name]["verdict"] == "rejected"
-        watch.terminate()
-        watch.wait(10)
     finally:
+        if watch is not None:
+            watch.terminate()
+            watch.wait(10)
         a.stop()
         b.stop()
         server.stop()

@@ -56,7 +56,8 @@ Rules in policy.toml (next to `voice-console locate config`) can approve, reject
 
 With several consoles (attached to one `serve`, or on a team's Redis with [b]--team[/b]) each call is decided \
 once: the first decision wins, every console shows who made it, and one that decided second is told who won. \
-On a team, Live calls shows which receiver has each call ([i]vapi @ rx-east[/i]) and the title who else is present.
+On a team, Live calls shows which receiver has each call ([i]vapi @ rx-east[/i]), Events which receiver answered \
+each request, and the title who else is present; live control goes to the receiver that has the call.
 
 [b]ctrl+p[/b] finds any action or theme by name."""
 
