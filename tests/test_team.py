@@ -247,9 +247,12 @@ async def test_the_publisher_never_waits_for_redis_and_keeps_a_bounded_backlog(t
     started = time.perf_counter()
     for n in range(1500):
         publisher.recorded([event], n + 1)
+        publisher.delivered((float(n), "vapi", "vapi", "transcript", "c", "ok", None, 200, 1.0, False))
     assert time.perf_counter() - started < 1.0  # queued, not sent: nothing waits for Redis
     await asyncio.sleep(0.3)
     assert publisher.backlog == 1000 and publisher.dropped == 500
+    # The Events pane's rows are a live view: only the latest 1,000 wait.
+    assert [row[0] for row in publisher._deliveries] == [float(n) for n in range(500, 1500)]
     assert not publisher.link.up and publisher.link.down_since is not None
     assert notes and notes[0].startswith("team link down")
     task.cancel()

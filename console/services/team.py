@@ -68,20 +68,6 @@ RECONNECT_MAX_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
 # A stalled Redis must not hold a publish forever: the link is dropped and tried again.
 COMMAND_TIMEOUT_S = 5.0
-# What a delivery's entry holds of it: what the Events pane shows (not the raw request: that
-# stays in the receiver's history).
-DELIVERY_FIELDS = (
-    "at",
-    "provider",
-    "route",
-    "message_type",
-    "call_id",
-    "verdict",
-    "reason",
-    "status",
-    "elapsed_ms",
-    "duplicate",
-)
 # Deliveries waiting while Redis is away: a live view's, so only the latest are kept.
 DELIVERIES_KEPT = 1000
 # Events a reader remembers to drop a resent batch's: many batches' worth.
@@ -331,12 +317,16 @@ class TeamPublisher:
                 chunks.append(chunk)
                 events += len(chunk[1])
             answered = list(deliveries)
+            deliveries.clear()
             args = [*head, json.dumps(answered, ensure_ascii=False, separators=(",", ":")) if answered else ""]
             for first_id, texts in runs(chunks):
                 args += ("" if first_id is None else str(first_id), texts)
-            await publish(keys=[self.keys.events], args=args, client=client)
-            for _ in answered:
-                deliveries.popleft()
+            try:
+                await publish(keys=[self.keys.events], args=args, client=client)
+            except LINK_ERRORS:  # sent again with what came meanwhile (the latest kept)
+                room = DELIVERIES_KEPT - len(deliveries)
+                deliveries.extendleft(reversed(answered[max(0, len(answered) - room) :]))
+                raise
             # Taken off only once Redis has them: a failure mid-batch sends the batch again
             # (readers drop what they saw, by instance and history id). The backlog may have
             # dropped its oldest meanwhile: only what is still at the front is taken off.
