@@ -45,6 +45,10 @@ async def post(url: str, body: bytes) -> httpx.Response:
         return await client.post(url + "/webhook/vapi", content=body, headers=headers)
 
 
+async def on_the_team(pilot, app: VoiceConsoleApp) -> None:
+    await wait_for(pilot, lambda: app.context.team and app.context.receiver.link_up, "on the team")
+
+
 def by_column(app: VoiceConsoleApp, column: int) -> dict[str, str]:
     table = app.main.query_one(FunctionCallsTable)
     return {str(key.value): str(table.get_row(key)[column]) for key in table.rows}
@@ -69,7 +73,7 @@ async def test_two_team_consoles_see_both_receivers_and_decide_once(tmp_path):
         alice, bob = team_app(tmp_path, server.url, "alice@laptop"), team_app(tmp_path, server.url, "bob@desk")
         async with alice.run_test(size=SIZE) as pa, bob.run_test(size=SIZE) as pb:
             for pilot, app in ((pa, alice), (pb, bob)):
-                await wait_for(pilot, lambda app=app: app.context.team and app.context.receiver.link_up, "on the team")
+                await on_the_team(pilot, app)
                 await wait_for(pilot, lambda app=app: via(app).get(b_call) == f"vapi @ {b_name}", "B's call shown")
             await wait_for(pa, lambda: "with bob@desk" in alice.sub_title, "alice told bob is here")
             assert alice.sub_title.startswith("team 'default' on redis://127.0.0.1:")
@@ -183,7 +187,7 @@ async def test_a_team_console_says_when_the_link_is_down_and_catches_up_after(tm
         instance_of(a)
         alice = team_app(tmp_path, server.url, "alice@laptop")
         async with alice.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: alice.context.team and alice.context.receiver.link_up, "on the team")
+            await on_the_team(pilot, alice)
             server.kill()
             await wait_for(pilot, lambda: "team link down since" in alice.sub_title, "the link down", timeout=20)
             body = (PAYLOADS / "vapi" / "status-update.in-progress.json").read_bytes()
@@ -260,7 +264,7 @@ async def test_a_team_consoles_live_calls_follow_the_stream_not_only_the_summari
         instance_of(a)
         alice = team_app(tmp_path, server.url, "alice@laptop")
         async with alice.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: alice.context.team and alice.context.receiver.link_up, "on the team")
+            await on_the_team(pilot, alice)
             body = (PAYLOADS / "vapi" / "status-update.in-progress.json").read_bytes()
             call_id = json.loads(body)["message"]["call"]["id"]
             assert (await post(a.url, body)).status_code == 200
@@ -289,7 +293,7 @@ async def test_a_team_consoles_events_pane_lists_every_receivers_requests_and_wh
         assert "watching team" in watch.stderr.readline()  # from here on, nothing is missed
         alice = team_app(tmp_path, server.url, "alice@laptop")
         async with alice.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: alice.context.team and alice.context.receiver.link_up, "on the team")
+            await on_the_team(pilot, alice)
             body = (PAYLOADS / "vapi" / "status-update.in-progress.json").read_bytes()
             assert (await post(a.url, body)).status_code == 200
             async with httpx.AsyncClient(timeout=10) as client:  # a wrong secret, on the other receiver
@@ -377,7 +381,7 @@ async def test_a_team_console_steers_a_call_through_the_receiver_that_has_it(tmp
         call_id = message["message"]["call"]["id"]
         alice = team_app(tmp_path, server.url, "alice@laptop")
         async with alice.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: alice.context.team and alice.context.receiver.link_up, "on the team")
+            await on_the_team(pilot, alice)
             assert (await post(a.url, json.dumps(message).encode())).status_code == 200
             await wait_for(pilot, lambda: alice.main.selected_call == call_id, "the call selected")
             tracker = alice.context.receiver.tracker

@@ -109,10 +109,24 @@ class TeamDecider(Protocol):
 
 @dataclass
 class DecisionRouting:
-    """Where the control API's decisions go: the team first while a team link is up (set once it
-    starts), else this receiver's own gate."""
+    """Where this receiver's own decisions go (its control API's, a --no-attach console's keys):
+    the team first while a team link is up (set once it starts), else this receiver's own gate."""
 
     team: TeamDecider | None = None
+
+    async def ask_team(self, tool_call_id: str, decision: OperatorDecision) -> Any:
+        """The team's verdict (won: the holder applies it; lost: who won), or None: no team, the team
+        cannot be asked now, or Redis does not hold the call (yet) — the local gate decides then.
+        Raises ValueError for an invalid decision."""
+        if self.team is None:
+            return None
+        try:
+            verdict = await self.team.decide(tool_call_id, decision)
+        except ValueError:
+            raise
+        except Exception:  # the team cannot be asked: this receiver's own operators decide alone
+            return None
+        return None if verdict.outcome == "unknown" else verdict
 
 
 class SteerRefused(Exception):
@@ -192,25 +206,22 @@ def add_control_routes(
             return Response.error(400, str(exc))
         if gate is None:
             return Response.error(409, "tool calls go to another handler here: there is nothing to decide")
-        if routing.team is not None:
-            try:
-                verdict = await routing.team.decide(tool_call_id, decision)
-            except ValueError as exc:
-                return Response.error(400, str(exc))
-            except Exception:  # the team cannot be asked: this receiver's own operators decide alone
-                verdict = None
-            if verdict is not None and verdict.outcome == "won":
-                answer = {"ok": True, "tool_call_id": tool_call_id, "decision": decision.decision}
-                return Response.json(200, {**answer, "instance": verdict.owner})
-            if verdict is not None and verdict.outcome == "lost":
-                decided = verdict.decided or {}
-                return Response.error(
-                    409,
-                    verdict.told(tool_call_id),
-                    decision=decided.get("decision"),
-                    by="operator",
-                    operator=decided.get("operator"),
-                )
+        try:
+            verdict = await routing.ask_team(tool_call_id, decision)
+        except ValueError as exc:
+            return Response.error(400, str(exc))
+        if verdict is not None and verdict.outcome == "won":
+            answer = {"ok": True, "tool_call_id": tool_call_id, "decision": decision.decision}
+            return Response.json(200, {**answer, "instance": verdict.owner})
+        if verdict is not None and verdict.outcome == "lost":
+            decided = verdict.decided or {}
+            return Response.error(
+                409,
+                verdict.told(tool_call_id),
+                decision=decided.get("decision"),
+                by="operator",
+                operator=decided.get("operator"),
+            )
         try:
             accepted = gate.resolve(tool_call_id, decision)
         except ValueError as exc:

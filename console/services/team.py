@@ -33,10 +33,10 @@ import os
 import socket
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, RedisError
@@ -47,6 +47,7 @@ from console.core.events import Event, event_json
 from console.services.pipeline import TEAM_ROW_FIELDS, DeliverySeen, TeamRow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HEARTBEAT_S = 1.0
 INSTANCE_TTL_S = 5.0
@@ -76,6 +77,21 @@ RECENT_KEPT = 20 * PUBLISH_BATCH
 LINK_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
+class Backoff:
+    """The wait before a link tries again: RECONNECT_FIRST_S, doubled after each failure up to
+    RECONNECT_MAX_S, and the first again once the link works (`reset`)."""
+
+    def __init__(self) -> None:
+        self.wait = RECONNECT_FIRST_S
+
+    def reset(self) -> None:
+        self.wait = RECONNECT_FIRST_S
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.wait)
+        self.wait = min(self.wait * 2, RECONNECT_MAX_S)
+
+
 class TeamKeys:
     """The team's Redis keys (`vc:{name}:…`: the braces are a Cluster hash tag)."""
 
@@ -88,6 +104,38 @@ class TeamKeys:
 
     def call(self, call_id: str) -> str:
         return f"{self.prefix}call:{call_id}"
+
+    def held(self, tool_call_id: str) -> str:  # console.services.team_gate
+        return f"{self.prefix}held:{tool_call_id}"
+
+    def decision(self, tool_call_id: str) -> str:
+        return f"{self.prefix}decision:{tool_call_id}"
+
+    def inbox(self, instance: str) -> str:
+        return f"{self.prefix}inbox:{instance}"
+
+    def control(self, instance: str) -> str:  # console.services.team_control
+        return f"{self.prefix}control:{instance}"
+
+    def reply(self, request_id: str) -> str:
+        return f"{self.prefix}reply:{request_id}"
+
+    def console(self, name: str) -> str:  # a console's presence (console.services.team_console)
+        return f"{self.prefix}console:{name}"
+
+
+async def unless_a_worker_fails(awaitable: Awaitable[T], workers: Iterable[asyncio.Task[None]]) -> T:
+    """What `awaitable` gives, unless one of a link's side tasks ends first: then its error is
+    raised (they end only when the link fails). A result already there is returned first."""
+    waiting = asyncio.ensure_future(awaitable)
+    await asyncio.wait({waiting, *workers}, return_when=asyncio.FIRST_COMPLETED)
+    if waiting.done():
+        return waiting.result()
+    waiting.cancel()
+    for worker in workers:
+        if worker.done():
+            worker.result()  # raises
+    raise ConnectionError("a team link's task ended")
 
 
 def default_instance(port: int) -> str:
@@ -270,13 +318,13 @@ class TeamPublisher:
 
     async def run(self) -> None:
         """Publish until cancelled; reconnect with backoff whenever the link fails."""
-        wait = RECONNECT_FIRST_S
+        backoff = Backoff()
         while True:
             client = self._connect(self.settings)
             try:
                 await client.ping()
                 self._up()
-                wait = RECONNECT_FIRST_S
+                backoff.reset()
                 beats = asyncio.create_task(self._beat(client), name="team-heartbeat")
                 calls = asyncio.create_task(self._calls(client), name="team-calls")
                 try:
@@ -288,8 +336,7 @@ class TeamPublisher:
                 self._down(exc)
             finally:
                 await close_quietly(client)
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, RECONNECT_MAX_S)
+            await backoff.sleep()
 
     async def _publish(self, client: aioredis.Redis, *workers: asyncio.Task[None]) -> None:
         queue = self._queue
@@ -300,12 +347,7 @@ class TeamPublisher:
             if not queue and not deliveries:
                 self.empty.set()
                 self._wake.clear()
-                waiting = asyncio.ensure_future(self._wake.wait())
-                done, _ = await asyncio.wait({waiting, *workers}, return_when=asyncio.FIRST_COMPLETED)
-                for worker in workers:
-                    if worker in done:  # the heartbeat or the calls failed: the link is down
-                        waiting.cancel()
-                        worker.result()
+                await unless_a_worker_fails(self._wake.wait(), workers)  # the heartbeat, the calls
                 # What else is recorded meanwhile goes in the same round trip: fewer, larger
                 # entries cost the receiver's loop less (the consoles hear of it a little later).
                 await asyncio.sleep(PUBLISH_LINGER_S)
@@ -447,7 +489,7 @@ class TeamReader:
         self.link = LinkState()
 
     async def entries(self) -> AsyncIterator[TeamEntry]:
-        wait = RECONNECT_FIRST_S
+        backoff = Backoff()
         while True:
             client = self._connect(self.settings)
             try:
@@ -456,7 +498,7 @@ class TeamReader:
                     if self.link.down_since is not None:
                         self._note(f"team link back (down since {self.link.down_since.astimezone():%H:%M:%S})")
                     self.link = LinkState(up=True)
-                wait = RECONNECT_FIRST_S
+                backoff.reset()
                 while True:
                     answer: Any = await client.xread(  # RESP2: [[stream, [(id, fields), …]]]
                         {self.keys.events: self.position}, count=1000, block=self._block_ms
@@ -473,8 +515,7 @@ class TeamReader:
                 self.link = LinkState(up=False, down_since=self.link.down_since or datetime.now(UTC), problem=problem)
             finally:
                 await close_quietly(client)
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, RECONNECT_MAX_S)
+            await backoff.sleep()
 
     async def pin(self) -> None:
         """Resolve "$" (from now on) to the stream's last id now, so nothing after this moment is
@@ -539,17 +580,22 @@ class TeamReader:
 
 async def live_calls(settings: TeamSettings, client: aioredis.Redis | None = None) -> list[dict[str, Any]]:
     """Every instance's calls as Redis keeps them now (each with its `instance`), oldest first."""
-    keys = TeamKeys(settings.name)
     own = client is None
     client = client or connect(settings)
     try:
-        found = [key async for key in client.scan_iter(match=keys.call("*"), count=500)]
-        values = await client.mget(found) if found else []
+        values = await values_matching(client, TeamKeys(settings.name).call("*"))
     finally:
         if own:
             await close_quietly(client)
-    calls = [json.loads(value) for value in values if value]
+    calls = [json.loads(value) for value in values]
     return sorted(calls, key=lambda call: call.get("first_at") or "")
+
+
+async def values_matching(client: aioredis.Redis, pattern: str) -> list[bytes | str]:
+    """The values of the keys matching `pattern` now: one SCAN, then one MGET (keys that expired
+    in between are left out)."""
+    found = [key async for key in client.scan_iter(match=pattern, count=500)]
+    return [value for value in (await client.mget(found) if found else []) if value is not None]
 
 
 def as_text(value: Any) -> str:

@@ -44,8 +44,9 @@ from console.services.team import (
     connect,
     link_problem,
     live_calls,
+    values_matching,
 )
-from console.services.team_gate import TeamKeysForCalls, record_decision
+from console.services.team_gate import record_decision
 from console.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,8 @@ class TeamReceiver:
         self.missed = 0  # events the team stream no longer had when this console read on
         self._last_ids: dict[str, int] = {}  # instance -> the last history id read from it
         self._replica: list[Event] = []
-        self._keys = TeamKeysForCalls(settings.name)
-        self._presence_key = TeamKeys(settings.name).prefix + f"console:{operator}@{socket.gethostname()}"
+        self._keys = TeamKeys(settings.name)
+        self._presence_key = self._keys.console(f"{operator}@{socket.gethostname()}")
         # Where this console was in the team stream when it last wrote its replica (kept beside it):
         # a console opened again reads on from there, and counts what the stream no longer has.
         self._position_file = store.path.with_name(store.path.stem + ".position.json")
@@ -214,8 +215,7 @@ class TeamReceiver:
     async def _load_state(self) -> None:
         client = connect(self.settings)
         try:
-            keys = [key async for key in client.scan_iter(match=self._keys.held("*"), count=500)]
-            held = [json.loads(value) for value in (await client.mget(keys) if keys else []) if value]
+            held = [json.loads(value) for value in await values_matching(client, self._keys.held("*"))]
         finally:
             await close_quietly(client)
         for item in sorted(held, key=lambda item: item["call"]["deadline_at"]):
@@ -305,15 +305,14 @@ class TeamReceiver:
 
     async def _presence(self) -> None:
         """This operator's heartbeat, and who else is present."""
-        prefix = TeamKeys(self.settings.name).prefix + "console:"
+        pattern = self._keys.console("*")
         while True:
             client = connect(self.settings)
             try:
                 while True:
                     await client.set(self._presence_key, self.operator, px=int(PRESENCE_TTL_S * 1000))
-                    keys = [key async for key in client.scan_iter(match=prefix + "*", count=200)]
-                    names = await client.mget(keys) if keys else []
-                    self.consoles = sorted({as_text(name) for name in names if name} | {self.operator})
+                    names = await values_matching(client, pattern)
+                    self.consoles = sorted({as_text(name) for name in names} | {self.operator})
                     await asyncio.sleep(PRESENCE_S)
             except LINK_ERRORS:
                 pass  # the reader tells the link's state

@@ -35,8 +35,7 @@ from console.services.control import SteerRefused, steer
 from console.services.live import LiveCalls, Target
 from console.services.team import (
     LINK_ERRORS,
-    RECONNECT_FIRST_S,
-    RECONNECT_MAX_S,
+    Backoff,
     TeamKeys,
     close_quietly,
     connect,
@@ -53,14 +52,6 @@ REPLY_KEPT_S = 60
 REQUESTS_KEPT_S = 60  # a receiver that is gone does not leave its requests behind for long
 
 
-class TeamControlKeys(TeamKeys):
-    def control(self, instance: str) -> str:
-        return f"{self.prefix}control:{instance}"
-
-    def reply(self, request_id: str) -> str:
-        return f"{self.prefix}reply:{request_id}"
-
-
 class TeamControl(RequestedControl):
     """A call steered by the team's receiver that has it (a console's side)."""
 
@@ -69,7 +60,7 @@ class TeamControl(RequestedControl):
         self._instance = instance
         self._call_id = call_id
         self._operator = operator
-        self._keys = TeamControlKeys(settings.name)
+        self._keys = TeamKeys(settings.name)
 
     async def _call(self, action: str, **extra: Any) -> Any:
         request_id = uuid.uuid4().hex
@@ -148,7 +139,7 @@ class TeamControlServer:
     ) -> None:
         self.settings = settings
         self.instance = instance
-        self.keys = TeamControlKeys(settings.name)
+        self.keys = TeamKeys(settings.name)
         self._steering = steering
         self._redactor = redactor
         self._note = note
@@ -157,12 +148,12 @@ class TeamControlServer:
         self.carried_out = 0
 
     async def run(self) -> None:
-        wait = RECONNECT_FIRST_S
+        backoff = Backoff()
         while True:
             requests, replies = self._connect(self.settings), self._connect(self.settings)
             try:
                 await requests.ping()
-                wait = RECONNECT_FIRST_S
+                backoff.reset()
                 key = self.keys.control(self.instance)
                 while True:
                     item = await requests.blpop([key], timeout=BLOCK_S)
@@ -176,8 +167,7 @@ class TeamControlServer:
             finally:
                 await close_quietly(requests)
                 await close_quietly(replies)
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, RECONNECT_MAX_S)
+            await backoff.sleep()
 
     async def _carry_out(self, client: aioredis.Redis, raw: bytes | str) -> None:
         try:

@@ -6,9 +6,10 @@ import json
 from typing import Any, TextIO
 
 from console.config import TeamSettings
+from console.core.gate import PendingCall
 from console.services.control import parse_decision
-from console.services.team import LINK_ERRORS, close_quietly, connect, link_problem
-from console.services.team_gate import TeamKeysForCalls, record_decision
+from console.services.team import LINK_ERRORS, TeamKeys, close_quietly, connect, link_problem, values_matching
+from console.services.team_gate import record_decision
 
 
 async def decide_in_team(
@@ -38,17 +39,14 @@ async def decide_in_team(
 
 
 async def list_held(settings: TeamSettings, out: TextIO, err: TextIO) -> int:
-    keys = TeamKeysForCalls(settings.name)
     client = connect(settings)
     try:
-        held = [json.loads(value) for key in await _held_keys(client, keys) if (value := await client.get(key))]
+        held = [json.loads(value) for value in await values_matching(client, TeamKeys(settings.name).held("*"))]
     except LINK_ERRORS as exc:
         print(f"voice-console decide: {link_problem(settings, exc)}", file=err)
         return 1
     finally:
         await close_quietly(client)
-    from console.core.gate import PendingCall
-
     for item in sorted(held, key=lambda item: item["call"]["deadline_at"]):
         call = PendingCall.from_dict(item["call"])
         print(
@@ -57,7 +55,3 @@ async def list_held(settings: TeamSettings, out: TextIO, err: TextIO) -> int:
             file=out,
         )
     return 0
-
-
-async def _held_keys(client: Any, keys: TeamKeysForCalls) -> list[Any]:
-    return [key async for key in client.scan_iter(match=keys.held("*"), count=500)]

@@ -37,14 +37,14 @@ from console.core.gate import (
 )
 from console.services.team import (
     LINK_ERRORS,
-    RECONNECT_FIRST_S,
-    RECONNECT_MAX_S,
+    Backoff,
     LinkState,
     TeamKeys,
     as_text,
     close_quietly,
     connect,
     link_problem,
+    unless_a_worker_fails,
 )
 
 log = logging.getLogger(__name__)
@@ -104,17 +104,6 @@ return 1
 JOINED_POLL_S = 0.25
 
 
-class TeamKeysForCalls(TeamKeys):
-    def held(self, tool_call_id: str) -> str:
-        return f"{self.prefix}held:{tool_call_id}"
-
-    def decision(self, tool_call_id: str) -> str:
-        return f"{self.prefix}decision:{tool_call_id}"
-
-    def inbox(self, instance: str) -> str:
-        return f"{self.prefix}inbox:{instance}"
-
-
 @dataclass(frozen=True)
 class TeamVerdict:
     """What recording a decision in the team came to."""
@@ -158,7 +147,7 @@ async def record_decision(
     client: aioredis.Redis, settings: TeamSettings, tool_call_id: str, decision: OperatorDecision, via: str
 ) -> TeamVerdict:
     """Record `decision` for the held call, first writer wins (one script, atomic)."""
-    keys = TeamKeysForCalls(settings.name)
+    keys = TeamKeys(settings.name)
     text = decision_json(tool_call_id, decision, via)
     for _ in range(3):  # "moved": the call changed owner between the read and the script
         held_text = await client.get(keys.held(tool_call_id))
@@ -209,7 +198,7 @@ class TeamGateLink:
     ) -> None:
         self.settings = settings
         self.instance = instance
-        self.keys = TeamKeysForCalls(settings.name)
+        self.keys = TeamKeys(settings.name)
         self._gate = gate
         self._note = note
         self._connect = client_factory
@@ -230,7 +219,7 @@ class TeamGateLink:
         return await record_decision(client, self.settings, tool_call_id, decision, self.instance)
 
     async def run(self) -> None:
-        wait = RECONNECT_FIRST_S
+        backoff = Backoff()
         while True:
             client, inbox_client = self._connect(self.settings), self._connect(self.settings)
             try:
@@ -240,7 +229,7 @@ class TeamGateLink:
                     self._changes.put_nowait(CallHeld(call))
                 self._client = client
                 self.link = LinkState(up=True)
-                wait = RECONNECT_FIRST_S
+                backoff.reset()
                 inbox = asyncio.create_task(self._inbox(inbox_client), name="team-inbox")
                 joined = asyncio.create_task(self._watch_joined(client), name="team-joined")
                 try:
@@ -249,25 +238,17 @@ class TeamGateLink:
                     inbox.cancel()
                     joined.cancel()
             except LINK_ERRORS as exc:
-                self._client = None
                 since = self.link.down_since or datetime.now(UTC)
                 self.link = LinkState(up=False, down_since=since, problem=link_problem(self.settings, exc))
             finally:
                 self._client = None
                 await close_quietly(client)
                 await close_quietly(inbox_client)
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, RECONNECT_MAX_S)
+            await backoff.sleep()
 
     async def _publish_changes(self, client: aioredis.Redis, *workers: asyncio.Task[None]) -> None:
         while True:
-            getting = asyncio.ensure_future(self._changes.get())
-            done, _ = await asyncio.wait({getting, *workers}, return_when=asyncio.FIRST_COMPLETED)
-            for worker in workers:
-                if worker in done:
-                    getting.cancel()
-                    worker.result()  # raises: the link is down
-            change = getting.result()
+            change = await unless_a_worker_fails(self._changes.get(), workers)  # the inbox, the joined calls
             try:
                 await self._publish(client, change)
             except LINK_ERRORS:

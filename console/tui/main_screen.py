@@ -400,27 +400,21 @@ class MainScreen(Screen[None]):
     def decide(self, call: PendingCall, decision: OperatorDecision) -> None:
         if decision.operator is None and self.context.operator:
             decision = replace(decision, operator=self.context.operator)
-        team = self._team_decider()
-        if team is not None:
-            self.run_worker(self._decide_in_team(team, call, decision), group="team-decide", exit_on_error=False)
+        # This console's own receiver in a team (--no-attach with a team set): its decisions are
+        # recorded team-wide first, as every other console's are (first writer wins).
+        routing = getattr(self.context.receiver, "decisions", None)
+        if routing is not None and routing.team is not None and routing.team.link.up:
+            self.run_worker(self._decide_in_team(routing, call, decision), group="team-decide", exit_on_error=False)
             return
         self._decide_here(call, decision)
 
-    def _team_decider(self) -> Any:
-        """This console's own receiver in a team (--no-attach with a team set): its decisions are
-        recorded team-wide first, as every other console's are (first writer wins)."""
-        team = getattr(getattr(self.context.receiver, "decisions", None), "team", None)
-        return team if team is not None and team.link.up else None
-
-    async def _decide_in_team(self, team: Any, call: PendingCall, decision: OperatorDecision) -> None:
+    async def _decide_in_team(self, routing: Any, call: PendingCall, decision: OperatorDecision) -> None:
         try:
-            verdict = await team.decide(call.tool_call_id, decision)
+            verdict = await routing.ask_team(call.tool_call_id, decision)
         except ValueError as exc:  # an invalid decision: as the gate would say
             self.notify(str(exc), severity="error", markup=False)
             return
-        except Exception:  # the team cannot be asked now: this receiver's operators decide alone
-            verdict = None
-        if verdict is None or verdict.outcome == "unknown":  # not in Redis (yet): decided here
+        if verdict is None:  # the team cannot be asked, or does not hold it (yet): decided here
             self._decide_here(call, decision)
             return
         if verdict.outcome == "won":  # the inbox applies it to this receiver's gate
